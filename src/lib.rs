@@ -1,0 +1,27 @@
+//! roster moves people data in and out of product-adoption and knowledge SaaS apps with the
+//! Singer protocol.
+//!
+//! # Layout
+//! - [`singer`]: the protocol: messages, the streaming line reader, the one stdout writer,
+//!   catalog selection and tap state.
+//! - [`config`]: what every vendor's config shares: loading files and `--config ENV`, the
+//!   common keys, validation against a settings schema, and the redacting [`config::Secret`].
+//! - [`http`]: the HTTP engine every vendor uses: auth, retries with backoff and `Retry-After`,
+//!   adaptive concurrency, client-side rate limits and pagination helpers.
+//! - [`scim`]: SCIM 2.0 client pieces shared by Guru SCIM and generic SCIM.
+//! - [`vendors`]: one room per vendor (config, streams, writer) and the registry that names them.
+//! - [`tap`]: the tap engine: selection, paging, SCHEMA/RECORD/STATE.
+//! - [`target`]: the target engine: routing, validation, ordered delivery, ack-ordered STATE.
+//! - [`sandbox`]: `roster-sandbox`, a local emulator of every vendor API. The tap and target never
+//!   import it.
+//!
+//! Dependencies point down only: `bin → tap/target → vendors → scim/http/singer → config`.
+
+pub mod config;
+pub mod http;
+pub mod sandbox;
+pub mod scim;
+pub mod singer;
+pub mod tap;
+pub mod target;
+pub mod vendors;

@@ -1,0 +1,1 @@
+//! scim (work in progress)

@@ -1,0 +1,1 @@
+//! singer (work in progress)

@@ -1,0 +1,1 @@
+//! tap (work in progress)

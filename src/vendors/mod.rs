@@ -1,0 +1,1 @@
+//! vendors (work in progress)
