@@ -1,1 +1,5 @@
-//! config (work in progress)
+//! What every vendor's config shares: loading, the common keys, validation, and [`Secret`].
+
+mod secret;
+
+pub use secret::{REDACTED, Secret};
