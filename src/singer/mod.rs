@@ -1,1 +1,17 @@
-//! singer (work in progress)
+//! The Singer protocol: messages, the streaming reader, the one stdout writer, catalogs and
+//! tap state.
+
+pub mod catalog;
+pub mod message;
+pub mod reader;
+pub mod state;
+pub mod writer;
+
+pub use catalog::{Catalog, CatalogEntry, MetadataEntry, Properties};
+pub use message::{
+    ActivateVersionMessage, BatchMessage, Message, Object, RecordMessage, SchemaMessage,
+    StateMessage,
+};
+pub use reader::{DEFAULT_MAX_LINE_BYTES, MessageReader, ReadError, ReadMessage};
+pub use state::{Bookmark, TapState};
+pub use writer::{SingerWriter, WriteError};

@@ -1,0 +1,167 @@
+//! The tap's state: one bookmark per stream, plus the stream being synced.
+//!
+//! ```json
+//! {"bookmarks": {"users": {"next_page": "u_123"}, "groups": {"completed_at": "2026-11-23T10:00:00Z"}},
+//!  "currently_syncing": "users"}
+//! ```
+//! `next_page` is whatever the vendor pages by (a Userflow id, a Guru next-page URL, a SCIM
+//! startIndex). A finished stream drops its `next_page` and records `completed_at`. Unknown
+//! keys are kept, so a state written by a newer roster survives a round trip.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The tap's whole state.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TapState {
+    /// One bookmark per stream.
+    #[serde(default)]
+    pub bookmarks: BTreeMap<String, Bookmark>,
+    /// The stream being synced when the state was written, if any.
+    #[serde(default)]
+    pub currently_syncing: Option<String>,
+    /// Keys this version does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Where one stream stands.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Bookmark {
+    /// Where the next page starts. Absent when the stream is not mid-way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page: Option<Value>,
+    /// When the stream last finished a full pass (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// Keys this version does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Why a state file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The state is not an object with the expected shape.
+    #[error("state is not a roster tap state: {0}")]
+    Shape(#[source] serde_json::Error),
+}
+
+impl TapState {
+    /// Reads a state value leniently: the bare value, or one wrapped the way other tools store
+    /// it (`{"type": "STATE", "value": …}`, Meltano's `{"singer_state": …}`). An empty object or
+    /// `null` is an empty state.
+    pub fn from_value(value: Value) -> Result<Self, StateError> {
+        let value = unwrap_state(value);
+        if value.is_null() {
+            return Ok(Self::default());
+        }
+        serde_json::from_value(value).map_err(StateError::Shape)
+    }
+
+    /// The bookmark of a stream that is mid-way, if any.
+    pub fn resume_point(&self, stream: &str) -> Option<&Value> {
+        self.bookmarks.get(stream)?.next_page.as_ref()
+    }
+
+    /// Records that `stream` will continue at `next_page`.
+    pub fn set_next_page(&mut self, stream: &str, next_page: Value) {
+        self.bookmarks
+            .entry(stream.to_string())
+            .or_default()
+            .next_page = Some(next_page);
+        self.currently_syncing = Some(stream.to_string());
+    }
+
+    /// Records that `stream` finished a full pass at `completed_at`.
+    pub fn complete(&mut self, stream: &str, completed_at: String) {
+        let bookmark = self.bookmarks.entry(stream.to_string()).or_default();
+        bookmark.next_page = None;
+        bookmark.completed_at = Some(completed_at);
+        if self.currently_syncing.as_deref() == Some(stream) {
+            self.currently_syncing = None;
+        }
+    }
+
+    /// The state as a JSON value.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+fn unwrap_state(value: Value) -> Value {
+    match value {
+        Value::Object(mut map) => {
+            if map.len() == 1 && map.contains_key("singer_state") {
+                return unwrap_state(map.remove("singer_state").unwrap_or(Value::Null));
+            }
+            let is_message = map
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.eq_ignore_ascii_case("STATE"));
+            if is_message && map.contains_key("value") {
+                return unwrap_state(map.remove("value").unwrap_or(Value::Null));
+            }
+            Value::Object(map)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn round_trips_and_keeps_unknown_keys() {
+        let value = json!({
+            "bookmarks": {"users": {"next_page": "u_9", "future": 1}, "groups": {"completed_at": "2026-01-01T00:00:00Z"}},
+            "currently_syncing": "users",
+            "other": true
+        });
+        let state = TapState::from_value(value.clone()).unwrap();
+        assert_eq!(state.resume_point("users"), Some(&json!("u_9")));
+        assert_eq!(state.resume_point("groups"), None);
+        assert_eq!(state.to_value(), value);
+    }
+
+    #[test]
+    fn accepts_wrapped_and_empty_states() {
+        let bare = json!({"bookmarks": {"users": {"next_page": 101}}});
+        for wrapped in [
+            json!({"type": "STATE", "value": bare}),
+            json!({"singer_state": bare}),
+            json!({"singer_state": {"type": "STATE", "value": bare}}),
+        ] {
+            assert_eq!(
+                TapState::from_value(wrapped).unwrap().resume_point("users"),
+                Some(&json!(101))
+            );
+        }
+        assert_eq!(
+            TapState::from_value(json!({})).unwrap(),
+            TapState::default()
+        );
+        assert_eq!(
+            TapState::from_value(Value::Null).unwrap(),
+            TapState::default()
+        );
+        assert!(TapState::from_value(json!({"bookmarks": []})).is_err());
+    }
+
+    #[test]
+    fn completing_a_stream_clears_its_cursor() {
+        let mut state = TapState::default();
+        state.set_next_page("users", json!("u_1"));
+        assert_eq!(state.currently_syncing.as_deref(), Some("users"));
+        state.complete("users", "2026-11-23T00:00:00Z".into());
+        assert_eq!(state.currently_syncing, None);
+        assert_eq!(
+            state.to_value(),
+            json!({"bookmarks": {"users": {"completed_at": "2026-11-23T00:00:00Z"}}, "currently_syncing": null})
+        );
+    }
+}
