@@ -1,1 +1,298 @@
-//! vendors (work in progress)
+//! One room per vendor, and the registry that names them.
+//!
+//! Every room has the same files: `mod.rs` (its [`VendorSpec`]), `config.rs` (its settings and
+//! typed config), `streams.rs` when the tap can list it, `writer.rs` for the target, and
+//! `model.rs` for its wire types. Adding a vendor is one line in [`REGISTRY`].
+
+use serde_json::{Map, Value};
+
+use crate::config::{
+    Applies, COMMON_SETTINGS, CommonSettings, ConfigError, RawConfig, Setting, TARGET_SETTINGS,
+    typed,
+};
+
+pub mod appcues;
+pub mod guru;
+pub mod guru_scim;
+pub mod scim;
+pub mod userflow;
+pub mod userguiding;
+pub mod userpilot;
+
+/// Every vendor roster knows, one line each.
+pub const REGISTRY: &[&VendorSpec] = &[
+    &userguiding::VENDOR,
+    &userflow::VENDOR,
+    &userpilot::VENDOR,
+    &appcues::VENDOR,
+    &guru::VENDOR,
+    &guru_scim::VENDOR,
+    &scim::VENDOR,
+];
+
+/// What roster knows about a vendor before connecting to it.
+#[derive(Debug)]
+pub struct VendorSpec {
+    /// The `vendor` config value.
+    pub name: &'static str,
+    /// The vendor's product name.
+    pub title: &'static str,
+    /// One line on what roster does with it.
+    pub summary: &'static str,
+    /// Default base URL (origin + fixed prefix), if the vendor has one.
+    pub base_url_us: Option<&'static str>,
+    /// Default base URL in the EU region, if offered.
+    pub base_url_eu: Option<&'static str>,
+    /// The vendor's own settings (credentials and options), besides the common ones.
+    pub settings: &'static [Setting],
+    /// Streams the tap reads; empty when the vendor has no list API.
+    pub reads: &'static [&'static str],
+    /// Kinds of objects the target writes.
+    pub writes: &'static [&'static str],
+    /// True when the target offers `mode: bulk`.
+    pub bulk: bool,
+}
+
+impl VendorSpec {
+    /// True when the tap can read this vendor.
+    pub fn listable(&self) -> bool {
+        !self.reads.is_empty()
+    }
+
+    /// Every setting this vendor takes in `binary`: common, binary-specific, its own.
+    pub fn all_settings(&self, binary: Applies) -> Vec<&'static Setting> {
+        let target: &'static [Setting] = if binary == Applies::Tap {
+            &[]
+        } else {
+            TARGET_SETTINGS
+        };
+        COMMON_SETTINGS
+            .iter()
+            .chain(target)
+            .chain(self.settings)
+            .filter(|s| s.applies_to(binary))
+            .collect()
+    }
+}
+
+/// The names of every vendor, comma-separated.
+pub fn names() -> String {
+    REGISTRY
+        .iter()
+        .map(|v| v.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The names of the vendors the tap can read, comma-separated.
+pub fn listable_names() -> String {
+    REGISTRY
+        .iter()
+        .filter(|v| v.listable())
+        .map(|v| v.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Looks a vendor up by its `vendor` config value.
+pub fn find(name: &str) -> Result<&'static VendorSpec, ConfigError> {
+    REGISTRY
+        .iter()
+        .copied()
+        .find(|v| v.name == name)
+        .ok_or_else(|| ConfigError::UnknownVendor {
+            name: name.to_string(),
+            valid: names(),
+        })
+}
+
+/// A config checked against its vendor's settings.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The vendor.
+    pub spec: &'static VendorSpec,
+    /// The common keys, typed.
+    pub common: CommonSettings,
+    /// Every key given, checked. Vendors deserialise their own typed view from it.
+    pub values: Map<String, Value>,
+}
+
+impl Resolved {
+    /// The vendor's typed view of the config.
+    pub fn typed<T: for<'de> serde::Deserialize<'de>>(&self) -> Result<T, ConfigError> {
+        typed(&self.values)
+    }
+
+    /// The base URL to use (explicit, or the vendor's default for the region).
+    pub fn base_url(&self) -> Result<url::Url, ConfigError> {
+        self.common
+            .base_url_or(self.spec.base_url_us, self.spec.base_url_eu)
+    }
+}
+
+/// Checks a loaded config for `binary`. With `require`, missing credentials are an error.
+pub fn resolve(raw: &RawConfig, binary: Applies, require: bool) -> Result<Resolved, ConfigError> {
+    let name = raw
+        .vendor()
+        .ok_or_else(|| ConfigError::NoVendor { valid: names() })?;
+    let spec = find(&name)?;
+    let settings = spec.all_settings(binary);
+    let hint = |key: &str| where_key_belongs(key, spec, binary);
+    let values = raw.resolve(spec.name, &settings, binary, require, &hint)?;
+    let common: CommonSettings = typed(&values)?;
+    Ok(Resolved {
+        spec,
+        common,
+        values,
+    })
+}
+
+/// For an unknown key: is it a setting of the other binary, or of another vendor?
+fn where_key_belongs(key: &str, spec: &VendorSpec, binary: Applies) -> Option<String> {
+    let other = match binary {
+        Applies::Tap => Applies::Target,
+        _ => Applies::Tap,
+    };
+    if spec.all_settings(other).iter().any(|s| s.name == key) {
+        return Some(format!(
+            "a {} setting",
+            if other == Applies::Tap {
+                "tap-roster"
+            } else {
+                "target-roster"
+            }
+        ));
+    }
+    let owners: Vec<&str> = REGISTRY
+        .iter()
+        .filter(|v| v.name != spec.name && v.settings.iter().any(|s| s.name == key))
+        .map(|v| v.name)
+        .collect();
+    (!owners.is_empty()).then(|| format!("a setting of vendor {}", owners.join(", ")))
+}
+
+/// The settings schema of a binary across every vendor, for `--about`: the union of all keys,
+/// `vendor` required, and each vendor's required keys under an `if vendor == …` clause.
+pub fn settings_schema(binary: Applies) -> Value {
+    let mut seen: Vec<&Setting> = Vec::new();
+    for spec in REGISTRY {
+        for setting in spec.all_settings(binary) {
+            if !seen.iter().any(|s| s.name == setting.name) {
+                seen.push(setting);
+            }
+        }
+    }
+    let mut schema = crate::config::settings::schema_for(seen);
+    let vendor_enum: Vec<Value> = REGISTRY.iter().map(|v| Value::from(v.name)).collect();
+    schema["properties"]["vendor"]["enum"] = Value::Array(vendor_enum);
+    schema["required"] = Value::Array(vec![Value::from("vendor")]);
+    let conditions: Vec<Value> = REGISTRY
+        .iter()
+        .map(|spec| {
+            let required: Vec<Value> = spec
+                .settings
+                .iter()
+                .filter(|s| s.required && s.applies_to(binary))
+                .map(|s| Value::from(s.name))
+                .collect();
+            serde_json::json!({
+                "if": {"properties": {"vendor": {"const": spec.name}}, "required": ["vendor"]},
+                "then": {"required": required},
+            })
+        })
+        .collect();
+    schema["allOf"] = Value::Array(conditions);
+    schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn raw(value: Value) -> RawConfig {
+        RawConfig::from_object(value.as_object().cloned().unwrap())
+    }
+
+    #[test]
+    fn unknown_vendors_list_the_valid_ones() {
+        let err = resolve(&raw(json!({"vendor": "intercom"})), Applies::Tap, true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown vendor \"intercom\" (valid vendors: userguiding, userflow, userpilot, appcues, guru, guru_scim, scim)"
+        );
+        let err = resolve(&raw(json!({})), Applies::Tap, true).unwrap_err();
+        assert!(err.to_string().starts_with("config has no \"vendor\" key"));
+    }
+
+    #[test]
+    fn hints_where_a_misplaced_key_belongs() {
+        let err = resolve(
+            &raw(json!({"vendor": "userflow", "api_key": "k", "api_secret": "s"})),
+            Applies::Target,
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("(a setting of vendor appcues)"), "{err}");
+        let err = resolve(
+            &raw(json!({"vendor": "userflow", "api_key": "k", "on_invalid": "fail"})),
+            Applies::Tap,
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("(a target-roster setting)"), "{err}");
+    }
+
+    #[test]
+    fn every_vendor_has_a_room_with_consistent_metadata() {
+        for spec in REGISTRY {
+            assert!(
+                !spec.title.is_empty() && !spec.summary.is_empty(),
+                "{}",
+                spec.name
+            );
+            assert!(!spec.writes.is_empty(), "{} writes nothing", spec.name);
+            assert!(
+                spec.settings.iter().any(|s| s.secret),
+                "{} has no credential",
+                spec.name
+            );
+            for setting in spec.settings {
+                assert!(
+                    !COMMON_SETTINGS
+                        .iter()
+                        .chain(TARGET_SETTINGS)
+                        .any(|c| c.name == setting.name),
+                    "{} redefines {}",
+                    spec.name,
+                    setting.name
+                );
+            }
+        }
+        assert_eq!(listable_names(), "userflow, guru, guru_scim, scim");
+    }
+
+    #[test]
+    fn the_about_schema_covers_every_vendor_and_marks_secrets() {
+        let schema = settings_schema(Applies::Target);
+        for key in [
+            "api_key",
+            "api_secret",
+            "api_token",
+            "scim_token",
+            "bearer_token",
+            "password",
+        ] {
+            assert_eq!(schema["properties"][key]["secret"], true, "{key}");
+        }
+        assert!(schema["properties"].get("reject_file").is_some());
+        assert!(
+            settings_schema(Applies::Tap)["properties"]
+                .get("reject_file")
+                .is_none()
+        );
+        assert_eq!(schema["allOf"].as_array().unwrap().len(), REGISTRY.len());
+    }
+}

@@ -1,0 +1,58 @@
+//! Appcues settings.
+
+use serde::Deserialize;
+
+use crate::config::{Applies, Kind, Secret, Setting};
+
+/// The bulk import path, after `/v2/accounts/{account_id}`. The seed says `/import/users`;
+/// every production client found uses `/import/profiles` (reference/vendors.md).
+pub const DEFAULT_IMPORT_PATH: &str = "/import/profiles";
+
+/// Appcues' own keys.
+pub const SETTINGS: &[Setting] = &[
+    Setting::new(
+        "account_id",
+        Kind::String,
+        "Appcues account id (it is part of every API path)",
+    )
+    .required(),
+    Setting::new(
+        "api_key",
+        Kind::String,
+        "Appcues v2 API key (Studio → Settings → API Keys)",
+    )
+    .secret()
+    .required(),
+    Setting::new(
+        "api_secret",
+        Kind::String,
+        "Appcues v2 API secret, shown once when the key is created",
+    )
+    .secret()
+    .required(),
+    Setting::new(
+        "import_path",
+        Kind::String,
+        "Bulk import path after /v2/accounts/{account_id} (mode: bulk)",
+    )
+    .default("\"/import/profiles\"")
+    .only(Applies::Target),
+];
+
+/// Typed Appcues config.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// The account in every path.
+    pub account_id: String,
+    /// The API key (Basic user).
+    pub api_key: Secret,
+    /// The API secret (Basic password).
+    pub api_secret: Secret,
+    /// The bulk import path.
+    #[serde(default = "default_import_path")]
+    pub import_path: String,
+}
+
+fn default_import_path() -> String {
+    DEFAULT_IMPORT_PATH.to_string()
+}

@@ -1,0 +1,21 @@
+//! Appcues (public API v2, paths under `/v2/accounts/{account_id}`): profile PATCH upserts for
+//! users and groups, group membership, events, profile deletes, NDJSON/CSV import jobs
+//! (`/import/profiles`; the seed's `/import/users` also works) polled at `/jobs/{id}`, and
+//! segments. Basic `api_key:api_secret`. Account limit 60 requests/s, with `Retry-After`.
+
+pub mod config;
+
+use super::VendorSpec;
+
+/// The registry entry.
+pub const VENDOR: VendorSpec = VendorSpec {
+    name: "appcues",
+    title: "Appcues",
+    summary: "profile upserts for users and groups, memberships, events, segments, and NDJSON import jobs",
+    base_url_us: Some("https://api.appcues.com"),
+    base_url_eu: Some("https://api.eu.appcues.com"),
+    settings: config::SETTINGS,
+    reads: &[],
+    writes: &["users", "groups", "memberships", "events", "segments"],
+    bulk: true,
+};

@@ -1,0 +1,21 @@
+//! Guru REST (`/api/v1`): members keyed by email (list, invite with a comma-separated emails
+//! string, remove), groups (list, create), group members (list, add ≤ 100 emails at once,
+//! all-or-nothing; remove one). Lists are bare JSON arrays paged by a `Link` header
+//! (`rel="next-page"`, `?token=`). Basic `email:user_token`.
+
+pub mod config;
+
+use super::VendorSpec;
+
+/// The registry entry.
+pub const VENDOR: VendorSpec = VendorSpec {
+    name: "guru",
+    title: "Guru (REST)",
+    summary: "team members keyed by email, groups and group members, read with Link-header paging",
+    base_url_us: Some("https://api.getguru.com/api/v1"),
+    base_url_eu: None,
+    settings: config::SETTINGS,
+    reads: &["users", "groups", "memberships"],
+    writes: &["users", "groups", "memberships"],
+    bulk: false,
+};

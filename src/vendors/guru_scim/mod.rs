@@ -1,0 +1,20 @@
+//! Guru SCIM 2.0 (`/api/scim/v2`; the seed's `/scim/v2` is older): `/Users` and `/Groups` with
+//! Guru's SCIM username and token, sent as Basic (Okta, Nango) or as Bearer `username:token`
+//! (OneLogin). Everything else is the shared SCIM client in `crate::scim`.
+
+pub mod config;
+
+use super::VendorSpec;
+
+/// The registry entry.
+pub const VENDOR: VendorSpec = VendorSpec {
+    name: "guru_scim",
+    title: "Guru SCIM",
+    summary: "users, groups and memberships over SCIM 2.0 with Guru's SCIM credentials",
+    base_url_us: Some("https://api.getguru.com/api/scim/v2"),
+    base_url_eu: None,
+    settings: config::SETTINGS,
+    reads: &["users", "groups", "memberships"],
+    writes: &["users", "groups", "memberships"],
+    bulk: false,
+};

@@ -1,0 +1,75 @@
+//! Generic SCIM settings: a Bearer token, or a username and password.
+
+use serde::Deserialize;
+
+use crate::config::{ConfigError, Kind, Secret, Setting};
+
+/// SCIM's own keys. `base_url` (a common key) is required for this vendor.
+pub const SETTINGS: &[Setting] = &[
+    Setting::new(
+        "bearer_token",
+        Kind::String,
+        "Bearer token of the SCIM service provider",
+    )
+    .secret(),
+    Setting::new(
+        "username",
+        Kind::String,
+        "Basic auth user, with password (instead of bearer_token)",
+    ),
+    Setting::new(
+        "password",
+        Kind::String,
+        "Basic auth password, with username",
+    )
+    .secret(),
+];
+
+/// How to authenticate.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+    /// `Authorization: Basic base64(user:password)`.
+    Basic {
+        /// The user.
+        username: String,
+        /// The password.
+        password: Secret,
+    },
+}
+
+/// Typed SCIM config.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// A Bearer token.
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    /// A Basic user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A Basic password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+impl Config {
+    /// Exactly one way to authenticate.
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        match (&self.bearer_token, &self.username, &self.password) {
+            (Some(token), None, None) => Ok(Credentials::Bearer(token.clone())),
+            (None, Some(username), Some(password)) => Ok(Credentials::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            (None, None, None) => Err(ConfigError::Missing {
+                vendor: "scim".into(),
+                missing: vec!["bearer_token (or username and password)".into()],
+            }),
+            _ => Err(ConfigError::Invalid {
+                key: "bearer_token".into(),
+                problem: "give either bearer_token, or username and password, not a mix".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Any SCIM 2.0 service provider (RFC 7643/7644) at a configured base URL, with Bearer or Basic
+//! auth. The SCIM client itself is shared with Guru SCIM in `crate::scim`.
+
+pub mod config;
+
+use super::VendorSpec;
+
+/// The registry entry.
+pub const VENDOR: VendorSpec = VendorSpec {
+    name: "scim",
+    title: "SCIM 2.0",
+    summary: "users, groups and memberships on any SCIM 2.0 service provider",
+    base_url_us: None,
+    base_url_eu: None,
+    settings: config::SETTINGS,
+    reads: &["users", "groups", "memberships"],
+    writes: &["users", "groups", "memberships"],
+    bulk: false,
+};

@@ -1,0 +1,24 @@
+//! Userflow: upserts with merge semantics (`POST /users`, `POST /groups` with the id in the
+//! body; omitted attributes are kept, `null` clears), memberships through the user upsert,
+//! events, deletes, and cursor-paged lists (`starting_after`, `has_more`, `limit` ≤ 100,
+//! `expand=memberships`). Bearer key plus `Userflow-Version: 2020-01-03`. US and EU hosts.
+
+pub mod config;
+
+use super::VendorSpec;
+
+/// The `Userflow-Version` header every request carries (the only dated API version).
+pub const API_VERSION: &str = "2020-01-03";
+
+/// The registry entry.
+pub const VENDOR: VendorSpec = VendorSpec {
+    name: "userflow",
+    title: "Userflow",
+    summary: "users, groups and memberships, read with cursor paging and written as merging upserts",
+    base_url_us: Some("https://api.userflow.com"),
+    base_url_eu: Some("https://api.eu.userflow.com"),
+    settings: config::SETTINGS,
+    reads: &["users", "groups", "memberships"],
+    writes: &["users", "groups", "memberships", "events"],
+    bulk: false,
+};

@@ -1,0 +1,20 @@
+//! UserGuiding: write-only. `POST /v1/identify` upserts a user (`userId` + scalar `attributes`),
+//! with the company nested in the same call (`company.companyId` + `attributes`). No list API,
+//! no delete. Rate limit (help centre): 50 requests per 10 s, then a 60 s block with 429.
+
+pub mod config;
+
+use super::VendorSpec;
+
+/// The registry entry.
+pub const VENDOR: VendorSpec = VendorSpec {
+    name: "userguiding",
+    title: "UserGuiding",
+    summary: "identify upserts of users, with the company nested in the same call",
+    base_url_us: Some("https://api.userguiding.com/v1"),
+    base_url_eu: None,
+    settings: config::SETTINGS,
+    reads: &[],
+    writes: &["users", "groups", "memberships"],
+    bulk: false,
+};

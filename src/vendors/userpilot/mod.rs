@@ -1,0 +1,24 @@
+//! Userpilot: write-only. `POST /v1/identify` (202), `/v1/companies/identify`, `/v1/track`,
+//! bulk identify jobs (≤ 10,000 rows, one job at a time), scheduled deletes
+//! (`DELETE /v1/users`, 1 request per 2 s). `Authorization: Token <key>` plus
+//! `X-API-Version: 2020-09-22`. Identify and track: 600 requests/min. US and EU hosts.
+
+pub mod config;
+
+use super::VendorSpec;
+
+/// The `X-API-Version` header every request carries.
+pub const API_VERSION: &str = "2020-09-22";
+
+/// The registry entry.
+pub const VENDOR: VendorSpec = VendorSpec {
+    name: "userpilot",
+    title: "Userpilot",
+    summary: "identify upserts of users and companies, events, and bulk identify jobs",
+    base_url_us: Some("https://analytex.userpilot.io"),
+    base_url_eu: Some("https://analytex-eu.userpilot.io"),
+    settings: config::SETTINGS,
+    reads: &[],
+    writes: &["users", "groups", "memberships", "events"],
+    bulk: true,
+};
