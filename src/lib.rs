@@ -12,12 +12,15 @@
 //! - [`vendors`]: one room per vendor (config, streams, writer) and the registry that names them.
 //! - [`tap`]: the tap engine: selection, paging, SCHEMA/RECORD/STATE.
 //! - [`target`]: the target engine: routing, validation, ordered delivery, ack-ordered STATE.
+//! - [`cli`]: the command lines, `--about`, logging to stderr; [`exit`]: exit codes.
 //! - [`sandbox`]: `roster-sandbox`, a local emulator of every vendor API. The tap and target never
 //!   import it.
 //!
 //! Dependencies point down only: `bin → tap/target → vendors → scim/http/singer → config`.
 
+pub mod cli;
 pub mod config;
+pub mod exit;
 pub mod http;
 pub mod sandbox;
 pub mod scim;

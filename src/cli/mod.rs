@@ -1,0 +1,239 @@
+//! The command lines of `tap-roster` and `target-roster`, as the Singer spec and Meltano expect
+//! them, and what every run shares: logging to stderr, `--about`, and exit codes.
+//!
+//! The binaries in `src/bin` only parse arguments and call [`run_tap`] / [`run_target`].
+
+pub mod about;
+pub mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+
+use crate::config::{Applies, ConfigSource, RawConfig};
+use crate::exit::{self, RunError};
+use crate::singer::SingerWriter;
+use crate::tap::{TapAction, TapRequest};
+use crate::target::TargetRequest;
+use crate::vendors::{self, Resolved};
+
+/// How `--about` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum AboutFormat {
+    /// Plain text for people.
+    #[default]
+    Text,
+    /// JSON, as the Meltano SDK prints it.
+    Json,
+    /// Markdown, for a README.
+    Markdown,
+}
+
+/// `tap-roster`: reads users, groups and memberships from a vendor and writes Singer messages.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tap-roster", version, about, long_about = None)]
+pub struct TapArgs {
+    /// Config JSON file; repeat to merge (later files win). `ENV` reads TAP_ROSTER_* variables.
+    #[arg(long = "config", value_name = "FILE|ENV")]
+    pub config: Vec<ConfigSource>,
+    /// State JSON from an earlier run; unfinished streams resume from their bookmarks.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Catalog JSON with stream and property selection.
+    #[arg(long, value_name = "FILE", conflicts_with = "properties")]
+    pub catalog: Option<PathBuf>,
+    /// Legacy name for --catalog.
+    #[arg(long, value_name = "FILE")]
+    pub properties: Option<PathBuf>,
+    /// Print the catalog of the vendor's streams and exit.
+    #[arg(long)]
+    pub discover: bool,
+    /// Print what this tap is and its settings, then exit.
+    #[arg(long)]
+    pub about: bool,
+    /// Format of --about.
+    #[arg(long, value_enum, default_value_t = AboutFormat::Text, requires = "about")]
+    pub format: AboutFormat,
+    /// Make one cheap authenticated call to the vendor, then exit 0 (it worked) or 1.
+    #[arg(long, conflicts_with = "discover")]
+    pub test: bool,
+}
+
+impl TapArgs {
+    /// The catalog file, by either name.
+    pub fn catalog_path(&self) -> Option<&PathBuf> {
+        self.catalog.as_ref().or(self.properties.as_ref())
+    }
+}
+
+/// `target-roster`: reads Singer messages and writes them to one vendor.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "target-roster", version, about, long_about = None)]
+pub struct TargetArgs {
+    /// Config JSON file; repeat to merge (later files win). `ENV` reads TARGET_ROSTER_* variables.
+    #[arg(long = "config", value_name = "FILE|ENV")]
+    pub config: Vec<ConfigSource>,
+    /// Read messages from this file instead of stdin.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Print what this target is and its settings, then exit.
+    #[arg(long)]
+    pub about: bool,
+    /// Format of --about.
+    #[arg(long, value_enum, default_value_t = AboutFormat::Text, requires = "about")]
+    pub format: AboutFormat,
+    /// Validate and map every record and show the requests it would send; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where --dry-run writes the requests it would send (default: stderr).
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    pub dry_run_output: Option<PathBuf>,
+    /// Write the run report (per-stream counts, requests, retries, 429s, rate-limit waits) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// The longest input line accepted, in bytes (Meltano's default limit is 50 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::singer::DEFAULT_MAX_LINE_BYTES)]
+    pub max_line_bytes: usize,
+}
+
+/// Loads and checks the config for `binary`.
+pub fn load_config(
+    sources: &[ConfigSource],
+    binary: Applies,
+    require_credentials: bool,
+) -> Result<Resolved, RunError> {
+    if sources.is_empty() {
+        return Err(RunError::Usage(
+            "no config given: pass --config FILE (or --config ENV)".into(),
+        ));
+    }
+    let prefix = match binary {
+        Applies::Target => "TARGET_ROSTER_",
+        _ => "TAP_ROSTER_",
+    };
+    let raw = RawConfig::load(sources, prefix)?;
+    Ok(vendors::resolve(&raw, binary, require_credentials)?)
+}
+
+/// Runs `tap-roster` and returns its exit code.
+pub fn run_tap(args: TapArgs) -> ExitCode {
+    logging::init("tap-roster");
+    if args.about {
+        return exit::finish("tap-roster", about::print(Applies::Tap, args.format));
+    }
+    let action = if args.discover {
+        TapAction::Discover
+    } else if args.test {
+        TapAction::Test
+    } else {
+        TapAction::Sync
+    };
+    // Discovery needs no credentials: Meltano runs it to list streams before config is complete.
+    let config = match load_config(&args.config, Applies::Tap, action != TapAction::Discover) {
+        Ok(config) => config,
+        Err(err) => return exit::finish("tap-roster", Err(err)),
+    };
+    let request = TapRequest {
+        config,
+        action,
+        state: args.state.clone(),
+        catalog: args.catalog_path().cloned(),
+    };
+    exit::finish("tap-roster", with_runtime(crate::tap::run(request)))
+}
+
+/// Runs `target-roster` and returns its exit code.
+pub fn run_target(args: TargetArgs) -> ExitCode {
+    logging::init("target-roster");
+    if args.about {
+        return exit::finish("target-roster", about::print(Applies::Target, args.format));
+    }
+    let config = match load_config(&args.config, Applies::Target, true) {
+        Ok(config) => config,
+        Err(err) => return exit::finish("target-roster", Err(err)),
+    };
+    let request = TargetRequest {
+        config,
+        input: args.input.clone(),
+        dry_run: args.dry_run,
+        dry_run_output: args.dry_run_output.clone(),
+        report: args.report.clone(),
+        max_line_bytes: args.max_line_bytes,
+    };
+    exit::finish("target-roster", with_runtime(crate::target::run(request)))
+}
+
+/// Runs an engine on a multi-threaded tokio runtime.
+fn with_runtime<F, E>(future: F) -> Result<(), RunError>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: exit::ExitStatus + std::error::Error + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| RunError::Runtime(format!("cannot start the async runtime: {err}")))?;
+    runtime
+        .block_on(future)
+        .map_err(|err| RunError::from_status(&err))
+}
+
+/// The one stdout writer of this process.
+pub fn stdout() -> SingerWriter {
+    SingerWriter::stdout()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_flags_as_meltano_passes_them() {
+        let args = TapArgs::try_parse_from([
+            "tap-roster",
+            "--config",
+            "a.json",
+            "--config",
+            "ENV",
+            "--state",
+            "s.json",
+            "--discover",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.config,
+            vec![ConfigSource::File("a.json".into()), ConfigSource::Env]
+        );
+        assert!(args.discover && args.state.is_some());
+        let legacy =
+            TapArgs::try_parse_from(["tap-roster", "--config", "c", "--properties", "p.json"])
+                .unwrap();
+        assert_eq!(legacy.catalog_path(), Some(&PathBuf::from("p.json")));
+        assert!(
+            TapArgs::try_parse_from(["tap-roster", "--catalog", "a", "--properties", "b"]).is_err()
+        );
+        let about = TapArgs::try_parse_from(["tap-roster", "--about", "--format", "json"]).unwrap();
+        assert_eq!(about.format, AboutFormat::Json);
+        assert!(
+            TapArgs::try_parse_from(["tap-roster", "--format", "json"]).is_err(),
+            "--format needs --about"
+        );
+    }
+
+    #[test]
+    fn target_flags() {
+        let args = TargetArgs::try_parse_from([
+            "target-roster",
+            "--config",
+            "c.json",
+            "--input",
+            "in.jsonl",
+            "--dry-run",
+        ])
+        .unwrap();
+        assert!(args.dry_run);
+        assert_eq!(args.max_line_bytes, crate::singer::DEFAULT_MAX_LINE_BYTES);
+        assert!(TargetArgs::try_parse_from(["target-roster", "--dry-run-output", "x"]).is_err());
+    }
+}
