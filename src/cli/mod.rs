@@ -129,9 +129,18 @@ pub fn run_tap(args: TapArgs) -> ExitCode {
     } else {
         TapAction::Sync
     };
-    // Discovery needs no credentials: Meltano runs it to list streams before config is complete.
-    let config = match load_config(&args.config, Applies::Tap, action != TapAction::Discover) {
-        Ok(config) => config,
+    // Discovery needs no credentials: Meltano runs it to list streams before config is
+    // complete. A vendor without a list API is refused before credentials are checked.
+    let config = match load_config(&args.config, Applies::Tap, false) {
+        Ok(config) if !config.spec.listable() => {
+            let message = vendors::not_listable_message(config.spec);
+            return exit::finish("tap-roster", Err(RunError::Usage(message)));
+        }
+        Ok(config) if action == TapAction::Discover => config,
+        Ok(_) => match load_config(&args.config, Applies::Tap, true) {
+            Ok(config) => config,
+            Err(err) => return exit::finish("tap-roster", Err(err)),
+        },
         Err(err) => return exit::finish("tap-roster", Err(err)),
     };
     let request = TapRequest {

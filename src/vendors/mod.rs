@@ -94,6 +94,15 @@ pub fn listable_names() -> String {
         .join(", ")
 }
 
+/// Why the tap refuses a vendor without a list API.
+pub fn not_listable_message(spec: &VendorSpec) -> String {
+    format!(
+        "vendor {} has no list API, so tap-roster cannot read it (the tap reads: {})",
+        spec.name,
+        listable_names()
+    )
+}
+
 /// Looks a vendor up by its `vendor` config value.
 pub fn find(name: &str) -> Result<&'static VendorSpec, ConfigError> {
     REGISTRY
@@ -107,7 +116,7 @@ pub fn find(name: &str) -> Result<&'static VendorSpec, ConfigError> {
 }
 
 /// A config checked against its vendor's settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Resolved {
     /// The vendor.
     pub spec: &'static VendorSpec,
@@ -115,6 +124,30 @@ pub struct Resolved {
     pub common: CommonSettings,
     /// Every key given, checked. Vendors deserialise their own typed view from it.
     pub values: Map<String, Value>,
+}
+
+impl std::fmt::Debug for Resolved {
+    /// Prints the config with every secret setting redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let values: Map<String, Value> = self
+            .values
+            .iter()
+            .map(|(key, value)| {
+                let secret = self.spec.settings.iter().any(|s| s.secret && s.name == key);
+                let shown = if secret {
+                    Value::from(crate::config::REDACTED)
+                } else {
+                    value.clone()
+                };
+                (key.clone(), shown)
+            })
+            .collect();
+        f.debug_struct("Resolved")
+            .field("vendor", &self.spec.name)
+            .field("common", &self.common)
+            .field("values", &values)
+            .finish()
+    }
 }
 
 impl Resolved {
