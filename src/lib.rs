@@ -8,6 +8,8 @@
 //!   common keys, validation against a settings schema, and the redacting [`config::Secret`].
 //! - [`http`]: the HTTP engine every vendor uses: auth, retries with backoff and `Retry-After`,
 //!   adaptive concurrency, client-side rate limits and pagination helpers.
+//! - [`model`]: the record model: the `users`, `groups`, `memberships` and `events` streams,
+//!   their keys and JSON Schemas, defined once for the tap and the target.
 //! - [`scim`]: SCIM 2.0 client pieces shared by Guru SCIM and generic SCIM.
 //! - [`vendors`]: one room per vendor (config, streams, writer) and the registry that names them.
 //! - [`tap`]: the tap engine: selection, paging, SCHEMA/RECORD/STATE.
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod http;
+pub mod model;
 pub mod sandbox;
 pub mod scim;
 pub mod singer;

@@ -1,10 +1,24 @@
 //! The tap engine: drives a vendor's listings, applies catalog selection, writes
 //! SCHEMA/RECORD/STATE with a STATE after every page, and resumes from bookmarks.
+//!
+//! - [`select`]: which streams and properties a sync emits, and the `--discover` catalog.
+//! - [`sync`]: the paging loop with prefetch, STATE after each page, resume and restart.
+//!
+//! The vendor side is [`crate::vendors::source`]: each listable vendor's registry entry has a
+//! [`crate::vendors::source::SourceFactory`].
 
-use std::path::PathBuf;
+pub mod select;
+pub mod sync;
+
+use std::path::{Path, PathBuf};
 
 use crate::exit::ExitStatus;
+use crate::singer::{Catalog, SingerWriter, TapState, WriteError};
+use crate::vendors::source::SourceError;
 use crate::vendors::{self, Resolved};
+
+pub use select::{SelectedStream, Selection};
+pub use sync::{StreamCounts, Summary, SyncError};
 
 /// What the tap was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,28 +57,133 @@ pub enum TapError {
         /// The vendors the tap can read.
         listable: String,
     },
-    /// The sync engine is being built (issue: tap-roster).
-    #[error("syncing vendor {0} is not available in this build yet")]
-    NotBuilt(&'static str),
+    /// A `--state` or `--catalog` file cannot be used.
+    #[error("{what} {path}: {problem}")]
+    Input {
+        /// `--state` or `--catalog`.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Reading the vendor failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// stdout failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// A listing ended early.
+    #[error(transparent)]
+    Sync(SyncError),
 }
 
 impl ExitStatus for TapError {
     fn exit_code(&self) -> u8 {
         match self {
-            TapError::NotListable { .. } => 2,
-            TapError::NotBuilt(_) => 1,
+            TapError::NotListable { .. } | TapError::Input { .. } => 2,
+            TapError::Source(err) => err.exit_code(),
+            TapError::Write(_) | TapError::Sync(_) => 1,
         }
     }
 }
 
-/// Runs the tap.
-pub async fn run(request: TapRequest) -> Result<(), TapError> {
-    let spec = request.config.spec;
-    if !spec.listable() {
-        return Err(TapError::NotListable {
-            vendor: spec.name,
-            listable: vendors::listable_names(),
-        });
+impl From<SyncError> for TapError {
+    fn from(err: SyncError) -> Self {
+        match err {
+            SyncError::Source(err) => TapError::Source(err),
+            SyncError::Write(err) => TapError::Write(err),
+            other => TapError::Sync(other),
+        }
     }
-    Err(TapError::NotBuilt(spec.name))
+}
+
+/// Runs the tap, writing to this process's stdout.
+pub async fn run(request: TapRequest) -> Result<(), TapError> {
+    let mut writer = SingerWriter::stdout();
+    run_with(request, &mut writer).await
+}
+
+/// Runs the tap, writing to `writer`.
+pub async fn run_with<W: std::io::Write>(
+    request: TapRequest,
+    writer: &mut SingerWriter<W>,
+) -> Result<(), TapError> {
+    let spec = request.config.spec;
+    let not_listable = || TapError::NotListable {
+        vendor: spec.name,
+        listable: vendors::listable_names(),
+    };
+    if !spec.listable() {
+        return Err(not_listable());
+    }
+    if request.action == TapAction::Discover {
+        let catalog = select::discover(spec.reads);
+        return match writer.write_json(&catalog) {
+            Ok(()) | Err(WriteError::Closed) => Ok(()),
+            Err(err) => Err(err.into()),
+        };
+    }
+    let factory = spec.source.ok_or_else(not_listable)?;
+    let source = factory(&request.config)?;
+    if request.action == TapAction::Test {
+        source.check().await?;
+        tracing::info!(vendor = spec.name, "connection test passed");
+        return Ok(());
+    }
+    let selection = match &request.catalog {
+        Some(path) => {
+            let catalog = read_catalog(path)?;
+            let selection = Selection::from_catalog(&catalog, spec.reads);
+            for unknown in &selection.unknown {
+                tracing::warn!(
+                    "catalog stream {unknown} is not a stream of vendor {}; ignoring it",
+                    spec.name
+                );
+            }
+            selection
+        }
+        None => Selection::all(spec.reads),
+    };
+    if selection.names().is_empty() {
+        tracing::warn!("no stream is selected in the catalog; nothing to sync");
+    }
+    let state = match &request.state {
+        Some(path) => read_state(path)?,
+        None => TapState::default(),
+    };
+    let summary = sync::sync(source.as_ref(), &selection, state, writer).await?;
+    tracing::info!("tap-roster {}: {}", spec.name, summary.line());
+    Ok(())
+}
+
+fn read_json(what: &'static str, path: &Path) -> Result<serde_json::Value, TapError> {
+    let input_error = |problem: String| TapError::Input {
+        what,
+        path: path.display().to_string(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|err| input_error(err.to_string()))?;
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(&text).map_err(|err| input_error(format!("invalid JSON: {err}")))
+}
+
+fn read_state(path: &Path) -> Result<TapState, TapError> {
+    let value = read_json("--state", path)?;
+    TapState::from_value(value).map_err(|err| TapError::Input {
+        what: "--state",
+        path: path.display().to_string(),
+        problem: crate::exit::one_line(&err),
+    })
+}
+
+fn read_catalog(path: &Path) -> Result<Catalog, TapError> {
+    let value = read_json("--catalog", path)?;
+    serde_json::from_value(value).map_err(|err| TapError::Input {
+        what: "--catalog",
+        path: path.display().to_string(),
+        problem: format!("not a Singer catalog: {err}"),
+    })
 }

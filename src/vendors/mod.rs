@@ -15,6 +15,7 @@ pub mod appcues;
 pub mod guru;
 pub mod guru_scim;
 pub mod scim;
+pub mod source;
 pub mod userflow;
 pub mod userguiding;
 pub mod userpilot;
@@ -45,6 +46,8 @@ pub struct VendorSpec {
     pub base_url_eu: Option<&'static str>,
     /// The vendor's own settings (credentials and options), besides the common ones.
     pub settings: &'static [Setting],
+    /// How the tap reads it; `None` when the vendor has no list API.
+    pub source: Option<source::SourceFactory>,
     /// Streams the tap reads; empty when the vendor has no list API.
     pub reads: &'static [&'static str],
     /// Kinds of objects the target writes.

@@ -15,6 +15,7 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: Some("https://api.appcues.com"),
     base_url_eu: Some("https://api.eu.appcues.com"),
     settings: config::SETTINGS,
+    source: None,
     reads: &[],
     writes: &["users", "groups", "memberships", "events", "segments"],
     bulk: true,

@@ -14,6 +14,7 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: Some("https://api.getguru.com/api/scim/v2"),
     base_url_eu: None,
     settings: config::SETTINGS,
+    source: None,
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,

@@ -13,6 +13,7 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: None,
     base_url_eu: None,
     settings: config::SETTINGS,
+    source: None,
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,

@@ -18,6 +18,7 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: Some("https://api.userflow.com"),
     base_url_eu: Some("https://api.eu.userflow.com"),
     settings: config::SETTINGS,
+    source: None,
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships", "events"],
     bulk: false,

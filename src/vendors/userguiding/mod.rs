@@ -14,6 +14,7 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: Some("https://api.userguiding.com/v1"),
     base_url_eu: None,
     settings: config::SETTINGS,
+    source: None,
     reads: &[],
     writes: &["users", "groups", "memberships"],
     bulk: false,

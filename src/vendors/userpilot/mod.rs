@@ -18,6 +18,7 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: Some("https://analytex.userpilot.io"),
     base_url_eu: Some("https://analytex-eu.userpilot.io"),
     settings: config::SETTINGS,
+    source: None,
     reads: &[],
     writes: &["users", "groups", "memberships", "events"],
     bulk: true,
