@@ -15,6 +15,7 @@ pub mod appcues;
 pub mod guru;
 pub mod guru_scim;
 pub mod scim;
+pub mod sink;
 pub mod source;
 pub mod userflow;
 pub mod userguiding;
@@ -54,6 +55,8 @@ pub struct VendorSpec {
     pub writes: &'static [&'static str],
     /// True when the target offers `mode: bulk`.
     pub bulk: bool,
+    /// Builds the target's writer; `None` while the vendor cannot be written yet.
+    pub sink: Option<sink::SinkFactory>,
 }
 
 impl VendorSpec {

@@ -19,4 +19,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &[],
     writes: &["users", "groups", "memberships", "events", "segments"],
     bulk: true,
+    sink: None,
 };

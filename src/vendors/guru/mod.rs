@@ -19,4 +19,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,
+    sink: None,
 };

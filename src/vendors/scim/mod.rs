@@ -17,4 +17,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,
+    sink: None,
 };

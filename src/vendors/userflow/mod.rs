@@ -22,4 +22,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships", "events"],
     bulk: false,
+    sink: None,
 };

@@ -18,4 +18,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &[],
     writes: &["users", "groups", "memberships"],
     bulk: false,
+    sink: None,
 };

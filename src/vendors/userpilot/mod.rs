@@ -22,4 +22,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &[],
     writes: &["users", "groups", "memberships", "events"],
     bulk: true,
+    sink: None,
 };

@@ -1,0 +1,715 @@
+//! The engine loop: one task that reads messages, validates and routes records, hands ops to the
+//! dispatcher, books settlements, writes rejects, and prints each STATE once it is safe.
+//!
+//! Phases: *reading* (input flows; at most [`MAX_IN_FLIGHT`] ops are handed over and unwritten,
+//! so a slow vendor slows the reader) → *draining* (input ended or a protocol error: open
+//! batches go out and in-flight writes finish) → *flushing* ([`Sink::flush`] settles deferred
+//! work) → done. A fatal error, a record refused under `on_invalid: fail`, or SIGTERM/SIGINT
+//! switch to *stopping*: nothing new is sent, writes in flight finish, the last safe state is
+//! printed. A second signal stops at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::OptionFuture;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::OnInvalid;
+use crate::singer::{
+    Message, Object, ReadError, ReadMessage, RecordMessage, SchemaMessage, SingerWriter,
+};
+use crate::vendors::sink::{
+    Acks, Op, Origin, Outcome, Refusal, Settlement, Sink, SinkError, Ticket,
+};
+
+use super::TargetError;
+use super::ack::AckTracker;
+use super::dispatch::{Dispatcher, Written};
+use super::dry_run::DryRunOutput;
+use super::reject::{Reject, RejectFile};
+use super::report::{Report, StreamCounts, Tally};
+use super::route::{Route, Router};
+use super::schema::StreamSchema;
+
+/// Ops handed to the sink and not yet written, at most: bounds memory and keeps the reader from
+/// running far ahead of a slow vendor.
+pub const MAX_IN_FLIGHT: usize = 4096;
+
+/// The shortest time between two state lines on stdout. Every newly safe state is printed, but
+/// at most once a second (Meltano stores each line; thousands of pages would mean thousands of
+/// writes), which is well inside the "at least every 30 s" promise.
+pub const STATE_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Records in a row whose retry budget ran out, with nothing accepted between them, after which
+/// the vendor counts as unreachable and the run stops.
+pub const MAX_CONSECUTIVE_TRANSIENT: u32 = 20;
+
+/// How often the loop wakes up with nothing to do (progress bar, lingering batches).
+const HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// Everything the engine needs.
+pub struct Parts<W: Write> {
+    /// The vendor's writer.
+    pub sink: Arc<dyn Sink>,
+    /// Stream routing.
+    pub router: Router,
+    /// reject or fail.
+    pub on_invalid: OnInvalid,
+    /// The reject file (`None` in a dry run).
+    pub rejects: Option<RejectFile>,
+    /// The dry-run output (`Some` in a dry run).
+    pub dry_run: Option<DryRunOutput>,
+    /// stdout.
+    pub out: SingerWriter<W>,
+}
+
+struct Stream {
+    name: Arc<str>,
+    schema: Option<Arc<StreamSchema>>,
+    generation: u64,
+    route: Route,
+    kind: Option<&'static str>,
+    counts: StreamCounts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Reading,
+    Draining,
+    Flushing,
+    Stopping,
+}
+
+struct Engine<W: Write> {
+    sink: Arc<dyn Sink>,
+    router: Router,
+    on_invalid: OnInvalid,
+    rejects: Option<RejectFile>,
+    dry: Option<DryRunOutput>,
+    out: SingerWriter<W>,
+    tracker: AckTracker,
+    tally: Tally,
+    dispatcher: Dispatcher,
+    acks: Acks,
+    streams: Vec<Stream>,
+    by_name: HashMap<String, usize>,
+    last_emit: Option<Instant>,
+    last_state: Option<Value>,
+    consecutive_transient: u32,
+    totals: (u64, u64, u64),
+    phase: Phase,
+    failure: Option<TargetError>,
+    warned_activate_version: bool,
+}
+
+/// Runs the engine over `input` until the input ends, a protocol error, a fatal error or a
+/// signal. Returns the outcome and the run report.
+pub async fn run<W: Write>(
+    parts: Parts<W>,
+    mut input: mpsc::Receiver<Result<ReadMessage, ReadError>>,
+) -> (Result<(), TargetError>, Report) {
+    let (acks, mut settled) = Acks::channel();
+    let (written_tx, mut written) = mpsc::unbounded_channel::<Written>();
+    let mut engine = Engine {
+        dispatcher: Dispatcher::new(parts.sink.clone(), acks.clone(), written_tx),
+        sink: parts.sink,
+        router: parts.router,
+        on_invalid: parts.on_invalid,
+        rejects: parts.rejects,
+        dry: parts.dry_run,
+        out: parts.out,
+        tracker: AckTracker::new(),
+        tally: Tally::new(),
+        acks,
+        streams: Vec::new(),
+        by_name: HashMap::new(),
+        last_emit: None,
+        last_state: None,
+        consecutive_transient: 0,
+        totals: (0, 0, 0),
+        phase: Phase::Reading,
+        failure: None,
+        warned_activate_version: false,
+    };
+    let mut signals = Signals::new();
+    let mut flush: Option<JoinHandle<Result<(), SinkError>>> = None;
+    let mut hard_stop = false;
+    loop {
+        match engine.phase {
+            Phase::Draining if engine.dispatcher.in_flight() == 0 => {
+                let sink = engine.sink.clone();
+                let acks = engine.acks.clone();
+                flush = Some(tokio::spawn(async move { sink.flush(&acks).await }));
+                engine.phase = Phase::Flushing;
+            }
+            Phase::Stopping if engine.dispatcher.in_flight() == 0 => break,
+            _ => {}
+        }
+        let wake = engine.next_wake();
+        let can_read =
+            engine.phase == Phase::Reading && engine.dispatcher.in_flight() < MAX_IN_FLIGHT;
+        tokio::select! {
+            biased;
+            Some(signal) = signals.recv() => {
+                if engine.phase == Phase::Stopping {
+                    tracing::warn!("{signal} again: stopping without waiting for requests in flight");
+                    hard_stop = true;
+                    break;
+                }
+                tracing::warn!("{signal}: sending nothing new, waiting for requests in flight, then writing the last safe state");
+                if let Some(task) = flush.take() {
+                    task.abort();
+                }
+                engine.stop(TargetError::Stopped { signal });
+            }
+            Some(settlement) = settled.recv() => engine.settled(settlement),
+            Some(done) = written.recv() => engine.written(done),
+            message = input.recv(), if can_read => match message {
+                None => {
+                    engine.dispatcher.dispatch_all();
+                    engine.phase = Phase::Draining;
+                }
+                Some(message) => engine.message(message),
+            },
+            Some(result) = OptionFuture::from(flush.as_mut()), if flush.is_some() => {
+                flush = None;
+                match result {
+                    Ok(Ok(())) => break,
+                    Ok(Err(err)) => engine.stop(TargetError::Sink(err)),
+                    Err(join) => engine.stop(TargetError::Sink(SinkError::Vendor {
+                        vendor: engine.sink.vendor(),
+                        detail: format!("the writer's flush did not finish: {join}"),
+                    })),
+                }
+            }
+            () = tokio::time::sleep_until(wake.into()) => {
+                engine.dispatcher.dispatch_due(Instant::now());
+            }
+        }
+        engine.emit(false);
+        engine.progress();
+    }
+    if !hard_stop {
+        // Settlements sent before the writes and the flush returned are still queued.
+        while let Ok(settlement) = settled.try_recv() {
+            engine.settled(settlement);
+        }
+        let unsettled = engine.tracker.unsettled();
+        if engine.failure.is_none() && unsettled > 0 {
+            engine.failure = Some(TargetError::Unsettled {
+                vendor: engine.sink.vendor(),
+                count: unsettled,
+            });
+        }
+    }
+    engine.emit(true);
+    engine.finish()
+}
+
+impl<W: Write> Engine<W> {
+    fn next_wake(&self) -> Instant {
+        let mut wake = Instant::now() + HEARTBEAT;
+        if let Some(deadline) = self.dispatcher.next_deadline() {
+            wake = wake.min(deadline);
+        }
+        if self.tracker.has_safe()
+            && let Some(last) = self.last_emit
+        {
+            wake = wake.min(last + STATE_MIN_INTERVAL);
+        }
+        wake
+    }
+
+    fn stop(&mut self, err: TargetError) {
+        if self.failure.is_none() {
+            self.failure = Some(err);
+        }
+        if self.phase != Phase::Stopping {
+            self.dispatcher.stop();
+            self.phase = Phase::Stopping;
+        }
+    }
+
+    /// A protocol error (or a reject under `on_invalid: fail`): finish what came before the bad
+    /// line, send nothing after it, then fail.
+    fn protocol(&mut self, err: TargetError) {
+        if self.failure.is_none() {
+            self.failure = Some(err);
+        }
+        if self.phase == Phase::Reading {
+            self.dispatcher.dispatch_all();
+            self.phase = Phase::Draining;
+        }
+    }
+
+    fn message(&mut self, message: Result<ReadMessage, ReadError>) {
+        let read = match message {
+            Ok(read) => read,
+            Err(ReadError::DuplicateKey {
+                line,
+                stream,
+                pointer,
+                record,
+            }) => {
+                self.duplicate_key(line, &stream, &pointer, *record);
+                return;
+            }
+            Err(err) => {
+                self.protocol(TargetError::Protocol {
+                    line: err.line(),
+                    detail: strip_line(&err.to_string()),
+                });
+                return;
+            }
+        };
+        let line = read.line;
+        match read.message {
+            Message::Schema(schema) => self.schema(line, schema),
+            Message::Record(record) => self.record(line, record),
+            Message::State(state) => {
+                self.tally.states_in += 1;
+                self.tracker.state(state.value);
+            }
+            Message::ActivateVersion(m) => {
+                if !self.warned_activate_version {
+                    self.warned_activate_version = true;
+                    tracing::info!(
+                        line,
+                        stream = %m.stream,
+                        "ignoring ACTIVATE_VERSION: the vendors keep no table versions (deletes come as _sdc_deleted_at)"
+                    );
+                }
+            }
+            Message::Batch(m) => self.protocol(TargetError::Protocol {
+                line,
+                detail: format!(
+                    "stream {:?}: BATCH messages (records in files) are not supported; run the tap without batch_config",
+                    m.stream
+                ),
+            }),
+        }
+    }
+
+    fn schema(&mut self, line: u64, message: SchemaMessage) {
+        let name = message.stream.clone();
+        if let Some(&index) = self.by_name.get(&name)
+            && self.streams[index]
+                .schema
+                .as_ref()
+                .is_some_and(|s| s.message == message)
+        {
+            return;
+        }
+        let compiled = match StreamSchema::compile(message) {
+            Ok(compiled) => Arc::new(compiled),
+            Err(detail) => {
+                self.protocol(TargetError::Protocol {
+                    line,
+                    detail: format!("SCHEMA of stream {name:?}: {detail}"),
+                });
+                return;
+            }
+        };
+        let route = self.router.route(&name);
+        let kind = match &route {
+            Route::Write(map) => {
+                tracing::info!(stream = %name, kind = %map.kind, "routing stream");
+                Some(map.kind.as_str())
+            }
+            Route::Skip(why) => {
+                tracing::warn!(stream = %name, "not writing this stream: {why}");
+                None
+            }
+            Route::Reject(why) => {
+                tracing::warn!(stream = %name, "rejecting this stream's records: {why}");
+                None
+            }
+        };
+        match self.by_name.get(&name) {
+            Some(&index) => {
+                let stream = &mut self.streams[index];
+                stream.schema = Some(compiled);
+                stream.generation += 1;
+                stream.route = route;
+                stream.kind = kind;
+                stream.counts.kind = kind.or(stream.counts.kind);
+            }
+            None => {
+                self.by_name.insert(name.clone(), self.streams.len());
+                self.streams.push(Stream {
+                    name: name.into(),
+                    schema: Some(compiled),
+                    generation: 1,
+                    route,
+                    kind,
+                    counts: StreamCounts {
+                        kind,
+                        ..StreamCounts::default()
+                    },
+                });
+            }
+        }
+    }
+
+    fn record(&mut self, line: u64, message: RecordMessage) {
+        let Some(&index) = self.by_name.get(&message.stream) else {
+            self.protocol(TargetError::Protocol {
+                line,
+                detail: format!(
+                    "RECORD for stream {:?} before any SCHEMA for it (a tap must send a stream's SCHEMA first)",
+                    message.stream
+                ),
+            });
+            return;
+        };
+        let ticket = self.tracker.issue(index as u32);
+        self.totals.0 += 1;
+        let stream = &mut self.streams[index];
+        stream.counts.records_in += 1;
+        let (route, schema) = (stream.route.clone(), stream.schema.clone());
+        match route {
+            Route::Skip(why) => {
+                stream.counts.skipped += 1;
+                if stream.counts.skip_reason.is_none() {
+                    stream.counts.skip_reason = Some(why.to_string());
+                }
+                self.tracker.settle(ticket);
+            }
+            Route::Reject(why) => {
+                self.book_reject(
+                    index,
+                    ticket,
+                    line,
+                    &message.record,
+                    Refusal::new(why.to_string()),
+                );
+            }
+            Route::Write(map) => {
+                let record = match schema {
+                    Some(schema) => {
+                        let (record, checked) = schema.check(message.record);
+                        if let Err(why) = checked {
+                            self.book_reject(index, ticket, line, &record, Refusal::new(why));
+                            return;
+                        }
+                        record
+                    }
+                    None => message.record,
+                };
+                let item = match map.item(&record) {
+                    Ok(item) => item,
+                    Err(refusal) => {
+                        self.book_reject(index, ticket, line, &record, refusal);
+                        return;
+                    }
+                };
+                let op = Op {
+                    ticket,
+                    item,
+                    origin: Arc::new(Origin {
+                        stream: self.streams[index].name.clone(),
+                        line,
+                        record,
+                    }),
+                };
+                match self.sink.plan(&op) {
+                    Ok(plan) => self.dispatcher.submit(op, plan),
+                    Err(refusal) => {
+                        self.book_reject(index, ticket, line, &op.origin.record, refusal);
+                    }
+                }
+            }
+        }
+    }
+
+    fn duplicate_key(&mut self, line: u64, stream: &str, pointer: &str, record: Object) {
+        let Some(&index) = self.by_name.get(stream) else {
+            self.protocol(TargetError::Protocol {
+                line,
+                detail: format!(
+                    "RECORD for stream {stream:?} before any SCHEMA for it (and its record repeats the key {pointer})"
+                ),
+            });
+            return;
+        };
+        let ticket = self.tracker.issue(index as u32);
+        self.totals.0 += 1;
+        self.streams[index].counts.records_in += 1;
+        self.book_reject(
+            index,
+            ticket,
+            line,
+            &record,
+            Refusal::new(format!(
+                "the record repeats the key {pointer}, so which value is meant is ambiguous"
+            )),
+        );
+    }
+
+    fn book_reject(
+        &mut self,
+        index: usize,
+        ticket: Ticket,
+        line: u64,
+        record: &Object,
+        refusal: Refusal,
+    ) {
+        self.totals.2 += 1;
+        let stream = &mut self.streams[index];
+        stream.counts.rejected += 1;
+        if let Some(dry) = &self.dry {
+            dry.reject(&stream.name, line, record, &refusal);
+        } else if let Some(rejects) = self.rejects.as_mut() {
+            let schema = stream
+                .schema
+                .as_ref()
+                .map(|s| (&s.message, stream.generation));
+            let written = rejects.write(&Reject {
+                stream: &stream.name,
+                schema,
+                line,
+                record,
+                refusal: &refusal,
+                kind: stream.kind,
+            });
+            if let Err(err) = written {
+                self.stop(TargetError::RejectFile(err));
+                return;
+            }
+        }
+        tracing::debug!(line, stream = %stream.name, "rejected: {refusal}");
+        if self.on_invalid == OnInvalid::Fail {
+            // Like a protocol error: what came before is finished, nothing after is sent. The
+            // record stays unsettled, so no state covers it and a rerun sends it again.
+            let name = stream.name.to_string();
+            self.protocol(TargetError::Invalid {
+                line,
+                stream: name,
+                reason: refusal.to_string(),
+            });
+            return;
+        }
+        self.tracker.settle(ticket);
+    }
+
+    fn settled(&mut self, settlement: Settlement) {
+        let Some(index) = self.tracker.stream_of(settlement.ticket) else {
+            tracing::debug!(
+                ticket = settlement.ticket.0,
+                "ignoring a repeated settlement"
+            );
+            return;
+        };
+        let index = index as usize;
+        match settlement.outcome {
+            Outcome::Accepted => {
+                self.consecutive_transient = 0;
+                self.totals.1 += 1;
+                self.streams[index].counts.sent += 1;
+                self.tracker.settle(settlement.ticket);
+            }
+            Outcome::Skipped(why) => {
+                let counts = &mut self.streams[index].counts;
+                counts.skipped += 1;
+                if counts.skip_reason.is_none() {
+                    counts.skip_reason = Some(why);
+                }
+                self.tracker.settle(settlement.ticket);
+            }
+            Outcome::Rejected(refusal) => {
+                let transient = refusal.transient;
+                let (line, record) = match &settlement.origin {
+                    Some(origin) => (origin.line, origin.record.clone()),
+                    None => (0, Object::new()),
+                };
+                self.book_reject(index, settlement.ticket, line, &record, refusal);
+                if transient {
+                    self.consecutive_transient += 1;
+                    if self.consecutive_transient >= MAX_CONSECUTIVE_TRANSIENT {
+                        self.stop(TargetError::Sink(SinkError::Unreachable {
+                            vendor: self.sink.vendor(),
+                            detail: format!(
+                                "{MAX_CONSECUTIVE_TRANSIENT} records in a row failed past the retry budget (the last at line {line})"
+                            ),
+                        }));
+                    }
+                } else {
+                    self.consecutive_transient = 0;
+                }
+            }
+        }
+    }
+
+    fn written(&mut self, written: Written) {
+        self.dispatcher.finished(&written);
+        if let Err(err) = written.result {
+            self.stop(TargetError::Sink(err));
+        }
+    }
+
+    /// Prints the newest safe state, at most once per [`STATE_MIN_INTERVAL`] unless `force`.
+    fn emit(&mut self, force: bool) {
+        if !self.tracker.has_safe() {
+            return;
+        }
+        if !force
+            && self
+                .last_emit
+                .is_some_and(|t| t.elapsed() < STATE_MIN_INTERVAL)
+        {
+            return;
+        }
+        let Some(value) = self.tracker.take_safe() else {
+            return;
+        };
+        self.last_emit = Some(Instant::now());
+        if self.last_state.as_ref() == Some(&value) {
+            return;
+        }
+        if self.dry.is_none() {
+            // Rejects the state covers must be on disk before the state is.
+            if let Some(rejects) = self.rejects.as_mut()
+                && let Err(err) = rejects.flush()
+            {
+                self.stop(TargetError::RejectFile(err));
+                return;
+            }
+            if let Err(err) = self.out.write_state_value(&value) {
+                self.stop(TargetError::Stdout(err));
+                return;
+            }
+            self.tally.states_out += 1;
+        }
+        self.last_state = Some(value);
+    }
+
+    fn progress(&mut self) {
+        let (records, sent, rejected) = self.totals;
+        self.tally
+            .progress(records, sent, rejected, self.dispatcher.in_flight());
+    }
+
+    fn finish(mut self) -> (Result<(), TargetError>, Report) {
+        if let Some(rejects) = self.rejects.as_mut()
+            && let Err(err) = rejects.flush()
+            && self.failure.is_none()
+        {
+            self.failure = Some(TargetError::RejectFile(err));
+        }
+        if let Some(dry) = &self.dry {
+            if let Some(state) = &self.last_state {
+                dry.state(state);
+            }
+            if let Err(err) = dry.finish()
+                && self.failure.is_none()
+            {
+                self.failure = Some(TargetError::DryRunOutput(err));
+            }
+        }
+        if let Err(err) = self.out.flush()
+            && self.failure.is_none()
+        {
+            self.failure = Some(TargetError::Stdout(err));
+        }
+        let streams: BTreeMap<String, StreamCounts> = self
+            .streams
+            .iter()
+            .map(|s| (s.name.to_string(), s.counts.clone()))
+            .collect();
+        let reject_file = self
+            .rejects
+            .as_ref()
+            .filter(|r| r.exists())
+            .map(|r| r.path().display().to_string());
+        let (outcome, code) = match &self.failure {
+            None => ("ok".to_string(), 0),
+            Some(err) => (
+                crate::exit::one_line(err),
+                crate::exit::ExitStatus::exit_code(err),
+            ),
+        };
+        let report = self.tally.report(
+            streams,
+            self.sink.vendor(),
+            self.dry.is_some(),
+            self.sink.stats(),
+            self.last_state.clone(),
+            reject_file,
+            outcome,
+            code,
+        );
+        let result = match self.failure {
+            None => Ok(()),
+            Some(err) => Err(err),
+        };
+        (result, report)
+    }
+}
+
+/// `line 12: …` from the reader: the engine's error adds the line itself.
+fn strip_line(text: &str) -> String {
+    match text.split_once(": ") {
+        Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
+        _ => text.to_string(),
+    }
+}
+
+/// SIGTERM and SIGINT, as a stream of names.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate())
+                .map_err(|err| tracing::warn!("cannot listen for SIGTERM: {err}"))
+                .ok();
+            let int = signal(SignalKind::interrupt())
+                .map_err(|err| tracing::warn!("cannot listen for SIGINT: {err}"))
+                .ok();
+            Signals { term, int }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
+    }
+
+    async fn recv(&mut self) -> Option<&'static str> {
+        #[cfg(unix)]
+        {
+            let Signals { term, int } = self;
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match int.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(()) = term => Some("SIGTERM"),
+                Some(()) = int => Some("SIGINT"),
+                else => None,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            std::future::pending().await
+        }
+    }
+}

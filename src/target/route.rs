@@ -1,0 +1,536 @@
+//! Routing and field mapping: which [`Kind`] an incoming stream carries, and how one of its
+//! records becomes an [`Item`] of roster's record model.
+//!
+//! - Defaults go by the stream's table part (`public-users` → `users`, as database taps name
+//!   streams `<schema>-<table>`), case-insensitively: users/members → users,
+//!   groups/companies → groups, memberships/group_members → memberships, events → events,
+//!   segments → segments (singular forms too).
+//! - `streams.<name>` (the exact stream name, else its table part) overrides the kind
+//!   (`"skip"` ignores the stream on purpose), the key field, and the field mapping: `rename`
+//!   (source → model name), then `include` / `exclude` (after renaming; the key fields and
+//!   `_sdc_deleted_at` are always kept by `include`), then `constants` (added when absent).
+//! - Flat warehouse rows work as they are: every top-level field that is not reserved becomes
+//!   an attribute; the record's own `attributes` object is merged over them.
+//! - `_sdc_deleted_at` set (not null) turns the record into a delete; other `_sdc_*` columns
+//!   are Singer metadata and are dropped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::config::{ConfigError, StreamOverride};
+use crate::singer::Object;
+use crate::vendors::sink::{Action, Item, Kind, Refusal};
+
+/// The field that marks a delete (Singer convention).
+pub const DELETED_AT: &str = "_sdc_deleted_at";
+
+/// The field of nested custom attributes.
+pub const ATTRIBUTES: &str = "attributes";
+
+/// The `kind` value that ignores a stream on purpose.
+pub const SKIP_KIND: &str = "skip";
+
+/// Standard user fields (CONTRACT.md record model), kept apart from custom attributes.
+const USER_FIELDS: &[&str] = &[
+    "email",
+    "name",
+    "first_name",
+    "last_name",
+    "external_id",
+    "active",
+    "status",
+    "created_at",
+];
+
+/// Standard group fields.
+const GROUP_FIELDS: &[&str] = &["name", "external_id", "created_at"];
+
+/// Standard event fields besides the ids.
+const EVENT_FIELDS: &[&str] = &["name", "timestamp"];
+
+/// The kind a stream name carries by default, from its table part.
+pub fn default_kind(stream: &str) -> Option<Kind> {
+    let table = table_part(stream).to_ascii_lowercase();
+    Some(match table.as_str() {
+        "users" | "user" | "members" | "member" => Kind::Users,
+        "groups" | "group" | "companies" | "company" => Kind::Groups,
+        "memberships" | "membership" | "group_members" | "group_member" => Kind::Memberships,
+        "events" | "event" => Kind::Events,
+        "segments" | "segment" | "segment_members" => Kind::Segments,
+        _ => return None,
+    })
+}
+
+/// The table part of `<schema>-<table>`, or the whole name.
+pub fn table_part(stream: &str) -> &str {
+    stream.rsplit('-').next().unwrap_or(stream)
+}
+
+/// How one stream is routed.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// Records become items of this kind.
+    Write(Arc<StreamMap>),
+    /// Records are counted as skipped, with this reason (unrouted or `kind: "skip"`).
+    Skip(Arc<str>),
+    /// Records are rejected with this reason (a kind the vendor does not take).
+    Reject(Arc<str>),
+}
+
+/// The mapping of one routed stream.
+#[derive(Debug, Clone)]
+pub struct StreamMap {
+    /// The kind.
+    pub kind: Kind,
+    /// The field holding the key (users, groups: `id`; segments: `segment`).
+    pub key_field: String,
+    /// The field mapping, when the config gives one.
+    pub mapping: Option<StreamOverride>,
+}
+
+/// The routing table built from `streams` and the vendor's kinds.
+#[derive(Debug, Clone)]
+pub struct Router {
+    overrides: BTreeMap<String, StreamOverride>,
+    writes: &'static [&'static str],
+    vendor: &'static str,
+}
+
+impl Router {
+    /// Checks the overrides: every `kind` must be a kind (or `skip`) that this vendor writes.
+    pub fn new(
+        vendor: &'static str,
+        writes: &'static [&'static str],
+        overrides: &BTreeMap<String, StreamOverride>,
+    ) -> Result<Self, ConfigError> {
+        for (stream, o) in overrides {
+            if let Some(kind) = &o.kind {
+                if kind == SKIP_KIND {
+                    continue;
+                }
+                let Some(parsed) = Kind::parse(kind) else {
+                    return Err(ConfigError::Invalid {
+                        key: format!("streams.{stream}.kind"),
+                        problem: format!(
+                            "must be one of users, groups, memberships, events, segments or skip, got {kind:?}"
+                        ),
+                    });
+                };
+                if !writes.contains(&parsed.as_str()) {
+                    return Err(ConfigError::Invalid {
+                        key: format!("streams.{stream}.kind"),
+                        problem: format!(
+                            "is {kind:?}, which vendor {vendor} does not take (it takes {})",
+                            writes.join(", ")
+                        ),
+                    });
+                }
+            }
+            if o.key.as_deref().is_some_and(str::is_empty) {
+                return Err(ConfigError::Invalid {
+                    key: format!("streams.{stream}.key"),
+                    problem: "must name a field".into(),
+                });
+            }
+        }
+        Ok(Router {
+            overrides: overrides.clone(),
+            writes,
+            vendor,
+        })
+    }
+
+    /// The override for a stream: by its exact name, else by its table part.
+    fn override_for(&self, stream: &str) -> Option<&StreamOverride> {
+        self.overrides
+            .get(stream)
+            .or_else(|| self.overrides.get(table_part(stream)))
+    }
+
+    /// Routes a stream.
+    pub fn route(&self, stream: &str) -> Route {
+        let mapping = self.override_for(stream).cloned();
+        let kind = match mapping.as_ref().and_then(|m| m.kind.as_deref()) {
+            Some(SKIP_KIND) => {
+                return Route::Skip(
+                    format!("stream {stream:?} is set to kind \"skip\" in streams").into(),
+                );
+            }
+            Some(name) => Kind::parse(name),
+            None => default_kind(stream),
+        };
+        let Some(kind) = kind else {
+            return Route::Skip(
+                format!(
+                    "stream {stream:?} names no kind roster writes (users, groups, memberships, events, segments); set streams.{stream}.kind to write it"
+                )
+                .into(),
+            );
+        };
+        if !self.writes.contains(&kind.as_str()) {
+            return Route::Reject(
+                format!(
+                    "vendor {} does not take {kind} (it takes {}), so stream {stream:?} is not written",
+                    self.vendor,
+                    self.writes.join(", ")
+                )
+                .into(),
+            );
+        }
+        let key_field =
+            mapping
+                .as_ref()
+                .and_then(|m| m.key.clone())
+                .unwrap_or_else(|| match kind {
+                    Kind::Segments => "segment".to_string(),
+                    _ => "id".to_string(),
+                });
+        let mapping = mapping.filter(|m| {
+            !(m.rename.is_empty()
+                && m.include.is_none()
+                && m.exclude.is_empty()
+                && m.constants.is_empty())
+        });
+        Route::Write(Arc::new(StreamMap {
+            kind,
+            key_field,
+            mapping,
+        }))
+    }
+}
+
+impl StreamMap {
+    /// Turns a record into an item, or says why it cannot be one.
+    pub fn item(&self, record: &Object) -> Result<Item, Refusal> {
+        match &self.mapping {
+            None => self.normalize(record),
+            Some(mapping) => self.normalize(&self.apply(mapping, record)),
+        }
+    }
+
+    /// Fields `include` always keeps.
+    fn essential(&self, name: &str) -> bool {
+        name == DELETED_AT
+            || name == self.key_field
+            || match self.kind {
+                Kind::Memberships => name == "group_id" || name == "user_id",
+                Kind::Events => name == "user_id" || name == "name",
+                Kind::Segments => name == "user_id",
+                Kind::Users | Kind::Groups => false,
+            }
+    }
+
+    fn apply(&self, m: &StreamOverride, record: &Object) -> Object {
+        let mut out = Map::with_capacity(record.len() + m.constants.len());
+        for (k, v) in record {
+            let name = m.rename.get(k).unwrap_or(k);
+            if let Some(include) = &m.include
+                && !include.iter().any(|i| i == name)
+                && !self.essential(name)
+            {
+                continue;
+            }
+            if m.exclude.iter().any(|e| e == name) {
+                continue;
+            }
+            out.insert(name.clone(), v.clone());
+        }
+        for (k, v) in &m.constants {
+            if !out.contains_key(k) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        out
+    }
+
+    fn normalize(&self, record: &Object) -> Result<Item, Refusal> {
+        let action = match record.get(DELETED_AT) {
+            None | Some(Value::Null) => Action::Upsert,
+            Some(_) => Action::Delete,
+        };
+        let mut item = Item {
+            kind: self.kind,
+            action,
+            id: None,
+            user_id: None,
+            group_id: None,
+            fields: Map::new(),
+            attributes: Map::new(),
+        };
+        let (standard, ids): (&[&str], &[&str]) = match self.kind {
+            Kind::Users => (USER_FIELDS, &[]),
+            Kind::Groups => (GROUP_FIELDS, &[]),
+            Kind::Memberships => (&[], &["group_id", "user_id"]),
+            Kind::Events => (EVENT_FIELDS, &["user_id", "group_id"]),
+            Kind::Segments => (&[], &["user_id"]),
+        };
+        let mut nested: Option<&Map<String, Value>> = None;
+        for (k, v) in record {
+            let k = k.as_str();
+            if k == self.key_field
+                && matches!(self.kind, Kind::Users | Kind::Groups | Kind::Segments)
+            {
+                item.id = Some(key_value(&self.key_field, v)?);
+            } else if ids.contains(&k) {
+                let required = !(self.kind == Kind::Events && k == "group_id");
+                let value = if required || !v.is_null() {
+                    Some(key_value(k, v)?)
+                } else {
+                    None
+                };
+                match k {
+                    "user_id" => item.user_id = value,
+                    _ => item.group_id = value,
+                }
+            } else if k == ATTRIBUTES {
+                match v {
+                    Value::Object(map) => nested = Some(map),
+                    Value::Null => {}
+                    other => {
+                        return Err(Refusal::new(format!(
+                            "field \"attributes\" must be an object, got {}",
+                            type_name(other)
+                        )));
+                    }
+                }
+            } else if k.starts_with("_sdc_") {
+                // Singer metadata columns; _sdc_deleted_at was read above.
+            } else if standard.contains(&k) {
+                item.fields.insert(k.to_string(), v.clone());
+            } else {
+                item.attributes.insert(k.to_string(), v.clone());
+            }
+        }
+        if let Some(nested) = nested {
+            for (k, v) in nested {
+                item.attributes.insert(k.clone(), v.clone());
+            }
+        }
+        self.require(&item)?;
+        Ok(item)
+    }
+
+    fn require(&self, item: &Item) -> Result<(), Refusal> {
+        let missing = |field: &str| {
+            Err(Refusal::new(format!(
+                "required field {field:?} is missing ({} records need it)",
+                self.kind
+            )))
+        };
+        match self.kind {
+            Kind::Users | Kind::Groups | Kind::Segments if item.id.is_none() => {
+                missing(&self.key_field)
+            }
+            Kind::Memberships if item.group_id.is_none() => missing("group_id"),
+            Kind::Memberships | Kind::Events | Kind::Segments if item.user_id.is_none() => {
+                missing("user_id")
+            }
+            Kind::Events => match item.fields.get("name") {
+                Some(Value::String(s)) if !s.is_empty() => {
+                    if item.action == Action::Delete {
+                        Err(Refusal::new(
+                            "an event cannot be deleted (_sdc_deleted_at is set on an events record)",
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }
+                Some(Value::String(_)) | None | Some(Value::Null) => missing("name"),
+                Some(other) => Err(Refusal::new(format!(
+                    "field \"name\" must be a string, got {}",
+                    type_name(other)
+                ))),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A key as a string: strings (non-empty) as they are, integers in decimal.
+fn key_value(field: &str, v: &Value) -> Result<String, Refusal> {
+    match v {
+        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+        Value::String(_) => Err(Refusal::new(format!("key field {field:?} is empty"))),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        Value::Null => Err(Refusal::new(format!("key field {field:?} is null"))),
+        other => Err(Refusal::new(format!(
+            "key field {field:?} must be a string or an integer, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+/// A JSON value's type, for messages.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ALL: &[&str] = &["users", "groups", "memberships", "events", "segments"];
+
+    fn obj(v: Value) -> Object {
+        v.as_object().cloned().unwrap()
+    }
+
+    fn router(overrides: Value) -> Router {
+        let overrides: BTreeMap<String, StreamOverride> =
+            serde_json::from_value(overrides).unwrap();
+        Router::new("userflow", ALL, &overrides).unwrap()
+    }
+
+    fn write(route: Route) -> Arc<StreamMap> {
+        match route {
+            Route::Write(m) => m,
+            Route::Skip(why) | Route::Reject(why) => panic!("not written: {why}"),
+        }
+    }
+
+    #[test]
+    fn defaults_go_by_the_table_part() {
+        for (stream, kind) in [
+            ("users", Kind::Users),
+            ("public-users", Kind::Users),
+            ("Members", Kind::Users),
+            ("companies", Kind::Groups),
+            ("crm-group_members", Kind::Memberships),
+            ("memberships", Kind::Memberships),
+            ("events", Kind::Events),
+        ] {
+            assert_eq!(default_kind(stream), Some(kind), "{stream}");
+        }
+        assert_eq!(default_kind("meltano_test_stream"), None);
+        let r = router(json!({}));
+        assert!(matches!(r.route("meltano_test_stream"), Route::Skip(_)));
+    }
+
+    #[test]
+    fn overrides_set_kind_key_and_mapping() {
+        let r = router(json!({
+            "public-people": {"kind": "users", "key": "user_id", "rename": {"mail": "email"},
+                               "exclude": ["ssn"], "constants": {"source": "warehouse", "plan": "x"}},
+            "audit": {"kind": "skip"}
+        }));
+        let m = write(r.route("public-people"));
+        let item = m
+            .item(&obj(json!({"user_id": 7, "mail": "a@x.io", "ssn": "1", "plan": "pro", "_sdc_extracted_at": "t"})))
+            .unwrap();
+        assert_eq!(item.id.as_deref(), Some("7"));
+        assert_eq!(item.fields, obj(json!({"email": "a@x.io"})));
+        assert_eq!(
+            item.attributes,
+            obj(json!({"plan": "pro", "source": "warehouse"}))
+        );
+        assert!(matches!(r.route("audit"), Route::Skip(_)));
+    }
+
+    #[test]
+    fn include_keeps_keys_and_deletes() {
+        let r = router(json!({"users": {"include": ["email"]}}));
+        let m = write(r.route("users"));
+        let item = m
+            .item(&obj(
+                json!({"id": "u1", "email": "e", "plan": "p", "_sdc_deleted_at": "2024-01-01"}),
+            ))
+            .unwrap();
+        assert_eq!(item.action, Action::Delete);
+        assert_eq!(item.id.as_deref(), Some("u1"));
+        assert!(item.attributes.is_empty());
+    }
+
+    #[test]
+    fn flat_rows_become_attributes_and_nested_attributes_win() {
+        let m = write(router(json!({})).route("public-users"));
+        let item = m
+            .item(&obj(json!({"id": "u1", "plan": "free", "attributes": {"plan": "pro", "seats": null}, "name": null})))
+            .unwrap();
+        assert_eq!(item.attributes, obj(json!({"plan": "pro", "seats": null})));
+        assert_eq!(item.fields, obj(json!({"name": null})));
+        assert_eq!(item.action, Action::Upsert);
+    }
+
+    #[test]
+    fn required_ids_are_checked() {
+        let r = router(json!({}));
+        let users = write(r.route("users"));
+        let err = users.item(&obj(json!({"email": "x"}))).unwrap_err();
+        assert!(err.reason.contains("\"id\" is missing"), "{}", err.reason);
+        let err = users.item(&obj(json!({"id": null}))).unwrap_err();
+        assert!(err.reason.contains("is null"), "{}", err.reason);
+        let err = users.item(&obj(json!({"id": 1.5}))).unwrap_err();
+        assert!(
+            err.reason.contains("string or an integer"),
+            "{}",
+            err.reason
+        );
+        let memberships = write(r.route("memberships"));
+        let err = memberships.item(&obj(json!({"user_id": "u"}))).unwrap_err();
+        assert!(err.reason.contains("group_id"), "{}", err.reason);
+        let item = memberships
+            .item(&obj(
+                json!({"user_id": "u", "group_id": 3, "role": "admin"}),
+            ))
+            .unwrap();
+        assert_eq!(item.group_id.as_deref(), Some("3"));
+        assert_eq!(item.attributes, obj(json!({"role": "admin"})));
+        let events = write(r.route("events"));
+        let err = events.item(&obj(json!({"user_id": "u"}))).unwrap_err();
+        assert!(err.reason.contains("\"name\""), "{}", err.reason);
+        let item = events
+            .item(&obj(
+                json!({"user_id": "u", "name": "signed_up", "group_id": null, "plan": "x"}),
+            ))
+            .unwrap();
+        assert_eq!(item.group_id, None);
+        assert_eq!(item.fields, obj(json!({"name": "signed_up"})));
+        let err = events
+            .item(&obj(
+                json!({"user_id": "u", "name": "x", "_sdc_deleted_at": "t"}),
+            ))
+            .unwrap_err();
+        assert!(err.reason.contains("cannot be deleted"), "{}", err.reason);
+    }
+
+    #[test]
+    fn bad_overrides_are_config_errors() {
+        let overrides: BTreeMap<String, StreamOverride> =
+            serde_json::from_value(json!({"x": {"kind": "people"}})).unwrap();
+        let err = Router::new("userflow", ALL, &overrides)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("streams.x.kind"), "{err}");
+        let overrides: BTreeMap<String, StreamOverride> =
+            serde_json::from_value(json!({"x": {"kind": "events"}})).unwrap();
+        let err = Router::new("userguiding", &["users"], &overrides)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not take"), "{err}");
+    }
+
+    #[test]
+    fn kinds_the_vendor_does_not_take_are_rejected_with_a_reason() {
+        let overrides = BTreeMap::new();
+        let r = Router::new(
+            "userguiding",
+            &["users", "groups", "memberships"],
+            &overrides,
+        )
+        .unwrap();
+        let Route::Reject(why) = r.route("events") else {
+            panic!()
+        };
+        assert!(why.contains("does not take events"), "{why}");
+    }
+}
