@@ -1,0 +1,1 @@
+//! Background bulk jobs shared by Userpilot and Appcues.

@@ -1,0 +1,1049 @@
+//! SCIM 2.0 (RFC 7643/7644): one implementation served twice, as Guru SCIM
+//! (`/guru/api/scim/v2`) and as a generic provider (`/scim/v2`), each with its own store.
+//!
+//! Lists are ListResponses paged by `startIndex`/`count` with a server-side cap; filters as
+//! in [`super::scim_filter`]; POST answers 409 `uniqueness` for a taken `userName`
+//! (case-insensitive); PATCH is all-or-nothing; PUT replaces; DELETE removes a user from every
+//! group too. Group members must be existing user ids (Entra's behaviour), so a client that
+//! sends emails or externalIds as member values gets a clear 400. ETags are weak versions and
+//! `If-Match` is honoured. Optional quirks: numbers and booleans served as strings, and 204 for
+//! PATCH.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use serde_json::{Map, Value, json};
+
+use super::scim_filter::{self, find_key};
+use super::scim_patch;
+use super::seed::{self, World};
+use super::state::Shared;
+use super::{Settings, Vendor, reply, util};
+
+pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub(crate) const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const SEARCH: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/Users", get(list_users).post(create_user))
+        .route("/Users/.search", post(search_users))
+        .route(
+            "/Users/{id}",
+            get(get_user)
+                .put(put_user)
+                .patch(patch_user)
+                .delete(delete_user),
+        )
+        .route("/Groups", get(list_groups).post(create_group))
+        .route("/Groups/.search", post(search_groups))
+        .route(
+            "/Groups/{id}",
+            get(get_group)
+                .put(put_group)
+                .patch(patch_group)
+                .delete(delete_group),
+        )
+        .route("/ServiceProviderConfig", get(service_provider_config))
+        .route("/ResourceTypes", get(resource_types))
+        .route("/Schemas", get(schemas))
+        .route("/Bulk", post(bulk))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    User,
+    Group,
+}
+
+impl Kind {
+    fn endpoint(self) -> &'static str {
+        match self {
+            Kind::User => "Users",
+            Kind::Group => "Groups",
+        }
+    }
+    fn resource_type(self) -> &'static str {
+        match self {
+            Kind::User => "User",
+            Kind::Group => "Group",
+        }
+    }
+    fn schema(self) -> &'static str {
+        match self {
+            Kind::User => USER_SCHEMA,
+            Kind::Group => GROUP_SCHEMA,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Res {
+    body: Map<String, Value>,
+    created: DateTime<Utc>,
+    modified: DateTime<Utc>,
+    version: u64,
+}
+
+#[derive(Debug, Default)]
+struct Resources {
+    by_id: HashMap<String, (u64, Res)>,
+    order: BTreeMap<u64, String>,
+    next_seq: u64,
+}
+
+impl Resources {
+    fn insert(&mut self, id: String, r: Res) {
+        self.next_seq += 1;
+        self.order.insert(self.next_seq, id.clone());
+        self.by_id.insert(id, (self.next_seq, r));
+    }
+    fn get(&self, id: &str) -> Option<&Res> {
+        self.by_id.get(id).map(|(_, r)| r)
+    }
+    fn remove(&mut self, id: &str) -> Option<Res> {
+        let (seq, r) = self.by_id.remove(id)?;
+        self.order.remove(&seq);
+        Some(r)
+    }
+    fn iter(&self) -> impl Iterator<Item = (&String, &Res)> {
+        self.order
+            .values()
+            .filter_map(|id| self.by_id.get(id).map(|(_, r)| (id, r)))
+    }
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
+/// One SCIM service provider's data.
+#[derive(Debug)]
+pub(crate) struct Store {
+    rng: StdRng,
+    users: Resources,
+    groups: Resources,
+    /// Lower-cased userName → id, for uniqueness.
+    user_names: HashMap<String, String>,
+}
+
+fn user_name_key(body: &Map<String, Value>) -> Option<String> {
+    find_key(body, "userName")
+        .and_then(|k| body[k].as_str())
+        .map(str::to_lowercase)
+}
+
+impl Store {
+    pub fn seeded(w: &World, salt: u64) -> Store {
+        let mut s = Store {
+            rng: seed::rng(w.spec.seed, salt),
+            users: Resources::default(),
+            groups: Resources::default(),
+            user_names: HashMap::new(),
+        };
+        let mut ids = Vec::with_capacity(w.people.len());
+        for p in &w.people {
+            let id = seed::uuid(&mut s.rng);
+            let dept = w
+                .team_members
+                .iter()
+                .find(|(pi, _)| *pi == p.idx)
+                .map(|(_, t)| w.teams[*t].name.clone());
+            let mut body = json!({
+                "schemas": [USER_SCHEMA, ENTERPRISE],
+                "userName": p.email,
+                "externalId": p.external_id(),
+                "name": {"givenName": p.first, "familyName": p.last, "formatted": p.name()},
+                "displayName": p.name(),
+                "emails": [{"value": p.email, "type": "work", "primary": true}],
+                "title": p.role,
+                "locale": p.locale,
+                "active": p.active,
+                ENTERPRISE: {"employeeNumber": format!("{}", 70000 + p.idx)},
+            });
+            if let Some(d) = dept {
+                body[ENTERPRISE]["department"] = json!(d);
+            }
+            if let Value::Object(body) = body {
+                s.user_names.insert(p.email.to_lowercase(), id.clone());
+                s.users.insert(
+                    id.clone(),
+                    Res {
+                        body,
+                        created: p.created_at,
+                        modified: p.created_at,
+                        version: 1,
+                    },
+                );
+            }
+            ids.push(id);
+        }
+        for t in &w.teams {
+            let id = seed::uuid(&mut s.rng);
+            let members: Vec<Value> = w
+                .team_members
+                .iter()
+                .filter(|(_, ti)| *ti == t.idx)
+                .map(|(pi, _)| json!({"value": ids[*pi]}))
+                .collect();
+            let body = json!({
+                "schemas": [GROUP_SCHEMA],
+                "displayName": t.name,
+                "externalId": t.external_id(),
+                "members": members,
+            });
+            if let Value::Object(body) = body {
+                s.groups.insert(
+                    id,
+                    Res {
+                        body,
+                        created: t.created_at,
+                        modified: t.created_at,
+                        version: 1,
+                    },
+                );
+            }
+        }
+        s
+    }
+
+    fn coll(&self, k: Kind) -> &Resources {
+        match k {
+            Kind::User => &self.users,
+            Kind::Group => &self.groups,
+        }
+    }
+
+    fn coll_mut(&mut self, k: Kind) -> &mut Resources {
+        match k {
+            Kind::User => &mut self.users,
+            Kind::Group => &mut self.groups,
+        }
+    }
+
+    /// The resource as served: stored body plus `id` and `meta`, member displays filled in.
+    fn render(&self, k: Kind, id: &str, r: &Res, base: &str) -> Value {
+        let mut body = r.body.clone();
+        if k == Kind::Group
+            && let Some(key) = find_key(&body, "members").cloned()
+            && let Some(Value::Array(ms)) = body.get_mut(&key)
+        {
+            for m in ms.iter_mut() {
+                let Some(uid) = m.get("value").and_then(Value::as_str).map(str::to_owned) else {
+                    continue;
+                };
+                if let Some(u) = self.users.get(&uid) {
+                    let display = find_key(&u.body, "userName")
+                        .map(|k| u.body[k].clone())
+                        .unwrap_or(Value::Null);
+                    m["display"] = display;
+                    m["$ref"] = json!(format!("{base}/Users/{uid}"));
+                    m["type"] = json!("User");
+                }
+            }
+        }
+        let mut out = Map::new();
+        out.insert("id".into(), json!(id));
+        out.extend(body);
+        out.insert(
+            "meta".into(),
+            json!({
+                "resourceType": k.resource_type(),
+                "created": util::iso(r.created),
+                "lastModified": util::iso(r.modified),
+                "location": format!("{base}/{}/{id}", k.endpoint()),
+                "version": format!("W/\"{}\"", r.version),
+            }),
+        );
+        Value::Object(out)
+    }
+
+    pub fn dump(&self, settings: &Settings, base: &str) -> Value {
+        let _ = settings;
+        json!({
+            "Users": self.users.iter().map(|(id, r)| self.render(Kind::User, id, r, base)).collect::<Vec<_>>(),
+            "Groups": self.groups.iter().map(|(id, r)| self.render(Kind::Group, id, r, base)).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Checks and normalises a body about to be stored; `except` is the resource's own id.
+    fn validate(
+        &self,
+        k: Kind,
+        body: &mut Map<String, Value>,
+        except: Option<&str>,
+    ) -> Result<(), (StatusCode, &'static str, String)> {
+        let bad = |t: &'static str, d: String| (StatusCode::BAD_REQUEST, t, d);
+        match k {
+            Kind::User => {
+                let Some(name) = user_name_key(body).filter(|n| !n.trim().is_empty()) else {
+                    return Err(bad(
+                        "invalidValue",
+                        "userName is required and must be a non-empty string".into(),
+                    ));
+                };
+                if let Some(other) = self.user_names.get(&name)
+                    && Some(other.as_str()) != except
+                {
+                    return Err((
+                        StatusCode::CONFLICT,
+                        "uniqueness",
+                        format!("userName '{name}' is already taken by user {other}"),
+                    ));
+                }
+                if let Some(key) = find_key(body, "active").cloned() {
+                    let v = body[&key].clone();
+                    body[&key] = match v {
+                        Value::Bool(_) | Value::Null => v,
+                        Value::String(s) if s.eq_ignore_ascii_case("true") => json!(true),
+                        Value::String(s) if s.eq_ignore_ascii_case("false") => json!(false),
+                        other => {
+                            return Err(bad(
+                                "invalidValue",
+                                format!(
+                                    "active must be a boolean, got {}",
+                                    util::type_name(&other)
+                                ),
+                            ));
+                        }
+                    };
+                }
+            }
+            Kind::Group => {
+                let ok = find_key(body, "displayName")
+                    .and_then(|k| body[k].as_str())
+                    .is_some_and(|s| !s.trim().is_empty());
+                if !ok {
+                    return Err(bad(
+                        "invalidValue",
+                        "displayName is required and must be a non-empty string".into(),
+                    ));
+                }
+                if let Some(key) = find_key(body, "members").cloned() {
+                    let members = match &body[&key] {
+                        Value::Array(a) => a.clone(),
+                        Value::Null => Vec::new(),
+                        _ => return Err(bad("invalidValue", "members must be an array".into())),
+                    };
+                    let mut clean: Vec<Value> = Vec::new();
+                    for m in members {
+                        let Some(uid) = m.get("value").and_then(Value::as_str) else {
+                            return Err(bad(
+                                "invalidValue",
+                                "every member needs a string value (a user id)".into(),
+                            ));
+                        };
+                        if self.users.get(uid).is_none() {
+                            return Err(bad(
+                                "invalidValue",
+                                format!("member value '{uid}' is not the id of an existing user"),
+                            ));
+                        }
+                        let m = json!({"value": uid});
+                        if !clean.contains(&m) {
+                            clean.push(m);
+                        }
+                    }
+                    body.insert(key, Value::Array(clean));
+                }
+            }
+        }
+        for ro in ["id", "meta"] {
+            if let Some(k) = find_key(body, ro).cloned() {
+                body.remove(&k);
+            }
+        }
+        if find_key(body, "schemas").is_none() {
+            body.insert("schemas".into(), json!([k.schema()]));
+        }
+        Ok(())
+    }
+
+    fn store(&mut self, k: Kind, id: String, body: Map<String, Value>, prev: Option<Res>) {
+        let now = util::now();
+        if k == Kind::User {
+            if let Some(p) = &prev
+                && let Some(old) = user_name_key(&p.body)
+            {
+                self.user_names.remove(&old);
+            }
+            if let Some(n) = user_name_key(&body) {
+                self.user_names.insert(n, id.clone());
+            }
+        }
+        let res = Res {
+            body,
+            created: prev.as_ref().map_or(now, |p| p.created),
+            modified: now,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+        };
+        let coll = self.coll_mut(k);
+        match coll.by_id.get_mut(&id) {
+            Some((_, r)) => *r = res,
+            None => coll.insert(id, res),
+        }
+    }
+}
+
+struct Ctx {
+    vendor: Vendor,
+    base: String,
+    stringly: bool,
+}
+
+fn ctx(sh: &Shared, vendor: Vendor, headers: &HeaderMap) -> Ctx {
+    Ctx {
+        vendor,
+        base: format!("{}{}", util::origin(headers), vendor.prefix()),
+        stringly: sh.settings.scim_stringly,
+    }
+}
+
+/// The string-typed quirk: `true` → `"True"`, `5` → `"5"`.
+fn stringify(v: &mut Value) {
+    match v {
+        Value::Bool(b) => *v = json!(if *b { "True" } else { "False" }),
+        Value::Number(n) => *v = json!(n.to_string()),
+        Value::Array(a) => a.iter_mut().for_each(stringify),
+        Value::Object(o) => o.values_mut().for_each(stringify),
+        _ => {}
+    }
+}
+
+fn answer(c: &Ctx, status: StatusCode, mut body: Value) -> Response {
+    if c.stringly {
+        stringify(&mut body);
+    }
+    let etag = body
+        .get("meta")
+        .and_then(|m| m.get("version"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut r = reply::scim(status, &body);
+    if let Some(e) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        r.headers_mut().insert(header::ETAG, e);
+    }
+    r
+}
+
+fn scim_err(c: &Ctx, status: StatusCode, scim_type: &str, detail: &str) -> Response {
+    reply::error(c.vendor, status, scim_type, detail)
+}
+
+fn not_found(c: &Ctx, k: Kind, id: &str) -> Response {
+    scim_err(
+        c,
+        StatusCode::NOT_FOUND,
+        "",
+        &format!("{} {id} not found", k.resource_type()),
+    )
+}
+
+/// Top-level attribute selection (`attributes` / `excludedAttributes`); `id` always stays.
+fn project(v: &mut Value, attributes: &[String], excluded: &[String]) {
+    let Value::Object(o) = v else { return };
+    if !attributes.is_empty() {
+        let keep = |k: &str| {
+            k == "id"
+                || k == "schemas"
+                || attributes.iter().any(|a| {
+                    let a = a.split('.').next().unwrap_or(a);
+                    a.eq_ignore_ascii_case(k)
+                        || (a.len() > 4
+                            && a.to_ascii_lowercase().starts_with(&k.to_ascii_lowercase()))
+                })
+        };
+        o.retain(|k, _| keep(k));
+    }
+    for e in excluded {
+        if !e.eq_ignore_ascii_case("id")
+            && let Some(k) = find_key(o, e).cloned()
+        {
+            o.remove(&k);
+        }
+    }
+}
+
+struct ListParams {
+    filter: Option<String>,
+    start: usize,
+    count: Option<usize>,
+    attributes: Vec<String>,
+    excluded: Vec<String>,
+}
+
+fn list_params(pairs: &[(String, String)]) -> Result<ListParams, String> {
+    let num = |k: &str| -> Result<Option<i64>, String> {
+        match util::first(pairs, k) {
+            None => Ok(None),
+            Some(s) => s
+                .trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| format!("{k} must be an integer, got '{s}'")),
+        }
+    };
+    Ok(ListParams {
+        filter: util::first(pairs, "filter").map(str::to_owned),
+        start: num("startIndex")?.unwrap_or(1).max(1) as usize,
+        count: num("count")?.map(|c| c.max(0) as usize),
+        attributes: util::all(pairs, "attributes"),
+        excluded: util::all(pairs, "excludedAttributes"),
+    })
+}
+
+fn list(sh: &Shared, c: &Ctx, k: Kind, p: ListParams) -> Response {
+    let filter = match p.filter.as_deref().map(scim_filter::parse).transpose() {
+        Ok(f) => f,
+        Err(e) => return scim_err(c, StatusCode::BAD_REQUEST, "invalidFilter", &e),
+    };
+    let cap = sh.settings.scim_page_cap;
+    let count = p.count.unwrap_or(sh.settings.scim_default_count).min(cap);
+    let st = sh.scim_store(c.vendor).lock();
+    let coll = st.coll(k);
+    let (total, page): (usize, Vec<(&String, &Res)>) = match &filter {
+        None => (
+            coll.len(),
+            coll.iter().skip(p.start - 1).take(count).collect(),
+        ),
+        Some(f) => {
+            let hits: Vec<(&String, &Res)> = coll
+                .iter()
+                .filter(|(_, r)| scim_filter::matches(f, &Value::Object(r.body.clone())))
+                .collect();
+            let total = hits.len();
+            (
+                total,
+                hits.into_iter().skip(p.start - 1).take(count).collect(),
+            )
+        }
+    };
+    let resources: Vec<Value> = page
+        .iter()
+        .map(|(id, r)| {
+            let mut v = st.render(k, id, r, &c.base);
+            project(&mut v, &p.attributes, &p.excluded);
+            v
+        })
+        .collect();
+    let body = json!({
+        "schemas": [LIST],
+        "totalResults": total,
+        "startIndex": p.start,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    });
+    answer(c, StatusCode::OK, body)
+}
+
+fn get_one(sh: &Shared, c: &Ctx, k: Kind, id: &str, q: Option<&str>) -> Response {
+    let pairs = util::query_pairs(q);
+    let st = sh.scim_store(c.vendor).lock();
+    match st.coll(k).get(id) {
+        Some(r) => {
+            let mut v = st.render(k, id, r, &c.base);
+            project(
+                &mut v,
+                &util::all(&pairs, "attributes"),
+                &util::all(&pairs, "excludedAttributes"),
+            );
+            answer(c, StatusCode::OK, v)
+        }
+        None => not_found(c, k, id),
+    }
+}
+
+fn body_object(c: &Ctx, body: &[u8]) -> Result<Map<String, Value>, Response> {
+    match util::parse_json::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(other) => Err(scim_err(
+            c,
+            StatusCode::BAD_REQUEST,
+            "invalidSyntax",
+            &format!(
+                "the body must be a JSON object, got {}",
+                util::type_name(&other)
+            ),
+        )),
+        Err(e) => Err(scim_err(c, StatusCode::BAD_REQUEST, "invalidSyntax", &e)),
+    }
+}
+
+fn create(sh: &Shared, c: &Ctx, k: Kind, body: &[u8]) -> Response {
+    let mut obj = match body_object(c, body) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if k == Kind::User && find_key(&obj, "active").is_none() {
+        obj.insert("active".into(), json!(true));
+    }
+    let mut st = sh.scim_store(c.vendor).lock();
+    if let Err((s, t, d)) = st.validate(k, &mut obj, None) {
+        return scim_err(c, s, t, &d);
+    }
+    let id = seed::uuid(&mut st.rng);
+    st.store(k, id.clone(), obj, None);
+    let Some(r) = st.coll(k).get(&id) else {
+        return not_found(c, k, &id);
+    };
+    let v = st.render(k, &id, r, &c.base);
+    let mut resp = answer(c, StatusCode::CREATED, v);
+    if let Ok(loc) = HeaderValue::from_str(&format!("{}/{}/{id}", c.base, k.endpoint())) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    resp
+}
+
+/// `If-Match` against the current weak version; `Err` is the 412 to send.
+fn check_if_match(c: &Ctx, headers: &HeaderMap, r: &Res) -> Result<(), Response> {
+    let Some(want) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let have = format!("W/\"{}\"", r.version);
+    if want.trim() == "*" || want.split(',').any(|w| w.trim() == have) {
+        return Ok(());
+    }
+    Err(scim_err(
+        c,
+        StatusCode::PRECONDITION_FAILED,
+        "",
+        &format!("resource version is {have}, If-Match asked for {want}"),
+    ))
+}
+
+fn put(sh: &Shared, c: &Ctx, headers: &HeaderMap, k: Kind, id: &str, body: &[u8]) -> Response {
+    let mut obj = match body_object(c, body) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let mut st = sh.scim_store(c.vendor).lock();
+    let Some(prev) = st.coll(k).get(id).cloned() else {
+        return not_found(c, k, id);
+    };
+    if let Err(r) = check_if_match(c, headers, &prev) {
+        return r;
+    }
+    if let Some(kid) = find_key(&obj, "id")
+        && obj[kid].as_str().is_some_and(|x| x != id)
+    {
+        return scim_err(
+            c,
+            StatusCode::BAD_REQUEST,
+            "mutability",
+            "'id' is read-only",
+        );
+    }
+    if let Err((s, t, d)) = st.validate(k, &mut obj, Some(id)) {
+        return scim_err(c, s, t, &d);
+    }
+    st.store(k, id.to_owned(), obj, Some(prev));
+    match st.coll(k).get(id) {
+        Some(r) => {
+            let v = st.render(k, id, r, &c.base);
+            answer(c, StatusCode::OK, v)
+        }
+        None => not_found(c, k, id),
+    }
+}
+
+fn patch(
+    sh: &Shared,
+    c: &Ctx,
+    headers: &HeaderMap,
+    k: Kind,
+    id: &str,
+    body: &[u8],
+    q: Option<&str>,
+) -> Response {
+    let obj = match body_object(c, body) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let ops = match find_key(&obj, "Operations").map(|k| &obj[k]) {
+        Some(Value::Array(ops)) if !ops.is_empty() => ops.clone(),
+        _ => {
+            return scim_err(
+                c,
+                StatusCode::BAD_REQUEST,
+                "invalidSyntax",
+                "a PatchOp needs a non-empty Operations array",
+            );
+        }
+    };
+    if let Some(Value::Array(s)) = find_key(&obj, "schemas").map(|k| &obj[k])
+        && !s.iter().any(|x| x.as_str() == Some(PATCH_OP))
+    {
+        return scim_err(
+            c,
+            StatusCode::BAD_REQUEST,
+            "invalidSyntax",
+            &format!("schemas must contain {PATCH_OP}"),
+        );
+    }
+    let mut st = sh.scim_store(c.vendor).lock();
+    let Some(prev) = st.coll(k).get(id).cloned() else {
+        return not_found(c, k, id);
+    };
+    if let Err(r) = check_if_match(c, headers, &prev) {
+        return r;
+    }
+    // Every op runs on a copy; the copy is kept only if all of them (and validation) pass.
+    let mut work = prev.body.clone();
+    for (i, op) in ops.into_iter().enumerate() {
+        let Value::Object(mut op) = op else {
+            return scim_err(
+                c,
+                StatusCode::BAD_REQUEST,
+                "invalidSyntax",
+                &format!("Operations[{i}] must be an object"),
+            );
+        };
+        let name = find_key(&op, "op")
+            .and_then(|k| op[k].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let path = find_key(&op, "path")
+            .and_then(|k| op[k].as_str())
+            .map(str::to_owned);
+        let value = find_key(&op, "value").cloned().and_then(|k| op.remove(&k));
+        if let Err(e) = scim_patch::apply_op(&mut work, &name, path.as_deref(), value) {
+            return scim_err(
+                c,
+                StatusCode::BAD_REQUEST,
+                e.scim_type,
+                &format!("Operations[{i}]: {}", e.detail),
+            );
+        }
+    }
+    if let Err((s, t, d)) = st.validate(k, &mut work, Some(id)) {
+        return scim_err(c, s, t, &d);
+    }
+    st.store(k, id.to_owned(), work, Some(prev));
+    let Some(r) = st.coll(k).get(id) else {
+        return not_found(c, k, id);
+    };
+    let v = st.render(k, id, r, &c.base);
+    let pairs = util::query_pairs(q);
+    if sh.settings.scim_patch_no_content && util::first(&pairs, "attributes").is_none() {
+        let mut resp = StatusCode::NO_CONTENT.into_response();
+        if let Ok(e) = HeaderValue::from_str(&format!("W/\"{}\"", r.version)) {
+            resp.headers_mut().insert(header::ETAG, e);
+        }
+        return resp;
+    }
+    let mut v = v;
+    project(
+        &mut v,
+        &util::all(&pairs, "attributes"),
+        &util::all(&pairs, "excludedAttributes"),
+    );
+    answer(c, StatusCode::OK, v)
+}
+
+fn delete(sh: &Shared, c: &Ctx, headers: &HeaderMap, k: Kind, id: &str) -> Response {
+    let mut st = sh.scim_store(c.vendor).lock();
+    let Some(prev) = st.coll(k).get(id).cloned() else {
+        return not_found(c, k, id);
+    };
+    if let Err(r) = check_if_match(c, headers, &prev) {
+        return r;
+    }
+    st.coll_mut(k).remove(id);
+    if k == Kind::User {
+        if let Some(n) = user_name_key(&prev.body) {
+            st.user_names.remove(&n);
+        }
+        let now = util::now();
+        for (_, g) in st.groups.by_id.values_mut() {
+            if let Some(key) = find_key(&g.body, "members").cloned()
+                && let Some(Value::Array(ms)) = g.body.get_mut(&key)
+            {
+                let before = ms.len();
+                ms.retain(|m| m.get("value").and_then(Value::as_str) != Some(id));
+                if ms.len() != before {
+                    g.modified = now;
+                    g.version += 1;
+                }
+            }
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn search(sh: &Shared, c: &Ctx, k: Kind, body: &[u8]) -> Response {
+    let obj = match body_object(c, body) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if let Some(Value::Array(s)) = obj.get("schemas")
+        && !s.iter().any(|x| x.as_str() == Some(SEARCH))
+    {
+        return scim_err(
+            c,
+            StatusCode::BAD_REQUEST,
+            "invalidSyntax",
+            &format!("schemas must contain {SEARCH}"),
+        );
+    }
+    let strings = |key: &str| -> Vec<String> {
+        obj.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let p = ListParams {
+        filter: obj.get("filter").and_then(Value::as_str).map(str::to_owned),
+        start: obj
+            .get("startIndex")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+            .max(1) as usize,
+        count: obj
+            .get("count")
+            .and_then(Value::as_i64)
+            .map(|c| c.max(0) as usize),
+        attributes: strings("attributes"),
+        excluded: strings("excludedAttributes"),
+    };
+    list(sh, c, k, p)
+}
+
+macro_rules! handlers {
+    ($kind:expr, $list:ident, $create:ident, $search:ident, $get:ident, $put:ident, $patch:ident, $delete:ident) => {
+        async fn $list(
+            State(sh): State<Arc<Shared>>,
+            Extension(v): Extension<Vendor>,
+            headers: HeaderMap,
+            RawQuery(q): RawQuery,
+        ) -> Response {
+            let c = ctx(&sh, v, &headers);
+            match list_params(&util::query_pairs(q.as_deref())) {
+                Ok(p) => list(&sh, &c, $kind, p),
+                Err(e) => scim_err(&c, StatusCode::BAD_REQUEST, "invalidValue", &e),
+            }
+        }
+        async fn $create(
+            State(sh): State<Arc<Shared>>,
+            Extension(v): Extension<Vendor>,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> Response {
+            create(&sh, &ctx(&sh, v, &headers), $kind, &body)
+        }
+        async fn $search(
+            State(sh): State<Arc<Shared>>,
+            Extension(v): Extension<Vendor>,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> Response {
+            search(&sh, &ctx(&sh, v, &headers), $kind, &body)
+        }
+        async fn $get(
+            State(sh): State<Arc<Shared>>,
+            Extension(v): Extension<Vendor>,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+            RawQuery(q): RawQuery,
+        ) -> Response {
+            get_one(&sh, &ctx(&sh, v, &headers), $kind, &id, q.as_deref())
+        }
+        async fn $put(
+            State(sh): State<Arc<Shared>>,
+            Extension(v): Extension<Vendor>,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+            body: Bytes,
+        ) -> Response {
+            put(&sh, &ctx(&sh, v, &headers), &headers, $kind, &id, &body)
+        }
+        async fn $patch(
+            State(sh): State<Arc<Shared>>,
+            Extension(v): Extension<Vendor>,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+            RawQuery(q): RawQuery,
+            body: Bytes,
+        ) -> Response {
+            patch(
+                &sh,
+                &ctx(&sh, v, &headers),
+                &headers,
+                $kind,
+                &id,
+                &body,
+                q.as_deref(),
+            )
+        }
+        async fn $delete(
+            State(sh): State<Arc<Shared>>,
+            Extension(v): Extension<Vendor>,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+        ) -> Response {
+            delete(&sh, &ctx(&sh, v, &headers), &headers, $kind, &id)
+        }
+    };
+}
+
+handlers!(
+    Kind::User,
+    list_users,
+    create_user,
+    search_users,
+    get_user,
+    put_user,
+    patch_user,
+    delete_user
+);
+handlers!(
+    Kind::Group,
+    list_groups,
+    create_group,
+    search_groups,
+    get_group,
+    put_group,
+    patch_group,
+    delete_group
+);
+
+async fn service_provider_config(
+    State(sh): State<Arc<Shared>>,
+    Extension(v): Extension<Vendor>,
+    headers: HeaderMap,
+) -> Response {
+    let c = ctx(&sh, v, &headers);
+    let s = &sh.settings;
+    let body = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "documentationUri": "https://github.com/roster/roster/blob/main/docs/sandbox.md",
+        "patch": {"supported": true},
+        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        "filter": {"supported": true, "maxResults": s.scim_page_cap},
+        "changePassword": {"supported": false},
+        "sort": {"supported": false},
+        "etag": {"supported": true},
+        "pagination": {
+            "cursor": false, "index": true, "defaultPaginationMethod": "index",
+            "defaultPageSize": s.scim_default_count, "maxPageSize": s.scim_page_cap,
+        },
+        "authenticationSchemes": [
+            {"type": "oauthbearertoken", "name": "OAuth Bearer Token", "description": "Authentication with a bearer token", "primary": true},
+            {"type": "httpbasic", "name": "HTTP Basic", "description": "Authentication with a username and password"},
+        ],
+        "meta": {"resourceType": "ServiceProviderConfig", "location": format!("{}/ServiceProviderConfig", c.base)},
+    });
+    answer(&c, StatusCode::OK, body)
+}
+
+async fn resource_types(
+    State(sh): State<Arc<Shared>>,
+    Extension(v): Extension<Vendor>,
+    headers: HeaderMap,
+) -> Response {
+    let c = ctx(&sh, v, &headers);
+    let rt = |name: &str, ep: &str, schema: &str, ext: bool| {
+        let mut r = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+            "id": name, "name": name, "endpoint": format!("/{ep}"), "schema": schema,
+            "meta": {"resourceType": "ResourceType", "location": format!("{}/ResourceTypes/{name}", c.base)},
+        });
+        if ext {
+            r["schemaExtensions"] = json!([{"schema": ENTERPRISE, "required": false}]);
+        }
+        r
+    };
+    let list = vec![
+        rt("User", "Users", USER_SCHEMA, true),
+        rt("Group", "Groups", GROUP_SCHEMA, false),
+    ];
+    answer(
+        &c,
+        StatusCode::OK,
+        json!({"schemas": [LIST], "totalResults": 2, "startIndex": 1, "itemsPerPage": 2, "Resources": list}),
+    )
+}
+
+async fn schemas(
+    State(sh): State<Arc<Shared>>,
+    Extension(v): Extension<Vendor>,
+    headers: HeaderMap,
+) -> Response {
+    let c = ctx(&sh, v, &headers);
+    let attr = |name: &str,
+                ty: &str,
+                multi: bool,
+                unique: &str,
+                case_exact: bool,
+                mutability: &str| {
+        json!({"name": name, "type": ty, "multiValued": multi, "required": name == "userName",
+               "caseExact": case_exact, "mutability": mutability, "returned": "default", "uniqueness": unique})
+    };
+    let user = json!({
+        "id": USER_SCHEMA, "name": "User", "description": "User Account",
+        "attributes": [
+            attr("userName", "string", false, "server", false, "readWrite"),
+            attr("externalId", "string", false, "none", true, "readWrite"),
+            attr("name", "complex", false, "none", false, "readWrite"),
+            attr("displayName", "string", false, "none", false, "readWrite"),
+            attr("emails", "complex", true, "none", false, "readWrite"),
+            attr("active", "boolean", false, "none", false, "readWrite"),
+            attr("groups", "complex", true, "none", false, "readOnly"),
+        ],
+    });
+    let group = json!({
+        "id": GROUP_SCHEMA, "name": "Group", "description": "Group",
+        "attributes": [
+            attr("displayName", "string", false, "none", false, "readWrite"),
+            attr("externalId", "string", false, "none", true, "readWrite"),
+            attr("members", "complex", true, "none", false, "readWrite"),
+        ],
+    });
+    answer(
+        &c,
+        StatusCode::OK,
+        json!({"schemas": [LIST], "totalResults": 2, "startIndex": 1, "itemsPerPage": 2, "Resources": [user, group]}),
+    )
+}
+
+async fn bulk(
+    State(sh): State<Arc<Shared>>,
+    Extension(v): Extension<Vendor>,
+    headers: HeaderMap,
+) -> Response {
+    let c = ctx(&sh, v, &headers);
+    scim_err(
+        &c,
+        StatusCode::NOT_IMPLEMENTED,
+        "",
+        "bulk operations are not supported (ServiceProviderConfig bulk.supported is false)",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stringify_quirk() {
+        let mut v = json!({"totalResults": 5, "Resources": [{"active": true, "x": "y"}]});
+        stringify(&mut v);
+        assert_eq!(
+            v,
+            json!({"totalResults": "5", "Resources": [{"active": "True", "x": "y"}]})
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! The shared state behind every handler: one store per vendor, faults, the request log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use super::faults::Faults;
+use super::log::RequestLog;
+use super::seed::World;
+use super::{SeedSpec, Settings, Vendor, appcues, guru, scim, userflow, userguiding, userpilot};
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub settings: Settings,
+    pub seed: Mutex<SeedSpec>,
+    pub userguiding: Mutex<userguiding::Store>,
+    pub userflow: Mutex<userflow::Store>,
+    pub userpilot: Mutex<userpilot::Store>,
+    pub appcues: Mutex<appcues::Store>,
+    pub guru: Mutex<guru::Store>,
+    pub guru_scim: Mutex<scim::Store>,
+    pub scim: Mutex<scim::Store>,
+    pub faults: Faults,
+    pub log: RequestLog,
+    /// Bumped by reset and reseed: background jobs of an older generation stop.
+    pub generation: AtomicU64,
+    pub shutting_down: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(settings: Settings) -> Arc<Shared> {
+        let world = World::generate(settings.seed);
+        let s = settings.seed.seed;
+        Arc::new(Shared {
+            seed: Mutex::new(settings.seed),
+            userguiding: Mutex::new(userguiding::Store::default()),
+            userflow: Mutex::new(userflow::Store::seeded(&world)),
+            userpilot: Mutex::new(userpilot::Store::new(s)),
+            appcues: Mutex::new(appcues::Store::new(s)),
+            guru: Mutex::new(guru::Store::seeded(&world)),
+            guru_scim: Mutex::new(scim::Store::seeded(&world, 3)),
+            scim: Mutex::new(scim::Store::seeded(&world, 4)),
+            faults: Faults::new(settings.faults.clone(), s),
+            log: RequestLog::new(settings.log_capacity),
+            generation: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            settings,
+        })
+    }
+
+    pub fn scim_store(&self, v: Vendor) -> &Mutex<scim::Store> {
+        if v == Vendor::GuruScim {
+            &self.guru_scim
+        } else {
+            &self.scim
+        }
+    }
+
+    pub fn dump(&self, v: Vendor) -> Value {
+        match v {
+            Vendor::UserGuiding => self.userguiding.lock().dump(),
+            Vendor::Userflow => self.userflow.lock().dump(),
+            Vendor::Userpilot => self.userpilot.lock().dump(),
+            Vendor::Appcues => self.appcues.lock().dump(),
+            Vendor::Guru => self.guru.lock().dump(),
+            Vendor::GuruScim => self.guru_scim.lock().dump(&self.settings, ""),
+            Vendor::Scim => self.scim.lock().dump(&self.settings, ""),
+        }
+    }
+
+    /// Replaces every store with `spec`'s world; write-only vendors become empty.
+    pub fn reseed(&self, spec: SeedSpec) {
+        let world = World::generate(spec);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *self.seed.lock() = spec;
+        *self.userguiding.lock() = userguiding::Store::default();
+        *self.userflow.lock() = userflow::Store::seeded(&world);
+        *self.userpilot.lock() = userpilot::Store::new(spec.seed);
+        *self.appcues.lock() = appcues::Store::new(spec.seed);
+        *self.guru.lock() = guru::Store::seeded(&world);
+        *self.guru_scim.lock() = scim::Store::seeded(&world, 3);
+        *self.scim.lock() = scim::Store::seeded(&world, 4);
+    }
+
+    /// The start state: initial seed, no jobs, empty log, initial faults.
+    pub fn reset(&self) {
+        self.reseed(self.settings.seed);
+        self.log.clear();
+        self.faults
+            .replace(self.settings.faults.clone(), self.settings.seed.seed);
+    }
+
+    pub fn expire_guru_tokens(&self) {
+        self.guru.lock().expire_tokens();
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+}
