@@ -20,35 +20,37 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::config::{ConfigError, StreamOverride};
+use crate::model::{self, FieldType, StreamDef};
 use crate::singer::Object;
 use crate::vendors::sink::{Action, Item, Kind, Refusal};
 
-/// The field that marks a delete (Singer convention).
-pub const DELETED_AT: &str = "_sdc_deleted_at";
-
-/// The field of nested custom attributes.
-pub const ATTRIBUTES: &str = "attributes";
+pub use crate::model::{ATTRIBUTES, SDC_DELETED_AT as DELETED_AT};
 
 /// The `kind` value that ignores a stream on purpose.
 pub const SKIP_KIND: &str = "skip";
 
-/// Standard user fields (CONTRACT.md record model), kept apart from custom attributes.
-const USER_FIELDS: &[&str] = &[
-    "email",
-    "name",
-    "first_name",
-    "last_name",
-    "external_id",
-    "active",
-    "status",
-    "created_at",
-];
+/// The record model's definition of a kind (segments are Appcues-only and have none).
+fn model_def(kind: Kind) -> Option<&'static StreamDef> {
+    match kind {
+        Kind::Users => Some(&model::USERS_DEF),
+        Kind::Groups => Some(&model::GROUPS_DEF),
+        Kind::Memberships => Some(&model::MEMBERSHIPS_DEF),
+        Kind::Events => Some(&model::EVENTS_DEF),
+        Kind::Segments => None,
+    }
+}
 
-/// Standard group fields.
-const GROUP_FIELDS: &[&str] = &["name", "external_id", "created_at"];
-
-/// Standard event fields besides the ids.
-const EVENT_FIELDS: &[&str] = &["name", "timestamp"];
+/// True for a standard field of the record model (kept apart from custom attributes): every
+/// field of the kind's model definition but its keys, `attributes` and `_sdc_deleted_at`.
+fn is_standard(def: Option<&'static StreamDef>, field: &str) -> bool {
+    def.and_then(|d| d.field(field)).is_some_and(|f| {
+        f.name != ATTRIBUTES
+            && f.name != DELETED_AT
+            && (f.ty != FieldType::Key || f.name == "name")
+            && f.name != "user_id"
+            && f.name != "group_id"
+    })
+}
 
 /// The kind a stream name carries by default, from its table part.
 pub fn default_kind(stream: &str) -> Option<Kind> {
@@ -259,12 +261,12 @@ impl StreamMap {
             fields: Map::new(),
             attributes: Map::new(),
         };
-        let (standard, ids): (&[&str], &[&str]) = match self.kind {
-            Kind::Users => (USER_FIELDS, &[]),
-            Kind::Groups => (GROUP_FIELDS, &[]),
-            Kind::Memberships => (&[], &["group_id", "user_id"]),
-            Kind::Events => (EVENT_FIELDS, &["user_id", "group_id"]),
-            Kind::Segments => (&[], &["user_id"]),
+        let def = model_def(self.kind);
+        let ids: &[&str] = match self.kind {
+            Kind::Users | Kind::Groups => &[],
+            Kind::Memberships => &["group_id", "user_id"],
+            Kind::Events => &["user_id", "group_id"],
+            Kind::Segments => &["user_id"],
         };
         let mut nested: Option<&Map<String, Value>> = None;
         for (k, v) in record {
@@ -297,7 +299,7 @@ impl StreamMap {
                 }
             } else if k.starts_with("_sdc_") {
                 // Singer metadata columns; _sdc_deleted_at was read above.
-            } else if standard.contains(&k) {
+            } else if is_standard(def, k) {
                 item.fields.insert(k.to_string(), v.clone());
             } else {
                 item.attributes.insert(k.to_string(), v.clone());

@@ -38,7 +38,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use crate::config::{ConfigError, TargetSettings};
+use crate::config::{ConfigError, Secret, TargetSettings};
 use crate::singer::Object;
 
 use super::Resolved;
@@ -534,6 +534,63 @@ pub struct SinkContext<'a> {
     pub transport: Option<Arc<dyn Transport>>,
 }
 
+/// How a vendor's requests authenticate.
+#[derive(Debug, Clone)]
+pub enum WireAuth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+    /// `Authorization: Basic base64(username:password)`.
+    Basic {
+        /// The user (an email, an API key).
+        username: String,
+        /// The secret.
+        password: Secret,
+    },
+    /// `Authorization: Token <key>`.
+    Token(Secret),
+}
+
+/// What a writer asks of its HTTP client: auth, fixed headers and the vendor's documented
+/// limits. The common config keys (`max_concurrency`, `requests_per_second`, `timeout_seconds`,
+/// `max_retries`) are applied on top.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// Auth.
+    pub auth: WireAuth,
+    /// Fixed headers on every request.
+    pub headers: Vec<(&'static str, &'static str)>,
+    /// The vendor's documented rate, used when `requests_per_second` is not configured.
+    pub requests_per_second: Option<f64>,
+    /// The least the whole client pauses after a 429 without `Retry-After`.
+    pub default_429_wait: Option<Duration>,
+    /// Named buckets with their own rate (requests per second).
+    pub buckets: Vec<(&'static str, f64)>,
+}
+
+impl ClientSpec {
+    /// A spec with this auth and nothing else.
+    pub fn new(auth: WireAuth) -> Self {
+        ClientSpec {
+            auth,
+            headers: Vec::new(),
+            requests_per_second: None,
+            default_429_wait: None,
+            buckets: Vec::new(),
+        }
+    }
+}
+
+impl SinkContext<'_> {
+    /// The transport a writer must send through: the given one (dry run, tests), else the
+    /// vendor's HTTP client built from `spec` and the common config keys.
+    pub fn transport(&self, spec: ClientSpec) -> Result<Arc<dyn Transport>, SinkError> {
+        match &self.transport {
+            Some(transport) => Ok(transport.clone()),
+            None => http_transport(self.config, spec),
+        }
+    }
+}
+
 /// Builds a vendor's sink (the registry's `sink` field).
 pub type SinkFactory = fn(&SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError>;
 
@@ -617,15 +674,22 @@ pub struct WireRequest {
 }
 
 impl WireRequest {
-    /// An idempotent request without a body.
+    /// A request without a body. GET, PUT and DELETE count as idempotent, POST and PATCH do
+    /// not (RFC 9110) until marked with [`WireRequest::idempotent`].
     pub fn new(method: Method, path: impl Into<String>) -> Self {
         WireRequest {
             method,
             path: path.into(),
             body: WireBody::None,
-            idempotent: true,
+            idempotent: !matches!(method, Method::Post | Method::Patch),
             bucket: None,
         }
+    }
+
+    /// Marks a POST or PATCH as safe to repeat (an upsert by key, a merge of properties).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
     }
 
     /// With a JSON body.
@@ -672,6 +736,19 @@ pub struct WireResponse {
 }
 
 impl WireResponse {
+    /// A `200` with a JSON body (`null`: empty).
+    pub fn ok(body: Value) -> Self {
+        WireResponse {
+            status: 200,
+            body: if body.is_null() {
+                Bytes::new()
+            } else {
+                Bytes::from(body.to_string())
+            },
+            dry_run: false,
+        }
+    }
+
     /// The body as JSON (`Value::Null` when empty or not JSON).
     pub fn json(&self) -> Value {
         if self.body.is_empty() {
@@ -792,6 +869,62 @@ pub fn verdict(vendor: &'static str, err: SendError) -> Verdict {
     }
 }
 
+/// Sends one request for `op` and settles it: accepted (with the body's payload hash) on
+/// success, rejected when the vendor refused it or the retry budget ran out. `Ok(Some)` holds
+/// the answer of an accepted request; `Err` is fatal (refused credentials, vendor unreachable).
+pub async fn send_and_settle(
+    vendor: &'static str,
+    transport: &dyn Transport,
+    op: &Op,
+    request: WireRequest,
+    acks: &Acks,
+) -> Result<Option<WireResponse>, SinkError> {
+    let payload = request.payload_hash();
+    match transport.send(request).await {
+        Ok(response) => {
+            acks.accepted(op, payload);
+            Ok(Some(response))
+        }
+        Err(err) => match verdict(vendor, err) {
+            Verdict::Reject(refusal) => {
+                acks.rejected(op, refusal, payload);
+                Ok(None)
+            }
+            Verdict::Fatal(fatal) => Err(fatal),
+        },
+    }
+}
+
+/// Vendors that take only scalar values (string, number, boolean, null): the first value that
+/// is an array or an object, named.
+pub fn scalars_only(vendor: &str, what: &str, values: &Map<String, Value>) -> Result<(), Refusal> {
+    match values.iter().find(|(_, v)| v.is_array() || v.is_object()) {
+        None => Ok(()),
+        Some((key, value)) => Err(Refusal::new(format!(
+            "{vendor} takes only strings, numbers, booleans and null as {what}, but {key:?} is {}",
+            if value.is_array() {
+                "an array"
+            } else {
+                "an object"
+            }
+        ))),
+    }
+}
+
+/// Every value as a string (numbers and booleans in their JSON text); `null` stays `null`.
+pub fn stringify(values: Map<String, Value>) -> Map<String, Value> {
+    values
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(_) | Value::Null => v,
+                other => Value::String(other.to_string()),
+            };
+            (k, v)
+        })
+        .collect()
+}
+
 /// A JSON object from `(key, value)` pairs.
 pub fn object<I, K>(pairs: I) -> Value
 where
@@ -811,6 +944,69 @@ pub fn segment(raw: &str) -> String {
         .remove(b'.')
         .remove(b'~');
     utf8_percent_encode(raw, SEGMENT).to_string()
+}
+
+/// The vendor's HTTP client as a [`Transport`].
+fn http_transport(config: &Resolved, spec: ClientSpec) -> Result<Arc<dyn Transport>, SinkError> {
+    let _ = (config, spec);
+    Err(SinkError::Vendor {
+        vendor: config.spec.name,
+        detail: "the HTTP engine is not in this build".into(),
+    })
+}
+
+/// A transport that records every request and answers from a script: for writer tests and
+/// benches (the sandbox tests use the real HTTP client).
+pub struct ScriptedTransport {
+    log: parking_lot::Mutex<Vec<WireRequest>>,
+    #[allow(clippy::type_complexity)]
+    answer: Box<dyn Fn(&WireRequest) -> Result<WireResponse, SendError> + Send + Sync>,
+}
+
+impl fmt::Debug for ScriptedTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptedTransport")
+            .field("requests", &self.log.lock().len())
+            .finish()
+    }
+}
+
+impl ScriptedTransport {
+    /// Answers every request with `200` and an empty body.
+    pub fn ok() -> Self {
+        Self::new(|_| Ok(WireResponse::ok(Value::Null)))
+    }
+
+    /// Answers with `answer`.
+    pub fn new(
+        answer: impl Fn(&WireRequest) -> Result<WireResponse, SendError> + Send + Sync + 'static,
+    ) -> Self {
+        ScriptedTransport {
+            log: parking_lot::Mutex::new(Vec::new()),
+            answer: Box::new(answer),
+        }
+    }
+
+    /// The requests so far.
+    pub fn requests(&self) -> Vec<WireRequest> {
+        self.log.lock().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for ScriptedTransport {
+    async fn send(&self, request: WireRequest) -> Result<WireResponse, SendError> {
+        let answer = (self.answer)(&request);
+        self.log.lock().push(request);
+        answer
+    }
+
+    fn stats(&self) -> WireStats {
+        WireStats {
+            requests: self.log.lock().len() as u64,
+            ..WireStats::default()
+        }
+    }
 }
 
 #[cfg(test)]

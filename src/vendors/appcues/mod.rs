@@ -4,6 +4,7 @@
 //! segments. Basic `api_key:api_secret`. Account limit 60 requests/s, with `Retry-After`.
 
 pub mod config;
+pub mod writer;
 
 use super::VendorSpec;
 
@@ -19,5 +20,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &[],
     writes: &["users", "groups", "memberships", "events", "segments"],
     bulk: true,
-    sink: None,
+    sink: Some(writer::sink),
 };

@@ -4,6 +4,7 @@
 //! `expand=memberships`). Bearer key plus `Userflow-Version: 2020-01-03`. US and EU hosts.
 
 pub mod config;
+pub mod writer;
 
 use super::VendorSpec;
 
@@ -22,5 +23,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships", "events"],
     bulk: false,
-    sink: None,
+    sink: Some(writer::sink),
 };

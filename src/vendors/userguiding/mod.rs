@@ -3,6 +3,8 @@
 //! no delete. Rate limit (help centre): 50 requests per 10 s, then a 60 s block with 429.
 
 pub mod config;
+pub mod model;
+pub mod writer;
 
 use super::VendorSpec;
 
@@ -18,5 +20,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &[],
     writes: &["users", "groups", "memberships"],
     bulk: false,
-    sink: None,
+    sink: Some(writer::sink),
 };

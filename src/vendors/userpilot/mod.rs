@@ -4,6 +4,7 @@
 //! `X-API-Version: 2020-09-22`. Identify and track: 600 requests/min. US and EU hosts.
 
 pub mod config;
+pub mod writer;
 
 use super::VendorSpec;
 
@@ -22,5 +23,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &[],
     writes: &["users", "groups", "memberships", "events"],
     bulk: true,
-    sink: None,
+    sink: Some(writer::sink),
 };

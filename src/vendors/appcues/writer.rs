@@ -1,0 +1,400 @@
+//! The Appcues writer (public API v2, real-time; `mode: bulk` and segments are issue 6's).
+//!
+//! Paths are under `/v2/accounts/{account_id}`:
+//!
+//! | kind | upsert | delete |
+//! | --- | --- | --- |
+//! | users | `PATCH /users/{id}/profile` (flat properties) | `DELETE /users/{id}/profile` |
+//! | groups | `PATCH /groups/{id}/profile` | rejected: no call deletes a group |
+//! | memberships | `POST /groups/{id}/users {"user_ids": […]}`, batched per group | rejected: no call removes one |
+//! | events | `POST /users/{id}/events {"name", "timestamp", "attributes", "group_id"}` | rejected |
+//!
+//! Properties are merged (`null` is passed on); values must be scalar (the seed: strings,
+//! numbers, booleans). An event without a timestamp gets the time it is sent, since Appcues
+//! requires one. A profile delete of a user that does not exist (404) is skipped. Basic auth
+//! `api_key:api_secret`. Limits (Appcues CLI, more credible than the seed's "none documented"):
+//! 60 requests/s per account and `Retry-After` on 429, honoured by the HTTP engine; the client
+//! paces itself to 50 requests/s as the CLI does. A membership's own attributes have no place at
+//! Appcues and are not sent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::vendors::sink::{
+    Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal,
+    Sink, SinkContext, SinkError, Transport, Verdict, WireAuth, WireRequest, WireStats,
+    scalars_only, segment, send_and_settle, verdict,
+};
+
+/// The vendor's name.
+const VENDOR: &str = "appcues";
+
+/// The Appcues CLI throttles itself to 50 requests/s under the account's 60.
+pub const REQUESTS_PER_SECOND: f64 = 50.0;
+
+/// User ids per membership request; Appcues documents no cap, so keep requests modest.
+pub const MEMBERSHIP_BATCH: usize = 100;
+
+/// How long a group's membership batch gathers ids.
+pub const MEMBERSHIP_LINGER: Duration = Duration::from_millis(200);
+
+/// The Appcues writer.
+#[derive(Debug)]
+pub struct AppcuesSink {
+    transport: Arc<dyn Transport>,
+    account: String,
+    warned_membership_attributes: AtomicBool,
+}
+
+/// The registry's factory.
+pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
+    let config: super::config::Config = ctx.config.typed()?;
+    let mut spec = ClientSpec::new(WireAuth::Basic {
+        username: config.api_key.expose().to_string(),
+        password: config.api_secret,
+    });
+    spec.requests_per_second = Some(REQUESTS_PER_SECOND);
+    Ok(Arc::new(AppcuesSink::new(
+        ctx.transport(spec)?,
+        &config.account_id,
+    )))
+}
+
+impl AppcuesSink {
+    /// A writer for `account` over any transport (tests).
+    pub fn new(transport: Arc<dyn Transport>, account: &str) -> Self {
+        AppcuesSink {
+            transport,
+            account: format!("/v2/accounts/{}", segment(account)),
+            warned_membership_attributes: AtomicBool::new(false),
+        }
+    }
+
+    /// The request of an upsert or event.
+    pub fn request(&self, op: &Op) -> Option<WireRequest> {
+        let item = &op.item;
+        let a = &self.account;
+        match item.kind {
+            Kind::Users => Some(
+                WireRequest::new(
+                    Method::Patch,
+                    format!("{a}/users/{}/profile", segment(item.id.as_deref()?)),
+                )
+                .json(Value::Object(item.properties()))
+                .idempotent(),
+            ),
+            Kind::Groups => Some(
+                WireRequest::new(
+                    Method::Patch,
+                    format!("{a}/groups/{}/profile", segment(item.id.as_deref()?)),
+                )
+                .json(Value::Object(item.properties()))
+                .idempotent(),
+            ),
+            Kind::Events => {
+                let mut body = Map::new();
+                body.insert("name".into(), item.fields.get("name")?.clone());
+                let timestamp = match item.fields.get("timestamp") {
+                    Some(ts) if !ts.is_null() => ts.clone(),
+                    _ => Value::String(
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    ),
+                };
+                body.insert("timestamp".into(), timestamp);
+                if !item.attributes.is_empty() {
+                    body.insert("attributes".into(), Value::Object(item.attributes.clone()));
+                }
+                if let Some(group) = &item.group_id {
+                    body.insert("group_id".into(), Value::String(group.clone()));
+                }
+                Some(
+                    WireRequest::new(
+                        Method::Post,
+                        format!("{a}/users/{}/events", segment(item.user_id.as_deref()?)),
+                    )
+                    .json(Value::Object(body)),
+                )
+            }
+            Kind::Memberships | Kind::Segments => None,
+        }
+    }
+
+    async fn memberships(&self, batch: &[Op], acks: &Acks) -> Result<(), SinkError> {
+        let Some(group) = batch.first().and_then(|op| op.item.group_id.clone()) else {
+            return Ok(());
+        };
+        if batch.iter().any(|op| !op.item.attributes.is_empty())
+            && !self
+                .warned_membership_attributes
+                .swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "appcues has no place for a membership's own attributes; they are not sent"
+            );
+        }
+        let mut users: Vec<Value> = Vec::with_capacity(batch.len());
+        for op in batch {
+            if let Some(user) = &op.item.user_id
+                && !users.iter().any(|u| u.as_str() == Some(user))
+            {
+                users.push(Value::String(user.clone()));
+            }
+        }
+        // Associating users with a group is idempotent: a repeat changes nothing.
+        let request = WireRequest::new(
+            Method::Post,
+            format!("{}/groups/{}/users", self.account, segment(&group)),
+        )
+        .json(json!({ "user_ids": users }))
+        .idempotent();
+        let payload = request.payload_hash();
+        match self.transport.send(request).await {
+            Ok(_) => batch.iter().for_each(|op| acks.accepted(op, payload)),
+            Err(err) => match verdict(VENDOR, err) {
+                Verdict::Reject(refusal) => batch
+                    .iter()
+                    .for_each(|op| acks.rejected(op, refusal.clone(), payload)),
+                Verdict::Fatal(fatal) => return Err(fatal),
+            },
+        }
+        Ok(())
+    }
+
+    async fn delete_user(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
+        let id = op.item.id.as_deref().unwrap_or_default();
+        let request = WireRequest::new(
+            Method::Delete,
+            format!("{}/users/{}/profile", self.account, segment(id)),
+        );
+        match self.transport.send(request).await {
+            Ok(_) => acks.accepted(op, None),
+            Err(err) if err.status == Some(404) => {
+                acks.skipped(op, "no such user profile at appcues (404)");
+            }
+            Err(err) => match verdict(VENDOR, err) {
+                Verdict::Reject(refusal) => acks.rejected(op, refusal, None),
+                Verdict::Fatal(fatal) => return Err(fatal),
+            },
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for AppcuesSink {
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+
+    fn plan(&self, op: &Op) -> Result<Plan, Refusal> {
+        let item = &op.item;
+        match (item.kind, item.action) {
+            (Kind::Users, Action::Upsert) => {
+                scalars_only(VENDOR, "profile property values", &item.properties())?;
+                Ok(Plan::single(vec![OrderKey::user(
+                    item.id.as_deref().unwrap_or_default(),
+                )]))
+            }
+            (Kind::Users, Action::Delete) => Ok(Plan::single(vec![OrderKey::user(
+                item.id.as_deref().unwrap_or_default(),
+            )])),
+            (Kind::Groups, Action::Upsert) => {
+                scalars_only(VENDOR, "group property values", &item.properties())?;
+                Ok(Plan::single(vec![OrderKey::group(
+                    item.id.as_deref().unwrap_or_default(),
+                )]))
+            }
+            (Kind::Groups, Action::Delete) => {
+                Err(Refusal::new("appcues has no call to delete a group"))
+            }
+            (Kind::Memberships, Action::Upsert) => {
+                let group = item.group_id.as_deref().unwrap_or_default();
+                Ok(Plan::batched(
+                    vec![
+                        OrderKey::group(group),
+                        OrderKey::user(item.user_id.as_deref().unwrap_or_default()),
+                    ],
+                    BatchKey::new(
+                        format!("appcues members of {group}"),
+                        BatchLimits {
+                            max_items: MEMBERSHIP_BATCH,
+                            linger: MEMBERSHIP_LINGER,
+                        },
+                    ),
+                ))
+            }
+            (Kind::Memberships, Action::Delete) => Err(Refusal::new(
+                "appcues has no call to remove a user from a group",
+            )),
+            (Kind::Events, _) => {
+                scalars_only(VENDOR, "event attribute values", &item.attributes)?;
+                Ok(Plan::single(vec![OrderKey::user(
+                    item.user_id.as_deref().unwrap_or_default(),
+                )]))
+            }
+            (Kind::Segments, _) => Err(Refusal::new(
+                "appcues segments are not written by this build (they come with mode: bulk)",
+            )),
+        }
+    }
+
+    async fn write(&self, batch: Vec<Op>, acks: &Acks) -> Result<(), SinkError> {
+        if batch
+            .first()
+            .is_some_and(|op| op.item.kind == Kind::Memberships)
+        {
+            return self.memberships(&batch, acks).await;
+        }
+        for op in &batch {
+            if op.item.kind == Kind::Users && op.item.action == Action::Delete {
+                self.delete_user(op, acks).await?;
+                continue;
+            }
+            match self.request(op) {
+                Some(request) => {
+                    send_and_settle(VENDOR, self.transport.as_ref(), op, request, acks).await?;
+                }
+                None => acks.rejected(
+                    op,
+                    Refusal::new(format!("appcues cannot write this {} record", op.item.kind)),
+                    None,
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        // Appcues has no cheap identity endpoint for an API key: the first write tells.
+        Ok(())
+    }
+
+    fn stats(&self) -> WireStats {
+        self.transport.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vendors::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket, WireBody};
+
+    fn op(
+        kind: Kind,
+        id: Option<&str>,
+        user: Option<&str>,
+        group: Option<&str>,
+        fields: Value,
+        attrs: Value,
+    ) -> Op {
+        Op {
+            ticket: Ticket(0),
+            item: Item {
+                kind,
+                action: Action::Upsert,
+                id: id.map(str::to_string),
+                user_id: user.map(str::to_string),
+                group_id: group.map(str::to_string),
+                fields: fields.as_object().cloned().unwrap_or_default(),
+                attributes: attrs.as_object().cloned().unwrap_or_default(),
+            },
+            origin: Arc::new(Origin {
+                stream: "s".into(),
+                line: 1,
+                record: Map::new(),
+            }),
+        }
+    }
+
+    fn body(r: &WireRequest) -> Value {
+        match &r.body {
+            WireBody::Json(v) => v.clone(),
+            _ => Value::Null,
+        }
+    }
+
+    #[test]
+    fn profiles_and_events_under_the_account() {
+        let sink = AppcuesSink::new(Arc::new(ScriptedTransport::ok()), "A1");
+        let u = sink
+            .request(&op(
+                Kind::Users,
+                Some("u 1"),
+                None,
+                None,
+                json!({"email": "a@x.io"}),
+                json!({"plan": null}),
+            ))
+            .unwrap();
+        assert_eq!(
+            (u.method, u.path.as_str()),
+            (Method::Patch, "/v2/accounts/A1/users/u%201/profile")
+        );
+        assert_eq!(body(&u), json!({"email": "a@x.io", "plan": null}));
+        assert!(u.idempotent);
+        let e = sink
+            .request(&op(
+                Kind::Events,
+                None,
+                Some("u1"),
+                Some("g1"),
+                json!({"name": "x", "timestamp": "2024-01-01T00:00:00Z"}),
+                json!({}),
+            ))
+            .unwrap();
+        assert_eq!(e.path, "/v2/accounts/A1/users/u1/events");
+        assert_eq!(
+            body(&e),
+            json!({"name": "x", "timestamp": "2024-01-01T00:00:00Z", "group_id": "g1"})
+        );
+        assert!(!e.idempotent);
+        let e = sink
+            .request(&op(
+                Kind::Events,
+                None,
+                Some("u1"),
+                None,
+                json!({"name": "x"}),
+                json!({}),
+            ))
+            .unwrap();
+        assert!(
+            body(&e)["timestamp"].is_string(),
+            "a timestamp is filled in"
+        );
+    }
+
+    #[tokio::test]
+    async fn memberships_of_one_group_go_in_one_request() {
+        let t = Arc::new(ScriptedTransport::ok());
+        let sink = AppcuesSink::new(t.clone(), "A1");
+        let ops: Vec<Op> = ["u1", "u2", "u1"]
+            .iter()
+            .map(|u| {
+                op(
+                    Kind::Memberships,
+                    None,
+                    Some(u),
+                    Some("g1"),
+                    json!({}),
+                    json!({}),
+                )
+            })
+            .collect();
+        assert!(sink.plan(&ops[0]).unwrap().batch.is_some());
+        let (acks, mut rx) = Acks::channel();
+        sink.write(ops, &acks).await.unwrap();
+        let r = &t.requests()[0];
+        assert_eq!(r.path, "/v2/accounts/A1/groups/g1/users");
+        assert_eq!(body(r), json!({"user_ids": ["u1", "u2"]}));
+        for _ in 0..3 {
+            assert!(matches!(
+                rx.recv().await.unwrap().outcome,
+                Outcome::Accepted
+            ));
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! The UserGuiding writer: `POST /identify` for users, with the company nested in the same call.
+//!
+//! UserGuiding has no company endpoint, no unlink and no delete, so:
+//! - a `users` record is `{"userId", "attributes"}`;
+//! - a `groups` record is kept in memory (its attributes become the company's) and sent on its
+//!   members: every membership is an identify `{"userId", "company": {"companyId",
+//!   "attributes"}}` carrying the group's attributes when the group came first, and a group
+//!   that comes after some of its memberships re-identifies those members with its attributes;
+//! - a group is accepted at the end of the run once it went out on at least one member, and
+//!   rejected then if no membership named it. So a STATE after a group waits for the end of the
+//!   run: a rerun from an earlier state sends the group again before its memberships;
+//! - deletes (users, groups, memberships) are rejected with that reason.
+//!
+//! Values must be scalar (help centre: strings, numbers, booleans, dates; no arrays or objects).
+//! A membership's own attributes have no place at UserGuiding and are not sent (a warning says
+//! so once). UserGuiding keeps one company per user: the last membership sent wins.
+//!
+//! Rate limit (help centre, more credible than the seed's "unknown"): 50 requests per 10 s, then
+//! a 60 s block; the client paces itself to 5 requests/s and pauses 60 s after a 429.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+
+use crate::vendors::sink::{
+    Acks, Action, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
+    SinkError, Transport, WireAuth, WireRequest, WireResponse, WireStats, scalars_only,
+    send_and_settle,
+};
+
+use super::model::{Company, Identify};
+
+/// The vendor's name.
+const VENDOR: &str = "userguiding";
+
+/// 50 requests per 10 s (help centre).
+pub const REQUESTS_PER_SECOND: f64 = 5.0;
+
+/// The block after going over the limit (help centre: "blocked for the next 1 minute").
+pub const BLOCK_AFTER_429: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default)]
+struct Group {
+    /// The group's record, once it arrived (`None` while only memberships named it).
+    op: Option<Op>,
+    attributes: Option<Map<String, Value>>,
+    /// Members identified before the group's attributes were known.
+    waiting: Vec<String>,
+    /// True once an identify carried this company.
+    delivered: bool,
+}
+
+/// The UserGuiding writer.
+#[derive(Debug)]
+pub struct UserGuidingSink {
+    transport: Arc<dyn Transport>,
+    groups: Mutex<HashMap<String, Group>>,
+    warned_membership_attributes: AtomicBool,
+}
+
+/// The registry's factory.
+pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
+    let config: super::config::Config = ctx.config.typed()?;
+    let mut spec = ClientSpec::new(WireAuth::Bearer(config.api_key));
+    spec.requests_per_second = Some(REQUESTS_PER_SECOND);
+    spec.default_429_wait = Some(BLOCK_AFTER_429);
+    Ok(Arc::new(UserGuidingSink::new(ctx.transport(spec)?)))
+}
+
+/// UserGuiding answers 200 `{"success": false}` for some failures: that is a refusal.
+fn refused(response: &WireResponse) -> Option<Refusal> {
+    let body = response.json();
+    (body.get("success") == Some(&Value::Bool(false))).then(|| {
+        Refusal::vendor(
+            "userguiding answered success: false",
+            Some(response.status),
+            Some(body.to_string()),
+        )
+    })
+}
+
+impl UserGuidingSink {
+    /// A writer over any transport (tests).
+    pub fn new(transport: Arc<dyn Transport>) -> Self {
+        UserGuidingSink {
+            transport,
+            groups: Mutex::new(HashMap::new()),
+            warned_membership_attributes: AtomicBool::new(false),
+        }
+    }
+
+    fn identify(body: &Identify) -> WireRequest {
+        WireRequest::new(Method::Post, "/identify")
+            .json(serde_json::to_value(body).unwrap_or(Value::Null))
+            .idempotent()
+    }
+
+    /// Sends an identify for `op` and settles it; `true` when accepted.
+    async fn send(&self, op: &Op, body: &Identify, acks: &Acks) -> Result<bool, SinkError> {
+        let request = Self::identify(body);
+        let payload = request.payload_hash();
+        // Settle through a private channel first: a 200 with success:false is a refusal.
+        let (inner, mut rx) = Acks::channel();
+        let response =
+            send_and_settle(VENDOR, self.transport.as_ref(), op, request, &inner).await?;
+        drop(inner);
+        if let Some(response) = response {
+            if let Some(refusal) = refused(&response) {
+                acks.rejected(op, refusal, payload);
+                return Ok(false);
+            }
+        }
+        let mut accepted = false;
+        while let Ok(settlement) = rx.try_recv() {
+            accepted = matches!(settlement.outcome, crate::vendors::sink::Outcome::Accepted);
+            acks.settle(settlement);
+        }
+        Ok(accepted)
+    }
+
+    async fn membership(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
+        let (Some(user), Some(group)) = (op.item.user_id.clone(), op.item.group_id.clone()) else {
+            acks.rejected(
+                op,
+                Refusal::new("a membership needs user_id and group_id"),
+                None,
+            );
+            return Ok(());
+        };
+        if !op.item.attributes.is_empty()
+            && !self
+                .warned_membership_attributes
+                .swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "userguiding has no place for a membership's own attributes; they are not sent (the company gets the group's attributes)"
+            );
+        }
+        let attributes = self
+            .groups
+            .lock()
+            .get(&group)
+            .and_then(|g| g.attributes.clone());
+        let known = attributes.is_some();
+        let body = Identify {
+            user_id: user.clone(),
+            attributes: None,
+            company: Some(Company {
+                company_id: group.clone(),
+                attributes,
+            }),
+        };
+        if self.send(op, &body, acks).await? {
+            let mut groups = self.groups.lock();
+            let entry = groups.entry(group).or_default();
+            if known {
+                entry.delivered = true;
+            } else {
+                entry.waiting.push(user);
+            }
+        }
+        Ok(())
+    }
+
+    /// A group: keep its attributes, and re-identify members that went out without them.
+    async fn group(&self, op: Op, acks: &Acks) -> Result<(), SinkError> {
+        let id = op.item.id.clone().unwrap_or_default();
+        let attributes = op.item.properties();
+        let waiting = {
+            let mut groups = self.groups.lock();
+            let entry = groups.entry(id.clone()).or_default();
+            entry.attributes = Some(attributes.clone());
+            std::mem::take(&mut entry.waiting)
+        };
+        let mut delivered = false;
+        let mut failed: Option<Refusal> = None;
+        for user in waiting {
+            let body = Identify {
+                user_id: user,
+                attributes: None,
+                company: Some(Company {
+                    company_id: id.clone(),
+                    attributes: Some(attributes.clone()),
+                }),
+            };
+            let (inner, mut rx) = Acks::channel();
+            if self.send(&op, &body, &inner).await? {
+                delivered = true;
+            } else if let Ok(settlement) = rx.try_recv()
+                && let crate::vendors::sink::Outcome::Rejected(refusal) = settlement.outcome
+            {
+                failed.get_or_insert(refusal);
+            }
+        }
+        if let Some(refusal) = failed {
+            // The group's attributes did not reach every member: say so now.
+            acks.rejected(&op, refusal, None);
+            return Ok(());
+        }
+        let mut groups = self.groups.lock();
+        let entry = groups.entry(id).or_default();
+        entry.delivered |= delivered;
+        // Settled at flush: later memberships may still carry it.
+        entry.op = Some(op);
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for UserGuidingSink {
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+
+    fn plan(&self, op: &Op) -> Result<Plan, Refusal> {
+        let item = &op.item;
+        if item.action == Action::Delete {
+            return Err(Refusal::new(format!(
+                "userguiding has no call to delete {} (its API only identifies users and their company)",
+                match item.kind {
+                    Kind::Users => "or deactivate a user",
+                    Kind::Groups => "a company",
+                    _ => "a user's company link",
+                }
+            )));
+        }
+        match item.kind {
+            Kind::Users => {
+                scalars_only(VENDOR, "attribute values", &item.properties())?;
+                Ok(Plan::single(vec![OrderKey::user(
+                    item.id.as_deref().unwrap_or_default(),
+                )]))
+            }
+            Kind::Groups => {
+                scalars_only(VENDOR, "company attribute values", &item.properties())?;
+                Ok(Plan::single(vec![OrderKey::group(
+                    item.id.as_deref().unwrap_or_default(),
+                )]))
+            }
+            Kind::Memberships => Ok(Plan::single(vec![
+                OrderKey::user(item.user_id.as_deref().unwrap_or_default()),
+                OrderKey::group(item.group_id.as_deref().unwrap_or_default()),
+            ])),
+            Kind::Events | Kind::Segments => Err(Refusal::new(format!(
+                "userguiding takes no {} through its API",
+                item.kind
+            ))),
+        }
+    }
+
+    async fn write(&self, batch: Vec<Op>, acks: &Acks) -> Result<(), SinkError> {
+        for op in batch {
+            match op.item.kind {
+                Kind::Users => {
+                    let body = Identify {
+                        user_id: op.item.id.clone().unwrap_or_default(),
+                        attributes: Some(op.item.properties()),
+                        company: None,
+                    };
+                    self.send(&op, &body, acks).await?;
+                }
+                Kind::Groups => self.group(op, acks).await?,
+                Kind::Memberships => self.membership(&op, acks).await?,
+                Kind::Events | Kind::Segments => {
+                    acks.rejected(&op, Refusal::new("userguiding takes no such records"), None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&self, acks: &Acks) -> Result<(), SinkError> {
+        let groups = std::mem::take(&mut *self.groups.lock());
+        for (id, group) in groups {
+            let Some(op) = group.op else { continue };
+            if group.delivered {
+                acks.accepted(&op, None);
+            } else {
+                acks.rejected(
+                    &op,
+                    Refusal::new(format!(
+                        "userguiding keeps a company only on its users, and no membership in this run named group {id:?}"
+                    )),
+                    None,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        // UserGuiding has no read endpoint: the first identify tells whether the key works.
+        Ok(())
+    }
+
+    fn stats(&self) -> WireStats {
+        self.transport.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vendors::sink::{
+        Item, Origin, Outcome, ScriptedTransport, Settlement, Ticket, WireBody,
+    };
+    use serde_json::json;
+
+    fn op(
+        ticket: u64,
+        kind: Kind,
+        id: Option<&str>,
+        user: Option<&str>,
+        group: Option<&str>,
+        attrs: Value,
+    ) -> Op {
+        Op {
+            ticket: Ticket(ticket),
+            item: Item {
+                kind,
+                action: Action::Upsert,
+                id: id.map(str::to_string),
+                user_id: user.map(str::to_string),
+                group_id: group.map(str::to_string),
+                fields: Map::new(),
+                attributes: attrs.as_object().cloned().unwrap_or_default(),
+            },
+            origin: Arc::new(Origin {
+                stream: "s".into(),
+                line: ticket,
+                record: Map::new(),
+            }),
+        }
+    }
+
+    fn bodies(t: &ScriptedTransport) -> Vec<Value> {
+        t.requests()
+            .into_iter()
+            .map(|r| match r.body {
+                WireBody::Json(v) => v,
+                _ => Value::Null,
+            })
+            .collect()
+    }
+
+    async fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Settlement>) -> Vec<Settlement> {
+        let mut out = Vec::new();
+        while let Ok(s) = rx.try_recv() {
+            out.push(s);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn companies_are_nested_from_groups_and_memberships_in_either_order() {
+        let t = Arc::new(ScriptedTransport::new(|_| {
+            Ok(WireResponse::ok(json!({"success": true})))
+        }));
+        let sink = UserGuidingSink::new(t.clone());
+        let (acks, mut rx) = Acks::channel();
+        sink.write(
+            vec![op(
+                0,
+                Kind::Users,
+                Some("u1"),
+                None,
+                None,
+                json!({"plan": "pro"}),
+            )],
+            &acks,
+        )
+        .await
+        .unwrap();
+        sink.write(
+            vec![op(
+                1,
+                Kind::Groups,
+                Some("g1"),
+                None,
+                None,
+                json!({"name": "Acme"}),
+            )],
+            &acks,
+        )
+        .await
+        .unwrap();
+        sink.write(
+            vec![op(
+                2,
+                Kind::Memberships,
+                None,
+                Some("u1"),
+                Some("g1"),
+                json!({}),
+            )],
+            &acks,
+        )
+        .await
+        .unwrap();
+        // g2's membership comes before the group itself.
+        sink.write(
+            vec![op(
+                3,
+                Kind::Memberships,
+                None,
+                Some("u2"),
+                Some("g2"),
+                json!({}),
+            )],
+            &acks,
+        )
+        .await
+        .unwrap();
+        sink.write(
+            vec![op(
+                4,
+                Kind::Groups,
+                Some("g2"),
+                None,
+                None,
+                json!({"name": "Beta"}),
+            )],
+            &acks,
+        )
+        .await
+        .unwrap();
+        sink.write(
+            vec![op(
+                5,
+                Kind::Groups,
+                Some("g3"),
+                None,
+                None,
+                json!({"name": "Lonely"}),
+            )],
+            &acks,
+        )
+        .await
+        .unwrap();
+        let before_flush: Vec<u64> = drain(&mut rx).await.iter().map(|s| s.ticket.0).collect();
+        assert_eq!(
+            before_flush,
+            vec![0, 2, 3],
+            "groups wait for the end of the run"
+        );
+        sink.flush(&acks).await.unwrap();
+        let settled = drain(&mut rx).await;
+        let outcome = |t: u64| {
+            settled
+                .iter()
+                .find(|s| s.ticket.0 == t)
+                .map(|s| s.outcome.clone())
+        };
+        assert_eq!(outcome(1), Some(Outcome::Accepted));
+        assert_eq!(outcome(4), Some(Outcome::Accepted));
+        assert!(
+            matches!(outcome(5), Some(Outcome::Rejected(r)) if r.reason.contains("no membership"))
+        );
+        assert_eq!(
+            bodies(&t),
+            vec![
+                json!({"userId": "u1", "attributes": {"plan": "pro"}}),
+                json!({"userId": "u1", "company": {"companyId": "g1", "attributes": {"name": "Acme"}}}),
+                json!({"userId": "u2", "company": {"companyId": "g2"}}),
+                json!({"userId": "u2", "company": {"companyId": "g2", "attributes": {"name": "Beta"}}}),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn success_false_is_a_refusal_and_deletes_and_nested_values_are_refused() {
+        let t = Arc::new(ScriptedTransport::new(|_| {
+            Ok(WireResponse::ok(json!({"success": false, "message": "no"})))
+        }));
+        let sink = UserGuidingSink::new(t);
+        let (acks, mut rx) = Acks::channel();
+        sink.write(
+            vec![op(0, Kind::Users, Some("u1"), None, None, json!({}))],
+            &acks,
+        )
+        .await
+        .unwrap();
+        let s = drain(&mut rx).await;
+        assert_eq!(s.len(), 1);
+        assert!(
+            matches!(&s[0].outcome, Outcome::Rejected(r) if r.reason.contains("success: false"))
+        );
+        let mut delete = op(1, Kind::Users, Some("u1"), None, None, json!({}));
+        delete.item.action = Action::Delete;
+        assert!(
+            sink.plan(&delete)
+                .unwrap_err()
+                .reason
+                .contains("no call to delete")
+        );
+        let nested = op(
+            2,
+            Kind::Users,
+            Some("u1"),
+            None,
+            None,
+            json!({"tags": ["a"]}),
+        );
+        assert!(
+            sink.plan(&nested)
+                .unwrap_err()
+                .reason
+                .contains("\"tags\" is an array")
+        );
+    }
+}

@@ -1,0 +1,401 @@
+//! The Userpilot writer (real-time HTTP API; `mode: bulk` is issue 6's bulk identify).
+//!
+//! | kind | upsert | delete |
+//! | --- | --- | --- |
+//! | users | `POST /v1/identify {"user_id", "metadata"}` | `DELETE /v1/users {"users": [ids]}`, batched |
+//! | groups | `POST /v1/companies/identify {"company_id", "metadata"}` | `DELETE /v1/companies {"companies": [ids]}`, batched |
+//! | memberships | `POST /v1/identify {"user_id", "company": {"id"}}` | rejected: no call removes a user from a company |
+//! | events | `POST /v1/track {"user_id", "event_name", "metadata"}` | rejected |
+//!
+//! Values must be scalar and are sent as strings (the identify OpenAPI: "only string values are
+//! supported"); `null` stays `null`. A 202 is accepted. The company in identify goes by `id`, as
+//! the seed and Userpilot's guide say (the newer OpenAPI names it `company_id`). Deletes are
+//! scheduled by Userpilot (run daily) and limited to 1 request per 2 s, so they are gathered into
+//! batches of up to [`DELETE_BATCH`] ids through their own rate bucket. Identify and track: 600
+//! requests/min. A membership's own attributes have no place at Userpilot and are not sent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::vendors::sink::{
+    Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal,
+    Sink, SinkContext, SinkError, Transport, Verdict, WireAuth, WireRequest, WireStats,
+    scalars_only, send_and_settle, stringify, verdict,
+};
+
+/// The vendor's name.
+const VENDOR: &str = "userpilot";
+
+/// Identify and track: 600 requests per minute (Userpilot docs).
+pub const REQUESTS_PER_SECOND: f64 = 10.0;
+
+/// Deletes: 1 request per 2 s (Userpilot docs).
+pub const DELETE_REQUESTS_PER_SECOND: f64 = 0.5;
+
+/// The rate bucket of deletes.
+pub const DELETE_BUCKET: &str = "delete";
+
+/// Ids per delete request: Userpilot documents no cap, so keep a request small enough to fail
+/// cheaply and retry whole.
+pub const DELETE_BATCH: usize = 1000;
+
+/// How long a delete batch gathers ids: one delete slot (2 s).
+pub const DELETE_LINGER: Duration = Duration::from_secs(2);
+
+/// The Userpilot writer.
+#[derive(Debug)]
+pub struct UserpilotSink {
+    transport: Arc<dyn Transport>,
+    warned_membership_attributes: AtomicBool,
+}
+
+/// The registry's factory.
+pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
+    let config: super::config::Config = ctx.config.typed()?;
+    let mut spec = ClientSpec::new(WireAuth::Token(config.api_key));
+    spec.headers.push(("X-API-Version", super::API_VERSION));
+    spec.requests_per_second = Some(REQUESTS_PER_SECOND);
+    spec.buckets
+        .push((DELETE_BUCKET, DELETE_REQUESTS_PER_SECOND));
+    Ok(Arc::new(UserpilotSink::new(ctx.transport(spec)?)))
+}
+
+impl UserpilotSink {
+    /// A writer over any transport (tests).
+    pub fn new(transport: Arc<dyn Transport>) -> Self {
+        UserpilotSink {
+            transport,
+            warned_membership_attributes: AtomicBool::new(false),
+        }
+    }
+
+    async fn delete_batch(&self, kind: Kind, batch: &[Op], acks: &Acks) -> Result<(), SinkError> {
+        let (path, field) = match kind {
+            Kind::Users => ("/v1/users", "users"),
+            _ => ("/v1/companies", "companies"),
+        };
+        let ids: Vec<Value> = batch
+            .iter()
+            .filter_map(|op| op.item.id.clone().map(Value::String))
+            .collect();
+        let request = WireRequest::new(Method::Delete, path)
+            .json(json!({ field: ids }))
+            .bucket(DELETE_BUCKET);
+        match self.transport.send(request).await {
+            Ok(_) => batch.iter().for_each(|op| acks.accepted(op, None)),
+            Err(err) => match verdict(VENDOR, err) {
+                // All or nothing: the batch is one request.
+                Verdict::Reject(refusal) => batch
+                    .iter()
+                    .for_each(|op| acks.rejected(op, refusal.clone(), None)),
+                Verdict::Fatal(fatal) => return Err(fatal),
+            },
+        }
+        Ok(())
+    }
+}
+
+/// The request of an upsert or event.
+pub fn request(op: &Op) -> Option<WireRequest> {
+    let item = &op.item;
+    let body = match item.kind {
+        Kind::Users => json!({
+            "user_id": item.id.clone()?,
+            "metadata": Value::Object(stringify(item.properties())),
+        }),
+        Kind::Groups => json!({
+            "company_id": item.id.clone()?,
+            "metadata": Value::Object(stringify(item.properties())),
+        }),
+        Kind::Memberships => json!({
+            "user_id": item.user_id.clone()?,
+            "company": {"id": item.group_id.clone()?},
+        }),
+        Kind::Events => {
+            let mut body = Map::new();
+            body.insert("user_id".into(), Value::String(item.user_id.clone()?));
+            body.insert("event_name".into(), item.fields.get("name")?.clone());
+            let mut metadata = stringify(item.attributes.clone());
+            if let Some(group) = &item.group_id {
+                metadata.insert("company_id".into(), Value::String(group.clone()));
+            }
+            if let Some(ts) = item.fields.get("timestamp").filter(|t| !t.is_null()) {
+                metadata.insert("timestamp".into(), ts.clone());
+            }
+            if !metadata.is_empty() {
+                body.insert("metadata".into(), Value::Object(metadata));
+            }
+            Value::Object(body)
+        }
+        Kind::Segments => return None,
+    };
+    let path = match item.kind {
+        Kind::Groups => "/v1/companies/identify",
+        Kind::Events => "/v1/track",
+        _ => "/v1/identify",
+    };
+    let request = WireRequest::new(Method::Post, path).json(body);
+    Some(if item.kind == Kind::Events {
+        request
+    } else {
+        request.idempotent()
+    })
+}
+
+#[async_trait::async_trait]
+impl Sink for UserpilotSink {
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+
+    fn plan(&self, op: &Op) -> Result<Plan, Refusal> {
+        let item = &op.item;
+        match (item.kind, item.action) {
+            (Kind::Users | Kind::Groups, Action::Upsert) => {
+                scalars_only(VENDOR, "metadata values", &item.properties())?;
+                let id = item.id.as_deref().unwrap_or_default();
+                Ok(Plan::single(vec![key(item.kind, id)]))
+            }
+            (Kind::Users | Kind::Groups, Action::Delete) => {
+                let id = item.id.as_deref().unwrap_or_default();
+                Ok(Plan::batched(
+                    vec![key(item.kind, id)],
+                    BatchKey::new(
+                        format!("userpilot delete {}", item.kind),
+                        BatchLimits {
+                            max_items: DELETE_BATCH,
+                            linger: DELETE_LINGER,
+                        },
+                    ),
+                ))
+            }
+            (Kind::Memberships, Action::Upsert) => Ok(Plan::single(vec![
+                OrderKey::user(item.user_id.as_deref().unwrap_or_default()),
+                OrderKey::group(item.group_id.as_deref().unwrap_or_default()),
+            ])),
+            (Kind::Memberships, Action::Delete) => Err(Refusal::new(
+                "userpilot has no call to remove a user from a company",
+            )),
+            (Kind::Events, _) => {
+                scalars_only(VENDOR, "event metadata values", &item.attributes)?;
+                Ok(Plan::single(vec![OrderKey::user(
+                    item.user_id.as_deref().unwrap_or_default(),
+                )]))
+            }
+            (Kind::Segments, _) => Err(Refusal::new("userpilot has no segments")),
+        }
+    }
+
+    async fn write(&self, batch: Vec<Op>, acks: &Acks) -> Result<(), SinkError> {
+        if let Some(first) = batch.first()
+            && first.item.action == Action::Delete
+        {
+            return self.delete_batch(first.item.kind, &batch, acks).await;
+        }
+        for op in &batch {
+            if op.item.kind == Kind::Memberships
+                && !op.item.attributes.is_empty()
+                && !self
+                    .warned_membership_attributes
+                    .swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    "userpilot has no place for a membership's own attributes; they are not sent"
+                );
+            }
+            match request(op) {
+                Some(request) => {
+                    send_and_settle(VENDOR, self.transport.as_ref(), op, request, acks).await?;
+                }
+                None => acks.rejected(
+                    op,
+                    Refusal::new(format!(
+                        "userpilot cannot write this {} record",
+                        op.item.kind
+                    )),
+                    None,
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        match self
+            .transport
+            .send(WireRequest::new(Method::Get, "/v1/validate"))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => match verdict(VENDOR, err) {
+                Verdict::Fatal(fatal) => Err(fatal),
+                Verdict::Reject(_) => Ok(()),
+            },
+        }
+    }
+
+    fn stats(&self) -> WireStats {
+        self.transport.stats()
+    }
+}
+
+fn key(kind: Kind, id: &str) -> OrderKey {
+    match kind {
+        Kind::Groups => OrderKey::group(id),
+        _ => OrderKey::user(id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vendors::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket, WireBody};
+
+    fn op(
+        kind: Kind,
+        action: Action,
+        id: Option<&str>,
+        user: Option<&str>,
+        group: Option<&str>,
+        fields: Value,
+        attrs: Value,
+    ) -> Op {
+        Op {
+            ticket: Ticket(0),
+            item: Item {
+                kind,
+                action,
+                id: id.map(str::to_string),
+                user_id: user.map(str::to_string),
+                group_id: group.map(str::to_string),
+                fields: fields.as_object().cloned().unwrap_or_default(),
+                attributes: attrs.as_object().cloned().unwrap_or_default(),
+            },
+            origin: Arc::new(Origin {
+                stream: "s".into(),
+                line: 1,
+                record: Map::new(),
+            }),
+        }
+    }
+
+    fn body(r: &WireRequest) -> Value {
+        match &r.body {
+            WireBody::Json(v) => v.clone(),
+            _ => Value::Null,
+        }
+    }
+
+    #[test]
+    fn values_go_as_strings_and_companies_by_id() {
+        let u = request(&op(
+            Kind::Users,
+            Action::Upsert,
+            Some("u1"),
+            None,
+            None,
+            json!({"email": "a@x.io", "active": true}),
+            json!({"seats": 5, "gone": null}),
+        ))
+        .unwrap();
+        assert_eq!(u.path, "/v1/identify");
+        assert_eq!(
+            body(&u),
+            json!({"user_id": "u1", "metadata": {"email": "a@x.io", "active": "true", "seats": "5", "gone": null}})
+        );
+        let m = request(&op(
+            Kind::Memberships,
+            Action::Upsert,
+            None,
+            Some("u1"),
+            Some("g1"),
+            json!({}),
+            json!({}),
+        ))
+        .unwrap();
+        assert_eq!(body(&m), json!({"user_id": "u1", "company": {"id": "g1"}}));
+        let g = request(&op(
+            Kind::Groups,
+            Action::Upsert,
+            Some("g1"),
+            None,
+            None,
+            json!({"name": "Acme"}),
+            json!({}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (g.path.as_str(), body(&g)),
+            (
+                "/v1/companies/identify",
+                json!({"company_id": "g1", "metadata": {"name": "Acme"}})
+            )
+        );
+        let e = request(&op(
+            Kind::Events,
+            Action::Upsert,
+            None,
+            Some("u1"),
+            None,
+            json!({"name": "paid"}),
+            json!({"amount": 3}),
+        ))
+        .unwrap();
+        assert_eq!(
+            body(&e),
+            json!({"user_id": "u1", "event_name": "paid", "metadata": {"amount": "3"}})
+        );
+        assert!(!e.idempotent && u.idempotent);
+    }
+
+    #[tokio::test]
+    async fn deletes_are_batched_through_the_delete_bucket() {
+        let t = Arc::new(ScriptedTransport::ok());
+        let sink = UserpilotSink::new(t.clone());
+        let ops: Vec<Op> = ["u1", "u2"]
+            .iter()
+            .map(|id| {
+                op(
+                    Kind::Users,
+                    Action::Delete,
+                    Some(id),
+                    None,
+                    None,
+                    json!({}),
+                    json!({}),
+                )
+            })
+            .collect();
+        let plan = sink.plan(&ops[0]).unwrap();
+        assert_eq!(plan.batch.unwrap().limits().max_items, DELETE_BATCH);
+        let (acks, mut rx) = Acks::channel();
+        sink.write(ops, &acks).await.unwrap();
+        let r = &t.requests()[0];
+        assert_eq!(
+            (r.method, r.path.as_str(), r.bucket),
+            (Method::Delete, "/v1/users", Some(DELETE_BUCKET))
+        );
+        assert_eq!(body(r), json!({"users": ["u1", "u2"]}));
+        assert!(matches!(
+            rx.recv().await.unwrap().outcome,
+            Outcome::Accepted
+        ));
+        assert!(matches!(
+            rx.recv().await.unwrap().outcome,
+            Outcome::Accepted
+        ));
+        let remove = op(
+            Kind::Memberships,
+            Action::Delete,
+            None,
+            Some("u"),
+            Some("g"),
+            json!({}),
+            json!({}),
+        );
+        assert!(sink.plan(&remove).is_err());
+    }
+}
