@@ -155,12 +155,12 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
     } else {
         None
     };
-    let sink = build_sink(&request.config, &settings, dry_run.as_ref())?;
     let router = Router::new(
         request.config.spec.name,
         request.config.spec.writes,
         &settings.streams,
     )?;
+    let sink = build_sink(&request.config, &settings, dry_run.as_ref())?;
     if dry_run.is_none() {
         sink.check().await?;
     }

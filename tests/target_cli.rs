@@ -1,0 +1,321 @@
+//! target-roster's command line without a vendor: `--dry-run` and a table of malformed inputs,
+//! each with its expected exit code, error or reject, and line number.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+fn target(dir: &Path, config: &Value, input: &[u8], extra: &[&str]) -> Output {
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let input_path = dir.join("input.jsonl");
+    std::fs::write(&input_path, input).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_target-roster"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--input")
+        .arg(&input_path)
+        .args(extra)
+        .env("ROSTER_LOG", "warn")
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn userflow() -> Value {
+    json!({"vendor": "userflow", "api_key": "uf-secret-key", "base_url": "http://127.0.0.1:9/userflow"})
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+const USERS: &str = r#"{"type":"SCHEMA","stream":"users","schema":{"type":"object","properties":{"id":{"type":"string"},"email":{"type":["string","null"]}}},"key_properties":["id"]}"#;
+
+#[test]
+fn dry_run_writes_requests_rejects_and_the_would_be_state_and_prints_no_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = format!(
+        "{USERS}\n{}\n{}\n{}\n{}\n",
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1","email":"a@x.io","plan":"pro","_sdc_extracted_at":"t"}}"#,
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u2","email":null,"_sdc_deleted_at":"2024-01-01T00:00:00Z"}}"#,
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u3","email":7}}"#,
+        r#"{"type":"STATE","value":{"bookmarks":{"users":{"next_page":"x"}}}}"#,
+    );
+    let out_path = dir.path().join("dry.ndjson");
+    let report_path = dir.path().join("report.json");
+    let out = target(
+        dir.path(),
+        &userflow(),
+        input.as_bytes(),
+        &[
+            "--dry-run",
+            "--dry-run-output",
+            out_path.to_str().unwrap(),
+            "--report",
+            report_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "a dry run prints no state");
+    let dry = lines(&out_path);
+    assert_eq!(dry.len(), 4, "{dry:?}");
+    // Requests go out concurrently with the engine's own rejects: compare as a set.
+    assert!(
+        dry.contains(&json!({"type": "request", "method": "POST",
+        "url": "http://127.0.0.1:9/userflow/users", "path": "/users",
+        "body": {"id": "u1", "attributes": {"email": "a@x.io", "plan": "pro"}}})),
+        "{dry:?}"
+    );
+    assert!(
+        dry.iter()
+            .any(|l| l["method"] == "DELETE" && l["path"] == "/users/u2"),
+        "{dry:?}"
+    );
+    let reject = dry.iter().find(|l| l["type"] == "reject").unwrap();
+    assert_eq!(reject["line"], 4);
+    assert_eq!(
+        dry[3],
+        json!({"type": "state", "value": {"bookmarks": {"users": {"next_page": "x"}}}}),
+        "the would-be state comes last"
+    );
+    assert!(!dir.path().join("target-roster-rejects.ndjson").exists());
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["streams"]["users"]["records_in"], 3);
+    assert_eq!(report["streams"]["users"]["sent"], 2);
+    assert_eq!(report["streams"]["users"]["rejected"], 1);
+    assert_eq!(report["states_out"], 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("users → users: 3 in, 2 mapped, 1 rejected"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("uf-secret-key"));
+}
+
+/// One malformed input: what it is, the bytes, the exit code, and what must be said where.
+struct Case {
+    name: &'static str,
+    input: Vec<u8>,
+    exit: i32,
+    /// Substring of stderr (exit 1) or of the reject reason (exit 0).
+    says: &'static str,
+    /// The input line the error or reject names.
+    line: u64,
+}
+
+fn case(name: &'static str, body: &str, exit: i32, says: &'static str, line: u64) -> Case {
+    Case {
+        name,
+        input: format!("{USERS}\n{body}\n").into_bytes(),
+        exit,
+        says,
+        line,
+    }
+}
+
+#[test]
+fn malformed_inputs_fail_or_reject_naming_the_line() {
+    let mut cases = vec![
+        case(
+            "invalid JSON",
+            r#"{"type":"RECORD","stream":"users","record":{"id":"#,
+            1,
+            "invalid JSON",
+            2,
+        ),
+        case("not an object", "[1,2]", 1, "line 2", 2),
+        case(
+            "no type",
+            r#"{"stream":"users","record":{}}"#,
+            1,
+            "no \"type\"",
+            2,
+        ),
+        case(
+            "record before schema",
+            r#"{"type":"RECORD","stream":"groups","record":{"id":"g"}}"#,
+            1,
+            "before any SCHEMA",
+            2,
+        ),
+        case(
+            "record without stream",
+            r#"{"type":"RECORD","record":{"id":"u"}}"#,
+            1,
+            "\"stream\"",
+            2,
+        ),
+        case(
+            "record that is not an object",
+            r#"{"type":"RECORD","stream":"users","record":[1]}"#,
+            1,
+            "line 2",
+            2,
+        ),
+        case(
+            "invalid schema",
+            r#"{"type":"SCHEMA","stream":"groups","schema":{"type":"object","properties":{"id":{"type":"strin"}}},"key_properties":["id"]}"#,
+            1,
+            "not a valid JSON Schema",
+            2,
+        ),
+        case(
+            "batch message",
+            r#"{"type":"BATCH","stream":"users","encoding":{"format":"jsonl"},"manifest":[]}"#,
+            1,
+            "BATCH",
+            2,
+        ),
+        case(
+            "wrong type",
+            r#"{"type":"RECORD","stream":"users","record":{"id":"u1","email":5}}"#,
+            0,
+            "field email",
+            2,
+        ),
+        case(
+            "missing key",
+            r#"{"type":"RECORD","stream":"users","record":{"email":"a@x.io"}}"#,
+            0,
+            "\"id\" is missing",
+            2,
+        ),
+        case(
+            "null key",
+            r#"{"type":"RECORD","stream":"users","record":{"id":null}}"#,
+            0,
+            "does not match its SCHEMA",
+            2,
+        ),
+        case(
+            "duplicate key",
+            r#"{"type":"RECORD","stream":"users","record":{"id":"u1","id":"u2"}}"#,
+            0,
+            "repeats the key /id",
+            2,
+        ),
+        case(
+            "attributes not an object",
+            r#"{"type":"RECORD","stream":"users","record":{"id":"u1","attributes":[1]}}"#,
+            0,
+            "\"attributes\" must be an object",
+            2,
+        ),
+        case(
+            "array attribute",
+            r#"{"type":"RECORD","stream":"users","record":{"id":"u1","tags":["a"]}}"#,
+            0,
+            "\"tags\" is an array",
+            2,
+        ),
+        case(
+            "event without name",
+            r#"{"type":"SCHEMA","stream":"events","schema":{"type":"object"},"key_properties":[]}
+{"type":"RECORD","stream":"events","record":{"user_id":"u1"}}"#,
+            0,
+            "\"name\" is missing",
+            3,
+        ),
+    ];
+    let mut not_utf8 = format!("{USERS}\n").into_bytes();
+    not_utf8.extend_from_slice(
+        b"{\"type\":\"RECORD\",\"stream\":\"users\",\"record\":{\"id\":\"\xff\"}}\n",
+    );
+    cases.push(Case {
+        name: "not UTF-8",
+        input: not_utf8,
+        exit: 1,
+        says: "invalid UTF-8",
+        line: 2,
+    });
+    for case in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = userflow();
+        config["reject_file"] = json!("rejects.ndjson");
+        let out = target(
+            dir.path(),
+            &config,
+            &case.input,
+            &["--dry-run", "--dry-run-output", "dry.ndjson"],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(case.exit),
+            "{}: {stderr}",
+            case.name
+        );
+        if case.exit == 1 {
+            assert!(stderr.contains(case.says), "{}: {stderr}", case.name);
+            assert!(
+                stderr.contains(&format!("line {}", case.line)),
+                "{}: {stderr}",
+                case.name
+            );
+        } else {
+            let dry = lines(&dir.path().join("dry.ndjson"));
+            let reject = dry
+                .iter()
+                .find(|l| l["type"] == "reject")
+                .unwrap_or_else(|| panic!("{}: no reject in {dry:?}", case.name));
+            assert!(
+                reject["reason"].as_str().unwrap().contains(case.says),
+                "{}: {reject}",
+                case.name
+            );
+            assert_eq!(reject["line"], case.line, "{}", case.name);
+        }
+    }
+}
+
+#[test]
+fn lenient_reading_unknown_types_lowercase_types_and_activate_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = format!(
+        "{USERS}\n{}\n{}\n{}\n\n{}\n",
+        r#"{"type":"record","stream":"users","record":{"id":"u1"}}"#,
+        r#"{"type":"FOO","stream":"users"}"#,
+        r#"{"type":"ACTIVATE_VERSION","stream":"users","version":1}"#,
+        r#"{"type":"state","value":{"bookmarks":{}}}"#,
+    );
+    let out = target(
+        dir.path(),
+        &userflow(),
+        input.as_bytes(),
+        &["--dry-run", "--dry-run-output", "dry.ndjson"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dry = lines(&dir.path().join("dry.ndjson"));
+    assert_eq!(dry.len(), 2, "{dry:?}");
+}
+
+#[test]
+fn config_problems_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = userflow();
+    config["streams"] = json!({"x": {"kind": "people"}});
+    let out = target(dir.path(), &config, b"", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("streams.x.kind"));
+    let mut config = userflow();
+    config["mode"] = json!("bulk");
+    let out = target(dir.path(), &config, b"", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"mode\""));
+}
