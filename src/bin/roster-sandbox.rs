@@ -211,6 +211,11 @@ async fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let settings = settings(&args)?;
+    // Listen for signals before the banner: a script may send SIGTERM as soon as it reads it.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for SIGINT")?;
     let seed = settings.seed;
     let sb = Sandbox::builder()
         .settings(settings)
@@ -234,18 +239,11 @@ async fn main() -> Result<()> {
     {
         print!("{banner}");
     }
-    wait_for_signal().await?;
-    tracing::info!("shutting down");
-    sb.shutdown_gracefully().await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
+    tracing::info!("shutting down");
+    sb.shutdown_gracefully().await;
     Ok(())
 }
