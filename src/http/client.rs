@@ -1,8 +1,9 @@
 //! [`HttpClient`], its [`RequestBuilder`] and [`Response`]: one connection pool per vendor, and
 //! the one retry loop in roster.
 //!
-//! Every attempt passes, in order: the client-wide pause (set by `Retry-After` or a 429 wait),
-//! the named bucket's pacer, the client-wide pacer, then a concurrency slot. Answers feed the
+//! Every attempt passes, in order: a concurrency slot, the client-wide pause (set by
+//! `Retry-After` or a 429 wait), the named bucket's pacer, then the client-wide pacer, and goes on
+//! the wire at once. Answers feed the
 //! adaptive concurrency and the pacer of the bucket the request used.
 
 use std::borrow::Cow;
@@ -702,16 +703,12 @@ impl RequestBuilder {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            inner.admit(gate.as_deref()).await;
+            // The concurrency slot first, the pacer last: a slot taken from the pacer is used at
+            // once, so a rate cut applies to every request not yet on the wire.
             let waiting = Instant::now();
             let permit = inner.concurrency.acquire().await;
             stats::add_wait(&inner.counters.concurrency_wait_ns, waiting.elapsed());
-            if inner.paused_until().is_some() {
-                // A Retry-After arrived while this request waited for a slot: honour it.
-                drop(permit);
-                attempt -= 1;
-                continue;
-            }
+            inner.admit(gate.as_deref()).await;
             stats::add(&inner.counters.attempts, 1);
             if attempt > 1 {
                 stats::add(&inner.counters.retries, 1);
@@ -720,6 +717,8 @@ impl RequestBuilder {
             let outcome = inner
                 .attempt(&method, &url, &self.headers, self.body.as_ref(), timeout)
                 .await;
+            // Free the slot before any backoff sleep.
+            drop(permit);
             let now = Instant::now();
             let rtt = now.saturating_duration_since(sent_at);
             let pacer = gate.as_deref().unwrap_or(&inner.global);

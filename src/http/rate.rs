@@ -31,6 +31,9 @@ pub const DISCOVERY_WINDOW: Duration = Duration::from_secs(1);
 /// The first installed rate is this share of what the server accepted over [`DISCOVERY_WINDOW`]
 /// (slow start then doubles it back up quickly, as TCP's slow start does).
 pub const FIRST_ESTIMATE_FACTOR: f64 = 0.5;
+/// The first installed rate never starts below this (a 429 on the very first requests says
+/// nothing about the limit; slow start climbs from here).
+pub const FIRST_RATE_FLOOR: f64 = 1.0;
 /// Slow start doubles the rate this often while the rate is what holds requests back.
 pub const SLOW_START_INTERVAL: Duration = Duration::from_millis(250);
 /// Responses an epoch needs before its accepted fraction is trusted for a deep cut.
@@ -239,7 +242,9 @@ impl AdaptiveRate {
         self.accepted_recent = VecDeque::new();
         self.phase = Phase::SlowStart;
         self.cuts += 1;
-        self.set_rate(Some(accepted * FIRST_ESTIMATE_FACTOR));
+        self.set_rate(Some(
+            (accepted * FIRST_ESTIMATE_FACTOR).max(FIRST_RATE_FLOOR),
+        ));
         self.tat = None;
         self.new_epoch(now, true);
         self.bound = false;

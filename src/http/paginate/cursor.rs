@@ -23,9 +23,7 @@ pub struct CursorPage {
 /// Decodes a list envelope. A page that claims more but offers no cursor is an error, so a
 /// caller can never loop forever on the same page.
 pub fn parse(body: &[u8]) -> Result<CursorPage, PageError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| PageError(format!("the list page is not json: {e}")))?;
-    from_value(value)
+    from_value(Value::Object(super::decode_object(body, "the list page")?))
 }
 
 /// As [`parse`], from an already decoded value.

@@ -15,6 +15,18 @@ pub mod scim;
 #[error("{0}")]
 pub struct PageError(pub String);
 
+/// Decodes a page body that must be a JSON object; `what` names it in errors.
+pub(crate) fn decode_object(
+    body: &[u8],
+    what: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, PageError> {
+    match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(obj)) => Ok(obj),
+        Ok(_) => Err(PageError(format!("{what} is not a json object"))),
+        Err(e) => Err(PageError(format!("{what} is not json: {e}"))),
+    }
+}
+
 /// Reads a non-negative integer given as a JSON number (integral) or a numeric string.
 pub(crate) fn lenient_u64(v: &serde_json::Value) -> Option<u64> {
     match v {

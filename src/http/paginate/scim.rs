@@ -21,9 +21,10 @@ pub struct ScimPage {
 
 /// Decodes a `ListResponse` body.
 pub fn parse(body: &[u8]) -> Result<ScimPage, PageError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| PageError(format!("the list response is not json: {e}")))?;
-    from_value(value)
+    from_value(Value::Object(super::decode_object(
+        body,
+        "the list response",
+    )?))
 }
 
 /// As [`parse`], from an already decoded value.
