@@ -671,6 +671,9 @@ pub struct WireRequest {
     pub idempotent: bool,
     /// A named rate bucket of the vendor's client (e.g. Userpilot's delete: 1 request per 2 s).
     pub bucket: Option<&'static str>,
+    /// Headers of this request only (SCIM's `Content-Type: application/scim+json`, `If-Match`),
+    /// over the client's fixed ones.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl WireRequest {
@@ -683,7 +686,14 @@ impl WireRequest {
             body: WireBody::None,
             idempotent: !matches!(method, Method::Post | Method::Patch),
             bucket: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a header to this request.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 
     /// Marks a POST or PATCH as safe to repeat (an upsert by key, a merge of properties).
@@ -866,6 +876,22 @@ pub fn verdict(vendor: &'static str, err: SendError) -> Verdict {
             refusal.transient = true;
             Verdict::Reject(refusal)
         }
+    }
+}
+
+/// A failed request a writer handles itself (a lookup, a 404, a 409): refused credentials and
+/// an unreachable vendor stay fatal, anything else comes back to the writer.
+pub fn fatal_or(vendor: &'static str, err: SendError) -> Result<SendError, SinkError> {
+    match err.failure {
+        SendFailure::Credentials => Err(SinkError::Credentials {
+            vendor,
+            detail: err.message,
+        }),
+        SendFailure::Unreachable => Err(SinkError::Unreachable {
+            vendor,
+            detail: err.message,
+        }),
+        _ => Ok(err),
     }
 }
 

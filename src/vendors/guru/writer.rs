@@ -1,0 +1,1261 @@
+//! The Guru REST writer: team members keyed by email, groups found by name, group members in
+//! all-or-nothing batches.
+//!
+//! | kind | upsert | delete |
+//! | --- | --- | --- |
+//! | users | `POST /members/invite {"emails": "a@x,b@y"}`, batched; each email's status read | `DELETE /members/{email}` |
+//! | groups | `GET /groups` (by name), then `POST /groups {"name"}` only when it is missing | `DELETE /groups/{id}` |
+//! | memberships | `POST /groups/{id}/members ["a@x", …]`, ≤ 100 per call, batched per group | `DELETE /groups/{id}/members/{email}` |
+//!
+//! - **Members are keyed by email** (Guru's SDK and help cards; vendors.md §2, more credible
+//!   than the seed's UUIDs). A users record gives its `email` (else an `id` that is an email);
+//!   memberships name the user by its source key, mapped to the email of the users record seen
+//!   in this run (or taken as is when it is an email).
+//! - **Invites** carry a comma-separated `emails` string and answer a status per email; an
+//!   entry without `errored`, or one saying the user is "already a part of the team", is a
+//!   success; any other error rejects that email's record with Guru's words. An invite is not
+//!   repeated blindly; after an ambiguous failure it is sent once more, since Guru then answers
+//!   "already a part of the team" for whoever the first one reached.
+//! - **Groups** have no key at Guru but their name, and Guru does not deduplicate names: a
+//!   group is created only after a fresh `GET /groups` shows the name is missing. Source group
+//!   keys map to Guru group ids by name (the `name` of this run's groups record, else the key
+//!   itself as a name, else the key as a Guru id).
+//! - **Group adds** are all-or-nothing at Guru. When a batch is refused, the member Guru names is
+//!   rejected and the rest sent again; when Guru names nobody, the batch is split in halves until
+//!   the refused members stand alone, so only they are rejected. Light users (read-only access)
+//!   cannot be in groups: their records are rejected saying so.
+//! - Guru keeps names and profile fields to the user's own profile, so a users record sends
+//!   only its email (and the `team_member_type` setting); its other fields are not sent.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use crate::vendors::sink::{
+    Acks, Action, BatchKey, BatchLimits, ClientSpec, Item, Kind, Method, Op, OrderKey, Plan,
+    Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, Verdict, WireAuth,
+    WireRequest, WireStats, fatal_or, segment, verdict,
+};
+
+use self::wire::{GuruGroup, InviteStatus};
+use super::config::{Config, TeamMemberType};
+
+/// The vendor's name.
+const VENDOR: &str = "guru";
+
+/// Most emails `POST /groups/{id}/members` takes at once (Guru help card).
+pub const GROUP_ADD_MAX: usize = 100;
+
+/// Emails per invite: Guru documents no cap, so invites go in batches as large as group adds.
+pub const INVITE_MAX: usize = 100;
+
+/// How long an invite or group-add batch gathers records.
+pub const BATCH_LINGER: Duration = Duration::from_millis(200);
+
+/// Guru documents no rate limit: stay at 10 requests/s, as vendors.md's checklist advises for
+/// vendors without figures (the HTTP engine still slows down on 429s).
+pub const REQUESTS_PER_SECOND: f64 = 10.0;
+
+/// The invite status Guru gives for someone already on the team (help card).
+const ALREADY_ON_TEAM: &str = "already a part of the team";
+
+/// The Guru REST writer.
+#[derive(Debug)]
+pub struct GuruSink {
+    transport: Arc<dyn Transport>,
+    member_type: Option<TeamMemberType>,
+    /// Source user key → email, from this run's users records.
+    emails: Mutex<HashMap<String, String>>,
+    /// Source group key → group name, from this run's groups records.
+    group_names: Mutex<HashMap<String, String>>,
+    /// Guru's groups as last listed (`None` until the first listing).
+    groups: tokio::sync::Mutex<Option<Vec<GuruGroup>>>,
+    warned_fields: AtomicBool,
+    /// True once a dry run answered the group listing (nothing was read).
+    dry_run: AtomicBool,
+}
+
+/// The registry's factory.
+pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
+    let config: Config = ctx.config.typed()?;
+    let mut spec = ClientSpec::new(WireAuth::Basic {
+        username: config.username.clone(),
+        password: config.api_token.clone(),
+    });
+    spec.requests_per_second = Some(REQUESTS_PER_SECOND);
+    Ok(Arc::new(GuruSink::new(
+        ctx.transport(spec)?,
+        config.team_member_type,
+    )))
+}
+
+/// The email of a users record: its `email`, else an `id` that is an email.
+fn user_email(item: &Item) -> Option<String> {
+    let email = item
+        .fields
+        .get("email")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|e| !e.is_empty());
+    match email {
+        Some(e) => Some(e.to_string()),
+        None => item
+            .id
+            .as_deref()
+            .map(str::trim)
+            .filter(|id| id.contains('@'))
+            .map(str::to_string),
+    }
+}
+
+/// The name of a groups record: its `name`, else its key.
+fn group_name(item: &Item) -> Option<String> {
+    item.fields
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .or_else(|| item.id.clone())
+}
+
+/// True when Guru's words blame a light (read-only) user.
+fn is_light_user_error(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("light user") || t.contains("read_only") || t.contains("read-only")
+}
+
+/// Why a group add was refused, as a record's reason.
+fn add_refusal(email: &str, group: &str, err: &SendError) -> Refusal {
+    let said = err.body_excerpt.as_deref().unwrap_or(&err.message);
+    let reason = if is_light_user_error(said) {
+        format!(
+            "guru refused to add {email} to group {group:?}: light users (read-only access) cannot be in groups; upgrade the member to a core user first"
+        )
+    } else {
+        format!(
+            "guru refused to add {email} to group {group:?}: {}",
+            err.message
+        )
+    };
+    Refusal::vendor(reason, err.status, err.body_excerpt.clone())
+}
+
+/// The partition of an invite batch.
+fn invite_partition(member_type: Option<TeamMemberType>) -> String {
+    match member_type {
+        None => "guru invite".into(),
+        Some(t) => format!("guru invite {}", t.as_str()),
+    }
+}
+
+impl GuruSink {
+    /// A writer over any transport (tests).
+    pub fn new(transport: Arc<dyn Transport>, member_type: Option<TeamMemberType>) -> Self {
+        GuruSink {
+            transport,
+            member_type,
+            emails: Mutex::new(HashMap::new()),
+            group_names: Mutex::new(HashMap::new()),
+            groups: tokio::sync::Mutex::new(None),
+            warned_fields: AtomicBool::new(false),
+            dry_run: AtomicBool::new(false),
+        }
+    }
+
+    /// The email of a membership's user: from this run's users record, else the key itself when
+    /// it is an email.
+    fn member_email(&self, key: &str) -> Option<String> {
+        if let Some(email) = self.emails.lock().get(key) {
+            return Some(email.clone());
+        }
+        key.contains('@').then(|| key.trim().to_string())
+    }
+
+    /// The name a source group key stands for.
+    fn name_of_group(&self, key: &str) -> String {
+        self.group_names
+            .lock()
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| key.to_string())
+    }
+
+    /// Lists Guru's groups (`GET /groups`, a bare array) into the cache.
+    async fn list_groups(
+        &self,
+        cache: &mut Option<Vec<GuruGroup>>,
+    ) -> Result<Result<(), SendError>, SinkError> {
+        match self
+            .transport
+            .send(WireRequest::new(Method::Get, "/groups"))
+            .await
+        {
+            Ok(response) => {
+                self.dry_run.store(response.dry_run, Ordering::Relaxed);
+                *cache = Some(wire::groups(&response.json()));
+                Ok(Ok(()))
+            }
+            Err(err) => Ok(Err(fatal_or(VENDOR, err)?)),
+        }
+    }
+
+    /// The Guru groups named `name` (listing them first when `fresh` or not yet listed).
+    async fn groups_named(
+        &self,
+        name: &str,
+        fresh: bool,
+    ) -> Result<Result<Vec<GuruGroup>, SendError>, SinkError> {
+        let mut cache = self.groups.lock().await;
+        if fresh || cache.is_none() {
+            if let Err(err) = self.list_groups(&mut cache).await? {
+                return Ok(Err(err));
+            }
+        }
+        Ok(Ok(cache
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter(|g| g.name == name)
+            .cloned()
+            .collect()))
+    }
+
+    /// The Guru group a source group key stands for: by this run's name for it (or the key as a
+    /// name), else the key as a Guru id. `Ok(Err)` says why there is none.
+    async fn resolve_group(&self, key: &str) -> Result<Result<GuruGroup, Refusal>, SinkError> {
+        let name = self.name_of_group(key);
+        let mut found = match self.groups_named(&name, false).await? {
+            Ok(found) => found,
+            Err(err) => return Ok(Err(refusal_of(err, "listing guru's groups"))),
+        };
+        if found.is_empty() {
+            // Created outside this run since the last listing?
+            found = match self.groups_named(&name, true).await? {
+                Ok(found) => found,
+                Err(err) => return Ok(Err(refusal_of(err, "listing guru's groups"))),
+            };
+        }
+        if found.is_empty() {
+            let cache = self.groups.lock().await;
+            if let Some(by_id) = cache
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .find(|g| g.id == key)
+            {
+                return Ok(Ok(by_id.clone()));
+            }
+        }
+        Ok(match found.len() {
+            1 => Ok(found.remove(0)),
+            0 if self.dry_run.load(Ordering::Relaxed) => Ok(GuruGroup {
+                id: dry_run_id(&name),
+                name,
+                modifiable: true,
+            }),
+            0 => Err(Refusal::new(format!(
+                "guru has no group named {name:?} (group key {key:?}); send its groups record first"
+            ))),
+            n => Err(Refusal::new(format!(
+                "{n} guru groups are named {name:?}, so group key {key:?} is ambiguous; rename or delete the duplicates in guru"
+            ))),
+        })
+    }
+
+    /// Invites a batch of users records.
+    async fn invite(&self, batch: &[Op], acks: &Acks) -> Result<(), SinkError> {
+        let mut wanted: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut emails: Vec<(usize, String)> = Vec::new();
+        for (i, op) in batch.iter().enumerate() {
+            match user_email(&op.item) {
+                Some(email) => {
+                    if seen.insert(email.to_lowercase()) {
+                        wanted.push(email.clone());
+                    }
+                    emails.push((i, email));
+                }
+                None => acks.rejected(op, Refusal::new("a guru member needs an email"), None),
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut body = json!({"emails": wanted.join(",")});
+        if let Some(t) = self.member_type {
+            body["teamMemberType"] = json!(t.as_str().to_ascii_uppercase());
+        }
+        let request = WireRequest::new(Method::Post, "/members/invite")
+            .json(body)
+            .not_idempotent();
+        let payload = request.payload_hash();
+        let mut answer = self.transport.send(request.clone()).await;
+        if let Err(err) = &answer
+            && err.failure == SendFailure::Exhausted
+            && err.maybe_processed
+        {
+            // Whoever the first invite reached is "already a part of the team" now.
+            tracing::info!(
+                "guru invite unconfirmed ({}); sending it once more",
+                err.message
+            );
+            answer = self.transport.send(request).await;
+        }
+        let response = match answer {
+            Ok(response) => response,
+            Err(err) => {
+                return match verdict(VENDOR, err) {
+                    Verdict::Fatal(fatal) => Err(fatal),
+                    Verdict::Reject(refusal) => {
+                        for (i, _) in &emails {
+                            acks.rejected(&batch[*i], refusal.clone(), payload);
+                        }
+                        Ok(())
+                    }
+                };
+            }
+        };
+        let statuses = wire::invite_statuses(&response.json());
+        for (i, email) in &emails {
+            let op = &batch[*i];
+            let status = statuses
+                .iter()
+                .find(|s| s.email.eq_ignore_ascii_case(email));
+            match status {
+                Some(InviteStatus { error: None, .. }) => acks.accepted(op, payload),
+                Some(InviteStatus {
+                    error: Some(error), ..
+                }) if error.to_ascii_lowercase().contains(ALREADY_ON_TEAM) => {
+                    acks.accepted(op, payload);
+                }
+                Some(InviteStatus {
+                    error: Some(error), ..
+                }) => acks.rejected(
+                    op,
+                    Refusal::vendor(
+                        format!("guru did not invite {email}: {error}"),
+                        Some(response.status),
+                        Some(error.clone()),
+                    ),
+                    payload,
+                ),
+                None if response.dry_run => acks.accepted(op, payload),
+                None => acks.rejected(
+                    op,
+                    Refusal::vendor(
+                        format!("guru's invite answer has no status for {email}"),
+                        Some(response.status),
+                        Some(
+                            String::from_utf8_lossy(&response.body)
+                                .chars()
+                                .take(500)
+                                .collect(),
+                        ),
+                    ),
+                    payload,
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a member from the team.
+    async fn remove_member(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
+        let Some(email) = user_email(&op.item)
+            .or_else(|| op.item.id.as_deref().and_then(|id| self.member_email(id)))
+        else {
+            acks.rejected(
+                op,
+                Refusal::new("a guru member is removed by email, and this record has none"),
+                None,
+            );
+            return Ok(());
+        };
+        let request = WireRequest::new(Method::Delete, format!("/members/{}", segment(&email)));
+        match self.transport.send(request).await {
+            Ok(_) => acks.accepted(op, None),
+            Err(err) if err.status == Some(404) => {
+                acks.skipped(op, format!("{email} is not on the guru team"));
+            }
+            Err(err) => settle_failure(op, err, acks)?,
+        }
+        Ok(())
+    }
+
+    /// Makes sure a group with the record's name exists; creates it only when a fresh listing
+    /// shows it missing.
+    async fn upsert_group(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
+        let Some(name) = group_name(&op.item) else {
+            acks.rejected(op, Refusal::new("a guru group needs a name"), None);
+            return Ok(());
+        };
+        let found = match self.groups_named(&name, true).await? {
+            Ok(found) => found,
+            Err(err) => return settle_failure(op, err, acks),
+        };
+        match found.len() {
+            0 => {}
+            1 => {
+                acks.skipped(op, format!("guru already has a group named {name:?}"));
+                return Ok(());
+            }
+            n => {
+                acks.rejected(
+                    op,
+                    Refusal::new(format!(
+                        "{n} guru groups are named {name:?}; rename or delete the duplicates in guru"
+                    )),
+                    None,
+                );
+                return Ok(());
+            }
+        }
+        // Guru's SDK sends a placeholder id with the name; Guru assigns the real one.
+        let request = WireRequest::new(Method::Post, "/groups")
+            .json(json!({"id": "new-group", "name": name}))
+            .not_idempotent();
+        let payload = request.payload_hash();
+        match self.transport.send(request).await {
+            Ok(response) => {
+                let created = match wire::group(&response.json()) {
+                    Some(group) => Some(GuruGroup {
+                        name: name.clone(),
+                        ..group
+                    }),
+                    None if response.dry_run => Some(GuruGroup {
+                        id: dry_run_id(&name),
+                        name: name.clone(),
+                        modifiable: true,
+                    }),
+                    // No id in the answer: the next lookup lists the groups again.
+                    None => None,
+                };
+                if let (Some(created), Some(cache)) = (created, self.groups.lock().await.as_mut()) {
+                    cache.push(created);
+                }
+                acks.accepted(op, payload);
+            }
+            Err(err) if err.maybe_processed => {
+                // Did it get created? Look before giving up, never create twice.
+                match self.groups_named(&name, true).await? {
+                    Ok(found) if found.len() == 1 => acks.accepted(op, payload),
+                    _ => settle_failure(op, err, acks)?,
+                }
+            }
+            Err(err) => settle_failure(op, err, acks)?,
+        }
+        Ok(())
+    }
+
+    /// Deletes the Guru group a groups record names.
+    async fn delete_group(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
+        let Some(key) = op.item.id.as_deref() else {
+            acks.rejected(op, Refusal::new("a groups record needs an id"), None);
+            return Ok(());
+        };
+        let group = match self.resolve_group(key).await? {
+            Ok(group) => group,
+            Err(refusal) if refusal.reason.starts_with("guru has no group") => {
+                acks.skipped(op, format!("guru has no group for key {key:?}"));
+                return Ok(());
+            }
+            Err(refusal) => {
+                acks.rejected(op, refusal, None);
+                return Ok(());
+            }
+        };
+        let request = WireRequest::new(Method::Delete, format!("/groups/{}", segment(&group.id)));
+        match self.transport.send(request).await {
+            Ok(_) => {
+                if let Some(cache) = self.groups.lock().await.as_mut() {
+                    cache.retain(|g| g.id != group.id);
+                }
+                acks.accepted(op, None);
+            }
+            Err(err) if err.status == Some(404) => {
+                acks.skipped(op, format!("guru group {:?} is gone already", group.name));
+            }
+            Err(err) => settle_failure(op, err, acks)?,
+        }
+        Ok(())
+    }
+
+    /// Adds a batch of members to one group.
+    async fn add_members(&self, batch: &[Op], acks: &Acks) -> Result<(), SinkError> {
+        let Some(key) = batch.first().and_then(|op| op.item.group_id.clone()) else {
+            return Ok(());
+        };
+        let group = match self.resolve_group(&key).await? {
+            Ok(group) => group,
+            Err(refusal) => {
+                for op in batch {
+                    acks.rejected(op, refusal.clone(), None);
+                }
+                return Ok(());
+            }
+        };
+        if !group.modifiable {
+            for op in batch {
+                acks.rejected(
+                    op,
+                    Refusal::new(format!(
+                        "guru group {:?} cannot be changed (every member is in it)",
+                        group.name
+                    )),
+                    None,
+                );
+            }
+            return Ok(());
+        }
+        // One entry per email; every record for it shares its outcome.
+        let mut by_email: Vec<(String, Vec<&Op>)> = Vec::new();
+        for op in batch {
+            let user = op.item.user_id.as_deref().unwrap_or_default();
+            let Some(email) = self.member_email(user) else {
+                acks.rejected(op, no_email(user), None);
+                continue;
+            };
+            match by_email
+                .iter_mut()
+                .find(|(e, _)| e.eq_ignore_ascii_case(&email))
+            {
+                Some((_, ops)) => ops.push(op),
+                None => by_email.push((email, vec![op])),
+            }
+        }
+        // A stack: the next chunk to send is the last one.
+        let mut pending: Vec<Vec<(String, Vec<&Op>)>> = by_email
+            .chunks(GROUP_ADD_MAX)
+            .rev()
+            .map(<[_]>::to_vec)
+            .collect();
+        while let Some(chunk) = pending.pop() {
+            let emails: Vec<&str> = chunk.iter().map(|(e, _)| e.as_str()).collect();
+            let request = WireRequest::new(
+                Method::Post,
+                format!("/groups/{}/members", segment(&group.id)),
+            )
+            .json(json!(emails))
+            // Adding someone who is in the group already changes nothing.
+            .idempotent();
+            let payload = request.payload_hash();
+            match self.transport.send(request).await {
+                Ok(_) => {
+                    for (_, ops) in &chunk {
+                        for op in ops {
+                            acks.accepted(op, payload);
+                        }
+                    }
+                }
+                Err(err) if err.failure == SendFailure::Refused => {
+                    let said = err.body_excerpt.as_deref().unwrap_or(&err.message);
+                    let named: Vec<usize> = chunk
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (e, _))| contains_ignore_case(said, e))
+                        .map(|(i, _)| i)
+                        .collect();
+                    if chunk.len() == 1 || named.len() == 1 {
+                        // Guru named the culprit (or there is only one): reject it, send the rest.
+                        let culprit = if chunk.len() == 1 { 0 } else { named[0] };
+                        let mut rest = chunk;
+                        let (email, ops) = rest.remove(culprit);
+                        for op in ops {
+                            acks.rejected(op, add_refusal(&email, &group.name, &err), payload);
+                        }
+                        if !rest.is_empty() {
+                            pending.push(rest);
+                        }
+                    } else {
+                        // All or nothing, and Guru named nobody: halve until the culprits stand alone.
+                        let (a, b) = chunk.split_at(chunk.len().div_ceil(2));
+                        pending.push(b.to_vec());
+                        pending.push(a.to_vec());
+                    }
+                }
+                Err(err) => match verdict(VENDOR, err) {
+                    Verdict::Fatal(fatal) => return Err(fatal),
+                    Verdict::Reject(refusal) => {
+                        for (_, ops) in &chunk {
+                            for op in ops {
+                                acks.rejected(op, refusal.clone(), payload);
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes one member from one group.
+    async fn remove_from_group(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
+        let key = op.item.group_id.as_deref().unwrap_or_default();
+        let user = op.item.user_id.as_deref().unwrap_or_default();
+        let Some(email) = self.member_email(user) else {
+            acks.rejected(op, no_email(user), None);
+            return Ok(());
+        };
+        let group = match self.resolve_group(key).await? {
+            Ok(group) => group,
+            Err(refusal) if refusal.reason.starts_with("guru has no group") => {
+                acks.skipped(
+                    op,
+                    format!("guru has no group for key {key:?}, so no member in it"),
+                );
+                return Ok(());
+            }
+            Err(refusal) => {
+                acks.rejected(op, refusal, None);
+                return Ok(());
+            }
+        };
+        let request = WireRequest::new(
+            Method::Delete,
+            format!("/groups/{}/members/{}", segment(&group.id), segment(&email)),
+        );
+        match self.transport.send(request).await {
+            Ok(_) => acks.accepted(op, None),
+            Err(err) if err.status == Some(404) => {
+                acks.skipped(op, format!("{email} is not in guru group {:?}", group.name));
+            }
+            Err(err) => settle_failure(op, err, acks)?,
+        }
+        Ok(())
+    }
+}
+
+/// The stand-in id of a group a dry run would have created or found.
+fn dry_run_id(name: &str) -> String {
+    format!("<id of guru group {name}>")
+}
+
+fn no_email(user: &str) -> Refusal {
+    Refusal::new(format!(
+        "guru keys members by email, but user key {user:?} is not an email and no users record in this run gave its email"
+    ))
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
+/// A failed request for one record: rejected with the vendor's answer, or fatal.
+fn settle_failure(op: &Op, err: SendError, acks: &Acks) -> Result<(), SinkError> {
+    match verdict(VENDOR, err) {
+        Verdict::Reject(refusal) => {
+            acks.rejected(op, refusal, None);
+            Ok(())
+        }
+        Verdict::Fatal(fatal) => Err(fatal),
+    }
+}
+
+/// A failed lookup, as the reason of the records that needed it.
+fn refusal_of(err: SendError, doing: &str) -> Refusal {
+    Refusal::vendor(
+        format!("{doing} failed: {}", err.message),
+        err.status,
+        err.body_excerpt,
+    )
+}
+
+#[async_trait::async_trait]
+impl Sink for GuruSink {
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+
+    fn plan(&self, op: &Op) -> Result<Plan, Refusal> {
+        let item = &op.item;
+        match (item.kind, item.action) {
+            (Kind::Users, action) => {
+                let key = item.id.as_deref().unwrap_or_default();
+                let email = user_email(item).or_else(|| {
+                    (action == Action::Delete)
+                        .then(|| self.member_email(key))
+                        .flatten()
+                });
+                let Some(email) = email else {
+                    return Err(Refusal::new(
+                        "guru keys members by email, but the record has no email (and its id is not one)",
+                    ));
+                };
+                self.emails.lock().insert(key.to_string(), email.clone());
+                if action == Action::Upsert
+                    && (item.fields.keys().any(|k| k != "email") || !item.attributes.is_empty())
+                    && !self.warned_fields.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        "guru sets names and profile fields from the member's own profile; only the email of users records is sent"
+                    );
+                }
+                let keys = vec![
+                    OrderKey::user(key),
+                    OrderKey::new("guru member", &email.to_lowercase()),
+                ];
+                Ok(match action {
+                    Action::Upsert => Plan::batched(
+                        keys,
+                        BatchKey::new(
+                            invite_partition(self.member_type),
+                            BatchLimits {
+                                max_items: INVITE_MAX,
+                                linger: BATCH_LINGER,
+                            },
+                        ),
+                    ),
+                    Action::Delete => Plan::single(keys),
+                })
+            }
+            (Kind::Groups, _) => {
+                let key = item.id.as_deref().unwrap_or_default();
+                let Some(name) = group_name(item) else {
+                    return Err(Refusal::new("a guru group needs a name"));
+                };
+                if item.action == Action::Upsert {
+                    self.group_names
+                        .lock()
+                        .insert(key.to_string(), name.clone());
+                }
+                Ok(Plan::single(vec![
+                    OrderKey::group(key),
+                    OrderKey::new("guru group name", &name),
+                ]))
+            }
+            (Kind::Memberships, action) => {
+                let user = item.user_id.as_deref().unwrap_or_default();
+                let group = item.group_id.as_deref().unwrap_or_default();
+                let Some(email) = self.member_email(user) else {
+                    return Err(no_email(user));
+                };
+                let keys = vec![
+                    OrderKey::group(group),
+                    OrderKey::new("guru group name", &self.name_of_group(group)),
+                    OrderKey::user(user),
+                    OrderKey::new("guru member", &email.to_lowercase()),
+                ];
+                Ok(match action {
+                    Action::Upsert => Plan::batched(
+                        keys,
+                        BatchKey::new(
+                            format!("guru group {group} add"),
+                            BatchLimits {
+                                max_items: GROUP_ADD_MAX,
+                                linger: BATCH_LINGER,
+                            },
+                        ),
+                    ),
+                    Action::Delete => Plan::single(keys),
+                })
+            }
+            (Kind::Events, _) => Err(Refusal::new("guru takes no events")),
+            (Kind::Segments, _) => Err(Refusal::new("guru has no segments")),
+        }
+    }
+
+    async fn write(&self, batch: Vec<Op>, acks: &Acks) -> Result<(), SinkError> {
+        let Some(first) = batch.first() else {
+            return Ok(());
+        };
+        match (first.item.kind, first.item.action) {
+            (Kind::Users, Action::Upsert) => self.invite(&batch, acks).await,
+            (Kind::Memberships, Action::Upsert) => self.add_members(&batch, acks).await,
+            _ => {
+                for op in &batch {
+                    match (op.item.kind, op.item.action) {
+                        (Kind::Users, Action::Delete) => self.remove_member(op, acks).await?,
+                        (Kind::Groups, Action::Upsert) => self.upsert_group(op, acks).await?,
+                        (Kind::Groups, Action::Delete) => self.delete_group(op, acks).await?,
+                        (Kind::Memberships, Action::Delete) => {
+                            self.remove_from_group(op, acks).await?;
+                        }
+                        _ => acks.rejected(
+                            op,
+                            Refusal::new(format!("guru cannot write this {} record", op.item.kind)),
+                            None,
+                        ),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        match self
+            .transport
+            .send(WireRequest::new(Method::Get, "/whoami"))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => match verdict(VENDOR, err) {
+                Verdict::Fatal(fatal) => Err(fatal),
+                Verdict::Reject(_) => Ok(()),
+            },
+        }
+    }
+
+    fn stats(&self) -> WireStats {
+        self.transport.stats()
+    }
+}
+
+/// What the writer reads from Guru's answers (leniently: a field that is missing or of another
+/// type is treated as absent).
+pub mod wire {
+    use serde_json::Value;
+
+    /// One entry of an invite's `statuses`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct InviteStatus {
+        /// The email it is about.
+        pub email: String,
+        /// Guru's error, when `errored` is set.
+        pub error: Option<String>,
+    }
+
+    /// The `statuses` of an invite answer.
+    pub fn invite_statuses(body: &Value) -> Vec<InviteStatus> {
+        body.get("statuses")
+            .and_then(Value::as_array)
+            .map(|statuses| {
+                statuses
+                    .iter()
+                    .filter_map(|s| {
+                        let email = s.get("email")?.as_str()?.trim().to_string();
+                        let errored = match s.get("errored") {
+                            Some(Value::Bool(b)) => *b,
+                            Some(Value::String(t)) => t.eq_ignore_ascii_case("true"),
+                            _ => false,
+                        };
+                        let error = errored.then(|| {
+                            s.get("error")
+                                .and_then(Value::as_str)
+                                .unwrap_or("errored without a reason")
+                                .to_string()
+                        });
+                        Some(InviteStatus { email, error })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A Guru group as the writer needs it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct GuruGroup {
+        /// Guru's id (empty when a dry run read nothing).
+        pub id: String,
+        /// Its name.
+        pub name: String,
+        /// False for "All Members", which cannot be changed.
+        pub modifiable: bool,
+    }
+
+    /// One group object.
+    pub fn group(value: &Value) -> Option<GuruGroup> {
+        let id = match value.get("id")? {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        Some(GuruGroup {
+            id,
+            name: value
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            modifiable: value
+                .get("modifiable")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+        })
+    }
+
+    /// `GET /groups`: a bare array of groups.
+    pub fn groups(body: &Value) -> Vec<GuruGroup> {
+        body.as_array()
+            .map(|a| a.iter().filter_map(group).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vendors::sink::{
+        Item, Origin, Outcome, ScriptedTransport, Settlement, Ticket, WireBody, WireResponse,
+    };
+    use serde_json::Map;
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    fn op(
+        n: u64,
+        kind: Kind,
+        action: Action,
+        id: Option<&str>,
+        user: Option<&str>,
+        group: Option<&str>,
+        fields: Value,
+    ) -> Op {
+        Op {
+            ticket: Ticket(n),
+            item: Item {
+                kind,
+                action,
+                id: id.map(str::to_string),
+                user_id: user.map(str::to_string),
+                group_id: group.map(str::to_string),
+                fields: fields.as_object().cloned().unwrap_or_default(),
+                attributes: Map::new(),
+            },
+            origin: Arc::new(Origin {
+                stream: "s".into(),
+                line: n,
+                record: Map::new(),
+            }),
+        }
+    }
+
+    fn user(n: u64, id: &str, email: &str) -> Op {
+        op(
+            n,
+            Kind::Users,
+            Action::Upsert,
+            Some(id),
+            None,
+            None,
+            json!({"email": email}),
+        )
+    }
+
+    fn member(n: u64, user: &str, group: &str) -> Op {
+        op(
+            n,
+            Kind::Memberships,
+            Action::Upsert,
+            None,
+            Some(user),
+            Some(group),
+            json!({}),
+        )
+    }
+
+    fn outcomes(rx: &mut UnboundedReceiver<Settlement>) -> Vec<(u64, Outcome)> {
+        let mut out = Vec::new();
+        while let Ok(s) = rx.try_recv() {
+            out.push((s.ticket.0, s.outcome));
+        }
+        out.sort_by_key(|(t, _)| *t);
+        out
+    }
+
+    fn refused(status: u16, body: &str) -> SendError {
+        SendError {
+            failure: SendFailure::Refused,
+            status: Some(status),
+            body_excerpt: Some(body.into()),
+            message: format!("POST answered {status}"),
+            maybe_processed: false,
+        }
+    }
+
+    fn json_body(r: &WireRequest) -> Value {
+        match &r.body {
+            WireBody::Json(v) => v.clone(),
+            _ => Value::Null,
+        }
+    }
+
+    #[tokio::test]
+    async fn invites_batch_emails_and_read_each_status() {
+        let transport = Arc::new(ScriptedTransport::new(|_| {
+            Ok(WireResponse::ok(json!({"statuses": [
+                {"email": "a@x.io"},
+                {"email": "B@x.io", "errored": true, "error": "This user is already a part of the team"},
+                {"email": "c@x.io", "errored": true, "error": "No seats left"},
+            ]})))
+        }));
+        let sink = GuruSink::new(transport.clone(), Some(TeamMemberType::Light));
+        let batch = vec![
+            user(1, "u1", "a@x.io"),
+            user(2, "u2", "b@x.io"),
+            user(3, "u3", "c@x.io"),
+            user(4, "u4", "d@x.io"),
+            user(5, "u1-again", "A@x.io"),
+        ];
+        for op in &batch {
+            assert!(sink.plan(op).unwrap().batch.is_some());
+        }
+        let (acks, mut rx) = Acks::channel();
+        sink.write(batch, &acks).await.unwrap();
+        let requests = transport.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].path, "/members/invite");
+        assert!(!requests[0].idempotent);
+        assert_eq!(
+            json_body(&requests[0]),
+            json!({"emails": "a@x.io,b@x.io,c@x.io,d@x.io", "teamMemberType": "LIGHT"})
+        );
+        let out = outcomes(&mut rx);
+        assert_eq!(out[0].1, Outcome::Accepted);
+        assert_eq!(
+            out[1].1,
+            Outcome::Accepted,
+            "already on the team is a success"
+        );
+        let Outcome::Rejected(r) = &out[2].1 else {
+            panic!("{out:?}")
+        };
+        assert!(r.reason.contains("No seats left"), "{}", r.reason);
+        let Outcome::Rejected(r) = &out[3].1 else {
+            panic!("{out:?}")
+        };
+        assert!(r.reason.contains("no status for d@x.io"), "{}", r.reason);
+        assert_eq!(out[4].1, Outcome::Accepted);
+    }
+
+    #[tokio::test]
+    async fn an_unconfirmed_invite_is_sent_once_more() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = calls.clone();
+        let transport = Arc::new(ScriptedTransport::new(move |_| {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(SendError {
+                    failure: SendFailure::Exhausted,
+                    status: Some(502),
+                    body_excerpt: None,
+                    message: "POST /members/invite answered 502".into(),
+                    maybe_processed: true,
+                })
+            } else {
+                Ok(WireResponse::ok(
+                    json!({"statuses": [{"email": "a@x.io", "errored": true, "error": "This user is already a part of the team"}]}),
+                ))
+            }
+        }));
+        let sink = GuruSink::new(transport.clone(), None);
+        let (acks, mut rx) = Acks::channel();
+        sink.write(vec![user(1, "u1", "a@x.io")], &acks)
+            .await
+            .unwrap();
+        assert_eq!(transport.requests().len(), 2);
+        assert_eq!(
+            json_body(&transport.requests()[0]),
+            json!({"emails": "a@x.io"})
+        );
+        assert_eq!(outcomes(&mut rx), vec![(1, Outcome::Accepted)]);
+    }
+
+    /// A Guru whose group add refuses light users and non-members, naming them or not.
+    fn group_server(name_culprit: bool) -> Arc<ScriptedTransport> {
+        Arc::new(ScriptedTransport::new(move |r| {
+            match (r.method, r.path.as_str()) {
+                (Method::Get, "/groups") => Ok(WireResponse::ok(json!([
+                    {"id": "g-all", "name": "All Members", "modifiable": false},
+                    {"id": "g-1", "name": "Eng", "modifiable": true},
+                ]))),
+                (Method::Post, "/groups/g-1/members") => {
+                    let emails = json_body(r);
+                    let emails: Vec<&str> = emails
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e.as_str().unwrap())
+                        .collect();
+                    if let Some(bad) = emails.iter().find(|e| e.starts_with("light")) {
+                        let body = if name_culprit {
+                            format!(
+                                "{{\"description\":\"Light users cannot be added to groups: {bad}\"}}"
+                            )
+                        } else {
+                            "{\"description\":\"Light users cannot be added to groups\"}"
+                                .to_string()
+                        };
+                        return Err(refused(400, &body));
+                    }
+                    Ok(WireResponse::ok(json!(emails)))
+                }
+                _ => Ok(WireResponse::ok(Value::Null)),
+            }
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_refused_group_add_rejects_only_the_member_guru_names() {
+        let transport = group_server(true);
+        let sink = GuruSink::new(transport.clone(), None);
+        let batch = vec![
+            member(1, "a@x.io", "Eng"),
+            member(2, "light@x.io", "Eng"),
+            member(3, "c@x.io", "Eng"),
+        ];
+        let (acks, mut rx) = Acks::channel();
+        sink.write(batch, &acks).await.unwrap();
+        let posts: Vec<Value> = transport
+            .requests()
+            .iter()
+            .filter(|r| r.method == Method::Post)
+            .map(json_body)
+            .collect();
+        assert_eq!(
+            posts,
+            vec![
+                json!(["a@x.io", "light@x.io", "c@x.io"]),
+                json!(["a@x.io", "c@x.io"])
+            ]
+        );
+        let out = outcomes(&mut rx);
+        assert_eq!(out[0].1, Outcome::Accepted);
+        let Outcome::Rejected(r) = &out[1].1 else {
+            panic!("{out:?}")
+        };
+        assert!(
+            r.reason
+                .contains("light users (read-only access) cannot be in groups"),
+            "{}",
+            r.reason
+        );
+        assert_eq!(r.vendor_status, Some(400));
+        assert_eq!(out[2].1, Outcome::Accepted);
+    }
+
+    #[tokio::test]
+    async fn a_refused_group_add_that_names_nobody_is_halved_until_the_culprit_stands_alone() {
+        let transport = group_server(false);
+        let sink = GuruSink::new(transport.clone(), None);
+        let batch: Vec<Op> = (1..=8)
+            .map(|n| {
+                let email = if n == 6 {
+                    "light6@x.io".to_string()
+                } else {
+                    format!("u{n}@x.io")
+                };
+                let email: &'static str = Box::leak(email.into_boxed_str());
+                member(n, email, "Eng")
+            })
+            .collect();
+        let (acks, mut rx) = Acks::channel();
+        sink.write(batch, &acks).await.unwrap();
+        let out = outcomes(&mut rx);
+        assert_eq!(out.len(), 8);
+        for (t, o) in &out {
+            if *t == 6 {
+                assert!(matches!(o, Outcome::Rejected(_)), "{o:?}");
+            } else {
+                assert_eq!(*o, Outcome::Accepted, "{t}");
+            }
+        }
+        let posts = transport
+            .requests()
+            .iter()
+            .filter(|r| r.method == Method::Post)
+            .count();
+        // 8 → 4+4 → (4 ok) 2+2 → (2 ok) 1+1: seven adds.
+        assert_eq!(posts, 7);
+    }
+
+    #[tokio::test]
+    async fn groups_are_created_only_when_missing_by_name_and_all_members_is_read_only() {
+        let transport = group_server(true);
+        let sink = GuruSink::new(transport.clone(), None);
+        let eng = op(
+            1,
+            Kind::Groups,
+            Action::Upsert,
+            Some("grp-eng"),
+            None,
+            None,
+            json!({"name": "Eng"}),
+        );
+        let ops = op(
+            2,
+            Kind::Groups,
+            Action::Upsert,
+            Some("grp-ops"),
+            None,
+            None,
+            json!({"name": "Ops"}),
+        );
+        sink.plan(&eng).unwrap();
+        sink.plan(&ops).unwrap();
+        let (acks, mut rx) = Acks::channel();
+        sink.write(vec![eng], &acks).await.unwrap();
+        sink.write(vec![ops], &acks).await.unwrap();
+        let creates: Vec<Value> = transport
+            .requests()
+            .iter()
+            .filter(|r| r.method == Method::Post && r.path == "/groups")
+            .map(json_body)
+            .collect();
+        assert_eq!(creates, vec![json!({"id": "new-group", "name": "Ops"})]);
+        let out = outcomes(&mut rx);
+        assert!(
+            matches!(&out[0].1, Outcome::Skipped(s) if s.contains("already has a group named \"Eng\"")),
+            "{out:?}"
+        );
+        assert_eq!(out[1].1, Outcome::Accepted);
+        // Memberships name the group by its source key, mapped by name.
+        let m = member(3, "a@x.io", "grp-eng");
+        sink.plan(&m).unwrap();
+        sink.write(vec![m], &acks).await.unwrap();
+        assert_eq!(
+            transport.requests().last().unwrap().path,
+            "/groups/g-1/members"
+        );
+        let all = member(4, "a@x.io", "All Members");
+        sink.write(vec![all], &acks).await.unwrap();
+        let out = outcomes(&mut rx);
+        assert_eq!(out[0].1, Outcome::Accepted);
+        assert!(
+            matches!(&out[1].1, Outcome::Rejected(r) if r.reason.contains("cannot be changed")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn members_need_an_email_and_membership_keys_map_to_this_runs_emails() {
+        let sink = GuruSink::new(Arc::new(ScriptedTransport::ok()), None);
+        let no_email = op(
+            1,
+            Kind::Users,
+            Action::Upsert,
+            Some("u1"),
+            None,
+            None,
+            json!({"name": "A"}),
+        );
+        assert!(
+            sink.plan(&no_email)
+                .unwrap_err()
+                .reason
+                .contains("no email")
+        );
+        assert!(
+            sink.plan(&member(2, "u9", "g"))
+                .unwrap_err()
+                .reason
+                .contains("not an email")
+        );
+        sink.plan(&user(3, "u9", "nine@x.io")).unwrap();
+        assert!(sink.plan(&member(4, "u9", "g")).is_ok());
+        assert_eq!(sink.member_email("u9").as_deref(), Some("nine@x.io"));
+        let event = op(
+            5,
+            Kind::Events,
+            Action::Upsert,
+            None,
+            Some("u9"),
+            None,
+            json!({}),
+        );
+        assert!(sink.plan(&event).is_err());
+    }
+}
