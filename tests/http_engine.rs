@@ -957,3 +957,21 @@ async fn an_unknown_limit_is_discovered_from_429s() {
         stats.status_429
     );
 }
+
+#[tokio::test]
+async fn rate_limit_reset_stands_in_for_a_missing_retry_after() {
+    let server = Server::start(|_, i| {
+        if i == 0 {
+            reply_with(429, &[("x-ratelimit-reset", "1")], "window full")
+        } else {
+            reply(200, "{}")
+        }
+    })
+    .await;
+    let c = client_with(&server, |cfg| cfg.zero_delays = false);
+    let resp = c.get("/x").send().await.unwrap();
+    assert_eq!(resp.attempts, 2);
+    let seen = server.seen();
+    let gap = seen[1].at.duration_since(seen[0].at);
+    assert!(gap >= Duration::from_millis(900), "{gap:?}");
+}

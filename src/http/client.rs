@@ -262,12 +262,27 @@ impl HttpClient {
 
 impl Inner {
     fn pause(&self, until: Instant) {
-        let mut p = self
-            .pause_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if p.is_none_or(|cur| cur < until) {
+        {
+            let mut p = self
+                .pause_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if p.is_some_and(|cur| cur >= until) {
+                return;
+            }
             *p = Some(until);
+        }
+        // The pacers count the pause in their estimate (the server's bucket refills meanwhile).
+        self.global.with_rate(|r| r.on_pause(until));
+        let gates: Vec<Arc<Gate>> = self
+            .buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for g in gates {
+            g.with_rate(|r| r.on_pause(until));
         }
     }
 
@@ -764,8 +779,17 @@ impl RequestBuilder {
                         Verdict::Success => return Ok(response),
                         Verdict::Fail => return Err(status_error(None, maybe_processed)),
                         Verdict::Retry => {
-                            let retry_after =
-                                retry::retry_after(&response.headers, SystemTime::now());
+                            let retry_after = retry::retry_after(
+                                &response.headers,
+                                SystemTime::now(),
+                            )
+                            .or_else(|| {
+                                if throttled {
+                                    retry::rate_limit_reset(&response.headers, SystemTime::now())
+                                } else {
+                                    None
+                                }
+                            });
                             let hook_said_retry = hook_verdict == Some(Verdict::Retry);
                             let safe =
                                 retry::certainly_not_processed(status, retry_after.is_some());

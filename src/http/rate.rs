@@ -1,53 +1,63 @@
 //! Client-side rate limiting that also *discovers* an unknown limit from 429s.
 //!
 //! [`AdaptiveRate`] is a pure state machine (every method takes `now`), so its behaviour is tested
-//! with a virtual clock and a simulated token-bucket server (see the tests at the bottom).
+//! with a virtual clock against simulated token-bucket servers (see the tests at the bottom).
 //!
 //! - **Pacing** is GCRA (a smooth token bucket of depth one): one request every `1/rate`, with a
 //!   small slack so late timer wake-ups do not drift the rate down.
-//! - **Told the limit** (`requests_per_second`): pace at it. A 429 still cuts the rate (the account
-//!   may be shared), and probing climbs back to the configured ceiling, never above.
-//! - **Not told**: send unpaced until the first 429. Then install half the rate accepted over the
-//!   last second and *slow-start* (double every 250 ms while the limit is what holds requests back)
-//!   until 429s come back. From then on every cut is measured: over an *epoch* (the requests sent
-//!   since the last change, after one round trip of grace so requests still in flight at the old
-//!   rate do not count), the server accepted a fraction `f` of what we sent at rate `r`, so it
-//!   takes about `f * r`; the new rate is that times [`CUT_MARGIN`]. Between cuts the rate probes
-//!   upward by [`PROBE_PER_SECOND`]. Against a token bucket this settles into a shallow sawtooth
-//!   around the true limit with about one 429 per cycle; the bucket's own burst absorbs the
-//!   overshoot, so throughput stays near the limit.
+//! - **Told the limit** (`requests_per_second`): pace at it. A 429 still lowers the rate (the
+//!   account may be shared), and probing climbs back to the configured ceiling, never above.
+//! - **Not told**: send unpaced until 429s come. The estimate rests on token conservation: a
+//!   server's bucket is empty whenever it answers 429, so between two *throttle events* it accepted
+//!   exactly what it refilled, and `accepted answers / time between events` is its rate (pauses
+//!   for `Retry-After` included, since the bucket refills during them). That holds only if we
+//!   kept the server saturated in between, so the estimate is the largest of that and the
+//!   accepted rate over the last 1 s and 5 s ([`ESTIMATE_WINDOWS`]), each counted only with
+//!   enough answers. A throttle event is the
+//!   first 429 for a request sent after the previous decision (one round trip of grace, so
+//!   requests still in flight at the old rate do not count); the decision waits for
+//!   [`EVENT_SAMPLES`] answers (or as many 429s, or [`EVENT_MAX`]) so it rests on data. The new
+//!   rate is that estimate times [`CUT_MARGIN`], never above the old one. With too few accepted
+//!   answers to trust (a burst at start, a very slow limit) the engine *slow-starts* instead:
+//!   from the estimate (at least [`FIRST_RATE_FLOOR`]) it doubles every [`SLOW_START_INTERVAL`]
+//!   while the rate is what holds requests back, until the next event measures properly.
+//!   Between events the rate probes upward by [`PROBE_PER_SECOND`], a little faster the longer
+//!   it stays quiet, so an estimate that came out low recovers.
 //!
-//! The constants were tuned with a discrete-event simulation of N=5,000 requests against token
-//! buckets of 50/s and 600/min with bursts from 10 to 1,000 and round trips of 2–200 ms: ≥95% of
-//! the limit with ≤2% of requests answered 429 when not told, ~100% and no 429 when told.
+//! Against a token bucket this settles into a shallow sawtooth at the true limit with one 429 per
+//! cycle. The constants were tuned with a discrete-event simulation (N=5,000; 50/s and 600/min
+//! buckets, bursts of 10 to 1,000, round trips of 2–200 ms, with and without `Retry-After`):
+//! ≥98% of the limit and ≤1.5% 429s for the sandbox's shapes when not told, 100% and no 429 when
+//! told. Known weak spot: a server whose burst is much smaller than its `Retry-After` times its
+//! rate loses tokens during our pause, so the estimate comes out low and probing takes minutes to
+//! climb back; configure the documented rate for such vendors.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Window over which the first estimate counts accepted responses.
-pub const DISCOVERY_WINDOW: Duration = Duration::from_secs(1);
-/// The first installed rate is this share of what the server accepted over [`DISCOVERY_WINDOW`]
-/// (slow start then doubles it back up quickly, as TCP's slow start does).
-pub const FIRST_ESTIMATE_FACTOR: f64 = 0.5;
-/// The first installed rate never starts below this (a 429 on the very first requests says
+/// Most accepted-answer times kept for [`ESTIMATE_WINDOWS`] (5 s at 40,000 answers/s).
+const RECENT_CAP: usize = 200_000;
+
+/// The first slow-start rate never starts below this (a 429 on the very first requests says
 /// nothing about the limit; slow start climbs from here).
 pub const FIRST_RATE_FLOOR: f64 = 1.0;
 /// Slow start doubles the rate this often while the rate is what holds requests back.
-pub const SLOW_START_INTERVAL: Duration = Duration::from_millis(250);
-/// Responses an epoch needs before its accepted fraction is trusted for a deep cut.
-pub const EPOCH_SAMPLES: u32 = 20;
-/// An epoch with a 429 ends after this long even with fewer samples (slow limits).
-pub const EPOCH_MAX: Duration = Duration::from_secs(2);
-/// A cut installs this share of the measured accepted rate, to drain the server's bucket a bit.
-pub const CUT_MARGIN: f64 = 0.98;
-/// Deepest single cut when the epoch had [`EPOCH_SAMPLES`] responses.
-pub const CUT_FLOOR: f64 = 0.1;
-/// Deepest single cut from a thinly measured epoch (noise must not collapse the rate).
-pub const CUT_FLOOR_FEW_SAMPLES: f64 = 0.5;
-/// Upward probe between cuts: +0.5% per second (the simulation's best 429s/throughput balance).
-pub const PROBE_PER_SECOND: f64 = 0.005;
+pub const SLOW_START_INTERVAL: Duration = Duration::from_millis(500);
+/// Accepted answers (or 429s) a throttle event waits for before deciding; also the accepted
+/// count below which an estimate is not trusted.
+pub const EVENT_SAMPLES: u32 = 5;
+/// Recent windows whose accepted rate also estimates the limit (see the module doc).
+pub const ESTIMATE_WINDOWS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(5)];
+/// A throttle event decides after this long even with fewer samples (slow limits).
+pub const EVENT_MAX: Duration = Duration::from_secs(2);
+/// A decision installs this share of the measured rate, so the server's bucket refills a little.
+pub const CUT_MARGIN: f64 = 0.97;
+/// Upward probe between events: +0.3% per second (the simulation's best 429s/throughput balance).
+pub const PROBE_PER_SECOND: f64 = 0.003;
+/// The probe speeds up by one more `PROBE_PER_SECOND` for every this long without a 429.
+pub const PROBE_SPEEDUP_AFTER: Duration = Duration::from_secs(30);
 /// How often the probe (and slow start) adjusts the rate.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// The rate never drops below this (one request every 20 s).
@@ -63,19 +73,10 @@ const SRTT_WEIGHT: f64 = 0.2;
 enum Phase {
     /// No rate yet (unknown limit, no 429 so far).
     Unlimited,
-    /// Doubling until 429s come back.
+    /// Doubling until the next throttle event.
     SlowStart,
-    /// Measured cuts and a slow upward probe.
+    /// Measured rate, slow upward probe.
     Probe,
-}
-
-#[derive(Debug, Clone)]
-struct Epoch {
-    /// Requests sent at or after this instant count.
-    measure_from: Instant,
-    sent: u32,
-    accepted: u32,
-    throttled: u32,
 }
 
 /// The result of asking the pacer for a slot.
@@ -94,12 +95,23 @@ pub struct AdaptiveRate {
     rate: Option<f64>,
     phase: Phase,
     tat: Option<Instant>,
-    epoch: Option<Epoch>,
+    /// When the last decision was taken (or the first request went out).
+    last_event: Option<Instant>,
+    /// Accepted answers since `last_event`.
+    accepted: u32,
+    /// A throttle event is waiting for enough samples to decide.
+    pending: bool,
+    /// 429s counted towards the pending event.
+    throttled: u32,
+    /// Only 429s for requests sent at or after this start an event.
+    measure_from: Option<Instant>,
+    pause_end: Option<Instant>,
     last_adjust: Option<Instant>,
     /// A request had to wait for the pacer since the last adjustment.
     bound: bool,
     srtt: Option<Duration>,
-    accepted_recent: VecDeque<Instant>,
+    /// When recent accepted answers came back, for the windowed estimates.
+    recent: VecDeque<Instant>,
     cuts: u64,
 }
 
@@ -118,11 +130,16 @@ impl AdaptiveRate {
                 Phase::Unlimited
             },
             tat: None,
-            epoch: None,
+            last_event: None,
+            accepted: 0,
+            pending: false,
+            throttled: 0,
+            measure_from: None,
+            pause_end: None,
             last_adjust: None,
             bound: false,
             srtt: None,
-            accepted_recent: VecDeque::new(),
+            recent: VecDeque::new(),
             cuts: 0,
         }
     }
@@ -132,24 +149,17 @@ impl AdaptiveRate {
         self.rate
     }
 
-    /// How many times the rate was cut after 429s.
+    /// How many times the rate was lowered after 429s.
     pub fn cuts(&self) -> u64 {
         self.cuts
     }
 
     /// Takes a slot if the pacing allows one at `now`.
     pub fn poll(&mut self, now: Instant) -> Slot {
-        if self.last_adjust.is_none() {
-            self.last_adjust = Some(now);
-        }
-        let epoch = self.epoch.get_or_insert(Epoch {
-            measure_from: now,
-            sent: 0,
-            accepted: 0,
-            throttled: 0,
-        });
+        self.last_event.get_or_insert(now);
+        self.last_adjust.get_or_insert(now);
+        self.measure_from.get_or_insert(now);
         let Some(rate) = self.rate else {
-            epoch.sent += 1;
             return Slot::Go;
         };
         let interval = Duration::from_secs_f64(1.0 / rate);
@@ -163,121 +173,120 @@ impl AdaptiveRate {
         let slack = interval.min(PACING_SLACK);
         let base = tat.max(now.checked_sub(slack).unwrap_or(now));
         self.tat = Some(base + interval);
-        if now >= epoch.measure_from {
-            epoch.sent += 1;
-        }
         Slot::Go
     }
 
-    /// Feeds back one answer: `throttled` is a 429 (or an equivalent verdict), `sent_at` when its
-    /// request went out.
+    /// The whole client pauses until `until` (a `Retry-After`): the pause counts in the
+    /// estimate's interval, and 429s for requests sent before it end cannot start a new event.
+    pub fn on_pause(&mut self, until: Instant) {
+        if self.pause_end.is_none_or(|p| p < until) {
+            self.pause_end = Some(until);
+        }
+    }
+
+    /// Feeds back one answer: `throttled` is a 429, `sent_at` when its request went out.
     pub fn on_response(&mut self, now: Instant, sent_at: Instant, throttled: bool) {
         let rtt = now.saturating_duration_since(sent_at);
         self.srtt = Some(match self.srtt {
             None => rtt,
             Some(s) => s.mul_f64(1.0 - SRTT_WEIGHT) + rtt.mul_f64(SRTT_WEIGHT),
         });
-        if self.phase == Phase::Unlimited {
-            self.on_response_unlimited(now, throttled);
-            return;
-        }
-        let Some(epoch) = self.epoch.as_mut() else {
-            return;
-        };
-        if sent_at < epoch.measure_from {
-            // Sent at an older rate: says nothing about the current one.
-            return;
-        }
+        let last_event = *self.last_event.get_or_insert(sent_at);
         if throttled {
-            epoch.throttled += 1;
+            if self.measure_from.is_none_or(|m| sent_at >= m) {
+                self.pending = true;
+                self.throttled += 1;
+            }
         } else {
-            epoch.accepted += 1;
+            self.accepted = self.accepted.saturating_add(1);
+            self.remember_accepted(now);
         }
-        let samples = epoch.accepted + epoch.throttled;
-        let epoch_age = now.saturating_duration_since(epoch.measure_from);
-        if epoch.throttled > 0 {
-            if samples >= EPOCH_SAMPLES || epoch_age >= EPOCH_MAX {
-                self.cut(now, samples);
+        if self.pending {
+            if self.accepted >= EVENT_SAMPLES
+                || self.throttled >= EVENT_SAMPLES
+                || now.saturating_duration_since(last_event) >= EVENT_MAX
+            {
+                self.decide(now, last_event);
             }
             return;
         }
-        let since = now.saturating_duration_since(self.last_adjust.unwrap_or(now));
+        if throttled {
+            return;
+        }
+        let last_adjust = *self.last_adjust.get_or_insert(now);
+        let since = now.saturating_duration_since(last_adjust);
         match self.phase {
             Phase::SlowStart if since >= SLOW_START_INTERVAL => {
                 if self.bound {
                     self.set_rate(self.rate.map(|r| r * 2.0));
-                    self.new_epoch(now, false);
                 }
                 self.bound = false;
                 self.last_adjust = Some(now);
             }
             Phase::Probe if since >= PROBE_INTERVAL => {
-                let at_ceiling = matches!((self.rate, self.ceiling), (Some(r), Some(c)) if r >= c);
-                if !at_ceiling {
-                    let factor = (1.0 + PROBE_PER_SECOND).powf(since.as_secs_f64());
-                    self.set_rate(self.rate.map(|r| r * factor));
-                    self.new_epoch(now, false);
-                }
+                let quiet = now.saturating_duration_since(last_event).as_secs_f64();
+                let speed = PROBE_PER_SECOND * (1.0 + quiet / PROBE_SPEEDUP_AFTER.as_secs_f64());
+                let factor = (1.0 + speed).powf(since.as_secs_f64());
+                self.set_rate(self.rate.map(|r| r * factor));
                 self.last_adjust = Some(now);
             }
             _ => {}
         }
     }
 
-    fn on_response_unlimited(&mut self, now: Instant, throttled: bool) {
-        let horizon = now.checked_sub(DISCOVERY_WINDOW);
-        if let Some(h) = horizon {
-            while self.accepted_recent.front().is_some_and(|t| *t < h) {
-                self.accepted_recent.pop_front();
+    fn remember_accepted(&mut self, now: Instant) {
+        let longest = ESTIMATE_WINDOWS
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(Duration::ZERO);
+        if let Some(horizon) = now.checked_sub(longest) {
+            while self.recent.front().is_some_and(|t| *t < horizon) {
+                self.recent.pop_front();
             }
         }
-        if !throttled {
-            // Bounded: at most one second of answers, and never more than this many.
-            if self.accepted_recent.len() < 200_000 {
-                self.accepted_recent.push_back(now);
-            }
-            return;
+        if self.recent.len() >= RECENT_CAP {
+            self.recent.pop_front();
         }
-        let accepted = self.accepted_recent.len() as f64 / DISCOVERY_WINDOW.as_secs_f64();
-        self.accepted_recent = VecDeque::new();
-        self.phase = Phase::SlowStart;
-        self.cuts += 1;
-        self.set_rate(Some(
-            (accepted * FIRST_ESTIMATE_FACTOR).max(FIRST_RATE_FLOOR),
-        ));
-        self.tat = None;
-        self.new_epoch(now, true);
-        self.bound = false;
-        self.last_adjust = Some(now);
+        self.recent.push_back(now);
     }
 
-    fn cut(&mut self, now: Instant, samples: u32) {
-        let Some(epoch) = self.epoch.as_ref() else {
-            return;
-        };
-        let Some(rate) = self.rate else { return };
-        let span = now
-            .saturating_duration_since(epoch.measure_from)
-            .as_secs_f64()
-            .max(1e-3);
-        let sent_rate = f64::from(epoch.sent) / span;
-        let effective = rate.min(sent_rate.max(MIN_RATE));
-        let accepted_share = f64::from(epoch.accepted) / f64::from(samples.max(1));
-        let floor = if samples >= EPOCH_SAMPLES {
-            CUT_FLOOR
-        } else {
-            CUT_FLOOR_FEW_SAMPLES
-        };
-        let new = effective * accepted_share.max(floor) * CUT_MARGIN;
-        // A cut never raises the rate.
-        self.set_rate(Some(new.min(rate)));
-        self.cuts += 1;
-        if samples >= EPOCH_SAMPLES {
-            self.phase = Phase::Probe;
+    fn decide(&mut self, now: Instant, last_event: Instant) {
+        let since_event = now.saturating_duration_since(last_event);
+        let span = since_event.as_secs_f64().max(1e-3);
+        let mut measured = f64::from(self.accepted) / span;
+        for window in ESTIMATE_WINDOWS {
+            let w = window.min(since_event);
+            let Some(from) = now.checked_sub(w) else {
+                continue;
+            };
+            let n = self.recent.iter().rev().take_while(|t| **t >= from).count();
+            if n >= EVENT_SAMPLES as usize && !w.is_zero() {
+                measured = measured.max(n as f64 / w.as_secs_f64());
+            }
         }
-        self.new_epoch(now, true);
-        self.bound = false;
+        let current = self.rate.unwrap_or(f64::INFINITY);
+        let mut new = current.min(measured * CUT_MARGIN);
+        if self.accepted >= EVENT_SAMPLES {
+            self.phase = Phase::Probe;
+        } else {
+            // Too little data to trust: climb from here quickly instead.
+            self.phase = Phase::SlowStart;
+            new = new.max(current.min(FIRST_RATE_FLOOR));
+        }
+        self.set_rate(Some(new));
+        self.cuts += 1;
+        self.accepted = 0;
+        self.throttled = 0;
+        self.pending = false;
+        self.last_event = Some(now);
         self.last_adjust = Some(now);
+        self.bound = false;
+        let grace = now + self.srtt.unwrap_or(Duration::ZERO);
+        self.measure_from = Some(match self.pause_end {
+            Some(p) if p > grace => p,
+            _ => grace,
+        });
     }
 
     fn set_rate(&mut self, rate: Option<f64>) {
@@ -287,20 +296,6 @@ impl AdaptiveRate {
                 Some(c) => r.min(c),
                 None => r,
             }
-        });
-    }
-
-    fn new_epoch(&mut self, now: Instant, grace: bool) {
-        let grace = if grace {
-            self.srtt.unwrap_or(Duration::ZERO)
-        } else {
-            Duration::ZERO
-        };
-        self.epoch = Some(Epoch {
-            measure_from: now + grace,
-            sent: 0,
-            accepted: 0,
-            throttled: 0,
         });
     }
 }
@@ -353,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn first_429_installs_half_the_accepted_rate() {
+    fn the_first_throttle_event_installs_the_accepted_rate() {
         let mut r = AdaptiveRate::new(None);
         let t0 = Instant::now();
         for i in 0..40u64 {
@@ -363,8 +358,31 @@ mod tests {
         }
         let t = t0 + Duration::from_millis(400);
         r.on_response(t, t, true);
-        assert_eq!(r.rate(), Some(20.0));
+        // 40 accepted in 0.4 s: 100/s, less the margin.
+        let rate = r.rate().unwrap();
+        assert!((rate - 100.0 * CUT_MARGIN).abs() < 1.0, "{rate}");
         assert_eq!(r.cuts(), 1);
+    }
+
+    #[test]
+    fn a_429_storm_with_nothing_accepted_slow_starts_from_the_floor() {
+        let mut r = AdaptiveRate::new(None);
+        let t0 = Instant::now();
+        for i in 0..u64::from(EVENT_SAMPLES) {
+            let t = t0 + Duration::from_millis(i);
+            let _ = r.poll(t);
+            r.on_response(t + Duration::from_millis(1), t, true);
+        }
+        assert_eq!(r.rate(), Some(FIRST_RATE_FLOOR));
+        // Clean answers while the pacer holds requests back: doubling.
+        let mut t = t0 + Duration::from_millis(20);
+        for _ in 0..8 {
+            t += SLOW_START_INTERVAL;
+            // Callers queue up until the pacer holds them back.
+            while r.poll(t) == Slot::Go {}
+            r.on_response(t, t, false);
+        }
+        assert!(r.rate().unwrap() >= 64.0, "{:?}", r.rate());
     }
 
     #[test]
@@ -415,24 +433,28 @@ mod tests {
     }
 
     impl Sim {
-        fn admit(&mut self, t: f64) -> bool {
+        /// `None` when admitted, else the `Retry-After` the sandbox would send (whole seconds,
+        /// at least 1).
+        fn admit(&mut self, t: f64) -> Option<u64> {
             self.tokens = (self.tokens + (t - self.last) * self.limit).min(self.burst);
             self.last = t;
             if self.tokens >= 1.0 {
                 self.tokens -= 1.0;
-                true
+                None
             } else {
-                false
+                Some((((1.0 - self.tokens) / self.limit).ceil() as u64).max(1))
             }
         }
     }
 
-    /// Runs `n` requests (429s are retried after a full-jitter-ish deterministic backoff) against
-    /// a token bucket; returns (achieved rate / limit, 429 count).
+    /// Runs `n` requests against a token bucket. 429s are retried after a deterministic backoff,
+    /// or, with `retry_after`, after pausing the whole client as the engine does. Returns
+    /// (achieved rate / limit, 429 count).
     fn simulate(
         limit: f64,
         burst: f64,
         told: bool,
+        retry_after: bool,
         n: usize,
         rtt_ms: u64,
         concurrency: usize,
@@ -458,9 +480,16 @@ mod tests {
         let mut gate_wake: Option<Instant> = None;
         let mut last_done = t0;
         let mut jitter = 0u64;
+        let mut pause_until = t0;
         loop {
-            // Dispatch as much as the pacer and concurrency allow.
+            // Dispatch as much as the pause, the pacer and concurrency allow.
             while gate_wake.is_none() && in_flight < concurrency && !ready.is_empty() {
+                if now < pause_until {
+                    gate_wake = Some(pause_until);
+                    seq += 1;
+                    events.push(Reverse((pause_until, seq, Ev::Gate)));
+                    break;
+                }
                 match rate.poll(now) {
                     Slot::Go => {
                         let id = ready.pop_front().unwrap_or_default();
@@ -487,15 +516,23 @@ mod tests {
             match ev {
                 Ev::Gate => gate_wake = None,
                 Ev::Arrive(id, sent) => {
-                    let ok = server.admit(secs(t));
+                    let wait = server.admit(secs(t));
                     seq += 1;
                     let half = Duration::from_micros(rtt_ms * 500);
-                    events.push(Reverse((t + half, seq, Ev::Answer(id, sent, ok))));
+                    events.push(Reverse((t + half, seq, Ev::Answer(id, sent, wait))));
                 }
-                Ev::Answer(id, sent, ok) => {
+                Ev::Answer(id, sent, wait) => {
                     in_flight -= 1;
-                    rate.on_response(t, sent, !ok);
-                    if ok {
+                    rate.on_response(t, sent, wait.is_some());
+                    if let Some(secs) = wait.filter(|_| retry_after) {
+                        throttled += 1;
+                        let until = t + Duration::from_secs(secs);
+                        if until > pause_until {
+                            pause_until = until;
+                            rate.on_pause(until);
+                        }
+                        ready.push_front(id);
+                    } else if wait.is_none() {
                         done += 1;
                         last_done = t;
                     } else {
@@ -518,42 +555,53 @@ mod tests {
     enum Ev {
         Gate,
         Arrive(usize, Instant),
-        Answer(usize, Instant, bool),
+        Answer(usize, Instant, Option<u64>),
         Requeue(usize),
     }
 
     #[test]
     fn discovers_an_unknown_limit_efficiently() {
-        // (limit/s, burst, round trip ms)
-        for (limit, burst, rtt) in [
-            (50.0, 50.0, 5),
-            (50.0, 10.0, 5),
-            (50.0, 50.0, 100),
-            (10.0, 10.0, 5),
-            (10.0, 600.0, 50),
+        // (limit/s, burst, Retry-After, round trip ms). The sandbox's default burst is one
+        // second's worth; Appcues and SCIM answer with Retry-After, the others without.
+        for (limit, burst, ra, rtt) in [
+            (50.0, 50.0, false, 5),
+            (50.0, 50.0, true, 5),
+            (50.0, 50.0, false, 100),
+            (50.0, 50.0, true, 100),
+            (50.0, 10.0, false, 5),
+            (50.0, 1000.0, false, 5),
+            (10.0, 10.0, false, 5),
+            (10.0, 10.0, true, 5),
+            (10.0, 10.0, false, 100),
+            (10.0, 600.0, false, 50),
         ] {
-            let (eff, throttled) = simulate(limit, burst, false, 5_000, rtt, 16);
+            let (eff, throttled) = simulate(limit, burst, false, ra, 5_000, rtt, 16);
             let share = f64::from(throttled) / 5_000.0;
             eprintln!(
-                "unknown limit {limit}/s burst {burst} rtt {rtt} ms: {:.1}% of the limit, {:.2}% 429s",
+                "unknown limit {limit}/s burst {burst} retry-after {ra} rtt {rtt} ms: {:.1}% of the limit, {:.2}% 429s",
                 eff * 100.0,
                 share * 100.0
             );
             assert!(
                 eff >= 0.95,
-                "limit {limit} burst {burst} rtt {rtt}: efficiency {eff:.3}"
+                "limit {limit} burst {burst} ra {ra} rtt {rtt}: efficiency {eff:.3}"
             );
             assert!(
                 share <= 0.02,
-                "limit {limit} burst {burst} rtt {rtt}: 429 share {share:.4}"
+                "limit {limit} burst {burst} ra {ra} rtt {rtt}: 429 share {share:.4}"
             );
         }
     }
 
     #[test]
     fn a_told_limit_is_used_fully_without_429s() {
-        for (limit, burst) in [(50.0, 50.0), (50.0, 2.0), (10.0, 600.0), (10.0, 10.0)] {
-            let (eff, throttled) = simulate(limit, burst, true, 5_000, 5, 16);
+        for (limit, burst, ra) in [
+            (50.0, 50.0, true),
+            (50.0, 2.0, false),
+            (10.0, 600.0, false),
+            (10.0, 10.0, true),
+        ] {
+            let (eff, throttled) = simulate(limit, burst, true, ra, 5_000, 5, 16);
             eprintln!(
                 "told limit {limit}/s burst {burst}: {:.2}% of the limit, {throttled} 429s",
                 eff * 100.0

@@ -83,6 +83,29 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     parse_retry_after(raw, now)
 }
 
+/// When a 429 has no `Retry-After`, the reset of the rate-limit window as a wait from `now`:
+/// `RateLimit-Reset` (IETF draft: delta-seconds) or `X-RateLimit-Reset` (delta-seconds, or epoch
+/// seconds when the number is that large, as GitHub sends it). Capped like `Retry-After`.
+pub fn rate_limit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    /// Numbers above this are epoch seconds (2001-09-09), not a delay.
+    const EPOCH_THRESHOLD: f64 = 1_000_000_000.0;
+    let raw = ["ratelimit-reset", "x-ratelimit-reset"]
+        .iter()
+        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))?
+        .trim();
+    let n: f64 = raw
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    let wait = if n >= EPOCH_THRESHOLD {
+        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(n).ok()?)?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    } else {
+        Duration::try_from_secs_f64(n.min(RETRY_AFTER_CAP.as_secs_f64())).ok()?
+    };
+    Some(wait.min(RETRY_AFTER_CAP))
+}
+
 /// See [`retry_after`].
 pub fn parse_retry_after(raw: &str, now: SystemTime) -> Option<Duration> {
     let raw = raw.trim();
@@ -173,6 +196,34 @@ mod tests {
         }
         let far = httpdate::fmt_http_date(now + Duration::from_secs(86_400));
         assert_eq!(parse_retry_after(&far, now), Some(RETRY_AFTER_CAP));
+    }
+
+    #[test]
+    fn rate_limit_reset_headers() {
+        use reqwest::header::HeaderValue;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let with = |name: &'static str, v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_str(v).unwrap());
+            rate_limit_reset(&h, now)
+        };
+        assert_eq!(with("ratelimit-reset", "4"), Some(Duration::from_secs(4)));
+        assert_eq!(
+            with("x-ratelimit-reset", "2.5"),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            with("x-ratelimit-reset", "1700000009"),
+            Some(Duration::from_secs(9))
+        );
+        assert_eq!(
+            with("x-ratelimit-reset", "1600000000"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(with("x-ratelimit-reset", "999999"), Some(RETRY_AFTER_CAP));
+        assert_eq!(with("x-ratelimit-reset", "soon"), None);
+        assert_eq!(with("x-ratelimit-reset", "-3"), None);
+        assert_eq!(rate_limit_reset(&HeaderMap::new(), now), None);
     }
 
     #[test]
