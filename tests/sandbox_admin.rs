@@ -260,3 +260,38 @@ fn binary_prints_base_urls_and_stops_on_sigterm() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid rate limit"));
 }
+
+#[test]
+fn samples_point_at_the_default_port_with_the_default_credentials() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let mut seen = 0;
+    for v in Vendor::ALL {
+        let base = format!(
+            "http://127.0.0.1:{}{}",
+            roster::sandbox::DEFAULT_PORT,
+            v.prefix()
+        );
+        let want =
+            roster::sandbox::vendor_config(v, &base, &roster::sandbox::Credentials::default());
+        let listable = matches!(
+            v,
+            Vendor::Userflow | Vendor::Guru | Vendor::GuruScim | Vendor::Scim
+        );
+        let mut files = vec![format!("target-{}.json", v.name())];
+        if listable {
+            files.push(format!("tap-{}.json", v.name()));
+        }
+        if matches!(v, Vendor::Userpilot | Vendor::Appcues) {
+            files.push(format!("target-{}-bulk.json", v.name()));
+        }
+        for f in files {
+            let text = std::fs::read_to_string(dir.join(&f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            let got: Value = serde_json::from_str(&text).unwrap();
+            for (k, val) in want.as_object().unwrap() {
+                assert_eq!(&got[k], val, "{f}: {k}");
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 13);
+}
