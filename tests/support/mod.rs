@@ -2,7 +2,12 @@
 //! and child processes that are killed when the test ends.
 //!
 //! Include it with `mod support;` from a test file. Not every test uses every helper.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -23,14 +28,21 @@ pub fn skip_or_fail(why: &str) {
 /// The python3 to build virtualenvs with, if there is one.
 pub fn python3() -> Option<PathBuf> {
     let candidates = [std::env::var("ROSTER_PYTHON").ok(), Some("python3".into())];
-    candidates.into_iter().flatten().map(PathBuf::from).find(|python| {
-        Command::new(python)
-            .args(["-c", "import venv, sys; sys.exit(sys.version_info < (3, 9))"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
+    candidates
+        .into_iter()
+        .flatten()
+        .map(PathBuf::from)
+        .find(|python| {
+            Command::new(python)
+                .args([
+                    "-c",
+                    "import venv, sys; sys.exit(sys.version_info < (3, 9))",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
 }
 
 /// A virtualenv named `name` with `packages` installed from PyPI, created once and reused
@@ -48,11 +60,21 @@ pub fn venv(name: &str, packages: &[&str]) -> Option<PathBuf> {
         return Some(dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let status = Command::new(&python).args(["-m", "venv"]).arg(&dir).status().unwrap();
+    let status = Command::new(&python)
+        .args(["-m", "venv"])
+        .arg(&dir)
+        .status()
+        .unwrap();
     assert!(status.success(), "python3 -m venv {} failed", dir.display());
     let pip = dir.join("bin/pip");
     let status = Command::new(&pip)
-        .args(["install", "--quiet", "--disable-pip-version-check", "--upgrade", "pip"])
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--upgrade",
+            "pip",
+        ])
         .status()
         .unwrap();
     assert!(status.success(), "pip self-upgrade failed");
@@ -103,7 +125,11 @@ impl Drop for DirLock {
 
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until something accepts connections on 127.0.0.1:`port`.
@@ -134,4 +160,137 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The directory holding the freshly built `tap-roster`, `target-roster` and `roster-sandbox`,
+/// to put first on a child's PATH (Meltano and shell pipelines find them by name there).
+pub fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_tap-roster"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// `dirs` followed by the current PATH, for a child's `PATH`.
+pub fn path_with(dirs: &[&Path]) -> std::ffi::OsString {
+    let current = std::env::var_os("PATH").unwrap_or_default();
+    let mut all: Vec<PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
+    all.extend(std::env::split_paths(&current));
+    std::env::join_paths(all).unwrap()
+}
+
+/// What a finished child printed, and how it ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// The exit status.
+    pub status: std::process::ExitStatus,
+    /// Everything on stdout (lossy UTF-8).
+    pub stdout: String,
+    /// Everything on stderr (lossy UTF-8).
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Panics with both outputs unless the child exited 0.
+    #[track_caller]
+    pub fn assert_success(&self, what: &str) -> &Self {
+        assert!(
+            self.success(),
+            "{what} failed ({}):\n{}",
+            self.status,
+            self.both()
+        );
+        self
+    }
+
+    /// stdout and stderr, labelled, for assertion messages.
+    pub fn both(&self) -> String {
+        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `command` to completion with stdout and stderr captured (through files, so a chatty
+/// child never blocks on a full pipe) and stdin from `/dev/null` unless the caller set it. The
+/// child leads its own process group; past `timeout` the whole group (the child and whatever
+/// it started, such as Meltano's plugins) is killed and the test fails with what it printed.
+pub fn run(command: &mut Command, timeout: Duration) -> Finished {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let mut child = command
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > timeout {
+            kill_group(child.id());
+            let _ = child.wait();
+            let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+            panic!(
+                "{command:?} did not finish within {timeout:?}; killed it\n--- stdout\n{}\n--- stderr\n{}",
+                read(&out_path),
+                read(&err_path)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Grandchildren that outlived the child would keep a test's ports and files busy.
+    kill_group(child.id());
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+    Finished {
+        status,
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+    }
+}
+
+/// SIGKILL to every process of the group `pgid` (no-op when it is gone).
+pub fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Copies the directory tree `from` into `to` (created), skipping names in `skip`.
+pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target, skip);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The Singer messages of a tap's stdout, one JSON value per non-empty line.
+pub fn singer_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("line {}: {e}: {l}", i + 1))
+        })
+        .collect()
 }
