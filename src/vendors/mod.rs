@@ -12,6 +12,7 @@ use crate::config::{
 };
 
 pub mod appcues;
+pub mod bulk;
 pub mod guru;
 pub mod guru_scim;
 pub mod scim;
