@@ -37,6 +37,27 @@ pub const SETTINGS: &[Setting] = &[
     )
     .default("\"/import/profiles\"")
     .only(Applies::Target),
+    Setting::new(
+        "bulk_max_rows",
+        Kind::Integer,
+        "Rows per upload at most: NDJSON import files (mode: bulk) and segment CSV files",
+    )
+    .default("100000")
+    .only(Applies::Target),
+    Setting::new(
+        "bulk_max_bytes",
+        Kind::Integer,
+        "Bytes per upload at most (Appcues takes POST bodies up to 20 MB)",
+    )
+    .default("19500000")
+    .only(Applies::Target),
+    Setting::new(
+        "bulk_job_timeout_seconds",
+        Kind::Number,
+        "Longest wait for one import or segment job; past it the run stops and a rerun from the last state sends the job's records again",
+    )
+    .default("3600")
+    .only(Applies::Target),
 ];
 
 /// Typed Appcues config.

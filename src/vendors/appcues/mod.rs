@@ -3,10 +3,16 @@
 //! (`/import/profiles`; the seed's `/import/users` also works) polled at `/jobs/{id}`, and
 //! segments. Basic `api_key:api_secret`. Account limit 60 requests/s, with `Retry-After`.
 
+pub mod bulk;
 pub mod config;
+pub mod segments;
 pub mod writer;
 
+use std::sync::Arc;
+
 use super::VendorSpec;
+use super::sink::{Sink, SinkContext, SinkError};
+use crate::config::Mode;
 
 /// The registry entry.
 pub const VENDOR: VendorSpec = VendorSpec {
@@ -20,5 +26,11 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &[],
     writes: &["users", "groups", "memberships", "events", "segments"],
     bulk: true,
-    sink: Some(writer::sink),
+    sink: Some(sink),
 };
+
+/// The writer for the configured mode: `bulk` imports user profiles as NDJSON jobs; segments go
+/// through upload jobs in both modes; everything else is written in real time.
+fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
+    bulk::sink(ctx, ctx.target.mode == Mode::Bulk)
+}

@@ -52,15 +52,21 @@ pub struct AppcuesSink {
 /// The registry's factory.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: super::config::Config = ctx.config.typed()?;
-    let mut spec = ClientSpec::new(WireAuth::Basic {
-        username: config.api_key.expose().to_string(),
-        password: config.api_secret,
-    });
-    spec.requests_per_second = Some(REQUESTS_PER_SECOND);
     Ok(Arc::new(AppcuesSink::new(
-        ctx.transport(spec)?,
+        ctx.transport(client_spec(&config))?,
         &config.account_id,
     )))
+}
+
+/// What the Appcues HTTP client needs: Basic `api_key:api_secret` and the CLI's pace (shared
+/// with the bulk writer, which sends through the same client).
+pub fn client_spec(config: &super::config::Config) -> ClientSpec {
+    let mut spec = ClientSpec::new(WireAuth::Basic {
+        username: config.api_key.expose().to_string(),
+        password: config.api_secret.clone(),
+    });
+    spec.requests_per_second = Some(REQUESTS_PER_SECOND);
+    spec
 }
 
 impl AppcuesSink {

@@ -115,6 +115,52 @@ impl Lane {
     }
 }
 
+/// The bulk keys every vendor with jobs takes (each declares them with its own defaults):
+/// `bulk_max_rows`, `bulk_max_bytes`, `bulk_job_timeout_seconds`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct BulkSettings {
+    /// Rows per upload file at most.
+    #[serde(default)]
+    pub bulk_max_rows: Option<usize>,
+    /// Bytes per upload file at most.
+    #[serde(default)]
+    pub bulk_max_bytes: Option<u64>,
+    /// Longest wait for one job.
+    #[serde(default)]
+    pub bulk_job_timeout_seconds: Option<f64>,
+}
+
+impl BulkSettings {
+    /// The file limits: the configured ones, else the vendor's `defaults`. A limit above the
+    /// vendor's documented one is kept (the vendor may have raised it for the account) with a
+    /// warning, since a 413 then halves every file.
+    pub fn limits(&self, vendor: &str, defaults: FileLimits, documented: FileLimits) -> FileLimits {
+        let limits = FileLimits {
+            max_rows: self.bulk_max_rows.unwrap_or(defaults.max_rows).max(1),
+            max_bytes: self.bulk_max_bytes.unwrap_or(defaults.max_bytes).max(1),
+        };
+        if limits.max_rows > documented.max_rows || limits.max_bytes > documented.max_bytes {
+            tracing::warn!(
+                vendor,
+                "bulk_max_rows {} / bulk_max_bytes {} exceed what {vendor} documents ({} rows, {} bytes per upload); uploads it refuses as too large (413) are halved",
+                limits.max_rows,
+                limits.max_bytes,
+                documented.max_rows,
+                documented.max_bytes
+            );
+        }
+        limits
+    }
+
+    /// The job timeout: the configured one, else [`DEFAULT_JOB_TIMEOUT`].
+    pub fn timeout(&self) -> Duration {
+        self.bulk_job_timeout_seconds
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(DEFAULT_JOB_TIMEOUT)
+    }
+}
+
 /// What the pipeline knows about the vendor's jobs.
 #[derive(Debug, Clone)]
 pub struct JobsConfig {

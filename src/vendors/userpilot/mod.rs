@@ -3,10 +3,15 @@
 //! (`DELETE /v1/users`, 1 request per 2 s). `Authorization: Token <key>` plus
 //! `X-API-Version: 2020-09-22`. Identify and track: 600 requests/min. US and EU hosts.
 
+pub mod bulk;
 pub mod config;
 pub mod writer;
 
+use std::sync::Arc;
+
 use super::VendorSpec;
+use super::sink::{Sink, SinkContext, SinkError};
+use crate::config::Mode;
 
 /// The `X-API-Version` header every request carries.
 pub const API_VERSION: &str = "2020-09-22";
@@ -23,5 +28,13 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &[],
     writes: &["users", "groups", "memberships", "events"],
     bulk: true,
-    sink: Some(writer::sink),
+    sink: Some(sink),
 };
+
+/// The writer for the configured mode: bulk identify jobs, or real-time identify calls.
+fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
+    match ctx.target.mode {
+        Mode::Bulk => bulk::sink(ctx),
+        Mode::Realtime => writer::sink(ctx),
+    }
+}

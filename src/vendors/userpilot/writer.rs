@@ -55,12 +55,21 @@ pub struct UserpilotSink {
 /// The registry's factory.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: super::config::Config = ctx.config.typed()?;
-    let mut spec = ClientSpec::new(WireAuth::Token(config.api_key));
+    Ok(Arc::new(UserpilotSink::new(
+        ctx.transport(client_spec(&config))?,
+    )))
+}
+
+/// What the Userpilot HTTP client needs: `Token` auth, `X-API-Version`, the identify/track
+/// pace and the delete bucket (shared with the bulk writer, which sends through the same
+/// client).
+pub fn client_spec(config: &super::config::Config) -> ClientSpec {
+    let mut spec = ClientSpec::new(WireAuth::Token(config.api_key.clone()));
     spec.headers.push(("X-API-Version", super::API_VERSION));
     spec.requests_per_second = Some(REQUESTS_PER_SECOND);
     spec.buckets
         .push((DELETE_BUCKET, DELETE_REQUESTS_PER_SECOND));
-    Ok(Arc::new(UserpilotSink::new(ctx.transport(spec)?)))
+    spec
 }
 
 impl UserpilotSink {

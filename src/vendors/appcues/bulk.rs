@@ -1,0 +1,194 @@
+//! The Appcues writer with jobs: user profiles as NDJSON import jobs (`mode: bulk`), and
+//! segments through upload jobs in both modes ([`super::segments`]). Everything else (groups,
+//! memberships, events, profile deletes) goes to the real-time writer ([`super::writer`]),
+//! through the same HTTP client.
+//!
+//! In `mode: bulk`, each user upsert becomes one NDJSON line `{"user_id": …, …properties}`
+//! (flat, the properties the real-time PATCH would send; `null` is passed on) in a file of at
+//! most `bulk_max_rows` rows and `bulk_max_bytes` bytes (default 19.5 MB, under the seed's
+//! 20 MB POST body limit), POSTed as `application/x-ndjson` to
+//! `/v2/accounts/{account}{import_path}` (`/import/profiles` by default; the seed's
+//! `/import/users` also works) and polled at `/jobs/{id}` until it ends
+//! ([`crate::vendors::bulk`]). A profile delete waits for the import job holding that user's
+//! row, so an import never brings back a user deleted after it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::segments::Segments;
+use super::writer::{AppcuesSink, client_spec};
+use crate::vendors::bulk::{BulkSettings, FileLimits, Framing, JobsConfig, Lane, Pipeline, Row};
+use crate::vendors::sink::{
+    Acks, Action, BatchKey, BatchLimits, Kind, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
+    SinkError, WireStats, segment,
+};
+
+/// The vendor's name.
+const VENDOR: &str = "appcues";
+
+/// The seed's POST body limit for imports: 20 MB.
+pub const DOCUMENTED_MAX_BYTES: u64 = 20_000_000;
+
+/// Upload defaults: 2.5% under the body limit, so neither a MB/MiB reading nor a proxy's
+/// framing tips a file over; and 100,000 rows, which bounds the records one failed job rejects
+/// and the tickets held in memory while a job runs (Appcues documents no row limit).
+pub const DEFAULT_LIMITS: FileLimits = FileLimits {
+    max_rows: 100_000,
+    max_bytes: 19_500_000,
+};
+
+/// Ops per write in bulk mode: they are only spooled, so large batches cost nothing.
+pub const WRITE_BATCH: usize = 512;
+
+/// How long bulk ops gather before they are spooled.
+pub const WRITE_LINGER: Duration = Duration::from_millis(50);
+
+/// The Appcues writer with jobs.
+#[derive(Debug)]
+pub struct JobsSink {
+    realtime: Arc<AppcuesSink>,
+    pipeline: Arc<Pipeline>,
+    /// `Some` in `mode: bulk`: where profile imports go.
+    imports: Option<Arc<Lane>>,
+    segments: Segments,
+}
+
+/// The factory: `bulk` imports profiles; segments go through jobs either way.
+pub fn sink(ctx: &SinkContext<'_>, bulk: bool) -> Result<Arc<dyn Sink>, SinkError> {
+    let config: super::config::Config = ctx.config.typed()?;
+    let settings: BulkSettings = ctx.config.typed()?;
+    let transport = ctx.transport(client_spec(&config))?;
+    let limits = settings.limits(
+        VENDOR,
+        DEFAULT_LIMITS,
+        FileLimits {
+            max_rows: usize::MAX,
+            max_bytes: DOCUMENTED_MAX_BYTES,
+        },
+    );
+    let account = format!("/v2/accounts/{}", segment(&config.account_id));
+    let mut jobs = JobsConfig::new(VENDOR, format!("{account}/jobs"));
+    jobs.timeout = settings.timeout();
+    let pipeline = Arc::new(Pipeline::new(jobs, transport.clone()));
+    let imports = bulk.then(|| {
+        let path = if config.import_path.starts_with('/') {
+            config.import_path.clone()
+        } else {
+            format!("/{}", config.import_path)
+        };
+        Lane::new(
+            format!("appcues import {path}"),
+            format!("{account}{path}"),
+            Framing::NDJSON,
+            limits,
+        )
+    });
+    Ok(Arc::new(JobsSink {
+        realtime: Arc::new(AppcuesSink::new(transport.clone(), &config.account_id)),
+        segments: Segments::new(transport, account, pipeline.clone(), limits, !bulk),
+        pipeline,
+        imports,
+    }))
+}
+
+/// One NDJSON import line: `user_id` first, then the properties the real-time PATCH sends.
+pub fn import_row(op: &Op) -> Result<Vec<u8>, serde_json::Error> {
+    let mut row = Map::with_capacity(op.item.fields.len() + op.item.attributes.len() + 1);
+    row.insert(
+        "user_id".into(),
+        Value::String(op.item.id.clone().unwrap_or_default()),
+    );
+    for (k, v) in op.item.properties() {
+        // The key wins over a property that happens to be called user_id.
+        if k != "user_id" {
+            row.insert(k, v);
+        }
+    }
+    serde_json::to_vec(&row)
+}
+
+impl JobsSink {
+    fn imported(&self, op: &Op) -> bool {
+        self.imports.is_some() && op.item.kind == Kind::Users && op.item.action == Action::Upsert
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for JobsSink {
+    fn vendor(&self) -> &'static str {
+        VENDOR
+    }
+
+    fn plan(&self, op: &Op) -> Result<Plan, Refusal> {
+        if op.item.kind == Kind::Segments {
+            return self.segments.plan(op);
+        }
+        // The real-time writer's rules (scalar values only) hold for imports too.
+        let plan = self.realtime.plan(op)?;
+        if self.imported(op) {
+            return Ok(Plan::batched(
+                plan.keys,
+                BatchKey::new(
+                    "appcues bulk import",
+                    BatchLimits {
+                        max_items: WRITE_BATCH,
+                        linger: WRITE_LINGER,
+                    },
+                ),
+            ));
+        }
+        Ok(plan)
+    }
+
+    async fn write(&self, batch: Vec<Op>, acks: &Acks) -> Result<(), SinkError> {
+        let Some(first) = batch.first() else {
+            return Ok(());
+        };
+        if first.item.kind == Kind::Segments {
+            return self.segments.write(batch, acks).await;
+        }
+        if let Some(lane) = &self.imports
+            && self.imported(first)
+        {
+            let mut rows = Vec::with_capacity(batch.len());
+            for op in &batch {
+                match import_row(op) {
+                    Ok(bytes) => rows.push(Row {
+                        op,
+                        bytes,
+                        keys: vec![OrderKey::user(op.item.id.as_deref().unwrap_or_default())],
+                    }),
+                    Err(err) => acks.rejected(
+                        op,
+                        Refusal::new(format!("cannot encode the import row: {err}")),
+                        None,
+                    ),
+                }
+            }
+            return self.pipeline.push(lane, rows, acks, false).await;
+        }
+        // A profile delete must not overtake the import of that profile.
+        let waits: Vec<OrderKey> = batch
+            .iter()
+            .filter(|op| op.item.kind == Kind::Users && op.item.action == Action::Delete)
+            .filter_map(|op| op.item.id.as_deref().map(OrderKey::user))
+            .collect();
+        self.pipeline.wait_for(&waits).await?;
+        self.realtime.write(batch, acks).await
+    }
+
+    async fn flush(&self, acks: &Acks) -> Result<(), SinkError> {
+        self.pipeline.flush().await?;
+        self.realtime.flush(acks).await
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        self.realtime.check().await
+    }
+
+    fn stats(&self) -> WireStats {
+        self.realtime.stats()
+    }
+}
