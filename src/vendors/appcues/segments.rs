@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 
 use crate::vendors::bulk::{FileLimits, Framing, Lane, Pipeline, Row};
 use crate::vendors::sink::{
-    Acks, Action, BatchKey, BatchLimits, Method, Op, OrderKey, Plan, Refusal, SinkError, Transport,
-    Verdict, WireRequest, segment, verdict,
+    Acks, Action, BatchKey, BatchLimits, Method, Op, OrderKey, Plan, Refusal, SendError, SinkError,
+    Transport, Verdict, WireRequest, segment, verdict,
 };
 
 /// The vendor's name.
@@ -219,15 +219,7 @@ impl Segments {
             .json(json!({"name": name, "description": DESCRIPTION}));
         let answer = match self.transport.send(request).await {
             Ok(answer) => answer,
-            Err(err) => {
-                return match verdict(VENDOR, err) {
-                    Verdict::Fatal(fatal) => Err(fatal),
-                    Verdict::Reject(refusal) => Ok(Err(Refusal {
-                        reason: format!("cannot create segment {name:?}: {}", refusal.reason),
-                        ..refusal
-                    })),
-                };
-            }
+            Err(err) => return refused(err, &format!("cannot create segment {name:?}")),
         };
         let id = if answer.dry_run {
             // Nothing was created: name the segment in the paths a real run would use.
@@ -255,15 +247,7 @@ impl Segments {
         let request = WireRequest::new(Method::Get, format!("{}/segments", self.account));
         let answer = match self.transport.send(request).await {
             Ok(answer) => answer,
-            Err(err) => {
-                return match verdict(VENDOR, err) {
-                    Verdict::Fatal(fatal) => Err(fatal),
-                    Verdict::Reject(refusal) => Ok(Err(Refusal {
-                        reason: format!("cannot list segments: {}", refusal.reason),
-                        ..refusal
-                    })),
-                };
-            }
+            Err(err) => return refused(err, "cannot list segments"),
         };
         let body = answer.json();
         let items = match &body {
@@ -292,6 +276,17 @@ impl Segments {
             by_name.insert(name.to_string(), id);
         }
         Ok(Ok(by_name))
+    }
+}
+
+/// A failed segment call: fatal, or a refusal of the segment's records saying what failed.
+fn refused<T>(err: SendError, what: &str) -> Result<Result<T, Refusal>, SinkError> {
+    match verdict(VENDOR, err) {
+        Verdict::Fatal(fatal) => Err(fatal),
+        Verdict::Reject(refusal) => Ok(Err(Refusal {
+            reason: format!("{what}: {}", refusal.reason),
+            ..refusal
+        })),
     }
 }
 

@@ -69,16 +69,6 @@ pub const BUSY_CAP: Duration = Duration::from_secs(30);
 /// never spins on the vendor.
 pub const ZERO_DELAY_WAIT: Duration = Duration::from_millis(10);
 
-/// The environment switch tests set to skip every backoff delay.
-const ZERO_DELAYS_ENV: &str = "ROSTER_ZERO_DELAYS";
-
-/// True when `ROSTER_ZERO_DELAYS` asks for no delays (as the HTTP engine reads it).
-pub fn zero_delays() -> bool {
-    std::env::var(ZERO_DELAYS_ENV)
-        .map(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes"))
-        .unwrap_or(false)
-}
-
 /// Growing waits: `first`, then ×[`POLL_FACTOR`] up to `cap`.
 #[derive(Debug, Clone)]
 pub struct Backoff {

@@ -182,7 +182,7 @@ impl JobsConfig {
             vendor,
             poll_prefix: poll_prefix.into(),
             timeout: DEFAULT_JOB_TIMEOUT,
-            zero_delays: job::zero_delays(),
+            zero_delays: crate::http::config::zero_delays_from_env(),
         }
     }
 }

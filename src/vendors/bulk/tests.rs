@@ -187,6 +187,18 @@ fn pipeline(fake: &Arc<FakeVendor>, script: Script) -> Pipeline {
     Pipeline::new(config, fake.clone())
 }
 
+/// Users `0..n` pushed to `lane` with the vendor following `script`, then flushed: the vendor
+/// and every settlement.
+async fn run(script: Script, lane: &Arc<Lane>, n: u64) -> (Arc<FakeVendor>, Vec<Settlement>) {
+    let fake = Arc::new(FakeVendor::default());
+    let p = pipeline(&fake, script);
+    let ops: Vec<Op> = (0..n).map(op).collect();
+    let (acks, mut rx) = Acks::channel();
+    p.push(lane, rows(&ops), &acks, false).await.unwrap();
+    p.flush().await.unwrap();
+    (fake, drain(&mut rx))
+}
+
 /// Every settlement so far, by ticket.
 fn drain(rx: &mut mpsc::UnboundedReceiver<Settlement>) -> Vec<Settlement> {
     let mut out = Vec::new();
@@ -212,20 +224,16 @@ fn reason(s: &Settlement) -> String {
 
 #[tokio::test]
 async fn files_respect_the_row_limit_and_rows_settle_only_when_the_job_completes() {
-    let fake = Arc::new(FakeVendor::default());
-    let p = pipeline(
-        &fake,
+    let lane = lane(3, 1 << 20);
+    let (fake, settled) = run(
         Script {
             polls: 2,
             ..Script::default()
         },
-    );
-    let lane = lane(3, 1 << 20);
-    let ops: Vec<Op> = (0..7).map(op).collect();
-    let (acks, mut rx) = Acks::channel();
-    p.push(&lane, rows(&ops), &acks, false).await.unwrap();
-    p.flush().await.unwrap();
-    let settled = drain(&mut rx);
+        &lane,
+        7,
+    )
+    .await;
     assert_eq!(accepted(&settled), 7);
     let st = fake.state.lock();
     let bodies: Vec<&str> = st.uploads.iter().map(|(_, b)| b.as_str()).collect();
@@ -271,21 +279,16 @@ async fn nothing_settles_before_the_job_ends() {
 
 #[tokio::test]
 async fn a_busy_account_is_waited_for() {
-    let fake = Arc::new(FakeVendor::default());
-    let p = pipeline(
-        &fake,
+    let (fake, settled) = run(
         Script {
             busy: 3,
             ..Script::default()
         },
-    );
-    let ops: Vec<Op> = (0..2).map(op).collect();
-    let (acks, mut rx) = Acks::channel();
-    p.push(&lane(10, 1 << 20), rows(&ops), &acks, false)
-        .await
-        .unwrap();
-    p.flush().await.unwrap();
-    assert_eq!(accepted(&drain(&mut rx)), 2);
+        &lane(10, 1 << 20),
+        2,
+    )
+    .await;
+    assert_eq!(accepted(&settled), 2);
     let st = fake.state.lock();
     assert_eq!((st.conflicts, st.uploads.len()), (3, 1));
 }
@@ -365,21 +368,15 @@ async fn a_row_too_large_alone_is_rejected() {
 
 #[tokio::test]
 async fn a_failed_job_rejects_its_records_with_the_vendors_error() {
-    let fake = Arc::new(FakeVendor::default());
-    let p = pipeline(
-        &fake,
+    let (_, settled) = run(
         Script {
             fail: Some("the account is over its import quota"),
             ..Script::default()
         },
-    );
-    let ops: Vec<Op> = (0..3).map(op).collect();
-    let (acks, mut rx) = Acks::channel();
-    p.push(&lane(10, 1 << 20), rows(&ops), &acks, false)
-        .await
-        .unwrap();
-    p.flush().await.unwrap();
-    let settled = drain(&mut rx);
+        &lane(10, 1 << 20),
+        3,
+    )
+    .await;
     assert_eq!(settled.len(), 3);
     for (n, s) in settled.iter().enumerate() {
         let why = reason(s);
@@ -393,23 +390,17 @@ async fn a_failed_job_rejects_its_records_with_the_vendors_error() {
 
 #[tokio::test]
 async fn a_failed_job_that_blames_rows_rejects_them_and_sends_the_rest_again() {
-    let fake = Arc::new(FakeVendor::default());
-    let p = pipeline(
-        &fake,
+    let (fake, settled) = run(
         Script {
             blame: vec![2],
             fail_blamed: true,
             first_only: true,
             ..Script::default()
         },
-    );
-    let ops: Vec<Op> = (0..4).map(op).collect();
-    let (acks, mut rx) = Acks::channel();
-    p.push(&lane(10, 1 << 20), rows(&ops), &acks, false)
-        .await
-        .unwrap();
-    p.flush().await.unwrap();
-    let settled = drain(&mut rx);
+        &lane(10, 1 << 20),
+        4,
+    )
+    .await;
     assert_eq!(settled.len(), 4);
     assert!(reason(&settled[1]).contains("refused row 2: row 2 is bad"));
     assert_eq!(accepted(&settled), 3);
@@ -423,21 +414,15 @@ async fn a_failed_job_that_blames_rows_rejects_them_and_sends_the_rest_again() {
 
 #[tokio::test]
 async fn a_completed_job_that_skipped_rows_rejects_only_those() {
-    let fake = Arc::new(FakeVendor::default());
-    let p = pipeline(
-        &fake,
+    let (fake, settled) = run(
         Script {
             blame: vec![1, 3],
             ..Script::default()
         },
-    );
-    let ops: Vec<Op> = (0..3).map(op).collect();
-    let (acks, mut rx) = Acks::channel();
-    p.push(&lane(10, 1 << 20), rows(&ops), &acks, false)
-        .await
-        .unwrap();
-    p.flush().await.unwrap();
-    let settled = drain(&mut rx);
+        &lane(10, 1 << 20),
+        3,
+    )
+    .await;
     assert!(reason(&settled[0]).contains("refused row 1"));
     assert!(matches!(settled[1].outcome, Outcome::Accepted));
     assert!(reason(&settled[2]).contains("refused row 3"));
