@@ -12,7 +12,9 @@
 //! rate limits live in the HTTP engine, so no vendor writes its own.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
@@ -20,6 +22,7 @@ use serde_json::Value;
 
 use crate::config::ConfigError;
 use crate::exit::ExitStatus;
+use crate::http::{Auth, ClientConfig, HttpError};
 use crate::model::Object;
 use crate::vendors::Resolved;
 
@@ -142,6 +145,9 @@ pub enum SourceError {
     /// The config cannot make a source (missing credentials, a bad base URL).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The HTTP engine gave up (its message names the vendor, the method and the URL).
+    #[error(transparent)]
+    Http(#[from] HttpError),
     /// The vendor refused a cursor from the stored state.
     #[error("stream {stream}: the vendor rejected the stored cursor {cursor}: {detail}")]
     CursorRejected {
@@ -184,9 +190,62 @@ impl ExitStatus for SourceError {
     fn exit_code(&self) -> u8 {
         match self {
             SourceError::Config(_) => 2,
+            SourceError::Http(HttpError::Build { .. } | HttpError::InvalidUrl { .. }) => 2,
             _ => 1,
         }
     }
+}
+
+/// The HTTP client config for a vendor: its base URL and auth, with the common keys
+/// (`timeout_seconds`, `max_retries`, `max_concurrency`, `requests_per_second`) applied over the
+/// engine's defaults.
+pub fn client_config(config: &Resolved, auth: Auth) -> Result<ClientConfig, ConfigError> {
+    let mut client = ClientConfig::new(config.spec.name, config.base_url()?, auth);
+    let common = &config.common;
+    if let Some(seconds) = common.timeout_seconds.filter(|s| *s > 0.0) {
+        client.timeout = Duration::from_secs_f64(seconds);
+    }
+    if let Some(retries) = common.max_retries {
+        client.max_retries = retries;
+    }
+    if let Some(max) = common.max_concurrency.filter(|m| *m > 0) {
+        client.max_concurrency = max;
+    }
+    // 0 means "no client-side limit".
+    client.requests_per_second = common.requests_per_second.filter(|r| *r > 0.0);
+    Ok(client)
+}
+
+/// A listing whose pages come one after another, each from the cursor the previous one gave.
+///
+/// `fetch(cursor, from_state)` reads one page; `from_state` is true for the first request of a
+/// listing resumed from a stored cursor, so the vendor can turn a refusal into
+/// [`SourceError::CursorRejected`]. The stream ends after the page whose `next` is `None`, or
+/// after the first error.
+pub fn sequential<F, Fut>(request: &ListRequest, fetch: F) -> PageStream
+where
+    F: Fn(Option<Value>, bool) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Page, SourceError>> + Send + 'static,
+{
+    let from_state = request.start.is_some();
+    let first = (Some(request.start.clone()), from_state);
+    let fetch = Arc::new(fetch);
+    Box::pin(futures::stream::unfold(
+        first,
+        move |(cursor, from_state)| {
+            let fetch = fetch.clone();
+            async move {
+                let cursor = cursor?;
+                match fetch(cursor, from_state).await {
+                    Ok(page) => {
+                        let next = page.next.clone().map(Some);
+                        Some((Ok(page), (next, false)))
+                    }
+                    Err(err) => Some((Err(err), (None, false))),
+                }
+            }
+        },
+    ))
 }
 
 /// A cursor for error messages: strings bare, anything else as JSON.
@@ -194,5 +253,25 @@ pub fn cursor_text(cursor: &Value) -> String {
     match cursor {
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vendors::REGISTRY;
+
+    #[test]
+    fn every_vendor_that_reads_has_a_source_and_only_those() {
+        for spec in REGISTRY {
+            assert_eq!(spec.source.is_some(), spec.listable(), "{}", spec.name);
+            for stream in spec.reads {
+                assert!(
+                    crate::model::TAP_STREAMS.iter().any(|d| d.name == *stream),
+                    "{}: {stream} is not a tap stream of the model",
+                    spec.name
+                );
+            }
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! (`rel="next-page"`, `?token=`). Basic `email:user_token`.
 
 pub mod config;
+pub mod model;
+pub mod streams;
 pub mod writer;
 
 use super::VendorSpec;
@@ -16,7 +18,7 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: Some("https://api.getguru.com/api/v1"),
     base_url_eu: None,
     settings: config::SETTINGS,
-    source: None,
+    source: Some(streams::source),
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,

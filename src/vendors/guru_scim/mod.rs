@@ -3,6 +3,7 @@
 //! (OneLogin). Everything else is the shared SCIM client in `crate::scim`.
 
 pub mod config;
+pub mod streams;
 
 use super::VendorSpec;
 
@@ -14,7 +15,7 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: Some("https://api.getguru.com/api/scim/v2"),
     base_url_eu: None,
     settings: config::SETTINGS,
-    source: None,
+    source: Some(streams::source),
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,

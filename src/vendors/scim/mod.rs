@@ -2,6 +2,7 @@
 //! auth. The SCIM client itself is shared with Guru SCIM in `crate::scim`.
 
 pub mod config;
+pub mod streams;
 
 use super::VendorSpec;
 
@@ -13,7 +14,7 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: None,
     base_url_eu: None,
     settings: config::SETTINGS,
-    source: None,
+    source: Some(streams::source),
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,

@@ -4,6 +4,8 @@
 //! `expand=memberships`). Bearer key plus `Userflow-Version: 2020-01-03`. US and EU hosts.
 
 pub mod config;
+pub mod model;
+pub mod streams;
 pub mod writer;
 
 use super::VendorSpec;
@@ -19,7 +21,7 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: Some("https://api.userflow.com"),
     base_url_eu: Some("https://api.eu.userflow.com"),
     settings: config::SETTINGS,
-    source: None,
+    source: Some(streams::source),
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships", "events"],
     bulk: false,

@@ -1,0 +1,210 @@
+//! What the tap reads from a SCIM 2.0 service provider (also Guru SCIM's reader).
+//!
+//! - `GET /Users?startIndex=…&count=100` feeds `users`.
+//! - `GET /Groups?startIndex=…&count=100` feeds `groups` and, from `Group.members`,
+//!   `memberships`. Without `memberships` selected it adds `excludedAttributes=members`, as
+//!   Entra does, to keep the pages small.
+//!
+//! `count` is lowered to the ServiceProviderConfig's `maxPageSize`, which is read once per run
+//! when the first listing starts. Paging, leniency and deduplication are
+//! [`crate::scim::list`]'s; turning resources into records is [`crate::scim::types`]'. The
+//! bookmark is the next `startIndex`.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::config::{Config, Credentials};
+use crate::http::{Auth, HttpClient, StatusCode};
+use crate::model::{GROUPS, MEMBERSHIPS, USERS};
+use crate::scim::list::{self, Dedupe, ListError, ListQuery, PAGE_SIZE};
+use crate::scim::{ACCEPT, ServiceProviderConfig, types};
+use crate::vendors::Resolved;
+use crate::vendors::source::{
+    Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, client_config,
+    cursor_text, sequential,
+};
+
+/// Builds the generic SCIM source (the registry's `source`).
+pub fn source(config: &Resolved) -> Result<Box<dyn Source>, SourceError> {
+    let typed: Config = config.typed()?;
+    let auth = match typed.credentials()? {
+        Credentials::Bearer(token) => Auth::Bearer(token),
+        Credentials::Basic { username, password } => Auth::Basic { username, password },
+    };
+    let client = HttpClient::new(client_config(config, auth)?)?;
+    Ok(Box::new(ScimSource::new(client)))
+}
+
+/// The tap's source for a SCIM service provider.
+#[derive(Debug, Clone)]
+pub struct ScimSource {
+    client: HttpClient,
+    spc: Arc<OnceCell<ServiceProviderConfig>>,
+}
+
+impl ScimSource {
+    /// A source reading through `client`, whose base URL is the SCIM base (`…/scim/v2`).
+    pub fn new(client: HttpClient) -> Self {
+        Self {
+            client,
+            spc: Arc::new(OnceCell::new()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for ScimSource {
+    async fn check(&self) -> Result<(), SourceError> {
+        // Not /ServiceProviderConfig: RFC 7644 lets servers serve it without authentication.
+        self.client
+            .get("/Users")
+            .header("accept", ACCEPT)
+            .query("startIndex", "1")
+            .query("count", "1")
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    fn listings(&self) -> Vec<Arc<dyn Listing>> {
+        [Kind::Users, Kind::Groups]
+            .into_iter()
+            .map(|kind| {
+                Arc::new(ScimList {
+                    source: self.clone(),
+                    kind,
+                }) as Arc<dyn Listing>
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Users,
+    Groups,
+}
+
+/// One SCIM resource listing.
+#[derive(Debug)]
+struct ScimList {
+    source: ScimSource,
+    kind: Kind,
+}
+
+impl Listing for ScimList {
+    fn streams(&self) -> &'static [&'static str] {
+        match self.kind {
+            Kind::Users => &[USERS],
+            Kind::Groups => &[GROUPS, MEMBERSHIPS],
+        }
+    }
+
+    fn pages(self: Arc<Self>, request: ListRequest) -> PageStream {
+        let memberships = self.kind == Kind::Groups && request.wants(MEMBERSHIPS);
+        let seen = Arc::new(Mutex::new(Dedupe::default()));
+        sequential(&request, move |cursor, from_state| {
+            let list = self.clone();
+            let seen = seen.clone();
+            async move { list.page(cursor, from_state, memberships, &seen).await }
+        })
+    }
+}
+
+impl ScimList {
+    fn main(&self) -> &'static str {
+        self.streams()[0]
+    }
+
+    async fn page(
+        &self,
+        cursor: Option<Value>,
+        from_state: bool,
+        memberships: bool,
+        seen: &Mutex<Dedupe>,
+    ) -> Result<Page, SourceError> {
+        let start = match &cursor {
+            None => 1,
+            Some(value) => list::start_index(value).ok_or_else(|| SourceError::BadCursor {
+                stream: self.main(),
+                cursor: cursor_text(value),
+            })?,
+        };
+        let client = &self.source.client;
+        let spc = self
+            .source
+            .spc
+            .get_or_init(|| ServiceProviderConfig::read(client))
+            .await;
+        let query = ListQuery {
+            path: match self.kind {
+                Kind::Users => "/Users",
+                Kind::Groups => "/Groups",
+            },
+            start,
+            count: spc.page_size(PAGE_SIZE),
+            filter: None,
+            excluded: (self.kind == Kind::Groups && !memberships).then_some("members"),
+        };
+        let listed = match list::list_page(client, &query).await {
+            Ok(listed) => listed,
+            // A server that refuses a stored startIndex instead of answering an empty page.
+            Err(ListError::Http(err))
+                if from_state && err.status() == Some(StatusCode::BAD_REQUEST) =>
+            {
+                return Err(SourceError::CursorRejected {
+                    stream: self.main(),
+                    cursor: start.to_string(),
+                    detail: err.body_excerpt().unwrap_or_default().to_string(),
+                });
+            }
+            Err(ListError::Http(err)) => return Err(err.into()),
+            Err(ListError::Decode { url, detail }) => {
+                return Err(SourceError::Decode {
+                    stream: self.main(),
+                    url,
+                    detail,
+                });
+            }
+        };
+        let mut page = Page::last(Utc::now());
+        page.next = listed.next.map(Value::from);
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        for resource in listed.resources {
+            if let Some(id) = resource.as_object().and_then(types::id_of) {
+                if !seen.first(&id) {
+                    page.duplicates += 1;
+                    continue;
+                }
+            }
+            match self.kind {
+                Kind::Users => match types::user_record(resource) {
+                    Ok(user) => page.records.push(Emit::new(USERS, user)),
+                    Err(problem) => page.skipped.push(Skipped::new(USERS, problem)),
+                },
+                Kind::Groups => {
+                    let parts = types::group_records(resource, memberships);
+                    if let Some(group) = parts.group {
+                        page.records.push(Emit::new(GROUPS, group));
+                    }
+                    page.records.extend(
+                        parts
+                            .memberships
+                            .into_iter()
+                            .map(|m| Emit::new(MEMBERSHIPS, m)),
+                    );
+                    page.skipped.extend(
+                        parts
+                            .problems
+                            .into_iter()
+                            .map(|(stream, reason)| Skipped::new(stream, reason)),
+                    );
+                }
+            }
+        }
+        Ok(page)
+    }
+}

@@ -1,0 +1,194 @@
+//! What the tap reads from Userflow: two cursor-paged listings.
+//!
+//! - `GET /users?limit=100&order_by=created_at&sort=asc&expand=memberships` feeds `users` and,
+//!   from each user's expanded memberships, `memberships`: no extra call per user. Without
+//!   `memberships` selected the expand is left off.
+//! - `GET /groups?limit=100&order_by=created_at&sort=asc` feeds `groups`.
+//!
+//! Both page with `starting_after=<last id>` until `has_more` is false; the bookmark is the last
+//! id. Ordering by `created_at` is deliberate: Userflow answers 500 when the `order_by` field of
+//! the `starting_after` record is null, and `created_at` never is. A stored id whose record was
+//! deleted since gets `400 invalid_params`; the engine then warns and reads the stream again.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::Value;
+
+use super::model;
+use crate::http::paginate::cursor;
+use crate::http::{Auth, HeaderName, HeaderValue, HttpClient, HttpError, StatusCode};
+use crate::model::{GROUPS, MEMBERSHIPS, USERS};
+use crate::vendors::Resolved;
+use crate::vendors::source::{
+    Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, client_config,
+    cursor_text, sequential,
+};
+
+/// Records per page: Userflow's maximum (its default is 20).
+pub const PAGE_SIZE: &str = "100";
+
+/// The order that keeps `starting_after` valid (see the module doc).
+const ORDER_BY: &str = "created_at";
+
+/// Builds the Userflow source (the registry's `source`).
+pub fn source(config: &Resolved) -> Result<Box<dyn Source>, SourceError> {
+    let typed: super::config::Config = config.typed()?;
+    let client = client_config(config, Auth::Bearer(typed.api_key))?.header(
+        HeaderName::from_static("userflow-version"),
+        HeaderValue::from_static(super::API_VERSION),
+    );
+    Ok(Box::new(Userflow {
+        client: HttpClient::new(client)?,
+    }))
+}
+
+/// The Userflow source.
+#[derive(Debug, Clone)]
+pub struct Userflow {
+    client: HttpClient,
+}
+
+#[async_trait::async_trait]
+impl Source for Userflow {
+    async fn check(&self) -> Result<(), SourceError> {
+        self.client.get("/users").query("limit", "1").send().await?;
+        Ok(())
+    }
+
+    fn listings(&self) -> Vec<Arc<dyn Listing>> {
+        vec![
+            Arc::new(List {
+                client: self.client.clone(),
+                kind: Kind::Users,
+            }),
+            Arc::new(List {
+                client: self.client.clone(),
+                kind: Kind::Groups,
+            }),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Users,
+    Groups,
+}
+
+/// One Userflow list endpoint.
+#[derive(Debug)]
+struct List {
+    client: HttpClient,
+    kind: Kind,
+}
+
+impl Listing for List {
+    fn streams(&self) -> &'static [&'static str] {
+        match self.kind {
+            Kind::Users => &[USERS, MEMBERSHIPS],
+            Kind::Groups => &[GROUPS],
+        }
+    }
+
+    fn pages(self: Arc<Self>, request: ListRequest) -> PageStream {
+        let memberships = self.kind == Kind::Users && request.wants(MEMBERSHIPS);
+        sequential(&request, move |cursor, from_state| {
+            let list = self.clone();
+            async move { list.page(cursor, from_state, memberships).await }
+        })
+    }
+}
+
+impl List {
+    fn main(&self) -> &'static str {
+        self.streams()[0]
+    }
+
+    async fn page(
+        &self,
+        cursor: Option<Value>,
+        from_state: bool,
+        memberships: bool,
+    ) -> Result<Page, SourceError> {
+        let path = match self.kind {
+            Kind::Users => "/users",
+            Kind::Groups => "/groups",
+        };
+        let mut request = self
+            .client
+            .get(path)
+            .query("limit", PAGE_SIZE)
+            .query("order_by", ORDER_BY)
+            .query("sort", "asc");
+        if memberships {
+            request = request.query("expand", "memberships");
+        }
+        let after = match &cursor {
+            Some(Value::String(id)) => Some(id.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(other) => {
+                return Err(SourceError::BadCursor {
+                    stream: self.main(),
+                    cursor: other.to_string(),
+                });
+            }
+            None => None,
+        };
+        if let Some(after) = &after {
+            // Last, so that `next_page_url` parsers that split on the first `&` still work.
+            request = request.query("starting_after", after);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(err) if from_state && cursor_refused(&err) => {
+                return Err(SourceError::CursorRejected {
+                    stream: self.main(),
+                    cursor: cursor.as_ref().map(cursor_text).unwrap_or_default(),
+                    detail: err.body_excerpt().unwrap_or_default().to_string(),
+                });
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let extracted_at = Utc::now();
+        let list = cursor::parse(&response.body).map_err(|err| SourceError::Decode {
+            stream: self.main(),
+            url: response.url.to_string(),
+            detail: err.to_string(),
+        })?;
+        let mut page = Page::last(extracted_at);
+        page.next = list
+            .next_cursor
+            .filter(|_| list.has_more)
+            .map(Value::String);
+        page.records.reserve(list.records.len());
+        for value in list.records {
+            match self.kind {
+                Kind::Users => {
+                    let parts = model::user(value, memberships);
+                    if let Some(user) = parts.user {
+                        page.records.push(Emit::new(USERS, user));
+                    }
+                    for membership in parts.memberships {
+                        page.records.push(Emit::new(MEMBERSHIPS, membership));
+                    }
+                    page.skipped.extend(parts.problems);
+                }
+                Kind::Groups => match model::group(value) {
+                    Ok(group) => page.records.push(Emit::new(GROUPS, group)),
+                    Err(problem) => page.skipped.push(Skipped::new(GROUPS, problem)),
+                },
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// Userflow's answer to a `starting_after` id that no longer exists:
+/// `400 {"error": {"code": "invalid_params", "message": "starting_after: … not found"}}`.
+fn cursor_refused(err: &HttpError) -> bool {
+    err.status() == Some(StatusCode::BAD_REQUEST)
+        && err
+            .body_excerpt()
+            .is_some_and(|body| body.contains("invalid_params") || body.contains("starting_after"))
+}
