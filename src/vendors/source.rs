@@ -258,7 +258,6 @@ pub fn cursor_text(cursor: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::vendors::REGISTRY;
 
     #[test]

@@ -1,0 +1,264 @@
+//! `tap-roster` against the sandbox's Userflow: streams, selection, state, resume, faults.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod tap_common;
+
+use roster::sandbox::{FailRule, Sandbox, Vendor};
+use serde_json::{Value, json};
+use tap_common::{Holdings, catalog, check_no_duplicates, check_protocol, sync, tap};
+
+const V: Vendor = Vendor::Userflow;
+
+fn sandbox(users: usize) -> Sandbox {
+    Sandbox::builder()
+        .seed(7)
+        .users(users)
+        .groups(12)
+        .start_background()
+        .unwrap()
+}
+
+fn list_requests(sb: &Sandbox, path: &str) -> Vec<String> {
+    sb.requests()
+        .into_iter()
+        .filter(|r| r.path == format!("/userflow{path}"))
+        .map(|r| r.query.unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn a_sync_emits_every_user_group_and_membership_once_typed_by_the_schema() {
+    let sb = sandbox(250);
+    let run = sync(&sb.config(V), None, None).ok();
+    check_protocol(&run.messages);
+    check_no_duplicates(&run.messages);
+    let held = Holdings::of(&sb, V);
+    assert!(held.memberships.len() >= 250, "{:?}", held.sizes());
+    assert_eq!(Holdings::from_messages(&run.messages), held);
+    // Memberships come from expand=memberships: three pages of users, one of groups, no call
+    // per user.
+    let users = list_requests(&sb, "/users");
+    assert_eq!(users.len(), 3, "{users:?}");
+    assert!(
+        users
+            .iter()
+            .all(|q| q.contains("limit=100") && q.contains("expand=memberships"))
+    );
+    assert!(users[1].ends_with(&format!(
+        "starting_after={}",
+        run.records("users")[99]["id"].as_str().unwrap()
+    )));
+    assert_eq!(list_requests(&sb, "/groups").len(), 1);
+    assert_eq!(sb.requests().len(), 4, "no other request");
+    assert!(run.stderr.contains("users 250"), "{}", run.stderr);
+}
+
+#[test]
+fn records_carry_the_standard_fields_and_every_other_value_in_attributes() {
+    let sb = sandbox(20);
+    let run = sync(&sb.config(V), None, None).ok();
+    let dump = sb.dump(V);
+    let wire = &dump["users"][3];
+    let id = wire["id"].as_str().unwrap();
+    let record = run
+        .records("users")
+        .into_iter()
+        .find(|r| r["id"] == id)
+        .unwrap();
+    let a = &wire["attributes"];
+    assert_eq!(record["email"], a["email"]);
+    assert_eq!(record["name"], a["name"]);
+    assert_eq!(record["created_at"], wire["created_at"]);
+    for key in ["plan", "role", "locale", "seats", "signed_up_at"] {
+        assert_eq!(record["attributes"][key], a[key], "{key}");
+    }
+    assert_eq!(record["attributes"]["updated_at"], wire["updated_at"]);
+    assert!(
+        record["attributes"].get("email").is_none(),
+        "standard fields are not repeated"
+    );
+    let m = &wire["memberships"][0];
+    let membership = run
+        .records("memberships")
+        .into_iter()
+        .find(|r| r["user_id"] == id && r["group_id"] == m["group_id"])
+        .unwrap();
+    assert_eq!(
+        membership["attributes"],
+        json!({"primary": m["attributes"]["primary"], "created_at": m["created_at"]})
+    );
+    let group = run.records("groups").into_iter().next().unwrap();
+    assert_eq!(group["name"], dump["groups"][0]["attributes"]["name"]);
+    assert_eq!(
+        group["attributes"]["industry"],
+        dump["groups"][0]["attributes"]["industry"]
+    );
+}
+
+#[test]
+fn a_state_follows_each_page_with_the_last_id_and_currently_syncing() {
+    let sb = sandbox(250);
+    let run = sync(&sb.config(V), None, None).ok();
+    let states = run.states();
+    assert_eq!(states.len(), 4, "one STATE per page");
+    let users = run.records("users");
+    assert_eq!(states[0]["currently_syncing"], "users");
+    assert_eq!(
+        states[0]["bookmarks"]["users"]["next_page"],
+        users[99]["id"]
+    );
+    assert_eq!(
+        states[0]["bookmarks"]["memberships"]["next_page"],
+        users[99]["id"]
+    );
+    assert_eq!(
+        states[1]["bookmarks"]["users"]["next_page"],
+        users[199]["id"]
+    );
+    assert_eq!(states[2]["currently_syncing"], Value::Null);
+    assert!(states[2]["bookmarks"]["users"]["completed_at"].is_string());
+    assert!(states[2]["bookmarks"]["users"].get("next_page").is_none());
+    assert!(states[3]["bookmarks"]["groups"]["completed_at"].is_string());
+    // Each STATE comes right after its page's records.
+    let kinds: Vec<&str> = run
+        .messages
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.last(), Some(&"STATE"));
+}
+
+#[test]
+fn an_unfinished_stream_resumes_and_a_finished_one_starts_over() {
+    let sb = sandbox(250);
+    let first = sync(&sb.config(V), None, None).ok();
+    let users = first.records("users");
+    let cursor = users[99]["id"].clone();
+    let state = json!({
+        "bookmarks": {
+            "users": {"next_page": cursor},
+            "memberships": {"next_page": cursor},
+            "groups": {"completed_at": "2026-01-01T00:00:00Z"}
+        },
+        "currently_syncing": "users"
+    });
+    sb.clear_requests();
+    let run = sync(&sb.config(V), Some(&state), None).ok();
+    let resumed = run.records("users");
+    assert_eq!(resumed.len(), 150);
+    assert_eq!(resumed[0]["id"], users[100]["id"]);
+    let first_request = &list_requests(&sb, "/users")[0];
+    assert!(first_request.ends_with(&format!("starting_after={}", cursor.as_str().unwrap())));
+    assert_eq!(
+        run.records("groups").len(),
+        12,
+        "a finished stream starts a fresh pass"
+    );
+    check_no_duplicates(&run.messages);
+}
+
+#[test]
+fn a_deleted_bookmark_is_warned_about_once_and_the_stream_read_again() {
+    let sb = sandbox(150);
+    let state = json!({"bookmarks": {"users": {"next_page": "usr_gone"}, "memberships": {"next_page": "usr_gone"}}, "currently_syncing": "users"});
+    let run = sync(&sb.config(V), Some(&state), None).ok();
+    assert_eq!(run.records("users").len(), 150);
+    assert_eq!(
+        run.stderr.matches("rejected the stored cursor").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    check_no_duplicates(&run.messages);
+    assert_eq!(Holdings::from_messages(&run.messages), Holdings::of(&sb, V));
+}
+
+#[test]
+fn selection_is_honoured_and_unselected_streams_make_no_calls() {
+    let sb = sandbox(120);
+    let config = sb.config(V);
+
+    // groups only: not one call to /users.
+    sb.clear_requests();
+    let run = sync(&config, None, Some(&catalog(&config, &["groups"], &[]))).ok();
+    assert!(run.records("users").is_empty() && run.records("memberships").is_empty());
+    assert_eq!(run.records("groups").len(), 12);
+    assert!(list_requests(&sb, "/users").is_empty());
+    assert!(
+        !run.messages
+            .iter()
+            .any(|m| m["type"] == "SCHEMA" && m["stream"] == "users")
+    );
+
+    // users without memberships: no expand; a deselected property is gone, the key stays
+    // although Meltano marked it deselected.
+    sb.clear_requests();
+    let selected = catalog(&config, &["users"], &[("users", "email"), ("users", "id")]);
+    let run = sync(&config, None, Some(&selected)).ok();
+    let users = run.records("users");
+    assert_eq!(users.len(), 120);
+    assert!(
+        users
+            .iter()
+            .all(|u| u.get("email").is_none() && u["id"].is_string())
+    );
+    assert!(
+        list_requests(&sb, "/users")
+            .iter()
+            .all(|q| !q.contains("expand"))
+    );
+    assert!(list_requests(&sb, "/groups").is_empty());
+    let schema = run.messages.iter().find(|m| m["type"] == "SCHEMA").unwrap();
+    assert!(schema["schema"]["properties"].get("email").is_none());
+    assert_eq!(schema["key_properties"], json!(["id"]));
+    check_protocol(&run.messages);
+
+    // memberships only: the users listing runs with expand, no users are emitted.
+    let run = sync(
+        &config,
+        None,
+        Some(&catalog(&config, &["memberships"], &[])),
+    )
+    .ok();
+    assert!(run.records("users").is_empty());
+    assert_eq!(
+        Holdings::from_messages(&run.messages).memberships,
+        Holdings::of(&sb, V).memberships
+    );
+}
+
+#[test]
+fn retries_and_rate_limits_do_not_lose_or_repeat_records() {
+    let sb = sandbox(250);
+    sb.faults()
+        .fail_next(FailRule::new("/userflow/users", 2).status(503));
+    sb.faults().fail_next(
+        FailRule::new("/userflow/groups", 1)
+            .status(429)
+            .retry_after(1),
+    );
+    sb.faults()
+        .fail_next(FailRule::drop_connection("/userflow/users", 1));
+    let run = sync(&sb.config(V), None, None).ok();
+    check_no_duplicates(&run.messages);
+    assert_eq!(Holdings::from_messages(&run.messages), Holdings::of(&sb, V));
+}
+
+#[test]
+fn test_mode_makes_one_authenticated_call() {
+    let sb = sandbox(10);
+    sb.clear_requests();
+    let run = tap(&sb.config(V), &["--test"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.messages.is_empty());
+    assert_eq!(sb.requests().len(), 1);
+    let mut bad = sb.config(V);
+    bad["api_key"] = json!("wrong-key");
+    let run = tap(&bad, &["--test"]);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("401"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("wrong-key"),
+        "the key is never printed"
+    );
+}
