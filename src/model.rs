@@ -281,35 +281,50 @@ fn field_schema(f: &Field) -> Value {
 #[derive(Debug)]
 pub struct RecordBuilder {
     def: &'static StreamDef,
-    record: Object,
+    /// One slot per field of `def`, in schema order (no map until `build`).
+    slots: [Option<Value>; MAX_FIELDS],
     attributes: Object,
 }
+
+/// The most fields a stream has (`users`: 11).
+const MAX_FIELDS: usize = 12;
 
 impl RecordBuilder {
     /// A new, empty record of `def`.
     pub fn new(def: &'static StreamDef) -> Self {
         Self {
             def,
-            record: Object::new(),
+            slots: Default::default(),
             attributes: Object::new(),
         }
     }
 
+    fn slot(&self, name: &str) -> Option<(usize, FieldType)> {
+        self.def
+            .fields
+            .iter()
+            .take(MAX_FIELDS)
+            .position(|f| f.name == name)
+            .map(|at| (at, self.def.fields[at].ty))
+    }
+
     /// Sets a key field (`id`, `group_id`, `user_id`).
     pub fn key(&mut self, name: &'static str, value: impl Into<String>) -> &mut Self {
-        self.record
-            .insert(name.to_string(), Value::String(value.into()));
+        if let Some((at, _)) = self.slot(name) {
+            self.slots[at] = Some(Value::String(value.into()));
+        }
         self
     }
 
     /// Sets a standard field from the vendor's `vendor_key`, typed as the schema says. When the
     /// value cannot be typed it goes into `attributes` as `vendor_key` instead.
     pub fn field(&mut self, name: &'static str, vendor_key: &str, value: Value) -> &mut Self {
-        let ty = self.def.field(name).map_or(FieldType::String, |f| f.ty);
+        let Some((at, ty)) = self.slot(name) else {
+            flatten_into(&mut self.attributes, vendor_key, value);
+            return self;
+        };
         match typed(ty, value) {
-            Ok(value) => {
-                self.record.insert(name.to_string(), value);
-            }
+            Ok(value) => self.slots[at] = Some(value),
             Err(raw) => flatten_into(&mut self.attributes, vendor_key, raw),
         }
         self
@@ -336,8 +351,13 @@ impl RecordBuilder {
 
     /// Adds every entry of a vendor object to `attributes`.
     pub fn attributes(&mut self, values: Object) -> &mut Self {
+        if self.attributes.is_empty() && values.values().all(is_scalar) {
+            // Already flat (the usual case): take the object as it is.
+            self.attributes = values;
+            return self;
+        }
         for (key, value) in values {
-            flatten_into(&mut self.attributes, &key, value);
+            flatten_owned(&mut self.attributes, key, value);
         }
         self
     }
@@ -346,22 +366,27 @@ impl RecordBuilder {
     pub fn build(self) -> Object {
         let RecordBuilder {
             def,
-            mut record,
+            slots,
             attributes,
         } = self;
+        let mut attributes = Some(attributes);
         let mut out = Object::new();
-        for f in def.fields {
+        for (f, slot) in def.fields.iter().zip(slots) {
             if f.ty == FieldType::Attributes {
-                out.insert(f.name.to_string(), Value::Object(Object::new()));
-            } else if let Some(value) = record.remove(f.name) {
+                out.insert(
+                    f.name.to_string(),
+                    Value::Object(attributes.take().unwrap_or_default()),
+                );
+            } else if let Some(value) = slot {
                 out.insert(f.name.to_string(), value);
             }
         }
-        if let Some(Value::Object(slot)) = out.get_mut(ATTRIBUTES) {
-            *slot = attributes;
-        }
         out
     }
+}
+
+fn is_scalar(value: &Value) -> bool {
+    !matches!(value, Value::Object(_) | Value::Array(_))
 }
 
 /// Types a value for a field, or gives it back when it cannot be typed.
@@ -464,6 +489,15 @@ pub fn date_time(value: &Value) -> Option<String> {
 
 fn rfc3339(dt: DateTime<Utc>) -> String {
     dt.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// As [`flatten_into`], taking the key by value (no copy for a scalar).
+pub fn flatten_owned(attributes: &mut Object, key: String, value: Value) {
+    if is_scalar(&value) {
+        attributes.insert(key, value);
+    } else {
+        flatten_into(attributes, &key, value);
+    }
 }
 
 /// Puts a vendor value into an attributes object as scalars: objects are flattened with `.`

@@ -136,3 +136,23 @@ fn vendors_without_a_list_api_exit_2_naming_the_readable_ones() {
         }
     }
 }
+
+#[test]
+fn unusable_state_or_catalog_files_exit_2_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{not json").unwrap();
+    let shape = dir.path().join("shape.json");
+    std::fs::write(&shape, r#"{"bookmarks": []}"#).unwrap();
+    let config = json!({"vendor": "userflow", "api_key": "k", "base_url": "http://127.0.0.1:9"});
+    for (flag, file) in [("--state", &bad), ("--catalog", &bad), ("--state", &shape)] {
+        let out = tap(config.clone(), &[flag, file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {}", file.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(flag) && stderr.contains(file.to_str().unwrap()),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}

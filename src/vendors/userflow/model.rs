@@ -15,6 +15,8 @@
 //! (the type tag), and a user's `memberships` and `groups`, which become `memberships` records.
 //! A membership's expanded `group` object is the group itself, which the `groups` stream carries.
 
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::model::{
@@ -45,15 +47,21 @@ pub struct UserParts {
     pub problems: Vec<Skipped>,
 }
 
-/// Turns one user object into a `users` record and, with `memberships`, its membership records.
-pub fn user(value: Value, memberships: bool) -> UserParts {
+/// Turns one user into a `users` record and, with `memberships`, its membership records.
+pub fn user(wire: WireUser, memberships: bool) -> UserParts {
     let mut parts = UserParts::default();
-    let Value::Object(mut object) = value else {
-        parts.problems.push(Skipped::new(
-            USERS,
-            format!("user that is not a JSON object: {value}"),
-        ));
-        return parts;
+    let (mut object, expanded) = match wire {
+        WireUser::User {
+            fields,
+            memberships,
+        } => (fields, memberships),
+        WireUser::Invalid(value) => {
+            parts.problems.push(Skipped::new(
+                USERS,
+                format!("user that is not a JSON object: {value}"),
+            ));
+            return parts;
+        }
     };
     let Some(id) = id_of(&object) else {
         parts.problems.push(Skipped::new(
@@ -63,9 +71,6 @@ pub fn user(value: Value, memberships: bool) -> UserParts {
         return parts;
     };
     object.shift_remove("id");
-    object.shift_remove("object");
-    object.shift_remove("groups");
-    let expanded = object.shift_remove("memberships");
     let mut record = RecordBuilder::new(&USERS_DEF);
     record.key("id", id.clone());
     let mut problems = Vec::new();
@@ -74,7 +79,7 @@ pub fn user(value: Value, memberships: bool) -> UserParts {
         parts.problems.push(Skipped::new(USERS, problem));
         return parts;
     }
-    let mut rest = Object::new();
+    let mut rest = Object::with_capacity(attributes.len() + object.len());
     for (key, value) in attributes {
         match USER_FIELDS.iter().find(|f| **f == key) {
             Some(field) => {
@@ -92,58 +97,45 @@ pub fn user(value: Value, memberships: bool) -> UserParts {
     record.attributes(rest);
     parts.user = Some(record.build());
     if memberships {
-        if let Some(expanded) = expanded {
-            membership_list(expanded, &id, &mut parts);
+        match expanded {
+            Some(WireMemberships::List { items, truncated }) => {
+                if truncated {
+                    parts.problems.push(Skipped::new(
+                        MEMBERSHIPS,
+                        format!("user {id}: the expanded memberships list says has_more; only the memberships it holds were read"),
+                    ));
+                }
+                for item in items {
+                    match membership(item, &id) {
+                        Ok(record) => parts.memberships.push(record),
+                        Err(problem) => parts.problems.push(Skipped::new(MEMBERSHIPS, problem)),
+                    }
+                }
+            }
+            Some(WireMemberships::Invalid(other)) => parts.problems.push(Skipped::new(
+                MEMBERSHIPS,
+                format!("user {id}: memberships that are not a list: {other}"),
+            )),
+            None => {}
         }
     }
     parts
 }
 
-fn membership_list(expanded: Value, user_id: &str, parts: &mut UserParts) {
-    let items = match expanded {
-        Value::Array(items) => items,
-        Value::Null => Vec::new(),
-        // A list envelope ({"object":"list","data":[…],"has_more":…}).
-        Value::Object(mut envelope) => {
-            if envelope.get("has_more").and_then(Value::as_bool) == Some(true) {
-                parts.problems.push(Skipped::new(
-                    MEMBERSHIPS,
-                    format!("user {user_id}: the expanded memberships list says has_more; only the memberships it holds were read"),
-                ));
-            }
-            match envelope.shift_remove("data") {
-                Some(Value::Array(items)) => items,
-                _ => Vec::new(),
-            }
-        }
-        other => {
-            parts.problems.push(Skipped::new(
-                MEMBERSHIPS,
-                format!("user {user_id}: memberships that are not a list: {other}"),
-            ));
-            return;
-        }
-    };
-    for item in items {
-        match membership(item, user_id) {
-            Ok(record) => parts.memberships.push(record),
-            Err(problem) => parts.problems.push(Skipped::new(MEMBERSHIPS, problem)),
-        }
-    }
-}
-
 /// One expanded membership of user `user_id`.
-fn membership(value: Value, user_id: &str) -> Result<Object, String> {
-    let Value::Object(mut object) = value else {
-        return Err(format!(
-            "user {user_id}: membership that is not a JSON object: {value}"
-        ));
+fn membership(wire: WireMembership, user_id: &str) -> Result<Object, String> {
+    let (mut object, expanded_group) = match wire {
+        WireMembership::Membership { fields, group_id } => (fields, group_id),
+        WireMembership::Invalid(value) => {
+            return Err(format!(
+                "user {user_id}: membership that is not a JSON object: {value}"
+            ));
+        }
     };
-    let group = object.shift_remove("group");
     let group_id = object
-        .remove("group_id")
+        .shift_remove("group_id")
         .and_then(|v| text(&v))
-        .or_else(|| group.as_ref().and_then(|g| g.get("id")).and_then(text));
+        .or_else(|| expanded_group.as_ref().and_then(text));
     let Some(group_id) = group_id else {
         return Err(format!(
             "user {user_id}: membership without a group id: {}",
@@ -151,11 +143,9 @@ fn membership(value: Value, user_id: &str) -> Result<Object, String> {
         ));
     };
     let user_id = object
-        .remove("user_id")
+        .shift_remove("user_id")
         .and_then(|v| text(&v))
         .unwrap_or_else(|| user_id.to_string());
-    object.shift_remove("object");
-    object.shift_remove("user");
     let mut problems = Vec::new();
     let mut record = RecordBuilder::new(&MEMBERSHIPS_DEF);
     record
@@ -239,15 +229,307 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
+/// A `GET /users` page, decoded straight into what the tap uses: a membership's expanded
+/// `group` object is skipped but for its id, and a user's `groups` and every `object` tag are
+/// skipped, without building them.
+#[derive(Debug, Default, Deserialize)]
+pub struct UsersPage {
+    /// The users.
+    #[serde(default)]
+    pub data: Option<Vec<WireUser>>,
+    /// `has_more` (a boolean, or a string some proxies make of it).
+    #[serde(default)]
+    pub has_more: Option<Value>,
+    /// `next_page_url`.
+    #[serde(default)]
+    pub next_page_url: Option<Value>,
+}
+
+impl UsersPage {
+    /// True when another page follows.
+    pub fn has_more(&self) -> bool {
+        match &self.has_more {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("true"),
+            _ => self.next_page_url.as_ref().is_some_and(|u| u.is_string()),
+        }
+    }
+}
+
+/// One user of a page.
+#[derive(Debug)]
+pub enum WireUser {
+    /// A user object: its fields but `memberships`, `groups` and `object`.
+    User {
+        /// The other fields.
+        fields: Object,
+        /// Its expanded memberships.
+        memberships: Option<WireMemberships>,
+    },
+    /// Something that is not a JSON object.
+    Invalid(Value),
+}
+
+/// A user's expanded memberships: a list, or a list envelope.
+#[derive(Debug)]
+pub enum WireMemberships {
+    /// `[…]`, or `{"data": […], "has_more": …}`.
+    List {
+        /// The memberships.
+        items: Vec<WireMembership>,
+        /// True when the envelope said more exist.
+        truncated: bool,
+    },
+    /// Anything else.
+    Invalid(Value),
+}
+
+/// One expanded membership.
+#[derive(Debug)]
+pub enum WireMembership {
+    /// Its fields but `group`, `user` and `object`, and the expanded group's id.
+    Membership {
+        /// The other fields.
+        fields: Object,
+        /// `group.id`.
+        group_id: Option<Value>,
+    },
+    /// Something that is not a JSON object.
+    Invalid(Value),
+}
+
+/// Deserialises any JSON value the tap does not expect into [`Value`], for error reports.
+macro_rules! scalar_visits {
+    ($wrap:expr) => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok($wrap(Value::Bool(v)))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+    };
+}
+
+fn seq_value<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Value, A::Error> {
+    let mut items = Vec::new();
+    while let Some(item) = seq.next_element::<Value>()? {
+        items.push(item);
+    }
+    Ok(Value::Array(items))
+}
+
+impl<'de> Deserialize<'de> for WireUser {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireUser;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a Userflow user")
+            }
+            scalar_visits!(WireUser::Invalid);
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(WireUser::Invalid(Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<WireUser, A::Error> {
+                seq_value(seq).map(WireUser::Invalid)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireUser, A::Error> {
+                let mut fields = Object::new();
+                let mut memberships = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "memberships" => memberships = Some(map.next_value()?),
+                        // Type tag; and groups, which memberships carry.
+                        "object" | "groups" => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        _ => {
+                            let value = map.next_value()?;
+                            fields.insert(key, value);
+                        }
+                    }
+                }
+                Ok(WireUser::User {
+                    fields,
+                    memberships,
+                })
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireMemberships {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireMemberships;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of memberships")
+            }
+            scalar_visits!(WireMemberships::Invalid);
+            fn visit_unit<E: de::Error>(self) -> Result<WireMemberships, E> {
+                Ok(WireMemberships::List {
+                    items: Vec::new(),
+                    truncated: false,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<WireMemberships, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(WireMemberships::List {
+                    items,
+                    truncated: false,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireMemberships, A::Error> {
+                let mut items = Vec::new();
+                let mut truncated = false;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "data" => {
+                            items = map
+                                .next_value::<Option<Vec<WireMembership>>>()?
+                                .unwrap_or_default()
+                        }
+                        "has_more" => truncated = map.next_value::<Value>()? == Value::Bool(true),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(WireMemberships::List { items, truncated })
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// The `id` of an expanded group; the rest of it is skipped.
+struct GroupId(Option<Value>);
+
+impl<'de> Deserialize<'de> for GroupId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GroupId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a Userflow group")
+            }
+            scalar_visits!(|_| GroupId(None));
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(GroupId(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<GroupId, A::Error> {
+                seq_value(seq).map(|_| GroupId(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GroupId, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "id" {
+                        id = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(GroupId(id))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireMembership {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireMembership;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a Userflow membership")
+            }
+            scalar_visits!(WireMembership::Invalid);
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(WireMembership::Invalid(Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<WireMembership, A::Error> {
+                seq_value(seq).map(WireMembership::Invalid)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireMembership, A::Error> {
+                let mut fields = Object::new();
+                let mut group_id = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        // The group itself is the groups stream's; only its id is needed.
+                        "group" => group_id = map.next_value::<GroupId>()?.0,
+                        "object" | "user" => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        _ => {
+                            let value = map.next_value()?;
+                            fields.insert(key, value);
+                        }
+                    }
+                }
+                Ok(WireMembership::Membership { fields, group_id })
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
+    fn wire(value: Value) -> WireUser {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_page_is_decoded_without_the_parts_the_tap_drops() {
+        let page: UsersPage = serde_json::from_str(
+            r#"{"object":"list","data":[{"object":"user","id":"u1","groups":[{"id":"g1"}],"memberships":[{"object":"group_membership","group":{"id":"g1","attributes":{"name":"Acme"}},"user":{"id":"u1"},"attributes":{}}]}, 7],"has_more":true,"next_page_url":"/users?limit=1&starting_after=u1"}"#,
+        )
+        .unwrap();
+        assert!(page.has_more());
+        let data = page.data.unwrap();
+        let WireUser::User {
+            fields,
+            memberships,
+        } = &data[0]
+        else {
+            panic!()
+        };
+        assert_eq!(Value::Object(fields.clone()), json!({"id": "u1"}));
+        let Some(WireMemberships::List { items, .. }) = memberships else {
+            panic!()
+        };
+        let WireMembership::Membership { fields, group_id } = &items[0] else {
+            panic!()
+        };
+        assert!(fields.contains_key("attributes") && !fields.contains_key("group"));
+        assert_eq!(group_id, &Some(json!("g1")));
+        assert!(matches!(data[1], WireUser::Invalid(_)));
+        let last: UsersPage = serde_json::from_str(r#"{"data":null,"has_more":"false"}"#).unwrap();
+        assert!(!last.has_more() && last.data.is_none());
+    }
+
     #[test]
     fn a_user_with_expanded_memberships() {
         let parts = user(
-            json!({
+            wire(json!({
                 "object": "user", "id": "u1", "created_at": "2024-01-02T03:04:05.000Z",
                 "attributes": {"email": "a@x.io", "name": "Ann", "plan": "pro", "signed_up_at": "2024-01-01T00:00:00Z", "seats": 3},
                 "memberships": [
@@ -255,7 +537,7 @@ mod tests {
                     {"object": "group_membership", "group": {"id": "g2"}}
                 ],
                 "updated_at": "2024-03-01T00:00:00Z"
-            }),
+            })),
             true,
         );
         assert!(parts.problems.is_empty(), "{:?}", parts.problems);
@@ -280,8 +562,8 @@ mod tests {
     #[test]
     fn memberships_are_left_out_when_not_wanted_and_envelopes_are_read() {
         let value = json!({"id": 7, "memberships": {"object": "list", "data": [{"group_id": "g"}], "has_more": true}});
-        assert!(user(value.clone(), false).memberships.is_empty());
-        let parts = user(value, true);
+        assert!(user(wire(value.clone()), false).memberships.is_empty());
+        let parts = user(wire(value), true);
         assert_eq!(parts.user.unwrap()["id"], "7");
         assert_eq!(parts.memberships.len(), 1);
         assert!(
@@ -293,11 +575,11 @@ mod tests {
 
     #[test]
     fn broken_objects_are_reported_not_dropped_silently() {
-        let parts = user(json!({"attributes": {"email": "x"}}), true);
+        let parts = user(wire(json!({"attributes": {"email": "x"}})), true);
         assert!(parts.user.is_none());
         assert!(parts.problems[0].reason.starts_with("user without an id"));
         let parts = user(
-            json!({"id": "u", "memberships": [{"attributes": {}}]}),
+            wire(json!({"id": "u", "memberships": [{"attributes": {}}]})),
             true,
         );
         assert!(

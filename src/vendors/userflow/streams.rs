@@ -151,21 +151,38 @@ impl List {
             Err(err) => return Err(err.into()),
         };
         let extracted_at = Utc::now();
-        let list = cursor::parse(&response.body).map_err(|err| SourceError::Decode {
+        let decode_error = |detail: String| SourceError::Decode {
             stream: self.main(),
             url: response.url.to_string(),
-            detail: err.to_string(),
-        })?;
+            detail,
+        };
         let mut page = Page::last(extracted_at);
-        page.next = list
-            .next_cursor
-            .filter(|_| list.has_more)
-            .map(Value::String);
-        page.records.reserve(list.records.len());
-        for value in list.records {
-            match self.kind {
-                Kind::Users => {
-                    let parts = model::user(value, memberships);
+        match self.kind {
+            Kind::Users => {
+                // Decoded straight into what the records need (see `model::UsersPage`).
+                let list: model::UsersPage = serde_json::from_slice(&response.body)
+                    .map_err(|err| decode_error(format!("not a Userflow list: {err}")))?;
+                let more = list.has_more();
+                let users = list.data.unwrap_or_default();
+                if more {
+                    let last = users.last().and_then(|u| match u {
+                        model::WireUser::User { fields, .. } => model::id_of(fields),
+                        model::WireUser::Invalid(_) => None,
+                    });
+                    let from_url = || {
+                        list.next_page_url
+                            .as_ref()
+                            .and_then(Value::as_str)
+                            .and_then(cursor::starting_after)
+                    };
+                    let next = last.or_else(from_url).ok_or_else(|| {
+                        decode_error("the page says has_more but gives no cursor".into())
+                    })?;
+                    page.next = Some(Value::String(next));
+                }
+                page.records.reserve(users.len() * 2);
+                for wire in users {
+                    let parts = model::user(wire, memberships);
                     if let Some(user) = parts.user {
                         page.records.push(Emit::new(USERS, user));
                     }
@@ -174,10 +191,20 @@ impl List {
                     }
                     page.skipped.extend(parts.problems);
                 }
-                Kind::Groups => match model::group(value) {
-                    Ok(group) => page.records.push(Emit::new(GROUPS, group)),
-                    Err(problem) => page.skipped.push(Skipped::new(GROUPS, problem)),
-                },
+            }
+            Kind::Groups => {
+                let list =
+                    cursor::parse(&response.body).map_err(|err| decode_error(err.to_string()))?;
+                page.next = list
+                    .next_cursor
+                    .filter(|_| list.has_more)
+                    .map(Value::String);
+                for value in list.records {
+                    match model::group(value) {
+                        Ok(group) => page.records.push(Emit::new(GROUPS, group)),
+                        Err(problem) => page.skipped.push(Skipped::new(GROUPS, problem)),
+                    }
+                }
             }
         }
         Ok(page)
