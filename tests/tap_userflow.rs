@@ -262,3 +262,37 @@ fn test_mode_makes_one_authenticated_call() {
         "the key is never printed"
     );
 }
+
+#[test]
+fn the_sample_tap_configs_sync_against_the_sandbox() {
+    let sb = sandbox(30);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("tap-") || !name.ends_with(".json") {
+            continue;
+        }
+        let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let base = config["base_url"]
+            .as_str()
+            .unwrap()
+            .replace("http://127.0.0.1:8787", &sb.origin());
+        config["base_url"] = json!(base);
+        let run = sync(&config, None, None).ok();
+        assert_eq!(run.records("users").len(), 30, "{name}");
+        assert!(!run.records("memberships").is_empty(), "{name}");
+        seen.push(name);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "tap-guru.json",
+            "tap-guru_scim.json",
+            "tap-scim.json",
+            "tap-userflow.json"
+        ]
+    );
+}
