@@ -421,6 +421,15 @@ pub fn typed(ty: FieldType, value: Value) -> Result<Value, Value> {
     }
 }
 
+/// A key value as text: a non-blank string, or a number (vendors send numeric ids too).
+pub fn key_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// A boolean from JSON `true`/`false`, the strings `"True"`/`"false"` (any case, as Entra and
 /// Guru's SCIM mapping send them) and `0`/`1`.
 pub fn lenient_bool(value: &Value) -> Option<bool> {

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::model::{
     GROUPS, GROUPS_DEF, MEMBERSHIPS, MEMBERSHIPS_DEF, Object, RecordBuilder, USERS_DEF,
-    flatten_into, lenient_bool,
+    flatten_into, key_text, lenient_bool,
 };
 
 /// The key of `name` in `object`, ignoring ASCII case.
@@ -47,15 +47,7 @@ pub fn take(object: &mut Object, name: &str) -> Option<Value> {
 
 /// A resource's `id` (a string, or a number read as one).
 pub fn id_of(object: &Object) -> Option<String> {
-    text(get(object, "id")?)
-}
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    key_text(get(object, "id")?)
 }
 
 /// The email of a User: the primary `emails` value, else the first, else a `userName` with `@`.
@@ -64,7 +56,7 @@ fn email_of(object: &Object) -> Option<Value> {
         let value_of = |e: &Value| {
             e.as_object()
                 .and_then(|e| get(e, "value"))
-                .and_then(text)
+                .and_then(key_text)
                 .map(Value::String)
         };
         let primary = emails.iter().find(|e| {
@@ -211,7 +203,7 @@ fn member_record(group_id: &str, member: Value) -> Result<Object, String> {
             "group {group_id}: member that is not a JSON object: {member}"
         ));
     };
-    let Some(user_id) = take(&mut member, "value").as_ref().and_then(text) else {
+    let Some(user_id) = take(&mut member, "value").as_ref().and_then(key_text) else {
         return Err(format!(
             "group {group_id}: member without a value: {}",
             Value::Object(member)

@@ -45,6 +45,11 @@ pub trait Listing: Send + Sync + fmt::Debug {
     /// The streams it feeds, the main one first (the one `currently_syncing` names).
     fn streams(&self) -> &'static [&'static str];
 
+    /// The main stream: the one errors and `currently_syncing` name.
+    fn main_stream(&self) -> &'static str {
+        self.streams().first().copied().unwrap_or_default()
+    }
+
     /// Streams its pages from `request.start` (or from the beginning). The first page always
     /// comes, even when empty; the last page has `next: None`.
     ///

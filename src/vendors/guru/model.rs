@@ -23,15 +23,7 @@
 
 use serde_json::Value;
 
-use crate::model::{GROUPS_DEF, MEMBERSHIPS_DEF, Object, RecordBuilder, USERS_DEF};
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
+use crate::model::{GROUPS_DEF, MEMBERSHIPS_DEF, Object, RecordBuilder, USERS_DEF, key_text};
 
 /// The `user` object of a member, and the member's email.
 fn user_of(object: &mut Object) -> (Object, Option<String>) {
@@ -39,10 +31,10 @@ fn user_of(object: &mut Object) -> (Object, Option<String>) {
         Some(Value::Object(user)) => user,
         _ => Object::new(),
     };
-    let email = user.get("email").and_then(text).or_else(|| {
+    let email = user.get("email").and_then(key_text).or_else(|| {
         object
             .get("id")
-            .and_then(text)
+            .and_then(key_text)
             .filter(|id| id.contains('@'))
     });
     (user, email)
@@ -118,7 +110,7 @@ pub fn member(value: Value) -> Result<Object, String> {
 
 /// A group's id, as a string.
 pub fn group_id(value: &Value) -> Option<String> {
-    value.get("id").and_then(text)
+    value.get("id").and_then(key_text)
 }
 
 /// Turns a `GET /groups` entry into a `groups` record.
@@ -126,7 +118,7 @@ pub fn group(value: Value) -> Result<Object, String> {
     let Value::Object(mut object) = value else {
         return Err(format!("group that is not a JSON object: {value}"));
     };
-    let Some(id) = object.get("id").and_then(text) else {
+    let Some(id) = object.get("id").and_then(key_text) else {
         return Err(format!("group without an id: {}", Value::Object(object)));
     };
     object.shift_remove("id");

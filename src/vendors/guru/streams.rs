@@ -156,10 +156,6 @@ impl Listing for Linked {
 }
 
 impl Linked {
-    fn main(&self) -> &'static str {
-        self.streams()[0]
-    }
-
     async fn page(&self, cursor: Option<Value>, from_state: bool) -> Result<Page, SourceError> {
         let url = match &cursor {
             None => match self.kind {
@@ -169,7 +165,7 @@ impl Linked {
             Some(Value::String(url)) => url.clone(),
             Some(other) => {
                 return Err(SourceError::BadCursor {
-                    stream: self.main(),
+                    stream: self.main_stream(),
                     cursor: cursor_text(other),
                 });
             }
@@ -178,7 +174,7 @@ impl Linked {
             Ok(response) => response,
             Err(err) if from_state && refused(&err) => {
                 return Err(SourceError::CursorRejected {
-                    stream: self.main(),
+                    stream: self.main_stream(),
                     cursor: url,
                     detail: err
                         .body_excerpt()
@@ -189,14 +185,14 @@ impl Linked {
         };
         let mut page = Page::last(Utc::now());
         page.next = response.next_link().map(|u| Value::String(u.to_string()));
-        for entry in entries(self.main(), &response)? {
+        for entry in entries(self.main_stream(), &response)? {
             let record = match self.kind {
                 Kind::Members => model::member(entry),
                 Kind::Groups => model::group(entry),
             };
             match record {
-                Ok(record) => page.records.push(Emit::new(self.main(), record)),
-                Err(problem) => page.skipped.push(Skipped::new(self.main(), problem)),
+                Ok(record) => page.records.push(Emit::new(self.main_stream(), record)),
+                Err(problem) => page.skipped.push(Skipped::new(self.main_stream(), problem)),
             }
         }
         Ok(page)

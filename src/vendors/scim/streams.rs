@@ -115,10 +115,6 @@ impl Listing for ScimList {
 }
 
 impl ScimList {
-    fn main(&self) -> &'static str {
-        self.streams()[0]
-    }
-
     async fn page(
         &self,
         cursor: Option<Value>,
@@ -129,7 +125,7 @@ impl ScimList {
         let start = match &cursor {
             None => 1,
             Some(value) => list::start_index(value).ok_or_else(|| SourceError::BadCursor {
-                stream: self.main(),
+                stream: self.main_stream(),
                 cursor: cursor_text(value),
             })?,
         };
@@ -156,7 +152,7 @@ impl ScimList {
                 if from_state && err.status() == Some(StatusCode::BAD_REQUEST) =>
             {
                 return Err(SourceError::CursorRejected {
-                    stream: self.main(),
+                    stream: self.main_stream(),
                     cursor: start.to_string(),
                     detail: err.body_excerpt().unwrap_or_default().to_string(),
                 });
@@ -164,7 +160,7 @@ impl ScimList {
             Err(ListError::Http(err)) => return Err(err.into()),
             Err(ListError::Decode { url, detail }) => {
                 return Err(SourceError::Decode {
-                    stream: self.main(),
+                    stream: self.main_stream(),
                     url,
                     detail,
                 });

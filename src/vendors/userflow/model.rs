@@ -20,7 +20,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::model::{
-    GROUPS_DEF, MEMBERSHIPS, MEMBERSHIPS_DEF, Object, RecordBuilder, USERS, USERS_DEF,
+    GROUPS_DEF, MEMBERSHIPS, MEMBERSHIPS_DEF, Object, RecordBuilder, USERS, USERS_DEF, key_text,
 };
 use crate::vendors::source::Skipped;
 
@@ -29,11 +29,7 @@ const USER_FIELDS: [&str; 4] = ["email", "name", "first_name", "last_name"];
 
 /// A user object's id, as a string.
 pub fn id_of(object: &Object) -> Option<String> {
-    match object.get("id")? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    key_text(object.get("id")?)
 }
 
 /// What one user object holds.
@@ -134,8 +130,8 @@ fn membership(wire: WireMembership, user_id: &str) -> Result<Object, String> {
     };
     let group_id = object
         .shift_remove("group_id")
-        .and_then(|v| text(&v))
-        .or_else(|| expanded_group.as_ref().and_then(text));
+        .and_then(|v| key_text(&v))
+        .or_else(|| expanded_group.as_ref().and_then(key_text));
     let Some(group_id) = group_id else {
         return Err(format!(
             "user {user_id}: membership without a group id: {}",
@@ -144,7 +140,7 @@ fn membership(wire: WireMembership, user_id: &str) -> Result<Object, String> {
     };
     let user_id = object
         .shift_remove("user_id")
-        .and_then(|v| text(&v))
+        .and_then(|v| key_text(&v))
         .unwrap_or_else(|| user_id.to_string());
     let mut problems = Vec::new();
     let mut record = RecordBuilder::new(&MEMBERSHIPS_DEF);
@@ -218,14 +214,6 @@ fn merge_top_level(attributes: &mut Object, top: Object, kind: &str) {
         } else {
             attributes.insert(key, value);
         }
-    }
-}
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
     }
 }
 

@@ -101,10 +101,6 @@ impl Listing for List {
 }
 
 impl List {
-    fn main(&self) -> &'static str {
-        self.streams()[0]
-    }
-
     async fn page(
         &self,
         cursor: Option<Value>,
@@ -129,7 +125,7 @@ impl List {
             Some(Value::Number(n)) => Some(n.to_string()),
             Some(other) => {
                 return Err(SourceError::BadCursor {
-                    stream: self.main(),
+                    stream: self.main_stream(),
                     cursor: other.to_string(),
                 });
             }
@@ -143,7 +139,7 @@ impl List {
             Ok(response) => response,
             Err(err) if from_state && cursor_refused(&err) => {
                 return Err(SourceError::CursorRejected {
-                    stream: self.main(),
+                    stream: self.main_stream(),
                     cursor: cursor.as_ref().map(cursor_text).unwrap_or_default(),
                     detail: err.body_excerpt().unwrap_or_default().to_string(),
                 });
@@ -152,7 +148,7 @@ impl List {
         };
         let extracted_at = Utc::now();
         let decode_error = |detail: String| SourceError::Decode {
-            stream: self.main(),
+            stream: self.main_stream(),
             url: response.url.to_string(),
             detail,
         };
