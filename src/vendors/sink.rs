@@ -972,13 +972,143 @@ pub fn segment(raw: &str) -> String {
     utf8_percent_encode(raw, SEGMENT).to_string()
 }
 
-/// The vendor's HTTP client as a [`Transport`].
+/// The vendor's HTTP client as a [`Transport`]: `spec` plus the common keys
+/// (`requests_per_second` overrides the vendor's documented rate, `0` turns pacing off;
+/// `max_concurrency`, `timeout_seconds`, `max_retries`).
 fn http_transport(config: &Resolved, spec: ClientSpec) -> Result<Arc<dyn Transport>, SinkError> {
-    let _ = (config, spec);
-    Err(SinkError::Vendor {
-        vendor: config.spec.name,
-        detail: "the HTTP engine is not in this build".into(),
-    })
+    use crate::http::{Auth, ClientConfig, HeaderName, HeaderValue, HttpClient, Rate};
+    let vendor = config.spec.name;
+    let auth = match spec.auth {
+        WireAuth::Bearer(token) => Auth::Bearer(token),
+        WireAuth::Token(token) => Auth::Token(token),
+        WireAuth::Basic { username, password } => Auth::Basic { username, password },
+    };
+    let mut cfg = ClientConfig::new(vendor, config.base_url()?, auth);
+    for (name, value) in spec.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|err| SinkError::Vendor {
+            vendor,
+            detail: format!("invalid header name {name:?}: {err}"),
+        })?;
+        cfg = cfg.header(name, HeaderValue::from_static(value));
+    }
+    let common = &config.common;
+    cfg.requests_per_second = match common.requests_per_second {
+        Some(rate) if rate > 0.0 => Some(rate),
+        Some(_) => None,
+        None => spec.requests_per_second,
+    };
+    if let Some(max) = common.max_concurrency {
+        cfg.max_concurrency = max.max(1);
+    }
+    if let Some(secs) = common.timeout_seconds.filter(|s| *s > 0.0) {
+        cfg.timeout = Duration::from_secs_f64(secs);
+    }
+    if let Some(retries) = common.max_retries {
+        cfg.max_retries = retries;
+    }
+    cfg.default_429_wait = spec.default_429_wait;
+    for (name, per_second) in spec.buckets {
+        cfg = cfg.bucket(name, Some(Rate::per_second(per_second)));
+    }
+    let client = HttpClient::new(cfg).map_err(|err| SinkError::Vendor {
+        vendor,
+        detail: err.to_string(),
+    })?;
+    Ok(Arc::new(HttpTransport { client }))
+}
+
+/// [`crate::http::HttpClient`] as a [`Transport`].
+#[derive(Debug)]
+pub struct HttpTransport {
+    client: crate::http::HttpClient,
+}
+
+#[async_trait::async_trait]
+impl Transport for HttpTransport {
+    async fn send(&self, request: WireRequest) -> Result<WireResponse, SendError> {
+        use crate::http::Method as M;
+        let method = match request.method {
+            Method::Get => M::GET,
+            Method::Post => M::POST,
+            Method::Put => M::PUT,
+            Method::Patch => M::PATCH,
+            Method::Delete => M::DELETE,
+        };
+        let mut builder = self
+            .client
+            .request(method, &request.path)
+            .idempotent(request.idempotent);
+        if let Some(bucket) = request.bucket {
+            builder = builder.bucket(bucket);
+        }
+        builder = match request.body {
+            WireBody::None => builder,
+            WireBody::Json(value) => builder.json(&value),
+            WireBody::Bytes {
+                content_type,
+                bytes,
+            } => builder.body(bytes, &content_type),
+            WireBody::File { content_type, path } => match tokio::fs::read(&path).await {
+                Ok(bytes) => builder.body(bytes, &content_type),
+                Err(err) => {
+                    return Err(SendError {
+                        failure: SendFailure::Local,
+                        status: None,
+                        body_excerpt: None,
+                        message: format!("cannot read {}: {err}", path.display()),
+                        maybe_processed: false,
+                    });
+                }
+            },
+        };
+        match builder.send().await {
+            Ok(response) => Ok(WireResponse {
+                status: response.status.as_u16(),
+                body: response.body,
+                dry_run: false,
+            }),
+            Err(err) => Err(send_error(&err, request.idempotent)),
+        }
+    }
+
+    fn stats(&self) -> WireStats {
+        let s = self.client.stats();
+        WireStats {
+            requests: s.requests,
+            retries: s.retries,
+            status_429: s.status_429,
+            status_5xx: s.status_5xx,
+            transport_errors: s.transport_errors,
+            rate_limit_wait_seconds: (s.rate_limit_wait + s.pause_wait).as_secs_f64(),
+            backoff_wait_seconds: s.backoff_wait.as_secs_f64(),
+        }
+    }
+}
+
+/// Reads an [`crate::http::HttpError`] the way writers need it.
+fn send_error(err: &crate::http::HttpError, idempotent: bool) -> SendError {
+    use crate::http::HttpError;
+    let failure = match err {
+        _ if err.is_auth() => SendFailure::Credentials,
+        HttpError::Status { .. } if err.is_transient() => SendFailure::Exhausted,
+        HttpError::Status { .. } => SendFailure::Refused,
+        // A request that may have been acted on was not repeated: that is about this record.
+        HttpError::Transport { .. } if !idempotent && err.maybe_processed() => {
+            SendFailure::Exhausted
+        }
+        HttpError::Transport { .. } => SendFailure::Unreachable,
+        HttpError::Build { .. }
+        | HttpError::InvalidUrl { .. }
+        | HttpError::Encode { .. }
+        | HttpError::Decode { .. } => SendFailure::Local,
+    };
+    SendError {
+        failure,
+        status: err.status().map(|s| s.as_u16()),
+        body_excerpt: err.body_excerpt().map(str::to_string),
+        message: err.to_string(),
+        maybe_processed: err.maybe_processed(),
+    }
 }
 
 /// A transport that records every request and answers from a script: for writer tests and
