@@ -1041,6 +1041,10 @@ impl Transport for HttpTransport {
         if let Some(bucket) = request.bucket {
             builder = builder.bucket(bucket);
         }
+        // Before the body, so a request's own Content-Type wins over the JSON default.
+        for (name, value) in request.headers {
+            builder = builder.header(name, value);
+        }
         builder = match request.body {
             WireBody::None => builder,
             WireBody::Json(value) => builder.json(&value),
