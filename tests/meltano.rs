@@ -1,10 +1,31 @@
-//! roster under Meltano: the project in `samples/meltano/`, checked with Meltano 4.4.1 from PyPI.
+//! roster under Meltano: the project in `samples/meltano/`, run by Meltano 4.4.1 from PyPI.
 //!
-//! The test installs Meltano in a virtualenv and checks that `meltano.yml` declares the plugins
-//! as executables on PATH with exactly the capabilities and settings `--about` prints (kinds,
-//! options, and `sensitive: true` on every secret), and that Meltano redacts the secrets it reads
-//! from `.env` (copied from `.env.example`, as the README says). The end-to-end runs land once
-//! the tap and the target talk HTTP on main.
+//! The test installs Meltano in a virtualenv, starts a seeded sandbox in-process on a free port,
+//! puts the freshly built `tap-roster` and `target-roster` first on PATH (the project declares
+//! them as custom plugins with `executable:` and no `pip_url`), copies the project to a temporary
+//! directory with `.env` from `.env.example` (the sandbox's credentials, as the README says), and
+//! points `base_url` at the sandbox through `TAP_ROSTER_BASE_URL` / `TARGET_ROSTER_BASE_URL`.
+//! Then, as the README's `## Meltano` section does:
+//!
+//! 1. `meltano run tap-roster target-roster` (Userflow → Appcues) is cut short: the sandbox lets
+//!    one Userflow request through per hour and the tap may not retry (`TAP_ROSTER_MAX_RETRIES=0`
+//!    for this run only), so the tap fails after its first page. Meltano keeps the state the
+//!    target printed, and `meltano state get` must show the users bookmark mid-way; Appcues must
+//!    already hold every user that bookmark covers (the target prints a state only after the
+//!    vendor accepted what came before it).
+//! 2. The limit is lifted and `meltano run` runs again: the tap's first Userflow request must
+//!    carry that bookmark as its cursor (seen in the sandbox's request log), the run succeeds,
+//!    and Appcues holds every Userflow user, group and membership; the state now marks every
+//!    stream completed.
+//! 3. A third run starts over (completed streams are read again) and changes nothing in Appcues.
+//! 4. `meltano config test target-roster`, the loader test. In Meltano 4.4.1 it ends in
+//!    `ProcessLookupError` for every target that exits by itself, because its `finally:`
+//!    terminates the already finished process (a `cat >/dev/null` target fails the same way), so
+//!    the test requires the line Meltano logs only after the target exited 0 with no "error" or
+//!    "exception" in its output: "Test data was written to your target system".
+//!
+//! A second test checks that `meltano.yml` declares exactly the settings `--about` prints, with
+//! `sensitive: true` on every secret, and that Meltano redacts them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -15,7 +36,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use roster::config::Applies;
-use roster::sandbox::{Sandbox, Vendor};
+use roster::sandbox::{RateLimit, Sandbox, Vendor};
 use roster::vendors::{REGISTRY, VendorSpec};
 use serde_json::{Value, json};
 
@@ -24,6 +45,13 @@ const MELTANO: &[&str] = &["meltano==4.4.1"];
 
 /// One Meltano command: it starts slowly, and a debug build on a loaded machine is slow too.
 const MELTANO_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The state id `meltano run` uses in the `dev` environment.
+const STATE_ID: &str = "dev:tap-roster-to-target-roster";
+
+/// Several Userflow pages (the tap asks for 100 per page).
+const USERS: usize = 250;
+const GROUPS: usize = 12;
 
 /// The sample project, copied to a temporary directory.
 struct Project {
@@ -84,6 +112,87 @@ impl Project {
         }
         support::run(&mut cmd, MELTANO_TIMEOUT)
     }
+
+    /// `meltano state get`: the stored Singer state, unwrapped from `singer_state`.
+    fn state(&self) -> Value {
+        let got = self.meltano(&["state", "get", STATE_ID], &[]);
+        got.assert_success("meltano state get");
+        let stored: Value = serde_json::from_str(got.stdout.trim())
+            .unwrap_or_else(|e| panic!("meltano state get printed no JSON ({e}):\n{}", got.both()));
+        stored["singer_state"].clone()
+    }
+}
+
+/// Users (key → email), groups, and (group, user) memberships.
+type People = (
+    BTreeMap<String, String>,
+    BTreeSet<String>,
+    BTreeSet<(String, String)>,
+);
+
+/// What Userflow holds: user → email, groups, (group, user) memberships.
+fn userflow_people(sb: &Sandbox) -> People {
+    let dump = sb.dump(Vendor::Userflow);
+    let mut users = BTreeMap::new();
+    let mut memberships = BTreeSet::new();
+    for u in dump["users"].as_array().unwrap() {
+        let id = u["id"].as_str().unwrap().to_string();
+        users.insert(
+            id.clone(),
+            u["attributes"]["email"].as_str().unwrap().to_string(),
+        );
+        for m in u["memberships"].as_array().unwrap() {
+            memberships.insert((m["group_id"].as_str().unwrap().to_string(), id.clone()));
+        }
+    }
+    let groups = dump["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap().to_string())
+        .collect();
+    (users, groups, memberships)
+}
+
+/// What Appcues holds: user → email, groups, (group, user) memberships.
+fn appcues_people(sb: &Sandbox) -> People {
+    let dump = sb.dump(Vendor::Appcues);
+    let users = dump["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["user_id"].as_str().unwrap().to_string(),
+                u["email"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let mut groups = BTreeSet::new();
+    let mut memberships = BTreeSet::new();
+    for g in dump["groups"].as_array().unwrap() {
+        let id = g["group_id"].as_str().unwrap().to_string();
+        for u in g["user_ids"].as_array().unwrap() {
+            memberships.insert((id.clone(), u.as_str().unwrap().to_string()));
+        }
+        groups.insert(id);
+    }
+    (users, groups, memberships)
+}
+
+/// The `starting_after` cursor of each tap request for Userflow users, in order.
+fn userflow_user_cursors(sb: &Sandbox) -> Vec<Option<String>> {
+    sb.requests()
+        .iter()
+        .filter(|r| {
+            r.vendor == Some(Vendor::Userflow) && r.method == "GET" && r.path == "/userflow/users"
+        })
+        .map(|r| {
+            url::form_urlencoded::parse(r.query.as_deref().unwrap_or_default().as_bytes())
+                .find(|(k, _)| k == "starting_after")
+                .map(|(_, v)| v.into_owned())
+        })
+        .collect()
 }
 
 fn meltano_venv() -> Option<PathBuf> {
@@ -92,6 +201,136 @@ fn meltano_venv() -> Option<PathBuf> {
         support::skip_or_fail("python3 with venv is needed for Meltano");
     }
     venv
+}
+
+#[test]
+fn meltano_runs_userflow_to_appcues_resumes_from_its_state_and_tests_the_loader() {
+    let Some(venv) = meltano_venv() else { return };
+    let sb = Sandbox::builder()
+        .seed(7)
+        .users(USERS)
+        .groups(GROUPS)
+        .start_background()
+        .unwrap();
+    let project = Project::new(venv, &sb);
+    let (uf_users, uf_groups, uf_memberships) = userflow_people(&sb);
+    assert_eq!(uf_users.len(), USERS);
+
+    // 1. Cut short after the first page: one Userflow request an hour, and no retries.
+    sb.faults().set_rate_limit(
+        Vendor::Userflow,
+        Some(RateLimit::parse("1/h,burst=1").unwrap()),
+    );
+    let first = project.meltano(
+        &["run", "tap-roster", "target-roster"],
+        &[("TAP_ROSTER_MAX_RETRIES", "0")],
+    );
+    assert!(
+        !first.success(),
+        "the cut-short run must fail:\n{}",
+        first.both()
+    );
+    let all = first.both();
+    assert!(
+        all.contains("429") && all.contains("/userflow/users"),
+        "the tap names the refused request:\n{all}"
+    );
+    let state = project.state();
+    let cursor = state["bookmarks"]["users"]["next_page"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no users bookmark mid-way in the stored state: {state}"))
+        .to_string();
+    assert_eq!(state["currently_syncing"], "users", "{state}");
+    // The state is printed only after the vendor accepted what came before it: every user up to
+    // the cursor (Userflow pages by ascending creation, ids follow it) is in Appcues already.
+    let (ac_users, _, _) = appcues_people(&sb);
+    let covered: Vec<&String> = uf_users.keys().filter(|id| **id <= cursor).collect();
+    assert!(
+        !covered.is_empty() && covered.len() < USERS,
+        "cursor {cursor}"
+    );
+    for id in &covered {
+        assert_eq!(
+            ac_users.get(*id),
+            uf_users.get(*id),
+            "{id} is covered by the stored state"
+        );
+    }
+    assert_eq!(
+        userflow_user_cursors(&sb),
+        [None, Some(cursor.clone())],
+        "requests of the first run"
+    );
+
+    // 2. The limit lifted: the run resumes at the bookmark and finishes.
+    sb.faults().set_rate_limit(Vendor::Userflow, None);
+    sb.clear_requests();
+    let second = project.meltano(&["run", "tap-roster", "target-roster"], &[]);
+    second.assert_success("the resumed meltano run");
+    let cursors = userflow_user_cursors(&sb);
+    assert_eq!(
+        cursors.first(),
+        Some(&Some(cursor.clone())),
+        "the resumed run starts at the bookmark: {cursors:?}"
+    );
+    assert!(
+        cursors.iter().all(Option::is_some),
+        "no request from the beginning: {cursors:?}"
+    );
+    let (ac_users, ac_groups, ac_memberships) = appcues_people(&sb);
+    assert_eq!(
+        ac_users, uf_users,
+        "Appcues holds every Userflow user with its email"
+    );
+    assert_eq!(ac_groups, uf_groups, "Appcues holds every Userflow group");
+    assert_eq!(
+        ac_memberships, uf_memberships,
+        "Appcues holds every membership"
+    );
+    let state = project.state();
+    for stream in ["users", "groups", "memberships"] {
+        let bookmark = &state["bookmarks"][stream];
+        assert!(
+            bookmark["completed_at"].is_string() && bookmark.get("next_page").is_none(),
+            "{stream} is completed in the stored state: {state}"
+        );
+    }
+    assert_eq!(state["currently_syncing"], Value::Null, "{state}");
+
+    // 3. Completed streams are read again from the start; upserts change nothing.
+    let before = sb.dump(Vendor::Appcues);
+    sb.clear_requests();
+    project
+        .meltano(&["run", "tap-roster", "target-roster"], &[])
+        .assert_success("the third meltano run");
+    assert_eq!(
+        userflow_user_cursors(&sb).first(),
+        Some(&None),
+        "a completed stream starts over"
+    );
+    assert_eq!(appcues_people(&sb), (uf_users, uf_groups, uf_memberships));
+    assert_eq!(
+        sb.dump(Vendor::Appcues)["users"],
+        before["users"],
+        "the same profiles again"
+    );
+
+    // 4. The loader test (see the module doc for Meltano 4.4.1's crash after it).
+    let test = project.meltano(
+        &["--environment=dev", "config", "test", "target-roster"],
+        &[],
+    );
+    let all = test.both();
+    assert!(
+        all.contains("Test data was written to your target system"),
+        "the loader test did not pass:\n{all}"
+    );
+    if !test.success() {
+        assert!(
+            all.contains("ProcessLookupError"),
+            "the loader test failed for a reason other than Meltano 4.4.1's known crash:\n{all}"
+        );
+    }
 }
 
 /// `{plugin: {setting: {kind, sensitive, options}}}` from the project's meltano.yml, read with
@@ -198,7 +437,7 @@ fn meltano_yml_declares_what_about_prints_and_meltano_redacts_the_secrets() {
         assert_eq!(
             ours.keys().collect::<BTreeSet<_>>(),
             properties.keys().copied().collect::<BTreeSet<_>>(),
-            "{plugin}: meltano.yml settings vs --about (keep samples/meltano/meltano.yml in step)"
+            "{plugin}: meltano.yml settings vs --about"
         );
         for (name, property) in properties {
             let setting = &ours[name.as_str()];

@@ -214,16 +214,26 @@ impl Finished {
     }
 }
 
-/// Runs `command` to completion with stdout and stderr captured (through files, so a chatty
-/// child never blocks on a full pipe) and stdin from `/dev/null` unless the caller set it. The
-/// child leads its own process group; past `timeout` the whole group (the child and whatever
-/// it started, such as Meltano's plugins) is killed and the test fails with what it printed.
+/// Runs `command` to completion with stdin from `/dev/null`; see [`run_with_input`].
 pub fn run(command: &mut Command, timeout: Duration) -> Finished {
+    run_with_input(command, Stdio::null(), timeout)
+}
+
+/// Runs `command` to completion with `stdin` as its input and stdout and stderr captured
+/// (through files, so a chatty child never blocks on a full pipe). The child leads its own
+/// process group; past `timeout` the whole group (the child and whatever it started, such as
+/// Meltano's plugins) is killed and the test fails with what it printed.
+pub fn run_with_input(
+    command: &mut Command,
+    stdin: impl Into<Stdio>,
+    timeout: Duration,
+) -> Finished {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
     let mut child = command
+        .stdin(stdin)
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .process_group(0)
