@@ -218,11 +218,6 @@ impl Drop for Postgres {
     }
 }
 
-fn write_json(path: &Path, value: &Value) -> PathBuf {
-    std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
-    path.to_path_buf()
-}
-
 /// tap-postgres's discovery with `public-users` selected, the way `meltano select` does it.
 fn selected_catalog(venv: &Path, tap_config: &Path, dir: &Path) -> PathBuf {
     let discovered = support::run(
@@ -246,7 +241,7 @@ fn selected_catalog(venv: &Path, tap_config: &Path, dir: &Path) -> PathBuf {
         .find(|m| m["breadcrumb"] == json!([]))
         .unwrap();
     top["metadata"]["selected"] = json!(true);
-    write_json(&dir.join("catalog.json"), &catalog)
+    support::write_json(&dir.join("catalog.json"), &catalog)
 }
 
 /// `tap-postgres | tee | target-roster` into `vendor`; returns the tap's messages, the
@@ -263,26 +258,23 @@ fn pipeline(
     std::fs::create_dir_all(&dir).unwrap();
     let mut target_config = sb.config(vendor);
     target_config["reject_file"] = json!(dir.join("rejects.ndjson"));
-    let target_config = write_json(&dir.join("target.json"), &target_config);
+    let target_config = support::write_json(&dir.join("target.json"), &target_config);
     let (tap_out, state_out, report) = (
         dir.join("tap.out"),
         dir.join("state.out"),
         dir.join("report.json"),
     );
-    let finished = support::run(
-        Command::new("bash")
-            .args([
-                "-c",
-                r#"set -euo pipefail
-tap-postgres --config "$TAP_CONFIG" --catalog "$CATALOG" | tee "$TAP_OUT" | target-roster --config "$TARGET_CONFIG" --report "$REPORT" > "$STATE_OUT""#,
-            ])
-            .env("PATH", support::path_with(&[&support::bin_dir(), &venv.join("bin")]))
-            .env("TAP_CONFIG", tap_config)
-            .env("CATALOG", catalog)
-            .env("TARGET_CONFIG", &target_config)
-            .env("TAP_OUT", &tap_out)
-            .env("STATE_OUT", &state_out)
-            .env("REPORT", &report),
+    let finished = support::pipeline(
+        r#"tap-postgres --config "$TAP_CONFIG" --catalog "$CATALOG" | tee "$TAP_OUT" | target-roster --config "$TARGET_CONFIG" --report "$REPORT" > "$STATE_OUT""#,
+        &[&venv.join("bin")],
+        &[
+            ("TAP_CONFIG", tap_config),
+            ("CATALOG", catalog),
+            ("TARGET_CONFIG", &target_config),
+            ("TAP_OUT", &tap_out),
+            ("STATE_OUT", &state_out),
+            ("REPORT", &report),
+        ],
         STEP_TIMEOUT,
     );
     finished.assert_success(&format!("tap-postgres | target-roster ({vendor})"));
@@ -315,7 +307,7 @@ fn warehouse_rows_reach_appcues_and_userflow_through_tap_postgres() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let tap_config = write_json(&dir.path().join("tap-postgres.json"), &pg.tap_config());
+    let tap_config = support::write_json(&dir.path().join("tap-postgres.json"), &pg.tap_config());
     let catalog = selected_catalog(&venv, &tap_config, dir.path());
     // Ten seeded Userflow users, so user_00001..user_00005 exist there before the sync.
     let sb = Sandbox::builder()

@@ -17,7 +17,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -42,11 +42,6 @@ fn sandbox() -> Sandbox {
         .groups(GROUPS)
         .start_background()
         .unwrap()
-}
-
-fn write_json(path: &Path, value: &Value) -> PathBuf {
-    std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
-    path.to_path_buf()
 }
 
 /// What the sandbox holds for a listable vendor, in the record model's keys.
@@ -172,26 +167,23 @@ fn target_jsonl_pipeline(vendor: Vendor) {
     };
     let sb = sandbox();
     let dir = tempfile::tempdir().unwrap();
-    let tap_config = write_json(&dir.path().join("tap.json"), &sb.config(vendor));
+    let tap_config = support::write_json(&dir.path().join("tap.json"), &sb.config(vendor));
     let out_dir = dir.path().join("jsonl");
-    let jsonl_config = write_json(
+    let jsonl_config = support::write_json(
         &dir.path().join("target-jsonl.json"),
         &json!({"destination_path": out_dir, "do_timestamp_file": false}),
     );
     let tap_out = dir.path().join("tap.out");
     let state_out = dir.path().join("state.out");
-    let finished = support::run(
-        Command::new("bash")
-            .args([
-                "-c",
-                r#"set -euo pipefail
-tap-roster --config "$TAP_CONFIG" | tee "$TAP_OUT" | target-jsonl --config "$JSONL_CONFIG" > "$STATE_OUT""#,
-            ])
-            .env("PATH", support::path_with(&[&support::bin_dir(), &venv.join("bin")]))
-            .env("TAP_CONFIG", &tap_config)
-            .env("JSONL_CONFIG", &jsonl_config)
-            .env("TAP_OUT", &tap_out)
-            .env("STATE_OUT", &state_out),
+    let finished = support::pipeline(
+        r#"tap-roster --config "$TAP_CONFIG" | tee "$TAP_OUT" | target-jsonl --config "$JSONL_CONFIG" > "$STATE_OUT""#,
+        &[&venv.join("bin")],
+        &[
+            ("TAP_CONFIG", &tap_config),
+            ("JSONL_CONFIG", &jsonl_config),
+            ("TAP_OUT", &tap_out),
+            ("STATE_OUT", &state_out),
+        ],
         STEP_TIMEOUT,
     );
     finished.assert_success(&format!("tap-roster ({vendor}) | target-jsonl"));
@@ -283,7 +275,7 @@ fn tap_run(dir: &Path, config: &Path, state: Option<&Value>) -> String {
     cmd.arg("--config").arg(config);
     if let Some(state) = state {
         cmd.arg("--state")
-            .arg(write_json(&dir.join("state.json"), state));
+            .arg(support::write_json(&dir.join("state.json"), state));
     }
     let finished = support::run(&mut cmd, STEP_TIMEOUT);
     finished.assert_success("tap-roster");
@@ -314,7 +306,7 @@ fn singer_check_tap_accepts_fresh_and_resumed_output_of_every_listable_vendor() 
         Vendor::GuruScim,
         Vendor::Scim,
     ] {
-        let config = write_json(
+        let config = support::write_json(
             &dir.path().join(format!("{vendor}.json")),
             &sb.config(vendor),
         );

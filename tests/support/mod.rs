@@ -304,3 +304,32 @@ pub fn singer_lines(stdout: &str) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// Runs a shell pipeline as a user would type it: `script` in bash with `set -euo pipefail`,
+/// roster's freshly built binaries and then `path` first on PATH, and `vars` (file names) in
+/// its environment so the script needs no quoting.
+pub fn pipeline(
+    script: &str,
+    path: &[&Path],
+    vars: &[(&str, &Path)],
+    timeout: Duration,
+) -> Finished {
+    let bin = bin_dir();
+    let dirs: Vec<&Path> = std::iter::once(bin.as_path())
+        .chain(path.iter().copied())
+        .collect();
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!("set -euo pipefail\n{script}"))
+        .env("PATH", path_with(&dirs));
+    for (name, value) in vars {
+        cmd.env(name, value);
+    }
+    run(&mut cmd, timeout)
+}
+
+/// Writes `value` as pretty JSON to `path` and returns the path.
+pub fn write_json(path: &Path, value: &serde_json::Value) -> PathBuf {
+    std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+    path.to_path_buf()
+}
