@@ -295,6 +295,14 @@ pub struct Settings {
     pub scim_stringly: bool,
     /// Answer successful SCIM PATCHes with 204 and no body (RFC 7644 allows either).
     pub scim_patch_no_content: bool,
+    /// SCIM PATCH is supported (advertised in the ServiceProviderConfig); off, PATCH answers
+    /// 501 and clients must GET, merge and PUT.
+    pub scim_patch: bool,
+    /// SCIM filters are supported (advertised); off, a `filter` answers 400 `invalidFilter`.
+    pub scim_filter: bool,
+    /// At most this many member values per SCIM PATCH (AWS IAM Identity Center allows 100);
+    /// more answer 413.
+    pub scim_max_patch_members: Option<usize>,
     /// Request-log ring size.
     pub log_capacity: usize,
     /// Bulk-job rows processed per second.
@@ -325,6 +333,9 @@ impl Default for Settings {
             scim_default_count: DEFAULT_SCIM_COUNT,
             scim_stringly: false,
             scim_patch_no_content: false,
+            scim_patch: true,
+            scim_filter: true,
+            scim_max_patch_members: None,
             log_capacity: DEFAULT_LOG_CAPACITY,
             job_rows_per_sec: DEFAULT_JOB_ROWS_PER_SEC,
             job_step: DEFAULT_JOB_STEP,
@@ -399,6 +410,21 @@ impl SandboxBuilder {
     /// Answer SCIM PATCH with 204 and no body.
     pub fn scim_patch_no_content(mut self, on: bool) -> Self {
         self.settings.scim_patch_no_content = on;
+        self
+    }
+    /// SCIM PATCH supported (default true); off, PATCH answers 501.
+    pub fn scim_patch(mut self, on: bool) -> Self {
+        self.settings.scim_patch = on;
+        self
+    }
+    /// SCIM filters supported (default true); off, a filter answers 400 `invalidFilter`.
+    pub fn scim_filter(mut self, on: bool) -> Self {
+        self.settings.scim_filter = on;
+        self
+    }
+    /// At most `n` member values per SCIM PATCH; more answer 413 (default: no cap).
+    pub fn scim_max_patch_members(mut self, n: usize) -> Self {
+        self.settings.scim_max_patch_members = Some(n.max(1));
         self
     }
     /// Request-log ring size (default 10,000).

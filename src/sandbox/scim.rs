@@ -503,6 +503,14 @@ fn list_params(pairs: &[(String, String)]) -> Result<ListParams, String> {
 }
 
 fn list(sh: &Shared, c: &Ctx, k: Kind, p: ListParams) -> Response {
+    if p.filter.is_some() && !sh.settings.scim_filter {
+        return scim_err(
+            c,
+            StatusCode::BAD_REQUEST,
+            "invalidFilter",
+            "filtering is not supported (ServiceProviderConfig filter.supported is false)",
+        );
+    }
     let filter = match p.filter.as_deref().map(scim_filter::parse).transpose() {
         Ok(f) => f,
         Err(e) => return scim_err(c, StatusCode::BAD_REQUEST, "invalidFilter", &e),
@@ -665,6 +673,14 @@ fn patch(
     body: &[u8],
     q: Option<&str>,
 ) -> Response {
+    if !sh.settings.scim_patch {
+        return scim_err(
+            c,
+            StatusCode::NOT_IMPLEMENTED,
+            "",
+            "PATCH is not supported (ServiceProviderConfig patch.supported is false)",
+        );
+    }
     let obj = match body_object(c, body) {
         Ok(o) => o,
         Err(r) => return r,
@@ -689,6 +705,17 @@ fn patch(
             "invalidSyntax",
             &format!("schemas must contain {PATCH_OP}"),
         );
+    }
+    if let Some(max) = sh.settings.scim_max_patch_members {
+        let changed = member_values(&ops);
+        if changed > max {
+            return scim_err(
+                c,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "",
+                &format!("a PATCH may change at most {max} members, this one changes {changed}"),
+            );
+        }
     }
     let mut st = sh.scim_store(c.vendor).lock();
     let Some(prev) = st.coll(k).get(id).cloned() else {
@@ -748,6 +775,26 @@ fn patch(
         &util::all(&pairs, "excludedAttributes"),
     );
     answer(c, StatusCode::OK, v)
+}
+
+/// How many member values a PATCH's operations touch: each `members[…]` path counts one, each
+/// value of a `members` add, replace or remove counts one.
+fn member_values(ops: &[Value]) -> usize {
+    ops.iter()
+        .filter_map(Value::as_object)
+        .map(|op| {
+            let path = find_key(op, "path")
+                .and_then(|k| op[k].as_str())
+                .unwrap_or_default();
+            if !path.to_ascii_lowercase().starts_with("members") {
+                return 0;
+            }
+            match find_key(op, "value").map(|k| &op[k]) {
+                Some(Value::Array(values)) => values.len(),
+                _ => 1,
+            }
+        })
+        .sum()
 }
 
 fn delete(sh: &Shared, c: &Ctx, headers: &HeaderMap, k: Kind, id: &str) -> Response {
@@ -930,9 +977,9 @@ async fn service_provider_config(
     let body = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "documentationUri": "https://github.com/roster/roster/blob/main/docs/sandbox.md",
-        "patch": {"supported": true},
+        "patch": {"supported": s.scim_patch},
         "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
-        "filter": {"supported": true, "maxResults": s.scim_page_cap},
+        "filter": {"supported": s.scim_filter, "maxResults": s.scim_page_cap},
         "changePassword": {"supported": false},
         "sort": {"supported": false},
         "etag": {"supported": true},

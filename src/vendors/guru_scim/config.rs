@@ -25,6 +25,7 @@ pub const SETTINGS: &[Setting] = &[
         "basic: Basic username:token (Okta); bearer: Bearer username:token (OneLogin)",
     )
     .default("\"basic\""),
+    crate::vendors::scim::config::MEMBERSHIP_CHUNK_SIZE,
 ];
 
 /// How the SCIM credentials are sent.
@@ -48,4 +49,7 @@ pub struct Config {
     /// How to send them.
     #[serde(default)]
     pub auth_scheme: AuthScheme,
+    /// Membership changes per PATCH.
+    #[serde(default)]
+    pub membership_chunk_size: Option<usize>,
 }

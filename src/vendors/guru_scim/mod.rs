@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod streams;
+pub mod writer;
 
 use super::VendorSpec;
 
@@ -19,5 +20,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,
-    sink: None,
+    sink: Some(writer::sink),
 };

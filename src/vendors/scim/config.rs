@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Kind, Secret, Setting};
+use crate::config::{Applies, ConfigError, Kind, Secret, Setting};
 
 /// SCIM's own keys. `base_url` (a common key) is required for this vendor.
 pub const SETTINGS: &[Setting] = &[
@@ -23,7 +23,17 @@ pub const SETTINGS: &[Setting] = &[
         "Basic auth password, with username",
     )
     .secret(),
+    MEMBERSHIP_CHUNK_SIZE,
 ];
+
+/// `membership_chunk_size`, shared with Guru SCIM.
+pub const MEMBERSHIP_CHUNK_SIZE: Setting = Setting::new(
+    "membership_chunk_size",
+    Kind::Integer,
+    "Group membership changes per SCIM PATCH (halved when the server answers 400 or 413; 1 for strict servers)",
+)
+.default("100")
+.only(Applies::Target);
 
 /// How to authenticate.
 #[derive(Debug, Clone)]
@@ -51,6 +61,9 @@ pub struct Config {
     /// A Basic password.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// Membership changes per PATCH.
+    #[serde(default)]
+    pub membership_chunk_size: Option<usize>,
 }
 
 impl Config {

@@ -2,7 +2,10 @@
 //! auth. The SCIM client itself is shared with Guru SCIM in `crate::scim`.
 
 pub mod config;
+pub mod directory;
+pub mod model;
 pub mod streams;
+pub mod writer;
 
 use super::VendorSpec;
 
@@ -18,5 +21,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,
-    sink: None,
+    sink: Some(writer::sink),
 };
