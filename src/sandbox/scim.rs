@@ -525,10 +525,25 @@ fn list(sh: &Shared, c: &Ctx, k: Kind, p: ListParams) -> Response {
             coll.iter().skip(p.start - 1).take(count).collect(),
         ),
         Some(f) => {
-            let hits: Vec<(&String, &Res)> = coll
-                .iter()
-                .filter(|(_, r)| scim_filter::matches(f, &Value::Object(r.body.clone())))
-                .collect();
+            // `userName eq` is the lookup every IdP and the target make: answer it from the index.
+            let indexed = match (k, scim_filter::user_name_eq(f)) {
+                (Kind::User, Some(name)) => Some(
+                    st.user_names
+                        .get(&name.to_lowercase())
+                        .and_then(|id| coll.by_id.get_key_value(id))
+                        .map(|(id, (_, r))| (id, r))
+                        .into_iter()
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            };
+            let hits: Vec<(&String, &Res)> = match indexed {
+                Some(h) => h,
+                None => coll
+                    .iter()
+                    .filter(|(_, r)| scim_filter::matches_obj(f, &r.body))
+                    .collect(),
+            };
             let total = hits.len();
             (
                 total,

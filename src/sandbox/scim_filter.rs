@@ -354,15 +354,39 @@ fn ord_matches(ord: Ordering, op: Op) -> bool {
 
 /// Does `v` match `f`?
 pub(crate) fn matches(f: &Filter, v: &Value) -> bool {
+    eval(f, &|p: &[String]| resolve(v, p))
+}
+
+/// Does the stored resource `o` match `f`? (No copy of the resource is made.)
+pub(crate) fn matches_obj(f: &Filter, o: &Map<String, Value>) -> bool {
+    eval(f, &|p: &[String]| match p.split_first() {
+        Some((first, rest)) => find_key(o, first).map_or_else(Vec::new, |k| resolve(&o[k], rest)),
+        None => Vec::new(),
+    })
+}
+
+/// The `userName` a filter pins down exactly (`userName eq "…"`), for an index lookup.
+pub(crate) fn user_name_eq(f: &Filter) -> Option<&str> {
     match f {
-        Filter::And(a, b) => matches(a, v) && matches(b, v),
-        Filter::Or(a, b) => matches(a, v) || matches(b, v),
-        Filter::Not(a) => !matches(a, v),
-        Filter::Present(p) => resolve(v, p)
+        Filter::Compare(p, Op::Eq, Value::String(s))
+            if p.len() == 1 && p[0].eq_ignore_ascii_case("userName") =>
+        {
+            Some(s)
+        }
+        _ => None,
+    }
+}
+
+fn eval<'a>(f: &Filter, get: &dyn Fn(&[String]) -> Vec<&'a Value>) -> bool {
+    match f {
+        Filter::And(a, b) => eval(a, get) && eval(b, get),
+        Filter::Or(a, b) => eval(a, get) || eval(b, get),
+        Filter::Not(a) => !eval(a, get),
+        Filter::Present(p) => get(p)
             .iter()
             .any(|x| !x.is_null() && x.as_str() != Some("")),
         Filter::Compare(p, op, want) => {
-            let have = resolve(v, p);
+            let have = get(p);
             if want.is_null() {
                 return match op {
                     Op::Eq => have.iter().all(|x| x.is_null()),
@@ -376,7 +400,7 @@ pub(crate) fn matches(f: &Filter, v: &Value) -> bool {
             }
             have.iter().any(|h| compare(h, *op, want, exact))
         }
-        Filter::ValuePath(p, inner) => resolve(v, p).iter().any(|el| matches(inner, el)),
+        Filter::ValuePath(p, inner) => get(p).iter().any(|el| matches(inner, el)),
     }
 }
 
@@ -395,7 +419,11 @@ mod tests {
     }
 
     fn m(f: &str) -> bool {
-        matches(&parse(f).unwrap(), &user())
+        let f = parse(f).unwrap();
+        let u = user();
+        let by_value = matches(&f, &u);
+        assert_eq!(by_value, matches_obj(&f, u.as_object().unwrap()));
+        by_value
     }
 
     #[test]
@@ -415,6 +443,11 @@ mod tests {
         assert!(m(r#"active eq true and not (name.givenName eq "Bob")"#));
         assert!(m(r#"title pr or userName ew ".com""#));
         assert!(!m(r#"title pr"#));
+        assert_eq!(
+            user_name_eq(&parse(r#"USERNAME eq "A@x""#).unwrap()),
+            Some("A@x")
+        );
+        assert_eq!(user_name_eq(&parse(r#"userName co "A""#).unwrap()), None);
     }
 
     #[test]
