@@ -921,9 +921,11 @@ async fn an_unknown_limit_is_discovered_from_429s() {
         }
     })
     .await;
-    let mut cfg = config(&server);
-    cfg.max_retries = 10;
-    let c = HttpClient::new(cfg).unwrap();
+    // Real delays: with zero delays the pacer does not adapt (see the next test).
+    let c = client_with(&server, |cfg| {
+        cfg.zero_delays = false;
+        cfg.max_retries = 10;
+    });
     let tasks: Vec<_> = (0..200)
         .map(|_| {
             let c = c.clone();
@@ -974,4 +976,28 @@ async fn rate_limit_reset_stands_in_for_a_missing_retry_after() {
     let seen = server.seen();
     let gap = seen[1].at.duration_since(seen[0].at);
     assert!(gap >= Duration::from_millis(900), "{gap:?}");
+}
+
+#[tokio::test]
+async fn zero_delays_keep_the_rate_as_configured_after_429s() {
+    let server = Server::start(|_, i| {
+        if i < 5 {
+            reply(429, "")
+        } else {
+            reply(200, "{}")
+        }
+    })
+    .await;
+    let c = client(&server);
+    for _ in 0..20 {
+        c.get("/x").send().await.unwrap();
+    }
+    assert_eq!(
+        c.stats().rate_limit,
+        None,
+        "an injected 429 must not pace the rest of a test"
+    );
+    let told = client_with(&server, |cfg| cfg.requests_per_second = Some(500.0));
+    told.get("/x").send().await.unwrap();
+    assert_eq!(told.stats().rate_limit, Some(500.0));
 }

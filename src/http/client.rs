@@ -755,7 +755,11 @@ impl RequestBuilder {
                     inner
                         .concurrency
                         .on_response(rtt, verdict == Verdict::Retry);
-                    pacer.with_rate(|r| r.on_response(now, sent_at, throttled));
+                    // With zero delays (tests) the pacer keeps its configured rate: a 429 must not slow the
+                    // rest of a test down.
+                    if !inner.zero_delays {
+                        pacer.with_rate(|r| r.on_response(now, sent_at, throttled));
+                    }
                     debug!(
                         vendor,
                         method = %method,

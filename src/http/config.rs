@@ -178,8 +178,9 @@ pub struct ClientConfig {
     /// Named buckets (e.g. Userpilot `delete`: 1 request per 2 s).
     pub buckets: Vec<BucketConfig>,
     pub user_agent: String,
-    /// Zero every retry delay (backoff, `Retry-After`, 429 pauses) but keep the client-side rate
-    /// limit real. Defaults to `ROSTER_ZERO_DELAYS=1` in the environment; tests set it directly.
+    /// Zero every retry delay (backoff, `Retry-After`, 429 pauses) and do not adapt the rate to
+    /// 429s, but keep a configured rate limit real. Defaults to `ROSTER_ZERO_DELAYS=1` in the
+    /// environment; tests set it directly.
     pub zero_delays: bool,
 }
 

@@ -15,8 +15,9 @@
 //! - **backoff**: full jitter, `uniform(0, min(60 s, 1 s * 2^n))`; `Retry-After` (seconds or
 //!   HTTP date, capped at [`retry::RETRY_AFTER_CAP`]) is honoured exactly and pauses *every*
 //!   request of the client; a per-request retry budget. `ROSTER_ZERO_DELAYS=1` (or
-//!   [`ClientConfig::zero_delays`]) zeroes backoff, `Retry-After` and 429 pauses, but not the
-//!   client-side rate limit, which stays real so tests of pacing still mean something.
+//!   [`ClientConfig::zero_delays`]) zeroes backoff, `Retry-After` and 429 pauses and turns off
+//!   the pacer's adaptation to 429s (a test's injected 429 must not slow the rest of it), but a
+//!   configured `requests_per_second` stays real, so tests of pacing still mean something.
 //! - **flow control**: adaptive concurrency ([`concurrency`], AIMD after Vector's ARC) up to
 //!   `max_concurrency`; a client-side pacer ([`rate`]) at `requests_per_second` that, when no rate
 //!   is given, discovers the server's limit from 429s; named buckets for endpoints with their own
