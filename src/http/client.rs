@@ -737,6 +737,7 @@ impl RequestBuilder {
             let now = Instant::now();
             let rtt = now.saturating_duration_since(sent_at);
             let pacer = gate.as_deref().unwrap_or(&inner.global);
+            let paced = inner.global.with_rate(|r| r.rate());
             match outcome {
                 Ok((status, headers, body, final_url)) => {
                     inner.counters.status(status.as_u16());
@@ -754,7 +755,7 @@ impl RequestBuilder {
                     let throttled = status == StatusCode::TOO_MANY_REQUESTS;
                     inner
                         .concurrency
-                        .on_response(rtt, verdict == Verdict::Retry);
+                        .on_response(rtt, verdict == Verdict::Retry, paced);
                     // With zero delays (tests) the pacer keeps its configured rate: a 429 must not slow the
                     // rest of a test down.
                     if !inner.zero_delays {
@@ -827,7 +828,7 @@ impl RequestBuilder {
                     if kind == TransportKind::Timeout {
                         stats::add(&inner.counters.timeouts, 1);
                     }
-                    inner.concurrency.on_response(rtt, true);
+                    inner.concurrency.on_response(rtt, true, paced);
                     debug!(
                         vendor,
                         method = %method,

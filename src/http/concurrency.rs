@@ -31,6 +31,8 @@ pub const MIN_WINDOW: Duration = Duration::from_millis(5);
 pub struct Aimd {
     limit: usize,
     max: usize,
+    /// Decreases stop here: enough slots for the paced rate at the current round trip.
+    floor: usize,
     window_end: Option<Instant>,
     reached_limit: bool,
     back_pressure: bool,
@@ -46,6 +48,7 @@ impl Aimd {
         Self {
             limit: INITIAL_CONCURRENCY.min(max),
             max,
+            floor: 1,
             window_end: None,
             reached_limit: false,
             back_pressure: false,
@@ -58,6 +61,19 @@ impl Aimd {
 
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// The smoothed round trip of clean answers, once known.
+    pub fn mean_rtt(&self) -> Option<Duration> {
+        self.mean.map(Duration::from_secs_f64)
+    }
+
+    /// Keeps at least `floor` slots (at most the ceiling): when a pacer sends `rate` requests per
+    /// second, `rate * rtt` of them are in flight at once, and fewer slots would turn timing noise
+    /// on a busy machine into lost throughput.
+    pub fn set_floor(&mut self, floor: usize) {
+        self.floor = floor.clamp(1, self.max);
+        self.limit = self.limit.max(self.floor);
     }
 
     /// A request started with `in_flight` requests (itself included) running.
@@ -89,14 +105,14 @@ impl Aimd {
             (self.window_rtt_n > 0).then(|| self.window_rtt_sum / f64::from(self.window_rtt_n));
         match (current, self.mean) {
             (_, _) if self.back_pressure => {
-                self.limit = ((self.limit as f64 * DECREASE_RATIO) as usize).max(1);
+                self.limit = ((self.limit as f64 * DECREASE_RATIO) as usize).max(self.floor);
             }
             (Some(cur), Some(mean)) => {
                 if cur >= mean + RTT_DEVIATION_SCALE * self.deviation
                     && self.deviation > 0.0
                     && cur > mean * 1.5
                 {
-                    self.limit = ((self.limit as f64 * DECREASE_RATIO) as usize).max(1);
+                    self.limit = ((self.limit as f64 * DECREASE_RATIO) as usize).max(self.floor);
                 } else if self.reached_limit && cur <= mean * 1.05 && self.limit < self.max {
                     self.limit += 1;
                 }
@@ -191,10 +207,18 @@ impl Concurrency {
     }
 
     /// Feeds one answer to the controller and resizes the semaphore if the limit moved.
-    pub fn on_response(&self, rtt: Duration, back_pressure: bool) {
+    /// `paced_rate`: the client-wide pacer's rate, which sets the floor of the limit.
+    pub fn on_response(&self, rtt: Duration, back_pressure: bool, paced_rate: Option<f64>) {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let before = st.aimd.limit();
-        if let Some(after) = st.aimd.on_response(Instant::now(), rtt, back_pressure) {
+        let _ = st.aimd.on_response(Instant::now(), rtt, back_pressure);
+        if let Some(rate) = paced_rate {
+            let rtt = st.aimd.mean_rtt().unwrap_or(rtt).as_secs_f64();
+            let floor = (rate * rtt).ceil().min(1e6) as usize + 1;
+            st.aimd.set_floor(floor);
+        }
+        let after = st.aimd.limit();
+        if after != before {
             if after > before {
                 let mut add = after - before;
                 let paid = add.min(st.debt);
@@ -293,6 +317,21 @@ mod tests {
         assert!(a.limit() < before, "{} -> {}", before, a.limit());
     }
 
+    #[test]
+    fn a_paced_rate_sets_a_floor() {
+        let mut a = Aimd::new(16);
+        let mut now = Instant::now();
+        a.set_floor(4);
+        assert_eq!(a.limit(), 4);
+        for _ in 0..50 {
+            now += ms(25);
+            a.on_response(now, ms(20), true);
+        }
+        assert_eq!(a.limit(), 4, "back-pressure stops at the floor");
+        a.set_floor(100);
+        assert_eq!(a.limit(), 16, "never above the ceiling");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_semaphore_follows_the_limit() {
         let c = Concurrency::new(8);
@@ -305,7 +344,7 @@ mod tests {
             }
             tokio::time::sleep(ms(10)).await;
             for _ in &round {
-                c.on_response(ms(10), false);
+                c.on_response(ms(10), false, None);
             }
         }
         assert_eq!(c.limit(), 8);
@@ -319,7 +358,7 @@ mod tests {
         );
         // Back-pressure while all 8 are out: the limit drops and the returned permits are swallowed.
         tokio::time::sleep(ms(10)).await;
-        c.on_response(ms(1), true);
+        c.on_response(ms(1), true, None);
         let after = c.limit();
         assert!(after < 8);
         held.clear();
