@@ -2,7 +2,7 @@
 //! deliberately quirky server for the leniency rules (scim.md §0 and §11).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod tap_common;
+use crate::tap_common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

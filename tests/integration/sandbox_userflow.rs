@@ -1,7 +1,7 @@
 //! The Userflow emulation, tested over HTTP against a running sandbox.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod sandbox_common;
+use crate::sandbox_common;
 
 use roster::sandbox::{Sandbox, Vendor};
 use sandbox_common::api;

@@ -1,6 +1,6 @@
 //! Generated docs stay in step with the code: `docs/configuration.md` is the `--about
 //! --format markdown` output of both binaries. Regenerate with
-//! `ROSTER_REGENERATE_DOCS=1 cargo test --test docs`.
+//! `ROSTER_REGENERATE_DOCS=1 cargo test --test integration docs::`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roster::cli::about;
@@ -8,7 +8,7 @@ use roster::config::Applies;
 
 fn generated() -> String {
     format!(
-        "<!-- generated from `tap-roster --about --format markdown` and `target-roster --about --format markdown`; regenerate with ROSTER_REGENERATE_DOCS=1 cargo test --test docs -->\n\n{}\n\n{}",
+        "<!-- generated from `tap-roster --about --format markdown` and `target-roster --about --format markdown`; regenerate with ROSTER_REGENERATE_DOCS=1 cargo test --test integration docs:: -->\n\n{}\n\n{}",
         about::markdown(Applies::Tap).replacen("# ", "# Configuration: ", 1),
         about::markdown(Applies::Target).replacen("# ", "# Configuration: ", 1),
     )
@@ -24,6 +24,6 @@ fn configuration_reference_is_current() {
     let actual = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
         actual == expected,
-        "docs/configuration.md is stale: run ROSTER_REGENERATE_DOCS=1 cargo test --test docs"
+        "docs/configuration.md is stale: run ROSTER_REGENERATE_DOCS=1 cargo test --test integration docs::"
     );
 }

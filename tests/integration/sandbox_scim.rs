@@ -1,7 +1,7 @@
 //! The SCIM 2.0 emulation (generic and Guru SCIM), tested over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod sandbox_common;
+use crate::sandbox_common;
 
 use roster::sandbox::{Sandbox, Vendor};
 use sandbox_common::api;

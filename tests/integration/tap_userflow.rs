@@ -1,7 +1,7 @@
 //! `tap-roster` against the sandbox's Userflow: streams, selection, state, resume, faults.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod tap_common;
+use crate::tap_common;
 
 use roster::sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};

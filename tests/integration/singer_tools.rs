@@ -14,7 +14,7 @@
 //!   corrupted record must make the tool fail, so the check cannot pass vacuously.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! member listings read concurrently, Link-header paging, expiring page tokens.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod tap_common;
+use crate::tap_common;
 
 use std::time::Duration;
 

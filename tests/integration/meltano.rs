@@ -28,7 +28,7 @@
 //! `sensitive: true` on every secret, and that Meltano redacts them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

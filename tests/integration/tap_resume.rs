@@ -3,7 +3,7 @@
 //! sandbox holds: no page skipped, for every listable vendor and at several points of the sync.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod tap_common;
+use crate::tap_common;
 
 use roster::sandbox::{Sandbox, Vendor};
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! The write-only vendors (UserGuiding, Userpilot, Appcues) and the bulk job lifecycles.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod sandbox_common;
+use crate::sandbox_common;
 
 use std::time::{Duration, Instant};
 

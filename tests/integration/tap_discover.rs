@@ -2,7 +2,7 @@
 //!
 //! `catalogs/<vendor>.json` is the discovery output of every listable vendor, pretty-printed.
 //! After changing the record model, regenerate them with
-//! `ROSTER_REGENERATE_CATALOGS=1 cargo test --test tap_discover`.
+//! `ROSTER_REGENERATE_CATALOGS=1 cargo test --test integration tap_discover::`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -60,13 +60,13 @@ fn catalogs_match_discovery_for_every_listable_vendor() {
         }
         let committed: Value = serde_json::from_str(
             &std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("{}: {e} (regenerate: ROSTER_REGENERATE_CATALOGS=1 cargo test --test tap_discover)", path.display())),
+                .unwrap_or_else(|e| panic!("{}: {e} (regenerate: ROSTER_REGENERATE_CATALOGS=1 cargo test --test integration tap_discover::)", path.display())),
         )
         .unwrap();
         assert_eq!(
             committed,
             discovered,
-            "{} is stale: ROSTER_REGENERATE_CATALOGS=1 cargo test --test tap_discover",
+            "{} is stale: ROSTER_REGENERATE_CATALOGS=1 cargo test --test integration tap_discover::",
             path.display()
         );
         listed.push(format!("{}.json", spec.name));

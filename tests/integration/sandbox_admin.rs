@@ -1,7 +1,7 @@
 //! The admin API, the library API and the `roster-sandbox` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod sandbox_common;
+use crate::sandbox_common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

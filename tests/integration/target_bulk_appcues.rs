@@ -6,7 +6,7 @@
 //! and segments created when missing and filled in both modes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod target_bulk_support;
+use crate::target_bulk_support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

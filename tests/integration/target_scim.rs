@@ -5,7 +5,7 @@
 //! STATE.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod target_scim_common;
+use crate::target_scim_common;
 
 use roster::sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! and "fail the next N", through the library and the admin API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod sandbox_common;
+use crate::sandbox_common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! The Guru REST emulation, tested over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod sandbox_common;
+use crate::sandbox_common;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! between an upload and its job's success followed by a rerun from the last STATE.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod target_bulk_support;
+use crate::target_bulk_support;
 
 use std::time::Duration;
 

@@ -1,0 +1,45 @@
+//! roster's integration tests, as one test binary: each file below was once its own binary,
+//! and linking 24 of them against the whole crate cost CI minutes and gigabytes. Run one area
+//! with a filter, e.g. `cargo test --test integration tap_resume::`.
+
+// Shared helpers (each used by several areas).
+mod sandbox_common;
+mod support;
+mod tap_common;
+mod target_bulk_support;
+mod target_scim_common;
+
+// The CLIs, docs and secrets.
+mod cli;
+mod docs;
+mod secrets;
+
+// The HTTP engine against a scripted server.
+mod http_engine;
+
+// roster-sandbox.
+mod sandbox_admin;
+mod sandbox_faults;
+mod sandbox_guru;
+mod sandbox_scim;
+mod sandbox_userflow;
+mod sandbox_writes;
+
+// tap-roster.
+mod tap_discover;
+mod tap_guru;
+mod tap_resume;
+mod tap_scim;
+mod tap_userflow;
+
+// target-roster.
+mod target_bulk_appcues;
+mod target_bulk_userpilot;
+mod target_cli;
+mod target_scim;
+mod target_userflow;
+
+// With real tools from PyPI and Debian (Meltano, singer tools, PostgreSQL).
+mod meltano;
+mod reverse_etl;
+mod singer_tools;
