@@ -7,6 +7,7 @@ mod sandbox_common;
 mod support;
 mod tap_common;
 mod target_bulk_support;
+mod target_common;
 mod target_scim_common;
 
 // The CLIs, docs and secrets.
@@ -33,11 +34,14 @@ mod tap_scim;
 mod tap_userflow;
 
 // target-roster.
+mod target_appcues;
 mod target_bulk_appcues;
 mod target_bulk_userpilot;
 mod target_cli;
 mod target_scim;
 mod target_userflow;
+mod target_userguiding;
+mod target_userpilot;
 
 // With real tools from PyPI and Debian (Meltano, singer tools, PostgreSQL).
 mod meltano;

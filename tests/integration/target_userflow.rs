@@ -3,62 +3,21 @@
 //! comes before the records it covers, and Meltano's loader test stream passes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
+use crate::target_common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use roster::sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
-
-fn sandbox() -> Sandbox {
-    Sandbox::builder()
-        .users(0)
-        .groups(0)
-        .start_background()
-        .unwrap()
-}
+use target_common::{
+    FAULT_LAST_STATE, N, assert_unique, fault_input, lines, rec, rejects, run, sandbox, schema,
+    succeeded,
+};
 
 fn config(sb: &Sandbox, dir: &Path, extra: Value) -> std::path::PathBuf {
-    let mut config = sb.config(Vendor::Userflow);
-    config["reject_file"] = json!(dir.join("rejects.ndjson"));
-    for (k, v) in extra.as_object().unwrap() {
-        config[k] = v.clone();
-    }
-    let path = dir.join("config.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    path
-}
-
-fn run(config: &Path, input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_target-roster"))
-        .arg("--config")
-        .arg(config)
-        .env("ROSTER_ZERO_DELAYS", "1")
-        .env("ROSTER_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    out
-}
-
-fn schema(stream: &str) -> Value {
-    json!({"type": "SCHEMA", "stream": stream, "schema": {"type": "object"}, "key_properties": []})
-}
-
-fn rec(stream: &str, record: Value) -> Value {
-    json!({"type": "RECORD", "stream": stream, "record": record})
-}
-
-fn lines(items: &[Value]) -> String {
-    items.iter().map(|v| format!("{v}\n")).collect()
+    target_common::config(sb, Vendor::Userflow, dir, extra)
 }
 
 fn user<'a>(dump: &'a Value, id: &str) -> Option<&'a Value> {
@@ -141,10 +100,9 @@ fn every_kind_lands_exactly_as_sent() {
         json!({"type": "STATE", "value": {"bookmarks": {"users": {"next_page": null}}}}),
     ]);
     let out = run(&cfg, &input);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = succeeded(&out);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().last(),
+        target_common::last_state(&out).as_deref(),
         Some(r#"{"bookmarks":{"users":{"next_page":null}}}"#)
     );
     let dump = sb.dump(Vendor::Userflow);
@@ -185,85 +143,52 @@ fn every_kind_lands_exactly_as_sent() {
         .find(|m| m["group"]["id"] == "g1" || m["group_id"] == "g1")
         .unwrap();
     assert_eq!(m["attributes"], json!({"role": "admin"}));
+    // The delete of a user Userflow never had is skipped, not rejected.
     assert!(
-        stderr.contains("19 sent") || stderr.contains("sent"),
+        stderr.contains("15 records") && stderr.contains("14 sent, 0 rejected, 1 skipped"),
         "{stderr}"
     );
     assert!(!stderr.contains(sb.config(Vendor::Userflow)["api_key"].as_str().unwrap()));
 }
 
-fn fault_input() -> String {
-    let mut input = vec![schema("users"), schema("memberships"), schema("events")];
-    for i in 0..150 {
-        input.push(rec("users", json!({"id": format!("u{i}"), "n": i})));
-        input.push(rec(
-            "memberships",
-            json!({"group_id": format!("g{}", i % 7), "user_id": format!("u{i}")}),
-        ));
-        input.push(rec(
-            "events",
-            json!({"user_id": format!("u{i}"), "name": "seen"}),
-        ));
-        if i % 25 == 24 {
-            input.push(json!({"type": "STATE", "value": {"n": i}}));
-        }
-    }
-    lines(&input)
-}
-
 /// Checks users and memberships all arrived; returns the events held and the events rejected.
 fn check_fault_run(sb: &Sandbox, dir: &Path, out: &Output) -> (Vec<String>, Vec<Value>) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = succeeded(out);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().last(),
-        Some(r#"{"n":149}"#)
+        target_common::last_state(out).as_deref(),
+        Some(FAULT_LAST_STATE)
     );
     let dump = sb.dump(Vendor::Userflow);
-    assert_eq!(dump["users"].as_array().unwrap().len(), 150, "{stderr}");
-    for i in 0..150 {
+    assert_eq!(dump["users"].as_array().unwrap().len(), N, "{stderr}");
+    for i in 0..N {
         let u = user(&dump, &format!("u{i}")).unwrap();
         assert_eq!(u["attributes"]["n"], i);
         assert_eq!(group_ids(u), vec![format!("g{}", i % 7)]);
     }
-    let mut events: Vec<String> = dump["events"]
+    let events: Vec<String> = dump["events"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["user_id"].as_str().unwrap().to_string())
         .collect();
-    events.sort();
-    let before = events.len();
-    events.dedup();
-    assert_eq!(events.len(), before, "no event twice");
-    let rejected: Vec<Value> = std::fs::read_to_string(dir.join("rejects.ndjson"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["type"] == "RECORD")
-        .collect();
-    (events, rejected)
+    assert_unique(events.clone(), "events");
+    (events, rejects(dir))
 }
 
 #[test]
 fn a_429_storm_delivers_everything_once() {
-    let sb = Sandbox::builder()
-        .users(0)
-        .groups(0)
+    let sb = target_common::builder()
         .rate_limit(Vendor::Userflow, "200/s,burst=5")
         .start_background()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // The client paces at 600/s, three times what the sandbox allows: a storm of 429s.
-    let cfg = config(
-        &sb,
-        dir.path(),
-        json!({"max_retries": 50, "requests_per_second": 600}),
-    );
-    let out = run(&cfg, &fault_input());
+    // No rate configured (Userflow documents none), and with zero delays (as every fault test)
+    // each 429 is retried at once without slowing the pacer: the storm lasts the whole run.
+    let cfg = config(&sb, dir.path(), json!({"max_retries": 50}));
+    let out = run(&cfg, &fault_input(&["users", "memberships", "events"]));
     let (events, rejected) = check_fault_run(&sb, dir.path(), &out);
     // A 429 proves nothing happened, so even events are repeated safely.
-    assert_eq!(events.len(), 150);
+    assert_eq!(events.len(), N);
     assert!(rejected.is_empty(), "{rejected:?}");
     let stats = sb.stats();
     let throttled = stats.vendors["userflow"]
@@ -276,16 +201,14 @@ fn a_429_storm_delivers_everything_once() {
 
 #[test]
 fn server_errors_and_dropped_connections_lose_nothing_and_duplicate_nothing() {
-    let sb = Sandbox::builder()
-        .users(0)
-        .groups(0)
+    let sb = target_common::builder()
         .error_rate(Some(Vendor::Userflow), 0.15)
         .drop_rate(Some(Vendor::Userflow), 0.05)
         .start_background()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&sb, dir.path(), json!({"max_retries": 30}));
-    let out = run(&cfg, &fault_input());
+    let out = run(&cfg, &fault_input(&["users", "memberships", "events"]));
     let (events, rejected) = check_fault_run(&sb, dir.path(), &out);
     // An event that got a 5xx or lost its connection may have been recorded: it is not repeated
     // but rejected with a replay hint. Each event is in the sandbox once or in the reject file.
@@ -293,23 +216,16 @@ fn server_errors_and_dropped_connections_lose_nothing_and_duplicate_nothing() {
         rejected.iter().all(|r| r["stream"] == "events"),
         "{rejected:?}"
     );
-    assert_eq!(events.len() + rejected.len(), 150);
+    assert_eq!(events.len() + rejected.len(), N);
     for r in &rejected {
         assert!(!events.contains(&r["record"]["user_id"].as_str().unwrap().to_string()));
-        assert!(
-            r["reject"]["reason"]
-                .as_str()
-                .unwrap()
-                .contains("could duplicate")
-        );
+        assert!(target_common::reason(r).contains("could duplicate"));
     }
 }
 
 #[test]
 fn state_never_comes_before_the_records_it_covers() {
-    let sb = Sandbox::builder()
-        .users(0)
-        .groups(0)
+    let sb = target_common::builder()
         .latency(Some(Vendor::Userflow), Duration::from_millis(40))
         .start_background()
         .unwrap();
@@ -319,43 +235,20 @@ fn state_never_comes_before_the_records_it_covers() {
     for i in 0..60u64 {
         input.push(rec("users", json!({"id": format!("u{i}")})));
         if i % 5 == 4 {
-            input.push(json!({"type": "STATE", "value": {"covers": i + 1}}));
+            input.push(target_common::state(json!({"covers": i + 1})));
         }
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_target-roster"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("ROSTER_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let text = lines(&input);
-    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut printed = 0;
-    for line in stdout.lines() {
-        let line = line.unwrap();
-        // Read the log the moment the line arrives: the sandbox logs a request before answering
-        // it, so every covered record's 2xx must be there already.
-        let done = sb
-            .requests()
-            .iter()
-            .filter(|r| r.method == "POST" && r.path == "/userflow/users" && r.status == 200)
-            .count() as u64;
-        let covers = serde_json::from_str::<Value>(&line).unwrap()["covers"]
-            .as_u64()
-            .unwrap();
-        assert!(
-            done >= covers,
-            "state {line} printed when only {done} upserts were answered"
-        );
-        printed += 1;
-    }
-    writer.join().unwrap().unwrap();
-    assert!(child.wait().unwrap().success());
+    let printed = target_common::assert_state_follows_writes(
+        &sb,
+        &cfg,
+        lines(&input),
+        |state| state["covers"].as_u64().unwrap(),
+        |sb| {
+            target_common::answered(sb, |r| {
+                r.method == "POST" && r.path == "/userflow/users" && r.status == 200
+            })
+        },
+    );
     assert!(printed >= 1);
 }
 
@@ -363,25 +256,5 @@ fn state_never_comes_before_the_records_it_covers() {
 fn meltanos_loader_test_stream_passes() {
     let sb = sandbox();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&sb, dir.path(), json!({}));
-    let input = lines(&[
-        json!({"type": "SCHEMA", "stream": "meltano_test_stream", "schema": {"type": "object", "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}}, "key_properties": ["id"]}),
-        rec(
-            "meltano_test_stream",
-            json!({"id": 1, "name": "Meltano Test Record", "created_at": "2025-09-29T00:00:00Z"}),
-        ),
-        json!({"type": "STATE", "value": {"bookmarks": {"meltano_test_stream": {}}}}),
-    ]);
-    let out = run(&cfg, &input);
-    assert!(out.status.success());
-    for line in String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .chain(String::from_utf8_lossy(&out.stderr).lines())
-    {
-        let lower = line.to_lowercase();
-        assert!(
-            !lower.contains("error") && !lower.contains("exception"),
-            "Meltano would fail on: {line}"
-        );
-    }
+    target_common::assert_meltano_test_stream_passes(&config(&sb, dir.path(), json!({})));
 }

@@ -1,0 +1,260 @@
+//! target-roster against the sandbox's Userpilot: users, companies, memberships (the user's
+//! company, by `id`) and events land exactly as sent, every value as a string and `null` as
+//! `null`; deletes are scheduled in batches; what Userpilot cannot take is rejected with the
+//! reason; a 429 storm, 5xx answers and dropped connections lose and duplicate nothing; STATE
+//! never comes before the records it covers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::target_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use roster::sandbox::{Sandbox, Vendor};
+use serde_json::{Value, json};
+use target_common::{
+    FAULT_LAST_STATE, GROUPS, N, assert_unique, fault_input, find, items, lines, reason, rec,
+    reject_at, rejects, run, sandbox, schema, state, succeeded,
+};
+
+fn config(sb: &Sandbox, dir: &Path, extra: Value) -> PathBuf {
+    target_common::config(sb, Vendor::Userpilot, dir, extra)
+}
+
+fn user<'a>(dump: &'a Value, id: &str) -> &'a Value {
+    find(dump, "users", "user_id", id).unwrap_or_else(|| panic!("no user {id} in {dump}"))
+}
+
+fn company<'a>(dump: &'a Value, id: &str) -> &'a Value {
+    &find(dump, "companies", "company_id", id)
+        .unwrap_or_else(|| panic!("no company {id} in {dump}"))["metadata"]
+}
+
+#[test]
+fn every_kind_lands_exactly_as_sent() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&sb, dir.path(), json!({}));
+    let input = lines(&[
+        schema("users"),       // 1
+        schema("groups"),      // 2
+        schema("memberships"), // 3
+        schema("events"),      // 4
+        rec(
+            "users",
+            json!({"id": "u1", "email": "a@x.io", "name": "Ann", "active": true, "attributes": {"seats": 5, "plan": "pro"}}),
+        ), // 5
+        rec("users", json!({"id": "u2", "email": "b@x.io"})), // 6
+        rec("users", json!({"id": "u3", "email": "c@x.io"})), // 7
+        rec(
+            "groups",
+            json!({"id": "g1", "name": "Acme", "attributes": {"tier": "gold", "size": 10}}),
+        ), // 8
+        rec("groups", json!({"id": "g3", "name": "Gone"})), // 9
+        rec(
+            "memberships",
+            json!({"group_id": "g1", "user_id": "u1", "attributes": {"role": "admin"}}),
+        ), // 10
+        rec("memberships", json!({"group_id": "g1", "user_id": "u2"})), // 11
+        rec(
+            "events",
+            json!({"user_id": "u1", "group_id": "g1", "name": "signed_up", "timestamp": "2024-01-01T00:00:00Z", "attributes": {"plan": "pro", "seats": 5}}),
+        ), // 12
+        // null clears (passed on as null), absent keeps
+        rec("users", json!({"id": "u1", "attributes": {"seats": null}})), // 13
+        rec(
+            "users",
+            json!({"id": "u3", "_sdc_deleted_at": "2024-01-01T00:00:00Z"}),
+        ), // 14
+        rec(
+            "groups",
+            json!({"id": "g3", "_sdc_deleted_at": "2024-01-01T00:00:00Z"}),
+        ), // 15
+        rec(
+            "memberships",
+            json!({"group_id": "g1", "user_id": "u2", "_sdc_deleted_at": "2024-01-01T00:00:00Z"}),
+        ), // 16
+        rec("users", json!({"id": "u9", "attributes": {"tags": ["a"]}})), // 17
+        state(json!({"bookmarks": {"users": {}}})),                       // 18
+    ]);
+    let out = run(&cfg, &input);
+    let stderr = succeeded(&out);
+    assert_eq!(
+        target_common::last_state(&out).as_deref(),
+        Some(r#"{"bookmarks":{"users":{}}}"#)
+    );
+    let dump = sb.dump(Vendor::Userpilot);
+    let u1 = user(&dump, "u1");
+    assert_eq!(
+        u1["metadata"],
+        json!({"email": "a@x.io", "name": "Ann", "active": "true", "plan": "pro", "seats": null}),
+        "values as strings, seats cleared by null"
+    );
+    assert_eq!(u1["company_id"], "g1");
+    assert_eq!(user(&dump, "u2")["metadata"], json!({"email": "b@x.io"}));
+    assert_eq!(user(&dump, "u2")["company_id"], "g1");
+    assert!(find(&dump, "users", "user_id", "u9").is_none());
+    assert_eq!(
+        company(&dump, "g1"),
+        &json!({"name": "Acme", "tier": "gold", "size": "10"})
+    );
+    // Userpilot schedules deletions (daily): the records stay until then.
+    assert_eq!(
+        dump["scheduled_deletions"],
+        json!({"users": ["u3"], "companies": ["g3"]})
+    );
+    let events = items(&dump, "events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["user_id"], "u1");
+    assert_eq!(events[0]["event_name"], "signed_up");
+    assert_eq!(
+        events[0]["metadata"],
+        json!({"plan": "pro", "seats": "5", "company_id": "g1", "timestamp": "2024-01-01T00:00:00Z"})
+    );
+
+    let rejected = rejects(dir.path());
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    for (line, expect) in [
+        (16, "no call to remove a user from a company"),
+        (17, "\"tags\" is an array"),
+    ] {
+        let r = reject_at(&rejected, line).unwrap_or_else(|| panic!("line {line}: {rejected:?}"));
+        assert!(reason(r).contains(expect), "line {line}: {}", reason(r));
+    }
+    assert!(
+        stderr.contains("13 records") && stderr.contains("11 sent, 2 rejected, 0 skipped"),
+        "{stderr}"
+    );
+    // One DELETE per kind, each carrying its ids.
+    let deletes: Vec<String> = sb
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(deletes.len(), 2, "{deletes:?}");
+}
+
+/// Users, companies and memberships all arrived; returns the events held and the rejects.
+fn check_fault_run(sb: &Sandbox, dir: &Path, out: &Output) -> (Vec<String>, Vec<Value>) {
+    let stderr = succeeded(out);
+    assert_eq!(
+        target_common::last_state(out).as_deref(),
+        Some(FAULT_LAST_STATE)
+    );
+    let dump = sb.dump(Vendor::Userpilot);
+    assert_eq!(items(&dump, "users").len(), N, "{stderr}");
+    for i in 0..N {
+        let u = user(&dump, &format!("u{i}"));
+        assert_eq!(u["metadata"], json!({"n": i.to_string()}));
+        assert_eq!(u["company_id"], format!("g{}", i % GROUPS));
+    }
+    assert_eq!(items(&dump, "companies").len(), GROUPS);
+    for g in 0..GROUPS {
+        assert_eq!(
+            company(&dump, &format!("g{g}")),
+            &json!({"name": format!("Group {g}")})
+        );
+    }
+    let events: Vec<String> = items(&dump, "events")
+        .iter()
+        .map(|e| e["user_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_unique(events.clone(), "events");
+    (events, rejects(dir))
+}
+
+const ALL: [&str; 4] = ["groups", "users", "memberships", "events"];
+
+#[test]
+fn a_429_storm_delivers_everything_once() {
+    let sb = target_common::builder()
+        .rate_limit(Vendor::Userpilot, "200/s,burst=5")
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Pacing off (`requests_per_second: 0`), and with zero delays each 429 is retried at once
+    // without slowing the client: the storm lasts the whole run.
+    let cfg = config(
+        &sb,
+        dir.path(),
+        json!({"max_retries": 50, "requests_per_second": 0}),
+    );
+    let out = run(&cfg, &fault_input(&ALL));
+    let (events, rejected) = check_fault_run(&sb, dir.path(), &out);
+    // A 429 proves nothing happened, so even events are repeated safely.
+    assert_eq!(events.len(), N);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let stats = sb.stats();
+    let throttled = stats.vendors["userpilot"]
+        .statuses
+        .get("429")
+        .copied()
+        .unwrap_or(0);
+    assert!(throttled > 0, "the sandbox answered no 429: {stats:?}");
+}
+
+#[test]
+fn server_errors_and_dropped_connections_lose_nothing_and_duplicate_nothing() {
+    let sb = target_common::builder()
+        .error_rate(Some(Vendor::Userpilot), 0.15)
+        .drop_rate(Some(Vendor::Userpilot), 0.05)
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &sb,
+        dir.path(),
+        json!({"max_retries": 30, "requests_per_second": 0}),
+    );
+    let out = run(&cfg, &fault_input(&ALL));
+    let (events, rejected) = check_fault_run(&sb, dir.path(), &out);
+    // A track call that got a 5xx or lost its connection may have been recorded: it is not
+    // repeated but rejected with a replay hint. Each event is in the sandbox once or rejected.
+    assert!(
+        rejected.iter().all(|r| r["stream"] == "events"),
+        "{rejected:?}"
+    );
+    assert_eq!(events.len() + rejected.len(), N);
+    for r in &rejected {
+        assert!(!events.contains(&r["record"]["user_id"].as_str().unwrap().to_string()));
+        assert!(reason(r).contains("could duplicate"), "{}", reason(r));
+    }
+}
+
+#[test]
+fn state_never_comes_before_the_records_it_covers() {
+    let sb = target_common::builder()
+        .latency(Some(Vendor::Userpilot), Duration::from_millis(40))
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&sb, dir.path(), json!({"requests_per_second": 0}));
+    let mut input = vec![schema("users")];
+    for i in 0..60u64 {
+        input.push(rec("users", json!({"id": format!("u{i}")})));
+        if i % 5 == 4 {
+            input.push(state(json!({"covers": i + 1})));
+        }
+    }
+    let printed = target_common::assert_state_follows_writes(
+        &sb,
+        &cfg,
+        lines(&input),
+        |state| state["covers"].as_u64().unwrap(),
+        |sb| {
+            target_common::answered(sb, |r| {
+                r.method == "POST" && r.path == "/userpilot/v1/identify" && r.status == 202
+            })
+        },
+    );
+    assert!(printed >= 1);
+}
+
+#[test]
+fn meltanos_loader_test_stream_passes() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    target_common::assert_meltano_test_stream_passes(&config(&sb, dir.path(), json!({})));
+}
