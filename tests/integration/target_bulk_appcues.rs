@@ -406,3 +406,13 @@ fn segments_are_created_when_missing_and_filled_in_bulk_mode() {
     );
     check_segments(&sb, &out, existing["id"].as_str().unwrap());
 }
+
+#[test]
+fn the_sample_config_runs_as_it_is() {
+    let sb = Sandbox::builder().start_background().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = sample("target-appcues-bulk.json", &sb, Vendor::Appcues);
+    assert_eq!(config["mode"], "bulk");
+    run_ok(dir.path(), &config, &users_input(0, 25, "pro", 10));
+    assert_eq!(users(&sb.dump(Vendor::Appcues)).len(), 25);
+}

@@ -298,3 +298,13 @@ fn a_kill_between_upload_and_job_success_then_a_rerun_from_the_last_state_loses_
         seen.duplicates(N)
     );
 }
+
+#[test]
+fn the_sample_config_runs_as_it_is() {
+    let sb = Sandbox::builder().start_background().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = sample("target-userpilot-bulk.json", &sb, Vendor::Userpilot);
+    assert_eq!(config["mode"], "bulk");
+    run_ok(dir.path(), &config, &users_input(0, 25, "pro", 10));
+    assert_eq!(users(&sb.dump(Vendor::Userpilot)).len(), 25);
+}

@@ -42,7 +42,7 @@ pub const SETTINGS: &[Setting] = &[
         Kind::Integer,
         "Rows per upload at most: NDJSON import files (mode: bulk) and segment CSV files",
     )
-    .default("100000")
+    .default("25000")
     .only(Applies::Target),
     Setting::new(
         "bulk_max_bytes",

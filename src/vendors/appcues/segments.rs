@@ -317,6 +317,36 @@ mod tests {
     }
 
     #[test]
+    fn csv_uploads_split_and_read_back_row_by_row() {
+        use crate::vendors::bulk::spool::Spool;
+        use crate::vendors::sink::{Origin, Ticket};
+        let mut spool = Spool::new(CSV_UPLOAD).unwrap();
+        for (n, id) in ["u1", "a,b", "u3"].iter().enumerate() {
+            let origin = Origin {
+                stream: "segments".into(),
+                line: n as u64 + 2,
+                record: serde_json::Map::new(),
+            };
+            spool
+                .push(&csv_field(id), Ticket(n as u64), &origin)
+                .unwrap();
+        }
+        let mut sealed = spool.seal().unwrap();
+        let parts = sealed.split(2, |i| Some(usize::from(i >= 1))).unwrap();
+        let mut parts: Vec<_> = parts.into_iter().map(Option::unwrap).collect();
+        let second = String::from_utf8(parts[1].body().unwrap().to_vec()).unwrap();
+        assert_eq!(
+            second,
+            format!("{}\"a,b\"\nu3{}", CSV_UPLOAD.prefix, CSV_UPLOAD.suffix)
+        );
+        let first = String::from_utf8(parts[0].body().unwrap().to_vec()).unwrap();
+        assert_eq!(
+            first,
+            format!("{}u1{}", CSV_UPLOAD.prefix, CSV_UPLOAD.suffix)
+        );
+    }
+
+    #[test]
     fn the_upload_is_a_multipart_csv_file() {
         assert!(CSV_UPLOAD.content_type.ends_with(boundary!()));
         let body = format!("{}u1\n\"a,b\"{}", CSV_UPLOAD.prefix, CSV_UPLOAD.suffix);

@@ -49,8 +49,9 @@ const FAILED: &[&str] = &[
     "aborted",
 ];
 
-/// The first poll comes this soon after the upload: a small job is often done already.
-pub const POLL_FIRST: Duration = Duration::from_millis(250);
+/// The first poll comes this soon after the upload: a small job is often done already, and
+/// the waits grow fast (×1.5), so a long job costs only a few more polls.
+pub const POLL_FIRST: Duration = Duration::from_millis(100);
 
 /// Each wait between polls is this much longer than the last.
 pub const POLL_FACTOR: f64 = 1.5;

@@ -422,9 +422,10 @@ impl Pipeline {
         spooler.last_seq += 1;
         let seq = spooler.last_seq;
         self.shared.sealed.lock().insert(file.id, seq);
-        let Some(acks) = spooler.acks.clone() else {
-            return Ok(());
-        };
+        let acks = spooler.acks.clone().ok_or_else(|| SinkError::Vendor {
+            vendor: self.config.vendor,
+            detail: "bulk: a file was sealed before any row was pushed (a bug)".into(),
+        })?;
         let queue = match &spooler.queue {
             Some(queue) => queue.clone(),
             None => {

@@ -290,3 +290,13 @@ pub fn kill_then_rerun(
     );
     seen
 }
+
+/// The repository's sample config `name`, pointed at `sb` instead of the default port.
+pub fn sample(name: &str, sb: &roster::sandbox::Sandbox, vendor: roster::sandbox::Vendor) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(name);
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    config["base_url"] = json!(sb.base_url(vendor));
+    config
+}
