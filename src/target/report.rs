@@ -204,7 +204,7 @@ impl Report {
         }
         let h = &self.http;
         out.push_str(&format!(
-            "  http: {} requests, {} retries, {} answered 429, {} answered 5xx, {} without an answer, {:.1} s waiting on rate limits\n",
+            "  http: {} requests, {} retries, {} answered 429, {} answered 5xx, {} without an answer, {:.1} s waiting on rate limits (summed over requests)\n",
             h.requests,
             h.retries,
             h.status_429,

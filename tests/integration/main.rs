@@ -13,6 +13,7 @@ mod target_scim_common;
 // The CLIs, docs and secrets.
 mod cli;
 mod docs;
+mod quickstart;
 mod secrets;
 
 // The HTTP engine against a scripted server.
