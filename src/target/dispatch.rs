@@ -8,6 +8,9 @@
 //!   its linger time is up, or the input ends. A later op that shares a key with an open batch
 //!   but does not join it closes that batch first, so a batch never waits on an op that waits on
 //!   the batch.
+//! - **Window.** At most `window` writes are inside [`Sink::write`] at once (the HTTP client's
+//!   `max_concurrency`, so the vendor's wire stays as full as the client allows). The rest wait
+//!   here rather than in the HTTP client's queue, so that a stop can still hold them back.
 //! - **Stop.** After [`Dispatcher::stop`], writes that have not started do not start (their ops
 //!   stay unsettled, so no STATE covers them); writes in flight finish.
 
@@ -18,7 +21,7 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use futures::future::Shared;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::vendors::sink::{Acks, BatchKey, Op, OrderKey, Plan, Sink, SinkError};
 
@@ -56,6 +59,7 @@ pub struct Dispatcher {
     key_open: HashMap<OrderKey, BatchKey>,
     next_batch: u64,
     stopped: Arc<AtomicBool>,
+    window: Arc<Semaphore>,
     in_flight: usize,
 }
 
@@ -70,8 +74,13 @@ impl std::fmt::Debug for Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher writing to `sink`, settling through `acks`, reporting finished writes on
-    /// `written`.
-    pub fn new(sink: Arc<dyn Sink>, acks: Acks, written: mpsc::UnboundedSender<Written>) -> Self {
+    /// `written`, with at most `window` writes inside the sink at once.
+    pub fn new(
+        sink: Arc<dyn Sink>,
+        acks: Acks,
+        written: mpsc::UnboundedSender<Written>,
+        window: usize,
+    ) -> Self {
         Dispatcher {
             sink,
             acks,
@@ -81,6 +90,7 @@ impl Dispatcher {
             key_open: HashMap::new(),
             next_batch: 0,
             stopped: Arc::new(AtomicBool::new(false)),
+            window: Arc::new(Semaphore::new(window.max(1))),
             in_flight: 0,
         }
     }
@@ -237,17 +247,22 @@ impl Dispatcher {
         let acks = self.acks.clone();
         let written = self.written.clone();
         let stopped = self.stopped.clone();
+        let window = self.window.clone();
         tokio::spawn(async move {
             for pred in preds {
                 // A dropped predecessor (the run is stopping) counts as finished.
                 let _ = pred.await;
             }
+            // Predecessors first, then a place in the window: a write holding a place never
+            // waits for one that has none.
+            let permit = window.acquire_owned().await;
             let count = ops.len();
             let result = if stopped.load(Ordering::SeqCst) {
                 Ok(())
             } else {
                 sink.write(ops, &acks).await
             };
+            drop(permit);
             let _ = done_tx.send(());
             let _ = written.send(Written {
                 batch: id,

@@ -65,6 +65,8 @@ pub struct Parts<W: Write> {
     pub dry_run: Option<DryRunOutput>,
     /// stdout.
     pub out: SingerWriter<W>,
+    /// Writes inside the sink at once, at most (the HTTP client's `max_concurrency`).
+    pub write_window: usize,
 }
 
 struct Stream {
@@ -115,7 +117,12 @@ pub async fn run<W: Write>(
     let (acks, mut settled) = Acks::channel();
     let (written_tx, mut written) = mpsc::unbounded_channel::<Written>();
     let mut engine = Engine {
-        dispatcher: Dispatcher::new(parts.sink.clone(), acks.clone(), written_tx),
+        dispatcher: Dispatcher::new(
+            parts.sink.clone(),
+            acks.clone(),
+            written_tx,
+            parts.write_window,
+        ),
         sink: parts.sink,
         router: parts.router,
         on_invalid: parts.on_invalid,

@@ -176,6 +176,11 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         rejects,
         dry_run,
         out: SingerWriter::stdout(),
+        write_window: request
+            .config
+            .common
+            .max_concurrency
+            .unwrap_or(crate::http::DEFAULT_MAX_CONCURRENCY),
     };
     let (result, report) = engine::run(parts, input).await;
     finish(result, &report, request.report.as_deref())
@@ -233,6 +238,7 @@ pub async fn run_parts<W: Write>(
             rejects,
             dry_run,
             out,
+            write_window: crate::http::DEFAULT_MAX_CONCURRENCY,
         },
         input,
     )

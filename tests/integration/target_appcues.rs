@@ -2,7 +2,8 @@
 //! events land exactly as sent (`null` included); a profile delete removes the user; what
 //! Appcues cannot take is rejected with the reason; a 429 storm (with `Retry-After`, as Appcues
 //! sends it), 5xx answers and dropped connections lose and duplicate nothing; STATE never comes
-//! before the records it covers.
+//! before the records it covers; `streams.<name>` overrides (kind, key, rename, include,
+//! exclude, constants, skip) and flat warehouse rows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::target_common;
@@ -289,4 +290,116 @@ fn meltanos_loader_test_stream_passes() {
     let sb = sandbox();
     let dir = tempfile::tempdir().unwrap();
     target_common::assert_meltano_test_stream_passes(&config(&sb, dir.path(), json!({})));
+}
+
+#[test]
+fn stream_overrides_and_flat_warehouse_rows() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &sb,
+        dir.path(),
+        json!({"streams": {
+            // A warehouse table with its own key and column names.
+            "public-customers": {
+                "kind": "users",
+                "key": "customer_id",
+                "rename": {"mail": "email", "full_name": "name"},
+                "exclude": ["internal_note"],
+                "constants": {"source": "warehouse"},
+            },
+            // By table part; only the name is sent.
+            "orgs": {"kind": "groups", "key": "org_id", "rename": {"org_name": "name"}, "include": ["name"]},
+            "seats": {"kind": "memberships", "rename": {"org": "group_id", "person": "user_id"}},
+            "clicks": {"kind": "events", "rename": {"who": "user_id", "what": "name", "when": "timestamp"}},
+            "audit": {"kind": "skip"},
+        }}),
+    );
+    let sdc = json!({"_sdc_extracted_at": "2024-01-01T00:00:00Z", "_sdc_batched_at": "2024-01-01T00:00:01Z", "_sdc_deleted_at": null});
+    let with_sdc = |mut v: Value| {
+        for (k, x) in sdc.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let input = lines(&[
+        schema("public-customers"), // 1
+        schema("public-orgs"),      // 2
+        schema("seats"),            // 3
+        schema("clicks"),           // 4
+        schema("audit"),            // 5
+        schema("public-users"),     // 6
+        schema("misc"),             // 7
+        rec(
+            "public-customers",
+            with_sdc(
+                json!({"customer_id": "c1", "mail": "a@x.io", "full_name": "Ann", "plan": "pro", "internal_note": "vip"}),
+            ),
+        ), // 8
+        // The record's own value beats the constant.
+        rec(
+            "public-customers",
+            with_sdc(json!({"customer_id": "c2", "mail": "b@x.io", "source": "crm"})),
+        ), // 9
+        rec(
+            "public-orgs",
+            with_sdc(json!({"org_id": "o1", "org_name": "Acme", "tier": "gold"})),
+        ), // 10
+        rec("seats", json!({"org": "o1", "person": "c1"})), // 11
+        rec(
+            "clicks",
+            json!({"who": "c1", "what": "clicked", "when": "2024-02-02T00:00:00Z", "button": "buy"}),
+        ), // 12
+        rec("audit", json!({"anything": 1})),               // 13
+        // A flat row routed by its table part: every non-reserved column is an attribute, and
+        // the row's own attributes object merges over them.
+        rec(
+            "public-users",
+            with_sdc(
+                json!({"id": "u5", "email": "e@x.io", "seats": 3, "active": true, "attributes": {"seats": 4}}),
+            ),
+        ), // 14
+        rec("misc", json!({"id": "x"})), // 15
+        state(json!({"done": 1})),       // 16
+    ]);
+    let out = run(&cfg, &input);
+    let stderr = succeeded(&out);
+    let dump = sb.dump(Vendor::Appcues);
+    assert_eq!(
+        profile(&dump, "c1"),
+        &json!({"user_id": "c1", "email": "a@x.io", "name": "Ann", "plan": "pro", "source": "warehouse"})
+    );
+    assert_eq!(
+        profile(&dump, "c2"),
+        &json!({"user_id": "c2", "email": "b@x.io", "source": "crm"})
+    );
+    assert_eq!(
+        group(&dump, "o1"),
+        &json!({"group_id": "o1", "name": "Acme", "user_ids": ["c1"]})
+    );
+    let clicks = dump["events"]["c1"].as_array().unwrap();
+    assert_eq!(clicks.len(), 1, "{clicks:?}");
+    assert_eq!(clicks[0]["name"], "clicked");
+    assert_eq!(clicks[0]["timestamp"], "2024-02-02T00:00:00Z");
+    assert_eq!(clicks[0]["attributes"], json!({"button": "buy"}));
+    assert_eq!(
+        profile(&dump, "u5"),
+        &json!({"user_id": "u5", "email": "e@x.io", "seats": 4, "active": true})
+    );
+    assert!(find(&dump, "users", "user_id", "x").is_none());
+    assert!(rejects(dir.path()).is_empty(), "{:?}", rejects(dir.path()));
+    assert!(
+        stderr.contains("audit → not written: 1 in, 0 sent, 0 rejected, 1 skipped (stream \"audit\" is set to kind \"skip\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "misc → not written: 1 in, 0 sent, 0 rejected, 1 skipped (stream \"misc\" names no kind"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("public-customers → users: 2 in, 2 sent"),
+        "{stderr}"
+    );
 }

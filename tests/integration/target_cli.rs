@@ -1,5 +1,7 @@
-//! target-roster's command line without a vendor: `--dry-run` and a table of malformed inputs,
-//! each with its expected exit code, error or reject, and line number.
+//! target-roster's command line without a sandbox: `--dry-run`, a table of malformed inputs
+//! (each with its expected exit code, error or reject, and line number), the auth and version
+//! headers each real-time writer puts on the wire (seen by a capturing server), and the US and
+//! EU hosts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -318,4 +320,225 @@ fn config_problems_exit_2() {
     let out = target(dir.path(), &config, b"", &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"mode\""));
+}
+
+/// One request as a capturing server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A plain HTTP/1.1 server that records every request and answers each with 200 and a body
+/// every writer takes as success. Returns its origin and the record.
+fn capturing_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let method = parts.next().unwrap_or_default().to_string();
+                    let path = parts.next().unwrap_or_default().to_string();
+                    let mut headers = Vec::new();
+                    let mut length = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        let (k, v) = h.split_once(':').unwrap();
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        headers.push((k.to_string(), v.trim().to_string()));
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    record.lock().unwrap().push(Seen {
+                        method,
+                        path,
+                        headers,
+                    });
+                    let answer = r#"{"success":true,"object":"list","data":[],"has_more":false}"#;
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if writer.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (origin, seen)
+}
+
+#[test]
+fn each_writer_sends_the_vendors_auth_and_version_headers() {
+    let input = format!(
+        "{USERS}\n{}\n",
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1","email":"a@x.io"}}"#
+    );
+    // vendor, config, the write's path, and the headers every request must carry.
+    type HeaderCase = (
+        &'static str,
+        Value,
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+    );
+    let cases: [HeaderCase; 4] = [
+        (
+            "userflow",
+            json!({"api_key": "uf-key"}),
+            "/uf/users",
+            vec![
+                ("authorization", "Bearer uf-key"),
+                ("userflow-version", "2020-01-03"),
+            ],
+        ),
+        (
+            "userpilot",
+            json!({"api_key": "up-key"}),
+            "/up/v1/identify",
+            vec![
+                ("authorization", "Token up-key"),
+                ("x-api-version", "2020-09-22"),
+            ],
+        ),
+        (
+            "appcues",
+            json!({"api_key": "ac-key", "api_secret": "ac-secret", "account_id": "7"}),
+            "/ac/v2/accounts/7/users/u1/profile",
+            // base64("ac-key:ac-secret")
+            vec![("authorization", "Basic YWMta2V5OmFjLXNlY3JldA==")],
+        ),
+        (
+            "userguiding",
+            json!({"api_key": "ug-key"}),
+            "/ug/v1/identify",
+            vec![("authorization", "Bearer ug-key")],
+        ),
+    ];
+    for (vendor, mut config, write_path, headers) in cases {
+        let (origin, seen) = capturing_server();
+        let prefix = match vendor {
+            "userflow" => "/uf",
+            "userpilot" => "/up",
+            "appcues" => "/ac",
+            _ => "/ug/v1",
+        };
+        config["vendor"] = json!(vendor);
+        config["base_url"] = json!(format!("{origin}{prefix}"));
+        let dir = tempfile::tempdir().unwrap();
+        let out = target(dir.path(), &config, input.as_bytes(), &[]);
+        assert!(
+            out.status.success(),
+            "{vendor}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert!(
+            seen.iter().any(|s| s.path == write_path),
+            "{vendor}: no request to {write_path}: {seen:?}"
+        );
+        for s in &seen {
+            for (name, value) in &headers {
+                assert_eq!(
+                    s.header(name),
+                    Some(*value),
+                    "{vendor}: {} {}: {name}",
+                    s.method,
+                    s.path
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn region_eu_and_the_default_us_hosts_of_each_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = format!(
+        "{USERS}\n{}\n",
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1"}}"#
+    );
+    for (config, url) in [
+        (
+            json!({"vendor": "userflow", "api_key": "k"}),
+            "https://api.userflow.com/users",
+        ),
+        (
+            json!({"vendor": "userflow", "api_key": "k", "region": "eu"}),
+            "https://api.eu.userflow.com/users",
+        ),
+        (
+            json!({"vendor": "userpilot", "api_key": "k"}),
+            "https://analytex.userpilot.io/v1/identify",
+        ),
+        (
+            json!({"vendor": "userpilot", "api_key": "k", "region": "eu"}),
+            "https://analytex-eu.userpilot.io/v1/identify",
+        ),
+        (
+            json!({"vendor": "appcues", "api_key": "k", "api_secret": "s", "account_id": "7"}),
+            "https://api.appcues.com/v2/accounts/7/users/u1/profile",
+        ),
+        (
+            json!({"vendor": "appcues", "api_key": "k", "api_secret": "s", "account_id": "7", "region": "eu"}),
+            "https://api.eu.appcues.com/v2/accounts/7/users/u1/profile",
+        ),
+        (
+            json!({"vendor": "userguiding", "api_key": "k"}),
+            "https://api.userguiding.com/v1/identify",
+        ),
+    ] {
+        let out = target(
+            dir.path(),
+            &config,
+            input.as_bytes(),
+            &["--dry-run", "--dry-run-output", "dry.ndjson"],
+        );
+        assert!(
+            out.status.success(),
+            "{config}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dry = lines(&dir.path().join("dry.ndjson"));
+        assert_eq!(dry[0]["url"], url, "{config}");
+    }
+    // UserGuiding documents no EU host: asking for one is a config error that says what to do.
+    let out = target(
+        dir.path(),
+        &json!({"vendor": "userguiding", "api_key": "k", "region": "eu"}),
+        input.as_bytes(),
+        &["--dry-run"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set base_url"));
 }

@@ -1,6 +1,7 @@
 //! target-roster against the sandbox's Userflow: every kind lands exactly as sent (null
 //! clearing, memberships added and removed), faults lose and duplicate nothing, STATE never
-//! comes before the records it covers, and Meltano's loader test stream passes.
+//! comes before the records it covers, SIGTERM stops sending and leaves the last safe state,
+//! `--report` counts what happened, and Meltano's loader test stream passes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::target_common;
@@ -257,4 +258,198 @@ fn meltanos_loader_test_stream_passes() {
     let sb = sandbox();
     let dir = tempfile::tempdir().unwrap();
     target_common::assert_meltano_test_stream_passes(&config(&sb, dir.path(), json!({})));
+}
+
+#[test]
+fn sigterm_stops_sending_waits_for_requests_in_flight_and_prints_the_last_safe_state() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let sb = target_common::builder()
+        .latency(Some(Vendor::Userflow), Duration::from_millis(100))
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&sb, dir.path(), json!({}));
+    let report_path = dir.path().join("report.json");
+    const USERS: u64 = 2000;
+    let mut input = vec![schema("users")];
+    for i in 0..USERS {
+        input.push(rec("users", json!({"id": format!("u{i}")})));
+        if i % 10 == 9 {
+            input.push(target_common::state(json!({"covers": i + 1})));
+        }
+    }
+    let input = lines(&input);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_target-roster"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--report")
+        .arg(&report_path)
+        .env("ROSTER_LOG", "warn")
+        .env_remove("ROSTER_ZERO_DELAYS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Stdin stays open (a tap still running): the signal, not the end of input, ends the run.
+    let (stdin_done_tx, stdin_done) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+        let _ = stdin_done.recv();
+    });
+    let (tx, states) = std::sync::mpsc::channel::<String>();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    // A state comes out during the run, long before the input is through.
+    let first = states.recv_timeout(Duration::from_secs(60)).unwrap();
+    let users_answered = |sb: &Sandbox| {
+        target_common::answered(sb, |r| r.method == "POST" && r.path == "/userflow/users")
+    };
+    assert!(
+        users_answered(&sb) < USERS,
+        "the run ended before the signal"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    drop(stdin_done_tx);
+    writer.join().unwrap();
+    reader.join().unwrap();
+    let mut printed = vec![first];
+    printed.extend(states.try_iter());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
+
+    // It stopped sending: far from every user went out, and nothing arrives after the exit.
+    let sent = users_answered(&sb);
+    assert!(sent < USERS, "{sent} users sent after SIGTERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(users_answered(&sb), sent, "a request after the exit");
+    // Requests in flight were waited for: every logged request got its answer.
+    assert!(
+        sb.requests().iter().all(|r| r.status == 200),
+        "{:?}",
+        sb.requests()
+    );
+    // The last state covers only what the sandbox holds, in input order.
+    let last: Value = serde_json::from_str(printed.last().unwrap()).unwrap();
+    let covers = last["covers"].as_u64().unwrap();
+    assert!(covers <= sent, "state covers {covers}, {sent} sent");
+    let dump = sb.dump(Vendor::Userflow);
+    for i in 0..covers {
+        assert!(
+            user(&dump, &format!("u{i}")).is_some(),
+            "u{i} is covered but absent"
+        );
+    }
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["exit_code"], 1);
+    assert!(
+        report["outcome"].as_str().unwrap().contains("SIGTERM"),
+        "{report}"
+    );
+    assert_eq!(report["last_state"], last);
+    assert_eq!(report["states_out"], printed.len());
+}
+
+#[test]
+fn the_report_counts_streams_requests_retries_and_429s() {
+    let sb = sandbox();
+    // The first user upsert is answered 429, 429 and 503 before it goes through.
+    for (status, count) in [(429, 2), (503, 1)] {
+        sb.faults().fail_next(roster::sandbox::FailRule {
+            path: "/userflow/users".into(),
+            method: Some("POST".into()),
+            count,
+            status,
+            drop: false,
+            retry_after: None,
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&sb, dir.path(), json!({}));
+    let report_path = dir.path().join("report.json");
+    let input = lines(&[
+        schema("users"),
+        schema("groups"),
+        schema("audit"),
+        rec("users", json!({"id": "u1"})),
+        rec("users", json!({"email": "no-id@x.io"})),
+        rec(
+            "users",
+            json!({"id": "u3", "_sdc_deleted_at": "2024-01-01T00:00:00Z"}),
+        ),
+        rec("groups", json!({"id": "g1", "name": "Acme"})),
+        rec("audit", json!({"x": 1})),
+        target_common::state(json!({"n": 1})),
+    ]);
+    let out = target_common::run_args(
+        &cfg,
+        &input,
+        &["--report", report_path.to_str().unwrap()],
+        &[("ROSTER_ZERO_DELAYS", "1")],
+    );
+    let stderr = succeeded(&out);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let counts = |stream: &str| {
+        let c = &report["streams"][stream];
+        (
+            c["kind"].clone(),
+            c["records_in"].as_u64().unwrap(),
+            c["sent"].as_u64().unwrap(),
+            c["rejected"].as_u64().unwrap(),
+            c["skipped"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(counts("users"), (json!("users"), 3, 1, 1, 1), "{report:#}");
+    assert_eq!(
+        counts("groups"),
+        (json!("groups"), 1, 1, 0, 0),
+        "{report:#}"
+    );
+    assert_eq!(counts("audit"), (Value::Null, 1, 0, 0, 1), "{report:#}");
+    assert_eq!(report["totals"]["records_in"], 5);
+    assert_eq!(report["vendor"], "userflow");
+    assert_eq!(report["dry_run"], false);
+    let http = &report["http"];
+    assert_eq!(http["retries"], 3, "{report:#}");
+    assert_eq!(http["status_429"], 2, "{report:#}");
+    assert_eq!(http["status_5xx"], 1, "{report:#}");
+    assert!(http["requests"].as_u64().unwrap() >= 3, "{report:#}");
+    assert!(http["rate_limit_wait_seconds"].is_number(), "{report:#}");
+    assert_eq!(report["states_in"], 1);
+    assert_eq!(report["states_out"], 1);
+    assert_eq!(report["last_state"], json!({"n": 1}));
+    assert_eq!(report["outcome"], "ok");
+    assert_eq!(report["exit_code"], 0);
+    assert!(
+        report["reject_file"]
+            .as_str()
+            .unwrap()
+            .ends_with("rejects.ndjson")
+    );
+    // The same on stderr, and no progress bar (stderr is not a terminal here).
+    assert!(
+        stderr.contains("target-roster run to userflow: 5 records")
+            && stderr.contains("users → users: 3 in, 1 sent, 1 rejected, 1 skipped")
+            && stderr.contains("3 retries, 2 answered 429, 1 answered 5xx")
+            && stderr.contains("replay them with --input"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("\u{1b}["),
+        "{stderr:?}"
+    );
 }

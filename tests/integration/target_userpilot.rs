@@ -1,6 +1,6 @@
 //! target-roster against the sandbox's Userpilot: users, companies, memberships (the user's
 //! company, by `id`) and events land exactly as sent, every value as a string and `null` as
-//! `null`; deletes are scheduled in batches; what Userpilot cannot take is rejected with the
+//! `null`; deletes are scheduled in batches of at most 1,000 ids, one request per 2 s; what Userpilot cannot take is rejected with the
 //! reason; a 429 storm, 5xx answers and dropped connections lose and duplicate nothing; STATE
 //! never comes before the records it covers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -257,4 +257,74 @@ fn meltanos_loader_test_stream_passes() {
     let sb = sandbox();
     let dir = tempfile::tempdir().unwrap();
     target_common::assert_meltano_test_stream_passes(&config(&sb, dir.path(), json!({})));
+}
+
+#[test]
+fn deletes_go_in_batches_of_1000_at_most_one_request_per_2_s_and_202_is_accepted() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&sb, dir.path(), json!({}));
+    let deleted = json!("2024-01-01T00:00:00Z");
+    let mut input = vec![schema("users"), schema("groups")];
+    for i in 0..2500 {
+        input.push(rec(
+            "users",
+            json!({"id": format!("u{i}"), "_sdc_deleted_at": deleted}),
+        ));
+    }
+    for g in 0..3 {
+        input.push(rec(
+            "groups",
+            json!({"id": format!("g{g}"), "_sdc_deleted_at": deleted}),
+        ));
+    }
+    input.push(state(json!({"done": true})));
+    let out = run(&cfg, &lines(&input));
+    let stderr = succeeded(&out);
+    assert_eq!(
+        target_common::last_state(&out).as_deref(),
+        Some(r#"{"done":true}"#)
+    );
+    assert!(stderr.contains("2503 sent, 0 rejected"), "{stderr}");
+    let dump = sb.dump(Vendor::Userpilot);
+    let mut users: Vec<String> = items(&dump["scheduled_deletions"], "users")
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_unique(users.clone(), "user deletions");
+    users.sort();
+    let mut want: Vec<String> = (0..2500).map(|i| format!("u{i}")).collect();
+    want.sort();
+    assert_eq!(users, want);
+    assert_eq!(items(&dump["scheduled_deletions"], "companies").len(), 3);
+    // 2,500 users in 3 requests and 3 companies in 1, each answered 202, through one bucket
+    // of 1 request per 2 s (the sandbox logs arrival times).
+    let deletes: Vec<_> = sb
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(
+        deletes
+            .iter()
+            .filter(|r| r.path == "/userpilot/v1/users")
+            .count(),
+        3
+    );
+    assert_eq!(
+        deletes
+            .iter()
+            .filter(|r| r.path == "/userpilot/v1/companies")
+            .count(),
+        1
+    );
+    assert!(deletes.iter().all(|r| r.status == 202));
+    for pair in deletes.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= chrono::Duration::milliseconds(1900),
+            "two deletes {} ms apart",
+            gap.num_milliseconds()
+        );
+    }
 }

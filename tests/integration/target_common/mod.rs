@@ -44,10 +44,16 @@ pub fn run(config: &Path, input: &str) -> Output {
 
 /// Runs `target-roster --config <config>` on `input` with extra environment variables.
 pub fn run_with(config: &Path, input: &str, env: &[(&str, &str)]) -> Output {
+    run_args(config, input, &[], env)
+}
+
+/// Runs `target-roster --config <config> <args>` on `input` with extra environment variables.
+pub fn run_args(config: &Path, input: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_target-roster"));
     command
         .arg("--config")
         .arg(config)
+        .args(args)
         .env("ROSTER_LOG", "warn")
         .env_remove("ROSTER_ZERO_DELAYS")
         .stdin(Stdio::piped())
