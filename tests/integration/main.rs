@@ -39,6 +39,7 @@ mod target_appcues;
 mod target_bulk_appcues;
 mod target_bulk_userpilot;
 mod target_cli;
+mod target_guru;
 mod target_scim;
 mod target_userflow;
 mod target_userguiding;
@@ -47,4 +48,5 @@ mod target_userpilot;
 // With real tools from PyPI and Debian (Meltano, singer tools, PostgreSQL).
 mod meltano;
 mod reverse_etl;
+mod scim_interop;
 mod singer_tools;

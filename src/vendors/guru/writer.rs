@@ -435,7 +435,10 @@ impl GuruSink {
                     // No id in the answer: the next lookup lists the groups again.
                     None => None,
                 };
-                if let (Some(created), Some(cache)) = (created, self.groups.lock().await.as_mut()) {
+                // A listing made meanwhile by another record's lookup may hold it already.
+                if let (Some(created), Some(cache)) = (created, self.groups.lock().await.as_mut())
+                    && !cache.iter().any(|g| g.id == created.id)
+                {
                     cache.push(created);
                 }
                 acks.accepted(op, payload);
@@ -718,7 +721,8 @@ impl Sink for GuruSink {
                 let Some(name) = group_name(item) else {
                     return Err(Refusal::new("a guru group needs a name"));
                 };
-                if item.action == Action::Upsert {
+                // A delete that names its group finds it by that name too.
+                if item.action == Action::Upsert || item.fields.contains_key("name") {
                     self.group_names
                         .lock()
                         .insert(key.to_string(), name.clone());

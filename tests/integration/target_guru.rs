@@ -1,0 +1,388 @@
+//! target-roster managing a Guru team through Guru's REST API (roster-sandbox's
+//! `/guru/api/v1`): batched invites with per-email statuses, removals by email, groups found by
+//! name and created only when missing, all-or-nothing group adds where only the refused member
+//! is rejected (light users, strangers), and a run killed mid-way then resumed from its last
+//! STATE without duplicate groups.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use roster::sandbox::{Sandbox, Vendor};
+use serde_json::{Value, json};
+
+use crate::target_scim_common::{Input, resume_after, target, target_killed_after};
+
+fn members(sb: &Sandbox) -> Vec<Value> {
+    sb.dump(Vendor::Guru)["members"].as_array().unwrap().clone()
+}
+
+fn member(sb: &Sandbox, email: &str) -> Option<Value> {
+    members(sb).into_iter().find(|m| {
+        m["user"]["email"]
+            .as_str()
+            .is_some_and(|e| e.eq_ignore_ascii_case(email))
+    })
+}
+
+fn groups_named(sb: &Sandbox, name: &str) -> Vec<Value> {
+    sb.dump(Vendor::Guru)["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["name"] == json!(name))
+        .cloned()
+        .collect()
+}
+
+fn group_emails(sb: &Sandbox, name: &str) -> Vec<String> {
+    let groups = groups_named(sb, name);
+    assert_eq!(groups.len(), 1, "one group named {name}: {groups:?}");
+    let mut emails: Vec<String> = groups[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_lowercase())
+        .collect();
+    emails.sort();
+    emails
+}
+
+/// Seeded members: (core and active, light).
+fn seeded(sb: &Sandbox) -> (Vec<String>, Vec<String>) {
+    let mut core = Vec::new();
+    let mut light = Vec::new();
+    for m in members(sb) {
+        let email = m["user"]["email"].as_str().unwrap().to_string();
+        if m["userAttributes"]["ACCESS_TYPE"] == json!("READ_ONLY") {
+            light.push(email);
+        } else {
+            core.push(email);
+        }
+    }
+    (core, light)
+}
+
+fn count(sb: &Sandbox, method: &str, path: &str) -> usize {
+    sb.requests()
+        .iter()
+        .filter(|r| r.method == method && r.path == path)
+        .count()
+}
+
+fn singer() -> Input {
+    Input::new()
+        .schema("users", &["id"])
+        .schema("groups", &["id"])
+        .schema("memberships", &["group_id", "user_id"])
+}
+
+#[test]
+fn members_are_invited_in_batches_and_removed_by_email() {
+    let sb = Sandbox::builder()
+        .users(30)
+        .groups(2)
+        .start_background()
+        .unwrap();
+    let (core, _) = seeded(&sb);
+    let input = singer()
+        .record("users", json!({"id": "n1", "email": "new1@example.com", "name": "Not sent"}))
+        .record("users", json!({"id": "n2", "email": "new2@example.com"}))
+        .record("users", json!({"id": "new3@example.com"}))
+        .record("users", json!({"id": "old", "email": core[0]}))
+        .record("users", json!({"id": "bad", "email": "bad@nodot"}))
+        .record("users", json!({"id": "no-email"}))
+        .record("users", json!({"id": "gone", "email": core[1], "_sdc_deleted_at": "2024-01-01T00:00:00Z"}))
+        .record("users", json!({"id": "ghost", "email": "ghost@example.com", "_sdc_deleted_at": "2024-01-01T00:00:00Z"}))
+        .state(json!({"n": 8}));
+    sb.clear_requests();
+    let run = target(&sb.config(Vendor::Guru), &input).ok();
+    assert_eq!(run.states.last(), Some(&json!({"n": 8})));
+    for email in ["new1@example.com", "new2@example.com", "new3@example.com"] {
+        let m = member(&sb, email).unwrap_or_else(|| panic!("{email} invited"));
+        assert_eq!(m["user"]["status"], json!("PENDING"));
+    }
+    assert_eq!(
+        count(&sb, "POST", "/guru/api/v1/members/invite"),
+        1,
+        "one invite for the whole batch"
+    );
+    assert!(
+        run.reason_for("id", "bad")
+            .contains("Invalid email address")
+    );
+    assert!(run.reason_for("id", "no-email").contains("no email"));
+    assert_eq!(run.rejects.len(), 2, "{:?}", run.rejects);
+    assert!(member(&sb, &core[1]).is_none(), "removed");
+    assert!(
+        run.stderr
+            .contains("only the email of users records is sent"),
+        "{}",
+        run.stderr
+    );
+
+    // Again: everyone is "already a part of the team", which is a success.
+    let input = input_again();
+    let run = target(&sb.config(Vendor::Guru), &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+}
+
+fn input_again() -> Input {
+    singer()
+        .record("users", json!({"id": "n1", "email": "NEW1@example.com"}))
+        .record("users", json!({"id": "n2", "email": "new2@example.com"}))
+        .state(json!({"n": 2}))
+}
+
+#[test]
+fn groups_are_found_by_name_and_created_only_when_missing() {
+    let sb = Sandbox::builder()
+        .users(10)
+        .groups(2)
+        .start_background()
+        .unwrap();
+    let existing = sb.dump(Vendor::Guru)["groups"][1]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let input = singer()
+        .record("groups", json!({"id": "g-old", "name": existing}))
+        .record("groups", json!({"id": "g-new", "name": "Brand New"}))
+        .record("groups", json!({"id": "g-new-again", "name": "Brand New"}))
+        .state(json!({"n": 3}));
+    sb.clear_requests();
+    let run = target(&sb.config(Vendor::Guru), &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    assert_eq!(groups_named(&sb, "Brand New").len(), 1);
+    assert_eq!(groups_named(&sb, &existing).len(), 1);
+    target(&sb.config(Vendor::Guru), &input).ok();
+    assert_eq!(
+        groups_named(&sb, "Brand New").len(),
+        1,
+        "a replay creates nothing"
+    );
+    assert_eq!(count(&sb, "POST", "/guru/api/v1/groups"), 1);
+
+    // A group deleted in the source is deleted in Guru.
+    let input = singer()
+        .record(
+            "groups",
+            json!({"id": "g-new", "name": "Brand New", "_sdc_deleted_at": "2024-01-01T00:00:00Z"}),
+        )
+        .record(
+            "groups",
+            json!({"id": "g-none", "name": "Never Was", "_sdc_deleted_at": "2024-01-01T00:00:00Z"}),
+        )
+        .state(json!({"n": 2}));
+    let run = target(&sb.config(Vendor::Guru), &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    assert!(groups_named(&sb, "Brand New").is_empty());
+}
+
+#[test]
+fn group_adds_reject_only_the_light_user_and_the_stranger() {
+    let sb = Sandbox::builder()
+        .users(60)
+        .groups(2)
+        .start_background()
+        .unwrap();
+    let (core, light) = seeded(&sb);
+    assert!(!light.is_empty(), "the seed has light users");
+    let mut input = singer()
+        .record("users", json!({"id": "crm-1", "email": core[0]}))
+        .record("groups", json!({"id": "g-x", "name": "Crew"}))
+        .record(
+            "memberships",
+            json!({"group_id": "g-x", "user_id": "crm-1"}),
+        );
+    for email in &core[1..4] {
+        input = input.record("memberships", json!({"group_id": "g-x", "user_id": email}));
+    }
+    input = input
+        .record(
+            "memberships",
+            json!({"group_id": "g-x", "user_id": light[0]}),
+        )
+        .record(
+            "memberships",
+            json!({"group_id": "g-x", "user_id": "stranger@example.com"}),
+        )
+        .record(
+            "memberships",
+            json!({"group_id": "g-x", "user_id": "crm-unknown"}),
+        )
+        .state(json!({"n": 9}));
+    let run = target(&sb.config(Vendor::Guru), &input).ok();
+    assert_eq!(run.states.last(), Some(&json!({"n": 9})));
+    let light_reason = run.reason_for("user_id", &light[0]);
+    assert!(
+        light_reason.contains("light users (read-only access) cannot be in groups"),
+        "{light_reason}"
+    );
+    assert!(
+        run.reason_for("user_id", "stranger@example.com")
+            .contains("User must be a team member")
+    );
+    assert!(
+        run.reason_for("user_id", "crm-unknown")
+            .contains("not an email")
+    );
+    assert_eq!(run.rejects.len(), 3, "{:?}", run.rejects);
+    let mut want: Vec<String> = core[0..4].iter().map(|e| e.to_lowercase()).collect();
+    want.sort();
+    assert_eq!(group_emails(&sb, "Crew"), want);
+
+    // Removals: one member, and someone who is not in the group.
+    let input = singer()
+        .record("memberships", json!({"group_id": "g-x", "user_id": core[1], "_sdc_deleted_at": "2024-01-01T00:00:00Z"}))
+        .record("memberships", json!({"group_id": "g-x", "user_id": core[9], "_sdc_deleted_at": "2024-01-01T00:00:00Z"}))
+        .state(json!({"n": 2}));
+    let config = sb.config(Vendor::Guru);
+    // The group key "g-x" is not in this run's groups records: Guru groups are found by name,
+    // so nothing is found and there is nothing to remove.
+    let run = target(&config, &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    assert!(
+        run.stderr.contains("guru has no group for key"),
+        "{}",
+        run.stderr
+    );
+    let input = singer()
+        .record("memberships", json!({"group_id": "Crew", "user_id": core[1], "_sdc_deleted_at": "2024-01-01T00:00:00Z"}))
+        .record("memberships", json!({"group_id": "Crew", "user_id": core[9], "_sdc_deleted_at": "2024-01-01T00:00:00Z"}))
+        .state(json!({"n": 2}));
+    let run = target(&config, &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    assert!(run.stderr.contains("skipped"), "{}", run.stderr);
+    let mut want: Vec<String> = [&core[0], &core[2], &core[3]]
+        .iter()
+        .map(|e| e.to_lowercase())
+        .collect();
+    want.sort();
+    assert_eq!(group_emails(&sb, "Crew"), want);
+}
+
+#[test]
+fn a_run_killed_mid_way_resumes_from_its_last_state_without_duplicate_groups() {
+    let sb = Sandbox::builder()
+        .users(5)
+        .groups(1)
+        .latency(Some(Vendor::Guru), std::time::Duration::from_millis(25))
+        .start_background()
+        .unwrap();
+    let mut input = singer();
+    let mut n = 0;
+    // Keys Guru itself can find across runs: members by email, groups by name (CONTRACT.md).
+    for i in 1..=30 {
+        let email = format!("k{i}@example.com");
+        input = input.record("users", json!({"id": email, "email": email}));
+        n += 1;
+        input = input.state(json!({"n": n}));
+    }
+    for i in 1..=30 {
+        input = input.record(
+            "groups",
+            json!({"id": format!("Team {i}"), "name": format!("Team {i}")}),
+        );
+        n += 1;
+        input = input.state(json!({"n": n}));
+    }
+    for i in 1..=30 {
+        input = input.record(
+            "memberships",
+            json!({"group_id": format!("Team {i}"), "user_id": format!("k{i}@example.com")}),
+        );
+        n += 1;
+        input = input.state(json!({"n": n}));
+    }
+    let mut config = sb.config(Vendor::Guru);
+    config["max_concurrency"] = json!(1);
+    let states = target_killed_after(&config, &input, 2);
+
+    let last = states.last().cloned();
+    assert!(
+        last.as_ref().is_some_and(|s| s["n"].as_u64() < Some(90)),
+        "killed mid-way: {last:?}"
+    );
+    // Groups created before the kill are found by name, not created twice.
+    let run = target(&config, &resume_after(&input, last.as_ref())).ok();
+    assert_eq!(run.states.last(), Some(&json!({"n": 90})));
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    for i in 1..=30 {
+        assert_eq!(
+            group_emails(&sb, &format!("Team {i}")),
+            vec![format!("k{i}@example.com")]
+        );
+    }
+}
+
+#[test]
+fn group_adds_go_in_arrays_of_at_most_100_emails_and_a_refused_member_is_isolated() {
+    // The sandbox answers 400 to a group add of more than 100 emails, as Guru does: 250
+    // members all arrive with every add call accepted, so none was over the limit.
+    let sb = Sandbox::builder()
+        .users(400)
+        .groups(1)
+        .start_background()
+        .unwrap();
+    let (core, light) = seeded(&sb);
+    assert!(core.len() >= 260 && !light.is_empty(), "seed too small");
+    let mut input = singer().record("groups", json!({"id": "g-big", "name": "Big Crew"}));
+    for email in &core[..250] {
+        input = input.record(
+            "memberships",
+            json!({"group_id": "g-big", "user_id": email}),
+        );
+    }
+    let input = input.state(json!({"n": 251}));
+    sb.clear_requests();
+    let run = target(&sb.config(Vendor::Guru), &input).ok();
+    assert_eq!(run.states.last(), Some(&json!({"n": 251})));
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    let mut want: Vec<String> = core[..250].iter().map(|e| e.to_lowercase()).collect();
+    want.sort();
+    assert_eq!(group_emails(&sb, "Big Crew"), want);
+    let id = groups_named(&sb, "Big Crew")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let adds = |sb: &Sandbox| {
+        sb.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == format!("/guru/api/v1/groups/{id}/members"))
+            .map(|r| r.status)
+            .collect::<Vec<_>>()
+    };
+    let first = adds(&sb);
+    assert!(first.len() >= 3, "250 members need 3 calls: {first:?}");
+    assert!(first.iter().all(|s| (200..300).contains(s)), "{first:?}");
+
+    // All or nothing: one light user among 10 new members refuses their whole batch; only the
+    // light user is rejected and the other 10 arrive.
+    let mut input = singer().record("groups", json!({"id": "g-big", "name": "Big Crew"}));
+    for (i, email) in core[250..260].iter().enumerate() {
+        input = input.record(
+            "memberships",
+            json!({"group_id": "g-big", "user_id": email}),
+        );
+        if i == 4 {
+            input = input.record(
+                "memberships",
+                json!({"group_id": "g-big", "user_id": light[0]}),
+            );
+        }
+    }
+    let input = input.state(json!({"n": 12}));
+    sb.clear_requests();
+    let run = target(&sb.config(Vendor::Guru), &input).ok();
+    assert_eq!(run.states.last(), Some(&json!({"n": 12})));
+    assert_eq!(run.rejects.len(), 1, "{:?}", run.rejects);
+    assert!(
+        run.reason_for("user_id", &light[0])
+            .contains("light users (read-only access) cannot be in groups")
+    );
+    let mut want: Vec<String> = core[..260].iter().map(|e| e.to_lowercase()).collect();
+    want.sort();
+    assert_eq!(group_emails(&sb, "Big Crew"), want);
+    assert!(
+        adds(&sb).iter().any(|s| !(200..300).contains(s)),
+        "the batch with the light user was refused whole, then resent without them"
+    );
+}
