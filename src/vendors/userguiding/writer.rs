@@ -6,9 +6,11 @@
 //!   members: every membership is an identify `{"userId", "company": {"companyId",
 //!   "attributes"}}` carrying the group's attributes when the group came first, and a group
 //!   that comes after some of its memberships re-identifies those members with its attributes;
-//! - a group is accepted at the end of the run once it went out on at least one member, and
-//!   rejected then if no membership named it. So a STATE after a group waits for the end of the
-//!   run: a rerun from an earlier state sends the group again before its memberships;
+//! - a group is accepted as soon as its attributes went out on at least one member (UserGuiding
+//!   then holds the company, and later identifies naming only its id keep it), and rejected at
+//!   the end of the run if no membership named it. So a STATE after a group waits until one of
+//!   its members is identified: a rerun from an earlier state sends the group again before its
+//!   memberships;
 //! - deletes (users, groups, memberships) are rejected with that reason.
 //!
 //! Values must be scalar (help centre: strings, numbers, booleans, dates; no arrays or objects).
@@ -55,6 +57,9 @@ struct Group {
     attributes: Option<Map<String, Value>>,
     /// Members identified before the group's attributes were known.
     waiting: Vec<String>,
+    /// A member identified with this company and its attributes: a later record of the group
+    /// re-identifies it, so changed attributes reach UserGuiding.
+    carrier: Option<String>,
     /// True once an identify carried this company.
     delivered: bool,
 }
@@ -164,12 +169,21 @@ impl UserGuidingSink {
         };
         if self.send(op, &body, acks).await? {
             self.company_of.lock().insert(user.clone(), group.clone());
-            let mut groups = self.groups.lock();
-            let entry = groups.entry(group).or_default();
-            if known {
-                entry.delivered = true;
-            } else {
-                entry.waiting.push(user);
+            let held = {
+                let mut groups = self.groups.lock();
+                let entry = groups.entry(group).or_default();
+                if known {
+                    entry.delivered = true;
+                    entry.carrier = Some(user);
+                    // The group's record waited for a member to carry it: it is at the vendor now.
+                    entry.op.take()
+                } else {
+                    entry.waiting.push(user);
+                    None
+                }
+            };
+            if let Some(group_op) = held {
+                acks.accepted(&group_op, None);
             }
         }
         Ok(())
@@ -182,8 +196,13 @@ impl UserGuidingSink {
         let waiting = {
             let mut groups = self.groups.lock();
             let entry = groups.entry(id.clone()).or_default();
+            let changed = entry.attributes.as_ref() != Some(&attributes);
             entry.attributes = Some(attributes.clone());
-            std::mem::take(&mut entry.waiting)
+            let mut waiting = std::mem::take(&mut entry.waiting);
+            if waiting.is_empty() && changed {
+                waiting.extend(entry.carrier.clone());
+            }
+            waiting
         };
         let mut delivered = false;
         let mut failed: Option<Refusal> = None;
@@ -193,7 +212,7 @@ impl UserGuidingSink {
                 continue;
             }
             let body = Identify {
-                user_id: user,
+                user_id: user.clone(),
                 attributes: None,
                 company: Some(Company {
                     company_id: id.clone(),
@@ -203,6 +222,7 @@ impl UserGuidingSink {
             let (inner, mut rx) = Acks::channel();
             if self.send(&op, &body, &inner).await? {
                 delivered = true;
+                self.groups.lock().entry(id.clone()).or_default().carrier = Some(user);
             } else if let Ok(settlement) = rx.try_recv()
                 && let crate::vendors::sink::Outcome::Rejected(refusal) = settlement.outcome
             {
@@ -214,11 +234,17 @@ impl UserGuidingSink {
             acks.rejected(&op, refusal, None);
             return Ok(());
         }
-        let mut groups = self.groups.lock();
-        let entry = groups.entry(id).or_default();
-        entry.delivered |= delivered;
-        // Settled at flush: later memberships may still carry it.
-        entry.op = Some(op);
+        {
+            let mut groups = self.groups.lock();
+            let entry = groups.entry(id).or_default();
+            entry.delivered |= delivered;
+            if !entry.delivered {
+                // Settled when a membership carries it, or rejected at flush if none does.
+                entry.op = Some(op);
+                return Ok(());
+            }
+        }
+        acks.accepted(&op, None);
         Ok(())
     }
 }
@@ -291,6 +317,7 @@ impl Sink for UserGuidingSink {
         for (id, group) in groups {
             let Some(op) = group.op else { continue };
             if group.delivered {
+                // Not reached: a delivered group is settled at once. Kept for safety.
                 acks.accepted(&op, None);
             } else {
                 acks.rejected(
@@ -454,14 +481,17 @@ mod tests {
         )
         .await
         .unwrap();
-        let before_flush: Vec<u64> = drain(&mut rx).await.iter().map(|s| s.ticket.0).collect();
+        let before_flush = drain(&mut rx).await;
+        let tickets: Vec<u64> = before_flush.iter().map(|s| s.ticket.0).collect();
         assert_eq!(
-            before_flush,
-            vec![0, 2, 3],
-            "groups wait for the end of the run"
+            tickets,
+            vec![0, 2, 1, 3, 4],
+            "a group is accepted once a member carried it (g1 by u1's membership, g2 at once on \
+             u2, who waited for it); g3 waits for the end of the run"
         );
         sink.flush(&acks).await.unwrap();
-        let settled = drain(&mut rx).await;
+        let mut settled = before_flush;
+        settled.extend(drain(&mut rx).await);
         let outcome = |t: u64| {
             settled
                 .iter()
@@ -553,6 +583,57 @@ mod tests {
             ],
             "u1 stays in g1, its last membership"
         );
+    }
+
+    #[tokio::test]
+    async fn a_changed_group_reaches_userguiding_on_one_of_its_members() {
+        let t = Arc::new(ScriptedTransport::new(|_| {
+            Ok(WireResponse::ok(json!({"success": true})))
+        }));
+        let sink = UserGuidingSink::new(t.clone());
+        let (acks, mut rx) = Acks::channel();
+        let group = |ticket, name: &str| {
+            op(
+                ticket,
+                Kind::Groups,
+                Some("g1"),
+                None,
+                None,
+                json!({ "name": name }),
+            )
+        };
+        let member = |ticket, user| {
+            op(
+                ticket,
+                Kind::Memberships,
+                None,
+                Some(user),
+                Some("g1"),
+                json!({}),
+            )
+        };
+        for o in [
+            group(0, "Acme"),
+            member(1, "u1"),
+            member(2, "u2"),
+            group(3, "Acme Inc"),
+            // Unchanged: nothing to send, accepted at once.
+            group(4, "Acme Inc"),
+        ] {
+            sink.write(vec![o], &acks).await.unwrap();
+        }
+        let settled = drain(&mut rx).await;
+        assert!(settled.iter().all(|s| s.outcome == Outcome::Accepted));
+        assert_eq!(
+            settled.iter().map(|s| s.ticket.0).collect::<Vec<_>>(),
+            vec![1, 0, 2, 3, 4],
+            "every group is accepted before the end of the run"
+        );
+        assert_eq!(
+            bodies(&t).last().unwrap(),
+            &json!({"userId": "u2", "company": {"companyId": "g1", "attributes": {"name": "Acme Inc"}}}),
+        );
+        assert_eq!(bodies(&t).len(), 3);
     }
 
     #[tokio::test]
