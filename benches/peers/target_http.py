@@ -4,6 +4,7 @@ with the id and the attributes, over one keep-alive `requests` session), one req
 record. Config: base_url, api_key."""
 
 import datetime
+import decimal
 import json
 
 import requests
@@ -15,9 +16,12 @@ STANDARD = ("email", "name", "first_name", "last_name", "created_at")
 
 
 def plain(value):
-    # The SDK parses date-time strings into datetime objects; send them back as text.
+    # The SDK parses date-time strings into datetime objects and numbers into Decimal; send
+    # them back as the JSON they came in as.
     if isinstance(value, (datetime.datetime, datetime.date)):
         return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() and "." not in str(value) else float(value)
     raise TypeError(f"not JSON: {value!r}")
 
 
