@@ -32,21 +32,36 @@ struct Server {
     http: reqwest::Client,
     runtime: tokio::runtime::Runtime,
     _guard: support::Guard,
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
-    /// Installs (once) and starts scim2-server; `None` (a skip) without Python off CI.
+    /// Installs (once) and starts scim2-server with its default ServiceProviderConfig (every
+    /// feature: PATCH, filters, ETags, bulk, sort); `None` (a skip) without Python off CI.
     fn start() -> Option<Server> {
+        Self::start_with(None)
+    }
+
+    /// As [`Server::start`], announcing `spc` as its ServiceProviderConfig.
+    fn start_with(spc: Option<Value>) -> Option<Server> {
         let Some(venv) = support::venv("scim2-server", SCIM2_SERVER) else {
             support::skip_or_fail("python3 with venv, to install scim2-server from PyPI");
             return None;
         };
+        let dir = tempfile::tempdir().unwrap();
         let port = support::free_port();
+        let mut command = Command::new(venv.join("bin/scim2-server"));
+        command
+            .args(["--hostname", "127.0.0.1", "--port", &port.to_string()])
+            // Guru's path shape: the base is /scim/v2 (the banner wrongly prints /v2).
+            .args(["--tenant", "scim", "--bearer-token", TOKEN]);
+        if let Some(spc) = spc {
+            let path = dir.path().join("spc.json");
+            std::fs::write(&path, spc.to_string()).unwrap();
+            command.arg("--service-provider-config").arg(path);
+        }
         let guard = support::Guard::spawn(
-            Command::new(venv.join("bin/scim2-server"))
-                .args(["--hostname", "127.0.0.1", "--port", &port.to_string()])
-                // Guru's path shape: the base is /scim/v2 (the banner wrongly prints /v2).
-                .args(["--tenant", "scim", "--bearer-token", TOKEN])
+            command
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
@@ -64,6 +79,7 @@ impl Server {
             http: reqwest::Client::new(),
             runtime,
             _guard: guard,
+            _dir: dir,
         })
     }
 
@@ -381,4 +397,131 @@ fn group_memberships_are_added_and_removed() {
     assert_eq!(server.member_names("Engineering").len(), 4);
     assert_eq!(server.list("Groups").len(), 1);
     assert_eq!(server.list("Users").len(), 5);
+
+    // Keys full of filter syntax are found again by the server's own filter parser: twice
+    // the same records create each resource once.
+    let odd = singer()
+        .record(
+            "users",
+            json!({"id": "hr-\"q\" and (x) + y&z=1 \\", "email": "o'brien+tag@example.com"}),
+        )
+        .record(
+            "groups",
+            json!({"id": "g \"odd\" or 1", "name": "Odd \"Group\""}),
+        )
+        .record(
+            "memberships",
+            json!({"group_id": "g \"odd\" or 1", "user_id": "hr-\"q\" and (x) + y&z=1 \\"}),
+        )
+        .state(json!({"n": 3}));
+    for _ in 0..2 {
+        let run = target(&server.config(), &odd).ok();
+        assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    }
+    assert_eq!(
+        server.user("o'brien+tag@example.com")["externalId"],
+        json!("hr-\"q\" and (x) + y&z=1 \\")
+    );
+    assert_eq!(
+        server.member_names("Odd \"Group\""),
+        ["o'brien+tag@example.com"]
+    );
+    assert_eq!(server.list("Groups").len(), 2);
+    assert_eq!(server.list("Users").len(), 6);
+}
+
+#[test]
+fn without_patch_or_filters_users_and_groups_are_read_merged_and_put_with_if_match() {
+    // The server announces no PATCH and no filters but ETags: roster lists each resource type
+    // once into an index, and writes whole resources with PUT and If-Match. (`maxResults`
+    // also caps plain listings on scim2-server: 0 would hide every resource.)
+    let Some(server) = Server::start_with(Some(json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "patch": {"supported": false},
+        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        "filter": {"supported": false, "maxResults": 1000},
+        "changePassword": {"supported": false},
+        "sort": {"supported": false},
+        "etag": {"supported": true},
+        "authenticationSchemes": [],
+    }))) else {
+        return;
+    };
+    let mut input = singer();
+    for n in 1..=3 {
+        input = input.record(
+            "users",
+            json!({"id": format!("hr-{n}"), "email": format!("u{n}@example.com"),
+                   "first_name": format!("First{n}")}),
+        );
+    }
+    let input = input
+        .record("groups", json!({"id": "g-ops", "name": "Ops"}))
+        .record(
+            "memberships",
+            json!({"group_id": "g-ops", "user_id": "hr-1"}),
+        )
+        .record(
+            "memberships",
+            json!({"group_id": "g-ops", "user_id": "hr-2"}),
+        )
+        .state(json!({"n": 1}));
+    let run = target(&server.config(), &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    assert_eq!(
+        server.member_names("Ops"),
+        ["u1@example.com", "u2@example.com"]
+    );
+
+    // Someone else edits u1 between roster's read and its PUT: the server answers 412 to
+    // roster's stale If-Match, roster reads and merges again, and both edits survive.
+    let u1 = server.user("u1@example.com");
+    let mut theirs = u1.clone();
+    theirs["title"] = json!("Boss");
+    let proxy = RaceProxy::start(
+        &server.base,
+        &format!("Bearer {TOKEN}"),
+        crate::target_scim_common::Trigger {
+            method: "PUT",
+            path: "/Users/",
+            user_name: None,
+        },
+        vec![(
+            "PUT",
+            format!("/Users/{}", u1["id"].as_str().unwrap()),
+            Some(theirs),
+        )],
+    );
+    let input = singer()
+        .record(
+            "users",
+            json!({"id": "hr-1", "email": "u1@example.com", "first_name": "Renamed"}),
+        )
+        .record(
+            "users",
+            json!({"id": "hr-3", "email": "u3@example.com", "_sdc_deleted_at": DELETED}),
+        )
+        .record(
+            "memberships",
+            json!({"group_id": "g-ops", "user_id": "hr-1", "_sdc_deleted_at": DELETED}),
+        )
+        .record(
+            "memberships",
+            json!({"group_id": "g-ops", "user_id": "hr-3"}),
+        )
+        .state(json!({"n": 2}));
+    let mut config = server.config_at(&proxy.base);
+    config["max_concurrency"] = json!(1);
+    let run = target(&config, &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    assert_eq!(proxy.planted.lock().unwrap().len(), 1, "the race happened");
+    let u1 = server.user("u1@example.com");
+    assert_eq!(u1["name"]["givenName"], json!("Renamed"));
+    assert_eq!(u1["title"], json!("Boss"), "the other edit was kept");
+    assert_eq!(server.user("u3@example.com")["active"], json!(false));
+    assert_eq!(
+        server.member_names("Ops"),
+        ["u2@example.com", "u3@example.com"]
+    );
+    assert_eq!(server.list("Users").len(), 3, "nothing created twice");
 }

@@ -264,7 +264,9 @@ fn a_run_killed_mid_way_resumes_from_its_last_state_without_duplicate_groups() {
     let sb = Sandbox::builder()
         .users(5)
         .groups(1)
-        .latency(Some(Vendor::Guru), std::time::Duration::from_millis(25))
+        // Slow enough that the run outlasts two states (printed at most once a second) even
+        // when a loaded machine delays the first one.
+        .latency(Some(Vendor::Guru), std::time::Duration::from_millis(60))
         .start_background()
         .unwrap();
     let mut input = singer();

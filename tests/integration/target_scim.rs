@@ -597,7 +597,9 @@ fn a_run_killed_mid_way_resumes_from_its_last_state_without_duplicates() {
     let sb = Sandbox::builder()
         .users(2)
         .groups(1)
-        .latency(Some(Vendor::Scim), std::time::Duration::from_millis(25))
+        // Slow enough that the run outlasts two states (printed at most once a second) even
+        // when a loaded machine delays the first one.
+        .latency(Some(Vendor::Scim), std::time::Duration::from_millis(60))
         .start_background()
         .unwrap();
     // As a tap sends them: the users, then the memberships, a state after each record.

@@ -1001,6 +1001,12 @@ impl ScimSink {
                 }
             }
         };
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if !self.spc().await.patch {
+            return self.put_members(group_id, &changes, ops_of, acks).await;
+        }
         // A stack of chunks still to send: the next one is last.
         let mut pending: Vec<Vec<MemberChange>> = patch::chunks(&changes, self.chunk_size());
         pending.reverse();
@@ -1091,6 +1097,111 @@ impl ScimSink {
             settle(&chunk, &|op| acks.rejected(op, refusal.clone(), payload));
         }
         Ok(())
+    }
+}
+
+impl ScimSink {
+    /// Membership changes on a server without PATCH (its ServiceProviderConfig says
+    /// `patch.supported: false`): read the group, apply every change to its `members`, and PUT
+    /// the whole group back, with `If-Match` when the server has ETags and once more after a
+    /// `412`. The changes succeed or fail together, as one request.
+    async fn put_members(
+        &self,
+        group_id: &str,
+        changes: &[MemberChange],
+        ops_of: &HashMap<MemberChange, Vec<&Op>>,
+        acks: &Acks,
+    ) -> Result<(), SinkError> {
+        let settle = |done: &dyn Fn(&Op)| {
+            for change in changes {
+                for op in ops_of.get(change).into_iter().flatten() {
+                    done(op);
+                }
+            }
+        };
+        let etag = self.spc().await.etag;
+        let path = format!("{}/{}", Res::Group.endpoint(), segment(group_id));
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut resource = match self.read(Res::Group, group_id).await? {
+                Ok(Some((resource, _))) => resource,
+                Ok(None) => {
+                    let refusal = Refusal::vendor(
+                        format!("group {group_id} disappeared from {}", self.vendor),
+                        Some(404),
+                        None,
+                    );
+                    settle(&|op| acks.rejected(op, refusal.clone(), None));
+                    return Ok(());
+                }
+                Err(err) => {
+                    let refusal = match verdict(self.vendor, err) {
+                        Verdict::Reject(refusal) => refusal,
+                        Verdict::Fatal(fatal) => return Err(fatal),
+                    };
+                    settle(&|op| acks.rejected(op, refusal.clone(), None));
+                    return Ok(());
+                }
+            };
+            let mut members: Vec<Value> = get(&resource, "members")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for change in changes {
+                match change {
+                    MemberChange::Add(id) => {
+                        if !members.iter().any(|m| m["value"].as_str() == Some(id)) {
+                            members.push(json!({"value": id}));
+                        }
+                    }
+                    MemberChange::Remove(id) => {
+                        members.retain(|m| m["value"].as_str() != Some(id));
+                    }
+                }
+            }
+            let version = get(&resource, "meta")
+                .and_then(Value::as_object)
+                .and_then(|m| get(m, "version"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            // Attribute names are case-insensitive in SCIM: one `members` key goes back.
+            resource.retain(|k, _| !k.eq_ignore_ascii_case("members"));
+            resource.insert("members".into(), Value::Array(members));
+            // Setting the same members again changes nothing (a repeat after a lost answer
+            // meets a 412 at worst, which reads the group again).
+            let mut request =
+                with_body(Method::Put, path.clone(), Value::Object(resource)).idempotent();
+            if etag && let Some(version) = version {
+                request = request.header("if-match", version);
+            }
+            let payload = request.payload_hash();
+            match self.transport.send(request).await {
+                Ok(_) => {
+                    if let Some(Some(known)) = self.members.lock().get_mut(group_id) {
+                        for change in changes {
+                            match change {
+                                MemberChange::Add(id) => known.insert(id.clone()),
+                                MemberChange::Remove(id) => known.remove(id),
+                            };
+                        }
+                    }
+                    settle(&|op| acks.accepted(op, payload));
+                    return Ok(());
+                }
+                // Someone changed the group between our read and our write: read it again.
+                Err(err) if err.status == Some(412) && attempts < 2 => continue,
+                Err(err) => {
+                    self.members.lock().remove(group_id);
+                    let refusal = match verdict(self.vendor, err) {
+                        Verdict::Reject(refusal) => refusal,
+                        Verdict::Fatal(fatal) => return Err(fatal),
+                    };
+                    settle(&|op| acks.rejected(op, refusal.clone(), payload));
+                    return Ok(());
+                }
+            }
+        }
     }
 }
 
