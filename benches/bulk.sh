@@ -12,7 +12,7 @@
 #   VENDORS=userpilot benches/bulk.sh    # one vendor
 #
 # The last lines are machine-readable, one per vendor (benches/run.sh reads them):
-#   RESULT appcues_bulk records_per_s=… mb_per_s=… peak_rss_mb=… users=… wall_s=… cpu_s=… mb_spooled=… jobs=… peak_rss_mb_tenth=…
+#   RESULT appcues_bulk records_per_s=… mb_per_s=… peak_rss_mb=… vendor=… users=… wall_s=… cpu_s=… mb_spooled=… jobs=… peak_rss_small_mb=…
 #
 # Needs: cargo, python3 (to generate the input), /usr/bin/time (GNU, for peak RSS), curl.
 # The sandbox processes jobs as fast as it can (--job-rows-per-sec 100000000), so the figures
@@ -124,7 +124,7 @@ for vendor in $VENDORS; do
     awk -v v="$vendor" -v s="$secs" -v r="$rss" -v c="$cpu" -v b="$bytes" -v j="$jobs" -v n="$USERS" -v sr="$small_rss" 'BEGIN {
         printf "| %s | %.1f | %.0f | %d | %.0f | %.1f | %.1f | %.0f | %.0f | %.0f |\n", v, s, n / s, j, b / 1e6, b / 1e6 / s, c, n / c, r / 1024, sr / 1024 }'
     results+=("$(awk -v v="$vendor" -v s="$secs" -v r="$rss" -v c="$cpu" -v b="$bytes" -v j="$jobs" -v n="$USERS" -v sr="$small_rss" 'BEGIN {
-        printf "RESULT %s_bulk records_per_s=%.0f mb_per_s=%.1f peak_rss_mb=%.0f users=%d wall_s=%.1f cpu_s=%.1f mb_spooled=%.0f jobs=%d peak_rss_mb_tenth=%.0f", v, n / s, b / 1e6 / s, r / 1024, n, s, c, b / 1e6, j, sr / 1024 }')")
+        printf "RESULT %s_bulk records_per_s=%.0f mb_per_s=%.1f peak_rss_mb=%.0f vendor=%s users=%d wall_s=%.1f cpu_s=%.1f mb_spooled=%.0f jobs=%d peak_rss_small_mb=%.0f", v, n / s, b / 1e6 / s, r / 1024, v, n, s, c, b / 1e6, j, sr / 1024 }')")
 done
 echo
 printf '%s\n' "${results[@]}"
