@@ -308,3 +308,32 @@ fn the_sample_config_runs_as_it_is() {
     run_ok(dir.path(), &config, &users_input(0, 25, "pro", 10));
     assert_eq!(users(&sb.dump(Vendor::Userpilot)).len(), 25);
 }
+
+#[test]
+fn a_job_that_outlives_the_timeout_stops_the_run_and_no_state_covers_its_records() {
+    // 1 row/s: 30 rows take half a minute, far past a 1 s timeout.
+    let sb = Sandbox::builder()
+        .job_rows_per_sec(1)
+        .job_step(Duration::from_millis(50))
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&sb, dir.path(), json!({"bulk_job_timeout_seconds": 1}));
+    let out = run(dir.path(), &config, &users_input(0, 30, "pro", 10), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did not end within 1 s"), "{stderr}");
+    assert!(stderr.contains("bulk:jobs:"), "names the job: {stderr}");
+    assert!(
+        stderr.contains("rerun from the last state sends them again"),
+        "{stderr}"
+    );
+    assert!(
+        states(&out.stdout).is_empty(),
+        "no state covers records whose job never ended"
+    );
+    assert!(
+        rejects(dir.path()).is_empty(),
+        "not rejected: the rerun sends them"
+    );
+}
