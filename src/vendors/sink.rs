@@ -1111,7 +1111,9 @@ fn send_error(err: &crate::http::HttpError, idempotent: bool) -> SendError {
         status: err.status().map(|s| s.as_u16()),
         body_excerpt: err.body_excerpt().map(str::to_string),
         message: err.to_string(),
-        maybe_processed: err.maybe_processed(),
+        // Only a request that must not be repeated makes "it may have been acted on" the
+        // record's business; an idempotent one was repeated until its budget ran out.
+        maybe_processed: err.maybe_processed() && !idempotent,
     }
 }
 

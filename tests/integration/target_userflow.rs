@@ -453,3 +453,110 @@ fn the_report_counts_streams_requests_retries_and_429s() {
         "{stderr:?}"
     );
 }
+
+/// The next `count` POSTs to `path` are answered `status`.
+fn fail(sb: &Sandbox, path: &str, status: u16, count: u32) {
+    sb.faults().fail_next(roster::sandbox::FailRule {
+        path: path.into(),
+        method: Some("POST".into()),
+        count,
+        status,
+        drop: false,
+        retry_after: None,
+    });
+}
+
+#[test]
+fn a_refused_or_exhausted_record_is_rejected_alone_with_the_vendors_answer() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&sb, dir.path(), json!({"max_retries": 2}));
+    let input = lines(&[
+        schema("users"),                                      // 1
+        schema("events"),                                     // 2
+        rec("users", json!({"id": "u1"})),                    // 3
+        rec("events", json!({"user_id": "u1", "name": "x"})), // 4: answered 422
+    ]);
+    fail(&sb, "/userflow/events", 422, 1);
+    let out = run(&cfg, &input);
+    let stderr = succeeded(&out);
+    let rejected = rejects(dir.path());
+    assert_eq!(
+        rejected.len(),
+        1,
+        "{rejected:?} {stderr} {:?}",
+        sb.requests()
+    );
+    let r = target_common::reject_at(&rejected, 4).unwrap();
+    assert_eq!(r["reject"]["vendor_status"], 422);
+    assert!(
+        r["reject"]["vendor_body"]
+            .as_str()
+            .unwrap()
+            .contains("error"),
+        "{r}"
+    );
+    assert!(target_common::reason(r).contains("refused"), "{r}");
+    assert!(user(&sb.dump(Vendor::Userflow), "u1").is_some());
+
+    // 503 past the retry budget (max_retries 2: three attempts) for one upsert: rejected with
+    // the last answer; the next user still goes through. One request at a time, so the three
+    // 503s all meet the first user.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &sb,
+        dir.path(),
+        json!({"max_retries": 2, "max_concurrency": 1}),
+    );
+    fail(&sb, "/userflow/users", 503, 3);
+    let out = run(
+        &cfg,
+        &lines(&[
+            schema("users"),
+            rec("users", json!({"id": "u2"})),
+            rec("users", json!({"id": "u3"})),
+            target_common::state(json!({"n": 3})),
+        ]),
+    );
+    let stderr = succeeded(&out);
+    assert_eq!(
+        target_common::last_state(&out).as_deref(),
+        Some(r#"{"n":3}"#)
+    );
+    let rejected = rejects(dir.path());
+    assert_eq!(rejected.len(), 1, "{rejected:?}: {stderr}");
+    assert_eq!(rejected[0]["record"]["id"], "u2");
+    assert_eq!(rejected[0]["reject"]["vendor_status"], 503);
+    assert!(
+        target_common::reason(&rejected[0]).contains("past the retry budget"),
+        "{}",
+        rejected[0]
+    );
+    let dump = sb.dump(Vendor::Userflow);
+    assert!(user(&dump, "u2").is_none());
+    assert!(user(&dump, "u3").is_some());
+}
+
+#[test]
+fn refused_credentials_stop_the_run_with_exit_1_before_anything_is_sent() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&sb, dir.path(), json!({"api_key": "not-the-key"}));
+    let out = run(
+        &cfg,
+        &lines(&[
+            schema("users"),
+            rec("users", json!({"id": "u1"})),
+            target_common::state(json!({"n": 1})),
+        ]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "no state covers an unsent record");
+    assert!(stderr.contains("userflow"), "{stderr}");
+    assert!(
+        !stderr.contains("not-the-key"),
+        "the key never shows: {stderr}"
+    );
+    assert!(user(&sb.dump(Vendor::Userflow), "u1").is_none());
+}
