@@ -131,7 +131,8 @@ say "Appcues now holds $profiles user profiles (and the groups with their member
 
 cat >&2 <<EOF
 Where to look (in $out):
-  appcues-dump.json   everything the sandbox's Appcues holds now (GET $origin/_sandbox/dump/appcues)
+  appcues-dump.json   everything the sandbox's Appcues held at the end (its GET /_sandbox/dump/appcues;
+                      run with --keep to query the sandbox yourself)
   report.json         the target's report: per stream in/sent/rejected/skipped, requests, retries, 429s
   state.json          every state the target printed, the last one is the one to resume from
   pipeline.singer     the Singer messages tap-roster wrote

@@ -560,3 +560,50 @@ fn refused_credentials_stop_the_run_with_exit_1_before_anything_is_sent() {
     );
     assert!(user(&sb.dump(Vendor::Userflow), "u1").is_none());
 }
+
+#[test]
+fn a_progress_bar_only_when_stderr_is_a_terminal() {
+    use std::process::Command;
+    // util-linux `script` gives the target a terminal (it is in every Debian and Ubuntu base).
+    if Command::new("script").arg("--version").output().is_err() {
+        crate::support::skip_or_fail("util-linux `script` is not installed");
+        return;
+    }
+    let sb = target_common::builder()
+        .latency(Some(Vendor::Userflow), Duration::from_millis(30))
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&sb, dir.path(), json!({"max_concurrency": 1}));
+    let mut input = vec![schema("users")];
+    input.extend((0..60).map(|i| rec("users", json!({"id": format!("u{i}")}))));
+    let input_path = dir.path().join("input.singer");
+    std::fs::write(&input_path, lines(&input)).unwrap();
+    let command = format!(
+        "{} --config {} --input {} > {}",
+        env!("CARGO_BIN_EXE_target-roster"),
+        cfg.display(),
+        input_path.display(),
+        dir.path().join("state.out").display(),
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("ROSTER_LOG", "warn")
+        .env_remove("ROSTER_ZERO_DELAYS")
+        .output()
+        .unwrap();
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{terminal}");
+    assert!(
+        terminal.contains("records (") && terminal.contains("in flight"),
+        "no progress bar on a terminal: {terminal:?}"
+    );
+    assert!(
+        terminal.contains("users → users: 60 in, 60 sent"),
+        "{terminal}"
+    );
+    // Not a terminal: the summary alone.
+    let out = run(&cfg, &lines(&input));
+    let stderr = succeeded(&out);
+    assert!(!stderr.contains("in flight"), "{stderr}");
+}
