@@ -312,25 +312,7 @@ fn state_never_comes_before_the_records_it_covers() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&sb, dir.path(), json!({"requests_per_second": 0}));
-    let mut input = vec![schema("users")];
-    for i in 0..60u64 {
-        input.push(rec("users", json!({"id": format!("u{i}")})));
-        if i % 5 == 4 {
-            input.push(state(json!({"covers": i + 1})));
-        }
-    }
-    let printed = target_common::assert_state_follows_writes(
-        &sb,
-        &cfg,
-        lines(&input),
-        |state| state["covers"].as_u64().unwrap(),
-        |sb| {
-            target_common::answered(sb, |r| {
-                r.method == "POST" && r.path == "/userguiding/v1/identify" && r.status == 200
-            })
-        },
-    );
-    assert!(printed >= 1);
+    target_common::assert_user_states_follow_upserts(&sb, &cfg, "/userguiding/v1/identify", 200);
 }
 
 #[test]

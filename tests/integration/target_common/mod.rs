@@ -268,3 +268,67 @@ pub fn assert_meltano_test_stream_passes(config: &Path) {
         "the state comes back"
     );
 }
+
+/// After a 429 storm: every event arrived once, nothing was rejected (a 429 proves nothing
+/// happened, so even events are repeated safely), and the sandbox did answer 429s.
+#[track_caller]
+pub fn assert_storm_delivered_once(
+    sb: &Sandbox,
+    vendor: &str,
+    events: &[String],
+    rejected: &[Value],
+) {
+    assert_eq!(events.len(), N);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let stats = sb.stats();
+    let throttled = stats.vendors[vendor]
+        .statuses
+        .get("429")
+        .copied()
+        .unwrap_or(0);
+    assert!(throttled > 0, "the sandbox answered no 429: {stats:?}");
+}
+
+/// After 5xx answers and dropped connections: an event that got a 5xx or lost its connection
+/// may have been recorded, so it is not repeated but rejected with a replay hint. Each event is
+/// in the sandbox once or in the reject file, and nothing else is rejected.
+#[track_caller]
+pub fn assert_events_once_or_rejected(events: &[String], rejected: &[Value]) {
+    assert!(
+        rejected.iter().all(|r| r["stream"] == "events"),
+        "{rejected:?}"
+    );
+    assert_eq!(events.len() + rejected.len(), N);
+    for r in rejected {
+        let user = r["record"]["user_id"].as_str().unwrap().to_string();
+        assert!(
+            !events.contains(&user),
+            "{user}'s event arrived and was rejected"
+        );
+        assert!(reason(r).contains("could duplicate"), "{}", reason(r));
+    }
+}
+
+/// 60 users with a STATE `{"covers": n}` after every fifth, through a sandbox that answers
+/// slowly: each state must come out only once `n` upserts to `path` were answered `status`.
+pub fn assert_user_states_follow_upserts(sb: &Sandbox, config: &Path, path: &str, status: u16) {
+    let mut input = vec![schema("users")];
+    for i in 0..60u64 {
+        input.push(rec("users", json!({"id": format!("u{i}")})));
+        if i % 5 == 4 {
+            input.push(state(json!({"covers": i + 1})));
+        }
+    }
+    let printed = assert_state_follows_writes(
+        sb,
+        config,
+        lines(&input),
+        |state| state["covers"].as_u64().unwrap(),
+        |sb| {
+            answered(sb, |r| {
+                r.method == "POST" && r.path == path && r.status == status
+            })
+        },
+    );
+    assert!(printed >= 1);
+}
