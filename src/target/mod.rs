@@ -176,11 +176,16 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         rejects,
         dry_run,
         out: SingerWriter::stdout(),
-        write_window: request
-            .config
-            .common
-            .max_concurrency
-            .unwrap_or(crate::http::DEFAULT_MAX_CONCURRENCY),
+        // A dry run has no wire to hold writes back from: let the recorder go as fast as it can.
+        write_window: if request.dry_run {
+            MAX_IN_FLIGHT
+        } else {
+            request
+                .config
+                .common
+                .max_concurrency
+                .unwrap_or(crate::http::DEFAULT_MAX_CONCURRENCY)
+        },
     };
     let (result, report) = engine::run(parts, input).await;
     finish(result, &report, request.report.as_deref())
