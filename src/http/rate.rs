@@ -38,9 +38,9 @@
 //! ≥98% of the limit and ≤1.5% 429s for the sandbox's shapes when not told, 100% and no 429 when
 //! told; and for clients still ramping up when the first 429 comes (demand below the limit,
 //! bursts of 2 to 50), ≥90% of the limit (≥80% when every event costs a 1 s `Retry-After`)
-//! with ≤1% 429s. Known weak spot: a server whose burst is much smaller than its `Retry-After` times its
-//! rate loses tokens during our pause, so the estimate comes out low and probing takes minutes to
-//! climb back; configure the documented rate for such vendors.
+//! with ≤2% 429s. Known weak spot: a server whose burst is much smaller than its
+//! `Retry-After` times its rate loses tokens during our pause, so the estimate comes out low
+//! and probing takes minutes to climb back; configure the documented rate for such vendors.
 
 use std::collections::VecDeque;
 use std::time::Duration;
