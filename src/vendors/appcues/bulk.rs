@@ -35,7 +35,8 @@ pub const DOCUMENTED_MAX_BYTES: u64 = 20_000_000;
 /// framing tips a file over; and 25,000 rows (Appcues documents no row limit), which bounds the
 /// records one failed job rejects and the memory a run needs: the file being uploaded is held
 /// in memory, and each row waiting for its job costs a ticket. At ~200 bytes a row that is a
-/// 5 MB file; a million users then run in under 60 MB (100,000-row files took 130 MB).
+/// 5 MB file; a million users then peak at ~65 MB of RSS, where 100,000-row files took
+/// ~130 MB (benches/bulk.sh, docs/bulk.md).
 pub const DEFAULT_LIMITS: FileLimits = FileLimits {
     max_rows: 25_000,
     max_bytes: 19_500_000,
