@@ -11,6 +11,11 @@ use roster::sandbox::{
     Vendor, VendorFaults,
 };
 
+/// mimalloc instead of glibc's malloc, as in tap-roster and target-roster: every request is
+/// parsed into many small maps and strings (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "roster-sandbox",

@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: records are parsed into and mapped through many small
+/// maps and strings, and glibc's allocator was 40% of the instructions of a dry run (callgrind,
+/// BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     roster::cli::run_tap(roster::cli::TapArgs::parse())
 }

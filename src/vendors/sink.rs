@@ -141,6 +141,16 @@ impl Item {
         out
     }
 
+    /// The entries of [`Item::properties`] without copying them (an attribute wins over a
+    /// standard field of the same name), for the writers' checks: building the map only to
+    /// check it cost a clone of every record.
+    pub fn property_entries(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.fields
+            .iter()
+            .filter(|(k, _)| !self.attributes.contains_key(k.as_str()))
+            .chain(&self.attributes)
+    }
+
     /// The user key of a membership, event or segment, or the key of a user.
     pub fn user_key(&self) -> Option<&str> {
         match self.kind {
@@ -923,8 +933,15 @@ pub async fn send_and_settle(
 
 /// Vendors that take only scalar values (string, number, boolean, null): the first value that
 /// is an array or an object, named.
-pub fn scalars_only(vendor: &str, what: &str, values: &Map<String, Value>) -> Result<(), Refusal> {
-    match values.iter().find(|(_, v)| v.is_array() || v.is_object()) {
+pub fn scalars_only<'a>(
+    vendor: &str,
+    what: &str,
+    values: impl IntoIterator<Item = (&'a String, &'a Value)>,
+) -> Result<(), Refusal> {
+    match values
+        .into_iter()
+        .find(|(_, v)| v.is_array() || v.is_object())
+    {
         None => Ok(()),
         Some((key, value)) => Err(Refusal::new(format!(
             "{vendor} takes only strings, numbers, booleans and null as {what}, but {key:?} is {}",

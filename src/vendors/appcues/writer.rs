@@ -199,7 +199,7 @@ impl Sink for AppcuesSink {
         let item = &op.item;
         match (item.kind, item.action) {
             (Kind::Users, Action::Upsert) => {
-                scalars_only(VENDOR, "profile property values", &item.properties())?;
+                scalars_only(VENDOR, "profile property values", item.property_entries())?;
                 Ok(Plan::single(vec![OrderKey::user(
                     item.id.as_deref().unwrap_or_default(),
                 )]))
@@ -208,7 +208,7 @@ impl Sink for AppcuesSink {
                 item.id.as_deref().unwrap_or_default(),
             )])),
             (Kind::Groups, Action::Upsert) => {
-                scalars_only(VENDOR, "group property values", &item.properties())?;
+                scalars_only(VENDOR, "group property values", item.property_entries())?;
                 Ok(Plan::single(vec![OrderKey::group(
                     item.id.as_deref().unwrap_or_default(),
                 )]))

@@ -138,7 +138,10 @@ impl UserflowSink {
 
 /// Userflow attribute values: a literal (string, number, boolean, null) or a change object
 /// (`{"set": …}`, `set_once`, `add`, `subtract`, with an optional `data_type`).
-fn check_attributes(what: &str, values: &Map<String, Value>) -> Result<(), Refusal> {
+fn check_attributes<'a>(
+    what: &str,
+    values: impl IntoIterator<Item = (&'a String, &'a Value)>,
+) -> Result<(), Refusal> {
     for (key, value) in values {
         let ok = match value {
             Value::Array(_) => false,
@@ -242,7 +245,7 @@ impl Sink for UserflowSink {
             Kind::Users | Kind::Groups => {
                 let id = item.id.as_deref().unwrap_or_default();
                 if item.action == Action::Upsert {
-                    check_attributes("attributes", &item.properties())?;
+                    check_attributes("attributes", item.property_entries())?;
                 }
                 Ok(Plan::single(vec![if item.kind == Kind::Users {
                     OrderKey::user(id)

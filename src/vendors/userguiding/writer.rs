@@ -269,13 +269,13 @@ impl Sink for UserGuidingSink {
         }
         match item.kind {
             Kind::Users => {
-                scalars_only(VENDOR, "attribute values", &item.properties())?;
+                scalars_only(VENDOR, "attribute values", item.property_entries())?;
                 Ok(Plan::single(vec![OrderKey::user(
                     item.id.as_deref().unwrap_or_default(),
                 )]))
             }
             Kind::Groups => {
-                scalars_only(VENDOR, "company attribute values", &item.properties())?;
+                scalars_only(VENDOR, "company attribute values", item.property_entries())?;
                 Ok(Plan::single(vec![OrderKey::group(
                     item.id.as_deref().unwrap_or_default(),
                 )]))

@@ -164,7 +164,7 @@ impl Sink for UserpilotSink {
         let item = &op.item;
         match (item.kind, item.action) {
             (Kind::Users | Kind::Groups, Action::Upsert) => {
-                scalars_only(VENDOR, "metadata values", &item.properties())?;
+                scalars_only(VENDOR, "metadata values", item.property_entries())?;
                 let id = item.id.as_deref().unwrap_or_default();
                 Ok(Plan::single(vec![key(item.kind, id)]))
             }
