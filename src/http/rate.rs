@@ -4,7 +4,7 @@
 //! with a virtual clock against simulated token-bucket servers (see the tests at the bottom).
 //!
 //! - **Pacing** is GCRA (a smooth token bucket of depth one): one request every `1/rate`, with a
-//!   small slack so late timer wake-ups do not drift the rate down.
+//!   slack of [`PACING_SLACK`] so late wake-ups do not drift the rate down.
 //! - **Told the limit** (`requests_per_second`): pace at it. A 429 still lowers the rate (the
 //!   account may be shared), and probing climbs back to the configured ceiling, never above.
 //! - **Not told**: send unpaced until 429s come. The estimate rests on token conservation: a
@@ -74,7 +74,10 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 pub const MIN_RATE: f64 = 0.05;
 /// Rates above this are treated as "no limit" (nothing in roster's world goes faster).
 pub const MAX_RATE: f64 = 1_000_000.0;
-/// Largest burst credit the pacer lets build up, so timer lateness does not lower the rate.
+/// Largest burst credit the pacer lets build up under a told rate, so timer lateness does not
+/// lower it, at fast rates too (one interval of slack lost 2% of a told 50/s on a busy 2-core
+/// machine, where wake-ups came 30–60 ms late; BENCHMARKS.md). A discovered rate keeps one
+/// interval at most.
 pub const PACING_SLACK: Duration = Duration::from_millis(100);
 /// Weight of a new sample in the smoothed round-trip time.
 const SRTT_WEIGHT: f64 = 0.2;
@@ -192,9 +195,16 @@ impl AdaptiveRate {
             self.held = true;
             return Slot::WaitUntil(tat);
         }
-        // Lateness up to the slack (a timer that woke late) is not lost, so the rate does not
-        // drift down; longer idleness does not bank more than one extra request.
-        let slack = interval.min(PACING_SLACK);
+        // Lateness up to the slack (a timer or a task that woke late on a busy machine) is not
+        // lost, so the rate does not drift down: the requests it held back go at once. Longer
+        // idleness banks no more than the slack's worth of requests. A discovered rate keeps
+        // one interval of slack: its estimate already sits at the server's limit, and catch-up
+        // bursts there cost 429s (the simulations below).
+        let slack = if self.ceiling.is_some() {
+            PACING_SLACK
+        } else {
+            interval.min(PACING_SLACK)
+        };
         let base = tat.max(now.checked_sub(slack).unwrap_or(now));
         self.tat = Some(base + interval);
         Slot::Go
@@ -380,6 +390,32 @@ mod tests {
             assert!(
                 n >= want * 0.99 && n <= want * 1.01 + 2.0,
                 "rps {rps}: {n} slots, want {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn late_wake_ups_do_not_lower_a_told_rate() {
+        // A busy machine: every fifth wait wakes 60 ms late instead of 1 ms.
+        for rps in [10.0, 50.0, 200.0] {
+            let mut r = AdaptiveRate::new(Some(rps));
+            let start = Instant::now();
+            let end = start + Duration::from_secs_f64(400.0 / rps);
+            let (mut now, mut n, mut waits) = (start, 0u32, 0u32);
+            while now < end {
+                match r.poll(now) {
+                    Slot::Go => n += 1,
+                    Slot::WaitUntil(t) => {
+                        waits += 1;
+                        let late = if waits % 5 == 0 { 60 } else { 1 };
+                        now = t + Duration::from_millis(late);
+                    }
+                }
+            }
+            let n = f64::from(n);
+            assert!(
+                (400.0 * 0.99..=400.0 * 1.01 + 2.0).contains(&n),
+                "rps {rps}: {n} slots of 400"
             );
         }
     }
