@@ -344,6 +344,9 @@ impl Directory {
         let mut index = Index::default();
         let mut start = FIRST_INDEX;
         let count = *self.page_size.read();
+        // What the server said it has, against what it listed.
+        let mut total = None;
+        let mut listed: u64 = 0;
         loop {
             let mut path = format!("{}?startIndex={start}&count={count}", res.endpoint());
             if res == Res::Group {
@@ -361,6 +364,8 @@ impl Directory {
             let Ok(page) = paging::from_value(response.json()) else {
                 break;
             };
+            total = page.total_results.or(total);
+            listed += page.resources.len() as u64;
             for resource in &page.resources {
                 if let Some(object) = resource.as_object()
                     && let Some(id) = id_of(object)
@@ -372,6 +377,16 @@ impl Directory {
                 Some(next) => start = next,
                 None => break,
             }
+        }
+        if let Some(total) = total.filter(|t| *t > listed) {
+            // Seen with scim2-server when its `filter.maxResults` is 0: `totalResults: 3` and
+            // no resources. Lookups then miss what is there, and only the server's 409 on a
+            // create stands between roster and a duplicate.
+            tracing::warn!(
+                "{}: the server says it has {total} {}s but listed {listed}; lookups without filters may miss existing ones (check the server's paging or maxResults)",
+                self.vendor,
+                res.noun()
+            );
         }
         tracing::debug!(
             "{}: indexed {} {}s",
