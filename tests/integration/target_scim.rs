@@ -489,6 +489,66 @@ fn servers_without_patch_get_a_merged_put_that_keeps_everything_else() {
 }
 
 #[test]
+fn servers_without_patch_get_memberships_as_a_put_of_the_whole_group() {
+    let sb = Sandbox::builder()
+        .users(6)
+        .groups(1)
+        .scim_patch(false)
+        .start_background()
+        .unwrap();
+    let before = member_ids(&group_by_external(&sb, Vendor::Scim, "team-001"));
+    let input = users_input()
+        .schema("memberships", &["group_id", "user_id"])
+        .record("users", json!({"id": "p1", "email": "p1@example.com"}))
+        .record("users", json!({"id": "p2", "email": "p2@example.com"}))
+        .record(
+            "memberships",
+            json!({"group_id": "team-001", "user_id": "p1"}),
+        )
+        .record(
+            "memberships",
+            json!({"group_id": "team-001", "user_id": "p2"}),
+        )
+        .state(json!({"n": 1}));
+    sb.clear_requests();
+    let run = target(&sb.config(Vendor::Scim), &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    let p1 = one_user(&sb, Vendor::Scim, "externalId", "p1")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p2 = one_user(&sb, Vendor::Scim, "externalId", "p2")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut want = before.clone();
+    want.extend([p1.clone(), p2.clone()]);
+    want.sort();
+    assert_eq!(
+        member_ids(&group_by_external(&sb, Vendor::Scim, "team-001")),
+        want,
+        "the members already there are kept"
+    );
+
+    let input = Input::new()
+        .schema("memberships", &["group_id", "user_id"])
+        .record(
+            "memberships",
+            json!({"group_id": "team-001", "user_id": "p1", "_sdc_deleted_at": "2024-01-01T00:00:00Z"}),
+        )
+        .state(json!({"n": 2}));
+    let run = target(&sb.config(Vendor::Scim), &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    want.retain(|id| *id != p1);
+    assert_eq!(
+        member_ids(&group_by_external(&sb, Vendor::Scim, "team-001")),
+        want
+    );
+    assert_eq!(count(&sb, "PATCH", "/scim/v2/"), 0);
+    assert!(count(&sb, "PUT", "/scim/v2/Groups/") >= 2);
+}
+
+#[test]
 fn servers_without_filters_are_listed_once_per_resource_type() {
     let sb = Sandbox::builder()
         .users(12)
