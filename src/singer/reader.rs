@@ -11,6 +11,7 @@ use std::io::{self, BufRead};
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 use super::message::{
@@ -590,14 +591,23 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut duplicate = None;
         while let Some(key) = map.next_key::<String>()? {
             let item: StrictValue = map.next_value()?;
-            if duplicate.is_none() {
-                if let Some(inner) = &item.duplicate {
-                    duplicate = Some(format!("/{}{inner}", pointer_token(&key)));
-                } else if object.contains_key(&key) {
-                    duplicate = Some(format!("/{}", pointer_token(&key)));
+            if duplicate.is_none()
+                && let Some(inner) = &item.duplicate
+            {
+                duplicate = Some(format!("/{}{inner}", pointer_token(&key)));
+            }
+            // One hash per key (the entry), not two (a lookup, then an insert).
+            match object.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(item.value);
+                }
+                Entry::Occupied(mut slot) => {
+                    if duplicate.is_none() {
+                        duplicate = Some(format!("/{}", pointer_token(slot.key())));
+                    }
+                    slot.insert(item.value);
                 }
             }
-            object.insert(key, item.value);
         }
         Ok(StrictValue {
             value: Value::Object(object),

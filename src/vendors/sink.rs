@@ -351,18 +351,35 @@ impl fmt::Display for Refusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PayloadHash(pub u128);
 
+/// The largest serialisation buffer [`PayloadHash::of_json`] keeps for the next body (bulk and
+/// SCIM bodies can be far larger than a record's).
+const PAYLOAD_BUFFER_KEEP: usize = 64 * 1024;
+
 impl PayloadHash {
     /// The hash of some bytes.
     pub fn of_bytes(bytes: &[u8]) -> Self {
         PayloadHash(xxhash_rust::xxh3::xxh3_128(bytes))
     }
 
-    /// The hash of a JSON value as serialised.
+    /// The hash of a JSON value as serialised (into a per-thread buffer that is reused: one
+    /// fresh, regrown `Vec` per record was a measurable share of a dry run, BENCHMARKS.md).
     pub fn of_json(value: &Value) -> Self {
-        match serde_json::to_vec(value) {
-            Ok(bytes) => Self::of_bytes(&bytes),
-            Err(_) => PayloadHash(0),
+        thread_local! {
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            let hash = match serde_json::to_writer(&mut *buffer, value) {
+                Ok(()) => Self::of_bytes(&buffer),
+                Err(_) => PayloadHash(0),
+            };
+            // A rare huge body does not pin its memory to the thread.
+            if buffer.capacity() > PAYLOAD_BUFFER_KEEP {
+                *buffer = Vec::new();
+            }
+            hash
+        })
     }
 }
 
