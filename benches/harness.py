@@ -167,10 +167,22 @@ def protocol(args, release, work, table, results):
                              runs=args.peer_runs, before=clean_jsonl, after=jsonl_check),
     }
     summary = {}
-    for name, p in programs.items():
+    def measure_program(name):
+        p = programs[name]
         rs = runs_of(p["argv"], p["runs"], work, name.split()[0], stdin_path=path, env=p.get("env"),
                      before=p.get("before"), after=p.get("after"))
         summary[name] = summarize(rs, n)
+
+    measure_program("target-roster --dry-run")
+    peers = ["singer-sdk minimal target", "target-jsonl"]
+    if args.parallel_peers:
+        # Both peers are single-threaded Python: side by side, each has a core of its own.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(peers)) as pool:
+            for job in [pool.submit(measure_program, name) for name in peers]:
+                job.result()
+    else:
+        for name in peers:
+            measure_program(name)
     # Memory flat: the same dry run on a tenth of the input.
     small_n = max(n // 10, 1000)
     small = summarize(runs_of(roster_argv, 1, work, "roster-small", stdin_path=input_file(small_n), env=env), small_n)
@@ -461,6 +473,9 @@ def main():
                    help="run the rate cases one after another (default: all at once, each with its own sandbox)")
     p.add_argument("--bulk-users", type=int, help="bulk users (default 1,000,000)")
     p.add_argument("--sandbox-requests", type=int, help="sandbox throughput requests (default 200,000)")
+    p.add_argument("--parallel-peers", action="store_true",
+                   help="run the two single-threaded Python peers of the protocol section side by side "
+                        "(one core each; halves the section's time on 2 cores)")
     p.add_argument("--release", default=str(common.release_dir()), help="where the release binaries are")
     args = p.parse_args()
     quick = args.quick
@@ -515,7 +530,8 @@ def main():
     la = results["load_at_start"]
     print(f"roster benchmarks, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {os.cpu_count()} cores, "
           f"load average {la[0]:.1f} at the start, {results['load_at_end'][0]:.1f} at the end; "
-          f"medians of {args.runs} run(s) (Python peers {args.peer_runs}, rate cases {args.rate_runs}); "
+          f"medians of {args.runs} run(s) (Python peers {args.peer_runs}"
+          f"{', protocol peers side by side' if args.parallel_peers else ''}, rate cases {args.rate_runs}); "
           f"{results['elapsed_s'] / 60:.0f} min{' (--quick)' if quick else ''}")
     print()
     print(table.render())
