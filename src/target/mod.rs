@@ -161,8 +161,28 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         &settings.streams,
     )?;
     let sink = build_sink(&request.config, &settings, dry_run.as_ref())?;
-    if dry_run.is_none() {
-        sink.check().await?;
+    if dry_run.is_none()
+        && let Err(err) = sink.check().await
+    {
+        // Refused credentials or an unreachable vendor still leave a `--report` behind, so a
+        // scheduler reading it learns why nothing was sent.
+        let err = TargetError::from(err);
+        let report = report::Tally::new().report(
+            std::collections::BTreeMap::new(),
+            sink.vendor(),
+            false,
+            sink.stats(),
+            None,
+            None,
+            crate::exit::one_line(&err),
+            err.exit_code(),
+        );
+        if let Some(path) = request.report.as_deref()
+            && let Err(source) = report.write(path)
+        {
+            tracing::warn!("cannot write the report {}: {source}", path.display());
+        }
+        return Err(err);
     }
     let rejects = match dry_run {
         Some(_) => None,

@@ -46,6 +46,12 @@ mod target_userflow;
 mod target_userguiding;
 mod target_userpilot;
 
+// Reliability: kill -9, fault storms, bad input, security.
+mod bad_input;
+mod crash;
+mod faults;
+mod security;
+
 // With real tools from PyPI and Debian (Meltano, singer tools, PostgreSQL).
 mod meltano;
 mod reverse_etl;

@@ -65,6 +65,10 @@ pub const MEMBERSHIP_LINGER: Duration = Duration::from_millis(200);
 /// Lookups of one membership batch's users that run at once.
 const LOOKUP_CONCURRENCY: usize = 8;
 
+/// How often a create whose answer never came is sent again after a fresh lookup shows it was
+/// not made: the HTTP engine's budget for requests that are safe to repeat.
+const UNCONFIRMED_RESENDS: u32 = crate::http::DEFAULT_MAX_RETRIES;
+
 /// SCIM's media type, sent with every body (Guru's OneLogin guide requires it).
 pub const CONTENT_TYPE: &str = "application/scim+json";
 
@@ -486,8 +490,21 @@ impl ScimSink {
         }
     }
 
+    /// True when a fresh listing finds nothing under any of the keys a create could clash
+    /// on: an unconfirmed create did not happen.
+    async fn absent(&self, res: Res, adopt_by: &[(Attr, String)]) -> Result<bool, SinkError> {
+        self.dir.refresh(res).await?;
+        for (attr, value) in adopt_by {
+            match self.dir.find(res, *attr, value).await? {
+                Ok(found) if found.is_empty() => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
     /// POSTs a new resource. A 409 (or an unconfirmed POST) looks again and adopts the one
-    /// match.
+    /// match; an unconfirmed POST that left nothing behind is sent again.
     async fn create(
         &self,
         res: Res,
@@ -505,7 +522,33 @@ impl ScimSink {
         let request =
             with_body(Method::Post, res.endpoint().to_string(), body.clone()).not_idempotent();
         let payload = request.payload_hash();
-        let err = match self.transport.send(request).await {
+        let mut resent = 0;
+        let err = loop {
+            let err = match self.transport.send(request.clone()).await {
+                Ok(response) => break Ok(response),
+                Err(err) => fatal_or(self.vendor, err)?,
+            };
+            // An unconfirmed POST that a fresh lookup shows never happened (the server failed
+            // before creating anything) is sent again, as often as the engine would retry a
+            // request that is safe to repeat; one that did happen is adopted below.
+            if err.status != Some(409)
+                && err.maybe_processed
+                && err.failure == SendFailure::Exhausted
+                && resent < UNCONFIRMED_RESENDS
+                && self.absent(res, adopt_by).await?
+            {
+                resent += 1;
+                tracing::info!(
+                    "{}: creating {} {key:?} was not confirmed ({}) and it does not exist; sending it again ({resent} of {UNCONFIRMED_RESENDS})",
+                    self.vendor,
+                    res.noun(),
+                    err.message
+                );
+                continue;
+            }
+            break Err(err);
+        };
+        let err = match err {
             Ok(response) => {
                 let created = response.json();
                 let id = created
@@ -528,7 +571,7 @@ impl ScimSink {
                 }
                 return Ok((Done::Accepted, payload));
             }
-            Err(err) => fatal_or(self.vendor, err)?,
+            Err(err) => err,
         };
         let conflict = err.status == Some(409);
         if !(conflict || err.maybe_processed && err.failure == SendFailure::Exhausted) {
@@ -547,20 +590,21 @@ impl ScimSink {
                     }
                 }
                 Err(lookup) => {
-                    return Ok((
-                        Done::Rejected(Refusal::vendor(
-                            format!(
-                                "{} answered {} to creating {} {key:?}, and looking for the existing one failed: {}",
-                                self.vendor,
-                                err.status.map_or("nothing".to_string(), |s| s.to_string()),
-                                res.noun(),
-                                lookup.message
-                            ),
-                            err.status,
-                            err.body_excerpt,
-                        )),
-                        payload,
-                    ));
+                    let mut refusal = Refusal::vendor(
+                        format!(
+                            "{} answered {} to creating {} {key:?}, and looking for the existing one failed: {}",
+                            self.vendor,
+                            err.status.map_or("nothing".to_string(), |s| s.to_string()),
+                            res.noun(),
+                            lookup.message
+                        ),
+                        err.status,
+                        err.body_excerpt,
+                    );
+                    // A create and its lookup both failing past the budget is the vendor being
+                    // down: counted towards "unreachable" like any other exhausted request.
+                    refusal.transient = err.failure == SendFailure::Exhausted;
+                    return Ok((Done::Rejected(refusal), payload));
                 }
             }
         }

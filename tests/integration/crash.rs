@@ -1,0 +1,432 @@
+//! kill -9 at seeded random points, then a rerun from the last STATE that was printed.
+//!
+//! - **Target**: target-roster writes users to the sandbox's Userflow (one upsert per record)
+//!   under a seeded 5% rate of 500/503 answers, and is killed with SIGKILL once the sandbox has
+//!   counted a seeded random number of requests, wherever the target is then (mid-request,
+//!   between a request and its STATE, mid-retry). The pipeline is then rerun from the last
+//!   STATE the target printed, as a tap resuming from that bookmark would. Every user must end
+//!   up in the sandbox with its final attributes (the input updates every fifth user later on,
+//!   so an older write replayed after a newer one would show); the writes the sandbox accepted
+//!   beyond one per record are the records sent twice.
+//! - **Tap**: tap-roster syncs users, groups and memberships from each listable vendor under the
+//!   same fault rate, is killed after a seeded random number of requests, and resumes from the
+//!   last STATE it printed. The two runs together must cover everything the sandbox holds (no
+//!   page skipped); the records both runs emitted are the duplicates.
+//!
+//! Sizes: the defaults keep `cargo test` (debug builds) to about a minute; `scripts/reliability.sh`
+//! runs 10,000 users with release binaries through the same code (`ROSTER_CRASH_USERS`,
+//! `ROSTER_CRASH_TRIALS`, `ROSTER_CRASH_SEED`) and tabulates the JSON line each trial appends to
+//! `ROSTER_RELIABILITY_OUT` in RELIABILITY.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use roster::sandbox::{Sandbox, Vendor};
+use serde_json::{Value, json};
+
+use crate::support;
+use crate::tap_common::{Holdings, check_protocol, record_key};
+
+const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");
+const TAP: &str = env!("CARGO_BIN_EXE_tap-roster");
+
+/// The share of requests the sandbox answers 500 or 503 (issue 7: "a 5% fault rate").
+const FAULT_RATE: f64 = 0.05;
+
+/// A STATE after this many records.
+const STATE_EVERY: usize = 20;
+
+/// Retries per request: at 5% faults, eleven failures in a row (p = 5e-15) never happen.
+const RETRIES: u64 = 10;
+
+/// How long one run may take before the test gives up on it.
+const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// splitmix64: a seeded, dependency-free source of kill points.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `1..bound` (bound > 1).
+    fn kill_point(&mut self, bound: u64) -> u64 {
+        1 + self.next() % (bound - 1)
+    }
+}
+
+/// Appends one trial's figures to `ROSTER_RELIABILITY_OUT`, when set.
+pub(crate) fn record_trial(line: &Value) {
+    if let Ok(path) = std::env::var("ROSTER_RELIABILITY_OUT") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(file, "{line}").unwrap();
+    }
+}
+
+fn vendor_stat(sb: &Sandbox, vendor: Vendor, pick: impl Fn(&str) -> bool) -> u64 {
+    sb.stats().vendors.get(vendor.name()).map_or(0, |v| {
+        v.statuses
+            .iter()
+            .filter(|(status, _)| pick(status))
+            .map(|(_, n)| *n)
+            .sum()
+    })
+}
+
+fn faults_injected(sb: &Sandbox, vendor: Vendor) -> u64 {
+    sb.stats()
+        .vendors
+        .get(vendor.name())
+        .map_or(0, |v| v.faults)
+}
+
+/// Runs `command` with its stdout read line by line, and kills it with SIGKILL as soon as the
+/// sandbox has counted `at` requests in all. Returns the stdout lines (whole lines only, as a
+/// pipe reader would have them) and whether the kill happened before the process ended.
+fn run_killed_at(mut command: Command, sb: &Sandbox, at: u64, dir: &Path) -> (Vec<Value>, bool) {
+    let stderr = std::fs::File::create(dir.join("killed.stderr")).unwrap();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| serde_json::from_str::<Value>(&l).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let started = Instant::now();
+    let killed = loop {
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        if sb.stats().total >= at {
+            child.kill().unwrap();
+            break true;
+        }
+        assert!(
+            started.elapsed() < RUN_TIMEOUT,
+            "the run never got to {at} requests"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    child.wait().unwrap();
+    (reader.join().unwrap(), killed)
+}
+
+fn last_state(lines: &[Value]) -> Option<Value> {
+    lines
+        .iter()
+        .rev()
+        .find(|m| m["type"] == "STATE")
+        .map(|m| m["value"].clone())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The target.
+
+/// The records a source holds: every user once (plan "free", rev 1), then every fifth user
+/// again with its final attributes (plan "pro", rev 2).
+fn target_records(users: usize) -> Vec<Value> {
+    let user = |i: usize, plan: &str, rev: u64| {
+        json!({"type": "RECORD", "stream": "users", "record": {
+            "id": format!("u{i:05}"), "email": format!("u{i:05}@example.com"),
+            "attributes": {"plan": plan, "rev": rev}}})
+    };
+    let mut records: Vec<Value> = (0..users).map(|i| user(i, "free", 1)).collect();
+    records.extend((0..users).step_by(5).map(|i| user(i, "pro", 2)));
+    records
+}
+
+/// What the source sends when resumed from `offset`: the SCHEMA, then the records from there
+/// on, with a STATE `{"offset": n}` after every [`STATE_EVERY`] records and at the end.
+fn target_input(records: &[Value], offset: usize) -> String {
+    let schema = json!({"type": "SCHEMA", "stream": "users", "key_properties": ["id"],
+        "schema": {"type": "object"}});
+    let mut out = format!("{schema}\n");
+    for (n, record) in records.iter().enumerate().skip(offset) {
+        out.push_str(&format!("{record}\n"));
+        if (n + 1) % STATE_EVERY == 0 || n + 1 == records.len() {
+            out.push_str(&format!(
+                "{}\n",
+                json!({"type": "STATE", "value": {"offset": n + 1}})
+            ));
+        }
+    }
+    out
+}
+
+fn target_command(dir: &Path, config: &Value, input: &str, name: &str) -> Command {
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let input_path = dir.join(format!("{name}.singer"));
+    std::fs::write(&input_path, input).unwrap();
+    let mut command = Command::new(TARGET);
+    command
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--input")
+        .arg(&input_path)
+        .env("ROSTER_ZERO_DELAYS", "1")
+        .env("ROSTER_LOG", "warn")
+        .current_dir(dir);
+    command
+}
+
+/// One target trial: returns (kill point, resumed offset, duplicates, faults injected).
+fn target_trial(trial: u64, seed: u64, users: usize, rng: &mut Rng) -> Value {
+    let vendor = Vendor::Userflow;
+    let sb = Sandbox::builder()
+        .seed(seed + trial)
+        .users(0)
+        .groups(0)
+        .error_rate(Some(vendor), FAULT_RATE)
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sb.config(vendor);
+    config["reject_file"] = json!(dir.path().join("rejects.ndjson"));
+    config["max_retries"] = json!(RETRIES);
+    // The sandbox is the only limit here; pacing would only make the trial slower.
+    config["requests_per_second"] = json!(0);
+    let records = target_records(users);
+    // Every record takes at least one request, so the kill lands before the run ends.
+    let at = rng.kill_point(records.len() as u64);
+    let (printed, killed) = run_killed_at(
+        target_command(dir.path(), &config, &target_input(&records, 0), "first"),
+        &sb,
+        at,
+        dir.path(),
+    );
+    assert!(
+        killed,
+        "trial {trial}: the target ended before request {at}"
+    );
+    // A target prints each state's value alone on a line (what Meltano stores).
+    let offset = printed
+        .last()
+        .map_or(0, |v| v["offset"].as_u64().unwrap() as usize);
+
+    let rerun = support::run(
+        &mut target_command(
+            dir.path(),
+            &config,
+            &target_input(&records, offset),
+            "rerun",
+        ),
+        RUN_TIMEOUT,
+    );
+    assert_eq!(
+        rerun.status.code(),
+        Some(0),
+        "trial {trial}: rerun from offset {offset}: {}",
+        rerun.stderr
+    );
+    assert_eq!(
+        support::singer_lines(&rerun.stdout).last(),
+        Some(&json!({"offset": records.len()})),
+        "trial {trial}: the rerun's last STATE: {}",
+        rerun.both()
+    );
+    assert!(
+        !dir.path().join("rejects.ndjson").exists()
+            || std::fs::read_to_string(dir.path().join("rejects.ndjson"))
+                .unwrap()
+                .trim()
+                .is_empty(),
+        "trial {trial}: rejects"
+    );
+
+    // Every user, with its final attributes.
+    let mut expected = BTreeMap::new();
+    for r in &records {
+        let rec = &r["record"];
+        expected.insert(
+            rec["id"].as_str().unwrap().to_string(),
+            (rec["email"].clone(), rec["attributes"].clone()),
+        );
+    }
+    let dump = sb.dump(vendor);
+    let mut held = BTreeMap::new();
+    for u in dump["users"].as_array().unwrap() {
+        let mut attributes = u["attributes"].as_object().cloned().unwrap();
+        let email = attributes.remove("email").unwrap_or(Value::Null);
+        held.insert(
+            u["id"].as_str().unwrap().to_string(),
+            (email, Value::Object(attributes)),
+        );
+    }
+    let lost = expected.keys().filter(|k| !held.contains_key(*k)).count();
+    assert_eq!(lost, 0, "trial {trial}: users lost");
+    assert_eq!(
+        held, expected,
+        "trial {trial}: users and their final attributes"
+    );
+
+    // Writes the vendor accepted beyond one per record: records sent twice.
+    let accepted = vendor_stat(&sb, vendor, |s| s.starts_with('2'));
+    let duplicates = accepted
+        .checked_sub(records.len() as u64)
+        .unwrap_or_else(|| {
+            panic!(
+                "trial {trial}: {accepted} writes for {} records",
+                records.len()
+            )
+        });
+    let line = json!({"side": "target", "vendor": vendor.name(), "trial": trial,
+        "records": records.len(), "kill_at_request": at, "resumed_from": offset,
+        "faults": faults_injected(&sb, vendor), "lost": lost, "duplicates": duplicates});
+    record_trial(&line);
+    sb.shutdown();
+    line
+}
+
+#[test]
+fn target_killed_at_random_points_loses_nothing_on_rerun() {
+    let users = env_num("ROSTER_CRASH_USERS", 300) as usize;
+    let trials = env_num("ROSTER_CRASH_TRIALS", 20);
+    let seed = env_num("ROSTER_CRASH_SEED", 7);
+    let mut rng = Rng(seed);
+    let mut faults = 0;
+    for trial in 0..trials {
+        let line = target_trial(trial, seed, users, &mut rng);
+        faults += line["faults"].as_u64().unwrap();
+    }
+    assert!(faults > 0, "the sandbox injected no faults");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tap.
+
+/// The listable vendors, in turn.
+const TAP_VENDORS: [Vendor; 4] = [
+    Vendor::Userflow,
+    Vendor::Guru,
+    Vendor::GuruScim,
+    Vendor::Scim,
+];
+
+fn tap_command(dir: &Path, config: &Value, state: Option<&Value>) -> Command {
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let mut command = Command::new(TAP);
+    command
+        .arg("--config")
+        .arg(&config_path)
+        .env("ROSTER_ZERO_DELAYS", "1")
+        .env("ROSTER_LOG", "warn");
+    if let Some(state) = state {
+        let state_path = dir.join("state.json");
+        std::fs::write(&state_path, state.to_string()).unwrap();
+        command.arg("--state").arg(&state_path);
+    }
+    command
+}
+
+fn tap_trial(trial: u64, vendor: Vendor, seed: u64, users: usize, rng: &mut Rng) -> Value {
+    let sb = Sandbox::builder()
+        .seed(seed + trial)
+        .users(users)
+        .groups((users / 20).max(3))
+        .guru_page_size(25)
+        .scim_page_cap(25)
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sb.config(vendor);
+    config["max_retries"] = json!(RETRIES);
+    config["requests_per_second"] = json!(0);
+    // A clean run first: what a sync takes, so the kill lands inside the faulty one.
+    let clean = support::run(&mut tap_command(dir.path(), &config, None), RUN_TIMEOUT);
+    assert_eq!(clean.status.code(), Some(0), "{vendor}: {}", clean.stderr);
+    let requests = sb.stats().total;
+    sb.faults().error_rate(Some(vendor), FAULT_RATE).unwrap();
+
+    let at = sb.stats().total + rng.kill_point(requests);
+    let (first, killed) =
+        run_killed_at(tap_command(dir.path(), &config, None), &sb, at, dir.path());
+    assert!(
+        killed,
+        "trial {trial}: the {vendor} tap ended before request {at}"
+    );
+    let state = last_state(&first);
+    let second = support::run(
+        &mut tap_command(dir.path(), &config, state.as_ref()),
+        RUN_TIMEOUT,
+    );
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "trial {trial} ({vendor}) resumed from {state:?}: {}",
+        second.stderr
+    );
+    let second = support::singer_lines(&second.stdout);
+    check_protocol(&second);
+
+    let mut both = first.clone();
+    both.extend(second.iter().cloned());
+    let held = Holdings::of(&sb, vendor);
+    let got = Holdings::from_messages(&both);
+    let missing = held.users.difference(&got.users).count()
+        + held.groups.difference(&got.groups).count()
+        + held.memberships.difference(&got.memberships).count();
+    assert_eq!(missing, 0, "trial {trial} ({vendor}): records lost");
+    assert_eq!(
+        got, held,
+        "trial {trial} ({vendor}): tap output vs the vendor"
+    );
+
+    // Records both runs emitted: the price of resuming from the last bookmark.
+    let mut seen = BTreeSet::new();
+    let mut emitted = 0;
+    for m in both.iter().filter(|m| m["type"] == "RECORD") {
+        emitted += 1;
+        seen.insert(record_key(m["stream"].as_str().unwrap(), &m["record"]));
+    }
+    let (u, g, ms) = held.sizes();
+    let line = json!({"side": "tap", "vendor": vendor.name(), "trial": trial,
+        "records": u + g + ms, "kill_at_request": at, "resumed": state.is_some(),
+        "faults": faults_injected(&sb, vendor), "lost": missing,
+        "duplicates": emitted - seen.len()});
+    record_trial(&line);
+    sb.shutdown();
+    line
+}
+
+#[test]
+fn tap_killed_at_random_points_resumes_without_a_gap() {
+    let users = env_num("ROSTER_CRASH_USERS", 300) as usize;
+    let trials = env_num("ROSTER_CRASH_TRIALS", 20);
+    let seed = env_num("ROSTER_CRASH_SEED", 7);
+    let mut rng = Rng(seed ^ 0x7A9);
+    let mut faults = 0;
+    for trial in 0..trials {
+        let vendor = TAP_VENDORS[trial as usize % TAP_VENDORS.len()];
+        let line = tap_trial(trial, vendor, seed, users, &mut rng);
+        faults += line["faults"].as_u64().unwrap();
+    }
+    assert!(faults > 0, "the sandbox injected no faults");
+}
