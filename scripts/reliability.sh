@@ -99,6 +99,18 @@ for r in sorted(matrix, key=lambda r: (r["side"], r["vendor"])):
     print(f"| {r['side']} | {r['vendor']} | {r['fault']} | {r['records']} | {r['faults']} | "
           f"{r.get('retries', '–')} | {r['lost']} | {r['exit']} |")
 lost = sum(r["lost"] for r in rows)
+print("""
+Known gaps (found by these tests, not fixed yet):
+- a SCIM or Guru SCIM service that answers 5xx to every request ends with every record rejected
+  and exit 0 rather than "unreachable" (exit 1): the writer's lookups before a create fail into
+  rejects that do not count towards the 20-in-a-row rule; the matrix skips that one cell;
+- the tap re-reads listings it completed before a kill (Guru's 316 duplicates per trial: all
+  users and groups again when the kill lands in the per-group member listings), since a
+  completed stream's bookmark means "start over next run".
+""")
+import os
+if os.path.exists("fuzz/results.md"):
+    print(open("fuzz/results.md").read())
 print(f"""
 Totals: {len(crash)} kill -9 trials, {len(matrix)} fault cells, {sum(r['faults'] for r in rows)}
 faults injected, **{lost} records lost**.
