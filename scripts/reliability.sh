@@ -104,7 +104,7 @@ Known gaps (found by these tests, not fixed yet):
 - a SCIM or Guru SCIM service that answers 5xx to every request ends with every record rejected
   and exit 0 rather than "unreachable" (exit 1): the writer's lookups before a create fail into
   rejects that do not count towards the 20-in-a-row rule; the matrix skips that one cell;
-- the tap re-reads listings it completed before a kill (Guru's 316 duplicates per trial: all
+- the tap re-reads listings it completed before a kill (Guru's duplicates: all
   users and groups again when the kill lands in the per-group member listings), since a
   completed stream's bookmark means "start over next run".
 """)
