@@ -517,7 +517,12 @@ def main():
         for section in sections:
             if section == "rate" and rate_thread is not None:
                 continue
-            globals()[section](args, release, work, table, results)
+            try:
+                globals()[section](args, release, work, table, results)
+            except (Exception, SystemExit) as err:  # one failed section does not lose the others
+                log(f"!! section {section} failed: {err}")
+                table.add(section, "(failed)", str(err).splitlines()[0][:120] if str(err) else repr(err))
+                results.setdefault("failed", {})[section] = str(err)
         if rate_thread is not None:
             rate_thread.join()
             if rate_error:
