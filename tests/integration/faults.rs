@@ -652,7 +652,7 @@ fn target_cell(vendor: Vendor, fault: Fault, model: Model) {
         "the summary: {ctx}"
     );
     // Nothing was given up on, so every failed attempt was retried, within the budget.
-    // (Guru's invites and SCIM creates are not repeated by the engine: their writers look
+    // (Guru's group creates and SCIM creates are not repeated by the engine: their writers look
     // first and send again themselves, which counts as a request, not a retry.)
     if !matches!(vendor, Vendor::Guru | Vendor::Scim | Vendor::GuruScim) {
         assert_eq!(retries, failures, "every failure retried once: {ctx}");

@@ -13,9 +13,9 @@
 //!   in this run (or taken as is when it is an email).
 //! - **Invites** carry a comma-separated `emails` string and answer a status per email; an
 //!   entry without `errored`, or one saying the user is "already a part of the team", is a
-//!   success; any other error rejects that email's record with Guru's words. An invite is not
-//!   repeated blindly; after an ambiguous failure it is sent once more, since Guru then answers
-//!   "already a part of the team" for whoever the first one reached.
+//!   success; any other error rejects that email's record with Guru's words. Repeating an invite
+//!   is harmless (Guru answers "already a part of the team" for whoever an earlier attempt
+//!   reached), so invites are retried like upserts, within the whole retry budget.
 //! - **Groups** have no key at Guru but their name, and Guru does not deduplicate names: a
 //!   group is created only after a fresh `GET /groups` shows the name is missing. Source group
 //!   keys map to Guru group ids by name (the `name` of this run's groups record, else the key
@@ -290,22 +290,13 @@ impl GuruSink {
         if let Some(t) = self.member_type {
             body["teamMemberType"] = json!(t.as_str().to_ascii_uppercase());
         }
+        // Idempotent in effect: whoever an earlier attempt reached is "already a part of the
+        // team" on the next, which counts as invited.
         let request = WireRequest::new(Method::Post, "/members/invite")
             .json(body)
-            .not_idempotent();
+            .idempotent();
         let payload = request.payload_hash();
-        let mut answer = self.transport.send(request.clone()).await;
-        if let Err(err) = &answer
-            && err.failure == SendFailure::Exhausted
-            && err.maybe_processed
-        {
-            // Whoever the first invite reached is "already a part of the team" now.
-            tracing::info!(
-                "guru invite unconfirmed ({}); sending it once more",
-                err.message
-            );
-            answer = self.transport.send(request).await;
-        }
+        let answer = self.transport.send(request).await;
         let response = match answer {
             Ok(response) => response,
             Err(err) => {
@@ -1003,7 +994,7 @@ mod tests {
         let requests = transport.requests();
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].path, "/members/invite");
-        assert!(!requests[0].idempotent);
+        assert!(requests[0].idempotent, "a repeated invite is harmless");
         assert_eq!(
             json_body(&requests[0]),
             json!({"emails": "a@x.io,b@x.io,c@x.io,d@x.io", "teamMemberType": "LIGHT"})
@@ -1027,34 +1018,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unconfirmed_invite_is_sent_once_more() {
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let c = calls.clone();
-        let transport = Arc::new(ScriptedTransport::new(move |_| {
-            if c.fetch_add(1, Ordering::SeqCst) == 0 {
-                Err(SendError {
-                    failure: SendFailure::Exhausted,
-                    status: Some(502),
-                    body_excerpt: None,
-                    message: "POST /members/invite answered 502".into(),
-                    maybe_processed: true,
-                })
-            } else {
-                Ok(WireResponse::ok(
-                    json!({"statuses": [{"email": "a@x.io", "errored": true, "error": "This user is already a part of the team"}]}),
-                ))
-            }
+    async fn invites_are_retried_as_idempotent_and_already_on_the_team_is_success() {
+        let transport = Arc::new(ScriptedTransport::new(|_| {
+            Ok(WireResponse::ok(
+                json!({"statuses": [{"email": "a@x.io", "errored": true, "error": "This user is already a part of the team"}]}),
+            ))
         }));
         let sink = GuruSink::new(transport.clone(), None);
         let (acks, mut rx) = Acks::channel();
         sink.write(vec![user(1, "u1", "a@x.io")], &acks)
             .await
             .unwrap();
-        assert_eq!(transport.requests().len(), 2);
-        assert_eq!(
-            json_body(&transport.requests()[0]),
-            json!({"emails": "a@x.io"})
-        );
+        let requests = transport.requests();
+        assert_eq!(requests.len(), 1);
+        assert!(requests[0].idempotent, "the engine may retry an invite");
+        assert_eq!(json_body(&requests[0]), json!({"emails": "a@x.io"}));
         assert_eq!(outcomes(&mut rx), vec![(1, Outcome::Accepted)]);
     }
 
