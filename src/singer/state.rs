@@ -5,10 +5,15 @@
 //!  "currently_syncing": "users"}
 //! ```
 //! `next_page` is whatever the vendor pages by (a Userflow id, a Guru next-page URL, a SCIM
-//! startIndex). A finished stream drops its `next_page` and records `completed_at`. Unknown
-//! keys are kept, so a state written by a newer roster survives a round trip.
+//! startIndex). A finished stream drops its `next_page` and records `completed_at`. While a
+//! run is under way `sync_started_at` holds its start, and the run's last STATE sets it back to
+//! `null`: a state that still carries it comes from an interrupted run, whose streams completed
+//! since that instant need no second read. Unknown keys are kept, so a state written by a newer
+//! roster survives a round trip.
 
 use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -22,6 +27,10 @@ pub struct TapState {
     /// The stream being synced when the state was written, if any.
     #[serde(default)]
     pub currently_syncing: Option<String>,
+    /// When the run that wrote this state started (RFC 3339), while it is under way; `null`
+    /// once it finished.
+    #[serde(default)]
+    pub sync_started_at: Option<String>,
     /// Keys this version does not know.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -85,10 +94,53 @@ impl TapState {
         }
     }
 
+    /// Starts a run at `now`: a fresh one, or the continuation of the interrupted run this
+    /// state comes from (which keeps its start). True when it continues one.
+    pub fn begin_run(&mut self, now: DateTime<Utc>) -> bool {
+        if self.run_start().is_some() {
+            return true;
+        }
+        self.sync_started_at = Some(timestamp(now));
+        false
+    }
+
+    /// Marks the run finished: the next run reads every stream again.
+    pub fn end_run(&mut self) {
+        self.sync_started_at = None;
+    }
+
+    /// True when `stream` finished its pass within the interrupted run this state continues.
+    pub fn finished_in_this_run(&self, stream: &str) -> bool {
+        let (Some(start), Some(bookmark)) = (self.run_start(), self.bookmarks.get(stream)) else {
+            return false;
+        };
+        bookmark.next_page.is_none()
+            && bookmark
+                .completed_at
+                .as_deref()
+                .and_then(parse_time)
+                .is_some_and(|done| done >= start)
+    }
+
+    fn run_start(&self) -> Option<DateTime<Utc>> {
+        self.sync_started_at.as_deref().and_then(parse_time)
+    }
+
     /// The state as a JSON value.
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+}
+
+/// A state timestamp: RFC 3339 in UTC with milliseconds.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn unwrap_state(value: Value) -> Value {
@@ -125,7 +177,9 @@ mod tests {
         let state = TapState::from_value(value.clone()).unwrap();
         assert_eq!(state.resume_point("users"), Some(&json!("u_9")));
         assert_eq!(state.resume_point("groups"), None);
-        assert_eq!(state.to_value(), value);
+        let mut expected = value;
+        expected["sync_started_at"] = Value::Null;
+        assert_eq!(state.to_value(), expected);
     }
 
     #[test]
@@ -161,7 +215,43 @@ mod tests {
         assert_eq!(state.currently_syncing, None);
         assert_eq!(
             state.to_value(),
-            json!({"bookmarks": {"users": {"completed_at": "2026-11-23T00:00:00Z"}}, "currently_syncing": null})
+            json!({"bookmarks": {"users": {"completed_at": "2026-11-23T00:00:00Z"}}, "currently_syncing": null, "sync_started_at": null})
         );
+    }
+
+    #[test]
+    fn a_run_under_way_knows_which_streams_it_finished() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        // A state from a finished run: every stream is read again.
+        let mut state = TapState::from_value(json!({
+            "bookmarks": {"users": {"completed_at": "2026-11-23T10:00:00.000Z"}},
+            "currently_syncing": null, "sync_started_at": null
+        }))
+        .unwrap();
+        assert!(!state.begin_run(at("2026-11-24T09:00:00Z")));
+        assert_eq!(
+            state.sync_started_at.as_deref(),
+            Some("2026-11-24T09:00:00.000Z")
+        );
+        assert!(!state.finished_in_this_run("users"));
+        state.complete("groups", timestamp(at("2026-11-24T09:00:01Z")));
+        state.set_next_page("memberships", json!("g1"));
+        // Killed here: the next run continues this one.
+        let mut resumed = TapState::from_value(state.to_value()).unwrap();
+        assert!(resumed.begin_run(at("2026-11-24T09:05:00Z")));
+        assert_eq!(
+            resumed.sync_started_at.as_deref(),
+            Some("2026-11-24T09:00:00.000Z")
+        );
+        assert!(resumed.finished_in_this_run("groups"));
+        assert!(
+            !resumed.finished_in_this_run("users"),
+            "finished in an earlier run"
+        );
+        assert!(!resumed.finished_in_this_run("memberships"), "mid-way");
+        assert!(!resumed.finished_in_this_run("unknown"));
+        resumed.end_run();
+        assert_eq!(resumed.to_value()["sync_started_at"], Value::Null);
+        assert!(!resumed.finished_in_this_run("groups"));
     }
 }

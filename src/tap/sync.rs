@@ -10,8 +10,11 @@
 //!   stream. The last page marks those streams `completed_at` instead.
 //! - **Resume.** A listing resumes from the stored `next_page` when every selected stream it
 //!   feeds is unfinished at the same cursor; a finished stream (no `next_page`) starts a fresh
-//!   pass. If they disagree the listing starts over: re-reading is safe, skipping is not. The
-//!   listing named by `currently_syncing` runs first, as singer-python taps do.
+//!   pass, unless it finished within the interrupted run being resumed (`sync_started_at`
+//!   still set, `completed_at` after it): such a listing is not read again. If the streams of
+//!   a listing disagree it starts over: re-reading is safe, skipping is not. The listing named
+//!   by `currently_syncing` runs first, as singer-python taps do. The last listing's last STATE
+//!   sets `sync_started_at` back to `null`.
 //! - **A rejected cursor** (the vendor refuses the stored one) is warned about once and the
 //!   listing starts over; no record of it has been written yet, so nothing is emitted twice.
 //! - **A closed stdout** (`tap | head`) ends the sync cleanly.
@@ -26,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::select::Selection;
+use crate::singer::state::timestamp;
 use crate::singer::{Message, SingerWriter, TapState, WriteError};
 use crate::vendors::source::{ListRequest, Listing, Page, Source, SourceError, cursor_text};
 
@@ -53,6 +57,8 @@ pub struct Summary {
     pub pages: u64,
     /// Listings that started over because the vendor rejected the stored cursor.
     pub restarted: Vec<&'static str>,
+    /// Streams the interrupted run being resumed had finished, so not read again.
+    pub already_done: Vec<&'static str>,
     /// True when stdout was closed by its reader before the sync finished.
     pub stopped_early: bool,
 }
@@ -82,6 +88,10 @@ impl Summary {
     pub fn line(&self) -> String {
         let mut parts = Vec::new();
         for (stream, counts) in &self.streams {
+            if counts.records == 0 && self.already_done.contains(stream) {
+                parts.push(format!("{stream} done before the interruption"));
+                continue;
+            }
             let mut part = format!("{stream} {}", counts.records);
             if counts.skipped > 0 {
                 part.push_str(&format!(" ({} skipped, see warnings)", counts.skipped));
@@ -135,6 +145,8 @@ pub async fn sync<W: Write>(
             listings.insert(0, listing);
         }
     }
+    let resuming = state.begin_run(Utc::now());
+    let mut plan = Vec::new();
     for listing in listings {
         let served: Vec<&'static str> = listing
             .streams()
@@ -145,6 +157,26 @@ pub async fn sync<W: Write>(
         if served.is_empty() {
             continue;
         }
+        if resuming && served.iter().all(|s| state.finished_in_this_run(s)) {
+            tracing::info!(
+                streams = %served.join(", "),
+                "finished in the interrupted run this one resumes; not read again"
+            );
+            summary.already_done.extend(&served);
+            continue;
+        }
+        plan.push((listing, served));
+    }
+    if plan.is_empty() && resuming {
+        // Every listing was done: this run only closes the interrupted one.
+        state.end_run();
+        writer
+            .write_state(&state.to_value())
+            .map_err(SyncError::Write)?;
+    }
+    let count = plan.len();
+    for (n, (listing, served)) in plan.into_iter().enumerate() {
+        let last = n + 1 == count;
         match run_listing(
             listing,
             &served,
@@ -152,6 +184,7 @@ pub async fn sync<W: Write>(
             &mut state,
             writer,
             &mut summary,
+            last,
         )
         .await
         {
@@ -214,6 +247,7 @@ async fn run_listing<W: Write>(
     state: &mut TapState,
     writer: &mut SingerWriter<W>,
     summary: &mut Summary,
+    last: bool,
 ) -> Result<(), SyncError> {
     let main = served[0];
     for stream in served {
@@ -279,11 +313,14 @@ async fn run_listing<W: Write>(
                     state.currently_syncing = Some(main.to_string());
                 }
                 None => {
-                    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+                    let now = timestamp(Utc::now());
                     for stream in served {
                         state.complete(stream, now.clone());
                     }
                     state.currently_syncing = None;
+                    if last {
+                        state.end_run();
+                    }
                 }
             }
             writer
@@ -518,6 +555,47 @@ mod tests {
         .unwrap();
         let (_, summary) = run(&source, &selection, state).await;
         assert_eq!(summary.counts(MEMBERSHIPS).records, 7);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listings_finished_within_the_interrupted_run_are_not_read_again() {
+        let (source, listing) = fake(7, None);
+        let selection = Selection::all(&[USERS, MEMBERSHIPS]);
+        // The first run: it marks itself under way and its last STATE clears that.
+        let (messages, _) = run(&source, &selection, TapState::default()).await;
+        let all = states(&messages);
+        assert!(all[0]["sync_started_at"].is_string());
+        assert_eq!(all.last().unwrap()["sync_started_at"], Value::Null);
+        // A run killed after this listing finished but before the others did.
+        let mut interrupted = all.last().unwrap().clone();
+        interrupted["sync_started_at"] = json!("2026-01-01T00:00:00.000Z");
+        interrupted["currently_syncing"] = json!("groups");
+        let (messages, summary) = run(
+            &source,
+            &selection,
+            TapState::from_value(interrupted.clone()).unwrap(),
+        )
+        .await;
+        assert_eq!(listing.requests.lock().unwrap().len(), 1, "no second read");
+        assert_eq!(summary.counts(USERS).records, 0);
+        assert_eq!(summary.already_done, [USERS, MEMBERSHIPS]);
+        assert!(
+            summary
+                .line()
+                .contains("users done before the interruption")
+        );
+        let closing = states(&messages);
+        assert_eq!(closing.len(), 1);
+        assert_eq!(closing[0]["sync_started_at"], Value::Null);
+        // Finished before the interrupted run started: read again.
+        interrupted["sync_started_at"] = json!("2999-01-01T00:00:00.000Z");
+        let (_, summary) = run(
+            &source,
+            &selection,
+            TapState::from_value(interrupted).unwrap(),
+        )
+        .await;
+        assert_eq!(summary.counts(USERS).records, 7);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -330,6 +330,16 @@ impl Refusal {
             transient: false,
         }
     }
+
+    /// A record that could not be written because a request it needed (a lookup, say) failed:
+    /// the vendor's status and body, and transient when the retry budget ran out, so a vendor
+    /// that fails everything still counts as unreachable.
+    pub fn failed(reason: impl Into<String>, err: &SendError) -> Self {
+        Refusal {
+            transient: err.failure == SendFailure::Exhausted,
+            ..Refusal::vendor(reason, err.status, err.body_excerpt.clone())
+        }
+    }
 }
 
 impl fmt::Display for Refusal {

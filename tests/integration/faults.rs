@@ -703,12 +703,6 @@ fn target_row(vendor: Vendor) {
         return;
     }
     for fault in TARGET_FAULTS.into_iter().filter(|f| runs_here(vendor, *f)) {
-        // Known gap (reported): a SCIM service that answers 5xx to everything ends with every
-        // record rejected and exit 0 instead of "unreachable", because the writer's lookups
-        // before a create fail into rejects that do not count towards the unreachable rule.
-        if fault == Fault::Down && matches!(vendor, Vendor::Scim | Vendor::GuruScim) {
-            continue;
-        }
         target_cell(vendor, fault, TARGET_MODEL);
     }
 }

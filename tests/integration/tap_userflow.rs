@@ -157,6 +157,44 @@ fn an_unfinished_stream_resumes_and_a_finished_one_starts_over() {
     check_no_duplicates(&run.messages);
 }
 
+/// Killed between listings: the users listing had finished, groups had not started. The resumed
+/// run reads only groups, and the two runs together hold everything exactly once.
+#[test]
+fn a_listing_finished_before_the_kill_is_not_read_again() {
+    let sb = sandbox(250);
+    let first = sync(&sb.config(V), None, None).ok();
+    let states = first.states();
+    let interrupted = states[2].clone();
+    assert!(interrupted["sync_started_at"].is_string(), "{interrupted}");
+    assert!(interrupted["bookmarks"]["users"]["completed_at"].is_string());
+    assert_eq!(
+        states[3]["sync_started_at"],
+        Value::Null,
+        "the last STATE ends the run"
+    );
+    // What the killed run had emitted up to that STATE.
+    let cut = first
+        .messages
+        .iter()
+        .position(|m| m["type"] == "STATE" && m["value"] == interrupted)
+        .unwrap();
+    sb.clear_requests();
+    let run = sync(&sb.config(V), Some(&interrupted), None).ok();
+    assert!(list_requests(&sb, "/users").is_empty(), "users read again");
+    assert_eq!(run.records("users").len(), 0);
+    assert_eq!(run.records("groups").len(), 12);
+    assert!(
+        run.stderr.contains("done before the interruption"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.states().last().unwrap()["sync_started_at"], Value::Null);
+    let mut both = first.messages[..=cut].to_vec();
+    both.extend(run.messages.iter().cloned());
+    check_no_duplicates(&both);
+    assert_eq!(Holdings::from_messages(&both), Holdings::of(&sb, V));
+}
+
 #[test]
 fn a_deleted_bookmark_is_warned_about_once_and_the_stream_read_again() {
     let sb = sandbox(150);

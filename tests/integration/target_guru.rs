@@ -5,7 +5,7 @@
 //! STATE without duplicate groups.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster::sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};
 
 use crate::target_scim_common::{Input, resume_after, target, target_killed_after};
@@ -174,6 +174,45 @@ fn groups_are_found_by_name_and_created_only_when_missing() {
     let run = target(&sb.config(Vendor::Guru), &input).ok();
     assert!(run.rejects.is_empty(), "{:?}", run.rejects);
     assert!(groups_named(&sb, "Brand New").is_empty());
+}
+
+/// Unconfirmed writes (a 5xx to an invite or a group create, which Guru may have acted on)
+/// are sent again only when that cannot duplicate anything: an invite answers "already a part
+/// of the team" the second time, and a group create is repeated only after a fresh listing
+/// shows it missing. Three failures in a row of each still end with everything in Guru once.
+#[test]
+fn unconfirmed_invites_and_group_creates_are_sent_again_without_duplicates() {
+    let sb = Sandbox::builder()
+        .users(0)
+        .groups(0)
+        .start_background()
+        .unwrap();
+    sb.faults().fail_next(
+        FailRule::new("/guru/api/v1/groups", 3)
+            .status(500)
+            .method("POST"),
+    );
+    sb.faults().fail_next(
+        FailRule::new("/guru/api/v1/members/invite", 3)
+            .status(503)
+            .method("POST"),
+    );
+    let input = singer()
+        .record("groups", json!({"id": "g1", "name": "Support"}))
+        .record("users", json!({"id": "u1", "email": "one@example.com"}))
+        .record("users", json!({"id": "u2", "email": "two@example.com"}))
+        .record("memberships", json!({"group_id": "g1", "user_id": "u1"}))
+        .record("memberships", json!({"group_id": "g1", "user_id": "u2"}))
+        .state(json!({"n": 5}));
+    let run = target(&sb.config(Vendor::Guru), &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}\n{}", run.rejects, run.stderr);
+    assert_eq!(run.states.last(), Some(&json!({"n": 5})));
+    assert_eq!(count(&sb, "POST", "/guru/api/v1/groups"), 4);
+    assert_eq!(
+        group_emails(&sb, "Support"),
+        ["one@example.com", "two@example.com"]
+    );
+    assert!(member(&sb, "one@example.com").is_some() && member(&sb, "two@example.com").is_some());
 }
 
 #[test]

@@ -17,7 +17,8 @@
 //!   is harmless (Guru answers "already a part of the team" for whoever an earlier attempt
 //!   reached), so invites are retried like upserts, within the whole retry budget.
 //! - **Groups** have no key at Guru but their name, and Guru does not deduplicate names: a
-//!   group is created only after a fresh `GET /groups` shows the name is missing. Source group
+//!   group is created only after a fresh `GET /groups` shows the name is missing, and a create
+//!   that failed unconfirmed is sent again only after a fresh listing shows it did not happen. Source group
 //!   keys map to Guru group ids by name (the `name` of this run's groups record, else the key
 //!   itself as a name, else the key as a Guru id).
 //! - **Group adds** are all-or-nothing at Guru. When a batch is refused, the member Guru names is
@@ -59,6 +60,10 @@ pub const BATCH_LINGER: Duration = Duration::from_millis(200);
 /// Guru documents no rate limit: stay at 10 requests/s, as vendors.md's checklist advises for
 /// vendors without figures (the HTTP engine still slows down on 429s).
 pub const REQUESTS_PER_SECOND: f64 = 10.0;
+
+/// How often a group create that failed unconfirmed, and that a fresh listing shows never
+/// happened, is sent again: as often as the engine retries a request that is safe to repeat.
+const UNCONFIRMED_RESENDS: u32 = crate::http::DEFAULT_MAX_RETRIES;
 
 /// The invite status Guru gives for someone already on the team (help card).
 const ALREADY_ON_TEAM: &str = "already a part of the team";
@@ -142,7 +147,7 @@ fn add_refusal(email: &str, group: &str, err: &SendError) -> Refusal {
             err.message
         )
     };
-    Refusal::vendor(reason, err.status, err.body_excerpt.clone())
+    Refusal::failed(reason, err)
 }
 
 /// The partition of an invite batch.
@@ -411,7 +416,32 @@ impl GuruSink {
             .json(json!({"id": "new-group", "name": name}))
             .not_idempotent();
         let payload = request.payload_hash();
-        match self.transport.send(request).await {
+        let mut resent = 0;
+        let answer = loop {
+            let err = match self.transport.send(request.clone()).await {
+                Ok(response) => break Ok(response),
+                Err(err) => fatal_or(VENDOR, err)?,
+            };
+            if !(err.maybe_processed && err.failure == SendFailure::Exhausted) {
+                break Err(err);
+            }
+            // Did it get created? Look before sending again, never create twice.
+            match self.groups_named(&name, true).await? {
+                Ok(found) if found.len() == 1 => {
+                    acks.accepted(op, payload);
+                    return Ok(());
+                }
+                Ok(found) if found.is_empty() && resent < UNCONFIRMED_RESENDS => {
+                    resent += 1;
+                    tracing::info!(
+                        "guru: creating group {name:?} was not confirmed ({}) and it does not exist; sending it again ({resent} of {UNCONFIRMED_RESENDS})",
+                        err.message
+                    );
+                }
+                _ => break Err(err),
+            }
+        };
+        match answer {
             Ok(response) => {
                 let created = match wire::group(&response.json()) {
                     Some(group) => Some(GuruGroup {
@@ -433,13 +463,6 @@ impl GuruSink {
                     cache.push(created);
                 }
                 acks.accepted(op, payload);
-            }
-            Err(err) if err.maybe_processed => {
-                // Did it get created? Look before giving up, never create twice.
-                match self.groups_named(&name, true).await? {
-                    Ok(found) if found.len() == 1 => acks.accepted(op, payload),
-                    _ => settle_failure(op, err, acks)?,
-                }
             }
             Err(err) => settle_failure(op, err, acks)?,
         }
@@ -652,11 +675,7 @@ fn settle_failure(op: &Op, err: SendError, acks: &Acks) -> Result<(), SinkError>
 
 /// A failed lookup, as the reason of the records that needed it.
 fn refusal_of(err: SendError, doing: &str) -> Refusal {
-    Refusal::vendor(
-        format!("{doing} failed: {}", err.message),
-        err.status,
-        err.body_excerpt,
-    )
+    Refusal::failed(format!("{doing} failed: {}", err.message), &err)
 }
 
 #[async_trait::async_trait]

@@ -270,7 +270,7 @@ impl ScimSink {
         value: &str,
     ) -> Result<Result<Option<Found>, Refusal>, SinkError> {
         match self.dir.find(res, attr, value).await? {
-            Err(err) => Ok(Err(Refusal::vendor(
+            Err(err) => Ok(Err(Refusal::failed(
                 format!(
                     "{} lookup of {} {} {value:?} failed: {}",
                     self.vendor,
@@ -278,8 +278,7 @@ impl ScimSink {
                     attr.path(),
                     err.message
                 ),
-                err.status,
-                err.body_excerpt,
+                &err,
             ))),
             Ok(mut found) => Ok(match found.len() {
                 0 => Ok(None),
