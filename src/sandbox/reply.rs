@@ -16,7 +16,7 @@ use super::Vendor;
 pub(crate) const SCIM_ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 
 /// A JSON answer with an explicit status.
-pub(crate) fn json_status(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_status<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     (
         status,
@@ -30,7 +30,7 @@ pub(crate) fn json_status(status: StatusCode, body: &Value) -> Response {
 }
 
 /// 200 with a JSON body.
-pub(crate) fn ok(body: &Value) -> Response {
+pub(crate) fn ok<T: serde::Serialize + ?Sized>(body: &T) -> Response {
     json_status(StatusCode::OK, body)
 }
 

@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::seed::World;
@@ -152,6 +152,74 @@ struct Group {
     members: BTreeSet<String>,
 }
 
+/// A user on the wire; the fields in Userflow's order, expansions only when asked for.
+#[derive(Serialize)]
+struct UserView<'a> {
+    object: &'static str,
+    id: &'a str,
+    attributes: &'a Map<String, Value>,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memberships: Option<Vec<MembershipView<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<Vec<GroupView<'a>>>,
+}
+
+/// A group on the wire.
+#[derive(Serialize)]
+struct GroupView<'a> {
+    object: &'static str,
+    id: &'a str,
+    attributes: &'a Map<String, Value>,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memberships: Option<Vec<MembershipView<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    users: Option<Vec<UserView<'a>>>,
+}
+
+/// A group membership on the wire, with its group when expanded from a user.
+#[derive(Serialize)]
+struct MembershipView<'a> {
+    object: &'static str,
+    attributes: &'a Map<String, Value>,
+    created_at: String,
+    group_id: &'a str,
+    user_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<GroupView<'a>>,
+}
+
+impl<'a> MembershipView<'a> {
+    fn new(
+        group_id: &'a str,
+        user_id: &'a str,
+        m: &'a Membership,
+        group: Option<GroupView<'a>>,
+    ) -> Self {
+        MembershipView {
+            object: "group_membership",
+            attributes: &m.attributes,
+            created_at: util::iso(m.created_at),
+            group_id,
+            user_id,
+            group,
+        }
+    }
+}
+
+/// A list answer: `data` in order, `next_page_url` when there is more.
+#[derive(Serialize)]
+struct ListView<'a, T> {
+    object: &'static str,
+    data: Vec<T>,
+    has_more: bool,
+    url: &'a str,
+    next_page_url: Option<String>,
+}
+
 /// What Userflow holds.
 #[derive(Debug, Default)]
 pub(crate) struct Store {
@@ -263,86 +331,76 @@ impl Store {
     }
 
     fn group_json(&self, id: &str, g: &Group, ex: &Expand) -> Value {
-        let mut v = json!({
-            "object": "group",
-            "id": id,
-            "attributes": g.attributes,
-            "created_at": util::iso(g.created_at),
-            "updated_at": util::iso(g.updated_at),
-        });
-        if ex.memberships {
-            let ms: Vec<Value> = g
-                .members
-                .iter()
-                .filter_map(|uid| {
-                    let u = self.users.get(uid)?;
-                    let m = u.memberships.get(id)?;
-                    Some(json!({
-                        "object": "group_membership",
-                        "attributes": m.attributes,
-                        "created_at": util::iso(m.created_at),
-                        "group_id": id,
-                        "user_id": uid,
-                    }))
-                })
-                .collect();
-            v["memberships"] = Value::Array(ms);
-        }
-        if ex.users {
-            let us: Vec<Value> = g
-                .members
-                .iter()
-                .filter_map(|uid| {
-                    let u = self.users.get(uid)?;
-                    Some(self.user_json(uid, u, &Expand::default()))
-                })
-                .collect();
-            v["users"] = Value::Array(us);
-        }
-        v
+        serde_json::to_value(self.group_view(id, g, ex)).unwrap_or(Value::Null)
     }
 
     fn user_json(&self, id: &str, u: &User, ex: &Expand) -> Value {
-        let mut v = json!({
-            "object": "user",
-            "id": id,
-            "attributes": u.attributes,
-            "created_at": util::iso(u.created_at),
-            "updated_at": util::iso(u.updated_at),
+        serde_json::to_value(self.user_view(id, u, ex)).unwrap_or(Value::Null)
+    }
+
+    /// A group as Userflow shows it, borrowed from the store (lists serialise it directly).
+    fn group_view<'a>(&'a self, id: &'a str, g: &'a Group, ex: &Expand) -> GroupView<'a> {
+        let memberships = ex.memberships.then(|| {
+            g.members
+                .iter()
+                .filter_map(|uid| {
+                    let m = self.users.get(uid)?.memberships.get(id)?;
+                    Some(MembershipView::new(id, uid, m, None))
+                })
+                .collect()
         });
-        if ex.memberships {
-            let ms: Vec<Value> = u
-                .memberships
+        let users = ex.users.then(|| {
+            g.members
+                .iter()
+                .filter_map(|uid| {
+                    let u = self.users.get(uid)?;
+                    Some(self.user_view(uid, u, &Expand::default()))
+                })
+                .collect()
+        });
+        GroupView {
+            object: "group",
+            id,
+            attributes: &g.attributes,
+            created_at: util::iso(g.created_at),
+            updated_at: util::iso(g.updated_at),
+            memberships,
+            users,
+        }
+    }
+
+    /// A user as Userflow shows it, borrowed from the store.
+    fn user_view<'a>(&'a self, id: &'a str, u: &'a User, ex: &Expand) -> UserView<'a> {
+        let memberships = ex.memberships.then(|| {
+            u.memberships
                 .iter()
                 .map(|(gid, m)| {
-                    let mut mv = json!({
-                        "object": "group_membership",
-                        "attributes": m.attributes,
-                        "created_at": util::iso(m.created_at),
-                        "group_id": gid,
-                        "user_id": id,
-                    });
-                    if let Some(g) = self.groups.get(gid) {
-                        mv["group"] = self.group_json(gid, g, &Expand::default());
-                    }
-                    mv
+                    let group = self
+                        .groups
+                        .get(gid)
+                        .map(|g| self.group_view(gid, g, &Expand::default()));
+                    MembershipView::new(gid, id, m, group)
                 })
-                .collect();
-            v["memberships"] = Value::Array(ms);
-        }
-        if ex.groups {
-            let gs: Vec<Value> = u
-                .memberships
+                .collect()
+        });
+        let groups = ex.groups.then(|| {
+            u.memberships
                 .keys()
                 .filter_map(|gid| {
-                    self.groups
-                        .get(gid)
-                        .map(|g| self.group_json(gid, g, &Expand::default()))
+                    let g = self.groups.get(gid)?;
+                    Some(self.group_view(gid, g, &Expand::default()))
                 })
-                .collect();
-            v["groups"] = Value::Array(gs);
+                .collect()
+        });
+        UserView {
+            object: "user",
+            id,
+            attributes: &u.attributes,
+            created_at: util::iso(u.created_at),
+            updated_at: util::iso(u.updated_at),
+            memberships,
+            groups,
         }
-        v
     }
 
     fn upsert_group_attrs(&mut self, id: &str, attrs: Option<&Map<String, Value>>) {
@@ -952,24 +1010,24 @@ fn next_page_url(path: &str, q: &ListQuery, last_id: &str) -> String {
     format!("{path}?{}", ser.finish())
 }
 
-fn list_envelope(
-    path: &str,
+fn list_envelope<'a, T: Serialize>(
+    path: &'a str,
     q: &ListQuery,
-    data: Vec<Value>,
+    data: Vec<T>,
     has_more: bool,
     last: Option<&str>,
-) -> Value {
-    let next = match (has_more, last, &q.ending_before) {
-        (true, Some(id), None) => json!(next_page_url(path, q, id)),
-        _ => Value::Null,
+) -> ListView<'a, T> {
+    let next_page_url = match (has_more, last, &q.ending_before) {
+        (true, Some(id), None) => Some(next_page_url(path, q, id)),
+        _ => None,
     };
-    json!({
-        "object": "list",
-        "data": data,
-        "has_more": has_more,
-        "url": path,
-        "next_page_url": next,
-    })
+    ListView {
+        object: "list",
+        data,
+        has_more,
+        url: path,
+        next_page_url,
+    }
 }
 
 fn page_of<'a, T>(
@@ -1026,7 +1084,7 @@ async fn list_users(State(sh): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> R
     let last = items.last().map(|(id, _)| id.as_str());
     let data = items
         .iter()
-        .map(|(id, u)| st.user_json(id, u, &ex))
+        .map(|(id, u)| st.user_view(id, u, &ex))
         .collect();
     reply::ok(&list_envelope("/users", &q, data, more, last))
 }
@@ -1045,7 +1103,7 @@ async fn list_groups(State(sh): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> 
     let last = items.last().map(|(id, _)| id.as_str());
     let data = items
         .iter()
-        .map(|(id, g)| st.group_json(id, g, &ex))
+        .map(|(id, g)| st.group_view(id, g, &ex))
         .collect();
     reply::ok(&list_envelope("/groups", &q, data, more, last))
 }
