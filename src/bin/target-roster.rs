@@ -6,7 +6,7 @@ use clap::Parser;
 
 /// mimalloc instead of glibc's malloc: records are parsed into and mapped through many small
 /// maps and strings, and glibc's allocator was 40% of the instructions of a dry run (callgrind,
-/// BENCHMARKS.md).
+/// BENCHMARKS.md). Its v2 line (Cargo.toml) keeps peak memory down.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
