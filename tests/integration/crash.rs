@@ -112,11 +112,17 @@ fn run_killed_at(mut command: Command, sb: &Sandbox, at: u64, dir: &Path) -> (Ve
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .map(|l| serde_json::from_str::<Value>(&l).unwrap())
-            .collect::<Vec<_>>()
+        // A line cut short by the kill has no newline: a pipe reader never sees it as a line.
+        let mut reader = BufReader::new(stdout);
+        let mut lines = Vec::new();
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            if line.ends_with(b"\n") {
+                lines.push(serde_json::from_slice::<Value>(&line).unwrap());
+            }
+            line.clear();
+        }
+        lines
     });
     let started = Instant::now();
     let killed = loop {
