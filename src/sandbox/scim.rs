@@ -151,14 +151,15 @@ impl Store {
             groups: Resources::default(),
             user_names: HashMap::new(),
         };
+        // A person's department is their first team (one pass, not a search per person).
+        let mut first_team: HashMap<usize, usize> = HashMap::new();
+        for (pi, ti) in &w.team_members {
+            first_team.entry(*pi).or_insert(*ti);
+        }
         let mut ids = Vec::with_capacity(w.people.len());
         for p in &w.people {
             let id = seed::uuid(&mut s.rng);
-            let dept = w
-                .team_members
-                .iter()
-                .find(|(pi, _)| *pi == p.idx)
-                .map(|(_, t)| w.teams[*t].name.clone());
+            let dept = first_team.get(&p.idx).map(|t| w.teams[*t].name.clone());
             let mut body = json!({
                 "schemas": [USER_SCHEMA, ENTERPRISE],
                 "userName": p.email,
@@ -188,14 +189,15 @@ impl Store {
             }
             ids.push(id);
         }
+        let mut members_of: Vec<Vec<Value>> = vec![Vec::new(); w.teams.len()];
+        for (pi, ti) in &w.team_members {
+            if let Some(members) = members_of.get_mut(*ti) {
+                members.push(json!({"value": ids[*pi]}));
+            }
+        }
         for t in &w.teams {
             let id = seed::uuid(&mut s.rng);
-            let members: Vec<Value> = w
-                .team_members
-                .iter()
-                .filter(|(_, ti)| *ti == t.idx)
-                .map(|(pi, _)| json!({"value": ids[*pi]}))
-                .collect();
+            let members = std::mem::take(&mut members_of[t.idx]);
             let body = json!({
                 "schemas": [GROUP_SCHEMA],
                 "displayName": t.name,
