@@ -1,12 +1,13 @@
-//! `--about [--format text|json|markdown]`: what the binary is, its capabilities, and every
-//! vendor's settings with secrets marked. It needs no config and never shows a config value.
+//! `--about [--format text|json|markdown]`: what the binary is, its capabilities, and the
+//! settings of the vendors it serves (the tap: those it can read; the target: those it can
+//! write), with secrets marked. It needs no config and never shows a config value.
 
 use serde_json::{Value, json};
 
 use super::AboutFormat;
 use crate::config::{Applies, settings::markdown_table};
 use crate::exit::RunError;
-use crate::vendors::{self, REGISTRY};
+use crate::vendors::{self, VendorSpec};
 
 /// Meltano capabilities of the tap (singer-meltano.md §6).
 pub const TAP_CAPABILITIES: &[&str] = &["catalog", "discover", "state", "about", "test"];
@@ -29,24 +30,43 @@ fn identity(binary: Applies) -> (&'static str, &'static str, &'static [&'static 
     }
 }
 
+/// The vendors `binary` serves.
+fn served(binary: Applies) -> impl Iterator<Item = &'static VendorSpec> {
+    vendors::serving(binary)
+}
+
+/// The common and binary-specific settings, as `binary` describes them.
+fn common_settings(binary: Applies) -> Vec<crate::config::Setting> {
+    crate::config::COMMON_SETTINGS
+        .iter()
+        .chain(crate::config::TARGET_SETTINGS)
+        .filter(|s| s.applies_to(binary))
+        .map(|s| vendors::for_binary(s, binary))
+        .collect()
+}
+
 /// The `--about --format json` document.
 pub fn json(binary: Applies) -> Value {
     let (name, description, capabilities) = identity(binary);
-    let vendors: Vec<Value> = REGISTRY
-        .iter()
-        .filter(|spec| binary != Applies::Tap || spec.listable())
+    let vendors: Vec<Value> = served(binary)
         .map(|spec| {
-            json!({
+            let mut vendor = json!({
                 "name": spec.name,
                 "title": spec.title,
-                "summary": spec.summary,
+                "summary": spec.summary(binary),
                 "base_url": spec.base_url_us,
                 "eu_base_url": spec.base_url_eu,
-                "reads": spec.reads,
-                "writes": spec.writes,
-                "bulk": spec.bulk,
-                "settings": crate::config::settings::schema_for(spec.settings.iter().filter(|s| s.applies_to(binary))),
-            })
+            });
+            if binary == Applies::Tap {
+                vendor["reads"] = json!(spec.reads);
+            } else {
+                vendor["writes"] = json!(spec.writes);
+                vendor["bulk"] = json!(spec.bulk);
+            }
+            vendor["settings"] = crate::config::settings::schema_for(
+                spec.settings.iter().filter(|s| s.applies_to(binary)),
+            );
+            vendor
         })
         .collect();
     json!({
@@ -70,23 +90,15 @@ pub fn markdown(binary: Applies) -> String {
             .map(|c| format!("- `{c}`"))
             .collect::<Vec<_>>()
             .join("\n"),
-        markdown_table(
-            crate::config::COMMON_SETTINGS
-                .iter()
-                .chain(crate::config::TARGET_SETTINGS)
-                .filter(|s| s.applies_to(binary))
-        ),
+        markdown_table(&common_settings(binary)),
     );
-    for spec in REGISTRY {
-        if binary == Applies::Tap && !spec.listable() {
-            continue;
-        }
+    for spec in served(binary) {
         let base = spec.base_url_us.unwrap_or("(none: set base_url)");
         out.push_str(&format!(
             "\n## `vendor: {}` ({})\n\n{}. Default base URL: `{base}`{}.\n\n{}",
             spec.name,
             spec.title,
-            capitalise(spec.summary),
+            capitalise(spec.summary(binary)),
             spec.base_url_eu
                 .map(|eu| format!(" (EU: `{eu}`)"))
                 .unwrap_or_default(),
@@ -104,10 +116,7 @@ pub fn text(binary: Applies) -> String {
         env!("CARGO_PKG_VERSION"),
         capabilities.join(", ")
     );
-    for spec in REGISTRY {
-        if binary == Applies::Tap && !spec.listable() {
-            continue;
-        }
+    for spec in served(binary) {
         let keys: Vec<String> = spec
             .settings
             .iter()
@@ -123,16 +132,14 @@ pub fn text(binary: Applies) -> String {
         out.push_str(&format!(
             "  {:<12} {} — keys: {}\n",
             spec.name,
-            spec.summary,
+            spec.summary(binary),
             keys.join(", ")
         ));
     }
     out.push_str(&format!(
         "\nCommon keys: {}\nRun with --about --format json for the full settings schema.\n",
-        crate::config::COMMON_SETTINGS
+        common_settings(binary)
             .iter()
-            .chain(crate::config::TARGET_SETTINGS)
-            .filter(|s| s.applies_to(binary))
             .map(|s| s.name)
             .collect::<Vec<_>>()
             .join(", ")
@@ -165,6 +172,7 @@ pub fn print(binary: Applies, format: AboutFormat) -> Result<(), RunError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vendors::REGISTRY;
 
     #[test]
     fn json_has_the_sdk_keys_and_marks_secrets() {
@@ -205,5 +213,83 @@ mod tests {
         );
         assert!(markdown(Applies::Tap).contains("| `scim_token` | string | yes |  | Guru SCIM token (separate from REST tokens) (secret) |"));
         assert!(text(Applies::Target).contains("api_secret (secret)"));
+    }
+
+    /// Meltano reads the tap's `--about --format json`: it must describe the tap only (issue 11
+    /// item 12: it listed all seven vendors' keys and the target's, and called `api_key`
+    /// UserGuiding's token).
+    #[test]
+    fn the_tap_describes_only_what_it_reads() {
+        let about = json(Applies::Tap);
+        let settings = &about["settings"];
+        assert_eq!(
+            settings["properties"]["vendor"]["enum"],
+            serde_json::json!(["userflow", "guru", "guru_scim", "scim"])
+        );
+        assert_eq!(settings["allOf"].as_array().unwrap().len(), 4);
+        for key in [
+            "account_id",
+            "api_secret",
+            "reject_file",
+            "mode",
+            "bulk_max_rows",
+            "team_member_type",
+            "streams",
+        ] {
+            assert!(
+                settings["properties"].get(key).is_none(),
+                "the tap's settings list {key}"
+            );
+        }
+        let api_key = settings["properties"]["api_key"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(api_key.starts_with("Userflow API key"), "{api_key}");
+        assert!(
+            settings["properties"]["vendor"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("to read")
+        );
+        for vendor in about["vendors"].as_array().unwrap() {
+            let summary = vendor["summary"].as_str().unwrap();
+            assert!(summary.starts_with("reads "), "{summary}");
+            assert!(vendor.get("writes").is_none() && vendor.get("bulk").is_none());
+        }
+        let text = text(Applies::Tap);
+        let markdown = markdown(Applies::Tap);
+        for other in ["userguiding", "userpilot", "appcues", "writes "] {
+            assert!(
+                !text.contains(other),
+                "tap --about mentions {other}:\n{text}"
+            );
+            assert!(
+                !markdown.contains(other),
+                "tap --about markdown mentions {other}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_target_describes_what_it_writes() {
+        let about = json(Applies::Target);
+        for vendor in about["vendors"].as_array().unwrap() {
+            let summary = vendor["summary"].as_str().unwrap();
+            assert!(summary.starts_with("writes "), "{summary}");
+            assert!(vendor.get("reads").is_none());
+        }
+        let api_key = about["settings"]["properties"]["api_key"]["description"]
+            .as_str()
+            .unwrap();
+        for vendor in ["userguiding:", "userflow:", "userpilot:", "appcues:"] {
+            assert!(api_key.contains(vendor), "{api_key}");
+        }
+        assert!(
+            about["settings"]["properties"]["vendor"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("to write")
+        );
+        assert!(!text(Applies::Target).contains(" reads "));
     }
 }

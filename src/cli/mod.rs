@@ -4,12 +4,14 @@
 //! The binaries in `src/bin` only parse arguments and call [`run_tap`] / [`run_target`].
 
 pub mod about;
+pub mod help;
 pub mod logging;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
+use clap_complete::Shell;
 
 use crate::config::{Applies, ConfigSource, RawConfig};
 use crate::exit::{self, RunError};
@@ -32,7 +34,14 @@ pub enum AboutFormat {
 
 /// `tap-roster`: reads users, groups and memberships from a vendor and writes Singer messages.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tap-roster", version, about, long_about = None)]
+#[command(
+    name = "tap-roster",
+    version,
+    about = help::TAP_ABOUT,
+    long_about = help::TAP_LONG_ABOUT,
+    after_help = "Run with --help for examples and exit codes.",
+    after_long_help = help::TAP_EXAMPLES
+)]
 pub struct TapArgs {
     /// Config JSON file; repeat to merge (later files win). `ENV` reads TAP_ROSTER_* variables.
     #[arg(long = "config", value_name = "FILE|ENV")]
@@ -58,6 +67,9 @@ pub struct TapArgs {
     /// Make one cheap authenticated call to the vendor, then exit 0 (it worked) or 1.
     #[arg(long, conflicts_with = "discover")]
     pub test: bool,
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL", value_enum)]
+    pub completions: Option<Shell>,
 }
 
 impl TapArgs {
@@ -69,7 +81,14 @@ impl TapArgs {
 
 /// `target-roster`: reads Singer messages and writes them to one vendor.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "target-roster", version, about, long_about = None)]
+#[command(
+    name = "target-roster",
+    version,
+    about = help::TARGET_ABOUT,
+    long_about = help::TARGET_LONG_ABOUT,
+    after_help = "Run with --help for examples and exit codes.",
+    after_long_help = help::TARGET_EXAMPLES
+)]
 pub struct TargetArgs {
     /// Config JSON file; repeat to merge (later files win). `ENV` reads TARGET_ROSTER_* variables.
     #[arg(long = "config", value_name = "FILE|ENV")]
@@ -95,6 +114,13 @@ pub struct TargetArgs {
     /// The longest input line accepted, in bytes (Meltano's default limit is 50 MiB).
     #[arg(long, value_name = "BYTES", default_value_t = crate::singer::DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
+    /// Send one request that checks the credentials and the base URL, read-only where the
+    /// vendor has a read endpoint; read no input, then exit 0 (it worked) or 1.
+    #[arg(long, conflicts_with_all = ["dry_run", "input"])]
+    pub test: bool,
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL", value_enum)]
+    pub completions: Option<Shell>,
 }
 
 /// Loads and checks the config for `binary`.
@@ -119,6 +145,10 @@ pub fn load_config(
 /// Runs `tap-roster` and returns its exit code.
 pub fn run_tap(args: TapArgs) -> ExitCode {
     logging::init("tap-roster");
+    if let Some(shell) = args.completions {
+        let script = help::completions(&mut TapArgs::command(), shell);
+        return exit::finish("tap-roster", print_text(&script));
+    }
     if args.about {
         return exit::finish("tap-roster", about::print(Applies::Tap, args.format));
     }
@@ -155,6 +185,10 @@ pub fn run_tap(args: TapArgs) -> ExitCode {
 /// Runs `target-roster` and returns its exit code.
 pub fn run_target(args: TargetArgs) -> ExitCode {
     logging::init("target-roster");
+    if let Some(shell) = args.completions {
+        let script = help::completions(&mut TargetArgs::command(), shell);
+        return exit::finish("target-roster", print_text(&script));
+    }
     if args.about {
         return exit::finish("target-roster", about::print(Applies::Target, args.format));
     }
@@ -162,6 +196,9 @@ pub fn run_target(args: TargetArgs) -> ExitCode {
         Ok(config) => config,
         Err(err) => return exit::finish("target-roster", Err(err)),
     };
+    if args.test {
+        return exit::finish("target-roster", with_runtime(test_target(config)));
+    }
     let request = TargetRequest {
         config,
         input: args.input.clone(),
@@ -171,6 +208,21 @@ pub fn run_target(args: TargetArgs) -> ExitCode {
         max_line_bytes: args.max_line_bytes,
     };
     exit::finish("target-roster", with_runtime(crate::target::run(request)))
+}
+
+/// `target-roster --test`: one request, one line on stderr saying whether it passed.
+async fn test_target(config: Resolved) -> Result<(), crate::target::probe::TestError> {
+    let line = crate::target::probe::test_connection(&config).await?;
+    tracing::info!("{line}");
+    Ok(())
+}
+
+/// Prints text on stdout (`--completions`); a closed stdout is not an error.
+fn print_text(text: &str) -> Result<(), RunError> {
+    match stdout().write_text(text) {
+        Ok(()) | Err(crate::singer::WriteError::Closed) => Ok(()),
+        Err(err) => Err(RunError::runtime(&err)),
+    }
 }
 
 /// Runs an engine on a multi-threaded tokio runtime.
@@ -244,5 +296,56 @@ mod tests {
         assert!(args.dry_run);
         assert_eq!(args.max_line_bytes, crate::singer::DEFAULT_MAX_LINE_BYTES);
         assert!(TargetArgs::try_parse_from(["target-roster", "--dry-run-output", "x"]).is_err());
+        let test =
+            TargetArgs::try_parse_from(["target-roster", "--config", "c", "--test"]).unwrap();
+        assert!(test.test);
+        assert!(
+            TargetArgs::try_parse_from(["target-roster", "--test", "--dry-run"]).is_err(),
+            "--test sends one request; --dry-run sends none"
+        );
+    }
+
+    #[test]
+    fn each_binary_describes_itself_with_examples() {
+        for (mut command, name, verb) in [
+            (TapArgs::command(), "tap-roster", "Read "),
+            (TargetArgs::command(), "target-roster", "Write "),
+        ] {
+            let short = command.render_help().to_string();
+            assert!(short.starts_with(verb), "{name} -h: {short}");
+            assert!(
+                !short.contains(env!("CARGO_PKG_DESCRIPTION")),
+                "{name} -h shows the crate's description"
+            );
+            let long = command.render_long_help().to_string();
+            for part in ["Examples:", "Exit status:", "--test", "--completions"] {
+                assert!(long.contains(part), "{name} --help lacks {part}");
+            }
+        }
+        let tap = TapArgs::command().render_long_help().to_string();
+        assert!(tap.contains("--discover > catalog.json") && tap.contains("--state state.json"));
+        let target = TargetArgs::command().render_long_help().to_string();
+        assert!(target.contains("--dry-run --input") && target.contains("rejects-appcues.ndjson"));
+    }
+
+    #[test]
+    fn completions_for_every_common_shell() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            for (mut command, name) in [
+                (TapArgs::command(), "tap-roster"),
+                (TargetArgs::command(), "target-roster"),
+            ] {
+                let script = help::completions(&mut command, shell);
+                assert!(script.contains(name), "{shell} {name}");
+                let config = if shell == Shell::Fish {
+                    "-l config"
+                } else {
+                    "--config"
+                };
+                assert!(script.contains(config), "{shell} {name}: {script}");
+            }
+        }
+        let args = TapArgs::try_parse_from(["tap-roster", "--completions", "zsh"]).unwrap();
+        assert_eq!(args.completions, Some(Shell::Zsh));
     }
 }

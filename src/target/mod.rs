@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod dry_run;
 mod engine;
 pub mod input;
+pub mod probe;
 pub mod reject;
 pub mod report;
 pub mod route;
@@ -37,7 +38,7 @@ use crate::config::{ConfigError, Mode, OnInvalid, TargetSettings};
 use crate::exit::ExitStatus;
 use crate::singer::{ReadError, ReadMessage, SingerWriter, WriteError};
 use crate::vendors::Resolved;
-use crate::vendors::sink::{Sink, SinkContext, SinkError, Transport};
+use crate::vendors::sink::{BuiltTransport, Sink, SinkContext, SinkError, Transport};
 
 use self::dry_run::{DryRunOutput, DryRunTransport};
 use self::reject::{RejectFile, RejectFileError};
@@ -217,6 +218,25 @@ pub fn build_sink(
     settings: &TargetSettings,
     dry_run: Option<&DryRunOutput>,
 ) -> Result<Arc<dyn Sink>, TargetError> {
+    build(config, settings, dry_run, None)
+}
+
+/// Builds the vendor's real sink and leaves the HTTP transport it built in `built`
+/// (`--test` sends its request through it).
+pub fn build_sink_into(
+    config: &Resolved,
+    settings: &TargetSettings,
+    built: &BuiltTransport,
+) -> Result<Arc<dyn Sink>, TargetError> {
+    build(config, settings, None, Some(built))
+}
+
+fn build(
+    config: &Resolved,
+    settings: &TargetSettings,
+    dry_run: Option<&DryRunOutput>,
+    built: Option<&BuiltTransport>,
+) -> Result<Arc<dyn Sink>, TargetError> {
     let spec = config.spec;
     let Some(factory) = spec.sink else {
         return Err(TargetError::NotWritable { vendor: spec.name });
@@ -241,6 +261,7 @@ pub fn build_sink(
         config,
         target: settings,
         transport,
+        built,
     })?)
 }
 

@@ -40,8 +40,10 @@ pub struct VendorSpec {
     pub name: &'static str,
     /// The vendor's product name.
     pub title: &'static str,
-    /// One line on what roster does with it.
-    pub summary: &'static str,
+    /// One line on what tap-roster reads from it, starting "reads"; empty when not listable.
+    pub reads_summary: &'static str,
+    /// One line on what target-roster writes to it, starting "writes".
+    pub writes_summary: &'static str,
     /// Default base URL (origin + fixed prefix), if the vendor has one.
     pub base_url_us: Option<&'static str>,
     /// Default base URL in the EU region, if offered.
@@ -66,6 +68,24 @@ impl VendorSpec {
         !self.reads.is_empty()
     }
 
+    /// True when `binary` can use this vendor: the tap reads listable vendors, the target writes
+    /// those with a writer.
+    pub fn serves(&self, binary: Applies) -> bool {
+        match binary {
+            Applies::Tap => self.listable(),
+            Applies::Target => self.sink.is_some(),
+            Applies::Both => true,
+        }
+    }
+
+    /// The one-line summary that fits `binary`: what the tap reads, or what the target writes.
+    pub fn summary(&self, binary: Applies) -> &'static str {
+        match binary {
+            Applies::Tap => self.reads_summary,
+            _ => self.writes_summary,
+        }
+    }
+
     /// Every setting this vendor takes in `binary`: common, binary-specific, its own.
     pub fn all_settings(&self, binary: Applies) -> Vec<&'static Setting> {
         let target: &'static [Setting] = if binary == Applies::Tap {
@@ -80,6 +100,11 @@ impl VendorSpec {
             .filter(|s| s.applies_to(binary))
             .collect()
     }
+}
+
+/// The vendors `binary` can use, in registry order.
+pub fn serving(binary: Applies) -> impl Iterator<Item = &'static VendorSpec> {
+    REGISTRY.iter().copied().filter(move |v| v.serves(binary))
 }
 
 /// The names of every vendor, comma-separated.
@@ -211,22 +236,30 @@ fn where_key_belongs(key: &str, spec: &VendorSpec, binary: Applies) -> Option<St
     (!owners.is_empty()).then(|| format!("a setting of vendor {}", owners.join(", ")))
 }
 
-/// The settings schema of a binary across every vendor, for `--about`: the union of all keys,
-/// `vendor` required, and each vendor's required keys under an `if vendor == …` clause.
+/// The settings schema of a binary across the vendors it serves, for `--about`: the union of
+/// their keys, `vendor` required (one of them), and each vendor's required keys under an
+/// `if vendor == …` clause. A key several vendors define differently (`api_key`) says so, per
+/// vendor, instead of taking the first vendor's words.
 pub fn settings_schema(binary: Applies) -> Value {
-    let mut seen: Vec<&Setting> = Vec::new();
-    for spec in REGISTRY {
+    let vendors: Vec<&VendorSpec> = serving(binary).collect();
+    let mut seen: Vec<Setting> = Vec::new();
+    for spec in &vendors {
         for setting in spec.all_settings(binary) {
             if !seen.iter().any(|s| s.name == setting.name) {
-                seen.push(setting);
+                seen.push(for_binary(setting, binary));
             }
         }
     }
-    let mut schema = crate::config::settings::schema_for(seen);
-    let vendor_enum: Vec<Value> = REGISTRY.iter().map(|v| Value::from(v.name)).collect();
+    let mut schema = crate::config::settings::schema_for(seen.iter());
+    for setting in &seen {
+        if let Some(description) = shared_description(setting.name, &vendors, binary) {
+            schema["properties"][setting.name]["description"] = Value::from(description);
+        }
+    }
+    let vendor_enum: Vec<Value> = vendors.iter().map(|v| Value::from(v.name)).collect();
     schema["properties"]["vendor"]["enum"] = Value::Array(vendor_enum);
     schema["required"] = Value::Array(vec![Value::from("vendor")]);
-    let conditions: Vec<Value> = REGISTRY
+    let conditions: Vec<Value> = vendors
         .iter()
         .map(|spec| {
             let required: Vec<Value> = spec
@@ -243,6 +276,42 @@ pub fn settings_schema(binary: Applies) -> Value {
         .collect();
     schema["allOf"] = Value::Array(conditions);
     schema
+}
+
+/// A common setting as `binary` describes it: `vendor` names what this binary does with it.
+pub fn for_binary(setting: &Setting, binary: Applies) -> Setting {
+    let mut setting = *setting;
+    if setting.name == "vendor" {
+        setting.description = match binary {
+            Applies::Tap => "The vendor to read (see the vendor sections)",
+            Applies::Target => "The vendor to write (see the vendor sections)",
+            Applies::Both => setting.description,
+        };
+    }
+    setting
+}
+
+/// For a vendor key that several of `vendors` define in different words: one description that
+/// gives each vendor's, so no vendor's wording stands for all of them.
+fn shared_description(name: &str, vendors: &[&VendorSpec], binary: Applies) -> Option<String> {
+    let owners: Vec<(&str, &str)> = vendors
+        .iter()
+        .filter_map(|v| {
+            v.settings
+                .iter()
+                .find(|s| s.name == name && s.applies_to(binary))
+                .map(|s| (v.name, s.description))
+        })
+        .collect();
+    let first = owners.first()?.1;
+    if owners.iter().all(|(_, d)| *d == first) {
+        return None;
+    }
+    let parts: Vec<String> = owners
+        .iter()
+        .map(|(vendor, description)| format!("{vendor}: {description}"))
+        .collect();
+    Some(format!("Depends on the vendor. {}", parts.join("; ")))
 }
 
 #[cfg(test)]
@@ -289,7 +358,10 @@ mod tests {
     fn every_vendor_has_a_room_with_consistent_metadata() {
         for spec in REGISTRY {
             assert!(
-                !spec.title.is_empty() && !spec.summary.is_empty(),
+                !spec.title.is_empty()
+                    && spec.writes_summary.starts_with("writes ")
+                    && (spec.reads_summary.starts_with("reads ") == spec.listable())
+                    && (spec.listable() || spec.reads_summary.is_empty()),
                 "{}",
                 spec.name
             );

@@ -569,7 +569,13 @@ pub struct SinkContext<'a> {
     /// Set for `--dry-run` and tests: the transport every request must go through instead of
     /// the vendor's HTTP client.
     pub transport: Option<Arc<dyn Transport>>,
+    /// Set by `target-roster --test`: receives the HTTP transport the factory builds, so the
+    /// connection test sends its one request with the writer's own auth and headers.
+    pub built: Option<&'a BuiltTransport>,
 }
+
+/// Where [`SinkContext::transport`] leaves the HTTP transport it built (see `built`).
+pub type BuiltTransport = parking_lot::Mutex<Option<Arc<dyn Transport>>>;
 
 /// How a vendor's requests authenticate.
 #[derive(Debug, Clone)]
@@ -623,7 +629,13 @@ impl SinkContext<'_> {
     pub fn transport(&self, spec: ClientSpec) -> Result<Arc<dyn Transport>, SinkError> {
         match &self.transport {
             Some(transport) => Ok(transport.clone()),
-            None => http_transport(self.config, spec),
+            None => {
+                let transport = http_transport(self.config, spec)?;
+                if let Some(built) = self.built {
+                    *built.lock() = Some(transport.clone());
+                }
+                Ok(transport)
+            }
         }
     }
 }

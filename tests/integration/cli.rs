@@ -166,3 +166,113 @@ fn config_env_reads_prefixed_variables() {
         stderr(&output)
     );
 }
+
+/// `target-roster --test` with `config` for one vendor.
+fn target_test(dir: &Path, name: &str, config: &Value) -> Output {
+    let path = write(dir, name, config);
+    run(
+        TARGET,
+        &["--config", &path, "--test"],
+        &[("ROSTER_ZERO_DELAYS", "1")],
+    )
+}
+
+/// The secret keys of a sandbox config.
+const SECRETS: &[&str] = &[
+    "api_key",
+    "api_secret",
+    "api_token",
+    "scim_token",
+    "bearer_token",
+];
+
+/// Issue 11 item 13: one request per vendor checks the credentials and the base URL. Good
+/// credentials pass; a wrong key fails with exit 1 naming the keys to check (and never the
+/// key); a base URL that is not the vendor's API fails with exit 1 naming base_url; nothing
+/// is written to the vendor and nothing is printed on stdout.
+#[test]
+fn target_test_checks_credentials_and_base_url_for_every_vendor() {
+    use roster::sandbox::{Sandbox, Vendor};
+    let sb = Sandbox::builder()
+        .users(1)
+        .groups(1)
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for vendor in Vendor::ALL {
+        let name = vendor.name();
+        let before = sb.dump(vendor);
+        let good = sb.config(vendor);
+        let out = target_test(dir.path(), &format!("{name}-good.json"), &good);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{name}: {err}");
+        assert!(out.stdout.is_empty(), "{name}: stdout");
+        assert!(err.contains("connection test passed"), "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: one line: {err}");
+
+        let mut bad = good.clone();
+        let object = bad.as_object_mut().unwrap();
+        let secret = *SECRETS.iter().find(|k| object.contains_key(**k)).unwrap();
+        object.insert(secret.into(), json!("wrong-secret-value"));
+        let out = target_test(dir.path(), &format!("{name}-bad.json"), &bad);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("refused the credentials"), "{name}: {err}");
+        assert!(
+            err.contains("check ") && err.contains(secret),
+            "{name}: {err}"
+        );
+        assert!(
+            !err.contains("wrong-secret-value"),
+            "{name} leaks the key: {err}"
+        );
+
+        let mut elsewhere = good.clone();
+        elsewhere["base_url"] = json!(format!("{}/nowhere", sb.origin()));
+        let out = target_test(dir.path(), &format!("{name}-url.json"), &elsewhere);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("check base_url"), "{name}: {err}");
+
+        assert_eq!(
+            sb.dump(vendor),
+            before,
+            "{name}: --test changed the vendor's data"
+        );
+    }
+    // Nobody listening: exit 1, naming base_url.
+    let mut closed = sb.config(Vendor::Appcues);
+    closed["base_url"] = json!(format!(
+        "http://127.0.0.1:{}/appcues",
+        crate::support::free_port()
+    ));
+    let out = target_test(dir.path(), "closed.json", &closed);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("check base_url"), "{}", stderr(&out));
+}
+
+#[test]
+fn help_and_completions_from_the_binaries() {
+    for (binary, name) in [(TAP, "tap-roster"), (TARGET, "target-roster")] {
+        let help = run(binary, &["--help"], &[]);
+        assert!(help.status.success());
+        let help = String::from_utf8(help.stdout).unwrap();
+        assert!(
+            help.contains("Examples:") && help.contains("Exit status:"),
+            "{help}"
+        );
+        assert!(
+            !help.contains(env!("CARGO_PKG_DESCRIPTION")),
+            "{name}: the crate's description"
+        );
+        for shell in ["bash", "zsh", "fish"] {
+            let out = run(binary, &["--completions", shell], &[]);
+            assert!(out.status.success(), "{name} {shell}: {}", stderr(&out));
+            let script = String::from_utf8(out.stdout).unwrap();
+            assert!(
+                script.contains(name) && script.contains("config"),
+                "{name} {shell}"
+            );
+        }
+    }
+}

@@ -18,7 +18,8 @@ use crate::config::Mode;
 pub const VENDOR: VendorSpec = VendorSpec {
     name: "appcues",
     title: "Appcues",
-    summary: "profile upserts for users and groups, memberships, events, segments, and NDJSON import jobs",
+    reads_summary: "",
+    writes_summary: "writes user and group profiles, memberships, events, segments, and NDJSON bulk import jobs",
     base_url_us: Some("https://api.appcues.com"),
     base_url_eu: Some("https://api.eu.appcues.com"),
     settings: config::SETTINGS,

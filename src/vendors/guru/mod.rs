@@ -14,7 +14,8 @@ use super::VendorSpec;
 pub const VENDOR: VendorSpec = VendorSpec {
     name: "guru",
     title: "Guru (REST)",
-    summary: "team members keyed by email, groups and group members, read with Link-header paging",
+    reads_summary: "reads team members (keyed by email), groups and group members with Link-header paging",
+    writes_summary: "writes team members (invited by email), groups and group members",
     base_url_us: Some("https://api.getguru.com/api/v1"),
     base_url_eu: None,
     settings: config::SETTINGS,

@@ -12,7 +12,8 @@ use super::VendorSpec;
 pub const VENDOR: VendorSpec = VendorSpec {
     name: "guru_scim",
     title: "Guru SCIM",
-    summary: "users, groups and memberships over SCIM 2.0 with Guru's SCIM credentials",
+    reads_summary: "reads users, groups and memberships over SCIM 2.0 with Guru's SCIM credentials",
+    writes_summary: "writes users, groups and memberships over SCIM 2.0 with Guru's SCIM credentials",
     base_url_us: Some("https://api.getguru.com/api/scim/v2"),
     base_url_eu: None,
     settings: config::SETTINGS,

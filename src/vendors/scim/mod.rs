@@ -13,7 +13,8 @@ use super::VendorSpec;
 pub const VENDOR: VendorSpec = VendorSpec {
     name: "scim",
     title: "SCIM 2.0",
-    summary: "users, groups and memberships on any SCIM 2.0 service provider",
+    reads_summary: "reads users, groups and memberships from any SCIM 2.0 service provider",
+    writes_summary: "writes users, groups and memberships to any SCIM 2.0 service provider",
     base_url_us: None,
     base_url_eu: None,
     settings: config::SETTINGS,

@@ -17,7 +17,8 @@ pub const API_VERSION: &str = "2020-01-03";
 pub const VENDOR: VendorSpec = VendorSpec {
     name: "userflow",
     title: "Userflow",
-    summary: "users, groups and memberships, read with cursor paging and written as merging upserts",
+    reads_summary: "reads users, groups and memberships with cursor paging",
+    writes_summary: "writes users, groups, memberships and events as merging upserts",
     base_url_us: Some("https://api.userflow.com"),
     base_url_eu: Some("https://api.eu.userflow.com"),
     settings: config::SETTINGS,

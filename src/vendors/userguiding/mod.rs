@@ -12,7 +12,8 @@ use super::VendorSpec;
 pub const VENDOR: VendorSpec = VendorSpec {
     name: "userguiding",
     title: "UserGuiding",
-    summary: "identify upserts of users, with the company nested in the same call",
+    reads_summary: "",
+    writes_summary: "writes users with identify upserts, each user's company nested in the same call",
     base_url_us: Some("https://api.userguiding.com/v1"),
     base_url_eu: None,
     settings: config::SETTINGS,

@@ -20,7 +20,8 @@ pub const API_VERSION: &str = "2020-09-22";
 pub const VENDOR: VendorSpec = VendorSpec {
     name: "userpilot",
     title: "Userpilot",
-    summary: "identify upserts of users and companies, events, and bulk identify jobs",
+    reads_summary: "",
+    writes_summary: "writes users and companies with identify upserts, events, and bulk identify jobs",
     base_url_us: Some("https://analytex.userpilot.io"),
     base_url_eu: Some("https://analytex-eu.userpilot.io"),
     settings: config::SETTINGS,
