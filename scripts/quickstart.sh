@@ -94,7 +94,7 @@ http_get() {
   exec 3<&-
 }
 
-# The sandbox's credentials (README, "Sandbox"): the same as samples/*.json, on this port.
+# The sandbox's credentials (docs/sandbox.md, "Prefixes and credentials"): the same as samples/*.json, on this port.
 cat >"$out/tap-userflow.json" <<EOF
 {
   "vendor": "userflow",
