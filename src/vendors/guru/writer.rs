@@ -264,7 +264,7 @@ impl GuruSink {
                 modifiable: true,
             }),
             0 => Err(Refusal::new(format!(
-                "guru has no group named {name:?} (group key {key:?}); send its groups record first"
+                "guru has no group named {name:?} (group key {key:?}), and none was created from this run's groups records"
             ))),
             n => Err(Refusal::new(format!(
                 "{n} guru groups are named {name:?}, so group key {key:?} is ambiguous; rename or delete the duplicates in guru"
@@ -817,6 +817,10 @@ impl Sink for GuruSink {
 
     fn stats(&self) -> WireStats {
         self.transport.stats()
+    }
+
+    fn holds_memberships(&self) -> bool {
+        true
     }
 }
 
