@@ -517,14 +517,15 @@ impl GuruSink {
             }
         };
         if !group.modifiable {
+            // Guru's "All Members": every team member is in it already (a Guru → Guru pipe
+            // carries its memberships), so there is nothing to send.
             for op in batch {
-                acks.rejected(
+                acks.skipped(
                     op,
-                    Refusal::new(format!(
-                        "guru group {:?} cannot be changed (every member is in it)",
+                    format!(
+                        "every guru team member is in group {:?} already (guru keeps it)",
                         group.name
-                    )),
-                    None,
+                    ),
                 );
             }
             return Ok(());
@@ -1219,8 +1220,9 @@ mod tests {
         sink.write(vec![all], &acks).await.unwrap();
         let out = outcomes(&mut rx);
         assert_eq!(out[0].1, Outcome::Accepted);
+        // Every member is in "All Members" already: nothing to send (a Guru → Guru pipe).
         assert!(
-            matches!(&out[1].1, Outcome::Rejected(r) if r.reason.contains("cannot be changed")),
+            matches!(&out[1].1, Outcome::Skipped(r) if r.contains("is in group \"All Members\" already")),
             "{out:?}"
         );
     }
