@@ -201,3 +201,114 @@ fn every_listable_vendor_pipes_into_every_writable_one() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Singer lines: SCHEMAs for the three streams, then `records` as (stream, record), then a STATE.
+fn singer(records: &[(&str, Value)]) -> String {
+    let mut out = String::new();
+    for (stream, keys) in [
+        ("groups", json!(["id"])),
+        ("users", json!(["id"])),
+        ("memberships", json!(["group_id", "user_id"])),
+    ] {
+        if records.iter().any(|(s, _)| *s == stream) {
+            out.push_str(&format!(
+                "{}\n",
+                json!({"type": "SCHEMA", "stream": stream, "schema": {"type": "object"}, "key_properties": keys})
+            ));
+        }
+    }
+    for (stream, record) in records {
+        out.push_str(&format!(
+            "{}\n",
+            json!({"type": "RECORD", "stream": stream, "record": record})
+        ));
+    }
+    out.push_str(&format!(
+        "{}\n",
+        json!({"type": "STATE", "value": {"done": true}})
+    ));
+    out
+}
+
+/// One target run into `vendor` with a fresh reject file: (stderr, the reject file's lines).
+fn target(sb: &Sandbox, vendor: Vendor, input: &str) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = target_common::config(sb, vendor, dir.path(), json!({}));
+    let out = target_common::run(&config, input);
+    let stderr = target_common::succeeded(&out);
+    let rejects = std::fs::read_to_string(dir.path().join("rejects.ndjson")).unwrap_or_default();
+    (stderr, rejects)
+}
+
+fn rejected(rejects: &str) -> Vec<Value> {
+    rejects
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["type"] == "RECORD")
+        .collect()
+}
+
+/// Memberships whose users were never sent are rejected when the input ends, naming the user
+/// key and what was missing; once the users exist, replaying the reject file alone (no users
+/// stream) writes them: the writer finds the users at the vendor (SCIM by externalId or
+/// userName, Guru by email). A group that never came stays rejected, named. (Without the groups
+/// stream, Guru finds a group by its name or Guru id only.)
+#[test]
+fn membership_rejects_replay_without_the_users_stream_where_the_vendor_finds_users() {
+    let sb = target_common::sandbox();
+    for vendor in [Vendor::Scim, Vendor::GuruScim, Vendor::Guru] {
+        sb.reseed(SeedSpec {
+            users: 0,
+            groups: 0,
+            ..SEED
+        });
+        // Guru keys members by email; SCIM finds users by externalId (the source key) or
+        // userName (the email).
+        // Guru finds a group by name (or its Guru id) when no groups record maps the key.
+        let (u1, u2, g1) = match vendor {
+            Vendor::Guru => ("ann@x.io", "bob@x.io", "Eng"),
+            _ => ("u1", "bob@x.io", "g1"),
+        };
+        let users = [
+            (
+                "users",
+                json!({"id": u1, "email": "ann@x.io", "name": "Ann"}),
+            ),
+            (
+                "users",
+                json!({"id": "u2", "email": "bob@x.io", "name": "Bob"}),
+            ),
+        ];
+        // 1. The groups and memberships, but not the users.
+        let (_, first) = target(
+            &sb,
+            vendor,
+            &singer(&[
+                ("groups", json!({"id": g1, "name": "Eng"})),
+                ("memberships", json!({"group_id": g1, "user_id": u1})),
+                ("memberships", json!({"group_id": g1, "user_id": u2})),
+                ("memberships", json!({"group_id": "g404", "user_id": u1})),
+            ]),
+        );
+        let first_rejects = rejected(&first);
+        assert_eq!(first_rejects.len(), 3, "{vendor}: {first}");
+        for r in &first_rejects {
+            assert_eq!(r["stream"], "memberships", "{vendor}: {r}");
+            let reason = r["reject"]["reason"].as_str().unwrap();
+            assert!(!reason.contains("record first"), "{vendor}: {reason}");
+        }
+        // 2. The users, alone.
+        let (_, second) = target(&sb, vendor, &singer(&users));
+        assert!(rejected(&second).is_empty(), "{vendor}: {second}");
+        // 3. The first run's reject file as it is, without the users stream.
+        let (stderr, third) = target(&sb, vendor, &first);
+        let still = rejected(&third);
+        assert_eq!(still.len(), 1, "{vendor}: {third}\n{stderr}");
+        assert_eq!(still[0]["record"]["group_id"], "g404", "{vendor}");
+        let reason = still[0]["reject"]["reason"].as_str().unwrap();
+        assert!(reason.contains("\"g404\""), "{vendor}: {reason}");
+        assert!(reason.contains("groups"), "{vendor}: {reason}");
+        let held = held(&sb, vendor);
+        assert_eq!(held.len(), 2, "{vendor}: {held:?}");
+    }
+}
