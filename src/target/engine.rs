@@ -253,6 +253,12 @@ impl<W: Write> Engine<W> {
     /// [`MAX_IN_FLIGHT`] ops are unwritten; then drains.
     fn release_at_end(&mut self) {
         while self.phase == Phase::Releasing && self.dispatcher.in_flight() < MAX_IN_FLIGHT {
+            if self.failure.is_some() {
+                // A reject under `on_invalid: fail`: nothing after it is sent.
+                self.dispatcher.dispatch_all();
+                self.phase = Phase::Draining;
+                return;
+            }
             let next = match self.held.as_mut() {
                 Some(held) => held.next_at_end(),
                 None => Ok(None),

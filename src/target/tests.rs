@@ -798,3 +798,16 @@ async fn writers_that_need_no_lookup_get_memberships_at_once() {
     );
     assert_eq!(r.report.held_memberships, 0);
 }
+
+#[tokio::test]
+async fn under_on_invalid_fail_a_held_membership_rejected_at_the_end_fails_the_run() {
+    let mut input = schemas();
+    input.push(record("users", json!({"id": "u1"})));
+    input.push(state(1));
+    input.push(membership("g404", "u1"));
+    input.push(state(2));
+    let r = run(lines(&input), holding(), OnInvalid::Fail, json!({})).await;
+    let err = r.result.unwrap_err().to_string();
+    assert!(err.contains("line 6") && err.contains("g404"), "{err}");
+    assert_eq!(r.stdout, vec![json!({"bookmarks": {"users": {"n": 1}}})]);
+}

@@ -312,3 +312,64 @@ fn membership_rejects_replay_without_the_users_stream_where_the_vendor_finds_use
         assert_eq!(held.len(), 2, "{vendor}: {held:?}");
     }
 }
+
+/// A SCIM tap's memberships ride on its groups listing, before their users: the target holds
+/// them, and past the in-memory bound (2 here) in a temporary file, then writes them all.
+#[test]
+fn held_memberships_past_the_bound_spill_to_a_file_and_all_arrive() {
+    let sb = Sandbox::builder()
+        .seed(SEED.seed)
+        .users(SEED.users)
+        .groups(SEED.groups)
+        .start_background()
+        .unwrap();
+    let messages = tap_common::sync(&sb.config(Vendor::Scim), None, None)
+        .ok()
+        .messages;
+    let input: String = messages.iter().map(|m| format!("{m}\n")).collect();
+    let pairs: BTreeSet<(String, String)> = messages
+        .iter()
+        .filter(|m| m["type"] == "RECORD" && m["stream"] == "memberships")
+        .map(|m| {
+            (
+                m["record"]["group_id"].to_string(),
+                m["record"]["user_id"].to_string(),
+            )
+        })
+        .collect();
+    assert!(pairs.len() > 4, "{pairs:?}");
+    sb.reseed(SeedSpec {
+        users: 0,
+        groups: 0,
+        ..SEED
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = target_common::config(&sb, Vendor::GuruScim, dir.path(), json!({}));
+    let report = dir.path().join("report.json");
+    let out = target_common::run_args(
+        &config,
+        &input,
+        &["--report", report.to_str().unwrap()],
+        &[
+            ("ROSTER_ZERO_DELAYS", "1"),
+            ("ROSTER_HELD_MEMBERSHIPS_IN_MEMORY", "2"),
+        ],
+    );
+    let stderr = target_common::succeeded(&out);
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["totals"]["rejected"], 0, "{stderr}");
+    assert_eq!(report["held_memberships"], json!(pairs.len()), "{report}");
+    assert_eq!(
+        report["spilled_memberships"],
+        json!(pairs.len() - 2),
+        "{report}"
+    );
+    assert!(stderr.contains("temporary file"), "{stderr}");
+    assert_eq!(held(&sb, Vendor::GuruScim).len(), pairs.len());
+    // The last state comes only once the held memberships were written.
+    let states: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(states.last().unwrap()).unwrap()["sync_started_at"],
+        Value::Null
+    );
+}
