@@ -2,12 +2,13 @@
 //! dispatcher, books settlements, writes rejects, and prints each STATE once it is safe.
 //!
 //! Phases: *reading* (input flows; at most [`MAX_IN_FLIGHT`] ops are handed over and unwritten,
-//! so a slow vendor slows the reader) → *releasing* (memberships still held for their group or
-//! user, [`super::hold`], go to the writer, at most [`MAX_IN_FLIGHT`] at a time) → *draining* (input ended or a protocol error: open
-//! batches go out and in-flight writes finish) → *flushing* ([`Sink::flush`] settles deferred
-//! work) → done. A fatal error, a record refused under `on_invalid: fail`, or SIGTERM/SIGINT
-//! switch to *stopping*: nothing new is sent, writes in flight finish, the last safe state is
-//! printed. A second signal stops at once.
+//! so a slow vendor slows the reader) → *releasing* (input ended: memberships still held for
+//! their group or user, [`super::hold`], go to the writer, at most [`MAX_IN_FLIGHT`] unwritten at
+//! a time) → *draining* (input ended or a protocol error: open batches go out and in-flight
+//! writes finish) → *flushing* ([`Sink::flush`] settles deferred work) → done. A fatal error, a
+//! record refused under `on_invalid: fail`, or SIGTERM/SIGINT switch to *stopping*: nothing new
+//! is sent, writes in flight finish, the last safe state is printed. A second signal stops at
+//! once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

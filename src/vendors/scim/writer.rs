@@ -877,7 +877,8 @@ impl ScimSink {
                         Action::Upsert => acks.rejected(
                             op,
                             Refusal::new(format!(
-                                "membership in group key {group_key:?}: no group with externalId or displayName {group_key:?} at {}, and none was created from this run's groups records",
+                                "{} record in group key {group_key:?}: no group with externalId or displayName {group_key:?} at {}, and none was created from this run's groups records",
+                                op.origin.stream,
                                 self.vendor
                             )),
                             None,
@@ -973,7 +974,8 @@ impl ScimSink {
                         Action::Upsert => acks.rejected(
                             op,
                             Refusal::new(format!(
-                                "membership of user key {key:?}: no user with externalId or userName {key:?} at {}, and none was created from this run's users records",
+                                "{} record of user key {key:?}: no user with externalId or userName {key:?} at {}, and none was created from this run's users records",
+                                op.origin.stream,
                                 self.vendor
                             )),
                             None,
