@@ -233,8 +233,16 @@ impl Report {
         ));
         if self.held_memberships > 0 {
             out.push_str(&format!(
-                "  held: {} memberships waited for their group or user ({} of them in a temporary file)\n",
-                self.held_memberships, self.spilled_memberships
+                "  held: {} ({} in a temporary file)\n",
+                if self.held_memberships == 1 {
+                    "1 membership waited for its group or user".to_string()
+                } else {
+                    format!(
+                        "{} memberships waited for their group or user",
+                        self.held_memberships
+                    )
+                },
+                self.spilled_memberships
             ));
         }
         if self.totals.rejected > 0 {
