@@ -379,3 +379,41 @@ fn held_memberships_past_the_bound_spill_to_a_file_and_all_arrive() {
         Value::Null
     );
 }
+
+/// Memberships first, then users, then groups (a warehouse may send them in any order): the
+/// writers that need the group and user to exist get every membership after them, none rejected.
+#[test]
+fn memberships_before_their_users_and_groups_arrive_at_every_writable_vendor() {
+    let sb = target_common::sandbox();
+    for vendor in Vendor::ALL {
+        sb.reseed(SeedSpec {
+            users: 0,
+            groups: 0,
+            ..SEED
+        });
+        let mut records = Vec::new();
+        for g in ["g1", "g2"] {
+            for u in ["u1", "u2", "u3"] {
+                if g == "g1" || u == "u3" {
+                    records.push(("memberships", json!({"group_id": g, "user_id": u})));
+                }
+            }
+        }
+        for u in ["u1", "u2", "u3"] {
+            records.push((
+                "users",
+                json!({"id": u, "email": format!("{u}@x.io"), "name": u}),
+            ));
+        }
+        for (g, name) in [("g1", "Eng"), ("g2", "Ops")] {
+            records.push(("groups", json!({"id": g, "name": name})));
+        }
+        let (stderr, rejects) = target(&sb, vendor, &singer(&records));
+        assert!(
+            rejected(&rejects).is_empty(),
+            "{vendor}: {rejects}\n{stderr}"
+        );
+        let expected = if one_group_per_user(vendor) { 3 } else { 4 };
+        assert_eq!(held(&sb, vendor).len(), expected, "{vendor}: {stderr}");
+    }
+}
