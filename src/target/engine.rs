@@ -2,11 +2,13 @@
 //! dispatcher, books settlements, writes rejects, and prints each STATE once it is safe.
 //!
 //! Phases: *reading* (input flows; at most [`MAX_IN_FLIGHT`] ops are handed over and unwritten,
-//! so a slow vendor slows the reader) → *draining* (input ended or a protocol error: open
-//! batches go out and in-flight writes finish) → *flushing* ([`Sink::flush`] settles deferred
-//! work) → done. A fatal error, a record refused under `on_invalid: fail`, or SIGTERM/SIGINT
-//! switch to *stopping*: nothing new is sent, writes in flight finish, the last safe state is
-//! printed. A second signal stops at once.
+//! so a slow vendor slows the reader) → *releasing* (input ended: memberships still held for
+//! their group or user, [`super::hold`], go to the writer, at most [`MAX_IN_FLIGHT`] unwritten at
+//! a time) → *draining* (input ended or a protocol error: open batches go out and in-flight
+//! writes finish) → *flushing* ([`Sink::flush`] settles deferred work) → done. A fatal error, a
+//! record refused under `on_invalid: fail`, or SIGTERM/SIGINT switch to *stopping*: nothing new
+//! is sent, writes in flight finish, the last safe state is printed. A second signal stops at
+//! once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -23,13 +25,14 @@ use crate::singer::{
     Message, Object, ReadError, ReadMessage, RecordMessage, SchemaMessage, SingerWriter,
 };
 use crate::vendors::sink::{
-    Acks, Op, Origin, Outcome, Refusal, Settlement, Sink, SinkError, Ticket,
+    Acks, Kind, Op, Origin, Outcome, Refusal, Settlement, Sink, SinkError, Ticket,
 };
 
 use super::TargetError;
 use super::ack::AckTracker;
 use super::dispatch::{Dispatcher, Written};
 use super::dry_run::DryRunOutput;
+use super::hold::Held;
 use super::reject::{Reject, RejectFile};
 use super::report::{Report, StreamCounts, Tally};
 use super::route::{Route, Router};
@@ -67,6 +70,8 @@ pub struct Parts<W: Write> {
     pub out: SingerWriter<W>,
     /// Writes inside the sink at once, at most (the HTTP client's `max_concurrency`).
     pub write_window: usize,
+    /// Held memberships kept in memory before the rest go to a temporary file.
+    pub hold_bound: usize,
 }
 
 struct Stream {
@@ -81,6 +86,7 @@ struct Stream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Reading,
+    Releasing,
     Draining,
     Flushing,
     Stopping,
@@ -106,6 +112,8 @@ struct Engine<W: Write> {
     phase: Phase,
     failure: Option<TargetError>,
     warned_activate_version: bool,
+    /// Memberships waiting for their group or user (writers that need both to exist).
+    held: Option<Held>,
 }
 
 /// Runs the engine over `input` until the input ends, a protocol error, a fatal error or a
@@ -116,7 +124,12 @@ pub async fn run<W: Write>(
 ) -> (Result<(), TargetError>, Report) {
     let (acks, mut settled) = Acks::channel();
     let (written_tx, mut written) = mpsc::unbounded_channel::<Written>();
+    let held = parts
+        .sink
+        .holds_memberships()
+        .then(|| Held::new(parts.hold_bound));
     let mut engine = Engine {
+        held,
         dispatcher: Dispatcher::new(
             parts.sink.clone(),
             acks.clone(),
@@ -154,6 +167,7 @@ pub async fn run<W: Write>(
                 engine.phase = Phase::Flushing;
             }
             Phase::Stopping if engine.dispatcher.in_flight() == 0 => break,
+            Phase::Releasing => engine.release_at_end(),
             _ => {}
         }
         let wake = engine.next_wake();
@@ -177,8 +191,13 @@ pub async fn run<W: Write>(
             Some(done) = written.recv() => engine.written(done),
             message = input.recv(), if can_read => match message {
                 None => {
-                    engine.dispatcher.dispatch_all();
-                    engine.phase = Phase::Draining;
+                    if engine.held.as_ref().is_some_and(|h| !h.is_empty()) {
+                        engine.phase = Phase::Releasing;
+                        engine.release_at_end();
+                    } else {
+                        engine.dispatcher.dispatch_all();
+                        engine.phase = Phase::Draining;
+                    }
                 }
                 Some(message) => engine.message(message),
             },
@@ -229,6 +248,42 @@ impl<W: Write> Engine<W> {
             wake = wake.min(last + STATE_MIN_INTERVAL);
         }
         wake
+    }
+
+    /// The input ended: hands held memberships to the writer, in input order, while fewer than
+    /// [`MAX_IN_FLIGHT`] ops are unwritten; then drains.
+    fn release_at_end(&mut self) {
+        while self.phase == Phase::Releasing && self.dispatcher.in_flight() < MAX_IN_FLIGHT {
+            if self.failure.is_some() {
+                // A reject under `on_invalid: fail`: nothing after it is sent.
+                self.dispatcher.dispatch_all();
+                self.phase = Phase::Draining;
+                return;
+            }
+            let next = match self.held.as_mut() {
+                Some(held) => held.next_at_end(),
+                None => Ok(None),
+            };
+            match next {
+                Ok(Some(op)) => self.submit(op),
+                Ok(None) => {
+                    self.dispatcher.dispatch_all();
+                    self.phase = Phase::Draining;
+                }
+                Err(err) => self.stop(TargetError::Hold(err)),
+            }
+        }
+    }
+
+    /// Plans an op and hands it to the dispatcher, or rejects it.
+    fn submit(&mut self, op: Op) {
+        match self.sink.plan(&op) {
+            Ok(plan) => self.dispatcher.submit(op, plan),
+            Err(refusal) => {
+                let index = self.tracker.stream_of(op.ticket).unwrap_or_default() as usize;
+                self.book_reject(index, op.ticket, op.origin.line, &op.origin.record, refusal);
+            }
+        }
     }
 
     fn stop(&mut self, err: TargetError) {
@@ -423,11 +478,27 @@ impl<W: Write> Engine<W> {
                         record,
                     }),
                 };
-                match self.sink.plan(&op) {
-                    Ok(plan) => self.dispatcher.submit(op, plan),
-                    Err(refusal) => {
-                        self.book_reject(index, ticket, line, &op.origin.record, refusal);
+                let Some(held) = self.held.as_mut() else {
+                    self.submit(op);
+                    return;
+                };
+                // A users or groups record goes first, then the memberships it completes.
+                let released = match op.item.kind {
+                    Kind::Users => op.item.id.clone().map(|k| held.user_came(&k)),
+                    Kind::Groups => op.item.id.clone().map(|k| held.group_came(&k)),
+                    Kind::Memberships => {
+                        match held.offer(op) {
+                            Ok(Some(op)) => self.submit(op),
+                            Ok(None) => {}
+                            Err(err) => self.stop(TargetError::Hold(err)),
+                        }
+                        return;
                     }
+                    _ => None,
+                };
+                self.submit(op);
+                for op in released.unwrap_or_default() {
+                    self.submit(op);
                 }
             }
         }
@@ -627,6 +698,10 @@ impl<W: Write> Engine<W> {
             .iter()
             .map(|s| (s.name.to_string(), s.counts.clone()))
             .collect();
+        if let Some(held) = &self.held {
+            self.tally.held_memberships = held.held;
+            self.tally.spilled_memberships = held.spilled;
+        }
         let reject_file = self
             .rejects
             .as_ref()

@@ -7,6 +7,8 @@
 //! - [`schema`]: each SCHEMA compiled once; records checked against it.
 //! - [`dispatch`]: per-key ordering and partitioned batching in front of the vendor's sink.
 //! - [`ack`]: the ordered finalizer that decides when a STATE is safe.
+//! - [`hold`]: memberships waiting for their group or user, spilled to a temporary file past
+//!   a bound.
 //! - [`reject`]: the replayable NDJSON reject file.
 //! - [`report`]: counts, the stderr summary, `--report FILE`, the progress bar.
 //! - [`dry_run`]: `--dry-run`'s recording transport and output.
@@ -17,6 +19,7 @@ pub mod ack;
 pub mod dispatch;
 pub mod dry_run;
 mod engine;
+pub mod hold;
 pub mod input;
 pub mod probe;
 pub mod reject;
@@ -114,6 +117,9 @@ pub enum TargetError {
     /// The reject file could not be written.
     #[error(transparent)]
     RejectFile(#[from] RejectFileError),
+    /// The temporary file of held memberships failed.
+    #[error(transparent)]
+    Hold(#[from] hold::SpillError),
     /// The dry-run output could not be written.
     #[error("cannot write the dry-run output: {0}")]
     DryRunOutput(#[source] std::io::Error),
@@ -207,6 +213,7 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
                 .max_concurrency
                 .unwrap_or(crate::http::DEFAULT_MAX_CONCURRENCY)
         },
+        hold_bound: hold::memory_bound_from_env(),
     };
     let (result, report) = engine::run(parts, input).await;
     finish(result, &report, request.report.as_deref())
@@ -285,6 +292,7 @@ pub async fn run_parts<W: Write>(
             dry_run,
             out,
             write_window: crate::http::DEFAULT_MAX_CONCURRENCY,
+            hold_bound: hold::memory_bound_from_env(),
         },
         input,
     )

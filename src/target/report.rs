@@ -54,6 +54,13 @@ pub struct Report {
     pub states_in: u64,
     /// State lines printed on stdout.
     pub states_out: u64,
+    /// Memberships held until their group and user had come (or the input ended), when the
+    /// writer needs both to exist (SCIM, Guru).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub held_memberships: u64,
+    /// Of those, how many waited in a temporary file (past the in-memory bound).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub spilled_memberships: u64,
     /// The last state printed (or, in a dry run, the one a real run would have printed).
     pub last_state: Option<Value>,
     /// Where rejects went, when there were any or the file was configured.
@@ -73,6 +80,10 @@ pub struct Tally {
     pub states_in: u64,
     /// State lines printed.
     pub states_out: u64,
+    /// Memberships held for their group or user.
+    pub held_memberships: u64,
+    /// Held memberships that went to a temporary file.
+    pub spilled_memberships: u64,
     bar: Option<ProgressBar>,
     last_tick: Instant,
 }
@@ -98,6 +109,8 @@ impl Tally {
             started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             states_in: 0,
             states_out: 0,
+            held_memberships: 0,
+            spilled_memberships: 0,
             bar,
             last_tick: Instant::now(),
         }
@@ -152,6 +165,8 @@ impl Tally {
             http,
             states_in: self.states_in,
             states_out: self.states_out,
+            held_memberships: self.held_memberships,
+            spilled_memberships: self.spilled_memberships,
             last_state,
             reject_file,
             outcome,
@@ -216,6 +231,20 @@ impl Report {
             "  state: {} received, {} written to stdout\n",
             self.states_in, self.states_out
         ));
+        if self.held_memberships > 0 {
+            out.push_str(&format!(
+                "  held: {} ({} in a temporary file)\n",
+                if self.held_memberships == 1 {
+                    "1 membership waited for its group or user".to_string()
+                } else {
+                    format!(
+                        "{} memberships waited for their group or user",
+                        self.held_memberships
+                    )
+                },
+                self.spilled_memberships
+            ));
+        }
         if self.totals.rejected > 0 {
             if let Some(path) = &self.reject_file {
                 out.push_str(&format!(
@@ -239,6 +268,10 @@ impl Report {
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::from)?;
         std::fs::write(path, text)
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -557,6 +557,13 @@ pub trait Sink: Send + Sync + 'static {
 
     /// The wire counters of the sink's transport, for the run report.
     fn stats(&self) -> WireStats;
+
+    /// True when a membership can be written only once its group and user exist at the vendor
+    /// (SCIM, Guru): the engine then holds a membership whose group or user has not come in
+    /// the run yet until both have, or until the input ends (`crate::target::hold`).
+    fn holds_memberships(&self) -> bool {
+        false
+    }
 }
 
 /// What a sink factory is given.

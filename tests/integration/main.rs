@@ -35,6 +35,7 @@ mod tap_scim;
 mod tap_userflow;
 
 // target-roster.
+mod pipes;
 mod target_appcues;
 mod target_bulk_appcues;
 mod target_bulk_userpilot;

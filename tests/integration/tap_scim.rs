@@ -55,9 +55,16 @@ fn scim_sync_covers_users_groups_and_group_members() {
             queries(&sb, &format!("{prefix}/ServiceProviderConfig")).len(),
             1
         );
+        // Groups (with the memberships they carry) come first, then users.
         let states = run.states();
-        assert_eq!(states[0]["bookmarks"]["users"]["next_page"], 51);
-        assert_eq!(states[0]["currently_syncing"], "users");
+        let first_users = states
+            .iter()
+            .find(|s| s["currently_syncing"] == "users")
+            .unwrap();
+        assert_eq!(first_users["bookmarks"]["users"]["next_page"], 51);
+        assert!(first_users["bookmarks"]["groups"]["completed_at"].is_string());
+        let first = run.messages.iter().find(|m| m["type"] == "RECORD").unwrap();
+        assert_eq!(first["stream"], "groups");
     }
 }
 
@@ -266,11 +273,11 @@ fn quirky_servers_are_read_leniently_deduplicated_and_paged_by_what_came_back() 
     assert_eq!(
         queries,
         [
+            "Groups?startIndex=1&count=5",
+            "Groups?startIndex=3&count=5",
             "Users?startIndex=1&count=5",
             "Users?startIndex=4&count=5",
             "Users?startIndex=7&count=5",
-            "Groups?startIndex=1&count=5",
-            "Groups?startIndex=3&count=5",
         ]
     );
     assert!(

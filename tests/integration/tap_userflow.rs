@@ -102,23 +102,35 @@ fn a_state_follows_each_page_with_the_last_id_and_currently_syncing() {
     let states = run.states();
     assert_eq!(states.len(), 4, "one STATE per page");
     let users = run.records("users");
-    assert_eq!(states[0]["currently_syncing"], "users");
-    assert_eq!(
-        states[0]["bookmarks"]["users"]["next_page"],
-        users[99]["id"]
-    );
-    assert_eq!(
-        states[0]["bookmarks"]["memberships"]["next_page"],
-        users[99]["id"]
-    );
+    // Groups first (one page), so a target knows every group before its memberships.
+    assert!(states[0]["bookmarks"]["groups"]["completed_at"].is_string());
+    assert_eq!(states[0]["currently_syncing"], Value::Null);
+    assert_eq!(states[1]["currently_syncing"], "users");
     assert_eq!(
         states[1]["bookmarks"]["users"]["next_page"],
+        users[99]["id"]
+    );
+    assert_eq!(
+        states[1]["bookmarks"]["memberships"]["next_page"],
+        users[99]["id"]
+    );
+    assert_eq!(
+        states[2]["bookmarks"]["users"]["next_page"],
         users[199]["id"]
     );
-    assert_eq!(states[2]["currently_syncing"], Value::Null);
-    assert!(states[2]["bookmarks"]["users"]["completed_at"].is_string());
-    assert!(states[2]["bookmarks"]["users"].get("next_page").is_none());
-    assert!(states[3]["bookmarks"]["groups"]["completed_at"].is_string());
+    assert_eq!(states[3]["currently_syncing"], Value::Null);
+    assert!(states[3]["bookmarks"]["users"]["completed_at"].is_string());
+    assert!(states[3]["bookmarks"]["users"].get("next_page").is_none());
+    // Every groups RECORD comes before the first users or memberships RECORD.
+    let streams: Vec<&str> = run
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "RECORD")
+        .map(|m| m["stream"].as_str().unwrap())
+        .collect();
+    let last_group = streams.iter().rposition(|s| *s == "groups").unwrap();
+    let first_other = streams.iter().position(|s| *s != "groups").unwrap();
+    assert!(last_group < first_other, "groups first");
     // Each STATE comes right after its page's records.
     let kinds: Vec<&str> = run
         .messages
@@ -157,16 +169,17 @@ fn an_unfinished_stream_resumes_and_a_finished_one_starts_over() {
     check_no_duplicates(&run.messages);
 }
 
-/// Killed between listings: the users listing had finished, groups had not started. The resumed
-/// run reads only groups, and the two runs together hold everything exactly once.
+/// Killed between listings: the groups listing had finished, users had not started. The resumed
+/// run reads only users (and their memberships), and the two runs together hold everything
+/// exactly once.
 #[test]
 fn a_listing_finished_before_the_kill_is_not_read_again() {
     let sb = sandbox(250);
     let first = sync(&sb.config(V), None, None).ok();
     let states = first.states();
-    let interrupted = states[2].clone();
+    let interrupted = states[0].clone();
     assert!(interrupted["sync_started_at"].is_string(), "{interrupted}");
-    assert!(interrupted["bookmarks"]["users"]["completed_at"].is_string());
+    assert!(interrupted["bookmarks"]["groups"]["completed_at"].is_string());
     assert_eq!(
         states[3]["sync_started_at"],
         Value::Null,
@@ -180,9 +193,12 @@ fn a_listing_finished_before_the_kill_is_not_read_again() {
         .unwrap();
     sb.clear_requests();
     let run = sync(&sb.config(V), Some(&interrupted), None).ok();
-    assert!(list_requests(&sb, "/users").is_empty(), "users read again");
-    assert_eq!(run.records("users").len(), 0);
-    assert_eq!(run.records("groups").len(), 12);
+    assert!(
+        list_requests(&sb, "/groups").is_empty(),
+        "groups read again"
+    );
+    assert_eq!(run.records("groups").len(), 0);
+    assert_eq!(run.records("users").len(), 250);
     assert!(
         run.stderr.contains("done before the interruption"),
         "{}",

@@ -71,14 +71,15 @@ impl Source for Guru {
     }
 
     fn listings(&self) -> Vec<Arc<dyn Listing>> {
+        // Groups first: a target writes a membership only once it knows its group.
         vec![
             Arc::new(Linked {
                 client: self.client.clone(),
-                kind: Kind::Members,
+                kind: Kind::Groups,
             }),
             Arc::new(Linked {
                 client: self.client.clone(),
-                kind: Kind::Groups,
+                kind: Kind::Members,
             }),
             Arc::new(GroupMembers {
                 client: self.client.clone(),

@@ -264,7 +264,7 @@ impl GuruSink {
                 modifiable: true,
             }),
             0 => Err(Refusal::new(format!(
-                "guru has no group named {name:?} (group key {key:?}); send its groups record first"
+                "guru has no group named {name:?} (group key {key:?}), and none was created from this run's groups records"
             ))),
             n => Err(Refusal::new(format!(
                 "{n} guru groups are named {name:?}, so group key {key:?} is ambiguous; rename or delete the duplicates in guru"
@@ -517,14 +517,15 @@ impl GuruSink {
             }
         };
         if !group.modifiable {
+            // Guru's "All Members": every team member is in it already (a Guru → Guru pipe
+            // carries its memberships), so there is nothing to send.
             for op in batch {
-                acks.rejected(
+                acks.skipped(
                     op,
-                    Refusal::new(format!(
-                        "guru group {:?} cannot be changed (every member is in it)",
+                    format!(
+                        "every guru team member is in group {:?} already (guru keeps it)",
                         group.name
-                    )),
-                    None,
+                    ),
                 );
             }
             return Ok(());
@@ -817,6 +818,10 @@ impl Sink for GuruSink {
 
     fn stats(&self) -> WireStats {
         self.transport.stats()
+    }
+
+    fn holds_memberships(&self) -> bool {
+        true
     }
 }
 
@@ -1215,8 +1220,9 @@ mod tests {
         sink.write(vec![all], &acks).await.unwrap();
         let out = outcomes(&mut rx);
         assert_eq!(out[0].1, Outcome::Accepted);
+        // Every member is in "All Members" already: nothing to send (a Guru → Guru pipe).
         assert!(
-            matches!(&out[1].1, Outcome::Rejected(r) if r.reason.contains("cannot be changed")),
+            matches!(&out[1].1, Outcome::Skipped(r) if r.contains("is in group \"All Members\" already")),
             "{out:?}"
         );
     }

@@ -70,7 +70,10 @@ impl Source for ScimSource {
     }
 
     fn listings(&self) -> Vec<Arc<dyn Listing>> {
-        [Kind::Users, Kind::Groups]
+        // Groups first: a target writes a membership only once it knows its group (the
+        // memberships ride on the groups listing, so they come before their users, which a
+        // target holds until it has seen them).
+        [Kind::Groups, Kind::Users]
             .into_iter()
             .map(|kind| {
                 Arc::new(ScimList {

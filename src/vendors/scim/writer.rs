@@ -877,7 +877,8 @@ impl ScimSink {
                         Action::Upsert => acks.rejected(
                             op,
                             Refusal::new(format!(
-                                "no group with externalId {group_key:?} at {}; send its groups record first",
+                                "{} record in group key {group_key:?}: no group with externalId or displayName {group_key:?} at {}, and none was created from this run's groups records",
+                                op.origin.stream,
                                 self.vendor
                             )),
                             None,
@@ -973,7 +974,8 @@ impl ScimSink {
                         Action::Upsert => acks.rejected(
                             op,
                             Refusal::new(format!(
-                                "no user with externalId or userName {key:?} at {}; send its users record first",
+                                "{} record of user key {key:?}: no user with externalId or userName {key:?} at {}, and none was created from this run's users records",
+                                op.origin.stream,
                                 self.vendor
                             )),
                             None,
@@ -1340,5 +1342,9 @@ impl Sink for ScimSink {
 
     fn stats(&self) -> WireStats {
         self.transport.stats()
+    }
+
+    fn holds_memberships(&self) -> bool {
+        true
     }
 }

@@ -57,14 +57,15 @@ impl Source for Userflow {
     }
 
     fn listings(&self) -> Vec<Arc<dyn Listing>> {
+        // Groups first: a target writes a membership only once it knows its group.
         vec![
             Arc::new(List {
                 client: self.client.clone(),
-                kind: Kind::Users,
+                kind: Kind::Groups,
             }),
             Arc::new(List {
                 client: self.client.clone(),
-                kind: Kind::Groups,
+                kind: Kind::Users,
             }),
         ]
     }
