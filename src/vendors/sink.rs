@@ -1054,6 +1054,21 @@ fn excerpt(raw: &str) -> String {
     }
 }
 
+/// [`path_key`] for every key an item has (`id`, `user_id`, `group_id`), for a writer that puts
+/// them into paths.
+pub fn path_keys(item: &Item) -> Result<(), Refusal> {
+    for (field, key) in [
+        ("id", &item.id),
+        ("user_id", &item.user_id),
+        ("group_id", &item.group_id),
+    ] {
+        if let Some(key) = key {
+            path_key(&format!("key {field}"), key)?;
+        }
+    }
+    Ok(())
+}
+
 /// The characters that separate or wrap addresses in an email header or a list (RFC 5322
 /// specials other than `@` and `.`), which one address in a list or a path never holds.
 const EMAIL_SEPARATORS: &[char] = &[',', ';', '<', '>', '"', '(', ')', '[', ']', '\\', ':'];
