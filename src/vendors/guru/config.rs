@@ -35,7 +35,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new(
         "replace_verifier",
         Kind::Object,
-        "When a member is removed, re-assign the cards they verify: collection id → the new verifier's email, or {\"type\": \"member\" | \"user-group\", \"id\": ...} (Guru's replaceverifier); unset: remove without re-assigning",
+        "When a member is removed, re-assign the cards they verify: collection id → the new verifier's email, or {\"type\": \"member\" or \"user-group\", \"id\": ...} (Guru's replaceverifier); unset: remove without re-assigning",
     )
     .only(Applies::Target),
     Setting::new(

@@ -15,7 +15,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new(
         "scim_token",
         Kind::String,
-        "Guru SCIM token (separate from REST tokens); alone it is sent as Authorization: Bearer <scim_token>",
+        "Guru SCIM token (separate from REST tokens); alone it is sent as a Bearer token (Authorization: Bearer TOKEN)",
     )
     .secret()
     .required(),
