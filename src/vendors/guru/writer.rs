@@ -1706,6 +1706,99 @@ mod tests {
     }
 
     #[test]
+    fn inactive_records_roles_and_verifiers_are_read_as_documented() {
+        let with = |fields: Value| {
+            op(
+                1,
+                Kind::Users,
+                Action::Upsert,
+                Some("u1"),
+                None,
+                None,
+                fields,
+            )
+            .item
+        };
+        for fields in [
+            json!({"active": false}),
+            json!({"active": "False"}),
+            json!({"active": 0}),
+            json!({"status": "INACTIVE"}),
+            json!({"status": " deactivated "}),
+            json!({"status": "Suspended"}),
+            json!({"active": true, "status": "disabled"}),
+        ] {
+            assert!(inactive(&with(fields.clone())).is_some(), "{fields}");
+        }
+        for fields in [
+            json!({}),
+            json!({"active": true}),
+            json!({"status": "PENDING"}),
+            json!({"status": "ACTIVE"}),
+            json!({"active": null}),
+        ] {
+            assert!(inactive(&with(fields.clone())).is_none(), "{fields}");
+        }
+        assert_eq!(
+            member_type_of_role("Read-Only"),
+            Some(TeamMemberType::Light)
+        );
+        assert_eq!(member_type_of_role("viewer"), Some(TeamMemberType::Light));
+        assert_eq!(
+            member_type_of_role("COLLECTION_OWNER"),
+            Some(TeamMemberType::Core)
+        );
+        assert_eq!(member_type_of_role("ADMIN"), Some(TeamMemberType::Core));
+        assert_eq!(member_type_of_role("wizard"), None);
+        let body = collection_verifiers(
+            json!({"c1": " ann@x.io ", "c2": {"type": "user-group", "id": "g-9"}})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"collectionVerifiers": {"c1": {"type": "member", "id": "ann@x.io"}, "c2": {"type": "user-group", "id": "g-9"}}})
+        );
+        for bad in [
+            json!({"c1": "ann@x.io,bob@x.io"}),
+            json!({"c1": 5}),
+            json!({"c1": {"type": "owner", "id": "x"}}),
+        ] {
+            assert!(
+                collection_verifiers(bad.as_object().unwrap()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_email_that_is_not_one_address_never_reaches_the_invite() {
+        let transport = Arc::new(ScriptedTransport::new(|_| {
+            Ok(WireResponse::ok(json!({"statuses": [{"email": "a@x.io"}]})))
+        }));
+        let sink = GuruSink::new(transport.clone(), None);
+        let bad = user(2, "u2", "b@x.io,mallory@evil.example");
+        assert!(
+            sink.plan(&bad)
+                .unwrap_err()
+                .reason
+                .contains("not one email address")
+        );
+        // Even if a batch held it, the invite would not.
+        let (acks, mut rx) = Acks::channel();
+        sink.write(vec![user(1, "u1", "a@x.io"), bad], &acks)
+            .await
+            .unwrap();
+        let requests = transport.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(json_body(&requests[0]), json!({"emails": "a@x.io"}));
+        let out = outcomes(&mut rx);
+        assert_eq!(out[0].1, Outcome::Accepted);
+        assert!(matches!(&out[1].1, Outcome::Rejected(r) if r.reason.contains("contains ','")));
+    }
+
+    #[test]
     fn members_need_an_email_and_membership_keys_map_to_this_runs_emails() {
         let sink = GuruSink::new(Arc::new(ScriptedTransport::ok()), None);
         let no_email = op(
