@@ -52,6 +52,7 @@ pub struct AppcuesSink {
 /// The registry's factory.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: super::config::Config = ctx.config.typed()?;
+    config.check_paths()?;
     Ok(Arc::new(AppcuesSink::new(
         ctx.transport(client_spec(&config))?,
         &config.account_id,
