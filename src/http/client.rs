@@ -536,6 +536,14 @@ pub(crate) fn resolve(base: &Url, input: &str) -> Result<Url, String> {
         Some((p, q)) => (p, Some(q)),
         None => (without_fragment, None),
     };
+    // A dot segment (a key `..` put into `/users/{key}`) would be resolved away and address
+    // another resource: refuse it rather than send the request somewhere else.
+    if path.split('/').any(super::is_dot_segment) {
+        return Err(format!(
+            "the path {:?} has a . or .. segment, which would address another resource",
+            shorten(path)
+        ));
+    }
     let prefix = base.path().trim_end_matches('/');
     let full = if path.is_empty() {
         base.path().to_owned()
@@ -1027,6 +1035,31 @@ mod tests {
             "https://u:p@api.getguru.com/api/v1/members",
         ] {
             assert!(resolve(&base, input).is_err(), "{input}");
+        }
+    }
+
+    #[test]
+    fn refuses_dot_segments_that_would_address_another_resource() {
+        let base = Url::parse("https://api.userflow.com").unwrap();
+        for input in [
+            "/users/..",
+            "/users/.",
+            "/users/%2e%2e",
+            "/users/.%2E/x",
+            "/groups/../members",
+            "/v2/accounts/1/users/../profile?x=1",
+        ] {
+            let err = resolve(&base, input).unwrap_err();
+            assert!(err.contains(". or .. segment"), "{input}: {err}");
+        }
+        // Dots inside a segment, or an encoded slash around them, are one segment.
+        for input in [
+            "/users/...",
+            "/users/a.b",
+            "/users/a%2F..%2Fb",
+            "/users/x?q=..",
+        ] {
+            assert!(resolve(&base, input).is_ok(), "{input}");
         }
     }
 

@@ -78,6 +78,16 @@ pub fn path_segment(segment: &str) -> String {
     utf8_percent_encode(segment, PATH_SEGMENT).to_string()
 }
 
+/// True for `.` and `..`, written plainly or percent-encoded (`%2e`, `.%2E`, ...): the path
+/// segments URL parsers resolve as "this" and "the parent" directory (WHATWG URL §4.4; the `url`
+/// crate does it in `set_path`), so a key that is one would address another resource.
+pub fn is_dot_segment(segment: &str) -> bool {
+    matches!(
+        segment.to_ascii_lowercase().as_str(),
+        "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,9 +61,12 @@ pub(crate) fn check(vendor: Vendor, headers: &HeaderMap, c: &Credentials) -> Res
         (Vendor::GuruScim, Some(Auth::Basic(u, p))) => {
             *u == c.guru_scim_username && *p == c.guru_scim_token
         }
-        (Vendor::GuruScim, Some(Auth::Bearer(t))) => t
-            .split_once(':')
-            .is_some_and(|(u, p)| u == c.guru_scim_username && p == c.guru_scim_token),
+        // Guru's API document: the SCIM token alone, as a Bearer token.
+        (Vendor::GuruScim, Some(Auth::Bearer(t))) => {
+            *t == c.guru_scim_token
+                || t.split_once(':')
+                    .is_some_and(|(u, p)| u == c.guru_scim_username && p == c.guru_scim_token)
+        }
         (Vendor::Scim, Some(Auth::Bearer(t))) => *t == c.scim_bearer_token,
         (Vendor::Scim, Some(Auth::Basic(u, p))) => *u == c.scim_username && *p == c.scim_password,
         _ => false,
@@ -75,7 +78,7 @@ pub(crate) fn check(vendor: Vendor, headers: &HeaderMap, c: &Credentials) -> Res
             Vendor::Appcues => "HTTP Basic <api key>:<api secret>",
             Vendor::Guru => "HTTP Basic <email>:<api token>",
             Vendor::GuruScim => {
-                "HTTP Basic <scim username>:<scim token> or Bearer <username>:<token>"
+                "Bearer <scim token>, HTTP Basic <scim username>:<scim token> or Bearer <username>:<token>"
             }
             Vendor::Scim => "Authorization: Bearer <token> or HTTP Basic",
         };

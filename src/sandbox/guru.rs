@@ -40,10 +40,17 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/members", get(list_members))
         .route("/members/invite", post(invite))
         .route("/members/{email}", delete(remove_member))
+        .route(
+            "/members/{email}/replaceverifier",
+            delete(remove_member_replacing_verifier),
+        )
         .route("/members/{email}/upgrade", post(upgrade))
         .route("/members/{email}/downgrade", post(downgrade))
         .route("/groups", get(list_groups).post(create_group))
-        .route("/groups/{id}", get(get_group).delete(delete_group))
+        .route(
+            "/groups/{id}",
+            get(get_group).put(rename_group).delete(delete_group),
+        )
         .route(
             "/groups/{id}/members",
             get(list_group_members).post(add_group_members),
@@ -82,6 +89,8 @@ pub(crate) struct Store {
     groups: Vec<Group>,
     token_epoch: u64,
     secret: u64,
+    /// Every `replaceverifier` removal: the member and the `collectionVerifiers` it named.
+    replaced_verifiers: Vec<Value>,
 }
 
 fn key(email: &str) -> String {
@@ -140,6 +149,7 @@ impl Store {
             groups,
             token_epoch: 1,
             secret,
+            replaced_verifiers: Vec::new(),
         }
     }
 
@@ -224,6 +234,7 @@ impl Store {
                 v["members"] = json!(emails);
                 v
             }).collect::<Vec<_>>(),
+            "replaced_verifiers": self.replaced_verifiers,
         })
     }
 
@@ -517,6 +528,59 @@ async fn remove_member(State(sh): State<Arc<Shared>>, Path(email): Path<String>)
     StatusCode::OK.into_response()
 }
 
+/// `DELETE /members/{email}/replaceverifier {"collectionVerifiers": {"<collection id>":
+/// {"type": "member" | "user-group", "id"}}}`: removes the member and re-assigns their
+/// verifications (Guru's help card; the SDK sends `{}` for the map). A verifier must be another
+/// member of the team, or a group.
+async fn remove_member_replacing_verifier(
+    State(sh): State<Arc<Shared>>,
+    Path(email): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match util::parse_json(&body) {
+            Ok(v) => v,
+            Err(e) => return bad(&e),
+        }
+    };
+    let verifiers = match req.get("collectionVerifiers") {
+        None => serde_json::Map::new(),
+        Some(Value::Object(map)) => map.clone(),
+        Some(_) => return bad("collectionVerifiers must be an object of collection ids"),
+    };
+    let mut st = sh.guru.lock();
+    let k = key(&email);
+    if !st.members.contains_key(&k) {
+        return reply::not_found(V, &format!("{email} is not a member of the team"));
+    }
+    for (collection, verifier) in &verifiers {
+        let kind = verifier.get("type").and_then(Value::as_str);
+        let id = verifier
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let ok = match kind {
+            Some("member") => key(id) != k && st.members.contains_key(&key(id)),
+            Some("user-group") => st.group(id).is_some(),
+            _ => false,
+        };
+        if !ok {
+            return bad(&format!(
+                "invalid verifier for collection {collection}: {verifier}"
+            ));
+        }
+    }
+    st.members.remove(&k);
+    for g in &mut st.groups {
+        g.members.remove(&k);
+    }
+    st.replaced_verifiers
+        .push(json!({"email": email, "collectionVerifiers": verifiers}));
+    StatusCode::OK.into_response()
+}
+
 fn set_light(sh: &Shared, email: &str, light: bool) -> Response {
     let mut st = sh.guru.lock();
     let k = key(email);
@@ -585,6 +649,38 @@ async fn create_group(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
     let v = st.group_json(&g);
     st.groups.push(g);
     reply::ok(&v)
+}
+
+/// `PUT /groups/{id} {"id", "name"}`: renames a group (Guru's web app renames groups; the
+/// vendor's API document lists no rename, so this is the group object PUT back, as the
+/// create takes it).
+async fn rename_group(
+    State(sh): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: Value = match util::parse_json(&body) {
+        Ok(r) => r,
+        Err(e) => return bad(&e),
+    };
+    let Some(name) = req
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    else {
+        return bad("name is required");
+    };
+    let mut st = sh.guru.lock();
+    let Some(g) = st.groups.iter_mut().find(|g| g.id == id) else {
+        return reply::not_found(V, &format!("group {id} not found"));
+    };
+    if !g.modifiable {
+        return bad("the All Members group cannot be changed");
+    }
+    g.name = name.to_owned();
+    let g = g.clone();
+    reply::ok(&st.group_json(&g))
 }
 
 async fn delete_group(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Response {

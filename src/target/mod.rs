@@ -145,7 +145,9 @@ pub enum TargetError {
 impl ExitStatus for TargetError {
     fn exit_code(&self) -> u8 {
         match self {
-            TargetError::Config(_) | TargetError::NotWritable { .. } => 2,
+            TargetError::Config(_)
+            | TargetError::NotWritable { .. }
+            | TargetError::Sink(SinkError::Config(_)) => 2,
             _ => 1,
         }
     }

@@ -186,6 +186,53 @@ fn cases() -> Vec<Case> {
             "event-without-name.singer",
             rejects(&[(2, "\"name\" is missing")], &[]),
         ),
+        // Issue 12 item 1: an email holding a separator would invite a second person through
+        // Guru's comma-separated invite; each is rejected before any request.
+        Case {
+            file: "guru-email-separators.singer",
+            vendor: Vendor::Guru,
+            expect: rejects(
+                &[
+                    (2, "not one email address: it contains ','"),
+                    (3, "not one email address: it contains ';'"),
+                    (4, "not one email address: it contains ' '"),
+                    (5, "not one email address: it contains ' '"),
+                    (6, "not one email address: it contains '\\n'"),
+                    (7, "not one email address: it contains '\\0'"),
+                    (8, "field id"),
+                ],
+                &["bob@example.com"],
+            ),
+        },
+        // Issue 12 item 5: keys that are dot segments would leave their path
+        // (`DELETE /users/..` is `DELETE /`); rejected, not counted as skipped.
+        case(
+            "userflow-dot-segment-keys.singer",
+            rejects(
+                &[
+                    (5, "key id \"..\" is a dot segment"),
+                    (6, "key id \".\" is a dot segment"),
+                    (7, "key id \"%2e%2e\" is a dot segment"),
+                    (8, "key id \"..\" is a dot segment"),
+                    (9, "key user_id \"..\" is a dot segment"),
+                ],
+                &["u1"],
+            ),
+        ),
+        Case {
+            file: "appcues-dot-segment-keys.singer",
+            vendor: Vendor::Appcues,
+            expect: rejects(
+                &[
+                    (5, "key id \"..\" is a dot segment"),
+                    (6, "key id \".\" is a dot segment"),
+                    (7, "key id \".%2E\" is a dot segment"),
+                    (8, "key id \"..\" is a dot segment"),
+                    (9, "key user_id \"..\" is a dot segment"),
+                ],
+                &["u1"],
+            ),
+        },
     ]
 }
 
@@ -239,16 +286,18 @@ fn run_target(config: &Value, input: &Path, dir: &Path, extra: &[&str]) -> Ran {
 /// The user ids a write-only or listable vendor holds.
 fn user_ids(sb: &Sandbox, vendor: Vendor) -> BTreeSet<String> {
     let dump = sb.dump(vendor);
-    let key = match vendor {
-        Vendor::UserGuiding => "userId",
-        Vendor::Userflow => "id",
+    let (list, key) = match vendor {
+        Vendor::UserGuiding => ("users", "/userId"),
+        Vendor::Userflow => ("users", "/id"),
+        Vendor::Appcues => ("users", "/user_id"),
+        Vendor::Guru => ("members", "/user/email"),
         other => panic!("{other} is not used by the corpus"),
     };
-    dump["users"]
+    dump[list]
         .as_array()
         .unwrap()
         .iter()
-        .map(|u| u[key].as_str().unwrap().to_string())
+        .map(|u| u.pointer(key).unwrap().as_str().unwrap().to_string())
         .collect()
 }
 

@@ -411,3 +411,98 @@ fn a_self_signed_certificate_is_refused_and_verification_cannot_be_turned_off() 
         }
     }
 }
+
+/// Issue 12 item 5, SCIM: the ids a SCIM writer puts into paths are the server's. A server
+/// that answers a lookup with the id `..` must not make roster write to `/Users/..` (which a
+/// URL parser resolves to the server's root): the request is refused before it is sent and the
+/// record rejected, naming the segment.
+#[test]
+fn a_scim_id_that_is_a_dot_segment_never_leaves_its_path() {
+    use std::sync::{Arc, Mutex};
+
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let log = log.clone();
+        async move {
+            let path = req.uri().path().to_string();
+            log.lock()
+                .unwrap()
+                .push(format!("{} {}", req.method(), path));
+            let body = if path.ends_with("/ServiceProviderConfig") {
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+                       "patch": {"supported": true}, "filter": {"supported": true, "maxResults": 100},
+                       "etag": {"supported": false}, "bulk": {"supported": false},
+                       "changePassword": {"supported": false}, "sort": {"supported": false},
+                       "authenticationSchemes": []})
+            } else if req.method() == "GET" && path.ends_with("/Users") {
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                       "totalResults": 1, "startIndex": 1, "itemsPerPage": 1,
+                       "Resources": [{"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                      "id": "..", "externalId": "u1", "userName": "u1@example.com",
+                                      "active": true, "displayName": "Old Name"}]})
+            } else {
+                json!({})
+            };
+            (
+                [("content-type", "application/scim+json")],
+                body.to_string(),
+            )
+        }
+    });
+    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({
+        "vendor": "scim",
+        "base_url": format!("http://{addr}/scim/v2"),
+        "bearer_token": "t0ken-for-the-hostile-server",
+        "reject_file": dir.path().join("rejects.ndjson"),
+    });
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let input = [
+        json!({"type": "SCHEMA", "stream": "users", "schema": {"type": "object", "properties": {"id": {"type": "string"}, "email": {"type": "string"}, "name": {"type": "string"}}}, "key_properties": ["id"]}),
+        json!({"type": "RECORD", "stream": "users", "record": {"id": "u1", "email": "u1@example.com", "name": "New Name"}}),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect::<Vec<_>>()
+    .join("\n");
+    let input_path = dir.path().join("input.singer");
+    std::fs::write(&input_path, input).unwrap();
+    let out = support::run(
+        Command::new(TARGET)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--input")
+            .arg(&input_path)
+            .env("ROSTER_ZERO_DELAYS", "1"),
+        Duration::from_secs(120),
+    );
+    let rejects = std::fs::read_to_string(dir.path().join("rejects.ndjson")).unwrap_or_default();
+    assert!(
+        rejects.contains(". or .. segment"),
+        "rejected naming the segment: {rejects}\n{}",
+        out.stderr
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .all(|r| r.contains("/scim/v2/Users") || r.contains("/scim/v2/ServiceProviderConfig")),
+        "every request stayed under the base: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|r| r.starts_with("GET ")),
+        "nothing was written anywhere: {seen:?}"
+    );
+}

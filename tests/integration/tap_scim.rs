@@ -155,12 +155,21 @@ fn resuming_at_a_start_index() {
 }
 
 #[test]
-fn guru_scim_sends_basic_or_bearer_username_and_token() {
+fn guru_scim_sends_the_token_alone_or_basic_or_bearer_username_and_token() {
     let sb = sandbox(100, false);
     let mut config = sb.config(Vendor::GuruScim);
     config["auth_scheme"] = json!("bearer");
     let run = tap(&config, &["--test"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // The token alone, as Guru's API document describes it.
+    let mut alone = config.clone();
+    alone.as_object_mut().unwrap().remove("scim_username");
+    let run = tap(&alone, &["--test"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    alone["auth_scheme"] = json!("basic");
+    let run = tap(&alone, &["--test"]);
+    assert_eq!(run.code, Some(2), "basic needs a username: {}", run.stderr);
+    assert!(run.stderr.contains("scim_username"), "{}", run.stderr);
     config["scim_token"] = json!("nope");
     let run = tap(&config, &["--test"]);
     assert_eq!(run.code, Some(1));

@@ -427,3 +427,304 @@ fn group_adds_go_in_arrays_of_at_most_100_emails_and_a_refused_member_is_isolate
         "the batch with the light user was refused whole, then resent without them"
     );
 }
+
+/// Issue 12 item 1: emails are joined into Guru's comma-separated invite string, so an email
+/// holding a separator used to invite a second person. Every email a writer puts into a list or
+/// a path is checked to be one address, and anything else is rejected before any request.
+#[test]
+fn an_email_with_a_separator_invites_nobody_else() {
+    let sb = Sandbox::builder()
+        .users(4)
+        .groups(1)
+        .start_background()
+        .unwrap();
+    let hostile = [
+        ("comma", "alice@example.com,mallory@evil.example"),
+        ("semicolon", "alice@example.com;mallory@evil.example"),
+        ("space", "alice@example.com mallory@evil.example"),
+        ("angle", "Alice <alice@example.com>"),
+        ("newline", "alice@example.com\nmallory@evil.example"),
+        ("nul", "alice@example.com\u{0}mallory@evil.example"),
+    ];
+    let mut input = singer();
+    for (id, email) in hostile {
+        input = input.record("users", json!({"id": id, "email": email}));
+    }
+    let input = input
+        .record("users", json!({"id": "ok", "email": "bob@example.com"}))
+        // A key taken as an email, in a membership and in a delete path.
+        .record(
+            "memberships",
+            json!({"group_id": "team-001", "user_id": "x@example.com,mallory@evil.example"}),
+        )
+        .record(
+            "users",
+            json!({"id": "y@example.com,mallory@evil.example", "_sdc_deleted_at": "2024-01-01T00:00:00Z"}),
+        )
+        .state(json!({"n": 9}));
+    sb.clear_requests();
+    let run = target(&sb.config(Vendor::Guru), &input).ok();
+    assert!(
+        member(&sb, "mallory@evil.example").is_none(),
+        "nobody extra"
+    );
+    assert!(member(&sb, "alice@example.com").is_none());
+    assert!(
+        member(&sb, "bob@example.com").is_some(),
+        "the good one is invited"
+    );
+    assert_eq!(count(&sb, "POST", "/guru/api/v1/members/invite"), 1);
+    for (id, _) in hostile {
+        let reason = run.reason_for("id", id);
+        assert!(
+            reason.contains("is not one email address") && reason.contains("field email"),
+            "{id}: {reason}"
+        );
+    }
+    assert_eq!(run.rejects.len(), hostile.len() + 2, "{:?}", run.rejects);
+    assert!(
+        run.reason_for("user_id", "x@example.com,mallory@evil.example")
+            .contains("not one email address")
+    );
+    assert!(
+        sb.requests().iter().all(|r| r.method != "DELETE"),
+        "no removal was sent: {:?}",
+        sb.requests()
+    );
+}
+
+/// Issue 11 item 3: an inactive users record (`active: false`, or a status such as INACTIVE)
+/// is never invited. A member Guru has is removed (`inactive_users: remove`, the default), or
+/// left alone with `inactive_users: ignore`.
+#[test]
+fn inactive_users_are_never_invited_and_members_are_removed() {
+    let sb = Sandbox::builder()
+        .users(20)
+        .groups(1)
+        .start_background()
+        .unwrap();
+    let (core, _) = seeded(&sb);
+    let input = singer()
+        .record(
+            "users",
+            json!({"id": "a", "email": "new-a@example.com", "active": false}),
+        )
+        .record(
+            "users",
+            json!({"id": "b", "email": "new-b@example.com", "status": "INACTIVE"}),
+        )
+        .record(
+            "users",
+            json!({"id": "c", "email": "new-c@example.com", "status": "deactivated"}),
+        )
+        .record(
+            "users",
+            json!({"id": "d", "email": "new-d@example.com", "active": "false"}),
+        )
+        .record(
+            "users",
+            json!({"id": "e", "email": "new-e@example.com", "status": "Suspended"}),
+        )
+        .record(
+            "users",
+            json!({"id": "m", "email": core[0], "active": false}),
+        )
+        .record(
+            "users",
+            json!({"id": "ok", "email": "new-ok@example.com", "active": true, "status": "ACTIVE"}),
+        )
+        .state(json!({"n": 7}));
+    sb.clear_requests();
+    let run = target(&sb.config(Vendor::Guru), &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    for email in [
+        "new-a@example.com",
+        "new-b@example.com",
+        "new-c@example.com",
+        "new-d@example.com",
+        "new-e@example.com",
+    ] {
+        assert!(member(&sb, email).is_none(), "{email} was invited");
+    }
+    assert!(
+        member(&sb, &core[0]).is_none(),
+        "an inactive member is removed"
+    );
+    assert!(member(&sb, "new-ok@example.com").is_some());
+    assert_eq!(count(&sb, "POST", "/guru/api/v1/members/invite"), 1);
+
+    // `inactive_users: ignore`: neither invited nor removed.
+    let mut config = sb.config(Vendor::Guru);
+    config["inactive_users"] = json!("ignore");
+    let input = singer()
+        .record(
+            "users",
+            json!({"id": "m2", "email": core[1], "status": "INACTIVE"}),
+        )
+        .record(
+            "users",
+            json!({"id": "f", "email": "new-f@example.com", "active": false}),
+        )
+        .state(json!({"n": 2}));
+    sb.clear_requests();
+    let run = target(&config, &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    assert!(member(&sb, &core[1]).is_some(), "left alone");
+    assert!(member(&sb, "new-f@example.com").is_none());
+    assert!(
+        sb.requests()
+            .iter()
+            .all(|r| r.method == "GET" || r.path.ends_with("/whoami")),
+        "nothing written: {:?}",
+        sb.requests()
+    );
+}
+
+/// A record's role sets the member type: on invite (`teamMemberType`), and for someone
+/// already on the team by upgrade or downgrade (Guru's API has no team-level role but these).
+#[test]
+fn roles_set_the_member_type_on_invite_and_for_existing_members() {
+    let sb = Sandbox::builder()
+        .users(40)
+        .groups(1)
+        .start_background()
+        .unwrap();
+    let (core, light) = seeded(&sb);
+    assert!(!light.is_empty());
+    let input = singer()
+        .record(
+            "users",
+            json!({"id": "v", "email": "viewer@example.com", "role": "viewer"}),
+        )
+        .record(
+            "users",
+            json!({"id": "a", "email": "admin@example.com", "role": "ADMIN"}),
+        )
+        .record(
+            "users",
+            json!({"id": "down", "email": core[0], "role": "read_only"}),
+        )
+        .record(
+            "users",
+            json!({"id": "up", "email": light[0], "role": "author"}),
+        )
+        .record("users", json!({"id": "same", "email": core[1]}))
+        .state(json!({"n": 5}));
+    let run = target(&sb.config(Vendor::Guru), &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    let access = |email: &str| member(&sb, email).unwrap()["userAttributes"]["ACCESS_TYPE"].clone();
+    assert_eq!(access("viewer@example.com"), json!("READ_ONLY"));
+    assert_eq!(access("admin@example.com"), json!("CORE"));
+    assert_eq!(access(&core[0]), json!("READ_ONLY"), "downgraded");
+    assert_eq!(access(&light[0]), json!("CORE"), "upgraded");
+    assert_eq!(access(&core[1]), json!("CORE"), "no role: left alone");
+}
+
+/// Removing a member can re-assign the cards they verify (`replace_verifier`), through Guru's
+/// `DELETE /members/{email}/replaceverifier`; a verifier that is not one email is a config error.
+#[test]
+fn removing_a_member_can_replace_their_verifier() {
+    let sb = Sandbox::builder()
+        .users(10)
+        .groups(1)
+        .start_background()
+        .unwrap();
+    let (core, _) = seeded(&sb);
+    let mut config = sb.config(Vendor::Guru);
+    config["replace_verifier"] =
+        json!({"coll-1": core[1], "coll-2": {"type": "member", "id": core[2]}});
+    let input = singer()
+        .record(
+            "users",
+            json!({"id": "gone", "email": core[0], "_sdc_deleted_at": "2024-01-01T00:00:00Z"}),
+        )
+        .state(json!({"n": 1}));
+    let run = target(&config, &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    assert!(member(&sb, &core[0]).is_none());
+    let replaced = sb.dump(Vendor::Guru)["replaced_verifiers"].clone();
+    assert_eq!(
+        replaced,
+        json!([{"email": core[0], "collectionVerifiers": {
+            "coll-1": {"type": "member", "id": core[1]},
+            "coll-2": {"type": "member", "id": core[2]},
+        }}])
+    );
+    config["replace_verifier"] = json!({"coll-1": "a@example.com,b@example.com"});
+    let run = target(&config, &input);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("replace_verifier"), "{}", run.stderr);
+}
+
+/// Issue 11 item 3: a group renamed at the source is renamed in Guru, not created a second
+/// time: `group_map_file` keeps which Guru group each source group key is across runs.
+#[test]
+fn a_group_renamed_at_the_source_is_renamed_in_guru() {
+    let sb = Sandbox::builder()
+        .users(6)
+        .groups(1)
+        .start_background()
+        .unwrap();
+    let (core, _) = seeded(&sb);
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("guru-groups.json");
+    let mut config = sb.config(Vendor::Guru);
+    config["group_map_file"] = json!(map.to_str().unwrap());
+    let run1 = singer()
+        .record("users", json!({"id": "u0", "email": core[0]}))
+        .record("groups", json!({"id": "src-42", "name": "Eng Rename Test"}))
+        .record(
+            "memberships",
+            json!({"group_id": "src-42", "user_id": "u0"}),
+        )
+        .state(json!({"n": 3}));
+    let run = target(&config, &run1).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    let id = groups_named(&sb, "Eng Rename Test")[0]["id"].clone();
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&map).unwrap()).unwrap();
+    assert_eq!(saved, json!({"src-42": id}));
+
+    let run2 = singer()
+        .record("users", json!({"id": "u1", "email": core[1]}))
+        .record(
+            "groups",
+            json!({"id": "src-42", "name": "Engineering Rename Test"}),
+        )
+        .record(
+            "memberships",
+            json!({"group_id": "src-42", "user_id": "u1"}),
+        )
+        .state(json!({"n": 3}));
+    let run = target(&config, &run2).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    assert!(
+        groups_named(&sb, "Eng Rename Test").is_empty(),
+        "the old name is gone"
+    );
+    let renamed = groups_named(&sb, "Engineering Rename Test");
+    assert_eq!(renamed.len(), 1, "one group, not two");
+    assert_eq!(renamed[0]["id"], id, "the same group");
+    let mut want = vec![core[0].to_lowercase(), core[1].to_lowercase()];
+    want.sort();
+    assert_eq!(group_emails(&sb, "Engineering Rename Test"), want);
+    // A replay changes nothing.
+    sb.clear_requests();
+    target(&config, &run2).ok();
+    assert_eq!(
+        count(
+            &sb,
+            "PUT",
+            &format!("/guru/api/v1/groups/{}", id.as_str().unwrap())
+        ),
+        0
+    );
+    assert_eq!(count(&sb, "POST", "/guru/api/v1/groups"), 0);
+
+    // Without the file, the run says a rename in a later run is not recognised.
+    let run = target(&sb.config(Vendor::Guru), &run2).ok();
+    assert!(
+        run.stderr.contains("group_map_file is not set"),
+        "{}",
+        run.stderr
+    );
+}

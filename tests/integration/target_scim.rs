@@ -607,15 +607,20 @@ fn servers_without_filters_are_listed_once_per_resource_type() {
 }
 
 #[test]
-fn guru_scim_takes_basic_and_bearer_and_refuses_a_bad_token() {
+fn guru_scim_takes_basic_bearer_and_the_token_alone_and_refuses_a_bad_token() {
     let sb = Sandbox::builder()
         .users(1)
         .groups(1)
         .start_background()
         .unwrap();
-    for (scheme, n) in [("basic", 1), ("bearer", 2)] {
+    for (scheme, n) in [("basic", 1), ("bearer", 2), ("token alone", 3)] {
         let mut config = sb.config(Vendor::GuruScim);
-        config["auth_scheme"] = json!(scheme);
+        if scheme == "token alone" {
+            // Guru's API document: one Bearer token, no username.
+            config.as_object_mut().unwrap().remove("scim_username");
+        } else {
+            config["auth_scheme"] = json!(scheme);
+        }
         let input = users_input()
             .schema("memberships", &["group_id", "user_id"])
             .record(

@@ -61,6 +61,7 @@ pub struct JobsSink {
 /// The factory: `bulk` imports profiles; segments go through jobs either way.
 pub fn sink(ctx: &SinkContext<'_>, bulk: bool) -> Result<Arc<dyn Sink>, SinkError> {
     let config: super::config::Config = ctx.config.typed()?;
+    config.check_paths()?;
     let settings: BulkSettings = ctx.config.typed()?;
     let transport = ctx.transport(client_spec(&config))?;
     let limits = settings.limits(

@@ -74,6 +74,61 @@ pub struct Config {
     pub import_path: String,
 }
 
+impl Config {
+    /// Checks what goes into every path: an `account_id` that is empty or a dot segment (`..`
+    /// would put every request under `/v2/` instead of the account), and an `import_path` with
+    /// a `.` or `..` segment, are config errors rather than requests sent elsewhere.
+    pub fn check_paths(&self) -> Result<(), crate::config::ConfigError> {
+        if let Err(refusal) = crate::vendors::sink::path_key("value", self.account_id.trim()) {
+            return Err(crate::config::ConfigError::Invalid {
+                key: "account_id".into(),
+                problem: refusal.reason,
+            });
+        }
+        if self
+            .import_path
+            .split(['/', '?'])
+            .any(crate::http::is_dot_segment)
+        {
+            return Err(crate::config::ConfigError::Invalid {
+                key: "import_path".into(),
+                problem: "has a . or .. segment, which would put the import outside the account"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 fn default_import_path() -> String {
     DEFAULT_IMPORT_PATH.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_account_or_import_path_that_leaves_the_account_is_a_config_error() {
+        let config = |account: &str, import: &str| -> Config {
+            serde_json::from_value(json!({"account_id": account, "api_key": "k", "api_secret": "s", "import_path": import}))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert!(config("12345", "import/profiles").check_paths().is_ok());
+        for (account, import, key) in [
+            ("..", "import/profiles", "account_id"),
+            (".", "import/profiles", "account_id"),
+            ("", "import/profiles", "account_id"),
+            ("%2e%2e", "import/profiles", "account_id"),
+            ("12345", "../../v1/x", "import_path"),
+            ("12345", "import/./profiles", "import_path"),
+        ] {
+            let err = config(account, import)
+                .check_paths()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{account} {import}: {err}");
+        }
+    }
 }

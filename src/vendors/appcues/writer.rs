@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 
 use crate::vendors::sink::{
     Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal,
-    Sink, SinkContext, SinkError, Transport, Verdict, WireAuth, WireRequest, WireStats,
+    Sink, SinkContext, SinkError, Transport, Verdict, WireAuth, WireRequest, WireStats, path_keys,
     scalars_only, segment, send_and_settle, verdict,
 };
 
@@ -52,6 +52,7 @@ pub struct AppcuesSink {
 /// The registry's factory.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: super::config::Config = ctx.config.typed()?;
+    config.check_paths()?;
     Ok(Arc::new(AppcuesSink::new(
         ctx.transport(client_spec(&config))?,
         &config.account_id,
@@ -197,6 +198,10 @@ impl Sink for AppcuesSink {
 
     fn plan(&self, op: &Op) -> Result<Plan, Refusal> {
         let item = &op.item;
+        // Every key goes into a path (`/users/{id}/profile`, `/groups/{id}/users`).
+        if item.kind != Kind::Segments {
+            path_keys(item)?;
+        }
         match (item.kind, item.action) {
             (Kind::Users, Action::Upsert) => {
                 scalars_only(VENDOR, "profile property values", item.property_entries())?;

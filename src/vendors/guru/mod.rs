@@ -4,6 +4,7 @@
 //! (`rel="next-page"`, `?token=`). Basic `email:user_token`.
 
 pub mod config;
+pub mod group_map;
 pub mod model;
 pub mod streams;
 pub mod writer;

@@ -1,32 +1,46 @@
-//! The Guru REST writer: team members keyed by email, groups found by name, group members in
-//! all-or-nothing batches.
+//! The Guru REST writer: team members keyed by email, groups keyed by the source's group key
+//! (a group map, else by name), group members in all-or-nothing batches.
 //!
 //! | kind | upsert | delete |
 //! | --- | --- | --- |
-//! | users | `POST /members/invite {"emails": "a@x,b@y"}`, batched; each email's status read | `DELETE /members/{email}` |
-//! | groups | `GET /groups` (by name), then `POST /groups {"name"}` only when it is missing | `DELETE /groups/{id}` |
+//! | users | `POST /members/invite {"emails": "a@x,b@y", "teamMemberType"}`, batched per member type; each email's status read; an existing member's type set by `POST /members/{email}/upgrade` or `/downgrade` when the record has a role. Inactive records: `DELETE /members/{email}` (`inactive_users: remove`) or nothing | `DELETE /members/{email}`, or `DELETE /members/{email}/replaceverifier` with `replace_verifier` |
+//! | groups | the group map's group (`PUT /groups/{id} {"id","name"}` when renamed), else `GET /groups` (by name), then `POST /groups {"name"}` only when it is missing | `DELETE /groups/{id}` |
 //! | memberships | `POST /groups/{id}/members ["a@x", …]`, ≤ 100 per call, batched per group | `DELETE /groups/{id}/members/{email}` |
 //!
 //! - **Members are keyed by email** (Guru's SDK and help cards; vendors.md §2, more credible
-//!   than the seed's UUIDs). A users record gives its `email` (else an `id` that is an email);
-//!   memberships name the user by its source key, mapped to the email of the users record seen
-//!   in this run (or taken as is when it is an email).
+//!   than the vendor's API document's UUIDs). A users record gives its `email` (else an `id`
+//!   that is an email); memberships name the user by its source key, mapped to the email of the
+//!   users record seen in this run (or taken as is when it is an email).
+//! - **Every email is one address** ([`single_email`]): a `,` `;` `<` `>`, whitespace or a
+//!   control character rejects the record before any request, so joining emails into the
+//!   invite's comma-separated string can never invite someone the source did not name.
+//! - **Inactive users are never invited** ([`inactive`]: `active` false, or a status in
+//!   [`INACTIVE_STATUSES`]). With `inactive_users: remove` (the default) a member Guru has is
+//!   removed, and one it does not have is skipped; with `ignore` the record is skipped.
+//! - **Roles**: Guru's API has no team-level role but core or light. A record's `role` (or
+//!   Guru's own `access_type` attribute) maps to `teamMemberType` on invite
+//!   ([`member_type_of_role`]), and sets an existing member's type by upgrade or downgrade. The
+//!   vendor's API document's `PUT /members/{id} {"role"}` is not in Guru's API (vendors.md §2.4),
+//!   so it is not sent.
 //! - **Invites** carry a comma-separated `emails` string and answer a status per email; an
 //!   entry without `errored`, or one saying the user is "already a part of the team", is a
 //!   success; any other error rejects that email's record with Guru's words. Repeating an invite
 //!   is harmless (Guru answers "already a part of the team" for whoever an earlier attempt
 //!   reached), so invites are retried like upserts, within the whole retry budget.
-//! - **Groups** have no key at Guru but their name, and Guru does not deduplicate names: a
-//!   group is created only after a fresh `GET /groups` shows the name is missing, and a create
-//!   that failed unconfirmed is sent again only after a fresh listing shows it did not happen. Source group
-//!   keys map to Guru group ids by name (the `name` of this run's groups record, else the key
-//!   itself as a name, else the key as a Guru id).
+//! - **Groups** have no key at Guru but their id, which Guru assigns. The writer keeps which
+//!   Guru group each source group key is in a [`GroupMap`] (the run's memory, or
+//!   `group_map_file`), so a group renamed at the source is renamed in Guru, not created again.
+//!   A key the map does not hold is found by name; Guru does not deduplicate names, so a group is
+//!   created only after a fresh `GET /groups` shows the name is missing, and a create that failed
+//!   unconfirmed is sent again only after a fresh listing shows it did not happen. Memberships
+//!   map source group keys to Guru group ids the same way (the map, else this run's groups
+//!   record's `name`, else the key itself as a name, else the key as a Guru id).
 //! - **Group adds** are all-or-nothing at Guru. When a batch is refused, the member Guru names is
 //!   rejected and the rest sent again; when Guru names nobody, the batch is split in halves until
 //!   the refused members stand alone, so only they are rejected. Light users (read-only access)
 //!   cannot be in groups: their records are rejected saying so.
 //! - Guru keeps names and profile fields to the user's own profile, so a users record sends
-//!   only its email (and the `team_member_type` setting); its other fields are not sent.
+//!   only its email (and its member type); its other fields are not sent.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -39,11 +53,13 @@ use serde_json::{Value, json};
 use crate::vendors::sink::{
     Acks, Action, BatchKey, BatchLimits, ClientSpec, Item, Kind, Method, Op, OrderKey, Plan,
     Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, Verdict, WireAuth,
-    WireRequest, WireStats, fatal_or, segment, verdict,
+    WireRequest, WireStats, fatal_or, segment, single_email, verdict,
 };
 
 use self::wire::{GuruGroup, InviteStatus};
-use super::config::{Config, TeamMemberType};
+use super::config::{Config, InactiveUsers, TeamMemberType};
+use super::group_map::GroupMap;
+use crate::config::ConfigError;
 
 /// The vendor's name.
 const VENDOR: &str = "guru";
@@ -73,6 +89,11 @@ const ALREADY_ON_TEAM: &str = "already a part of the team";
 pub struct GuruSink {
     transport: Arc<dyn Transport>,
     member_type: Option<TeamMemberType>,
+    inactive_users: InactiveUsers,
+    /// The `collectionVerifiers` body of a removal (`replace_verifier`), if any.
+    replace_verifier: Option<Value>,
+    /// Source group key → Guru group id.
+    group_map: GroupMap,
     /// Source user key → email, from this run's users records.
     emails: Mutex<HashMap<String, String>>,
     /// Source group key → group name, from this run's groups records.
@@ -80,8 +101,23 @@ pub struct GuruSink {
     /// Guru's groups as last listed (`None` until the first listing).
     groups: tokio::sync::Mutex<Option<Vec<GuruGroup>>>,
     warned_fields: AtomicBool,
+    warned_role: AtomicBool,
+    warned_no_map: AtomicBool,
     /// True once a dry run answered the group listing (nothing was read).
     dry_run: AtomicBool,
+}
+
+/// How a [`GuruSink`] behaves beyond its transport (the settings of [`super::config`]).
+#[derive(Debug, Default)]
+pub struct Options {
+    /// `team_member_type`.
+    pub member_type: Option<TeamMemberType>,
+    /// `inactive_users`.
+    pub inactive_users: InactiveUsers,
+    /// `replace_verifier`, as the `collectionVerifiers` body.
+    pub replace_verifier: Option<Value>,
+    /// `group_map_file`, or a map for the run.
+    pub group_map: Option<GroupMap>,
 }
 
 /// The registry's factory.
@@ -92,29 +128,160 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
         password: config.api_token.clone(),
     });
     spec.requests_per_second = Some(REQUESTS_PER_SECOND);
-    Ok(Arc::new(GuruSink::new(
+    let replace_verifier = config
+        .replace_verifier
+        .as_ref()
+        .map(collection_verifiers)
+        .transpose()?;
+    let group_map = match &config.group_map_file {
+        Some(path) => GroupMap::file(path)?,
+        None => GroupMap::memory(),
+    };
+    Ok(Arc::new(GuruSink::with(
         ctx.transport(spec)?,
-        config.team_member_type,
+        Options {
+            member_type: config.team_member_type,
+            inactive_users: config.inactive_users,
+            replace_verifier,
+            group_map: Some(group_map),
+        },
     )))
 }
 
-/// The email of a users record: its `email`, else an `id` that is an email.
-fn user_email(item: &Item) -> Option<String> {
+/// The `replace_verifier` setting as Guru's `collectionVerifiers` body: collection id → an
+/// email (a member) or `{"type": "member" | "user-group", "id"}`.
+pub fn collection_verifiers(
+    setting: &serde_json::Map<String, Value>,
+) -> Result<Value, ConfigError> {
+    let bad = |problem: String| ConfigError::Invalid {
+        key: "replace_verifier".into(),
+        problem,
+    };
+    let mut out = serde_json::Map::new();
+    for (collection, verifier) in setting {
+        let entry = match verifier {
+            Value::String(email) => {
+                let email = single_email(email).map_err(|why| {
+                    bad(format!(
+                        "names no member for collection {collection:?}: the email {why}"
+                    ))
+                })?;
+                json!({"type": "member", "id": email})
+            }
+            Value::Object(o) => {
+                let kind = o.get("type").and_then(Value::as_str);
+                let id = o.get("id").and_then(Value::as_str).map(str::trim);
+                match (kind, id) {
+                    (Some("member"), Some(id)) => {
+                        let id = single_email(id).map_err(|why| {
+                            bad(format!(
+                                "names no member for collection {collection:?}: the email {why}"
+                            ))
+                        })?;
+                        json!({"type": "member", "id": id})
+                    }
+                    (Some("user-group"), Some(id)) if !id.is_empty() => {
+                        json!({"type": "user-group", "id": id})
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "entry for collection {collection:?} must be an email or {{\"type\": \"member\" | \"user-group\", \"id\": \"...\"}}"
+                        )));
+                    }
+                }
+            }
+            _ => {
+                return Err(bad(format!(
+                    "entry for collection {collection:?} must be an email or an object"
+                )));
+            }
+        };
+        out.insert(collection.clone(), entry);
+    }
+    Ok(json!({"collectionVerifiers": out}))
+}
+
+/// The statuses (compared without case) that say a user is not active. Guru's own are ACTIVE,
+/// PENDING and INACTIVE; the rest are what other sources write (SCIM `active: false` becomes
+/// `active`; Okta's SUSPENDED and DEPROVISIONED; warehouse rows' deactivated, disabled, ...).
+pub const INACTIVE_STATUSES: &[&str] = &[
+    "inactive",
+    "deactivated",
+    "disabled",
+    "suspended",
+    "deprovisioned",
+    "deleted",
+    "archived",
+    "blocked",
+    "terminated",
+];
+
+/// Why a users record is inactive, or `None`: `active` false (or `"false"`, `0`), or a
+/// `status` in [`INACTIVE_STATUSES`]. Either one is enough: an invite is an email and a paid seat.
+pub fn inactive(item: &Item) -> Option<String> {
+    let value = |name: &str| item.fields.get(name).or_else(|| item.attributes.get(name));
+    match value("active") {
+        Some(Value::Bool(false)) => return Some("active is false".into()),
+        Some(Value::String(s))
+            if matches!(s.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no") =>
+        {
+            return Some(format!("active is {s:?}"));
+        }
+        Some(Value::Number(n)) if n.as_f64() == Some(0.0) => return Some("active is 0".into()),
+        _ => {}
+    }
+    match value("status") {
+        Some(Value::String(s))
+            if INACTIVE_STATUSES.contains(&s.trim().to_ascii_lowercase().as_str()) =>
+        {
+            Some(format!("status is {s:?}"))
+        }
+        _ => None,
+    }
+}
+
+/// What a role (or Guru's own `access_type`) means for the member type: Guru's API sets no
+/// team-level role, only core or light (`teamMemberType`, `/upgrade`, `/downgrade`). Read-only
+/// roles make a light user; the roles of the vendor's API document (MEMBER, AUTHOR,
+/// COLLECTION_OWNER, CORE_USER, ADMIN) and other full-user roles make a core user.
+pub fn member_type_of_role(role: &str) -> Option<TeamMemberType> {
+    match role
+        .trim()
+        .to_ascii_lowercase()
+        .replace(['-', ' '], "_")
+        .as_str()
+    {
+        "light" | "light_user" | "read_only" | "readonly" | "viewer" | "reader" | "free" => {
+            Some(TeamMemberType::Light)
+        }
+        "core" | "core_user" | "member" | "author" | "collection_owner" | "coll_admin"
+        | "admin" | "editor" | "owner" => Some(TeamMemberType::Core),
+        _ => None,
+    }
+}
+
+/// The email of a users record, checked to be one address: its `email`, else an `id` that holds
+/// an `@`. `Ok(None)`: it has neither; `Err`: the one it has is not one address.
+fn user_email(item: &Item) -> Result<Option<String>, Refusal> {
     let email = item
         .fields
         .get("email")
         .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|e| !e.is_empty());
-    match email {
-        Some(e) => Some(e.to_string()),
-        None => item
-            .id
-            .as_deref()
-            .map(str::trim)
-            .filter(|id| id.contains('@'))
-            .map(str::to_string),
-    }
+        .filter(|e| !e.trim().is_empty());
+    let (field, raw) = match email {
+        Some(e) => ("email", e),
+        None => match item.id.as_deref().filter(|id| id.contains('@')) {
+            Some(id) => ("id", id),
+            None => return Ok(None),
+        },
+    };
+    single_email(raw)
+        .map(|e| Some(e.to_string()))
+        .map_err(|why| {
+            Refusal::new(format!(
+                "guru takes one email per member, and field {field} {why}; nothing was sent"
+            ))
+        })
 }
 
 /// The name of a groups record: its `name`, else its key.
@@ -161,24 +328,73 @@ fn invite_partition(member_type: Option<TeamMemberType>) -> String {
 impl GuruSink {
     /// A writer over any transport (tests).
     pub fn new(transport: Arc<dyn Transport>, member_type: Option<TeamMemberType>) -> Self {
+        GuruSink::with(
+            transport,
+            Options {
+                member_type,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// A writer over any transport, with its options.
+    pub fn with(transport: Arc<dyn Transport>, options: Options) -> Self {
         GuruSink {
             transport,
-            member_type,
+            member_type: options.member_type,
+            inactive_users: options.inactive_users,
+            replace_verifier: options.replace_verifier,
+            group_map: options.group_map.unwrap_or_else(GroupMap::memory),
             emails: Mutex::new(HashMap::new()),
             group_names: Mutex::new(HashMap::new()),
             groups: tokio::sync::Mutex::new(None),
             warned_fields: AtomicBool::new(false),
+            warned_role: AtomicBool::new(false),
+            warned_no_map: AtomicBool::new(false),
             dry_run: AtomicBool::new(false),
         }
     }
 
     /// The email of a membership's user: from this run's users record, else the key itself when
-    /// it is an email.
-    fn member_email(&self, key: &str) -> Option<String> {
+    /// it is an email. `Err` when the key holds an `@` but is not one address.
+    fn member_email(&self, key: &str) -> Result<Option<String>, Refusal> {
         if let Some(email) = self.emails.lock().get(key) {
-            return Some(email.clone());
+            return Ok(Some(email.clone()));
         }
-        key.contains('@').then(|| key.trim().to_string())
+        if !key.contains('@') {
+            return Ok(None);
+        }
+        single_email(key)
+            .map(|e| Some(e.to_string()))
+            .map_err(|why| {
+                Refusal::new(format!(
+                    "guru takes one email per member, and user key {why}; nothing was sent"
+                ))
+            })
+    }
+
+    /// The member type a users record asks for: its `role` (else Guru's own `access_type`
+    /// attribute), and `None` when it names none (the `team_member_type` setting applies).
+    fn record_member_type(&self, item: &Item) -> Option<TeamMemberType> {
+        let role = ["role", "access_type"].iter().find_map(|name| {
+            item.fields
+                .get(*name)
+                .or_else(|| item.attributes.get(*name))
+                .and_then(Value::as_str)
+        })?;
+        let mapped = member_type_of_role(role);
+        if mapped.is_none() && !self.warned_role.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "guru: role {:?} means neither a core nor a light member; such users are invited as team_member_type says and their type is left alone",
+                role.chars().take(80).collect::<String>()
+            );
+        }
+        mapped
+    }
+
+    /// The member type of an invite: the record's role, else the setting.
+    fn invite_type(&self, item: &Item) -> Option<TeamMemberType> {
+        self.record_member_type(item).or(self.member_type)
     }
 
     /// The name a source group key stands for.
@@ -230,9 +446,65 @@ impl GuruSink {
             .collect()))
     }
 
-    /// The Guru group a source group key stands for: by this run's name for it (or the key as a
-    /// name), else the key as a Guru id. `Ok(Err)` says why there is none.
+    /// The Guru group with id `id` (listing the groups first when `fresh` or not yet listed).
+    async fn group_by_id(
+        &self,
+        id: &str,
+        fresh: bool,
+    ) -> Result<Result<Option<GuruGroup>, SendError>, SinkError> {
+        let mut cache = self.groups.lock().await;
+        if fresh || cache.is_none() {
+            if let Err(err) = self.list_groups(&mut cache).await? {
+                return Ok(Err(err));
+            }
+        }
+        Ok(Ok(cache
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|g| g.id == id)
+            .cloned()))
+    }
+
+    /// The Guru group the group map holds for a source key, if it still exists (a key whose
+    /// group is gone from Guru is forgotten).
+    async fn mapped_group(
+        &self,
+        key: &str,
+    ) -> Result<Result<Option<GuruGroup>, SendError>, SinkError> {
+        let Some(id) = self.group_map.get(key) else {
+            return Ok(Ok(None));
+        };
+        for fresh in [false, true] {
+            match self.group_by_id(&id, fresh).await? {
+                Ok(Some(group)) => return Ok(Ok(Some(group))),
+                Ok(None) => {}
+                Err(err) => return Ok(Err(err)),
+            }
+        }
+        if !self.dry_run.load(Ordering::Relaxed) {
+            self.group_map.forget(key)?;
+        }
+        Ok(Ok(None))
+    }
+
+    /// Records which Guru group a source key is (not in a dry run, which created nothing).
+    fn remember_group(&self, key: &str, group: &GuruGroup) -> Result<(), SinkError> {
+        if key.is_empty() || self.dry_run.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.group_map.set(key, &group.id)
+    }
+
+    /// The Guru group a source group key stands for: the one the group map holds for it, else by
+    /// this run's name for it (or the key as a name), else the key as a Guru id. `Ok(Err)` says
+    /// why there is none.
     async fn resolve_group(&self, key: &str) -> Result<Result<GuruGroup, Refusal>, SinkError> {
+        match self.mapped_group(key).await? {
+            Ok(Some(group)) => return Ok(Ok(group)),
+            Ok(None) => {}
+            Err(err) => return Ok(Err(refusal_of(err, "listing guru's groups"))),
+        }
         let name = self.name_of_group(key);
         let mut found = match self.groups_named(&name, false).await? {
             Ok(found) => found,
@@ -279,20 +551,24 @@ impl GuruSink {
         let mut emails: Vec<(usize, String)> = Vec::new();
         for (i, op) in batch.iter().enumerate() {
             match user_email(&op.item) {
-                Some(email) => {
+                Ok(Some(email)) => {
                     if seen.insert(email.to_lowercase()) {
                         wanted.push(email.clone());
                     }
                     emails.push((i, email));
                 }
-                None => acks.rejected(op, Refusal::new("a guru member needs an email"), None),
+                Ok(None) => acks.rejected(op, Refusal::new("a guru member needs an email"), None),
+                Err(refusal) => acks.rejected(op, refusal, None),
             }
         }
         if wanted.is_empty() {
             return Ok(());
         }
+        // Every email was checked to be one address, so joining them cannot add anyone.
         let mut body = json!({"emails": wanted.join(",")});
-        if let Some(t) = self.member_type {
+        // One partition per member type, so the first record's is the batch's.
+        let member_type = batch.first().and_then(|op| self.invite_type(&op.item));
+        if let Some(t) = member_type {
             body["teamMemberType"] = json!(t.as_str().to_ascii_uppercase());
         }
         // Idempotent in effect: whoever an earlier attempt reached is "already a part of the
@@ -327,7 +603,11 @@ impl GuruSink {
                 Some(InviteStatus {
                     error: Some(error), ..
                 }) if error.to_ascii_lowercase().contains(ALREADY_ON_TEAM) => {
-                    acks.accepted(op, payload);
+                    // A member already: bring their type in line with the record's role.
+                    match self.record_member_type(&op.item) {
+                        Some(t) => self.set_member_type(op, email, t, acks).await?,
+                        None => acks.accepted(op, payload),
+                    }
                 }
                 Some(InviteStatus {
                     error: Some(error), ..
@@ -360,36 +640,196 @@ impl GuruSink {
         Ok(())
     }
 
-    /// Removes a member from the team.
-    async fn remove_member(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
-        let Some(email) = user_email(&op.item)
-            .or_else(|| op.item.id.as_deref().and_then(|id| self.member_email(id)))
-        else {
-            acks.rejected(
+    /// Makes an existing member core or light (`POST /members/{email}/upgrade` or `/downgrade`,
+    /// Guru's only team-level role change; the vendor's API document's `PUT /members/{id}
+    /// {"role"}` is not in Guru's API).
+    async fn set_member_type(
+        &self,
+        op: &Op,
+        email: &str,
+        member_type: TeamMemberType,
+        acks: &Acks,
+    ) -> Result<(), SinkError> {
+        let call = match member_type {
+            TeamMemberType::Core => "upgrade",
+            TeamMemberType::Light => "downgrade",
+        };
+        let request = WireRequest::new(Method::Post, format!("/members/{}/{call}", segment(email)))
+            .json(json!({}))
+            // Making a core member core again changes nothing.
+            .idempotent();
+        let payload = request.payload_hash();
+        match self.transport.send(request).await {
+            Ok(_) => acks.accepted(op, payload),
+            Err(err) => match verdict(VENDOR, err) {
+                Verdict::Fatal(fatal) => return Err(fatal),
+                Verdict::Reject(refusal) => acks.rejected(
+                    op,
+                    Refusal {
+                        reason: format!(
+                            "{email} is on the guru team, but making them a {} member failed: {}",
+                            member_type.as_str(),
+                            refusal.reason
+                        ),
+                        ..refusal
+                    },
+                    payload,
+                ),
+            },
+        }
+        Ok(())
+    }
+
+    /// The email a users delete (or an inactive users record) removes.
+    fn email_to_remove(&self, op: &Op) -> Result<Option<String>, Refusal> {
+        if let Some(email) = user_email(&op.item)? {
+            return Ok(Some(email));
+        }
+        match op.item.id.as_deref() {
+            Some(id) => self.member_email(id),
+            None => Ok(None),
+        }
+    }
+
+    /// A users record that is inactive at the source: never invited; removed from the team
+    /// when Guru has them (`inactive_users: remove`), else left alone.
+    async fn inactive_user(&self, op: &Op, why: &str, acks: &Acks) -> Result<(), SinkError> {
+        if self.inactive_users == InactiveUsers::Ignore {
+            acks.skipped(
                 op,
-                Refusal::new("a guru member is removed by email, and this record has none"),
-                None,
+                format!("inactive at the source ({why}): not invited, and guru is left as it is (inactive_users: ignore)"),
             );
             return Ok(());
+        }
+        self.remove_member(op, Some(why), acks).await
+    }
+
+    /// Removes a member from the team (`DELETE /members/{email}`, or with `replace_verifier`
+    /// `DELETE /members/{email}/replaceverifier` so their cards keep a verifier). `inactive`
+    /// says why an upsert removes them.
+    async fn remove_member(
+        &self,
+        op: &Op,
+        inactive: Option<&str>,
+        acks: &Acks,
+    ) -> Result<(), SinkError> {
+        let email = match self.email_to_remove(op) {
+            Ok(Some(email)) => email,
+            Ok(None) => {
+                acks.rejected(
+                    op,
+                    Refusal::new("a guru member is removed by email, and this record has none"),
+                    None,
+                );
+                return Ok(());
+            }
+            Err(refusal) => {
+                acks.rejected(op, refusal, None);
+                return Ok(());
+            }
         };
-        let request = WireRequest::new(Method::Delete, format!("/members/{}", segment(&email)));
+        let request = match &self.replace_verifier {
+            None => WireRequest::new(Method::Delete, format!("/members/{}", segment(&email))),
+            Some(body) => WireRequest::new(
+                Method::Delete,
+                format!("/members/{}/replaceverifier", segment(&email)),
+            )
+            .json(body.clone()),
+        };
         match self.transport.send(request).await {
             Ok(_) => acks.accepted(op, None),
             Err(err) if err.status == Some(404) => {
-                acks.skipped(op, format!("{email} is not on the guru team"));
+                let reason = match inactive {
+                    Some(why) => format!(
+                        "inactive at the source ({why}): not invited, and {email} is not on the guru team"
+                    ),
+                    None => format!("{email} is not on the guru team"),
+                };
+                acks.skipped(op, reason);
             }
             Err(err) => settle_failure(op, err, acks)?,
         }
         Ok(())
     }
 
-    /// Makes sure a group with the record's name exists; creates it only when a fresh listing
-    /// shows it missing.
+    /// Renames the Guru group a source key maps to (`PUT /groups/{id}`), unless another group
+    /// has the new name already.
+    async fn rename_group(
+        &self,
+        op: &Op,
+        group: GuruGroup,
+        name: &str,
+        acks: &Acks,
+    ) -> Result<(), SinkError> {
+        let taken = match self.groups_named(name, false).await? {
+            Ok(found) => found,
+            Err(err) => return settle_failure(op, err, acks),
+        };
+        if let Some(other) = taken.iter().find(|g| g.id != group.id) {
+            acks.rejected(
+                op,
+                Refusal::new(format!(
+                    "renaming guru group {:?} to {name:?}: guru already has another group with that name (id {:?}); rename or delete one of them in guru",
+                    group.name, other.id
+                )),
+                None,
+            );
+            return Ok(());
+        }
+        if !group.modifiable {
+            acks.rejected(
+                op,
+                Refusal::new(format!("guru group {:?} cannot be renamed", group.name)),
+                None,
+            );
+            return Ok(());
+        }
+        let request = WireRequest::new(Method::Put, format!("/groups/{}", segment(&group.id)))
+            .json(json!({"id": group.id, "name": name}))
+            .idempotent();
+        let payload = request.payload_hash();
+        match self.transport.send(request).await {
+            Ok(_) => {
+                if let Some(cache) = self.groups.lock().await.as_mut() {
+                    for g in cache.iter_mut().filter(|g| g.id == group.id) {
+                        g.name = name.to_string();
+                    }
+                }
+                tracing::info!(
+                    "guru: renamed group {:?} to {name:?} (source key {:?})",
+                    group.name,
+                    op.item.id.as_deref().unwrap_or_default()
+                );
+                acks.accepted(op, payload);
+            }
+            Err(err) => settle_failure(op, err, acks)?,
+        }
+        Ok(())
+    }
+
+    /// Makes sure the record's group exists under its name: the group the map holds for its key
+    /// (renamed when the name changed), else one with its name (adopted), else a new one, created
+    /// only when a fresh listing shows it missing.
     async fn upsert_group(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
         let Some(name) = group_name(&op.item) else {
             acks.rejected(op, Refusal::new("a guru group needs a name"), None);
             return Ok(());
         };
+        let key = op.item.id.as_deref().unwrap_or_default();
+        if !self.group_map.is_persistent() && !self.warned_no_map.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "guru: group_map_file is not set, so which guru group each group key is lasts only for this run; a group renamed at the source before a later run is created again there"
+            );
+        }
+        match self.mapped_group(key).await? {
+            Ok(Some(group)) if group.name == name => {
+                acks.skipped(op, format!("guru group {name:?} is up to date"));
+                return Ok(());
+            }
+            Ok(Some(group)) => return self.rename_group(op, group, &name, acks).await,
+            Ok(None) => {}
+            Err(err) => return settle_failure(op, err, acks),
+        }
         let found = match self.groups_named(&name, true).await? {
             Ok(found) => found,
             Err(err) => return settle_failure(op, err, acks),
@@ -397,6 +837,7 @@ impl GuruSink {
         match found.len() {
             0 => {}
             1 => {
+                self.remember_group(key, &found[0])?;
                 acks.skipped(op, format!("guru already has a group named {name:?}"));
                 return Ok(());
             }
@@ -428,6 +869,7 @@ impl GuruSink {
             // Did it get created? Look before sending again, never create twice.
             match self.groups_named(&name, true).await? {
                 Ok(found) if found.len() == 1 => {
+                    self.remember_group(key, &found[0])?;
                     acks.accepted(op, payload);
                     return Ok(());
                 }
@@ -456,6 +898,11 @@ impl GuruSink {
                     // No id in the answer: the next lookup lists the groups again.
                     None => None,
                 };
+                if let Some(created) = &created
+                    && !response.dry_run
+                {
+                    self.group_map.set(key, &created.id)?;
+                }
                 // A listing made meanwhile by another record's lookup may hold it already.
                 if let (Some(created), Some(cache)) = (created, self.groups.lock().await.as_mut())
                     && !cache.iter().any(|g| g.id == created.id)
@@ -488,13 +935,17 @@ impl GuruSink {
         };
         let request = WireRequest::new(Method::Delete, format!("/groups/{}", segment(&group.id)));
         match self.transport.send(request).await {
-            Ok(_) => {
+            Ok(response) => {
                 if let Some(cache) = self.groups.lock().await.as_mut() {
                     cache.retain(|g| g.id != group.id);
+                }
+                if !response.dry_run {
+                    self.group_map.forget(key)?;
                 }
                 acks.accepted(op, None);
             }
             Err(err) if err.status == Some(404) => {
+                self.group_map.forget(key)?;
                 acks.skipped(op, format!("guru group {:?} is gone already", group.name));
             }
             Err(err) => settle_failure(op, err, acks)?,
@@ -534,9 +985,16 @@ impl GuruSink {
         let mut by_email: Vec<(String, Vec<&Op>)> = Vec::new();
         for op in batch {
             let user = op.item.user_id.as_deref().unwrap_or_default();
-            let Some(email) = self.member_email(user) else {
-                acks.rejected(op, no_email(user), None);
-                continue;
+            let email = match self.member_email(user) {
+                Ok(Some(email)) => email,
+                Ok(None) => {
+                    acks.rejected(op, no_email(user), None);
+                    continue;
+                }
+                Err(refusal) => {
+                    acks.rejected(op, refusal, None);
+                    continue;
+                }
             };
             match by_email
                 .iter_mut()
@@ -615,9 +1073,16 @@ impl GuruSink {
     async fn remove_from_group(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
         let key = op.item.group_id.as_deref().unwrap_or_default();
         let user = op.item.user_id.as_deref().unwrap_or_default();
-        let Some(email) = self.member_email(user) else {
-            acks.rejected(op, no_email(user), None);
-            return Ok(());
+        let email = match self.member_email(user) {
+            Ok(Some(email)) => email,
+            Ok(None) => {
+                acks.rejected(op, no_email(user), None);
+                return Ok(());
+            }
+            Err(refusal) => {
+                acks.rejected(op, refusal, None);
+                return Ok(());
+            }
         };
         let group = match self.resolve_group(key).await? {
             Ok(group) => group,
@@ -690,34 +1155,41 @@ impl Sink for GuruSink {
         match (item.kind, item.action) {
             (Kind::Users, action) => {
                 let key = item.id.as_deref().unwrap_or_default();
-                let email = user_email(item).or_else(|| {
-                    (action == Action::Delete)
-                        .then(|| self.member_email(key))
-                        .flatten()
-                });
+                let email = match user_email(item)? {
+                    Some(email) => Some(email),
+                    None if action == Action::Delete => self.member_email(key)?,
+                    None => None,
+                };
                 let Some(email) = email else {
                     return Err(Refusal::new(
                         "guru keys members by email, but the record has no email (and its id is not one)",
                     ));
                 };
                 self.emails.lock().insert(key.to_string(), email.clone());
+                /// What roster reads from a users record; the rest is Guru's member's own.
+                const READ: &[&str] = &["email", "active", "status", "role", "access_type"];
                 if action == Action::Upsert
-                    && (item.fields.keys().any(|k| k != "email") || !item.attributes.is_empty())
+                    && (item.fields.keys().any(|k| !READ.contains(&k.as_str()))
+                        || item.attributes.keys().any(|k| !READ.contains(&k.as_str())))
                     && !self.warned_fields.swap(true, Ordering::Relaxed)
                 {
                     tracing::warn!(
-                        "guru sets names and profile fields from the member's own profile; only the email of users records is sent"
+                        "guru sets names and profile fields from the member's own profile; only the email of users records is sent (their active, status and role decide whether and as what)"
                     );
                 }
                 let keys = vec![
                     OrderKey::user(key),
                     OrderKey::new("guru member", &email.to_lowercase()),
                 ];
+                if action == Action::Upsert && inactive(item).is_some() {
+                    // Never invited: removed one by one (or skipped).
+                    return Ok(Plan::single(keys));
+                }
                 Ok(match action {
                     Action::Upsert => Plan::batched(
                         keys,
                         BatchKey::new(
-                            invite_partition(self.member_type),
+                            invite_partition(self.invite_type(item)),
                             BatchLimits {
                                 max_items: INVITE_MAX,
                                 linger: BATCH_LINGER,
@@ -746,7 +1218,7 @@ impl Sink for GuruSink {
             (Kind::Memberships, action) => {
                 let user = item.user_id.as_deref().unwrap_or_default();
                 let group = item.group_id.as_deref().unwrap_or_default();
-                let Some(email) = self.member_email(user) else {
+                let Some(email) = self.member_email(user)? else {
                     return Err(no_email(user));
                 };
                 let keys = vec![
@@ -779,12 +1251,24 @@ impl Sink for GuruSink {
             return Ok(());
         };
         match (first.item.kind, first.item.action) {
-            (Kind::Users, Action::Upsert) => self.invite(&batch, acks).await,
+            (Kind::Users, Action::Upsert) => {
+                let (inactive_ops, active): (Vec<Op>, Vec<Op>) = batch
+                    .into_iter()
+                    .partition(|op| inactive(&op.item).is_some());
+                for op in &inactive_ops {
+                    let why = inactive(&op.item).unwrap_or_default();
+                    self.inactive_user(op, &why, acks).await?;
+                }
+                if active.is_empty() {
+                    return Ok(());
+                }
+                self.invite(&active, acks).await
+            }
             (Kind::Memberships, Action::Upsert) => self.add_members(&batch, acks).await,
             _ => {
                 for op in &batch {
                     match (op.item.kind, op.item.action) {
-                        (Kind::Users, Action::Delete) => self.remove_member(op, acks).await?,
+                        (Kind::Users, Action::Delete) => self.remove_member(op, None, acks).await?,
                         (Kind::Groups, Action::Upsert) => self.upsert_group(op, acks).await?,
                         (Kind::Groups, Action::Delete) => self.delete_group(op, acks).await?,
                         (Kind::Memberships, Action::Delete) => {
@@ -1228,6 +1712,99 @@ mod tests {
     }
 
     #[test]
+    fn inactive_records_roles_and_verifiers_are_read_as_documented() {
+        let with = |fields: Value| {
+            op(
+                1,
+                Kind::Users,
+                Action::Upsert,
+                Some("u1"),
+                None,
+                None,
+                fields,
+            )
+            .item
+        };
+        for fields in [
+            json!({"active": false}),
+            json!({"active": "False"}),
+            json!({"active": 0}),
+            json!({"status": "INACTIVE"}),
+            json!({"status": " deactivated "}),
+            json!({"status": "Suspended"}),
+            json!({"active": true, "status": "disabled"}),
+        ] {
+            assert!(inactive(&with(fields.clone())).is_some(), "{fields}");
+        }
+        for fields in [
+            json!({}),
+            json!({"active": true}),
+            json!({"status": "PENDING"}),
+            json!({"status": "ACTIVE"}),
+            json!({"active": null}),
+        ] {
+            assert!(inactive(&with(fields.clone())).is_none(), "{fields}");
+        }
+        assert_eq!(
+            member_type_of_role("Read-Only"),
+            Some(TeamMemberType::Light)
+        );
+        assert_eq!(member_type_of_role("viewer"), Some(TeamMemberType::Light));
+        assert_eq!(
+            member_type_of_role("COLLECTION_OWNER"),
+            Some(TeamMemberType::Core)
+        );
+        assert_eq!(member_type_of_role("ADMIN"), Some(TeamMemberType::Core));
+        assert_eq!(member_type_of_role("wizard"), None);
+        let body = collection_verifiers(
+            json!({"c1": " ann@x.io ", "c2": {"type": "user-group", "id": "g-9"}})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"collectionVerifiers": {"c1": {"type": "member", "id": "ann@x.io"}, "c2": {"type": "user-group", "id": "g-9"}}})
+        );
+        for bad in [
+            json!({"c1": "ann@x.io,bob@x.io"}),
+            json!({"c1": 5}),
+            json!({"c1": {"type": "owner", "id": "x"}}),
+        ] {
+            assert!(
+                collection_verifiers(bad.as_object().unwrap()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_email_that_is_not_one_address_never_reaches_the_invite() {
+        let transport = Arc::new(ScriptedTransport::new(|_| {
+            Ok(WireResponse::ok(json!({"statuses": [{"email": "a@x.io"}]})))
+        }));
+        let sink = GuruSink::new(transport.clone(), None);
+        let bad = user(2, "u2", "b@x.io,mallory@evil.example");
+        assert!(
+            sink.plan(&bad)
+                .unwrap_err()
+                .reason
+                .contains("not one email address")
+        );
+        // Even if a batch held it, the invite would not.
+        let (acks, mut rx) = Acks::channel();
+        sink.write(vec![user(1, "u1", "a@x.io"), bad], &acks)
+            .await
+            .unwrap();
+        let requests = transport.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(json_body(&requests[0]), json!({"emails": "a@x.io"}));
+        let out = outcomes(&mut rx);
+        assert_eq!(out[0].1, Outcome::Accepted);
+        assert!(matches!(&out[1].1, Outcome::Rejected(r) if r.reason.contains("contains ','")));
+    }
+
+    #[test]
     fn members_need_an_email_and_membership_keys_map_to_this_runs_emails() {
         let sink = GuruSink::new(Arc::new(ScriptedTransport::ok()), None);
         let no_email = op(
@@ -1253,7 +1830,10 @@ mod tests {
         );
         sink.plan(&user(3, "u9", "nine@x.io")).unwrap();
         assert!(sink.plan(&member(4, "u9", "g")).is_ok());
-        assert_eq!(sink.member_email("u9").as_deref(), Some("nine@x.io"));
+        assert_eq!(
+            sink.member_email("u9").unwrap().as_deref(),
+            Some("nine@x.io")
+        );
         let event = op(
             5,
             Kind::Events,

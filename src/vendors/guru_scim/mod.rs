@@ -1,6 +1,6 @@
 //! Guru SCIM 2.0 (`/api/scim/v2`; the seed's `/scim/v2` is older): `/Users` and `/Groups` with
-//! Guru's SCIM username and token, sent as Basic (Okta, Nango) or as Bearer `username:token`
-//! (OneLogin). Everything else is the shared SCIM client in `crate::scim`.
+//! Guru's SCIM token alone as a Bearer token (Guru's API document), or a SCIM username and token
+//! sent as Basic (Okta, Nango) or as Bearer `username:token` (OneLogin). Everything else is the shared SCIM client in `crate::scim`.
 
 pub mod config;
 pub mod streams;

@@ -1,14 +1,15 @@
 //! The Guru SCIM writer: the shared SCIM writer ([`crate::vendors::scim::writer`]) with Guru's
-//! SCIM username and token, sent as Basic (Okta, Nango; the default) or as Bearer
-//! `username:token` (OneLogin), and Guru's base URL (`https://api.getguru.com/api/scim/v2`).
+//! SCIM credentials ([`Config::auth`]: `scim_token` alone as a Bearer token, as Guru's API
+//! document describes; or a SCIM username and token, sent as Basic (Okta, Nango) or as Bearer
+//! `username:token` (OneLogin)), and Guru's base URL (`https://api.getguru.com/api/scim/v2`).
 
 use std::sync::Arc;
 
-use crate::config::Secret;
+use crate::http::Auth;
 use crate::vendors::scim::writer::build;
 use crate::vendors::sink::{Sink, SinkContext, SinkError, WireAuth};
 
-use super::config::{AuthScheme, Config};
+use super::config::Config;
 
 /// Guru documents no rate limit: stay at 10 requests/s, as vendors.md's checklist advises for
 /// vendors without figures (the HTTP engine still slows down on 429s).
@@ -20,23 +21,19 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     build(
         "guru_scim",
         ctx,
-        auth(&config),
+        auth(&config)?,
         Some(REQUESTS_PER_SECOND),
         config.membership_chunk_size,
     )
 }
 
 /// How the SCIM credentials go on the wire.
-pub fn auth(config: &Config) -> WireAuth {
-    match config.auth_scheme {
-        AuthScheme::Basic => WireAuth::Basic {
-            username: config.scim_username.clone(),
-            password: config.scim_token.clone(),
-        },
-        AuthScheme::Bearer => WireAuth::Bearer(Secret::new(format!(
-            "{}:{}",
-            config.scim_username,
-            config.scim_token.expose()
-        ))),
-    }
+pub fn auth(config: &Config) -> Result<WireAuth, SinkError> {
+    Ok(match config.auth()? {
+        Auth::Basic { username, password } => WireAuth::Basic { username, password },
+        Auth::Token(token) => WireAuth::Token(token),
+        Auth::Bearer(token) => WireAuth::Bearer(token),
+        // Never comes out of `Config::auth`; the token alone is the safe reading.
+        Auth::None => WireAuth::Bearer(config.scim_token.clone()),
+    })
 }

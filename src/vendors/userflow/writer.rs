@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::vendors::sink::{
     Acks, Action, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
-    SinkError, Transport, Verdict, WireAuth, WireRequest, WireStats, object, segment,
+    SinkError, Transport, Verdict, WireAuth, WireRequest, WireStats, object, path_keys, segment,
     send_and_settle, verdict,
 };
 
@@ -241,6 +241,10 @@ impl Sink for UserflowSink {
 
     fn plan(&self, op: &Op) -> Result<Plan, Refusal> {
         let item = &op.item;
+        // Deletes and membership removals put the keys into paths (`DELETE /users/{id}`).
+        if item.action == Action::Delete {
+            path_keys(item)?;
+        }
         match item.kind {
             Kind::Users | Kind::Groups => {
                 let id = item.id.as_deref().unwrap_or_default();
