@@ -3,10 +3,62 @@
 //! The level comes from `ROSTER_LOG` (a `tracing` filter such as `debug` or
 //! `roster::http=debug`), else `<BINARY>_LOGLEVEL` / `LOGLEVEL` as the Meltano SDK reads them,
 //! else `info`. `ROSTER_LOG_FORMAT=json` writes one JSON object per line for log shippers.
+//! Colours only when stderr is a terminal. While target-roster's progress bar is drawn, every
+//! log line goes through it ([`set_progress_bar`]): the bar is lifted, the line printed, the bar
+//! redrawn below, so a warning never tears it.
 
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal, Write};
 
+use indicatif::ProgressBar;
+use parking_lot::Mutex;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// The progress bar being drawn, if any.
+static PROGRESS_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Registers the progress bar log lines must go around (`None` when it is finished).
+pub fn set_progress_bar(bar: Option<ProgressBar>) {
+    *PROGRESS_BAR.lock() = bar;
+}
+
+/// stderr, around the progress bar when one is drawn.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // The fmt layer hands over one whole event per call.
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let bar = PROGRESS_BAR.lock().clone();
+        match bar {
+            Some(bar) if !bar.is_hidden() => bar.suspend(|| io::stderr().lock().write_all(buf)),
+            _ => io::stderr().lock().write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = Stderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Stderr
+    }
+}
+
+/// Whether log lines get ANSI colours: only on a terminal (a file, a pipe or a CI log gets
+/// plain text), and never with `NO_COLOR` set.
+pub fn use_colour(stderr_is_terminal: bool) -> bool {
+    stderr_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
 
 /// The level used when nothing is set.
 const DEFAULT_LEVEL: &str = "info";
@@ -23,13 +75,13 @@ pub fn init(binary: &str) {
     let json = std::env::var("ROSTER_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(Stderr)
         .with_target(false);
     let installed = if json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(use_colour(std::io::stderr().is_terminal()))
             .compact()
             .try_init()
     };

@@ -48,6 +48,11 @@ pub const STATE_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// the vendor counts as unreachable and the run stops.
 pub const MAX_CONSECUTIVE_TRANSIENT: u32 = 20;
 
+/// Records with an outcome before `max_reject_ratio` is checked during the run (it is always
+/// checked at the end of the input): enough that a few bad rows at the top of a file do not stop
+/// a run whose rest is fine.
+pub const REJECT_RATIO_MIN_OUTCOMES: u64 = 1000;
+
 /// How often the loop wakes up with nothing to do (progress bar, lingering batches).
 const HEARTBEAT: Duration = Duration::from_millis(250);
 
@@ -67,6 +72,8 @@ pub struct Parts<W: Write> {
     pub out: SingerWriter<W>,
     /// Writes inside the sink at once, at most (the HTTP client's `max_concurrency`).
     pub write_window: usize,
+    /// The share of rejects past which the run fails (`None`: no limit).
+    pub max_reject_ratio: Option<f64>,
 }
 
 struct Stream {
@@ -106,6 +113,10 @@ struct Engine<W: Write> {
     phase: Phase,
     failure: Option<TargetError>,
     warned_activate_version: bool,
+    max_reject_ratio: Option<f64>,
+    /// Records settled as skipped (with `totals`' sent and rejected: the records with an outcome).
+    skipped: u64,
+    input_ended: bool,
 }
 
 /// Runs the engine over `input` until the input ends, a protocol error, a fatal error or a
@@ -141,6 +152,9 @@ pub async fn run<W: Write>(
         phase: Phase::Reading,
         failure: None,
         warned_activate_version: false,
+        max_reject_ratio: parts.max_reject_ratio,
+        skipped: 0,
+        input_ended: false,
     };
     let mut signals = Signals::new();
     let mut flush: Option<JoinHandle<Result<(), SinkError>>> = None;
@@ -171,12 +185,13 @@ pub async fn run<W: Write>(
                 if let Some(task) = flush.take() {
                     task.abort();
                 }
-                engine.stop(TargetError::Stopped { signal });
+                engine.stop(TargetError::Stopped { signal, state_printed: true });
             }
             Some(settlement) = settled.recv() => engine.settled(settlement),
             Some(done) = written.recv() => engine.written(done),
             message = input.recv(), if can_read => match message {
                 None => {
+                    engine.input_ended = true;
                     engine.dispatcher.dispatch_all();
                     engine.phase = Phase::Draining;
                 }
@@ -212,6 +227,9 @@ pub async fn run<W: Write>(
                 count: unsettled,
             });
         }
+        if engine.failure.is_none() {
+            engine.check_reject_ratio(true);
+        }
     }
     engine.emit(true);
     engine.finish()
@@ -229,6 +247,40 @@ impl<W: Write> Engine<W> {
             wake = wake.min(last + STATE_MIN_INTERVAL);
         }
         wake
+    }
+
+    /// Stops the run when the share of rejects passed `max_reject_ratio`: at the end of the
+    /// input (`at_end`), or during the run once [`REJECT_RATIO_MIN_OUTCOMES`] records have an
+    /// outcome.
+    fn check_reject_ratio(&mut self, at_end: bool) {
+        let Some(max) = self.max_reject_ratio else {
+            return;
+        };
+        let (_, sent, rejected) = self.totals;
+        let outcomes = sent + rejected + self.skipped;
+        if outcomes == 0 || (!at_end && outcomes < REJECT_RATIO_MIN_OUTCOMES) {
+            return;
+        }
+        let ratio = rejected as f64 / outcomes as f64;
+        if ratio <= max {
+            return;
+        }
+        let err = TargetError::RejectRatio {
+            rejected,
+            outcomes,
+            ratio,
+            max,
+            at_end,
+            reject_file: self
+                .rejects
+                .as_ref()
+                .map(|r| r.path().display().to_string()),
+        };
+        if at_end {
+            self.failure.get_or_insert(err);
+        } else {
+            self.stop(err);
+        }
     }
 
     fn stop(&mut self, err: TargetError) {
@@ -380,6 +432,7 @@ impl<W: Write> Engine<W> {
         let (route, schema) = (stream.route.clone(), stream.schema.clone());
         match route {
             Route::Skip(why) => {
+                self.skipped += 1;
                 stream.counts.skipped += 1;
                 if stream.counts.skip_reason.is_none() {
                     stream.counts.skip_reason = Some(why.to_string());
@@ -501,6 +554,9 @@ impl<W: Write> Engine<W> {
             return;
         }
         self.tracker.settle(ticket);
+        if self.phase != Phase::Stopping {
+            self.check_reject_ratio(false);
+        }
     }
 
     fn settled(&mut self, settlement: Settlement) {
@@ -520,6 +576,7 @@ impl<W: Write> Engine<W> {
                 self.tracker.settle(settlement.ticket);
             }
             Outcome::Skipped(why) => {
+                self.skipped += 1;
                 let counts = &mut self.streams[index].counts;
                 counts.skipped += 1;
                 if counts.skip_reason.is_none() {
@@ -601,6 +658,22 @@ impl<W: Write> Engine<W> {
     }
 
     fn finish(mut self) -> (Result<(), TargetError>, Report) {
+        if let Some(TargetError::Stopped { state_printed, .. }) = &mut self.failure {
+            *state_printed = self.tally.states_out > 0;
+        }
+        if self.input_ended {
+            let seen: Vec<&str> = self.streams.iter().map(|s| &*s.name).collect();
+            for key in self.router.unused(&seen) {
+                tracing::warn!(
+                    "streams.{key} in the config matched no stream of the input (streams read: {})",
+                    if seen.is_empty() {
+                        "none".to_string()
+                    } else {
+                        seen.join(", ")
+                    }
+                );
+            }
+        }
         if let Some(rejects) = self.rejects.as_mut()
             && let Err(err) = rejects.flush()
             && self.failure.is_none()
@@ -625,7 +698,13 @@ impl<W: Write> Engine<W> {
         let streams: BTreeMap<String, StreamCounts> = self
             .streams
             .iter()
-            .map(|s| (s.name.to_string(), s.counts.clone()))
+            .map(|s| {
+                let mut counts = s.counts.clone();
+                counts.unprocessed = counts
+                    .records_in
+                    .saturating_sub(counts.sent + counts.rejected + counts.skipped);
+                (s.name.to_string(), counts)
+            })
             .collect();
         let reject_file = self
             .rejects
