@@ -267,7 +267,7 @@ impl Report {
         if self.totals.rejected > 0 {
             if let Some(path) = &self.reject_file {
                 out.push_str(&format!(
-                    "  rejects: {} in {path} (replay with --input {path})\n",
+                    "  rejects: {} in {path} (replay them with --input {path})\n",
                     plural(self.totals.rejected, "record")
                 ));
             }
