@@ -566,3 +566,26 @@ fn the_sandbox_log_has_no_colours_when_stderr_is_not_a_terminal() {
     assert!(err.contains("shutting down"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err:?}");
 }
+
+#[test]
+fn a_401_to_the_tap_names_the_keys_too() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sb.config(Vendor::Userflow);
+    config["api_key"] = json!("not-the-key");
+    let path = dir.path().join("tap.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tap-roster"))
+        .arg("--config")
+        .arg(&path)
+        .env("ROSTER_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("userflow refused the credentials (check the config keys `api_key`, `base_url`/`region`)"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-key"), "{err}");
+}
