@@ -331,7 +331,7 @@ pub const COMMON_SETTINGS: &[Setting] = &[
 /// Keys only the target takes.
 pub const TARGET_SETTINGS: &[Setting] = &[
     Setting::new("mode", Kind::Options(&["realtime", "bulk"]), "realtime upserts, or NDJSON bulk import jobs (Appcues, Userpilot)").default("\"realtime\"").only(Applies::Target),
-    Setting::new("reject_file", Kind::Path, "NDJSON file that receives every rejected record with its reason (replayable)").only(Applies::Target),
+    Setting::new("reject_file", Kind::Path, "NDJSON file that receives every rejected record with its reason (replayable); created 0600 at the first reject, appended to, never truncated (a replay moves it aside)").only(Applies::Target),
     Setting::new("on_invalid", Kind::Options(&["reject", "fail"]), "What to do with a record that fails validation or is refused: write it to the reject file and go on, or stop").default("\"reject\"").only(Applies::Target),
     Setting::new("hard_delete", Kind::Boolean, "SCIM: delete users instead of deactivating them (active=false)").default("false").only(Applies::Target),
     Setting::new("max_reject_ratio", Kind::Number, "Fail the run (exit 1, after the last safe state) when more than this share (0 to 1) of the records is rejected; checked at the end of the input, and during the run once 1000 records have an outcome. Unset: no limit").only(Applies::Target),
