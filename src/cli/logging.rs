@@ -35,14 +35,19 @@ impl Write for Stderr {
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         let bar = PROGRESS_BAR.lock().clone();
-        match bar {
-            Some(bar) if !bar.is_hidden() => bar.suspend(|| io::stderr().lock().write_all(buf)),
-            _ => io::stderr().lock().write_all(buf),
-        }
+        write_around(bar.as_ref(), buf, &mut io::stderr().lock())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         io::stderr().flush()
+    }
+}
+
+/// Writes `buf` to `out` with the bar lifted for the time of the write, then redrawn.
+fn write_around(bar: Option<&ProgressBar>, buf: &[u8], out: &mut dyn Write) -> io::Result<()> {
+    match bar {
+        Some(bar) if !bar.is_hidden() => bar.suspend(|| out.write_all(buf)),
+        _ => out.write_all(buf),
     }
 }
 
@@ -105,4 +110,90 @@ fn install_panic_hook(binary: String) {
             .unwrap_or_else(|| "unknown panic".into());
         tracing::error!("{binary}: internal error (a bug, please report it){location}: {message}");
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indicatif::{ProgressDrawTarget, TermLike};
+    use std::sync::Arc;
+
+    /// A terminal that records what is drawn on it, and the log lines written between.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(Arc<Mutex<Vec<String>>>);
+
+    impl Screen {
+        fn push(&self, what: String) -> io::Result<()> {
+            self.0.lock().push(what);
+            Ok(())
+        }
+    }
+
+    impl TermLike for Screen {
+        fn width(&self) -> u16 {
+            80
+        }
+        fn move_cursor_up(&self, n: usize) -> io::Result<()> {
+            self.push(format!("up {n}"))
+        }
+        fn move_cursor_down(&self, n: usize) -> io::Result<()> {
+            self.push(format!("down {n}"))
+        }
+        fn move_cursor_right(&self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> io::Result<()> {
+            self.push(format!("bar {s}"))
+        }
+        fn write_str(&self, s: &str) -> io::Result<()> {
+            self.push(format!("bar {s}"))
+        }
+        fn clear_line(&self) -> io::Result<()> {
+            self.push("clear".into())
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Write for Screen {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.push(format!("log {}", String::from_utf8_lossy(buf)))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_log_line_lifts_the_progress_bar_and_it_is_redrawn_below() {
+        let screen = Screen::default();
+        let bar = ProgressBar::with_draw_target(
+            Some(10),
+            ProgressDrawTarget::term_like(Box::new(screen.clone())),
+        );
+        bar.set_position(3);
+        bar.tick();
+        screen.0.lock().clear();
+        write_around(Some(&bar), b"WARN retrying\n", &mut screen.clone()).unwrap();
+        let seen = screen.0.lock().clone();
+        let log = seen.iter().position(|s| s.starts_with("log ")).unwrap();
+        assert!(
+            seen[..log].iter().any(|s| s == "clear"),
+            "the bar is cleared before the line: {seen:?}"
+        );
+        assert!(
+            seen[log + 1..].iter().any(|s| s.starts_with("bar ")),
+            "and drawn again after it: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn no_colours_off_a_terminal() {
+        assert!(!use_colour(false));
+    }
 }
