@@ -156,7 +156,7 @@ pub enum TargetError {
         source: std::io::Error,
     },
     /// The writer left records without an outcome (a bug in the writer).
-    #[error("the {vendor} writer left {count} record(s) without an outcome; no state covers them")]
+    #[error("the {vendor} writer left {} without an outcome; no state covers them", report::plural(*.count, "record"))]
     Unsettled {
         /// The vendor.
         vendor: &'static str,

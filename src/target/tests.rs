@@ -638,7 +638,7 @@ async fn a_writer_that_forgets_a_record_fails_the_run_without_covering_it() {
     };
     let r = run(input, script, OnInvalid::Reject, json!({})).await;
     let err = r.result.unwrap_err().to_string();
-    assert!(err.contains("left 1 record(s) without an outcome"), "{err}");
+    assert!(err.contains("left 1 record without an outcome"), "{err}");
     assert_eq!(r.stdout, vec![json!({"bookmarks": {"users": {"n": 1}}})]);
 }
 
