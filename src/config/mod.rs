@@ -325,7 +325,7 @@ pub const COMMON_SETTINGS: &[Setting] = &[
         Kind::Integer,
         "Retries per request for 429, 408, 5xx, timeouts and dropped connections",
     )
-    .default("8"),
+    .default("5"),
 ];
 
 /// Keys only the target takes.
