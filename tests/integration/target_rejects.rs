@@ -468,6 +468,11 @@ fn after_a_401_the_error_names_the_keys_and_the_counts_add_up() {
             .status(401)
             .method("POST"),
     );
+    // Slow answers: all three records are read before the 401 comes back, whatever the load.
+    sb.faults().latency(
+        Some(Vendor::Userflow),
+        std::time::Duration::from_millis(400),
+    );
     let config = config(&sb, dir.path(), json!({"max_concurrency": 1}));
     let report = dir.path().join("report.json");
     let out = run(
