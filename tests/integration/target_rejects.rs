@@ -502,6 +502,13 @@ fn after_a_401_the_error_names_the_keys_and_the_counts_add_up() {
         err.contains("users → users: 3 in, 0 sent, 1 rejected, 0 skipped, 2 unprocessed"),
         "{err}"
     );
+    // Nothing is sent after the refusal: u3 waited for u2's place and never went out.
+    let posts = sb
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/userflow/users")
+        .count();
+    assert_eq!(posts, 1, "{err}");
 }
 
 #[cfg(unix)]
