@@ -136,7 +136,7 @@ Where to look (in $out):
   report.json         the target's report: per stream in/sent/rejected/skipped, requests, retries, 429s
   state.json          every state the target printed, the last one is the one to resume from
   pipeline.singer     the Singer messages tap-roster wrote
-  rejects.ndjson      records the vendor refused, with the reason (empty when there were none)
+  rejects.ndjson      records the vendor refused, with the reason (created only when there were some)
   sandbox.log         the sandbox's own log
 EOF
 

@@ -14,6 +14,7 @@
 //! - [`vendors`]: one room per vendor (config, streams, writer) and the registry that names them.
 //! - [`tap`]: the tap engine: selection, paging, SCHEMA/RECORD/STATE.
 //! - [`target`]: the target engine: routing, validation, ordered delivery, ack-ordered STATE.
+//! - [`fsutil`]: private (0600) output files, and telling whether two paths are one file.
 //! - [`cli`]: the command lines, `--about`, logging to stderr; [`exit`]: exit codes.
 //! - [`sandbox`]: `roster-sandbox`, a local emulator of every vendor API. The tap and target never
 //!   import it.
@@ -23,6 +24,7 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod fsutil;
 pub mod http;
 pub mod model;
 pub mod sandbox;

@@ -207,8 +207,12 @@ fn settings(a: &Args) -> Result<Settings> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Plain text when stderr is a file or a pipe (a CI log, `2> sandbox.log`).
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(roster::cli::logging::use_colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

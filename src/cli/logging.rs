@@ -3,10 +3,67 @@
 //! The level comes from `ROSTER_LOG` (a `tracing` filter such as `debug` or
 //! `roster::http=debug`), else `<BINARY>_LOGLEVEL` / `LOGLEVEL` as the Meltano SDK reads them,
 //! else `info`. `ROSTER_LOG_FORMAT=json` writes one JSON object per line for log shippers.
+//! Colours only when stderr is a terminal. While target-roster's progress bar is drawn, every
+//! log line goes through it ([`set_progress_bar`]): the bar is lifted, the line printed, the bar
+//! redrawn below, so a warning never tears it.
 
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal, Write};
 
+use indicatif::ProgressBar;
+use parking_lot::Mutex;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// The progress bar being drawn, if any.
+static PROGRESS_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Registers the progress bar log lines must go around (`None` when it is finished).
+pub fn set_progress_bar(bar: Option<ProgressBar>) {
+    *PROGRESS_BAR.lock() = bar;
+}
+
+/// stderr, around the progress bar when one is drawn.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // The fmt layer hands over one whole event per call.
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let bar = PROGRESS_BAR.lock().clone();
+        write_around(bar.as_ref(), buf, &mut io::stderr().lock())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+/// Writes `buf` to `out` with the bar lifted for the time of the write, then redrawn.
+fn write_around(bar: Option<&ProgressBar>, buf: &[u8], out: &mut dyn Write) -> io::Result<()> {
+    match bar {
+        Some(bar) if !bar.is_hidden() => bar.suspend(|| out.write_all(buf)),
+        _ => out.write_all(buf),
+    }
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = Stderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Stderr
+    }
+}
+
+/// Whether log lines get ANSI colours: only on a terminal (a file, a pipe or a CI log gets
+/// plain text), and never with `NO_COLOR` set.
+pub fn use_colour(stderr_is_terminal: bool) -> bool {
+    stderr_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
 
 /// The level used when nothing is set.
 const DEFAULT_LEVEL: &str = "info";
@@ -23,13 +80,13 @@ pub fn init(binary: &str) {
     let json = std::env::var("ROSTER_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(Stderr)
         .with_target(false);
     let installed = if json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(use_colour(std::io::stderr().is_terminal()))
             .compact()
             .try_init()
     };
@@ -53,4 +110,90 @@ fn install_panic_hook(binary: String) {
             .unwrap_or_else(|| "unknown panic".into());
         tracing::error!("{binary}: internal error (a bug, please report it){location}: {message}");
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indicatif::{ProgressDrawTarget, TermLike};
+    use std::sync::Arc;
+
+    /// A terminal that records what is drawn on it, and the log lines written between.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(Arc<Mutex<Vec<String>>>);
+
+    impl Screen {
+        fn push(&self, what: String) -> io::Result<()> {
+            self.0.lock().push(what);
+            Ok(())
+        }
+    }
+
+    impl TermLike for Screen {
+        fn width(&self) -> u16 {
+            80
+        }
+        fn move_cursor_up(&self, n: usize) -> io::Result<()> {
+            self.push(format!("up {n}"))
+        }
+        fn move_cursor_down(&self, n: usize) -> io::Result<()> {
+            self.push(format!("down {n}"))
+        }
+        fn move_cursor_right(&self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> io::Result<()> {
+            self.push(format!("bar {s}"))
+        }
+        fn write_str(&self, s: &str) -> io::Result<()> {
+            self.push(format!("bar {s}"))
+        }
+        fn clear_line(&self) -> io::Result<()> {
+            self.push("clear".into())
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Write for Screen {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.push(format!("log {}", String::from_utf8_lossy(buf)))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_log_line_lifts_the_progress_bar_and_it_is_redrawn_below() {
+        let screen = Screen::default();
+        let bar = ProgressBar::with_draw_target(
+            Some(10),
+            ProgressDrawTarget::term_like(Box::new(screen.clone())),
+        );
+        bar.set_position(3);
+        bar.tick();
+        screen.0.lock().clear();
+        write_around(Some(&bar), b"WARN retrying\n", &mut screen.clone()).unwrap();
+        let seen = screen.0.lock().clone();
+        let log = seen.iter().position(|s| s.starts_with("log ")).unwrap();
+        assert!(
+            seen[..log].iter().any(|s| s == "clear"),
+            "the bar is cleared before the line: {seen:?}"
+        );
+        assert!(
+            seen[log + 1..].iter().any(|s| s.starts_with("bar ")),
+            "and drawn again after it: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn no_colours_off_a_terminal() {
+        assert!(!use_colour(false));
+    }
 }

@@ -179,7 +179,23 @@ pub fn run_tap(args: TapArgs) -> ExitCode {
         state: args.state.clone(),
         catalog: args.catalog_path().cloned(),
     };
-    exit::finish("tap-roster", with_runtime(crate::tap::run(request)))
+    let vendor = request.config.spec.name;
+    let outcome = with_runtime(crate::tap::run(request)).map_err(|err| match err {
+        // A refused credential names the keys to check, as the target does.
+        RunError::Runtime(text) if refused_credentials(&text) => RunError::Runtime(format!(
+            "{vendor} refused the credentials ({}): {text}",
+            vendors::credentials_hint(vendor)
+        )),
+        other => other,
+    });
+    exit::finish("tap-roster", outcome)
+}
+
+/// True for an HTTP engine error about a 401 or 403 answer.
+fn refused_credentials(text: &str) -> bool {
+    [" answered 401 ", " answered 403 "]
+        .iter()
+        .any(|s| text.contains(s))
 }
 
 /// Runs `target-roster` and returns its exit code.

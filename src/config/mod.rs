@@ -325,15 +325,16 @@ pub const COMMON_SETTINGS: &[Setting] = &[
         Kind::Integer,
         "Retries per request for 429, 408, 5xx, timeouts and dropped connections",
     )
-    .default("8"),
+    .default("5"),
 ];
 
 /// Keys only the target takes.
 pub const TARGET_SETTINGS: &[Setting] = &[
     Setting::new("mode", Kind::Options(&["realtime", "bulk"]), "realtime upserts, or NDJSON bulk import jobs (Appcues, Userpilot)").default("\"realtime\"").only(Applies::Target),
-    Setting::new("reject_file", Kind::Path, "NDJSON file that receives every rejected record with its reason (replayable)").only(Applies::Target),
+    Setting::new("reject_file", Kind::Path, "NDJSON file that receives every rejected record with its reason (replayable); created 0600 at the first reject, appended to, never truncated (a replay moves it aside)").only(Applies::Target),
     Setting::new("on_invalid", Kind::Options(&["reject", "fail"]), "What to do with a record that fails validation or is refused: write it to the reject file and go on, or stop").default("\"reject\"").only(Applies::Target),
     Setting::new("hard_delete", Kind::Boolean, "SCIM: delete users instead of deactivating them (active=false)").default("false").only(Applies::Target),
+    Setting::new("max_reject_ratio", Kind::Number, "Fail the run (exit 1, after the last safe state) when more than this share (0 to 1) of the records is rejected; checked at the end of the input, and during the run once 1000 records have an outcome. Unset: no limit").only(Applies::Target),
     Setting::new("streams", Kind::Object, "Per-stream overrides: {\"<stream>\": {\"kind\", \"key\", \"rename\", \"include\", \"exclude\", \"constants\"}}").only(Applies::Target),
 ];
 
@@ -439,6 +440,9 @@ pub struct TargetSettings {
     /// SCIM: delete instead of deactivate.
     #[serde(default)]
     pub hard_delete: bool,
+    /// The share of rejected records (0 to 1) past which the run fails; `None`: no limit.
+    #[serde(default)]
+    pub max_reject_ratio: Option<f64>,
     /// Per-stream overrides.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamOverride>,

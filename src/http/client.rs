@@ -721,6 +721,7 @@ impl RequestBuilder {
             .idempotent
             .unwrap_or_else(|| method_is_idempotent(&method));
         let budget = self.max_retries.unwrap_or(inner.max_retries);
+        let own_budget = self.max_retries.is_some();
         let timeout = self.timeout.unwrap_or(inner.timeout);
         let mut maybe_processed = false;
         let mut attempt: u32 = 0;
@@ -778,7 +779,7 @@ impl RequestBuilder {
                         elapsed_ms = rtt.as_millis() as u64,
                         "http attempt"
                     );
-                    let status_error = |why: Option<&'static str>, maybe: bool| HttpError::Status {
+                    let status_error = |why: Option<String>, maybe: bool| HttpError::Status {
                         vendor,
                         method: method.clone(),
                         url: shown.clone(),
@@ -810,10 +811,16 @@ impl RequestBuilder {
                                 maybe_processed = true;
                             }
                             if !idempotent && !safe && !hook_said_retry {
-                                return Err(status_error(Some(NOT_IDEMPOTENT), maybe_processed));
+                                return Err(status_error(
+                                    Some(NOT_IDEMPOTENT.into()),
+                                    maybe_processed,
+                                ));
                             }
                             if attempt > budget {
-                                return Err(status_error(Some(BUDGET_EXHAUSTED), maybe_processed));
+                                return Err(status_error(
+                                    Some(budget_spent(budget, own_budget)),
+                                    maybe_processed,
+                                ));
                             }
                             let reason = format!("status {}", status.as_u16());
                             let wait = inner.plan_wait(attempt, status, retry_after);
@@ -850,25 +857,30 @@ impl RequestBuilder {
                     if !safe {
                         maybe_processed = true;
                     }
-                    let transport_error =
-                        |why: Option<&'static str>, maybe: bool| HttpError::Transport {
-                            vendor,
-                            method: method.clone(),
-                            url: shown.clone(),
-                            kind,
-                            detail: detail.clone(),
-                            attempts: attempt,
-                            maybe_processed: maybe,
-                            why,
-                        };
+                    let transport_error = |why: Option<String>, maybe: bool| HttpError::Transport {
+                        vendor,
+                        method: method.clone(),
+                        url: shown.clone(),
+                        kind,
+                        detail: detail.clone(),
+                        attempts: attempt,
+                        maybe_processed: maybe,
+                        why,
+                    };
                     if matches!(kind, TransportKind::TooLarge | TransportKind::Other) {
                         return Err(transport_error(None, maybe_processed));
                     }
                     if !idempotent && !safe {
-                        return Err(transport_error(Some(NOT_IDEMPOTENT), maybe_processed));
+                        return Err(transport_error(
+                            Some(NOT_IDEMPOTENT.into()),
+                            maybe_processed,
+                        ));
                     }
                     if attempt > budget {
-                        return Err(transport_error(Some(BUDGET_EXHAUSTED), maybe_processed));
+                        return Err(transport_error(
+                            Some(budget_spent(budget, own_budget)),
+                            maybe_processed,
+                        ));
                     }
                     let wait = retry::backoff(attempt);
                     warn!(
@@ -888,7 +900,15 @@ impl RequestBuilder {
 }
 
 const NOT_IDEMPOTENT: &str = "not retried: the request is not idempotent and the server may have acted on it; look it up before trying again";
-const BUDGET_EXHAUSTED: &str = "retry budget exhausted";
+/// The retry budget ran out: every retry `max_retries` (or the request's own budget) allows.
+fn budget_spent(budget: u32, own: bool) -> String {
+    let retries = if budget == 1 { "retry" } else { "retries" };
+    if own {
+        format!("the retry budget is spent: {budget} {retries}, this request's own limit")
+    } else {
+        format!("the retry budget is spent: {budget} {retries}, as max_retries allows")
+    }
+}
 
 fn strip_credentials(mut url: Url) -> Url {
     let _ = url.set_username("");

@@ -252,6 +252,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_max_retries_is_the_engines_default() {
+        // `--about` and docs/configuration.md show the setting's default; a run without the key
+        // uses the engine's. They once said 8 and did 5 ("after 6 attempts" with "8" documented).
+        let documented = crate::config::COMMON_SETTINGS
+            .iter()
+            .find(|s| s.name == "max_retries")
+            .and_then(|s| s.default);
+        assert_eq!(documented, Some(DEFAULT_MAX_RETRIES.to_string().as_str()));
+    }
+
+    #[test]
     fn debug_never_shows_credentials() {
         let base = Url::parse("https://user:pw-in-url@api.example.com/v1").unwrap();
         for auth in [

@@ -63,7 +63,7 @@ pub enum HttpError {
 
     /// The server answered with a status that failed (not retryable, or the retry budget ran
     /// out, or a non-idempotent request that must not be repeated blindly).
-    #[error("{vendor}: {method} {url} answered {status} after {attempts} attempt(s){}: {excerpt}", why_suffix(.why))]
+    #[error("{vendor}: {method} {url} answered {status} after {}{}: {excerpt}", attempts_text(*.attempts), why_suffix(.why))]
     Status {
         vendor: &'static str,
         method: Method,
@@ -72,11 +72,11 @@ pub enum HttpError {
         excerpt: String,
         attempts: u32,
         maybe_processed: bool,
-        why: Option<&'static str>,
+        why: Option<String>,
     },
 
     /// No usable answer: connect failure, timeout, reset, unreadable body.
-    #[error("{vendor}: {method} {url} {kind} after {attempts} attempt(s){}: {detail}", why_suffix(.why))]
+    #[error("{vendor}: {method} {url} {kind} after {}{}: {detail}", attempts_text(*.attempts), why_suffix(.why))]
     Transport {
         vendor: &'static str,
         method: Method,
@@ -85,7 +85,7 @@ pub enum HttpError {
         detail: String,
         attempts: u32,
         maybe_processed: bool,
-        why: Option<&'static str>,
+        why: Option<String>,
     },
 
     /// A body that is not the JSON the caller expected.
@@ -98,10 +98,20 @@ pub enum HttpError {
     },
 }
 
-fn why_suffix(why: &Option<&'static str>) -> String {
+/// What ended the attempts: the retry budget spent, or a request not repeated (`why`), else an
+/// answer that is not retried.
+fn why_suffix(why: &Option<String>) -> String {
     match why {
         Some(w) => format!(" ({w})"),
-        None => String::new(),
+        None => " (not retryable)".to_string(),
+    }
+}
+
+fn attempts_text(attempts: u32) -> String {
+    if attempts == 1 {
+        "1 attempt".to_string()
+    } else {
+        format!("{attempts} attempts")
     }
 }
 

@@ -262,6 +262,12 @@ impl Dispatcher {
             } else {
                 sink.write(ops, &acks).await
             };
+            // A fatal error (refused credentials, the vendor unreachable) stops every write not
+            // yet started at once: the next one waiting for this place must not go out before
+            // the engine has read this result.
+            if result.is_err() {
+                stopped.store(true, Ordering::SeqCst);
+            }
             drop(permit);
             let _ = done_tx.send(());
             let _ = written.send(Written {

@@ -10,7 +10,6 @@
 //!
 //! A dry run prints no STATE on stdout, so it never advances anybody's bookmark.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -41,10 +40,10 @@ impl std::fmt::Debug for DryRunOutput {
 }
 
 impl DryRunOutput {
-    /// Output to a file (truncated), or to stderr.
+    /// Output to a file (truncated, created `0600`: it holds records), or to stderr.
     pub fn open(path: Option<&Path>) -> io::Result<Self> {
         let sink: Box<dyn Write + Send> = match path {
-            Some(path) => Box::new(File::create(path)?),
+            Some(path) => Box::new(crate::fsutil::open_private(path, false)?),
             None => Box::new(io::stderr()),
         };
         Ok(Self::new(sink))

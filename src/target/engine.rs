@@ -51,6 +51,11 @@ pub const STATE_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// the vendor counts as unreachable and the run stops.
 pub const MAX_CONSECUTIVE_TRANSIENT: u32 = 20;
 
+/// Records with an outcome before `max_reject_ratio` is checked during the run (it is always
+/// checked at the end of the input): enough that a few bad rows at the top of a file do not stop
+/// a run whose rest is fine.
+pub const REJECT_RATIO_MIN_OUTCOMES: u64 = 1000;
+
 /// How often the loop wakes up with nothing to do (progress bar, lingering batches).
 const HEARTBEAT: Duration = Duration::from_millis(250);
 
@@ -72,6 +77,8 @@ pub struct Parts<W: Write> {
     pub write_window: usize,
     /// Held memberships kept in memory before the rest go to a temporary file.
     pub hold_bound: usize,
+    /// The share of rejects past which the run fails (`None`: no limit).
+    pub max_reject_ratio: Option<f64>,
 }
 
 struct Stream {
@@ -114,6 +121,10 @@ struct Engine<W: Write> {
     warned_activate_version: bool,
     /// Memberships waiting for their group or user (writers that need both to exist).
     held: Option<Held>,
+    max_reject_ratio: Option<f64>,
+    /// Records settled as skipped (with `totals`' sent and rejected: the records with an outcome).
+    skipped: u64,
+    input_ended: bool,
 }
 
 /// Runs the engine over `input` until the input ends, a protocol error, a fatal error or a
@@ -154,6 +165,9 @@ pub async fn run<W: Write>(
         phase: Phase::Reading,
         failure: None,
         warned_activate_version: false,
+        max_reject_ratio: parts.max_reject_ratio,
+        skipped: 0,
+        input_ended: false,
     };
     let mut signals = Signals::new();
     let mut flush: Option<JoinHandle<Result<(), SinkError>>> = None;
@@ -185,12 +199,13 @@ pub async fn run<W: Write>(
                 if let Some(task) = flush.take() {
                     task.abort();
                 }
-                engine.stop(TargetError::Stopped { signal });
+                engine.stop(TargetError::Stopped { signal, state_printed: true });
             }
             Some(settlement) = settled.recv() => engine.settled(settlement),
             Some(done) = written.recv() => engine.written(done),
             message = input.recv(), if can_read => match message {
                 None => {
+                    engine.input_ended = true;
                     if engine.held.as_ref().is_some_and(|h| !h.is_empty()) {
                         engine.phase = Phase::Releasing;
                         engine.release_at_end();
@@ -230,6 +245,9 @@ pub async fn run<W: Write>(
                 vendor: engine.sink.vendor(),
                 count: unsettled,
             });
+        }
+        if engine.failure.is_none() {
+            engine.check_reject_ratio(true);
         }
     }
     engine.emit(true);
@@ -283,6 +301,41 @@ impl<W: Write> Engine<W> {
                 let index = self.tracker.stream_of(op.ticket).unwrap_or_default() as usize;
                 self.book_reject(index, op.ticket, op.origin.line, &op.origin.record, refusal);
             }
+            }
+        }
+    }
+
+    /// Stops the run when the share of rejects passed `max_reject_ratio`: at the end of the
+    /// input (`at_end`), or during the run once [`REJECT_RATIO_MIN_OUTCOMES`] records have an
+    /// outcome.
+    fn check_reject_ratio(&mut self, at_end: bool) {
+        let Some(max) = self.max_reject_ratio else {
+            return;
+        };
+        let (_, sent, rejected) = self.totals;
+        let outcomes = sent + rejected + self.skipped;
+        if outcomes == 0 || (!at_end && outcomes < REJECT_RATIO_MIN_OUTCOMES) {
+            return;
+        }
+        let ratio = rejected as f64 / outcomes as f64;
+        if ratio <= max {
+            return;
+        }
+        let err = TargetError::RejectRatio {
+            rejected,
+            outcomes,
+            ratio,
+            max,
+            at_end,
+            reject_file: self
+                .rejects
+                .as_ref()
+                .map(|r| r.path().display().to_string()),
+        };
+        if at_end {
+            self.failure.get_or_insert(err);
+        } else {
+            self.stop(err);
         }
     }
 
@@ -435,6 +488,7 @@ impl<W: Write> Engine<W> {
         let (route, schema) = (stream.route.clone(), stream.schema.clone());
         match route {
             Route::Skip(why) => {
+                self.skipped += 1;
                 stream.counts.skipped += 1;
                 if stream.counts.skip_reason.is_none() {
                     stream.counts.skip_reason = Some(why.to_string());
@@ -572,6 +626,9 @@ impl<W: Write> Engine<W> {
             return;
         }
         self.tracker.settle(ticket);
+        if self.phase != Phase::Stopping {
+            self.check_reject_ratio(false);
+        }
     }
 
     fn settled(&mut self, settlement: Settlement) {
@@ -591,6 +648,7 @@ impl<W: Write> Engine<W> {
                 self.tracker.settle(settlement.ticket);
             }
             Outcome::Skipped(why) => {
+                self.skipped += 1;
                 let counts = &mut self.streams[index].counts;
                 counts.skipped += 1;
                 if counts.skip_reason.is_none() {
@@ -672,6 +730,22 @@ impl<W: Write> Engine<W> {
     }
 
     fn finish(mut self) -> (Result<(), TargetError>, Report) {
+        if let Some(TargetError::Stopped { state_printed, .. }) = &mut self.failure {
+            *state_printed = self.tally.states_out > 0;
+        }
+        if self.input_ended {
+            let seen: Vec<&str> = self.streams.iter().map(|s| &*s.name).collect();
+            for key in self.router.unused(&seen) {
+                tracing::warn!(
+                    "streams.{key} in the config matched no stream of the input (streams read: {})",
+                    if seen.is_empty() {
+                        "none".to_string()
+                    } else {
+                        seen.join(", ")
+                    }
+                );
+            }
+        }
         if let Some(rejects) = self.rejects.as_mut()
             && let Err(err) = rejects.flush()
             && self.failure.is_none()
@@ -696,7 +770,13 @@ impl<W: Write> Engine<W> {
         let streams: BTreeMap<String, StreamCounts> = self
             .streams
             .iter()
-            .map(|s| (s.name.to_string(), s.counts.clone()))
+            .map(|s| {
+                let mut counts = s.counts.clone();
+                counts.unprocessed = counts
+                    .records_in
+                    .saturating_sub(counts.sent + counts.rejected + counts.skipped);
+                (s.name.to_string(), counts)
+            })
             .collect();
         if let Some(held) = &self.held {
             self.tally.held_memberships = held.held;

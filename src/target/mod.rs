@@ -35,7 +35,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-pub use engine::{MAX_CONSECUTIVE_TRANSIENT, MAX_IN_FLIGHT, STATE_MIN_INTERVAL};
+pub use engine::{
+    MAX_CONSECUTIVE_TRANSIENT, MAX_IN_FLIGHT, REJECT_RATIO_MIN_OUTCOMES, STATE_MIN_INTERVAL,
+};
 
 use crate::config::{ConfigError, Mode, OnInvalid, TargetSettings};
 use crate::exit::ExitStatus;
@@ -104,13 +106,41 @@ pub enum TargetError {
     #[error(transparent)]
     Sink(#[from] SinkError),
     /// SIGTERM or SIGINT.
-    #[error(
-        "stopped by {signal}; the last state printed covers every record sent, the rest are sent again from it"
-    )]
+    #[error("stopped by {signal}; {}", if *.state_printed {
+        "the last state printed covers every record before it, and a rerun from it sends the rest again"
+    } else {
+        "no state was printed, so a rerun sends every record again"
+    })]
     Stopped {
         /// Which signal.
         signal: &'static str,
+        /// Whether any state reached stdout.
+        state_printed: bool,
     },
+    /// More records were rejected than `max_reject_ratio` allows.
+    #[error(
+        "{rejected} of {outcomes} records rejected ({:.1}%), more than max_reject_ratio {max} allows{}{}",
+        .ratio * 100.0,
+        if *.at_end { "" } else { "; stopped before the rest of the input" },
+        .reject_file.as_deref().map(|p| format!(" (the rejects are in {p})")).unwrap_or_default()
+    )]
+    RejectRatio {
+        /// Records rejected.
+        rejected: u64,
+        /// Records with an outcome (sent, rejected or skipped).
+        outcomes: u64,
+        /// rejected / outcomes.
+        ratio: f64,
+        /// The limit.
+        max: f64,
+        /// Checked at the end of the input (else during the run).
+        at_end: bool,
+        /// Where the rejects are.
+        reject_file: Option<String>,
+    },
+    /// Two of the run's files are one (an output would overwrite the input).
+    #[error("{0}")]
+    Paths(String),
     /// stdout could not be written.
     #[error("cannot write the state to stdout: {0}")]
     Stdout(#[source] WriteError),
@@ -133,7 +163,7 @@ pub enum TargetError {
         source: std::io::Error,
     },
     /// The writer left records without an outcome (a bug in the writer).
-    #[error("the {vendor} writer left {count} record(s) without an outcome; no state covers them")]
+    #[error("the {vendor} writer left {} without an outcome; no state covers them", report::plural(*.count, "record"))]
     Unsettled {
         /// The vendor.
         vendor: &'static str,
@@ -147,6 +177,7 @@ impl ExitStatus for TargetError {
         match self {
             TargetError::Config(_)
             | TargetError::NotWritable { .. }
+            | TargetError::Paths(_)
             | TargetError::Sink(SinkError::Config(_)) => 2,
             _ => 1,
         }
@@ -155,7 +186,8 @@ impl ExitStatus for TargetError {
 
 /// Runs the target: stdin (or `--input`) in, state on stdout, summary on stderr.
 pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
-    let settings: TargetSettings = request.config.typed()?;
+    let settings = target_settings(&request.config)?;
+    check_paths(&request, &settings)?;
     let dry_run = if request.dry_run {
         Some(
             DryRunOutput::open(request.dry_run_output.as_deref())
@@ -195,9 +227,40 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
     }
     let rejects = match dry_run {
         Some(_) => None,
-        None => Some(RejectFile::open(settings.reject_file.as_deref())?),
+        None => Some(RejectFile::open(settings.reject_file.as_deref())),
     };
-    let input = input::spawn(request.input.as_deref(), request.max_line_bytes)?;
+    // Replaying the reject file: move it aside and read it from there, so the records rejected
+    // again go to a fresh file and nothing of the old one is lost.
+    let mut input_path = request.input.clone();
+    let mut replayed = None;
+    if let Some(rejects) = &rejects
+        && rejects.path().exists()
+    {
+        let path = rejects.path();
+        let is_input = match request.input.as_deref() {
+            Some(input) => crate::fsutil::same_file(input, path),
+            None => crate::fsutil::stdin_is(path),
+        };
+        if is_input {
+            let aside = RejectFile::set_aside(path)?;
+            tracing::info!(
+                "replaying the reject file: moved {} to {}; records rejected again go to a new {}",
+                path.display(),
+                aside.display(),
+                path.display()
+            );
+            if input_path.is_some() {
+                input_path = Some(aside.clone());
+            }
+            replayed = Some(aside);
+        } else {
+            tracing::info!(
+                "{} holds rejects of earlier runs; this run's rejects are added after them",
+                path.display()
+            );
+        }
+    }
+    let input = input::spawn(input_path.as_deref(), request.max_line_bytes)?;
     let parts = engine::Parts {
         sink,
         router,
@@ -216,9 +279,114 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
                 .unwrap_or(crate::http::DEFAULT_MAX_CONCURRENCY)
         },
         hold_bound: hold::memory_bound_from_env(),
+        max_reject_ratio: settings.max_reject_ratio,
     };
     let (result, report) = engine::run(parts, input).await;
+    if let Some(aside) = replayed {
+        settle_replayed(&aside, &result, &report);
+    }
     finish(result, &report, request.report.as_deref())
+}
+
+/// After a replay: the moved-aside reject file goes once every record in it was sent or
+/// rejected again (into the new reject file); otherwise it stays, and the log says where.
+fn settle_replayed(aside: &std::path::Path, result: &Result<(), TargetError>, report: &Report) {
+    let t = &report.totals;
+    let replayed_all = result.is_ok() && t.records_in == t.sent + t.rejected;
+    if replayed_all && std::fs::remove_file(aside).is_ok() {
+        tracing::info!(
+            "replayed {}: {} sent, {} rejected again{}",
+            report::plural(t.records_in, "record"),
+            t.sent,
+            t.rejected,
+            report
+                .reject_file
+                .as_deref()
+                .map(|p| format!(" (now in {p})"))
+                .unwrap_or_default()
+        );
+    } else {
+        tracing::warn!(
+            "the replayed rejects are kept in {} (the replay did not send or reject every record again); replay it with --input {}",
+            aside.display(),
+            aside.display()
+        );
+    }
+}
+
+/// The target's keys, typed, with `streams`, `reject_file` and `max_reject_ratio` checked so
+/// each error names its key.
+fn target_settings(config: &Resolved) -> Result<TargetSettings, TargetError> {
+    if let Some(streams) = config.values.get("streams") {
+        route::check_overrides(streams)?;
+    }
+    let settings: TargetSettings = config.typed()?;
+    if settings
+        .reject_file
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        return Err(ConfigError::Invalid {
+            key: "reject_file".into(),
+            problem: format!(
+                "is empty: name a file, or leave the key out for {} in the working directory",
+                reject::DEFAULT_REJECT_FILE
+            ),
+        }
+        .into());
+    }
+    if let Some(ratio) = settings.max_reject_ratio
+        && !(0.0..=1.0).contains(&ratio)
+    {
+        return Err(ConfigError::Invalid {
+            key: "max_reject_ratio".into(),
+            problem: format!("must be a number from 0 to 1 (a share of the records), got {ratio}"),
+        }
+        .into());
+    }
+    Ok(settings)
+}
+
+/// Refuses a run whose outputs would overwrite its input or each other, before anything is
+/// opened for writing. (The reject file as the input is a replay, handled in [`run`].)
+fn check_paths(request: &TargetRequest, settings: &TargetSettings) -> Result<(), TargetError> {
+    use crate::fsutil::{same_file, stdin_is};
+    let reject_file = settings
+        .reject_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(reject::DEFAULT_REJECT_FILE));
+    let mut outputs: Vec<(&str, &std::path::Path)> = Vec::new();
+    if let Some(path) = request.report.as_deref() {
+        outputs.push(("--report", path));
+    }
+    if request.dry_run {
+        if let Some(path) = request.dry_run_output.as_deref() {
+            outputs.push(("--dry-run-output", path));
+        }
+    } else {
+        outputs.push(("reject_file", &reject_file));
+    }
+    for (i, (name, path)) in outputs.iter().enumerate() {
+        let is_input = match request.input.as_deref() {
+            Some(input) => same_file(input, path),
+            None => stdin_is(path),
+        };
+        if is_input && *name != "reject_file" {
+            return Err(TargetError::Paths(format!(
+                "{name} {} is the input file, which it would overwrite; name another file",
+                path.display()
+            )));
+        }
+        for (other, other_path) in &outputs[i + 1..] {
+            if same_file(path, other_path) {
+                return Err(TargetError::Paths(format!(
+                    "{name} and {other} are the same file ({}); name two files",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Builds the vendor's sink: with the dry-run recorder as its transport under `--dry-run`.
@@ -295,6 +463,7 @@ pub async fn run_parts<W: Write>(
             out,
             write_window: crate::http::DEFAULT_MAX_CONCURRENCY,
             hold_bound: hold::memory_bound_from_env(),
+            max_reject_ratio: None,
         },
         input,
     )

@@ -7,14 +7,19 @@
 //! with `target-roster --config … --input rejects.ndjson`; the `reject` field is ignored on
 //! input.
 //!
-//! A configured `reject_file` is truncated when the run starts, so it always holds this run's
-//! rejects. Without one, rejects go to [`DEFAULT_REJECT_FILE`] in the working directory, created
-//! only when the first record is rejected. The file is flushed before every STATE is printed, so
-//! a state never covers a reject that is not on disk.
+//! The file is never truncated. It is created (`0600`) at the first reject of a run, so a
+//! clean run leaves none behind, and a run appends to a file that holds earlier runs' rejects
+//! (after a newline, when the last line was cut off). Replaying it (`--input` naming the
+//! reject file, or stdin being it) first moves it aside to `NAME.replayed-<UTC time>` and
+//! reads from there ([`RejectFile::set_aside`]): the records rejected again go to a fresh
+//! `NAME`, and the moved-aside copy is deleted only when the replay read the whole file and
+//! every record in it was sent or rejected again. Without a configured file, rejects go to
+//! [`DEFAULT_REJECT_FILE`] in the working directory. The file is flushed before every STATE is
+//! printed, so a state never covers a reject that is not on disk.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -64,18 +69,37 @@ pub struct RejectFile {
 }
 
 impl RejectFile {
-    /// The reject file of a run: `configured` is truncated now; the default is created lazily.
-    pub fn open(configured: Option<&Path>) -> Result<Self, RejectFileError> {
-        let mut file = RejectFile {
+    /// The reject file of a run: `configured`, else the default. Nothing is created until the
+    /// first reject.
+    pub fn open(configured: Option<&Path>) -> Self {
+        RejectFile {
             path: configured.map_or_else(|| PathBuf::from(DEFAULT_REJECT_FILE), Path::to_path_buf),
             out: None,
             schemas_written: HashMap::new(),
             count: 0,
-        };
-        if configured.is_some() {
-            file.create()?;
         }
-        Ok(file)
+    }
+
+    /// Moves the reject file at `path` aside to `NAME.replayed-<UTC time>` (before a run reads
+    /// it as its input), and returns where it went.
+    pub fn set_aside(path: &Path) -> Result<PathBuf, RejectFileError> {
+        let err = |source| RejectFileError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let mut name = path.as_os_str().to_os_string();
+        name.push(format!(".replayed-{stamp}"));
+        let mut aside = PathBuf::from(&name);
+        let mut n = 1;
+        while aside.exists() {
+            n += 1;
+            let mut numbered = name.clone();
+            numbered.push(format!("-{n}"));
+            aside = PathBuf::from(numbered);
+        }
+        std::fs::rename(path, &aside).map_err(err)?;
+        Ok(aside)
     }
 
     fn create(&mut self) -> Result<&mut BufWriter<File>, RejectFileError> {
@@ -83,7 +107,12 @@ impl RejectFile {
             if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|source| self.err(source))?;
             }
-            let file = File::create(&self.path).map_err(|source| self.err(source))?;
+            let mut file =
+                crate::fsutil::open_private(&self.path, true).map_err(|source| self.err(source))?;
+            // Earlier runs' rejects stay; a line cut off by a crash must not swallow ours.
+            if ends_mid_line(&self.path).map_err(|source| self.err(source))? {
+                file.write_all(b"\n").map_err(|source| self.err(source))?;
+            }
             self.out = Some(BufWriter::new(file));
         }
         match self.out.as_mut() {
@@ -201,10 +230,23 @@ impl RejectFile {
         &self.path
     }
 
-    /// True once the file exists (configured, or a reject was written).
+    /// True once this run wrote to the file.
     pub fn exists(&self) -> bool {
         self.out.is_some()
     }
+}
+
+/// True when the file is not empty and its last byte is not a newline.
+fn ends_mid_line(path: &Path) -> io::Result<bool> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 #[cfg(test)]
@@ -217,8 +259,8 @@ mod tests {
     fn rejects_replay_as_a_singer_stream() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/rejects.ndjson");
-        let mut file = RejectFile::open(Some(&path)).unwrap();
-        assert!(path.exists(), "a configured file is created at the start");
+        let mut file = RejectFile::open(Some(&path));
+        assert!(!path.exists(), "nothing is created before the first reject");
         let schema = SchemaMessage {
             stream: "users".into(),
             schema: json!({"type": "object", "properties": {"id": {"type": "string"}}}),
@@ -260,8 +302,68 @@ mod tests {
     }
 
     #[test]
+    fn earlier_rejects_are_kept_and_a_cut_line_is_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rejects.ndjson");
+        let earlier = "{\"type\":\"RECORD\",\"stream\":\"users\",\"record\":{\"id\":\"old\"}}\n{\"type\":\"REC";
+        std::fs::write(&path, earlier).unwrap();
+        let mut file = RejectFile::open(Some(&path));
+        let record = json!({"id": "u9"}).as_object().cloned().unwrap();
+        file.write(&Reject {
+            stream: "users",
+            schema: None,
+            line: 2,
+            record: &record,
+            refusal: &Refusal::new("no"),
+            kind: None,
+        })
+        .unwrap();
+        file.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(earlier), "{text}");
+        let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["record"]["id"], "u9");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let fresh = dir.path().join("fresh.ndjson");
+            let mut file = RejectFile::open(Some(&fresh));
+            file.write(&Reject {
+                stream: "users",
+                schema: None,
+                line: 2,
+                record: &record,
+                refusal: &Refusal::new("no"),
+                kind: None,
+            })
+            .unwrap();
+            let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn set_aside_moves_the_file_and_never_overwrites_an_earlier_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rejects.ndjson");
+        std::fs::write(&path, "one").unwrap();
+        let first = RejectFile::set_aside(&path).unwrap();
+        std::fs::write(&path, "two").unwrap();
+        let second = RejectFile::set_aside(&path).unwrap();
+        assert!(!path.exists());
+        assert_ne!(first, second);
+        assert!(
+            first.to_string_lossy().contains("rejects.ndjson.replayed-"),
+            "{}",
+            first.display()
+        );
+        assert_eq!(std::fs::read_to_string(&first).unwrap(), "one");
+        assert_eq!(std::fs::read_to_string(&second).unwrap(), "two");
+    }
+
+    #[test]
     fn the_default_file_appears_only_with_a_reject() {
-        let file = RejectFile::open(None).unwrap();
+        let file = RejectFile::open(None);
         assert!(!file.exists());
         assert_eq!(file.path(), Path::new(DEFAULT_REJECT_FILE));
     }

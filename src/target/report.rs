@@ -28,6 +28,9 @@ pub struct StreamCounts {
     pub rejected: u64,
     /// Skipped: unrouted streams, `kind: "skip"`, or nothing to send.
     pub skipped: u64,
+    /// Read but given no outcome, because the run stopped first (a fatal error, a signal): no
+    /// state covers them, so a rerun sends them. `in = sent + rejected + skipped + unprocessed`.
+    pub unprocessed: u64,
     /// Why records were skipped (the first reason seen).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
@@ -91,17 +94,44 @@ pub struct Tally {
 /// How often the progress bar is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
+/// `1 record`, `2 records`.
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else if let Some(stem) = noun.strip_suffix('y') {
+        format!("{n} {stem}ies")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// The progress bar's rate: whole records per second.
+fn whole_rate(per_sec: f64) -> String {
+    format!("{:.0}/s", per_sec.max(0.0))
+}
+
+/// The progress bar's line.
+const PROGRESS_TEMPLATE: &str = "{spinner} {elapsed_precise} {pos} records ({rate}) {msg}";
+
 impl Tally {
     /// Starts counting; draws a progress bar when stderr is a terminal.
     pub fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} {elapsed_precise} {pos} records ({per_sec}) {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template(PROGRESS_TEMPLATE)
+                    .map(|style| {
+                        style.with_key(
+                            "rate",
+                            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                                let _ = w.write_str(&whole_rate(state.per_sec()));
+                            },
+                        )
+                    })
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
+            // Log lines go through the bar (above it), so a warning never tears it.
+            crate::cli::logging::set_progress_bar(Some(bar.clone()));
             bar
         });
         Tally {
@@ -146,6 +176,7 @@ impl Tally {
         exit_code: u8,
     ) -> Report {
         if let Some(bar) = &self.bar {
+            crate::cli::logging::set_progress_bar(None);
             bar.finish_and_clear();
         }
         let mut totals = StreamCounts::default();
@@ -154,6 +185,7 @@ impl Tally {
             totals.sent += c.sent;
             totals.rejected += c.rejected;
             totals.skipped += c.skipped;
+            totals.unprocessed += c.unprocessed;
         }
         Report {
             vendor,
@@ -191,37 +223,53 @@ impl Report {
         } else {
             0.0
         };
+        let sent = if self.dry_run { "mapped" } else { "sent" };
+        // The columns always add up to the records read: what the run stopped before giving an
+        // outcome is shown as "unprocessed".
+        let unprocessed = |n: u64| {
+            if n > 0 {
+                format!(", {n} unprocessed")
+            } else {
+                String::new()
+            }
+        };
         out.push_str(&format!(
-            "target-roster {verb} to {}: {} records in {:.1} s ({:.0}/s): {} {}, {} rejected, {} skipped\n",
+            "target-roster {verb} to {}: {} in {:.1} s ({:.0}/s): {} {sent}, {} rejected, {} skipped{}\n",
             self.vendor,
-            self.totals.records_in,
+            plural(self.totals.records_in, "record"),
             self.duration_seconds,
             rate,
             self.totals.sent,
-            if self.dry_run { "mapped" } else { "sent" },
             self.totals.rejected,
             self.totals.skipped,
+            unprocessed(self.totals.unprocessed),
         ));
         for (name, c) in &self.streams {
             out.push_str(&format!(
-                "  {name} → {}: {} in, {} {}, {} rejected, {} skipped{}\n",
+                "  {name} → {}: {} in, {} {sent}, {} rejected, {} skipped{}{}\n",
                 c.kind.unwrap_or("not written"),
                 c.records_in,
                 c.sent,
-                if self.dry_run { "mapped" } else { "sent" },
                 c.rejected,
                 c.skipped,
+                unprocessed(c.unprocessed),
                 c.skip_reason
                     .as_deref()
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default(),
             ));
         }
+        if self.totals.unprocessed > 0 {
+            out.push_str(&format!(
+                "  unprocessed: {} read but not sent because the run stopped first; no state covers them, so a rerun sends them\n",
+                plural(self.totals.unprocessed, "record")
+            ));
+        }
         let h = &self.http;
         out.push_str(&format!(
-            "  http: {} requests, {} retries, {} answered 429, {} answered 5xx, {} without an answer, {:.1} s waiting on rate limits (summed over requests)\n",
-            h.requests,
-            h.retries,
+            "  http: {}, {}, {} answered 429, {} answered 5xx, {} without an answer, {:.1} s waiting on rate limits (summed over requests)\n",
+            plural(h.requests, "request"),
+            plural(h.retries, "retry"),
             h.status_429,
             h.status_5xx,
             h.transport_errors,
@@ -248,8 +296,8 @@ impl Report {
         if self.totals.rejected > 0 {
             if let Some(path) = &self.reject_file {
                 out.push_str(&format!(
-                    "  rejects: {} records in {path} (replay them with --input {path})\n",
-                    self.totals.rejected
+                    "  rejects: {} in {path} (replay them with --input {path})\n",
+                    plural(self.totals.rejected, "record")
                 ));
             }
         }
@@ -263,10 +311,10 @@ impl Report {
         let _ = stderr.flush();
     }
 
-    /// Writes the JSON report.
+    /// Writes the JSON report (`0600`: it can name records' streams and the reject file).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::from)?;
-        std::fs::write(path, text)
+        crate::fsutil::write_private(path, &text)
     }
 }
 
@@ -330,5 +378,77 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["streams"]["users"]["rejected"], 1);
         assert_eq!(json["http"]["status_429"], 0);
+    }
+
+    #[test]
+    fn counts_agree_in_number_and_add_up_to_the_records_read() {
+        assert_eq!(plural(1, "record"), "1 record");
+        assert_eq!(plural(0, "record"), "0 records");
+        assert_eq!(plural(1, "retry"), "1 retry");
+        assert_eq!(plural(2, "retry"), "2 retries");
+        let tally = Tally::new();
+        let mut streams = BTreeMap::new();
+        streams.insert(
+            "users".to_string(),
+            StreamCounts {
+                kind: Some("users"),
+                records_in: 1,
+                sent: 1,
+                ..StreamCounts::default()
+            },
+        );
+        let http = WireStats {
+            requests: 1,
+            retries: 1,
+            ..WireStats::default()
+        };
+        let report = tally.report(
+            streams.clone(),
+            "userflow",
+            false,
+            http,
+            None,
+            None,
+            "ok".into(),
+            0,
+        );
+        let summary = report.summary();
+        assert!(summary.contains(": 1 record in "), "{summary}");
+        assert!(summary.contains("http: 1 request, 1 retry,"), "{summary}");
+        assert!(!summary.contains("unprocessed"), "{summary}");
+        // After a 401 on the first write: 3 read, 1 rejected, the rest never got an outcome.
+        streams.insert(
+            "users".to_string(),
+            StreamCounts {
+                kind: Some("users"),
+                records_in: 3,
+                rejected: 1,
+                unprocessed: 2,
+                ..StreamCounts::default()
+            },
+        );
+        let report = Tally::new().report(
+            streams,
+            "userflow",
+            false,
+            WireStats::default(),
+            None,
+            None,
+            "stopped".into(),
+            1,
+        );
+        let summary = report.summary();
+        assert!(
+            summary.contains("users → users: 3 in, 0 sent, 1 rejected, 0 skipped, 2 unprocessed"),
+            "{summary}"
+        );
+        assert_eq!(report.totals.unprocessed, 2);
+    }
+
+    #[test]
+    fn the_progress_rate_is_whole_records() {
+        assert_eq!(whole_rate(1234.5678), "1235/s");
+        assert_eq!(whole_rate(0.25), "0/s");
+        assert!(!PROGRESS_TEMPLATE.contains("per_sec"));
     }
 }

@@ -70,6 +70,69 @@ pub fn table_part(stream: &str) -> &str {
     stream.rsplit('-').next().unwrap_or(stream)
 }
 
+/// The fields a `streams.<name>` override takes.
+pub const OVERRIDE_FIELDS: &[&str] = &["kind", "key", "rename", "include", "exclude", "constants"];
+
+/// Checks the raw `streams` config before it is typed, so an error names its path
+/// (`streams.public-users.exlude`) instead of the whole config.
+pub fn check_overrides(streams: &Value) -> Result<(), ConfigError> {
+    let invalid = |key: String, problem: String| ConfigError::Invalid { key, problem };
+    let Value::Object(streams) = streams else {
+        return Err(invalid(
+            "streams".into(),
+            "must be an object of stream name → override".into(),
+        ));
+    };
+    for (stream, o) in streams {
+        let Value::Object(fields) = o else {
+            return Err(invalid(
+                format!("streams.{stream}"),
+                format!(
+                    "must be an object with any of {}, got {o}",
+                    OVERRIDE_FIELDS.join(", ")
+                ),
+            ));
+        };
+        for (field, value) in fields {
+            let key = format!("streams.{stream}.{field}");
+            let typed = match field.as_str() {
+                "kind" | "key" => serde_json::from_value::<Option<String>>(value.clone())
+                    .map(drop)
+                    .map_err(|_| "must be a string"),
+                "rename" => serde_json::from_value::<BTreeMap<String, String>>(value.clone())
+                    .map(drop)
+                    .map_err(|_| "must be an object of source field → new name (strings)"),
+                "include" => serde_json::from_value::<Option<Vec<String>>>(value.clone())
+                    .map(drop)
+                    .map_err(|_| "must be a list of field names"),
+                "exclude" => serde_json::from_value::<Vec<String>>(value.clone())
+                    .map(drop)
+                    .map_err(|_| "must be a list of field names"),
+                "constants" => {
+                    if value.is_object() {
+                        Ok(())
+                    } else {
+                        Err("must be an object of field → value")
+                    }
+                }
+                _ => {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "is not an override field (valid: {})",
+                            OVERRIDE_FIELDS.join(", ")
+                        ),
+                    ));
+                }
+            };
+            if let Err(problem) = typed {
+                return Err(invalid(key, format!("{problem}, got {value}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How one stream is routed.
 #[derive(Debug, Clone)]
 pub enum Route {
@@ -142,6 +205,20 @@ impl Router {
             writes,
             vendor,
         })
+    }
+
+    /// The `streams` keys that matched none of `seen` (by exact name or table part), for the
+    /// end-of-run warning about an override for a stream that never arrived.
+    pub fn unused(&self, seen: &[&str]) -> Vec<String> {
+        self.overrides
+            .keys()
+            .filter(|key| {
+                !seen
+                    .iter()
+                    .any(|s| *s == key.as_str() || table_part(s) == key.as_str())
+            })
+            .cloned()
+            .collect()
     }
 
     /// The override for a stream: by its exact name, else by its table part.
@@ -534,5 +611,44 @@ mod tests {
             panic!()
         };
         assert!(why.contains("does not take events"), "{why}");
+    }
+
+    #[test]
+    fn override_errors_name_their_path() {
+        let err = check_overrides(&json!({"public-users": {"kind": "users", "exlude": ["x"]}}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config key \"streams.public-users.exlude\" is not an override field"),
+            "{err}"
+        );
+        let err = check_overrides(&json!({"public-users": {"rename": {"a": 1}}}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"streams.public-users.rename\""), "{err}");
+        let err = check_overrides(&json!({"events": "users"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"streams.events\""), "{err}");
+        assert!(
+            check_overrides(
+                &json!({"a": {"kind": "users", "key": "k", "rename": {"m": "email"},
+                "include": null, "exclude": ["x"], "constants": {"plan": 1}}})
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn unused_overrides_are_those_no_stream_matched() {
+        let overrides: BTreeMap<String, StreamOverride> = serde_json::from_value(json!({
+            "users": {"key": "uid"}, "public-groups": {}, "acounts": {"kind": "groups"}
+        }))
+        .unwrap();
+        let router = Router::new("userflow", &["users", "groups"], &overrides).unwrap();
+        assert_eq!(
+            router.unused(&["public-users", "public-groups"]),
+            vec!["acounts".to_string()]
+        );
     }
 }

@@ -221,12 +221,13 @@ fn lines(items: &[Value]) -> String {
 }
 
 async fn run(input: String, script: Script, on_invalid: OnInvalid, overrides: Value) -> Run {
-    run_held(
+    run_full(
         input,
         script,
         on_invalid,
         overrides,
         hold::DEFAULT_MEMORY_BOUND,
+        None,
     )
     .await
 }
@@ -238,6 +239,36 @@ async fn run_held(
     on_invalid: OnInvalid,
     overrides: Value,
     hold_bound: usize,
+) -> Run {
+    run_full(input, script, on_invalid, overrides, hold_bound, None).await
+}
+
+/// [`run`] with a `max_reject_ratio`.
+async fn run_with(
+    input: String,
+    script: Script,
+    on_invalid: OnInvalid,
+    overrides: Value,
+    max_reject_ratio: Option<f64>,
+) -> Run {
+    run_full(
+        input,
+        script,
+        on_invalid,
+        overrides,
+        hold::DEFAULT_MEMORY_BOUND,
+        max_reject_ratio,
+    )
+    .await
+}
+
+async fn run_full(
+    input: String,
+    script: Script,
+    on_invalid: OnInvalid,
+    overrides: Value,
+    hold_bound: usize,
+    max_reject_ratio: Option<f64>,
 ) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let reject_path = dir.path().join("rejects.ndjson");
@@ -259,17 +290,18 @@ async fn run_held(
             sink: fake.clone(),
             router,
             on_invalid,
-            rejects: Some(RejectFile::open(Some(&reject_path)).unwrap()),
+            rejects: Some(RejectFile::open(Some(&reject_path))),
             dry_run: None,
             out: SingerWriter::new(out.clone()),
             write_window: crate::http::DEFAULT_MAX_CONCURRENCY,
             hold_bound,
+            max_reject_ratio,
         },
         rx,
     )
     .await;
     let rejects = std::fs::read_to_string(&reject_path)
-        .unwrap()
+        .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -378,6 +410,97 @@ async fn rejects_go_to_the_file_and_the_run_goes_on() {
     assert_eq!(vendor["reject"]["vendor_status"], 422);
     assert_eq!(vendor["record"], json!({"id": "bad"}));
     assert_eq!(r.stdout.len(), 1, "the state covers rejects too");
+}
+
+#[tokio::test]
+async fn max_reject_ratio_fails_at_the_end_after_the_last_safe_state() {
+    let input = lines(&[
+        serde_json::from_str(USERS_SCHEMA).unwrap(),
+        record("users", json!({"id": "u1"})),
+        record("users", json!({"id": "u2", "seats": "many"})),
+        record("users", json!({"id": "u3"})),
+        record("users", json!({"id": "u4", "seats": "lots"})),
+        state(1),
+    ]);
+    // 2 of 4 rejected: 50% passes a limit of 0.5 and fails one of 0.25.
+    let r = run_with(
+        input.clone(),
+        Script::default(),
+        OnInvalid::Reject,
+        json!({}),
+        Some(0.5),
+    )
+    .await;
+    r.result.unwrap();
+    let r = run_with(
+        input,
+        Script::default(),
+        OnInvalid::Reject,
+        json!({}),
+        Some(0.25),
+    )
+    .await;
+    let err = r.result.unwrap_err();
+    assert_eq!(err.exit_code(), 1);
+    let text = err.to_string();
+    assert!(
+        text.starts_with("2 of 4 records rejected (50.0%), more than max_reject_ratio 0.25 allows"),
+        "{text}"
+    );
+    assert_eq!(
+        r.stdout,
+        vec![json!({"bookmarks": {"users": {"n": 1}}})],
+        "every record has its outcome, so the state is written first"
+    );
+    assert_eq!(r.report.exit_code, 1);
+    assert_eq!(r.report.totals.sent, 2);
+}
+
+#[tokio::test]
+async fn max_reject_ratio_stops_a_run_early_once_enough_records_have_an_outcome() {
+    let mut input = vec![serde_json::from_str::<Value>(USERS_SCHEMA).unwrap()];
+    for i in 0..3000u64 {
+        input.push(record(
+            "users",
+            json!({"id": format!("u{i}"), "seats": "bad"}),
+        ));
+        if i % 100 == 99 {
+            input.push(state(i));
+        }
+    }
+    let r = run_with(
+        lines(&input),
+        Script::default(),
+        OnInvalid::Reject,
+        json!({}),
+        Some(0.1),
+    )
+    .await;
+    let err = r.result.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("stopped before the rest of the input"),
+        "{text}"
+    );
+    let t = &r.report.totals;
+    assert!(t.rejected >= REJECT_RATIO_MIN_OUTCOMES, "{t:?}");
+    assert!(t.rejected < 3000, "the run stopped early: {t:?}");
+    assert_eq!(
+        t.records_in,
+        t.sent + t.rejected + t.skipped + t.unprocessed,
+        "{t:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_signal_before_any_state_does_not_claim_one_covers_the_records() {
+    let err = TargetError::Stopped {
+        signal: "SIGINT",
+        state_printed: false,
+    };
+    let text = err.to_string();
+    assert!(!text.contains("last state printed"), "{text}");
+    assert!(text.contains("no state was printed"), "{text}");
 }
 
 #[tokio::test]
@@ -589,7 +712,7 @@ async fn a_writer_that_forgets_a_record_fails_the_run_without_covering_it() {
     };
     let r = run(input, script, OnInvalid::Reject, json!({})).await;
     let err = r.result.unwrap_err().to_string();
-    assert!(err.contains("left 1 record(s) without an outcome"), "{err}");
+    assert!(err.contains("left 1 record without an outcome"), "{err}");
     assert_eq!(r.stdout, vec![json!({"bookmarks": {"users": {"n": 1}}})]);
 }
 

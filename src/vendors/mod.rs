@@ -135,6 +135,26 @@ pub fn not_listable_message(spec: &VendorSpec) -> String {
     )
 }
 
+/// Settings that name who is calling without being secret.
+const IDENTITY_KEYS: &[&str] = &["username", "scim_username", "account_id", "auth_scheme"];
+
+/// What to check when `vendor` refuses the credentials: its credential keys and `base_url`
+/// (a sandbox or EU URL with production keys is refused too).
+pub fn credentials_hint(vendor: &str) -> String {
+    let keys: Vec<&str> = find(vendor)
+        .map(|spec| {
+            spec.settings
+                .iter()
+                .filter(|s| s.secret || IDENTITY_KEYS.contains(&s.name))
+                .map(|s| s.name)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut names: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+    names.push("`base_url`/`region`".to_string());
+    format!("check the config keys {}", names.join(", "))
+}
+
 /// Looks a vendor up by its `vendor` config value.
 pub fn find(name: &str) -> Result<&'static VendorSpec, ConfigError> {
     REGISTRY

@@ -490,7 +490,7 @@ impl Acks {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// The vendor refused the credentials (401/403).
-    #[error("{vendor} refused the credentials: {detail}")]
+    #[error("{vendor} refused the credentials ({}): {detail}", crate::vendors::credentials_hint(.vendor))]
     Credentials {
         /// The vendor.
         vendor: &'static str,

@@ -60,6 +60,8 @@ struct Case {
     file: &'static str,
     vendor: Vendor,
     expect: Expect,
+    /// Config keys over the sandbox's.
+    config: Value,
 }
 
 fn case(file: &'static str, expect: Expect) -> Case {
@@ -67,6 +69,7 @@ fn case(file: &'static str, expect: Expect) -> Case {
         file,
         vendor: Vendor::Userflow,
         expect,
+        config: json!({}),
     }
 }
 
@@ -127,6 +130,33 @@ fn cases() -> Vec<Case> {
                 &[(2, "\"address\" is an object"), (3, "\"tags\" is an array")],
                 &["u3"],
             ),
+            config: json!({}),
+        },
+        // A reject file read back: the `reject` objects are ignored, a repeated SCHEMA is
+        // fine, the records go out again, and the line a crash cut short stops the run there.
+        case(
+            "replayed-rejects.singer",
+            Expect {
+                rejects: vec![(2, "field email")],
+                ..protocol(6, "invalid JSON", &["u2", "u3"])
+            },
+        ),
+        Case {
+            file: "mostly-rejected.singer",
+            vendor: Vendor::Userflow,
+            expect: Expect {
+                rejects: vec![(3, "field email"), (4, "field email")],
+                state: Some(json!({"bookmarks": {"users": {"next_page": "u3"}}})),
+                says: vec![
+                    "2 of 3 records rejected (66.7%), more than max_reject_ratio 0.5 allows",
+                ],
+                ..Expect {
+                    exit: 1,
+                    delivered: vec!["u1"],
+                    ..Expect::default()
+                }
+            },
+            config: json!({"max_reject_ratio": 0.5}),
         },
         case(
             "duplicate-json-keys.singer",
@@ -378,12 +408,11 @@ fn each_bad_input_gets_its_error_or_reject_and_exit_code() {
     for case in cases() {
         sb.reset();
         let dir = tempfile::tempdir().unwrap();
-        let ran = run_target(
-            &sb.config(case.vendor),
-            &corpus().join(case.file),
-            dir.path(),
-            &[],
-        );
+        let mut config = sb.config(case.vendor);
+        for (k, v) in case.config.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let ran = run_target(&config, &corpus().join(case.file), dir.path(), &[]);
         check(case.file, &ran, &case.expect, &user_ids(&sb, case.vendor));
     }
 }

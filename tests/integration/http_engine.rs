@@ -283,16 +283,27 @@ async fn the_budget_runs_out_with_a_clear_error() {
     let text = err.to_string();
     assert!(text.starts_with("acme: GET http://127.0.0.1:"), "{text}");
     assert!(
-        text.contains("/api/v1/users?limit=5 answered 503 Service Unavailable after 3 attempt(s)"),
+        text.contains("/api/v1/users?limit=5 answered 503 Service Unavailable after 3 attempts"),
         "{text}"
     );
-    assert!(text.contains("retry budget exhausted"), "{text}");
+    // What ended the retries, in the figures of max_retries.
+    assert!(
+        text.contains("(the retry budget is spent: 2 retries, as max_retries allows)"),
+        "{text}"
+    );
     assert!(text.contains("down for maintenance"), "{text}");
     assert_eq!(server.count(), 3);
     assert_eq!(c.stats().failed, 1);
-    // A per-request budget overrides the client's.
+    // A per-request budget overrides the client's, and says so.
     let err = c.get("/users").max_retries(0).send().await.unwrap_err();
     assert_eq!(err.attempts(), 1);
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "after 1 attempt (the retry budget is spent: 0 retries, this request's own limit)"
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -309,6 +320,8 @@ async fn client_errors_and_501_are_not_retried() {
         assert_eq!(err.attempts(), 1, "{code}");
         assert!(!err.maybe_processed(), "{code}");
         assert_eq!(err.is_auth(), code == 401 || code == 403, "{code}");
+        let text = err.to_string();
+        assert!(text.contains("after 1 attempt (not retryable)"), "{text}");
     }
     assert_eq!(server.count(), 7);
 }
