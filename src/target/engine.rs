@@ -301,7 +301,6 @@ impl<W: Write> Engine<W> {
                 let index = self.tracker.stream_of(op.ticket).unwrap_or_default() as usize;
                 self.book_reject(index, op.ticket, op.origin.line, &op.origin.record, refusal);
             }
-            }
         }
     }
 

@@ -221,6 +221,7 @@ fn cases() -> Vec<Case> {
         Case {
             file: "guru-email-separators.singer",
             vendor: Vendor::Guru,
+            config: json!({}),
             expect: rejects(
                 &[
                     (2, "not one email address: it contains ','"),
@@ -252,6 +253,7 @@ fn cases() -> Vec<Case> {
         Case {
             file: "appcues-dot-segment-keys.singer",
             vendor: Vendor::Appcues,
+            config: json!({}),
             expect: rejects(
                 &[
                     (5, "key id \"..\" is a dot segment"),
