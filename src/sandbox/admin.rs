@@ -290,17 +290,17 @@ pub(crate) fn apply_patch(s: &mut FaultSettings, patch: Value) -> Result<(), Str
                     s.vendor_mut(vendor).rate_limit = limit;
                 }
             }
-            "error_rate" | "drop_rate" => per_vendor(&k, &v, |vendor, x| {
-                let f = fraction(&k, x)?;
-                s.for_each(vendor, |vf| {
-                    if k == "error_rate" {
-                        vf.error_rate = f;
-                    } else {
-                        vf.drop_rate = f;
-                    }
-                });
-                Ok(())
-            })?,
+            "error_rate" | "drop_rate" | "apply_then_fail_rate" => {
+                per_vendor(&k, &v, |vendor, x| {
+                    let f = fraction(&k, x)?;
+                    s.for_each(vendor, |vf| match k.as_str() {
+                        "error_rate" => vf.error_rate = f,
+                        "drop_rate" => vf.drop_rate = f,
+                        _ => vf.apply_then_fail_rate = f,
+                    });
+                    Ok(())
+                })?
+            }
             "latency_ms" => per_vendor(&k, &v, |vendor, x| {
                 let ms = x
                     .as_u64()
@@ -344,7 +344,7 @@ pub(crate) fn apply_patch(s: &mut FaultSettings, patch: Value) -> Result<(), Str
             }
             other => {
                 return Err(format!(
-                    "unknown fault '{other}': expected rate_limit, error_rate, drop_rate, latency_ms, userguiding_block, fail_next, fail_jobs, realistic"
+                    "unknown fault '{other}': expected rate_limit, error_rate, drop_rate, apply_then_fail_rate, latency_ms, userguiding_block, fail_next, fail_jobs, realistic"
                 ));
             }
         }

@@ -1,5 +1,6 @@
 //! Faults on demand: rate limits, UserGuiding's block, random 500/503, dropped connections,
-//! added latency, "fail the next N requests to path P", and failing bulk jobs.
+//! added latency, "fail the next N requests to path P", answers lost after the write was applied
+//! (`apply_then_fail`), and failing bulk jobs.
 //!
 //! Every request under a vendor prefix asks [`Faults::decide`] first; the decision is applied
 //! by the request layer and named in the request log. Random faults draw from an RNG seeded
@@ -128,6 +129,10 @@ pub struct FailRule {
     /// `Retry-After` seconds to send with the answer.
     #[serde(default)]
     pub retry_after: Option<u64>,
+    /// Run the vendor's handler first (the write is applied), then answer `status` or drop
+    /// the connection: "the vendor acted but the answer never arrived".
+    #[serde(default)]
+    pub apply_then_fail: bool,
 }
 
 fn default_fail_status() -> u16 {
@@ -144,7 +149,23 @@ impl FailRule {
             status: 500,
             drop: false,
             retry_after: None,
+            apply_then_fail: false,
         }
+    }
+    /// Apply the next `count` requests to `path`, then answer 500 instead of the vendor's
+    /// answer (chain `.status()` for another status, or use [`FailRule::apply_then_drop`]).
+    pub fn apply_then_fail(path: impl Into<String>, count: u32) -> FailRule {
+        FailRule::new(path, count).after_apply()
+    }
+    /// Apply the next `count` requests to `path`, then drop the connection without an answer.
+    pub fn apply_then_drop(path: impl Into<String>, count: u32) -> FailRule {
+        FailRule::drop_connection(path, count).after_apply()
+    }
+    /// Let the vendor's handler apply the request before the fault replaces its answer.
+    #[must_use]
+    pub fn after_apply(mut self) -> Self {
+        self.apply_then_fail = true;
+        self
     }
     /// Drop the connection of the next `count` requests to `path`.
     pub fn drop_connection(path: impl Into<String>, count: u32) -> FailRule {
@@ -200,6 +221,10 @@ pub struct VendorFaults {
     /// Milliseconds added before answering.
     #[serde(default)]
     pub latency_ms: u64,
+    /// Fraction of requests that the vendor applies and whose answer is then lost (a third
+    /// each answered 500, answered 503, and dropped connections).
+    #[serde(default)]
+    pub apply_then_fail_rate: f64,
 }
 
 impl VendorFaults {
@@ -207,6 +232,7 @@ impl VendorFaults {
         self.rate_limit.is_none()
             && self.error_rate <= 0.0
             && self.drop_rate <= 0.0
+            && self.apply_then_fail_rate <= 0.0
             && self.latency_ms == 0
     }
 }
@@ -262,7 +288,11 @@ impl FaultSettings {
     /// Checks fractions and the block rule.
     pub fn validate(&self) -> Result<(), SandboxError> {
         for (v, f) in &self.vendors {
-            for (name, x) in [("error_rate", f.error_rate), ("drop_rate", f.drop_rate)] {
+            for (name, x) in [
+                ("error_rate", f.error_rate),
+                ("drop_rate", f.drop_rate),
+                ("apply_then_fail_rate", f.apply_then_fail_rate),
+            ] {
                 if !(0.0..=1.0).contains(&x) {
                     return Err(SandboxError::InvalidFault(format!(
                         "{v} {name} must be between 0 and 1, got {x}"
@@ -294,6 +324,8 @@ pub(crate) struct Decision {
     pub latency: Option<Duration>,
     pub action: Action,
     pub label: Option<String>,
+    /// Run the vendor's handler (apply the write) before `action` replaces its answer.
+    pub apply_first: bool,
 }
 
 #[derive(Debug)]
@@ -397,6 +429,7 @@ impl Faults {
             latency: None,
             action: Action::Pass,
             label: None,
+            apply_first: false,
         };
         if self.quiet.load(Ordering::Relaxed) {
             return d;
@@ -445,10 +478,12 @@ impl Faults {
                     message: format!("sandbox fault: fail_next rule for {}", rule.path),
                 }
             };
-            let label = if rule.drop {
-                "fail_next dropped"
-            } else {
-                "fail_next"
+            d.apply_first = rule.apply_then_fail;
+            let label = match (rule.apply_then_fail, rule.drop) {
+                (true, true) => "apply_then_fail dropped",
+                (true, false) => "apply_then_fail",
+                (false, true) => "fail_next dropped",
+                (false, false) => "fail_next",
             };
             return finish(d, labels, Some(label.into()));
         }
@@ -533,6 +568,25 @@ impl Faults {
             d.action = Action::Drop;
             return finish(d, labels, Some("dropped".into()));
         }
+        if vf.apply_then_fail_rate > 0.0 && rt.rng.random_bool(vf.apply_then_fail_rate.min(1.0)) {
+            d.apply_first = true;
+            let label = match rt.rng.random_range(0..3u8) {
+                0 => {
+                    d.action = Action::Drop;
+                    "apply_then_fail dropped".to_string()
+                }
+                n => {
+                    let status = if n == 1 { 500 } else { 503 };
+                    d.action = Action::Respond {
+                        status,
+                        retry_after: None,
+                        message: "sandbox fault: the request was applied, then failed".into(),
+                    };
+                    format!("apply_then_fail {status}")
+                }
+            };
+            return finish(d, labels, Some(label));
+        }
         finish(d, labels, None)
     }
 }
@@ -583,6 +637,19 @@ impl FaultHandle {
         check_fraction("drop_rate", rate)?;
         self.faults()
             .update(|s| s.for_each(vendor, |f| f.drop_rate = rate));
+        Ok(())
+    }
+
+    /// Fraction of requests applied and then answered 500/503 or dropped; `None` = every
+    /// vendor.
+    pub fn apply_then_fail_rate(
+        &self,
+        vendor: Option<Vendor>,
+        rate: f64,
+    ) -> Result<(), SandboxError> {
+        check_fraction("apply_then_fail_rate", rate)?;
+        self.faults()
+            .update(|s| s.for_each(vendor, |f| f.apply_then_fail_rate = rate));
         Ok(())
     }
 

@@ -490,6 +490,14 @@ impl SandboxBuilder {
             .for_each(vendor, |f| f.drop_rate = rate);
         self
     }
+    /// A seeded fraction of requests the vendor applies before the answer is lost (500, 503
+    /// or a dropped connection): the case that makes a blind retry duplicate a write.
+    pub fn apply_then_fail_rate(mut self, vendor: Option<Vendor>, rate: f64) -> Self {
+        self.settings
+            .faults
+            .for_each(vendor, |f| f.apply_then_fail_rate = rate);
+        self
+    }
     /// Latency added to every request.
     pub fn latency(mut self, vendor: Option<Vendor>, latency: Duration) -> Self {
         self.settings

@@ -338,6 +338,7 @@ fn the_report_counts_streams_requests_retries_and_429s() {
             status,
             drop: false,
             retry_after: None,
+            apply_then_fail: false,
         });
     }
     let dir = tempfile::tempdir().unwrap();
@@ -426,6 +427,7 @@ fn fail(sb: &Sandbox, path: &str, status: u16, count: u32) {
         status,
         drop: false,
         retry_after: None,
+        apply_then_fail: false,
     });
 }
 
