@@ -278,7 +278,8 @@ fn check_user_shapes(body: &Map<String, Value>) -> Result<(), String> {
                     ));
                 }
             }
-            if !find_key(e, "value").is_some_and(|k| e[k].as_str().is_some_and(|v| !v.is_empty())) {
+            let value = find_key(e, "value").and_then(|k| e[k].as_str());
+            if value.is_none_or(str::is_empty) {
                 return Err(format!("emails[{i}] needs a non-empty string value"));
             }
             if find_key(e, "primary").is_some_and(|k| e[k] == json!(true)) {
