@@ -47,7 +47,8 @@ struct Args {
     /// Length of UserGuiding's block in seconds (implies --userguiding-block); shorten for tests.
     #[arg(long, value_name = "SECS")]
     userguiding_block_secs: Option<f64>,
-    /// Each vendor's documented limits: Userpilot 600/min, Appcues 60/s, UserGuiding's block.
+    /// Each vendor's documented limits: Userpilot 600/min and 1 delete per 2 s, Appcues 60/s,
+    /// UserGuiding's block.
     #[arg(long)]
     realistic_limits: bool,
     /// Fraction of requests answered 500/503: F for every vendor or VENDOR=F (repeatable).

@@ -252,6 +252,10 @@ pub struct FaultSettings {
     /// Every bulk job ends `failed`.
     #[serde(default)]
     pub fail_jobs: bool,
+    /// Userpilot's own limit on deletes (`DELETE /v1/users`, `/v1/companies`): "1 request per
+    /// 2 s", answered 429 without `Retry-After` when exceeded.
+    #[serde(default)]
+    pub userpilot_delete_limit: Option<RateLimit>,
 }
 
 /// What `/_sandbox/faults` shows.
@@ -271,11 +275,14 @@ impl FaultSettings {
         }
     }
 
-    /// Each vendor's documented limits (vendors.md): Userpilot 600/min, Appcues 60/s with
-    /// Retry-After, UserGuiding 50 per 10 s then a 60 s block.
+    /// Each vendor's documented limits (vendors.md): Userpilot 600/min and 1 delete per 2 s,
+    /// Appcues 60/s with Retry-After, UserGuiding 50 per 10 s then a 60 s block.
     pub fn apply_realistic(&mut self) {
         if let Ok(r) = RateLimit::parse("600/min") {
             self.vendor_mut(Vendor::Userpilot).rate_limit = Some(r);
+        }
+        if let Ok(r) = RateLimit::parse("30/min,burst=1") {
+            self.userpilot_delete_limit = Some(r);
         }
         if let Ok(r) = RateLimit::parse("60/s") {
             self.vendor_mut(Vendor::Appcues).rate_limit = Some(r);
@@ -314,6 +321,7 @@ impl FaultSettings {
     fn is_quiet(&self) -> bool {
         self.vendors.values().all(VendorFaults::is_quiet)
             && self.userguiding_block.is_none()
+            && self.userpilot_delete_limit.is_none()
             && self.fail_next.is_empty()
     }
 }
@@ -355,6 +363,8 @@ struct UgState {
 struct Runtime {
     settings: FaultSettings,
     buckets: BTreeMap<Vendor, Bucket>,
+    /// Userpilot's delete bucket.
+    up_delete: Option<Bucket>,
     ug: UgState,
     rng: StdRng,
 }
@@ -366,6 +376,10 @@ pub(crate) struct Faults {
     /// Fast path: nothing configured, skip the lock entirely.
     quiet: AtomicBool,
 }
+
+/// How early a Userpilot delete may come and still count as paced at the limit (client and
+/// server clocks, scheduling).
+const DELETE_SLACK: Duration = Duration::from_millis(100);
 
 /// Vendors that send `Retry-After` with a 429 (Appcues' CLI honours it; RFC 7644 §3.12 for
 /// SCIM). The others document none.
@@ -380,6 +394,7 @@ impl Faults {
             rt: Mutex::new(Runtime {
                 settings,
                 buckets: BTreeMap::new(),
+                up_delete: None,
                 ug: UgState::default(),
                 rng: seed::rng(seed, 99),
             }),
@@ -410,6 +425,9 @@ impl Faults {
         if before.userguiding_block != rt.settings.userguiding_block {
             rt.ug = UgState::default();
         }
+        if before.userpilot_delete_limit != rt.settings.userpilot_delete_limit {
+            rt.up_delete = None;
+        }
         rt.settings.fail_next.retain(|r| r.count > 0);
         self.quiet.store(rt.settings.is_quiet(), Ordering::Relaxed);
     }
@@ -420,6 +438,7 @@ impl Faults {
         self.quiet.store(settings.is_quiet(), Ordering::Relaxed);
         rt.settings = settings;
         rt.buckets.clear();
+        rt.up_delete = None;
         rt.ug = UgState::default();
         rt.rng = seed::rng(seed, 99);
     }
@@ -529,6 +548,36 @@ impl Faults {
                 return finish(d, labels, Some("userguiding_block".into()));
             }
             ug.window.push_back(now);
+        }
+
+        // 2b. Userpilot's delete limit: 1 request per 2 s, on top of the 600/min.
+        if vendor == Vendor::Userpilot
+            && method.eq_ignore_ascii_case("DELETE")
+            && let Some(limit) = rt.settings.userpilot_delete_limit.clone()
+        {
+            let bucket = rt.up_delete.get_or_insert(Bucket {
+                tokens: limit.burst,
+                last: now,
+            });
+            let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
+            bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(limit.burst);
+            bucket.last = now;
+            // A client pacing itself at exactly the limit may arrive a few milliseconds early.
+            let slack = DELETE_SLACK.as_secs_f64() * limit.per_second;
+            if bucket.tokens + slack >= 1.0 {
+                bucket.tokens -= 1.0;
+            } else {
+                let wait = ((1.0 - bucket.tokens) / limit.per_second).ceil().max(1.0) as u64;
+                d.action = Action::Respond {
+                    status: 429,
+                    retry_after: limit.retry_after.unwrap_or(false).then_some(wait),
+                    message: format!(
+                        "rate limit exceeded: deletes are limited to 1 request per 2 seconds ({})",
+                        limit.spec
+                    ),
+                };
+                return finish(d, labels, Some("userpilot_delete_limit".into()));
+            }
         }
 
         // 3. Token bucket.

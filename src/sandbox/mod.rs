@@ -470,8 +470,8 @@ impl SandboxBuilder {
         self.settings.faults.userguiding_block = block;
         self
     }
-    /// Each vendor's documented limits at once (Userpilot 600/min, Appcues 60/s, UserGuiding
-    /// 50 per 10 s then a 60 s block).
+    /// Each vendor's documented limits at once (Userpilot 600/min and 1 delete per 2 s,
+    /// Appcues 60/s, UserGuiding 50 per 10 s then a 60 s block).
     pub fn realistic_limits(mut self) -> Self {
         self.settings.faults.apply_realistic();
         self

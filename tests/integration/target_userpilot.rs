@@ -225,7 +225,11 @@ fn meltanos_loader_test_stream_passes() {
 
 #[test]
 fn deletes_go_in_batches_of_1000_at_most_one_request_per_2_s_and_202_is_accepted() {
-    let sb = sandbox();
+    // Userpilot's documented limits, enforced: a delete sooner than 2 s after the last is 429.
+    let sb = target_common::builder()
+        .realistic_limits()
+        .start_background()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&sb, dir.path(), json!({}));
     let deleted = json!("2024-01-01T00:00:00Z");
