@@ -71,12 +71,13 @@ impl Shared {
     }
 
     /// The number of users `v` holds and the users named in `ids` (`null` when absent), as
-    /// `{"count": n, "users": {id: user}}`; Appcues and Userpilot answer without building the
+    /// `{"count": n, "users": {id: user}}`; Userflow, Appcues and Userpilot answer without building the
     /// whole dump (a benchmark checks a million users this way).
     pub fn users_summary(&self, v: Vendor, ids: &[String]) -> Value {
         match v {
             Vendor::Userpilot => self.userpilot.lock().users_summary(ids),
             Vendor::Appcues => self.appcues.lock().users_summary(ids),
+            Vendor::Userflow => self.userflow.lock().users_summary(ids),
             _ => {
                 let dump = self.dump(v);
                 let list = ["users", "Users", "members"]
