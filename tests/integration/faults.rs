@@ -119,10 +119,10 @@ impl Model {
 /// What a vendor holds, in roster's terms: users and groups by key with their fields, and
 /// memberships as (group, user) pairs.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct View {
-    users: BTreeMap<String, Value>,
-    groups: BTreeMap<String, Value>,
-    memberships: BTreeSet<(String, String)>,
+pub(crate) struct View {
+    pub(crate) users: BTreeMap<String, Value>,
+    pub(crate) groups: BTreeMap<String, Value>,
+    pub(crate) memberships: BTreeSet<(String, String)>,
 }
 
 impl View {
@@ -196,7 +196,7 @@ fn expected(vendor: Vendor, model: &Model) -> View {
 }
 
 /// What `vendor` holds in the sandbox now.
-fn actual(sb: &Sandbox, vendor: Vendor) -> View {
+pub(crate) fn actual(sb: &Sandbox, vendor: Vendor) -> View {
     let dump = sb.dump(vendor);
     let list = |key: &str| dump[key].as_array().cloned().unwrap_or_default();
     let mut view = View::default();
