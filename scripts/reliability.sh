@@ -34,29 +34,33 @@ else
   # One test binary, built in release with release binaries of tap-roster and target-roster.
   cargo test --release --test integration -- --test-threads="$THREADS" crash:: faults:: 2>&1 \
     | tee "$OUT/test.log" | grep -E '^test |test result'
-  # The soak: release target-roster and roster-sandbox, built by the test run above.
-  python3 scripts/soak.py --records "$SOAK_RECORDS" --users "$SOAK_USERS" --out "$OUT/soak" \
-    --svg docs/reliability-soak.svg 2>&1 | tee "$OUT/soak.log" | tail -3
+  # The soak: release target-roster and roster-sandbox, built by the test run above. SOAK=0
+  # keeps the figures of a soak run made separately (scripts/soak.py --out "$OUT/soak").
+  if [[ ${SOAK:-1} != 0 ]]; then
+    python3 scripts/soak.py --records "$SOAK_RECORDS" --users "$SOAK_USERS" --out "$OUT/soak" \
+      --svg docs/reliability-soak.svg 2>&1 | tee "$OUT/soak.log" | tail -3
+  fi
   elapsed=$(( $(date +%s) - started ))
   echo "$elapsed" > "$OUT/elapsed"
 fi
 
-python3 - "$figures" "$USERS" "$TRIALS" "$SEED" "$elapsed" "$OUT/soak/soak.json" > RELIABILITY.md <<'PY'
+python3 - "$figures" "$USERS" "$TRIALS" "$SEED" "$elapsed" "$OUT/soak/soak.json" "${NOTE:-}" > RELIABILITY.md <<'PY'
 import json, os, sys
 from collections import defaultdict
 
-path, users, trials, seed, elapsed, soak_path = sys.argv[1:]
+path, users, trials, seed, elapsed, soak_path, note = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 crash = [r for r in rows if "trial" in r]
 matrix = [r for r in rows if "fault" in r]
 
 print(f"""# Reliability
-
+{chr(10) + "**Note on this run:** " + note + chr(10) if note else ""}
 Produced by `scripts/reliability.sh` (release build, seed {seed}, {users} users, {trials} trials
 per vendor and side; this run took {elapsed} s including the build), except the fuzzing section,
 which is copied from a hand-written file (see there). Rerun it to reproduce the figures; the
 tests behind it are `tests/integration/crash.rs` and `tests/integration/faults.rs`, which also
-run in `cargo test` at a smaller size (300 users, 20 trials; the matrix at its own size).
+run in `cargo test` at a smaller size (300 users; 20 trials for Userflow and 3 for each other
+vendor; the matrix at its own size), and `scripts/soak.py` for the soak.
 
 ## kill -9 at seeded random points
 
