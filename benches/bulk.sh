@@ -5,7 +5,10 @@
 # spooled (upload bytes written to spool files / wall time), target-roster's CPU time (user +
 # system: the figure to trust on a machine shared with other work, where wall time mostly
 # measures waiting for a core) and records per CPU second, its peak RSS, and the peak RSS of a
-# run with a tenth of the users, to show memory stays flat as the input grows.
+# run with a tenth of the users, to show memory stays flat as the input grows (flat: the full
+# run's peak within FLAT_TOLERANCE, default 1.5x, of the small run's). After every run the
+# sandbox itself is asked what it holds (GET /_sandbox/users/VENDOR): the user count and three
+# sampled users with their email and plan, rather than trusting the target's final STATE.
 #
 #   benches/bulk.sh                     # 1,000,000 users, 3 runs per vendor
 #   USERS=200000 RUNS=1 benches/bulk.sh # a quick look
@@ -24,6 +27,9 @@ USERS=${USERS:-1000000}
 RUNS=${RUNS:-3}
 VENDORS=${VENDORS:-appcues userpilot}
 STATE_EVERY=${STATE_EVERY:-10000}
+# "Memory flat": the full run's peak RSS is at most this multiple of the peak at a tenth of the
+# users (ten times the input may cost half as much memory again, not ten times more).
+FLAT_TOLERANCE=${FLAT_TOLERANCE:-1.5}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/roster-bulk-bench.XXXXXX")
 sandbox_pid=
@@ -98,7 +104,27 @@ run() { # run VENDOR INPUT EXPECTED_ROWS: prints "seconds peak_kb user_s sys_s b
     local line; line=$(grep 'every job ended' "$work/target.err" | tail -1)
     local spooled; spooled=$(sed -E 's/.* rows=([0-9]+).*/\1/' <<<"$line")
     [[ $spooled == "$rows" ]] || { echo "$vendor: $spooled rows spooled, expected $rows" >&2; exit 1; }
+    check_held "$vendor" "$rows"
     echo "$(cat "$work/time.txt") $(sed -E 's/.* bytes=([0-9]+).*/\1/' <<<"$line") $(sed -E 's/.* jobs=([0-9]+).*/\1/' <<<"$line")"
+}
+
+check_held() { # check_held VENDOR ROWS: what the sandbox holds, not what the target says
+    local vendor=$1 rows=$2
+    local ids="user-0000000,user-$(printf '%07d' $((rows / 2))),user-$(printf '%07d' $((rows - 1)))"
+    curl -fsS "$origin/_sandbox/users/$vendor?ids=$ids" >"$work/held.json"
+    python3 - "$work/held.json" "$rows" "$vendor" <<'EOF' >&2 || exit 1
+import json, sys
+held, rows, vendor = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
+plans = ["free", "starter", "pro", "enterprise"]
+if held["count"] != rows:
+    sys.exit(f"{vendor}: the sandbox holds {held['count']} users, expected {rows}")
+for key, user in held["users"].items():
+    i = int(key.split("-")[1])
+    text = json.dumps(user)
+    for want in (f'"user{i}@example.com"', f'"{plans[i % 4]}"'):
+        if want not in text:
+            sys.exit(f"{vendor}: the sandbox's {key} lacks {want}: {text}")
+EOF
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -106,8 +132,8 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
 echo "target-roster mode: bulk, $USERS users ($input_mb MB of Singer input), $RUNS run(s) per vendor, medians; $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg) at the start"
 echo
-echo "| vendor | wall s | records/s | jobs | MB spooled | MB/s spooled | CPU s | records/CPU s | peak RSS MB | peak RSS MB at $small users |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| vendor | wall s | records/s | jobs | MB spooled | MB/s spooled | CPU s | records/CPU s | peak RSS MB | peak RSS MB at $small users | memory flat (peak within ${FLAT_TOLERANCE}x of the small run's) |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 results=()
 for vendor in $VENDORS; do
     : >"$work/runs.txt"
@@ -121,10 +147,11 @@ for vendor in $VENDORS; do
     bytes=$(awk '{print $5}' "$work/runs.txt" | median)
     jobs=$(awk '{print $6}' "$work/runs.txt" | median)
     small_rss=$(run "$vendor" "$work/small.jsonl" "$small" | awk '{print $2}')
-    awk -v v="$vendor" -v s="$secs" -v r="$rss" -v c="$cpu" -v b="$bytes" -v j="$jobs" -v n="$USERS" -v sr="$small_rss" 'BEGIN {
-        printf "| %s | %.1f | %.0f | %d | %.0f | %.1f | %.1f | %.0f | %.0f | %.0f |\n", v, s, n / s, j, b / 1e6, b / 1e6 / s, c, n / c, r / 1024, sr / 1024 }'
-    results+=("$(awk -v v="$vendor" -v s="$secs" -v r="$rss" -v c="$cpu" -v b="$bytes" -v j="$jobs" -v n="$USERS" -v sr="$small_rss" 'BEGIN {
-        printf "RESULT %s_bulk records_per_s=%.0f mb_per_s=%.1f peak_rss_mb=%.0f vendor=%s users=%d wall_s=%.1f cpu_s=%.1f mb_spooled=%.0f jobs=%d peak_rss_small_mb=%.0f", v, n / s, b / 1e6 / s, r / 1024, v, n, s, c, b / 1e6, j, sr / 1024 }')")
+    awk -v v="$vendor" -v s="$secs" -v r="$rss" -v c="$cpu" -v b="$bytes" -v j="$jobs" -v n="$USERS" -v sr="$small_rss" -v t="$FLAT_TOLERANCE" 'BEGIN {
+        flat = (r <= t * sr) ? "yes" : "NO"
+        printf "| %s | %.1f | %.0f | %d | %.0f | %.1f | %.1f | %.0f | %.0f | %.0f | %s (%.2fx) |\n", v, s, n / s, j, b / 1e6, b / 1e6 / s, c, n / c, r / 1024, sr / 1024, flat, r / sr }'
+    results+=("$(awk -v v="$vendor" -v s="$secs" -v r="$rss" -v c="$cpu" -v b="$bytes" -v j="$jobs" -v n="$USERS" -v sr="$small_rss" -v t="$FLAT_TOLERANCE" 'BEGIN {
+        printf "RESULT %s_bulk records_per_s=%.0f mb_per_s=%.1f peak_rss_mb=%.0f vendor=%s users=%d wall_s=%.1f cpu_s=%.1f mb_spooled=%.0f jobs=%d peak_rss_small_mb=%.0f flat=%s", v, n / s, b / 1e6 / s, r / 1024, v, n, s, c, b / 1e6, j, sr / 1024, (r <= t * sr) ? "yes" : "no" }')")
 done
 echo
 printf '%s\n' "${results[@]}"

@@ -47,7 +47,8 @@ struct Args {
     /// Length of UserGuiding's block in seconds (implies --userguiding-block); shorten for tests.
     #[arg(long, value_name = "SECS")]
     userguiding_block_secs: Option<f64>,
-    /// Each vendor's documented limits: Userpilot 600/min, Appcues 60/s, UserGuiding's block.
+    /// Each vendor's documented limits: Userpilot 600/min and 1 delete per 2 s, Appcues 60/s,
+    /// UserGuiding's block.
     #[arg(long)]
     realistic_limits: bool,
     /// Fraction of requests answered 500/503: F for every vendor or VENDOR=F (repeatable).
@@ -56,11 +57,16 @@ struct Args {
     /// Fraction of requests whose connection is dropped without an answer (repeatable).
     #[arg(long = "drop-rate", value_name = "[VENDOR=]F")]
     drop_rates: Vec<String>,
+    /// Fraction of requests the vendor applies before the answer is lost (500, 503 or a
+    /// dropped connection): F for every vendor or VENDOR=F (repeatable).
+    #[arg(long = "apply-then-fail-rate", value_name = "[VENDOR=]F")]
+    apply_then_fail_rates: Vec<String>,
     /// Milliseconds added to every answer: MS or VENDOR=MS (repeatable).
     #[arg(long = "latency-ms", value_name = "[VENDOR=]MS")]
     latencies: Vec<String>,
-    /// Fail the next requests to a path: PATH[,count=N][,status=S][,method=M][,drop][,retry_after=SECS]
-    /// (repeatable; PATH includes the vendor prefix, a trailing * matches a prefix).
+    /// Fail the next requests to a path: PATH[,count=N][,status=S][,method=M][,drop][,retry_after=SECS][,apply_then_fail]
+    /// (repeatable; PATH includes the vendor prefix, a trailing * matches a prefix;
+    /// apply_then_fail lets the vendor apply the request before the answer is replaced).
     #[arg(long = "fail-next", value_name = "RULE")]
     fail_next: Vec<String>,
     /// Every bulk job (Userpilot, Appcues) ends `failed`.
@@ -125,6 +131,7 @@ fn parse_fail_rule(s: &str) -> Result<FailRule> {
             }
             "method" => rule = rule.method(v),
             "drop" => rule.drop = true,
+            "apply_then_fail" | "after_apply" => rule.apply_then_fail = true,
             "retry_after" => {
                 rule = rule.retry_after(
                     v.parse()
@@ -194,6 +201,14 @@ fn settings(a: &Args) -> Result<Settings> {
         vf.drop_rate = x.parse()?;
         Ok(())
     })?;
+    per_vendor(
+        &a.apply_then_fail_rates,
+        "--apply-then-fail-rate",
+        &|vf, x| {
+            vf.apply_then_fail_rate = x.parse()?;
+            Ok(())
+        },
+    )?;
     per_vendor(&a.latencies, "--latency-ms", &|vf, x| {
         vf.latency_ms = x.parse()?;
         Ok(())

@@ -23,6 +23,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_sandbox/", get(index))
         .route("/_sandbox/dump", get(dump_all))
         .route("/_sandbox/dump/{vendor}", get(dump_one))
+        .route("/_sandbox/users/{vendor}", get(users_summary))
         .route("/_sandbox/requests", get(requests).delete(clear_requests))
         .route("/_sandbox/stats", get(stats))
         .route("/_sandbox/reset", post(reset))
@@ -91,6 +92,25 @@ async fn dump_all(State(sh): State<Arc<Shared>>) -> Response {
 async fn dump_one(State(sh): State<Arc<Shared>>, Path(vendor): Path<String>) -> Response {
     match vendor_of(&vendor) {
         Ok(v) => reply::ok(&sh.dump(v)),
+        Err(r) => r,
+    }
+}
+
+/// `GET /_sandbox/users/{vendor}?ids=a,b`: how many users the vendor holds and the named ones.
+async fn users_summary(
+    State(sh): State<Arc<Shared>>,
+    Path(vendor): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let pairs = util::query_pairs(q.as_deref());
+    let ids: Vec<String> = util::all(&pairs, "ids")
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    match vendor_of(&vendor) {
+        Ok(v) => reply::ok(&sh.users_summary(v, &ids)),
         Err(r) => r,
     }
 }
@@ -290,17 +310,17 @@ pub(crate) fn apply_patch(s: &mut FaultSettings, patch: Value) -> Result<(), Str
                     s.vendor_mut(vendor).rate_limit = limit;
                 }
             }
-            "error_rate" | "drop_rate" => per_vendor(&k, &v, |vendor, x| {
-                let f = fraction(&k, x)?;
-                s.for_each(vendor, |vf| {
-                    if k == "error_rate" {
-                        vf.error_rate = f;
-                    } else {
-                        vf.drop_rate = f;
-                    }
-                });
-                Ok(())
-            })?,
+            "error_rate" | "drop_rate" | "apply_then_fail_rate" => {
+                per_vendor(&k, &v, |vendor, x| {
+                    let f = fraction(&k, x)?;
+                    s.for_each(vendor, |vf| match k.as_str() {
+                        "error_rate" => vf.error_rate = f,
+                        "drop_rate" => vf.drop_rate = f,
+                        _ => vf.apply_then_fail_rate = f,
+                    });
+                    Ok(())
+                })?
+            }
             "latency_ms" => per_vendor(&k, &v, |vendor, x| {
                 let ms = x
                     .as_u64()
@@ -344,7 +364,7 @@ pub(crate) fn apply_patch(s: &mut FaultSettings, patch: Value) -> Result<(), Str
             }
             other => {
                 return Err(format!(
-                    "unknown fault '{other}': expected rate_limit, error_rate, drop_rate, latency_ms, userguiding_block, fail_next, fail_jobs, realistic"
+                    "unknown fault '{other}': expected rate_limit, error_rate, drop_rate, apply_then_fail_rate, latency_ms, userguiding_block, fail_next, fail_jobs, realistic"
                 ));
             }
         }

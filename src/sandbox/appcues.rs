@@ -117,6 +117,22 @@ impl Store {
         })
     }
 
+    /// How many users are held, and the named ones as the dump shows them (cheap at a million
+    /// users, where the whole dump is not).
+    pub fn users_summary(&self, ids: &[String]) -> Value {
+        let picked: Map<String, Value> = ids
+            .iter()
+            .map(|id| {
+                let u = self
+                    .users
+                    .get(id)
+                    .map_or(Value::Null, |p| profile(id, "user_id", p));
+                (id.clone(), u)
+            })
+            .collect();
+        json!({"count": self.users.len(), "users": picked})
+    }
+
     pub fn job_mut(&mut self, id: &str) -> Option<&mut Job> {
         self.jobs.iter_mut().find(|j| j.id == id)
     }

@@ -1,5 +1,6 @@
 //! Faults on demand: rate limits, UserGuiding's block, random 500/503, dropped connections,
-//! added latency, "fail the next N requests to path P", and failing bulk jobs.
+//! added latency, "fail the next N requests to path P", answers lost after the write was applied
+//! (`apply_then_fail`), and failing bulk jobs.
 //!
 //! Every request under a vendor prefix asks [`Faults::decide`] first; the decision is applied
 //! by the request layer and named in the request log. Random faults draw from an RNG seeded
@@ -128,6 +129,10 @@ pub struct FailRule {
     /// `Retry-After` seconds to send with the answer.
     #[serde(default)]
     pub retry_after: Option<u64>,
+    /// Run the vendor's handler first (the write is applied), then answer `status` or drop
+    /// the connection: "the vendor acted but the answer never arrived".
+    #[serde(default)]
+    pub apply_then_fail: bool,
 }
 
 fn default_fail_status() -> u16 {
@@ -144,7 +149,23 @@ impl FailRule {
             status: 500,
             drop: false,
             retry_after: None,
+            apply_then_fail: false,
         }
+    }
+    /// Apply the next `count` requests to `path`, then answer 500 instead of the vendor's
+    /// answer (chain `.status()` for another status, or use [`FailRule::apply_then_drop`]).
+    pub fn apply_then_fail(path: impl Into<String>, count: u32) -> FailRule {
+        FailRule::new(path, count).after_apply()
+    }
+    /// Apply the next `count` requests to `path`, then drop the connection without an answer.
+    pub fn apply_then_drop(path: impl Into<String>, count: u32) -> FailRule {
+        FailRule::drop_connection(path, count).after_apply()
+    }
+    /// Let the vendor's handler apply the request before the fault replaces its answer.
+    #[must_use]
+    pub fn after_apply(mut self) -> Self {
+        self.apply_then_fail = true;
+        self
     }
     /// Drop the connection of the next `count` requests to `path`.
     pub fn drop_connection(path: impl Into<String>, count: u32) -> FailRule {
@@ -200,6 +221,10 @@ pub struct VendorFaults {
     /// Milliseconds added before answering.
     #[serde(default)]
     pub latency_ms: u64,
+    /// Fraction of requests that the vendor applies and whose answer is then lost (a third
+    /// each answered 500, answered 503, and dropped connections).
+    #[serde(default)]
+    pub apply_then_fail_rate: f64,
 }
 
 impl VendorFaults {
@@ -207,6 +232,7 @@ impl VendorFaults {
         self.rate_limit.is_none()
             && self.error_rate <= 0.0
             && self.drop_rate <= 0.0
+            && self.apply_then_fail_rate <= 0.0
             && self.latency_ms == 0
     }
 }
@@ -226,6 +252,10 @@ pub struct FaultSettings {
     /// Every bulk job ends `failed`.
     #[serde(default)]
     pub fail_jobs: bool,
+    /// Userpilot's own limit on deletes (`DELETE /v1/users`, `/v1/companies`): "1 request per
+    /// 2 s", answered 429 without `Retry-After` when exceeded.
+    #[serde(default)]
+    pub userpilot_delete_limit: Option<RateLimit>,
 }
 
 /// What `/_sandbox/faults` shows.
@@ -245,11 +275,14 @@ impl FaultSettings {
         }
     }
 
-    /// Each vendor's documented limits (vendors.md): Userpilot 600/min, Appcues 60/s with
-    /// Retry-After, UserGuiding 50 per 10 s then a 60 s block.
+    /// Each vendor's documented limits (vendors.md): Userpilot 600/min and 1 delete per 2 s,
+    /// Appcues 60/s with Retry-After, UserGuiding 50 per 10 s then a 60 s block.
     pub fn apply_realistic(&mut self) {
         if let Ok(r) = RateLimit::parse("600/min") {
             self.vendor_mut(Vendor::Userpilot).rate_limit = Some(r);
+        }
+        if let Ok(r) = RateLimit::parse("30/min,burst=1") {
+            self.userpilot_delete_limit = Some(r);
         }
         if let Ok(r) = RateLimit::parse("60/s") {
             self.vendor_mut(Vendor::Appcues).rate_limit = Some(r);
@@ -262,7 +295,11 @@ impl FaultSettings {
     /// Checks fractions and the block rule.
     pub fn validate(&self) -> Result<(), SandboxError> {
         for (v, f) in &self.vendors {
-            for (name, x) in [("error_rate", f.error_rate), ("drop_rate", f.drop_rate)] {
+            for (name, x) in [
+                ("error_rate", f.error_rate),
+                ("drop_rate", f.drop_rate),
+                ("apply_then_fail_rate", f.apply_then_fail_rate),
+            ] {
                 if !(0.0..=1.0).contains(&x) {
                     return Err(SandboxError::InvalidFault(format!(
                         "{v} {name} must be between 0 and 1, got {x}"
@@ -284,6 +321,7 @@ impl FaultSettings {
     fn is_quiet(&self) -> bool {
         self.vendors.values().all(VendorFaults::is_quiet)
             && self.userguiding_block.is_none()
+            && self.userpilot_delete_limit.is_none()
             && self.fail_next.is_empty()
     }
 }
@@ -294,6 +332,8 @@ pub(crate) struct Decision {
     pub latency: Option<Duration>,
     pub action: Action,
     pub label: Option<String>,
+    /// Run the vendor's handler (apply the write) before `action` replaces its answer.
+    pub apply_first: bool,
 }
 
 #[derive(Debug)]
@@ -323,6 +363,8 @@ struct UgState {
 struct Runtime {
     settings: FaultSettings,
     buckets: BTreeMap<Vendor, Bucket>,
+    /// Userpilot's delete bucket.
+    up_delete: Option<Bucket>,
     ug: UgState,
     rng: StdRng,
 }
@@ -334,6 +376,10 @@ pub(crate) struct Faults {
     /// Fast path: nothing configured, skip the lock entirely.
     quiet: AtomicBool,
 }
+
+/// How early a Userpilot delete may come and still count as paced at the limit (client and
+/// server clocks, scheduling).
+const DELETE_SLACK: Duration = Duration::from_millis(100);
 
 /// Vendors that send `Retry-After` with a 429 (Appcues' CLI honours it; RFC 7644 §3.12 for
 /// SCIM). The others document none.
@@ -348,6 +394,7 @@ impl Faults {
             rt: Mutex::new(Runtime {
                 settings,
                 buckets: BTreeMap::new(),
+                up_delete: None,
                 ug: UgState::default(),
                 rng: seed::rng(seed, 99),
             }),
@@ -378,6 +425,9 @@ impl Faults {
         if before.userguiding_block != rt.settings.userguiding_block {
             rt.ug = UgState::default();
         }
+        if before.userpilot_delete_limit != rt.settings.userpilot_delete_limit {
+            rt.up_delete = None;
+        }
         rt.settings.fail_next.retain(|r| r.count > 0);
         self.quiet.store(rt.settings.is_quiet(), Ordering::Relaxed);
     }
@@ -388,6 +438,7 @@ impl Faults {
         self.quiet.store(settings.is_quiet(), Ordering::Relaxed);
         rt.settings = settings;
         rt.buckets.clear();
+        rt.up_delete = None;
         rt.ug = UgState::default();
         rt.rng = seed::rng(seed, 99);
     }
@@ -397,6 +448,7 @@ impl Faults {
             latency: None,
             action: Action::Pass,
             label: None,
+            apply_first: false,
         };
         if self.quiet.load(Ordering::Relaxed) {
             return d;
@@ -445,10 +497,12 @@ impl Faults {
                     message: format!("sandbox fault: fail_next rule for {}", rule.path),
                 }
             };
-            let label = if rule.drop {
-                "fail_next dropped"
-            } else {
-                "fail_next"
+            d.apply_first = rule.apply_then_fail;
+            let label = match (rule.apply_then_fail, rule.drop) {
+                (true, true) => "apply_then_fail dropped",
+                (true, false) => "apply_then_fail",
+                (false, true) => "fail_next dropped",
+                (false, false) => "fail_next",
             };
             return finish(d, labels, Some(label.into()));
         }
@@ -496,6 +550,36 @@ impl Faults {
             ug.window.push_back(now);
         }
 
+        // 2b. Userpilot's delete limit: 1 request per 2 s, on top of the 600/min.
+        if vendor == Vendor::Userpilot
+            && method.eq_ignore_ascii_case("DELETE")
+            && let Some(limit) = rt.settings.userpilot_delete_limit.clone()
+        {
+            let bucket = rt.up_delete.get_or_insert(Bucket {
+                tokens: limit.burst,
+                last: now,
+            });
+            let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
+            bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(limit.burst);
+            bucket.last = now;
+            // A client pacing itself at exactly the limit may arrive a few milliseconds early.
+            let slack = DELETE_SLACK.as_secs_f64() * limit.per_second;
+            if bucket.tokens + slack >= 1.0 {
+                bucket.tokens -= 1.0;
+            } else {
+                let wait = ((1.0 - bucket.tokens) / limit.per_second).ceil().max(1.0) as u64;
+                d.action = Action::Respond {
+                    status: 429,
+                    retry_after: limit.retry_after.unwrap_or(false).then_some(wait),
+                    message: format!(
+                        "rate limit exceeded: deletes are limited to 1 request per 2 seconds ({})",
+                        limit.spec
+                    ),
+                };
+                return finish(d, labels, Some("userpilot_delete_limit".into()));
+            }
+        }
+
         // 3. Token bucket.
         if let Some(limit) = &vf.rate_limit {
             let bucket = rt.buckets.entry(vendor).or_insert(Bucket {
@@ -532,6 +616,25 @@ impl Faults {
         if vf.drop_rate > 0.0 && rt.rng.random_bool(vf.drop_rate.min(1.0)) {
             d.action = Action::Drop;
             return finish(d, labels, Some("dropped".into()));
+        }
+        if vf.apply_then_fail_rate > 0.0 && rt.rng.random_bool(vf.apply_then_fail_rate.min(1.0)) {
+            d.apply_first = true;
+            let label = match rt.rng.random_range(0..3u8) {
+                0 => {
+                    d.action = Action::Drop;
+                    "apply_then_fail dropped".to_string()
+                }
+                n => {
+                    let status = if n == 1 { 500 } else { 503 };
+                    d.action = Action::Respond {
+                        status,
+                        retry_after: None,
+                        message: "sandbox fault: the request was applied, then failed".into(),
+                    };
+                    format!("apply_then_fail {status}")
+                }
+            };
+            return finish(d, labels, Some(label));
         }
         finish(d, labels, None)
     }
@@ -583,6 +686,19 @@ impl FaultHandle {
         check_fraction("drop_rate", rate)?;
         self.faults()
             .update(|s| s.for_each(vendor, |f| f.drop_rate = rate));
+        Ok(())
+    }
+
+    /// Fraction of requests applied and then answered 500/503 or dropped; `None` = every
+    /// vendor.
+    pub fn apply_then_fail_rate(
+        &self,
+        vendor: Option<Vendor>,
+        rate: f64,
+    ) -> Result<(), SandboxError> {
+        check_fraction("apply_then_fail_rate", rate)?;
+        self.faults()
+            .update(|s| s.for_each(vendor, |f| f.apply_then_fail_rate = rate));
         Ok(())
     }
 

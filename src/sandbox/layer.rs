@@ -1,12 +1,17 @@
 //! The layer every vendor request passes: faults first, then the credential check, then the
 //! vendor's handler; every request ends in the request log, faults named.
+//!
+//! The handler runs in a task of its own: a client that disconnects does not cancel a write
+//! the vendor has begun. An `apply_then_fail` fault runs the handler to the end, then replaces
+//! its answer with a 5xx or drops the connection (the vendor acted, the answer was lost).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::json;
@@ -73,6 +78,7 @@ pub(crate) async fn vendor_layer(
         at,
         duration_ms: 0.0,
         fault: None,
+        headers: logged_headers(req.headers()),
     };
     let Some(v) = vendor else {
         let resp = next.run(req).await;
@@ -83,25 +89,80 @@ pub(crate) async fn vendor_layer(
     };
     let decision = sh.faults.decide(v, &entry.method, &entry.path);
     entry.fault = decision.label;
-    if let Some(latency) = decision.latency {
+    let latency = decision.latency;
+    let conn = req.extensions().get::<ConnHandle>().cloned();
+    if decision.apply_first || matches!(decision.action, Action::Pass) {
+        // The vendor's handler runs in a task of its own, so a client that gives up (a timeout,
+        // a kill) does not cancel a write the vendor has begun: like a real server, it finishes
+        // and keeps what it applied. The answer, and the log entry, come from that task too.
+        let action = decision.action;
+        let can_drop = conn.is_some();
+        let task = tokio::spawn(async move {
+            if let Some(latency) = latency {
+                tokio::time::sleep(latency).await;
+            }
+            let applied = match auth::check(v, req.headers(), &sh.settings.credentials) {
+                Err(r) => r,
+                Ok(()) => {
+                    req.extensions_mut().insert(v);
+                    next.run(req).await
+                }
+            };
+            // apply_then_fail: the write happened; now the answer is lost.
+            let (resp, dropped) = match action {
+                Action::Pass => (applied, false),
+                Action::Drop if can_drop => (applied, true),
+                other => (fault_answer(v, other), false),
+            };
+            entry.status = if dropped { 0 } else { resp.status().as_u16() };
+            entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            sh.log.push(entry);
+            (resp, dropped)
+        });
+        return match task.await {
+            Ok((_, true)) => {
+                if let Some(conn) = conn {
+                    conn.drop_connection();
+                }
+                // The connection task drops this future together with the socket.
+                std::future::pending().await
+            }
+            Ok((resp, false)) => resp,
+            Err(e) => reply::error(
+                v,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "",
+                &format!("sandbox handler failed: {e}"),
+            ),
+        };
+    }
+    if let Some(latency) = latency {
         tokio::time::sleep(latency).await;
     }
-    let resp = match decision.action {
-        Action::Drop => {
-            if let Some(conn) = req.extensions().get::<ConnHandle>().cloned() {
-                entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-                sh.log.push(entry);
-                conn.drop_connection();
-                // The connection task drops this future together with the socket.
-                return std::future::pending().await;
-            }
-            reply::error(
-                v,
-                StatusCode::BAD_GATEWAY,
-                "",
-                "sandbox fault: dropped connection",
-            )
-        }
+    if let (Action::Drop, Some(conn)) = (&decision.action, conn) {
+        entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        sh.log.push(entry);
+        conn.drop_connection();
+        // The connection task drops this future together with the socket.
+        return std::future::pending().await;
+    }
+    let resp = fault_answer(v, decision.action);
+    entry.status = resp.status().as_u16();
+    entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    sh.log.push(entry);
+    resp
+}
+
+/// The answer a fault gives instead of the vendor's (a drop without a connection to drop, as
+/// in a request made in-process, answers 502).
+fn fault_answer(v: Vendor, action: Action) -> Response {
+    match action {
+        Action::Pass | Action::Drop => reply::error(
+            v,
+            StatusCode::BAD_GATEWAY,
+            "",
+            "sandbox fault: dropped connection",
+        ),
         Action::Respond {
             status,
             retry_after,
@@ -115,16 +176,24 @@ pub(crate) async fn vendor_layer(
             }
             r
         }
-        Action::Pass => match auth::check(v, req.headers(), &sh.settings.credentials) {
-            Err(r) => r,
-            Ok(()) => {
-                req.extensions_mut().insert(v);
-                next.run(req).await
-            }
-        },
-    };
-    entry.status = resp.status().as_u16();
-    entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    sh.log.push(entry);
-    resp
+    }
+}
+
+/// Headers kept in the request log: every one but credentials.
+fn logged_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "authorization" | "proxy-authorization" | "cookie"
+            )
+        })
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }

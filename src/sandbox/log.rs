@@ -31,8 +31,12 @@ pub struct RequestLogEntry {
     /// Time from arrival to answer, in milliseconds (added latency included).
     pub duration_ms: f64,
     /// The injected fault that shaped the answer, if any (`rate_limited`, `error_503`,
-    /// `dropped`, `fail_next`, `userguiding_block`, `latency 20ms`).
+    /// `dropped`, `fail_next`, `apply_then_fail`, `userguiding_block`, `latency 20ms`).
     pub fault: Option<String>,
+    /// The request's headers, names lowercased, credentials (`authorization`, `cookie`,
+    /// `proxy-authorization`) left out, so a test can check e.g. `content-type`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Exact counters since start or the last `clear`.
@@ -144,6 +148,7 @@ mod tests {
             at: Utc::now(),
             duration_ms: 0.0,
             fault: None,
+            headers: BTreeMap::new(),
         }
     }
 

@@ -470,8 +470,8 @@ impl SandboxBuilder {
         self.settings.faults.userguiding_block = block;
         self
     }
-    /// Each vendor's documented limits at once (Userpilot 600/min, Appcues 60/s, UserGuiding
-    /// 50 per 10 s then a 60 s block).
+    /// Each vendor's documented limits at once (Userpilot 600/min and 1 delete per 2 s,
+    /// Appcues 60/s, UserGuiding 50 per 10 s then a 60 s block).
     pub fn realistic_limits(mut self) -> Self {
         self.settings.faults.apply_realistic();
         self
@@ -488,6 +488,14 @@ impl SandboxBuilder {
         self.settings
             .faults
             .for_each(vendor, |f| f.drop_rate = rate);
+        self
+    }
+    /// A seeded fraction of requests the vendor applies before the answer is lost (500, 503
+    /// or a dropped connection): the case that makes a blind retry duplicate a write.
+    pub fn apply_then_fail_rate(mut self, vendor: Option<Vendor>, rate: f64) -> Self {
+        self.settings
+            .faults
+            .for_each(vendor, |f| f.apply_then_fail_rate = rate);
         self
     }
     /// Latency added to every request.

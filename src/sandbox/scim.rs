@@ -8,6 +8,11 @@
 //! sends emails or externalIds as member values gets a clear 400. ETags are weak versions and
 //! `If-Match` is honoured. Optional quirks: numbers and booleans served as strings, and 204 for
 //! PATCH.
+//!
+//! As strict as RFC 7643/7644 and scim2-server, so it can serve as an oracle: `schemas` is
+//! required on every POST, PUT and PATCH (never added for the client), `name` and `emails`
+//! must have their RFC shapes, and a body must come as `application/scim+json` (or
+//! `application/json`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -59,6 +64,37 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/ResourceTypes", get(resource_types))
         .route("/Schemas", get(schemas))
         .route("/Bulk", post(bulk))
+        .route_layer(axum::middleware::from_fn(content_type))
+}
+
+/// RFC 7644 §3.8 and §8.1: a request body is `application/scim+json`, or `application/json`
+/// (which older clients send and servers accept, as scim2-server does); anything else, or no
+/// Content-Type at all, answers 415.
+async fn content_type(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let has_body = matches!(req.method().as_str(), "POST" | "PUT" | "PATCH");
+    if has_body {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let media = ct.split(';').next().unwrap_or_default().trim();
+        let ok = media.eq_ignore_ascii_case("application/scim+json")
+            || media.eq_ignore_ascii_case("application/json");
+        if !ok {
+            let vendor = Vendor::from_path(req.uri().path()).unwrap_or(Vendor::Scim);
+            let shown = if ct.is_empty() { "none" } else { ct };
+            return reply::error(
+                vendor,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalidSyntax",
+                &format!(
+                    "Content-Type must be application/scim+json (or application/json), got {shown}"
+                ),
+            );
+        }
+    }
+    next.run(req).await
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +177,120 @@ fn user_name_key(body: &Map<String, Value>) -> Option<String> {
     find_key(body, "userName")
         .and_then(|k| body[k].as_str())
         .map(str::to_lowercase)
+}
+
+/// RFC 7643 §3: `schemas` is required, holds the resource's core schema, and names every
+/// schema the body uses (an extension's attributes need its URN listed); nothing is added for
+/// a client that left it out.
+fn check_schemas(k: Kind, body: &Map<String, Value>) -> Result<(), String> {
+    let Some(key) = find_key(body, "schemas") else {
+        return Err(format!(
+            "schemas is required (RFC 7643 §3) and must contain {}",
+            k.schema()
+        ));
+    };
+    let Value::Array(list) = &body[key] else {
+        return Err("schemas must be an array of schema URIs".into());
+    };
+    let mut urns = Vec::new();
+    for u in list {
+        let Some(u) = u.as_str() else {
+            return Err("schemas must be an array of schema URIs".into());
+        };
+        let known = u.eq_ignore_ascii_case(k.schema())
+            || (k == Kind::User && u.eq_ignore_ascii_case(ENTERPRISE));
+        if !known {
+            return Err(format!(
+                "schemas names {u:?}, which is not a schema of {}",
+                k.resource_type()
+            ));
+        }
+        urns.push(u.to_ascii_lowercase());
+    }
+    if !urns.contains(&k.schema().to_ascii_lowercase()) {
+        return Err(format!("schemas must contain {}", k.schema()));
+    }
+    if k == Kind::User
+        && find_key(body, ENTERPRISE).is_some()
+        && !urns.contains(&ENTERPRISE.to_ascii_lowercase())
+    {
+        return Err(format!(
+            "the body has {ENTERPRISE} attributes, so schemas must list {ENTERPRISE}"
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 7643 §4.1: `name` is a complex attribute of strings, `emails` a multi-valued complex
+/// attribute (an array of objects with a string `value` and `type`, a boolean `primary`, and
+/// at most one primary).
+fn check_user_shapes(body: &Map<String, Value>) -> Result<(), String> {
+    if let Some(key) = find_key(body, "name") {
+        match &body[key] {
+            Value::Null => {}
+            Value::Object(name) => {
+                for (sub, v) in name {
+                    if !matches!(v, Value::String(_) | Value::Null) {
+                        return Err(format!(
+                            "name.{sub} must be a string, got {}",
+                            util::type_name(v)
+                        ));
+                    }
+                }
+            }
+            other => {
+                return Err(format!(
+                    "name must be an object (givenName, familyName, ...), got {}",
+                    util::type_name(other)
+                ));
+            }
+        }
+    }
+    if let Some(key) = find_key(body, "emails") {
+        let emails = match &body[key] {
+            Value::Null => return Ok(()),
+            Value::Array(a) => a,
+            other => {
+                return Err(format!(
+                    "emails must be an array of objects with a value, got {}",
+                    util::type_name(other)
+                ));
+            }
+        };
+        let mut primaries = 0;
+        for (i, e) in emails.iter().enumerate() {
+            let Value::Object(e) = e else {
+                return Err(format!(
+                    "emails[{i}] must be an object with a value, got {}",
+                    util::type_name(e)
+                ));
+            };
+            for (sub, v) in e {
+                let ok = match sub.to_ascii_lowercase().as_str() {
+                    "value" | "type" | "display" => matches!(v, Value::String(_)),
+                    "primary" => matches!(v, Value::Bool(_)),
+                    _ => true,
+                };
+                if !ok {
+                    return Err(format!(
+                        "emails[{i}].{sub} has the wrong type ({})",
+                        util::type_name(v)
+                    ));
+                }
+            }
+            let value = find_key(e, "value").and_then(|k| e[k].as_str());
+            if value.is_none_or(str::is_empty) {
+                return Err(format!("emails[{i}] needs a non-empty string value"));
+            }
+            if find_key(e, "primary").is_some_and(|k| e[k] == json!(true)) {
+                primaries += 1;
+            }
+        }
+        if primaries > 1 {
+            return Err("at most one of emails may be primary (RFC 7643 §2.4)".into());
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -365,8 +515,9 @@ impl Store {
                 body.remove(&k);
             }
         }
-        if find_key(body, "schemas").is_none() {
-            body.insert("schemas".into(), json!([k.schema()]));
+        check_schemas(k, body).map_err(|d| bad("invalidSyntax", d))?;
+        if k == Kind::User {
+            check_user_shapes(body).map_err(|d| bad("invalidValue", d))?;
         }
         Ok(())
     }
@@ -713,14 +864,17 @@ fn patch(
             );
         }
     };
-    if let Some(Value::Array(s)) = find_key(&obj, "schemas").map(|k| &obj[k])
-        && !s.iter().any(|x| x.as_str() == Some(PATCH_OP))
-    {
+    // RFC 7644 §3.5.2: the body's schemas is required and holds the PatchOp URN.
+    let is_patch_op = match find_key(&obj, "schemas").map(|k| &obj[k]) {
+        Some(Value::Array(s)) => s.iter().any(|x| x.as_str() == Some(PATCH_OP)),
+        _ => false,
+    };
+    if !is_patch_op {
         return scim_err(
             c,
             StatusCode::BAD_REQUEST,
             "invalidSyntax",
-            &format!("schemas must contain {PATCH_OP}"),
+            &format!("a PATCH body needs schemas [{PATCH_OP:?}] (RFC 7644 §3.5.2)"),
         );
     }
     if let Some(max) = sh.settings.scim_max_patch_members {
@@ -768,6 +922,20 @@ fn patch(
                 &format!("Operations[{i}]: {}", e.detail),
             );
         }
+    }
+    // A PATCH that adds an extension's attribute makes the server list the extension in the
+    // resource's schemas (a PatchOp cannot name it; a POST or PUT must).
+    if k == Kind::User
+        && find_key(&work, ENTERPRISE).is_some()
+        && let Some(Value::Array(list)) = find_key(&work, "schemas")
+            .cloned()
+            .and_then(|key| work.get_mut(&key))
+        && !list.iter().any(|u| {
+            u.as_str()
+                .is_some_and(|u| u.eq_ignore_ascii_case(ENTERPRISE))
+        })
+    {
+        list.push(json!(ENTERPRISE));
     }
     if let Err((s, t, d)) = st.validate(k, &mut work, Some(id)) {
         return scim_err(c, s, t, &d);

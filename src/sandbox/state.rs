@@ -70,6 +70,42 @@ impl Shared {
         }
     }
 
+    /// The number of users `v` holds and the users named in `ids` (`null` when absent), as
+    /// `{"count": n, "users": {id: user}}`; Userflow, Appcues and Userpilot answer without building the
+    /// whole dump (a benchmark checks a million users this way).
+    pub fn users_summary(&self, v: Vendor, ids: &[String]) -> Value {
+        match v {
+            Vendor::Userpilot => self.userpilot.lock().users_summary(ids),
+            Vendor::Appcues => self.appcues.lock().users_summary(ids),
+            Vendor::Userflow => self.userflow.lock().users_summary(ids),
+            _ => {
+                let dump = self.dump(v);
+                let list = ["users", "Users", "members"]
+                    .iter()
+                    .find_map(|k| dump[*k].as_array().cloned())
+                    .unwrap_or_default();
+                let key_of = |u: &Value| {
+                    ["id", "user_id", "userId", "externalId"]
+                        .iter()
+                        .find_map(|k| u[*k].as_str().map(str::to_owned))
+                        .or_else(|| u["user"]["email"].as_str().map(str::to_owned))
+                };
+                let picked: serde_json::Map<String, Value> = ids
+                    .iter()
+                    .map(|id| {
+                        let u = list
+                            .iter()
+                            .find(|u| key_of(u).as_deref() == Some(id.as_str()))
+                            .cloned()
+                            .unwrap_or(Value::Null);
+                        (id.clone(), u)
+                    })
+                    .collect();
+                serde_json::json!({"count": list.len(), "users": picked})
+            }
+        }
+    }
+
     /// Replaces every store with `spec`'s world; write-only vendors become empty.
     pub fn reseed(&self, spec: SeedSpec) {
         let world = World::generate(spec);

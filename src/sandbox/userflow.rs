@@ -330,6 +330,26 @@ impl Store {
         })
     }
 
+    /// How many users are held, and the named ones as the dump shows them (cheap at a million
+    /// users, where the whole dump is not).
+    pub fn users_summary(&self, ids: &[String]) -> Value {
+        let all = Expand {
+            memberships: true,
+            ..Expand::default()
+        };
+        let picked: serde_json::Map<String, Value> = ids
+            .iter()
+            .map(|id| {
+                let u = self
+                    .users
+                    .get(id)
+                    .map_or(Value::Null, |u| self.user_json(id, u, &all));
+                (id.clone(), u)
+            })
+            .collect();
+        json!({"count": self.users.by_id.len(), "users": picked})
+    }
+
     fn group_json(&self, id: &str, g: &Group, ex: &Expand) -> Value {
         serde_json::to_value(self.group_view(id, g, ex)).unwrap_or(Value::Null)
     }

@@ -89,6 +89,21 @@ impl Store {
         })
     }
 
+    /// How many users are held, and the named ones as the dump shows them (cheap at a million
+    /// users, where the whole dump is not).
+    pub fn users_summary(&self, ids: &[String]) -> Value {
+        let picked: Map<String, Value> =
+            ids.iter()
+                .map(|id| {
+                    let u = self.users.get(id).map_or(Value::Null, |u| {
+                    json!({"user_id": id, "metadata": u.metadata, "company_id": u.company_id})
+                });
+                    (id.clone(), u)
+                })
+                .collect();
+        json!({"count": self.users.len(), "users": picked})
+    }
+
     pub fn job_mut(&mut self, id: &str) -> Option<&mut Job> {
         self.jobs.iter_mut().find(|j| j.id == id)
     }
@@ -154,8 +169,25 @@ fn accepted() -> Response {
     StatusCode::ACCEPTED.into_response()
 }
 
-/// Metadata values must be primitives (vendors.md §4).
+/// Identify metadata (users and companies, real time and bulk): Userpilot's API reference says
+/// "only string values are supported (numbers and dates should be sent as strings)", so a
+/// number or boolean is refused (null clears a property).
 fn metadata(field: &str, v: Option<&Value>) -> Result<Map<String, Value>, String> {
+    let meta = any_metadata(field, v)?;
+    if let Some((k, x)) = meta
+        .iter()
+        .find(|(_, x)| !matches!(x, Value::String(_) | Value::Null))
+    {
+        return Err(format!(
+            "{field}.{k}: only string values are supported (numbers and dates should be sent as strings), got {}",
+            util::type_name(x)
+        ));
+    }
+    Ok(meta)
+}
+
+/// Event metadata values must be primitives (vendors.md §4).
+fn any_metadata(field: &str, v: Option<&Value>) -> Result<Map<String, Value>, String> {
     match v {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(o)) => {
@@ -207,9 +239,10 @@ fn company_of(v: &Value) -> Result<(String, Map<String, Value>), String> {
         if matches!(k.as_str(), "id" | "company_id" | "metadata") {
             continue;
         }
-        if !util::is_scalar(x) {
+        if !matches!(x, Value::String(_) | Value::Null) {
             return Err(format!(
-                "company.{k}: must be a string, number, boolean or null"
+                "company.{k}: only string values are supported, got {}",
+                util::type_name(x)
             ));
         }
         meta.insert(k.clone(), x.clone());
@@ -337,7 +370,7 @@ async fn track(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
             .filter(|s| !s.is_empty())
             .ok_or("event_name is required")?
             .to_owned();
-        let meta = metadata("metadata", o.get("metadata"))?;
+        let meta = any_metadata("metadata", o.get("metadata"))?;
         Ok::<_, String>(json!({
             "user_id": id, "event_name": name, "metadata": meta,
             "company_id": o.get("company_id").and_then(util::id_string),

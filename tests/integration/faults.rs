@@ -119,10 +119,10 @@ impl Model {
 /// What a vendor holds, in roster's terms: users and groups by key with their fields, and
 /// memberships as (group, user) pairs.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct View {
-    users: BTreeMap<String, Value>,
-    groups: BTreeMap<String, Value>,
-    memberships: BTreeSet<(String, String)>,
+pub(crate) struct View {
+    pub(crate) users: BTreeMap<String, Value>,
+    pub(crate) groups: BTreeMap<String, Value>,
+    pub(crate) memberships: BTreeSet<(String, String)>,
 }
 
 impl View {
@@ -196,7 +196,7 @@ fn expected(vendor: Vendor, model: &Model) -> View {
 }
 
 /// What `vendor` holds in the sandbox now.
-fn actual(sb: &Sandbox, vendor: Vendor) -> View {
+pub(crate) fn actual(sb: &Sandbox, vendor: Vendor) -> View {
     let dump = sb.dump(vendor);
     let list = |key: &str| dump[key].as_array().cloned().unwrap_or_default();
     let mut view = View::default();
@@ -274,6 +274,11 @@ fn actual(sb: &Sandbox, vendor: Vendor) -> View {
                 let key = u["externalId"]
                     .as_str()
                     .map_or_else(|| s(&u["id"]), str::to_string);
+                // A second user of a key is a defect the map must not merge away.
+                let mut key = key;
+                while view.users.contains_key(&key) {
+                    key.push_str(" (again)");
+                }
                 external.insert(s(&u["id"]), key.clone());
                 view.users.insert(
                     key,
@@ -281,9 +286,14 @@ fn actual(sb: &Sandbox, vendor: Vendor) -> View {
                 );
             }
             for g in list("Groups") {
-                let key = g["externalId"]
+                let mut key = g["externalId"]
                     .as_str()
                     .map_or_else(|| s(&g["id"]), str::to_string);
+                // A second group of a key (a create repeated blindly) is a defect the map must
+                // not merge away.
+                while view.groups.contains_key(&key) {
+                    key.push_str(" (again)");
+                }
                 for m in g["members"].as_array().into_iter().flatten() {
                     let id = s(&m["value"]);
                     let user = external.get(&id).cloned().unwrap_or(id);
@@ -322,9 +332,12 @@ enum Fault {
     UserGuidingBlock,
     /// Every request answers 500 or 503.
     Down,
+    /// A seeded 15% of requests are applied by the vendor, then answered 500 or 503 or cut
+    /// off (`apply_then_fail`): the case where a blind retry duplicates a create.
+    LostAnswers,
 }
 
-const TARGET_FAULTS: [Fault; 8] = [
+const TARGET_FAULTS: [Fault; 9] = [
     Fault::RetryAfter429,
     Fault::Plain429,
     Fault::Burst500,
@@ -333,6 +346,7 @@ const TARGET_FAULTS: [Fault; 8] = [
     Fault::Latency,
     Fault::Drops,
     Fault::Down,
+    Fault::LostAnswers,
 ];
 
 impl Fault {
@@ -374,6 +388,7 @@ impl Fault {
             Fault::Latency => builder.latency(Some(vendor), Duration::from_millis(150)),
             Fault::Drops => builder.drop_rate(Some(vendor), 0.15),
             Fault::Down => builder.error_rate(Some(vendor), 1.0),
+            Fault::LostAnswers => builder.apply_then_fail_rate(Some(vendor), 0.15),
             Fault::UserGuidingBlock => builder.userguiding_block(Some(UserGuidingBlock {
                 block_secs: 2.0,
                 retry_after: true,
@@ -606,6 +621,13 @@ fn target_cell(vendor: Vendor, fault: Fault, model: Model) {
             "the block never triggered: {ctx}"
         ),
         Fault::Down => assert!(errors > 0, "{ctx}"),
+        Fault::LostAnswers => assert!(
+            sb.requests().iter().any(|r| r
+                .fault
+                .as_deref()
+                .is_some_and(|f| f.starts_with("apply_then_fail"))),
+            "no answer was lost: {ctx}"
+        ),
     }
 
     if fault == Fault::Down {
@@ -913,7 +935,7 @@ fn tap_cell(vendor: Vendor, fault: Fault) {
                 .all(|r| r.fault.as_deref() == Some("latency 150ms")),
             "{ctx}"
         ),
-        Fault::UserGuidingBlock | Fault::Down => {}
+        Fault::UserGuidingBlock | Fault::Down | Fault::LostAnswers => {}
     }
     let (u, g, m) = got.sizes();
     crate::crash::record_trial(&json!({"side": "tap", "vendor": vendor.name(),

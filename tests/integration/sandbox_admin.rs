@@ -295,3 +295,40 @@ fn samples_point_at_the_default_port_with_the_default_credentials() {
     }
     assert_eq!(seen, 13);
 }
+
+/// `GET /_sandbox/users/{vendor}?ids=`: the user count and the named users, for every vendor
+/// (what bulk.sh and the soak check instead of a million-user dump).
+#[tokio::test]
+async fn users_summary_counts_and_picks() {
+    let sb = Sandbox::builder().users(5).groups(1).spawn().await.unwrap();
+    let (s, v) = admin_get(&sb, "/_sandbox/users/userflow?ids=nobody").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["count"], 5);
+    assert_eq!(v["users"]["nobody"], Value::Null);
+    let first = sb.dump(Vendor::Userflow)["users"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, v) = admin_get(&sb, &format!("/_sandbox/users/userflow?ids={first}")).await;
+    assert_eq!(v["users"][&first]["id"], json!(first));
+    let ac = api(&sb, Vendor::Appcues);
+    let up = api(&sb, Vendor::Userpilot);
+    ac.patch("/v2/accounts/10001/users/a1/profile", &json!({"plan": "pro"}))
+        .await;
+    up.post(
+        "/v1/identify",
+        &json!({"user_id": "p1", "metadata": {"plan": "team"}}),
+    )
+    .await;
+    let (_, v) = admin_get(&sb, "/_sandbox/users/appcues?ids=a1,a2").await;
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["users"]["a1"]["plan"], "pro");
+    assert_eq!(v["users"]["a2"], Value::Null);
+    let (_, v) = admin_get(&sb, "/_sandbox/users/userpilot?ids=p1").await;
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["users"]["p1"]["metadata"]["plan"], "team");
+    let (_, v) = admin_get(&sb, "/_sandbox/users/scim").await;
+    assert_eq!(v["count"], 5);
+    let (s, _) = admin_get(&sb, "/_sandbox/users/nope").await;
+    assert_eq!(s, 404);
+}

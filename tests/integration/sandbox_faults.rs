@@ -359,3 +359,96 @@ async fn admin_faults_show_patch_replace_clear() {
         roster::sandbox::FaultSettings::default()
     );
 }
+
+/// `apply_then_fail`: the vendor applies the write, then the answer is a 5xx or a dropped
+/// connection ("the vendor acted but the answer never arrived"), by rule and by rate.
+#[tokio::test]
+async fn apply_then_fail_applies_the_write_and_loses_the_answer() {
+    let sb = Sandbox::builder().users(0).groups(0).spawn().await.unwrap();
+    let uf = api(&sb, Vendor::Userflow);
+    sb.faults()
+        .fail_next(FailRule::apply_then_fail("/userflow/users", 1).status(503));
+    let r = uf
+        .post("/users", &json!({"id": "a1", "attributes": {}}))
+        .await;
+    assert_eq!(r.status, 503);
+    sb.faults()
+        .fail_next(FailRule::apply_then_drop("/userflow/users", 1).method("POST"));
+    let err = uf
+        .request(reqwest::Method::POST, "/users")
+        .json(&json!({"id": "a2", "attributes": {}}))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(!err.is_status(), "{err}");
+    let ids: Vec<String> = sb.dump(Vendor::Userflow)["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["a1", "a2"], "both writes were applied");
+    let faults: Vec<(u16, Option<String>)> = sb
+        .requests()
+        .into_iter()
+        .map(|e| (e.status, e.fault))
+        .collect();
+    assert_eq!(
+        faults,
+        [
+            (503, Some("apply_then_fail".to_owned())),
+            (0, Some("apply_then_fail dropped".to_owned()))
+        ]
+    );
+
+    // The admin API takes the rule and the rate; every vendor is covered by the rate.
+    let (s, v) = admin_post(
+        &sb,
+        "/_sandbox/faults/fail_next",
+        json!({"path": "/guru/api/v1/groups", "count": 1, "status": 500, "apply_then_fail": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let guru = api(&sb, Vendor::Guru);
+    let groups = |sb: &Sandbox| sb.dump(Vendor::Guru)["groups"].as_array().unwrap().len();
+    let before = groups(&sb);
+    assert_eq!(
+        guru.post("/groups", &json!({"name": "G"})).await.status,
+        500
+    );
+    assert_eq!(groups(&sb), before + 1, "the group was created");
+    let (s, v) = admin_post(
+        &sb,
+        "/_sandbox/faults",
+        json!({"apply_then_fail_rate": 1.0}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    for vendor in Vendor::ALL {
+        assert_eq!(v["vendors"][vendor.name()]["apply_then_fail_rate"], 1.0);
+    }
+}
+
+/// A client that gives up (times out) does not cancel a write the vendor has begun.
+#[tokio::test]
+async fn a_client_that_gives_up_does_not_cancel_the_write() {
+    let sb = Sandbox::builder()
+        .users(0)
+        .groups(0)
+        .latency(Some(Vendor::Userflow), Duration::from_millis(300))
+        .spawn()
+        .await
+        .unwrap();
+    let uf = api(&sb, Vendor::Userflow);
+    let err = uf
+        .request(reqwest::Method::POST, "/users")
+        .timeout(Duration::from_millis(100))
+        .json(&json!({"id": "late", "attributes": {}}))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(sb.dump(Vendor::Userflow)["users"][0]["id"], "late");
+    assert_eq!(sb.requests().len(), 1, "the abandoned request is logged");
+}

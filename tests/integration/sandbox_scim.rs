@@ -372,3 +372,111 @@ async fn quirks_stringly_values_and_patch_204() {
     assert!(p.header("etag").is_some());
     assert_eq!(s.get(&format!("/Users/{id}")).await.body["active"], "False");
 }
+
+/// As strict as RFC 7643/7644 and scim2-server: nothing is added for a client that left out
+/// `schemas`, a PATCH needs the PatchOp URN, `emails` and `name` must have their RFC shapes,
+/// and a body must be `application/scim+json` (or `application/json`, RFC 7644 §3.8); the
+/// request log keeps the headers, so a test can see which one a client sent.
+#[tokio::test]
+async fn refuses_what_rfc_7643_and_7644_refuse() {
+    let sb = Sandbox::builder().users(0).groups(0).spawn().await.unwrap();
+    for vendor in [Vendor::Scim, Vendor::GuruScim] {
+        let s = api(&sb, vendor);
+        let refused = [
+            json!({"userName": "a@example.com"}),
+            json!({"schemas": [], "userName": "a@example.com"}),
+            json!({"schemas": [GROUP], "userName": "a@example.com"}),
+            json!({"schemas": [USER], "userName": "a@example.com", "emails": "a@example.com"}),
+            json!({"schemas": [USER], "userName": "a@example.com", "emails": ["a@example.com"]}),
+            json!({"schemas": [USER], "userName": "a@example.com", "emails": [{"type": "work"}]}),
+            json!({"schemas": [USER], "userName": "a@example.com", "emails": [{"value": "a@example.com", "primary": "yes"}]}),
+            json!({"schemas": [USER], "userName": "a@example.com", "emails": [{"value": "a@x.io", "primary": true}, {"value": "b@x.io", "primary": true}]}),
+            json!({"schemas": [USER], "userName": "a@example.com", "name": "Alice L"}),
+            json!({"schemas": [USER], "userName": "a@example.com", "name": {"givenName": 5}}),
+            json!({"schemas": [USER], "userName": "a@example.com",
+                   "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Eng"}}),
+        ];
+        for body in &refused {
+            let r = s.post("/Users", body).await;
+            assert_eq!(r.status, 400, "{vendor} took {body}: {}", r.text);
+        }
+        let r = s.post("/Groups", &json!({"displayName": "G"})).await;
+        assert_eq!(
+            r.status, 400,
+            "{vendor}: a group without schemas: {}",
+            r.text
+        );
+        assert!(sb.dump(vendor)["Users"].as_array().unwrap().is_empty());
+
+        // Content-Type: scim+json and json pass, anything else (or nothing) is 415.
+        let body = json!({"schemas": [USER], "userName": "a@example.com",
+            "name": {"givenName": "A"}, "emails": [{"value": "a@example.com", "primary": true}]});
+        for (ct, status) in [
+            ("text/plain", 415),
+            ("application/x-www-form-urlencoded", 415),
+            ("application/scim+json; charset=utf-8", 201),
+        ] {
+            let r = s
+                .send(
+                    s.request(reqwest::Method::POST, "/Users")
+                        .header("Content-Type", ct)
+                        .body(body.to_string()),
+                )
+                .await;
+            assert_eq!(r.status, status, "{vendor} {ct}: {}", r.text);
+        }
+        let r = s
+            .send(
+                s.request(reqwest::Method::POST, "/Users")
+                    .body(body.to_string()),
+            )
+            .await;
+        assert_eq!(r.status, 415, "{vendor}: no Content-Type: {}", r.text);
+        let id = s.get("/Users").await.body["Resources"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let logged = sb.requests().into_iter().rev().nth(2).unwrap();
+        assert_eq!(
+            logged.headers.get("content-type").map(String::as_str),
+            Some("application/scim+json; charset=utf-8")
+        );
+        assert!(!logged.headers.contains_key("authorization"), "{logged:?}");
+
+        // PATCH: the PatchOp URN is required.
+        let ops = json!([{"op": "replace", "path": "active", "value": false}]);
+        let r = s
+            .patch(&format!("/Users/{id}"), &json!({"Operations": ops}))
+            .await;
+        assert_eq!(
+            r.status, 400,
+            "{vendor}: a PATCH without schemas: {}",
+            r.text
+        );
+        let r = s
+            .patch(
+                &format!("/Users/{id}"),
+                &json!({"schemas": [USER], "Operations": ops}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{vendor}: a PATCH with the wrong schemas");
+        let r = s
+            .patch(
+                &format!("/Users/{id}"),
+                &json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "emails", "value": "x@example.com"}]}),
+            )
+            .await;
+        assert_eq!(
+            r.status, 400,
+            "{vendor}: a PATCH that makes emails a string"
+        );
+        let r = s
+            .patch(
+                &format!("/Users/{id}"),
+                &json!({"schemas": [PATCH], "Operations": ops}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{vendor}: {}", r.text);
+        assert_eq!(s.delete(&format!("/Users/{id}")).await.status, 204);
+    }
+}

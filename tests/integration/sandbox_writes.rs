@@ -99,7 +99,7 @@ async fn userpilot_realtime_identify_track_delete() {
     assert_eq!(
         up.post(
             "/v1/companies/identify",
-            &json!({"company_id": "c1", "metadata": {"seats": 5}})
+            &json!({"company_id": "c1", "metadata": {"seats": "5"}})
         )
         .await
         .status,
@@ -123,7 +123,7 @@ async fn userpilot_realtime_identify_track_delete() {
     assert_eq!(d["users"][1]["company_id"], "c2");
     assert_eq!(
         d["companies"][0]["metadata"],
-        json!({"name": "Acme", "seats": 5})
+        json!({"name": "Acme", "seats": "5"})
     );
     assert_eq!(d["events"][0]["event_name"], "exported");
 
@@ -136,6 +136,19 @@ async fn userpilot_realtime_identify_track_delete() {
         (
             "/v1/identify",
             json!({"user_id": "u", "metadata": {"x": {"y": 1}}}),
+        ),
+        // Identify metadata is string-only (Userpilot's API reference).
+        (
+            "/v1/identify",
+            json!({"user_id": "u", "metadata": {"n": 1}}),
+        ),
+        (
+            "/v1/companies/identify",
+            json!({"company_id": "c", "metadata": {"paid": true}}),
+        ),
+        (
+            "/v1/identify",
+            json!({"user_id": "u", "company": {"id": "c", "seats": 3}}),
         ),
         ("/v1/identify", json!({"user_id": "u", "traits": {}})),
         ("/v1/track", json!({"user_id": "u"})),
@@ -191,7 +204,7 @@ async fn userpilot_bulk_job_lifecycle_limits_and_conflict() {
         .unwrap();
     let up = api(&sb, Vendor::Userpilot);
     let rows: Vec<Value> = (0..300)
-        .map(|i| json!({"user_id": format!("u{i}"), "company_id": "c1", "metadata": {"n": i}}))
+        .map(|i| json!({"user_id": format!("u{i}"), "company_id": "c1", "metadata": {"n": i.to_string()}}))
         .collect();
     let r = up
         .post("/v1/users/bulk_identify", &json!({"users": rows}))
@@ -242,7 +255,7 @@ async fn userpilot_bulk_job_lifecycle_limits_and_conflict() {
     let r = up
         .post(
             "/v1/companies/bulk_identify",
-            &json!({"companies": [{"company_id": "c9", "metadata": {"a": 1}}, {"metadata": {}}]}),
+            &json!({"companies": [{"company_id": "c9", "metadata": {"a": "1"}}, {"metadata": {}}]}),
         )
         .await;
     assert_eq!(r.status, 202);
@@ -568,4 +581,47 @@ async fn appcues_segments() {
         ac.get(&p("/segments")).await.body.as_array().unwrap().len(),
         1
     );
+}
+
+/// `--realistic-limits` enforces Userpilot's "1 delete request per 2 s" (users and companies
+/// share it), answered 429 without `Retry-After`, on top of its 600/min.
+#[tokio::test]
+async fn userpilot_deletes_are_limited_to_one_per_2_s() {
+    let sb = Sandbox::builder()
+        .users(0)
+        .groups(0)
+        .realistic_limits()
+        .spawn()
+        .await
+        .unwrap();
+    let up = api(&sb, Vendor::Userpilot);
+    let del = |path: &'static str, body: Value| {
+        let up = &up;
+        async move {
+            up.send(up.request(reqwest::Method::DELETE, path).json(&body))
+                .await
+        }
+    };
+    assert_eq!(del("/v1/users", json!({"users": ["u1"]})).await.status, 202);
+    let r = del("/v1/companies", json!({"companies": ["c1"]})).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert!(r.header("retry-after").is_none());
+    assert!(r.text.contains("1 request per 2 seconds"), "{}", r.text);
+    // Identify is not held up by the delete limit.
+    let r = up
+        .post(
+            "/v1/identify",
+            &json!({"user_id": "u2", "metadata": {"plan": "pro"}}),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        del("/v1/companies", json!({"companies": ["c1"]}))
+            .await
+            .status,
+        202
+    );
+    let d = sb.dump(Vendor::Userpilot);
+    assert_eq!(d["scheduled_deletions"]["companies"], json!(["c1"]));
 }

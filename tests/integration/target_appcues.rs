@@ -204,17 +204,18 @@ fn a_429_storm_with_retry_after_delivers_everything_once() {
 }
 
 #[test]
-fn server_errors_and_dropped_connections_lose_nothing_and_duplicate_nothing() {
+fn server_errors_dropped_connections_and_lost_answers_lose_nothing_and_duplicate_nothing() {
     let sb = target_common::builder()
         .error_rate(Some(Vendor::Appcues), 0.15)
         .drop_rate(Some(Vendor::Appcues), 0.05)
+        .apply_then_fail_rate(Some(Vendor::Appcues), 0.1)
         .start_background()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&sb, dir.path(), json!({"max_retries": 30}));
     let out = run(&cfg, &fault_input(&ALL));
     let (events, rejected) = check_fault_run(&sb, dir.path(), &out);
-    target_common::assert_events_once_or_rejected(&events, &rejected);
+    target_common::assert_events_once_or_rejected(&sb, &events, &rejected);
 }
 
 #[test]

@@ -179,7 +179,10 @@ fn groups_are_found_by_name_and_created_only_when_missing() {
 /// Unconfirmed writes (a 5xx to an invite or a group create, which Guru may have acted on)
 /// are sent again only when that cannot duplicate anything: an invite answers "already a part
 /// of the team" the second time, and a group create is repeated only after a fresh listing
-/// shows it missing. Three failures in a row of each still end with everything in Guru once.
+/// shows it missing. The group create fails twice without Guru acting, then once after Guru
+/// created the group (`apply_then_fail`); the invite is applied twice with its answer lost.
+/// Guru must end up holding one group and one member per email: a blind resend of the create
+/// would leave two groups named "Support".
 #[test]
 fn unconfirmed_invites_and_group_creates_are_sent_again_without_duplicates() {
     let sb = Sandbox::builder()
@@ -187,16 +190,25 @@ fn unconfirmed_invites_and_group_creates_are_sent_again_without_duplicates() {
         .groups(0)
         .start_background()
         .unwrap();
+    // The first rule that matches wins: two plain 500s, then one applied before its 500.
     sb.faults().fail_next(
-        FailRule::new("/guru/api/v1/groups", 3)
+        FailRule::new("/guru/api/v1/groups", 2)
             .status(500)
             .method("POST"),
     );
     sb.faults().fail_next(
-        FailRule::new("/guru/api/v1/members/invite", 3)
+        FailRule::apply_then_fail("/guru/api/v1/groups", 1)
+            .status(500)
+            .method("POST"),
+    );
+    sb.faults().fail_next(
+        FailRule::apply_then_fail("/guru/api/v1/members/invite", 1)
             .status(503)
             .method("POST"),
     );
+    sb.faults()
+        .fail_next(FailRule::apply_then_drop("/guru/api/v1/members/invite", 1).method("POST"));
+    let groups_before = sb.dump(Vendor::Guru)["groups"].as_array().unwrap().len();
     let input = singer()
         .record("groups", json!({"id": "g1", "name": "Support"}))
         .record("users", json!({"id": "u1", "email": "one@example.com"}))
@@ -207,12 +219,24 @@ fn unconfirmed_invites_and_group_creates_are_sent_again_without_duplicates() {
     let run = target(&sb.config(Vendor::Guru), &input).ok();
     assert!(run.rejects.is_empty(), "{:?}\n{}", run.rejects, run.stderr);
     assert_eq!(run.states.last(), Some(&json!({"n": 5})));
-    assert_eq!(count(&sb, "POST", "/guru/api/v1/groups"), 4);
+    assert!(sb.faults().view().fail_next.is_empty(), "every fault fired");
+    assert_eq!(count(&sb, "POST", "/guru/api/v1/groups"), 3);
+    // What Guru holds: one more group than before, one "Support", one member per email.
+    assert_eq!(
+        sb.dump(Vendor::Guru)["groups"].as_array().unwrap().len(),
+        groups_before + 1
+    );
     assert_eq!(
         group_emails(&sb, "Support"),
         ["one@example.com", "two@example.com"]
     );
-    assert!(member(&sb, "one@example.com").is_some() && member(&sb, "two@example.com").is_some());
+    for email in ["one@example.com", "two@example.com"] {
+        let held = members(&sb)
+            .iter()
+            .filter(|m| m["user"]["email"] == json!(email))
+            .count();
+        assert_eq!(held, 1, "{email} is a member once");
+    }
 }
 
 #[test]

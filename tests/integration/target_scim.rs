@@ -7,7 +7,7 @@
 
 use crate::target_scim_common;
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster::sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};
 
 use target_scim_common::{Input, RaceProxy, Trigger, resume_after, target, target_killed_after};
@@ -214,8 +214,10 @@ fn a_conflict_on_create_adopts_the_one_match_or_rejects_with_the_servers_detail(
         &format!("Bearer {token}"),
         "bob@example.com",
         vec![
-            json!({"userName": "bob@example.com"}),
-            json!({"userName": "robert@example.com", "externalId": "hr-bob"}),
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": "bob@example.com"}),
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": "robert@example.com", "externalId": "hr-bob"}),
         ],
     );
     config["base_url"] = json!(proxy.base);
@@ -778,4 +780,101 @@ fn a_dry_run_shows_lookups_and_creates_without_touching_the_server() {
             .any(|(m, p)| m == "PATCH" && p.starts_with("/Groups/")),
         "{requests:?}"
     );
+}
+
+/// A POST whose answer was lost is not repeated: the writer looks for what it may have made and
+/// adopts it. Each create below is applied by the server, then answered 500 or cut off
+/// (`apply_then_fail`); the server must end up holding one user per userName and one group per
+/// externalId (counted: a blind resend would create a second group, since displayName is not
+/// unique), with the members the run asked for. Every body goes out as `application/scim+json`.
+#[test]
+fn a_post_whose_answer_was_lost_is_not_repeated_but_looked_up_and_adopted() {
+    for vendor in [Vendor::Scim, Vendor::GuruScim] {
+        let sb = Sandbox::builder()
+            .users(0)
+            .groups(0)
+            .start_background()
+            .unwrap();
+        let prefix = vendor.prefix();
+        sb.faults().fail_next(
+            FailRule::apply_then_fail(format!("{prefix}/Users"), 1)
+                .status(500)
+                .method("POST"),
+        );
+        sb.faults()
+            .fail_next(FailRule::apply_then_drop(format!("{prefix}/Groups"), 1).method("POST"));
+        sb.faults().fail_next(
+            FailRule::apply_then_fail(format!("{prefix}/Groups"), 1)
+                .status(503)
+                .method("POST"),
+        );
+        let input = users_input()
+            .schema("groups", &["id"])
+            .schema("memberships", &["group_id", "user_id"])
+            .record("users", json!({"id": "hr-1", "email": "one@example.com"}))
+            .record("users", json!({"id": "hr-2", "email": "two@example.com"}))
+            .record("groups", json!({"id": "grp-a", "name": "Support"}))
+            .record("groups", json!({"id": "grp-b", "name": "Sales"}))
+            .record(
+                "memberships",
+                json!({"group_id": "grp-a", "user_id": "hr-1"}),
+            )
+            .record(
+                "memberships",
+                json!({"group_id": "grp-b", "user_id": "hr-2"}),
+            )
+            .state(json!({"n": 6}));
+        let run = target(&sb.config(vendor), &input).ok();
+        assert!(
+            run.rejects.is_empty(),
+            "{vendor}: {:?}\n{}",
+            run.rejects,
+            run.stderr
+        );
+        assert_eq!(run.states.last(), Some(&json!({"n": 6})));
+        assert!(
+            sb.faults().view().fail_next.is_empty(),
+            "{vendor}: every fault fired"
+        );
+        // What the server holds, counted.
+        assert_eq!(
+            users(&sb, vendor).len(),
+            2,
+            "{vendor}: {:?}",
+            users(&sb, vendor)
+        );
+        let one = one_user(&sb, vendor, "userName", "one@example.com");
+        let two = one_user(&sb, vendor, "userName", "two@example.com");
+        assert_eq!(
+            groups(&sb, vendor).len(),
+            2,
+            "{vendor}: {:?}",
+            groups(&sb, vendor)
+        );
+        let a = group_by_external(&sb, vendor, "grp-a");
+        let b = group_by_external(&sb, vendor, "grp-b");
+        assert_eq!(member_ids(&a), [one["id"].as_str().unwrap()]);
+        assert_eq!(member_ids(&b), [two["id"].as_str().unwrap()]);
+        assert!(
+            run.stderr.contains("unconfirmed create"),
+            "{vendor}: {}",
+            run.stderr
+        );
+        // Every body the writer sent was application/scim+json.
+        let writes: Vec<_> = sb
+            .requests()
+            .into_iter()
+            .filter(|r| matches!(r.method.as_str(), "POST" | "PUT" | "PATCH"))
+            .collect();
+        assert!(writes.len() >= 6, "{vendor}: {writes:?}");
+        for w in writes {
+            assert_eq!(
+                w.headers.get("content-type").map(String::as_str),
+                Some("application/scim+json"),
+                "{vendor}: {} {}",
+                w.method,
+                w.path
+            );
+        }
+    }
 }
