@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::json;
 
-use super::faults::Action;
+use super::faults::{Action, FaultAnswer};
 use super::log::RequestLogEntry;
 use super::server::ConnHandle;
 use super::state::Shared;
@@ -115,6 +115,7 @@ pub(crate) async fn vendor_layer(
             }
             r
         }
+        Action::Answer(answer) => fault_answer(answer),
         Action::Pass => match auth::check(v, req.headers(), &sh.settings.credentials) {
             Err(r) => r,
             Ok(()) => {
@@ -127,4 +128,42 @@ pub(crate) async fn vendor_layer(
     entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     sh.log.push(entry);
     resp
+}
+
+/// The HTML page of an [`FaultAnswer::Html`]: what a captive portal or a login proxy sends.
+const FAULT_HTML: &str = "<!DOCTYPE html><html><head><title>Sign in</title></head><body><form>Please sign in</form></body></html>";
+
+/// The body of a [`FaultAnswer::Truncated`]: an object cut inside a string.
+const FAULT_TRUNCATED: &str = "{\"id\":\"usr_tr";
+
+/// A redirect, an HTML page or a truncated JSON body; the vendor applied nothing.
+fn fault_answer(answer: FaultAnswer) -> Response {
+    use axum::response::IntoResponse as _;
+    match answer {
+        FaultAnswer::Redirect { status, location } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+            match HeaderValue::from_str(&location) {
+                Ok(location) => (status, [(header::LOCATION, location)]).into_response(),
+                Err(_) => status.into_response(),
+            }
+        }
+        FaultAnswer::Html => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            )],
+            FAULT_HTML,
+        )
+            .into_response(),
+        FaultAnswer::Truncated => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            FAULT_TRUNCATED,
+        )
+            .into_response(),
+    }
 }

@@ -54,7 +54,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 pub use faults::{
-    FailRule, FaultHandle, FaultSettings, FaultsView, RateLimit, UserGuidingBlock, VendorFaults,
+    FailRule, FaultAnswer, FaultHandle, FaultSettings, FaultsView, RateLimit, UserGuidingBlock,
+    VendorFaults,
 };
 pub use log::{RequestLogEntry, Stats};
 

@@ -92,6 +92,8 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
         password: config.api_token.clone(),
     });
     spec.requests_per_second = Some(REQUESTS_PER_SECOND);
+    // Guru answers its writes with JSON (the group, the invite statuses) or nothing.
+    spec.json_answers = true;
     Ok(Arc::new(GuruSink::new(
         ctx.transport(spec)?,
         config.team_member_type,
