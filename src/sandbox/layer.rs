@@ -120,7 +120,11 @@ pub(crate) async fn vendor_layer(
             Err(r) => r,
             Ok(()) => {
                 req.extensions_mut().insert(v);
-                next.run(req).await
+                let resp = next.run(req).await;
+                if entry.method == "GET" && resp.status() == StatusCode::OK {
+                    sh.page_served(v, &entry.path);
+                }
+                resp
             }
         },
     };
