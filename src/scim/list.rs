@@ -121,6 +121,8 @@ pub struct Pass {
     /// The previous page's ids and the index it was asked at (the repeat check).
     previous: Vec<String>,
     previous_start: u64,
+    /// The previous page's `totalResults`.
+    last_total: Option<u64>,
     /// Some page of this pass could not be placed after the one before.
     unsure: bool,
     /// This pass started at index 1 in this process, so `seen` can be checked against
@@ -186,6 +188,7 @@ impl Pass {
             self.from_first = true;
             self.unsure = false;
             self.previous.clear();
+            self.last_total = None;
         }
         let page_ids: Vec<String> = ids.iter().flatten().cloned().collect();
         if cursor.start > FIRST_INDEX
@@ -208,9 +211,15 @@ impl Pass {
         };
         // A bare startIndex from an older bookmark has nothing to check the page by; it starts
         // the overlap early and is taken as it comes.
-        if !cursor.after.is_empty() && aligned.is_none() {
+        // An empty page holds no anchor either: that is the end of the listing, unless the
+        // total shrank meanwhile (deletions may have moved unread resources before the index).
+        let shrank = total
+            .zip(self.last_total)
+            .is_some_and(|(now, before)| now < before);
+        if !cursor.after.is_empty() && aligned.is_none() && (!ids.is_empty() || shrank) {
             self.unsure = true;
         }
+        self.last_total = total;
         let mut emit = Vec::with_capacity(ids.len());
         let mut duplicates = 0;
         for (i, id) in ids.iter().enumerate() {

@@ -1079,3 +1079,60 @@ fn writes_answered_with_a_redirect_html_or_a_cut_body_are_not_counted_as_sent() 
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Listings that change under the tap (issue 12, item 3).
+
+/// The user ids a SCIM sandbox holds, in listing order.
+fn scim_user_ids(sb: &Sandbox, vendor: Vendor) -> Vec<String> {
+    sb.dump(vendor)["Users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| s(&u["id"]))
+        .collect()
+}
+
+/// SCIM `startIndex` paging with users deleted while the tap reads: 7 of 50 from the first page
+/// once it is served (pages of 10; the old code then asked for index 11, which now held the
+/// 18th user, and never emitted the 11th to 17th, with exit 0), and 1 behind the index (bridged
+/// by the overlap). Every user still held at the end is emitted, none twice.
+#[test]
+fn scim_tap_misses_no_live_user_when_users_are_deleted_mid_run() {
+    for vendor in [Vendor::Scim, Vendor::GuruScim] {
+        for (from, deleted) in [(0usize, 7usize), (5, 1)] {
+            let sb = Sandbox::builder()
+                .seed(5)
+                .users(50)
+                .groups(3)
+                .scim_page_cap(10)
+                .start_background()
+                .unwrap();
+            let ids = scim_user_ids(&sb, vendor);
+            let doomed: Vec<&str> = ids[from..from + deleted]
+                .iter()
+                .map(String::as_str)
+                .collect();
+            sb.delete_after_pages(vendor, &format!("{}/Users", vendor.prefix()), 1, &doomed);
+            let run = tap_common::sync(&sb.config(vendor), None, None);
+            let what = format!("{vendor}, {deleted} deleted from position {from}");
+            assert_eq!(run.code, Some(0), "{what}: {}", run.stderr);
+            tap_common::check_protocol(&run.messages);
+            tap_common::check_no_duplicates(&run.messages);
+            let emitted = tap_common::Holdings::from_messages(&run.messages).users;
+            let live = tap_common::Holdings::of(&sb, vendor).users;
+            assert_eq!(
+                live.len(),
+                50 - deleted,
+                "{what}: the deletes did not happen"
+            );
+            let missed: Vec<&String> = live.difference(&emitted).collect();
+            assert!(
+                missed.is_empty(),
+                "{what}: live users never emitted: {missed:?}"
+            );
+            // They were read (on page 1) before they were deleted.
+            assert!(doomed.iter().all(|d| emitted.contains(*d)), "{what}");
+        }
+    }
+}
