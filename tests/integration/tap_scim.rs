@@ -283,18 +283,20 @@ fn quirky_servers_are_read_leniently_deduplicated_and_paged_by_what_came_back() 
     );
 }
 
-/// A server that ignores `startIndex`: every request gets the first 100 of 1,000 users. The
-/// old tap advanced by what came back, took the same page as pages 2 to 10 and ended with 100
-/// users and exit 0; now the repeated page is an error naming the server's behaviour.
+/// A server that ignores `startIndex`: every request gets the first 100 of 1,000 users (the
+/// answer echoes the `startIndex` asked). The old tap advanced by what came back, took the same
+/// page as pages 2 to 10, dropped the repeats and ended with 100 users and exit 0; now the
+/// repeated page is an error naming the server's behaviour.
 #[test]
 fn a_server_that_ignores_start_index_is_an_error_not_a_short_listing() {
-    async fn first_page_only(RawQuery(_query): RawQuery) -> axum::Json<Value> {
+    async fn first_page_only(RawQuery(query): RawQuery) -> axum::Json<Value> {
+        let start = param(&query.unwrap_or_default(), "startIndex").unwrap_or(1);
         let users: Vec<Value> = (1..=100)
             .map(|i| json!({"id": format!("u{i:04}"), "userName": format!("u{i}@x.io")}))
             .collect();
         axum::Json(json!({
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-            "totalResults": 1000, "startIndex": 1, "itemsPerPage": 100, "Resources": users,
+            "totalResults": 1000, "startIndex": start, "itemsPerPage": 100, "Resources": users,
         }))
     }
     let app = Router::new()
