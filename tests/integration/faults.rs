@@ -1136,3 +1136,51 @@ fn scim_tap_misses_no_live_user_when_users_are_deleted_mid_run() {
         }
     }
 }
+
+/// Userflow's cursor is the id of the last user of a page; Userflow answers 400 to a
+/// `starting_after` id that no longer exists. Deleting that user once its page is served made
+/// the old tap fail the run (exit 1) at the next page; deleting the whole page is worse. Now the
+/// next page starts after the page's earlier ids, or again from the start, leaving out what was
+/// read: every user still held is emitted, once.
+#[test]
+fn userflow_tap_reads_on_when_the_cursor_user_is_deleted_mid_run() {
+    let sb = Sandbox::builder()
+        .seed(9)
+        .users(250)
+        .groups(3)
+        .start_background()
+        .unwrap();
+    let config = sb.config(Vendor::Userflow);
+    let order: Vec<String> = tap_common::sync(&config, None, None)
+        .ok()
+        .records("users")
+        .iter()
+        .map(|u| s(&u["id"]))
+        .collect();
+    assert_eq!(order.len(), 250);
+    for (what, doomed) in [
+        ("the cursor's user", order[99..100].to_vec()),
+        ("the cursor and the 4 before it", order[95..100].to_vec()),
+        ("the whole first page", order[..100].to_vec()),
+    ] {
+        sb.reset();
+        let doomed: Vec<&str> = doomed.iter().map(String::as_str).collect();
+        sb.delete_after_pages(Vendor::Userflow, "/userflow/users", 1, &doomed);
+        let run = tap_common::sync(&config, None, None);
+        assert_eq!(run.code, Some(0), "{what}: {}", run.stderr);
+        tap_common::check_protocol(&run.messages);
+        tap_common::check_no_duplicates(&run.messages);
+        let emitted = tap_common::Holdings::from_messages(&run.messages).users;
+        let live = tap_common::Holdings::of(&sb, Vendor::Userflow).users;
+        assert_eq!(
+            live.len(),
+            250 - doomed.len(),
+            "{what}: the deletes did not happen"
+        );
+        let missed: Vec<&String> = live.difference(&emitted).collect();
+        assert!(
+            missed.is_empty(),
+            "{what}: live users never emitted: {missed:?}"
+        );
+    }
+}
