@@ -1184,3 +1184,65 @@ fn userflow_tap_reads_on_when_the_cursor_user_is_deleted_mid_run() {
         );
     }
 }
+
+/// Guru REST pages with a `Link` token: 25 members removed from the team once the first page
+/// of `/members` is served (pages of 10), and 25 removed once the first page of a group's
+/// members is served. Every member still held is emitted (users and memberships), none twice.
+#[test]
+fn guru_tap_misses_no_live_member_when_members_are_removed_mid_run() {
+    let sb = Sandbox::builder()
+        .seed(4)
+        .users(100)
+        .groups(3)
+        .guru_page_size(10)
+        .start_background()
+        .unwrap();
+    let config = sb.config(Vendor::Guru);
+    let first = tap_common::sync(&config, None, None).ok();
+    let order: Vec<String> = first.records("users").iter().map(|u| s(&u["id"])).collect();
+    let groups: Vec<String> = first
+        .records("groups")
+        .iter()
+        .map(|g| s(&g["id"]))
+        .collect();
+    assert!(order.len() >= 60, "{}", order.len());
+    let group_path = format!("/guru/api/v1/groups/{}/members", groups[0]);
+    for (what, path, doomed) in [
+        (
+            "members, 25 from the start",
+            "/guru/api/v1/members".to_string(),
+            order[..25].to_vec(),
+        ),
+        (
+            "members, 25 from the 6th",
+            "/guru/api/v1/members".to_string(),
+            order[5..30].to_vec(),
+        ),
+        ("a group's members", group_path, order[..25].to_vec()),
+    ] {
+        sb.reset();
+        let doomed: Vec<&str> = doomed.iter().map(String::as_str).collect();
+        sb.delete_after_pages(Vendor::Guru, &path, 1, &doomed);
+        let run = tap_common::sync(&config, None, None);
+        assert_eq!(run.code, Some(0), "{what}: {}", run.stderr);
+        tap_common::check_protocol(&run.messages);
+        tap_common::check_no_duplicates(&run.messages);
+        let emitted = tap_common::Holdings::from_messages(&run.messages);
+        let live = tap_common::Holdings::of(&sb, Vendor::Guru);
+        assert_eq!(
+            live.users.len(),
+            order.len() - doomed.len(),
+            "{what}: the deletes did not happen"
+        );
+        let missed: Vec<&String> = live.users.difference(&emitted.users).collect();
+        assert!(
+            missed.is_empty(),
+            "{what}: live users never emitted: {missed:?}"
+        );
+        let missed: Vec<&String> = live.memberships.difference(&emitted.memberships).collect();
+        assert!(
+            missed.is_empty(),
+            "{what}: live memberships never emitted: {missed:?}"
+        );
+    }
+}
