@@ -135,7 +135,8 @@ pub struct Pass {
 pub struct PageVerdict {
     /// Positions (in the page) of resources to emit: first seen in this process.
     pub emit: Vec<usize>,
-    /// Resources left out as seen before, beyond the overlap re-read on purpose.
+    /// Resources left out as seen before, beyond the overlap and fill passes that re-read on
+    /// purpose.
     pub duplicates: u64,
     /// The next page's cursor; `None` when the listing is complete.
     pub next: Option<Cursor>,
@@ -225,7 +226,8 @@ impl Pass {
         for (i, id) in ids.iter().enumerate() {
             match id {
                 Some(id) if !self.seen.first(id) => {
-                    if aligned.is_none_or(|a| i > a) {
+                    // A fill pass re-reads on purpose; so does the overlap.
+                    if cursor.fill == 0 && aligned.is_none_or(|a| i > a) {
                         duplicates += 1;
                     }
                 }
