@@ -38,8 +38,22 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// TCP keep-alive probes on pooled connections, so dead peers are noticed between pages.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// Redirects followed; reqwest drops `Authorization` on any cross-origin hop.
+/// Redirects followed on reads; reqwest drops `Authorization` on any cross-origin hop. Writes
+/// follow none (see [`is_write`]).
 const MAX_REDIRECTS: usize = 5;
+
+/// Why a write answered with a redirect fails: following it would turn a POST into a GET (301,
+/// 302, 303) that "succeeds" without the vendor applying anything, or re-send the body to
+/// wherever `Location` points (307, 308), possibly another host.
+const WRITE_REDIRECTED: &str =
+    "a write is never sent on to a redirect, so the vendor did not apply it; check base_url";
+
+/// True for a method that changes something at the vendor. Writes never follow redirects: the
+/// one place the redirect policy is decided (with the two reqwest clients in
+/// [`HttpClient::new`]).
+pub fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
 
 /// A per-request hook that sees every answer first: `Some(verdict)` decides, `None` falls back to
 /// the default classification.
@@ -69,6 +83,8 @@ struct Inner {
     vendor: &'static str,
     base: Url,
     http: reqwest::Client,
+    /// The same pool settings without redirects, for writes.
+    http_writes: reqwest::Client,
     timeout: Duration,
     max_retries: u32,
     default_429_wait: Option<Duration>,
@@ -121,19 +137,26 @@ impl HttpClient {
         if let Some(auth) = cfg.auth.header_value().map_err(build)? {
             headers.insert(reqwest::header::AUTHORIZATION, auth);
         }
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .https_only(false)
-            .gzip(true)
-            .user_agent(cfg.user_agent.clone())
-            .default_headers(headers)
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.timeout)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(cfg.max_concurrency.max(1))
-            .tcp_keepalive(TCP_KEEPALIVE)
-            .tcp_nodelay(true)
+        let builder = || {
+            reqwest::Client::builder()
+                .use_rustls_tls()
+                .https_only(false)
+                .gzip(true)
+                .user_agent(cfg.user_agent.clone())
+                .default_headers(headers.clone())
+                .connect_timeout(cfg.connect_timeout)
+                .timeout(cfg.timeout)
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_max_idle_per_host(cfg.max_concurrency.max(1))
+                .tcp_keepalive(TCP_KEEPALIVE)
+                .tcp_nodelay(true)
+        };
+        let http = builder()
             .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .build()
+            .map_err(|e| build(error_chain(&e.without_url(), &[])))?;
+        let http_writes = builder()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| build(error_chain(&e.without_url(), &[])))?;
 
@@ -156,6 +179,7 @@ impl HttpClient {
                 vendor,
                 base,
                 http,
+                http_writes,
                 timeout: cfg.timeout,
                 max_retries: cfg.max_retries,
                 default_429_wait: cfg.default_429_wait,
@@ -363,8 +387,12 @@ impl Inner {
         body: Option<&Bytes>,
         timeout: Duration,
     ) -> Result<(StatusCode, HeaderMap, Bytes, Url), (TransportKind, String)> {
-        let mut req = self
-            .http
+        let http = if is_write(method) {
+            &self.http_writes
+        } else {
+            &self.http
+        };
+        let mut req = http
             .request(method.clone(), url.clone())
             .headers(headers.clone())
             .timeout(timeout);
@@ -759,6 +787,23 @@ impl RequestBuilder {
                         vendor,
                         secrets: inner.secrets.clone(),
                     };
+                    if status.is_redirection() && is_write(&method) {
+                        inner.concurrency.on_response(rtt, false, paced);
+                        let location = response.header("location").map_or_else(
+                            || "none".to_owned(),
+                            |l| redact::scrub(&shorten(l), &inner.secrets),
+                        );
+                        return Err(HttpError::Status {
+                            vendor,
+                            method: method.clone(),
+                            url: shown.clone(),
+                            status,
+                            excerpt: format!("Location: {location}"),
+                            attempts: attempt,
+                            maybe_processed,
+                            why: Some(WRITE_REDIRECTED),
+                        });
+                    }
                     let hook_verdict = self.classify.as_ref().and_then(|hook| hook(&response));
                     let verdict = hook_verdict.unwrap_or_else(|| retry::classify_status(status));
                     let throttled = status == StatusCode::TOO_MANY_REQUESTS;
@@ -970,6 +1015,11 @@ impl Response {
             detail: e.to_string(),
             excerpt: redact::excerpt(&self.body, &self.secrets),
         })
+    }
+
+    /// A short excerpt of the body, credentials scrubbed (for messages).
+    pub fn excerpt(&self) -> String {
+        redact::excerpt(&self.body, &self.secrets)
     }
 
     /// The body as text (invalid UTF-8 replaced).

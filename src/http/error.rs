@@ -184,6 +184,8 @@ impl HttpError {
     pub fn is_transient(&self) -> bool {
         match self {
             HttpError::Transport { kind, .. } => *kind != TransportKind::TooLarge,
+            // A write answered with a redirect goes wherever it goes on every try.
+            HttpError::Status { status, .. } if status.is_redirection() => false,
             HttpError::Status { status, why, .. } => {
                 why.is_some()
                     || *status == StatusCode::TOO_MANY_REQUESTS

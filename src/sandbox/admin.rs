@@ -74,7 +74,7 @@ async fn index(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             "POST /_sandbox/reset": "back to the initial seed, no jobs, empty log, initial faults",
             "POST /_sandbox/seed {seed,users,groups}": "replace all data with a new seed",
             "GET|POST|PUT|DELETE /_sandbox/faults": "show, patch, replace, clear faults",
-            "POST /_sandbox/faults/fail_next {path,count,status,method,drop,retry_after}": "fail the next N requests to a path",
+            "POST /_sandbox/faults/fail_next {path,count,status,method,drop,retry_after,answer}": "fail the next N requests to a path (answer: {kind: redirect, status, location} | {kind: html} | {kind: truncated})",
             "POST /_sandbox/guru/expire_tokens": "invalidate every Guru page token",
             "GET /_sandbox/config/{vendor}": "a ready roster config for the vendor",
         },

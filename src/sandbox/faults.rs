@@ -133,6 +133,28 @@ pub struct FailRule {
     /// the connection: "the vendor acted but the answer never arrived".
     #[serde(default)]
     pub apply_then_fail: bool,
+    /// Answer in a way other than a vendor error (a redirect, an HTML page, a body cut short);
+    /// `status` and `drop` are then ignored. The vendor's handler does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<FaultAnswer>,
+}
+
+/// A fault answer that looks like success or a redirect, though the vendor applied nothing:
+/// what a moved endpoint, a captive portal or a proxy that cut the body short sends.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FaultAnswer {
+    /// A 3xx (301, 302, 303, 307, 308) with this `Location`.
+    Redirect {
+        /// The status.
+        status: u16,
+        /// Where it points (absolute, possibly another host, or a path).
+        location: String,
+    },
+    /// `200 OK` with a `text/html` page.
+    Html,
+    /// `200 OK`, `application/json`, with the JSON cut short (a complete, short body).
+    Truncated,
 }
 
 fn default_fail_status() -> u16 {
@@ -150,6 +172,7 @@ impl FailRule {
             drop: false,
             retry_after: None,
             apply_then_fail: false,
+            answer: None,
         }
     }
     /// Apply the next `count` requests to `path`, then answer 500 instead of the vendor's
@@ -173,6 +196,24 @@ impl FailRule {
             drop: true,
             ..FailRule::new(path, count)
         }
+    }
+    /// Answer `status` with `Location: location` (a 3xx), applying nothing.
+    pub fn redirect(
+        path: impl Into<String>,
+        count: u32,
+        status: u16,
+        location: impl Into<String>,
+    ) -> FailRule {
+        FailRule::new(path, count).answer(FaultAnswer::Redirect {
+            status,
+            location: location.into(),
+        })
+    }
+    /// Answer with a fault answer instead of an error.
+    #[must_use]
+    pub fn answer(mut self, answer: FaultAnswer) -> Self {
+        self.answer = Some(answer);
+        self
     }
     /// Answer this status.
     #[must_use]
@@ -345,6 +386,8 @@ pub(crate) enum Action {
         message: String,
     },
     Drop,
+    /// A fault answer (redirect, HTML, truncated JSON) instead of the vendor's handler.
+    Answer(FaultAnswer),
 }
 
 #[derive(Debug)]
@@ -487,6 +530,15 @@ impl Faults {
             if rt.settings.fail_next[i].count == 0 {
                 rt.settings.fail_next.remove(i);
                 self.quiet.store(rt.settings.is_quiet(), Ordering::Relaxed);
+            }
+            if let Some(answer) = rule.answer {
+                let label = match &answer {
+                    FaultAnswer::Redirect { status, .. } => format!("fail_next redirect {status}"),
+                    FaultAnswer::Html => "fail_next html".into(),
+                    FaultAnswer::Truncated => "fail_next truncated".into(),
+                };
+                d.action = Action::Answer(answer);
+                return finish(d, labels, Some(label));
             }
             d.action = if rule.drop {
                 Action::Drop

@@ -517,13 +517,8 @@ async fn invite(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn remove_member(State(sh): State<Arc<Shared>>, Path(email): Path<String>) -> Response {
-    let mut st = sh.guru.lock();
-    let k = key(&email);
-    if st.members.remove(&k).is_none() {
+    if !sh.guru.lock().remove_member(&email) {
         return reply::not_found(V, &format!("{email} is not a member of the team"));
-    }
-    for g in &mut st.groups {
-        g.members.remove(&k);
     }
     StatusCode::OK.into_response()
 }
@@ -579,6 +574,20 @@ async fn remove_member_replacing_verifier(
     st.replaced_verifiers
         .push(json!({"email": email, "collectionVerifiers": verifiers}));
     StatusCode::OK.into_response()
+}
+
+impl Store {
+    /// Removes a member from the team and its groups, as `DELETE /members/{email}` does.
+    pub(crate) fn remove_member(&mut self, email: &str) -> bool {
+        let k = key(email);
+        if self.members.remove(&k).is_none() {
+            return false;
+        }
+        for g in &mut self.groups {
+            g.members.remove(&k);
+        }
+        true
+    }
 }
 
 fn set_light(sh: &Shared, email: &str, light: bool) -> Response {

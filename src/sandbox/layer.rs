@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::json;
 
-use super::faults::Action;
+use super::faults::{Action, FaultAnswer};
 use super::log::RequestLogEntry;
 use super::server::ConnHandle;
 use super::state::Shared;
@@ -105,7 +105,11 @@ pub(crate) async fn vendor_layer(
                 Err(r) => r,
                 Ok(()) => {
                     req.extensions_mut().insert(v);
-                    next.run(req).await
+                    let resp = next.run(req).await;
+                    if entry.method == "GET" && resp.status() == StatusCode::OK {
+                        sh.page_served(v, &entry.path);
+                    }
+                    resp
                 }
             };
             // apply_then_fail: the write happened; now the answer is lost.
@@ -176,6 +180,7 @@ fn fault_answer(v: Vendor, action: Action) -> Response {
             }
             r
         }
+        Action::Answer(answer) => scripted_answer(answer),
     }
 }
 
@@ -196,4 +201,42 @@ fn logged_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
             )
         })
         .collect()
+}
+
+/// The HTML page of an [`FaultAnswer::Html`]: what a captive portal or a login proxy sends.
+const FAULT_HTML: &str = "<!DOCTYPE html><html><head><title>Sign in</title></head><body><form>Please sign in</form></body></html>";
+
+/// The body of a [`FaultAnswer::Truncated`]: an object cut inside a string.
+const FAULT_TRUNCATED: &str = "{\"id\":\"usr_tr";
+
+/// A redirect, an HTML page or a truncated JSON body; the vendor applied nothing.
+fn scripted_answer(answer: FaultAnswer) -> Response {
+    use axum::response::IntoResponse as _;
+    match answer {
+        FaultAnswer::Redirect { status, location } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+            match HeaderValue::from_str(&location) {
+                Ok(location) => (status, [(header::LOCATION, location)]).into_response(),
+                Err(_) => status.into_response(),
+            }
+        }
+        FaultAnswer::Html => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            )],
+            FAULT_HTML,
+        )
+            .into_response(),
+        FaultAnswer::Truncated => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            FAULT_TRUNCATED,
+        )
+            .into_response(),
+    }
 }

@@ -54,7 +54,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 pub use faults::{
-    FailRule, FaultHandle, FaultSettings, FaultsView, RateLimit, UserGuidingBlock, VendorFaults,
+    FailRule, FaultAnswer, FaultHandle, FaultSettings, FaultsView, RateLimit, UserGuidingBlock,
+    VendorFaults,
 };
 pub use log::{RequestLogEntry, Stats};
 
@@ -619,6 +620,25 @@ impl Sandbox {
     /// Replace every vendor's data with a new seed (write-only vendors become empty).
     pub fn reseed(&self, spec: SeedSpec) {
         self.shared.reseed(spec);
+    }
+
+    /// Deletes these users (Userflow and SCIM ids, Guru emails), as the vendor's own delete
+    /// does, right after the `after_pages`-th page of `GET path` (full path, prefix included)
+    /// is served: a listing that changes under a running tap.
+    pub fn delete_after_pages(&self, vendor: Vendor, path: &str, after_pages: u32, ids: &[&str]) {
+        self.shared.deletes.lock().push(state::DeleteAfter {
+            vendor,
+            path: path.to_owned(),
+            after_pages,
+            served: 0,
+            ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        });
+    }
+
+    /// Deletes one user now (Userflow and SCIM ids, Guru emails) as the vendor's delete does;
+    /// false when it is absent.
+    pub fn delete_user(&self, vendor: Vendor, id: &str) -> bool {
+        self.shared.delete_user(vendor, id)
     }
 
     /// Makes every Guru page token issued so far invalid (the tap's "expired token" path).

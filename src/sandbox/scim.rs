@@ -990,13 +990,28 @@ fn delete(sh: &Shared, c: &Ctx, headers: &HeaderMap, k: Kind, id: &str) -> Respo
     if let Err(r) = check_if_match(c, headers, &prev) {
         return r;
     }
-    st.coll_mut(k).remove(id);
-    if k == Kind::User {
+    match k {
+        Kind::User => {
+            st.remove_user(id);
+        }
+        _ => {
+            st.coll_mut(k).remove(id);
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+impl Store {
+    /// Removes a user and its group memberships, as `DELETE /Users/{id}` does; false when absent.
+    pub(crate) fn remove_user(&mut self, id: &str) -> bool {
+        let Some(prev) = self.coll_mut(Kind::User).remove(id) else {
+            return false;
+        };
         if let Some(n) = user_name_key(&prev.body) {
-            st.user_names.remove(&n);
+            self.user_names.remove(&n);
         }
         let now = util::now();
-        for (_, g) in st.groups.by_id.values_mut() {
+        for (_, g) in self.groups.by_id.values_mut() {
             if let Some(key) = find_key(&g.body, "members").cloned()
                 && let Some(Value::Array(ms)) = g.body.get_mut(&key)
             {
@@ -1008,8 +1023,8 @@ fn delete(sh: &Shared, c: &Ctx, headers: &HeaderMap, k: Kind, id: &str) -> Respo
                 }
             }
         }
+        true
     }
-    StatusCode::NO_CONTENT.into_response()
 }
 
 fn search(sh: &Shared, c: &Ctx, k: Kind, body: &[u8]) -> Response {

@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub guru_scim: Mutex<scim::Store>,
     pub scim: Mutex<scim::Store>,
     pub faults: Faults,
+    /// "Delete these users once page N of a listing is served" (tests of paging under churn).
+    pub deletes: Mutex<Vec<DeleteAfter>>,
     pub log: RequestLog,
     /// Bumped by reset and reseed: background jobs of an older generation stop.
     pub generation: AtomicU64,
@@ -43,11 +45,48 @@ impl Shared {
             guru_scim: Mutex::new(scim::Store::seeded(&world, 3)),
             scim: Mutex::new(scim::Store::seeded(&world, 4)),
             faults: Faults::new(settings.faults.clone(), s),
+            deletes: Mutex::new(Vec::new()),
             log: RequestLog::new(settings.log_capacity),
             generation: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             settings,
         })
+    }
+
+    /// Counts a served listing page (a 200 to a GET of `path`) and runs the deletes due after it.
+    pub fn page_served(&self, vendor: Vendor, path: &str) {
+        let due: Vec<Vec<String>> = {
+            let mut hooks = self.deletes.lock();
+            let mut due = Vec::new();
+            hooks.retain_mut(|h| {
+                if h.vendor != vendor || h.path != path {
+                    return true;
+                }
+                h.served += 1;
+                if h.served >= h.after_pages {
+                    due.push(std::mem::take(&mut h.ids));
+                    false
+                } else {
+                    true
+                }
+            });
+            due
+        };
+        for ids in due {
+            for id in ids {
+                self.delete_user(vendor, &id);
+            }
+        }
+    }
+
+    /// Removes one user the way the vendor's own delete does; false when absent.
+    pub fn delete_user(&self, vendor: Vendor, id: &str) -> bool {
+        match vendor {
+            Vendor::Scim | Vendor::GuruScim => self.scim_store(vendor).lock().remove_user(id),
+            Vendor::Userflow => self.userflow.lock().remove_user(id),
+            Vendor::Guru => self.guru.lock().remove_member(id),
+            _ => false,
+        }
     }
 
     pub fn scim_store(&self, v: Vendor) -> &Mutex<scim::Store> {
@@ -123,6 +162,7 @@ impl Shared {
     /// The start state: initial seed, no jobs, empty log, initial faults.
     pub fn reset(&self) {
         self.reseed(self.settings.seed);
+        self.deletes.lock().clear();
         self.log.clear();
         self.faults
             .replace(self.settings.faults.clone(), self.settings.seed.seed);
@@ -135,4 +175,14 @@ impl Shared {
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
+}
+
+/// Users to delete once `after_pages` pages of a listing (`GET path`, answered 200) are served.
+#[derive(Debug, Clone)]
+pub(crate) struct DeleteAfter {
+    pub vendor: Vendor,
+    pub path: String,
+    pub after_pages: u32,
+    pub served: u32,
+    pub ids: Vec<String>,
 }

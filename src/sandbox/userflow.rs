@@ -831,18 +831,27 @@ async fn get_group(
 }
 
 async fn delete_user(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let mut st = sh.userflow.lock();
-    let Some(u) = st.users.remove(&id) else {
+    if !sh.userflow.lock().remove_user(&id) {
         return not_found("user", &id);
-    };
-    for gid in u.memberships.keys() {
-        if let Some(g) = st.groups.get_mut(gid) {
-            g.members.remove(&id);
-        }
     }
-    st.events
-        .retain(|e| e.get("user_id").and_then(Value::as_str) != Some(id.as_str()));
     reply::ok(&json!({"object": "deleted", "id": id, "deleted": true}))
+}
+
+impl Store {
+    /// Removes a user, its memberships and events, as `DELETE /users/{id}` does.
+    pub(crate) fn remove_user(&mut self, id: &str) -> bool {
+        let Some(u) = self.users.remove(id) else {
+            return false;
+        };
+        for gid in u.memberships.keys() {
+            if let Some(g) = self.groups.get_mut(gid) {
+                g.members.remove(id);
+            }
+        }
+        self.events
+            .retain(|e| e.get("user_id").and_then(Value::as_str) != Some(id));
+        true
+    }
 }
 
 async fn delete_group(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Response {

@@ -4,7 +4,16 @@
 //!   servers cap `count` without saying so; a listing ends on an empty page or once
 //!   `totalResults` is reached ([`crate::http::paginate::scim::next_start_index`]).
 //! - Offset paging is not a snapshot: a resource created or deleted between two pages shifts the
-//!   rest, so one can come twice. [`Dedupe`] remembers the ids already seen.
+//!   rest, so one can come twice, and one deleted before the current index makes the next one
+//!   slip past unseen. So each next page starts [`overlap`] resources early, and the last ids
+//!   of the page before ([`Cursor::after`], kept in the bookmark too, so a resume checks the
+//!   same way) must be found in it; the resources after the last one found are its successors,
+//!   whatever was deleted meanwhile. [`Dedupe`] drops what comes twice. A page where none is
+//!   found (more deletions than the overlap), or a pass that saw fewer distinct ids than
+//!   `totalResults`, is followed by a fill pass from index 1 (still deduplicated), at most
+//!   [`MAX_FILL_PASSES`] times ([`Pass`]). A page that repeats the previous page exactly at
+//!   another `startIndex` means the server ignores `startIndex`: an error, never a short
+//!   listing that looks complete.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
@@ -17,6 +26,288 @@ use crate::http::{HttpClient, HttpError};
 
 /// Resources asked for per page: what Okta asks for, and a round trip's worth of work.
 pub const PAGE_SIZE: u64 = 100;
+
+/// Most resources re-read at the start of each next page: a tenth of the page (10 of 100 costs
+/// 10% more reading), so up to that many deletions between two pages are bridged in place.
+pub const MAX_OVERLAP: u64 = 10;
+
+/// Fill passes after a pass that could not prove it missed nothing; each reads the listing
+/// again from index 1, so more than two means the directory changes faster than it is read.
+pub const MAX_FILL_PASSES: u32 = 2;
+
+/// How many resources each next page re-reads for a page size of `count`.
+pub fn overlap(count: u64) -> u64 {
+    (count / 10).clamp(1, MAX_OVERLAP)
+}
+
+/// Where the next page of a pass starts: the bookmark.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cursor {
+    /// 1-based `startIndex` to ask for (already moved back by the overlap).
+    pub start: u64,
+    /// The last ids of the page before (the anchors the next page must hold one of).
+    pub after: Vec<String>,
+    /// 0 for the first pass, then the number of the fill pass.
+    pub fill: u32,
+    /// False for a bare `startIndex` bookmark (older roster versions): nothing to check it by.
+    pub anchored: bool,
+}
+
+impl Cursor {
+    /// The first page of the first pass.
+    pub fn first() -> Self {
+        Cursor {
+            start: FIRST_INDEX,
+            after: Vec::new(),
+            fill: 0,
+            anchored: true,
+        }
+    }
+
+    /// A stored bookmark: `{"start_index", "after", "fill"}`, or a bare `startIndex` (a number
+    /// or a numeric string; below 1 reads as 1).
+    pub fn parse(value: &Value) -> Option<Self> {
+        match value {
+            Value::Object(o) => Some(Cursor {
+                start: start_index(o.get("start_index")?)?,
+                after: match o.get("after") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_owned))
+                        .collect::<Option<_>>()?,
+                    Some(_) => return None,
+                },
+                fill: match o.get("fill") {
+                    None | Some(Value::Null) => 0,
+                    Some(v) => u32::try_from(v.as_u64()?).ok()?,
+                },
+                anchored: true,
+            }),
+            other => Some(Cursor {
+                start: start_index(other)?,
+                after: Vec::new(),
+                fill: 0,
+                anchored: false,
+            }),
+        }
+    }
+
+    /// As stored in the state's `next_page`.
+    pub fn to_value(&self) -> Value {
+        let mut o = serde_json::Map::new();
+        o.insert("start_index".into(), Value::from(self.start));
+        o.insert(
+            "after".into(),
+            Value::Array(self.after.iter().cloned().map(Value::String).collect()),
+        );
+        if self.fill > 0 {
+            o.insert("fill".into(), Value::from(self.fill));
+        }
+        Value::Object(o)
+    }
+
+    /// True for the first page of a pass (the first or a fill pass).
+    pub fn starts_pass(&self) -> bool {
+        self.start <= FIRST_INDEX && self.after.is_empty()
+    }
+}
+
+/// What one listing remembers between its pages in this process.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Every id had in this process (across fill passes).
+    pub seen: Dedupe,
+    /// The previous page's ids and the index it was asked at (the repeat check).
+    previous: Vec<String>,
+    previous_start: u64,
+    /// The previous page's `totalResults`.
+    last_total: Option<u64>,
+    /// Some page of this pass could not be placed after the one before.
+    unsure: bool,
+    /// This pass started at index 1 in this process, so `seen` can be checked against
+    /// `totalResults`.
+    from_first: bool,
+}
+
+/// What [`Pass::page`] decided about one page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageVerdict {
+    /// Positions (in the page) of resources to emit: first seen in this process.
+    pub emit: Vec<usize>,
+    /// Resources left out as seen before, beyond the overlap and fill passes that re-read on
+    /// purpose.
+    pub duplicates: u64,
+    /// The next page's cursor; `None` when the listing is complete.
+    pub next: Option<Cursor>,
+    /// A warning for the log (a fill pass begins, or the listing could not be confirmed).
+    pub note: Option<String>,
+}
+
+/// Why a page cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PassError {
+    /// The server answered the same resources at another `startIndex`.
+    #[error(
+        "startIndex {start} answered the same {count} resources as startIndex {previous}: the server ignores startIndex, so the listing cannot be read past its first page"
+    )]
+    IgnoresStartIndex {
+        /// The index asked.
+        start: u64,
+        /// The index of the page it repeats.
+        previous: u64,
+        /// How many resources.
+        count: usize,
+    },
+    /// After every fill pass, fewer distinct resources than `totalResults`.
+    #[error(
+        "read {seen} distinct resources but the server counts {total} (totalResults), even after {fills} passes from the start: the listing changes faster than it can be read, or the server's paging skips resources"
+    )]
+    Short {
+        /// Distinct ids read.
+        seen: u64,
+        /// The last `totalResults`.
+        total: u64,
+        /// Fill passes made.
+        fills: u32,
+    },
+}
+
+impl Pass {
+    /// Places one page that `cursor` asked for (`ids`: its resources' ids in order, `None` for
+    /// a resource without one; `listed_next`: the next `startIndex` by what came back; `total`:
+    /// `totalResults`; `count`: the page size asked) and says what to emit and where to go next.
+    pub fn page(
+        &mut self,
+        cursor: &Cursor,
+        ids: &[Option<String>],
+        listed_next: Option<u64>,
+        total: Option<u64>,
+        count: u64,
+    ) -> Result<PageVerdict, PassError> {
+        if cursor.starts_pass() {
+            self.from_first = true;
+            self.unsure = false;
+            self.previous.clear();
+            self.last_total = None;
+        }
+        let page_ids: Vec<String> = ids.iter().flatten().cloned().collect();
+        if cursor.start > FIRST_INDEX
+            && !page_ids.is_empty()
+            && page_ids == self.previous
+            && self.previous_start != cursor.start
+        {
+            return Err(PassError::IgnoresStartIndex {
+                start: cursor.start,
+                previous: self.previous_start,
+                count: page_ids.len(),
+            });
+        }
+        // The last anchor found: everything after it is its successors now.
+        let aligned = if cursor.after.is_empty() {
+            None
+        } else {
+            ids.iter()
+                .rposition(|id| id.as_ref().is_some_and(|id| cursor.after.contains(id)))
+        };
+        // A bare startIndex from an older bookmark has nothing to check the page by; it starts
+        // the overlap early and is taken as it comes.
+        // An empty page holds no anchor either: that is the end of the listing, unless the
+        // total shrank meanwhile (deletions may have moved unread resources before the index).
+        let shrank = total
+            .zip(self.last_total)
+            .is_some_and(|(now, before)| now < before);
+        if !cursor.after.is_empty() && aligned.is_none() && (!ids.is_empty() || shrank) {
+            self.unsure = true;
+        }
+        self.last_total = total;
+        let mut emit = Vec::with_capacity(ids.len());
+        let mut duplicates = 0;
+        for (i, id) in ids.iter().enumerate() {
+            match id {
+                Some(id) if !self.seen.first(id) => {
+                    // A fill pass re-reads on purpose; so does the overlap.
+                    if cursor.fill == 0 && aligned.is_none_or(|a| i > a) {
+                        duplicates += 1;
+                    }
+                }
+                _ => emit.push(i),
+            }
+        }
+        self.previous = page_ids;
+        self.previous_start = cursor.start;
+        let keep = overlap(count);
+        let seen = self.seen.len() as u64;
+        let short = self.from_first && total.is_some_and(|t| seen < t);
+        // `totalResults` reached by index, but fewer distinct resources read than it counts:
+        // the pages shifted later (a resource created before the index), so read on until an
+        // empty page before deciding anything.
+        let listed_next = listed_next
+            .or_else(|| (short && !ids.is_empty()).then(|| cursor.start + ids.len() as u64));
+        if let Some(next) = listed_next {
+            let after: Vec<String> = self
+                .previous
+                .iter()
+                .rev()
+                .take(keep as usize)
+                .rev()
+                .cloned()
+                .collect();
+            let start = next.saturating_sub(keep).max(cursor.start + 1);
+            return Ok(PageVerdict {
+                emit,
+                duplicates,
+                next: Some(Cursor {
+                    start,
+                    after,
+                    fill: cursor.fill,
+                    anchored: true,
+                }),
+                note: None,
+            });
+        }
+        let mut verdict = PageVerdict {
+            emit,
+            duplicates,
+            next: None,
+            note: None,
+        };
+        if !(self.unsure || short) {
+            return Ok(verdict);
+        }
+        let why = if short {
+            format!(
+                "{seen} distinct resources read but the server counts {}",
+                total.unwrap_or_default()
+            )
+        } else {
+            "the listing shifted under the read by more than the overlap (resources deleted meanwhile)".to_string()
+        };
+        if cursor.fill < MAX_FILL_PASSES {
+            verdict.note = Some(format!(
+                "{why}: reading the listing again from the start to fill the gap (pass {} of at most {}), leaving out what was read already",
+                cursor.fill + 2,
+                MAX_FILL_PASSES + 1
+            ));
+            verdict.next = Some(Cursor {
+                fill: cursor.fill + 1,
+                ..Cursor::first()
+            });
+            return Ok(verdict);
+        }
+        if short {
+            return Err(PassError::Short {
+                seen,
+                total: total.unwrap_or_default(),
+                fills: cursor.fill,
+            });
+        }
+        verdict.note = Some(format!(
+            "{why}, even in the last pass from the start: resources created or deleted during the run may be missing; the next run reads them"
+        ));
+        Ok(verdict)
+    }
+}
 
 /// One page request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +438,149 @@ mod tests {
         assert!(seen.first("b"));
         assert!(!seen.first("a"));
         assert_eq!(seen.len(), 2);
+    }
+
+    /// Reads a simulated directory page by page through [`Pass`], calling `change` after
+    /// each page (with the number of pages served so far), as a tap would. Returns the ids
+    /// emitted, in order, or the error.
+    fn walk(
+        dir: &mut Vec<String>,
+        count: u64,
+        mut change: impl FnMut(usize, &mut Vec<String>),
+        ignores_start_index: bool,
+    ) -> Result<Vec<String>, PassError> {
+        let mut pass = Pass::default();
+        let mut cursor = Cursor::first();
+        let mut emitted = Vec::new();
+        for served in 1..10_000 {
+            let start = if ignores_start_index { 1 } else { cursor.start };
+            let page: Vec<Value> = dir
+                .iter()
+                .skip(start as usize - 1)
+                .take(count as usize)
+                .map(|id| json!({"id": id}))
+                .collect();
+            let scim = paging::ScimPage {
+                resources: page.clone(),
+                total_results: Some(dir.len() as u64),
+                start_index: Some(cursor.start),
+                items_per_page: Some(page.len() as u64),
+            };
+            let next = paging::next_start_index(cursor.start, &scim);
+            let ids: Vec<Option<String>> = page
+                .iter()
+                .map(|r| r["id"].as_str().map(str::to_owned))
+                .collect();
+            let verdict = pass.page(&cursor, &ids, next, Some(dir.len() as u64), count)?;
+            emitted.extend(verdict.emit.iter().map(|&i| ids[i].clone().unwrap()));
+            change(served, dir);
+            match verdict.next {
+                Some(next) => cursor = next,
+                None => return Ok(emitted),
+            }
+        }
+        panic!("no end");
+    }
+
+    fn directory(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("u{i:04}")).collect()
+    }
+
+    #[test]
+    fn deletions_during_a_pass_never_hide_a_live_resource() {
+        // (what, users, page size, after which page, how many deleted, from which position)
+        for (what, n, count, after, deleted, from) in [
+            ("7 of 50 at the start, pages of 10", 50, 10, 1, 7, 0),
+            ("1 behind the index, pages of 10", 50, 10, 2, 1, 5),
+            ("25 of 100 behind the index, pages of 10", 100, 10, 3, 25, 0),
+            ("every other one of the first page", 30, 5, 1, 3, 0),
+            ("the anchors themselves", 40, 10, 1, 3, 7),
+            ("more than a page", 1000, 100, 2, 150, 10),
+        ] {
+            let mut dir = directory(n);
+            let before = dir.clone();
+            let mut gone = Vec::new();
+            let emitted = walk(
+                &mut dir,
+                count,
+                |served, dir| {
+                    if served == after {
+                        gone = dir.drain(from..from + deleted).collect();
+                    }
+                },
+                false,
+            )
+            .unwrap();
+            let got: std::collections::BTreeSet<&String> = emitted.iter().collect();
+            assert_eq!(got.len(), emitted.len(), "{what}: a resource emitted twice");
+            for id in before.iter().filter(|id| !gone.contains(id)) {
+                assert!(got.contains(id), "{what}: live {id} missed");
+            }
+        }
+    }
+
+    #[test]
+    fn creations_during_a_pass_repeat_nothing_and_miss_nothing_old() {
+        let mut dir = directory(50);
+        let before = dir.clone();
+        let emitted = walk(
+            &mut dir,
+            10,
+            |served, dir| {
+                if served <= 3 {
+                    dir.insert(0, format!("new{served}"));
+                }
+            },
+            false,
+        )
+        .unwrap();
+        let got: std::collections::BTreeSet<&String> = emitted.iter().collect();
+        assert_eq!(got.len(), emitted.len());
+        assert!(before.iter().all(|id| got.contains(id)));
+    }
+
+    #[test]
+    fn a_server_that_ignores_start_index_is_an_error() {
+        let mut dir = directory(1000);
+        let err = walk(&mut dir, 100, |_, _| {}, true).unwrap_err();
+        assert!(matches!(err, PassError::IgnoresStartIndex { .. }), "{err}");
+        assert!(err.to_string().contains("ignores startIndex"), "{err}");
+    }
+
+    #[test]
+    fn a_quiet_pass_reads_each_page_once_with_the_overlap() {
+        let mut dir = directory(250);
+        let emitted = walk(&mut dir, 100, |_, _| {}, false).unwrap();
+        assert_eq!(emitted, directory(250));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_bare_start_indexes_still_read() {
+        let c = Cursor {
+            start: 91,
+            after: vec!["a".into(), "b".into()],
+            fill: 1,
+            anchored: true,
+        };
+        assert_eq!(Cursor::parse(&c.to_value()), Some(c));
+        let bare = Cursor::parse(&json!(101)).unwrap();
+        assert_eq!((bare.start, bare.anchored), (101, false));
+        assert_eq!(Cursor::parse(&json!({"start_index": "x"})), None);
+        assert_eq!(
+            Cursor::parse(&json!({"start_index": 3, "after": [1]})),
+            None
+        );
+    }
+
+    #[test]
+    fn a_million_ids_fit_well_under_100_mb() {
+        let mut seen = Dedupe::default();
+        for i in 0..1_000_000u32 {
+            assert!(seen.first(&format!("2819c223-7f76-453a-919d-{i:012}")));
+        }
+        // u128 keys and one control byte each, at the table's capacity.
+        let bytes = seen.ids.capacity() * (std::mem::size_of::<u128>() + 1);
+        assert!(bytes < 100 * 1024 * 1024, "{bytes} bytes");
     }
 
     #[test]

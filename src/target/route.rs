@@ -11,8 +11,10 @@
 //!   `_sdc_deleted_at` are always kept by `include`), then `constants` (added when absent).
 //! - Flat warehouse rows work as they are: every top-level field that is not reserved becomes
 //!   an attribute; the record's own `attributes` object is merged over them.
-//! - `_sdc_deleted_at` set (not null) turns the record into a delete; other `_sdc_*` columns
-//!   are Singer metadata and are dropped.
+//! - `_sdc_deleted_at` holding an RFC 3339 date-time turns the record into a delete (decided in
+//!   [`is_deletion`], the one place); `null`, absent, `""`, `false` and `0` mean "not deleted"
+//!   (a CSV tap writes `""` for an empty cell); anything else is refused, naming the field.
+//!   Other `_sdc_*` columns are Singer metadata and are dropped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -325,9 +327,10 @@ impl StreamMap {
     }
 
     fn normalize(&self, record: &Object) -> Result<Item, Refusal> {
-        let action = match record.get(DELETED_AT) {
-            None | Some(Value::Null) => Action::Upsert,
-            Some(_) => Action::Delete,
+        let action = if is_deletion(record.get(DELETED_AT))? {
+            Action::Delete
+        } else {
+            Action::Upsert
         };
         let mut item = Item {
             kind: self.kind,
@@ -427,6 +430,42 @@ impl StreamMap {
     }
 }
 
+/// Longest excerpt of a bad `_sdc_deleted_at` value quoted in a reject reason.
+const DELETED_AT_EXCERPT_CHARS: usize = 40;
+
+/// Whether a record's `_sdc_deleted_at` makes it a delete: the one place this is decided, for
+/// every kind and vendor. Only a valid RFC 3339 date-time deletes; absent, `null`, `""`, `false`
+/// and `0` mean "not deleted" (warehouses and CSV taps write those for an empty cell). Anything
+/// else (`"not-a-date"`, `true`, `1`, an object) is refused naming the field, because guessing
+/// either way could delete a live user or keep one the source removed.
+pub fn is_deletion(value: Option<&Value>) -> Result<bool, Refusal> {
+    match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(false),
+        Some(Value::String(s)) if s.is_empty() => Ok(false),
+        Some(Value::Number(n)) if n.as_f64() == Some(0.0) => Ok(false),
+        Some(Value::String(s)) if chrono::DateTime::parse_from_rfc3339(s.trim()).is_ok() => {
+            Ok(true)
+        }
+        Some(other) => {
+            let shown = match other {
+                Value::String(s) => {
+                    let cut: String = s.chars().take(DELETED_AT_EXCERPT_CHARS).collect();
+                    if cut.len() < s.len() {
+                        format!("{cut:?}...")
+                    } else {
+                        format!("{cut:?}")
+                    }
+                }
+                Value::Bool(_) | Value::Number(_) => other.to_string(),
+                _ => type_name(other).to_string(),
+            };
+            Err(Refusal::new(format!(
+                "field {DELETED_AT:?} must be an RFC 3339 date-time (the record is a delete) or null, \"\", false or 0 (not deleted), got {shown}"
+            )))
+        }
+    }
+}
+
 /// A key as a string: strings (non-empty) as they are, integers in decimal.
 fn key_value(field: &str, v: &Value) -> Result<String, Refusal> {
     match v {
@@ -521,7 +560,7 @@ mod tests {
         let m = write(r.route("users"));
         let item = m
             .item(&obj(
-                json!({"id": "u1", "email": "e", "plan": "p", "_sdc_deleted_at": "2024-01-01"}),
+                json!({"id": "u1", "email": "e", "plan": "p", "_sdc_deleted_at": "2024-01-01T00:00:00Z"}),
             ))
             .unwrap();
         assert_eq!(item.action, Action::Delete);
@@ -576,10 +615,66 @@ mod tests {
         assert_eq!(item.fields, obj(json!({"name": "signed_up"})));
         let err = events
             .item(&obj(
-                json!({"user_id": "u", "name": "x", "_sdc_deleted_at": "t"}),
+                json!({"user_id": "u", "name": "x", "_sdc_deleted_at": "2024-01-01T00:00:00+02:00"}),
             ))
             .unwrap_err();
         assert!(err.reason.contains("cannot be deleted"), "{}", err.reason);
+    }
+
+    #[test]
+    fn only_an_rfc3339_date_time_in_sdc_deleted_at_deletes() {
+        for kind in ["users", "groups", "memberships", "segments"] {
+            let m = write(router(json!({})).route(kind));
+            let record = |deleted: Value| {
+                obj(
+                    json!({"id": "k", "segment": "s", "user_id": "u", "group_id": "g",
+                           "_sdc_deleted_at": deleted}),
+                )
+            };
+            for deleted in [
+                json!("2024-03-01T10:00:00Z"),
+                json!("2024-03-01T10:00:00.123456+02:00"),
+                json!("2024-03-01 10:00:00Z"),
+            ] {
+                let item = m.item(&record(deleted.clone())).unwrap();
+                assert_eq!(item.action, Action::Delete, "{kind} {deleted}");
+            }
+            for kept in [json!(null), json!(""), json!(false), json!(0), json!(0.0)] {
+                let item = m.item(&record(kept.clone())).unwrap();
+                assert_eq!(item.action, Action::Upsert, "{kind} {kept}");
+            }
+            let item = m
+                .item(&obj(
+                    json!({"id": "k", "segment": "s", "user_id": "u", "group_id": "g"}),
+                ))
+                .unwrap();
+            assert_eq!(item.action, Action::Upsert, "{kind} absent");
+            for bad in [
+                json!("not-a-date"),
+                json!("2024-03-01"),
+                json!("true"),
+                json!(" "),
+                json!(true),
+                json!(1),
+                json!(-1),
+                json!({"at": "2024-03-01T10:00:00Z"}),
+                json!(["2024-03-01T10:00:00Z"]),
+            ] {
+                let err = m.item(&record(bad.clone())).unwrap_err();
+                assert!(
+                    err.reason
+                        .contains("\"_sdc_deleted_at\" must be an RFC 3339 date-time"),
+                    "{kind} {bad}: {}",
+                    err.reason
+                );
+            }
+        }
+        let m = write(router(json!({})).route("users"));
+        let long = "x".repeat(10_000);
+        let err = m
+            .item(&obj(json!({"id": "k", "_sdc_deleted_at": long})))
+            .unwrap_err();
+        assert!(err.reason.len() < 300, "{}", err.reason);
     }
 
     #[test]

@@ -615,6 +615,9 @@ pub struct ClientSpec {
     pub default_429_wait: Option<Duration>,
     /// Named buckets with their own rate (requests per second).
     pub buckets: Vec<(&'static str, f64)>,
+    /// The vendor documents JSON answers to its writes: a write answered 2xx (but 204) with a
+    /// body that is not JSON (an HTML page, a body cut short) is not counted as applied.
+    pub json_answers: bool,
 }
 
 impl ClientSpec {
@@ -626,6 +629,7 @@ impl ClientSpec {
             requests_per_second: None,
             default_429_wait: None,
             buckets: Vec::new(),
+            json_answers: false,
         }
     }
 }
@@ -730,6 +734,10 @@ pub struct WireRequest {
     /// Headers of this request only (SCIM's `Content-Type: application/scim+json`, `If-Match`),
     /// over the client's fixed ones.
     pub headers: Vec<(&'static str, String)>,
+    /// Fields the vendor documents in a successful answer (UserGuiding's `success`): an answer
+    /// without them is not counted as applied. Checked for vendors with
+    /// [`ClientSpec::json_answers`].
+    pub expect_fields: &'static [&'static str],
 }
 
 impl WireRequest {
@@ -743,7 +751,14 @@ impl WireRequest {
             idempotent: !matches!(method, Method::Post | Method::Patch),
             bucket: None,
             headers: Vec::new(),
+            expect_fields: &[],
         }
+    }
+
+    /// The fields a successful answer must hold (see [`WireRequest::expect_fields`]).
+    pub fn expect_fields(mut self, fields: &'static [&'static str]) -> Self {
+        self.expect_fields = fields;
+        self
     }
 
     /// Adds a header to this request.
@@ -917,7 +932,12 @@ pub fn verdict(vendor: &'static str, err: SendError) -> Verdict {
             err.body_excerpt,
         )),
         SendFailure::Exhausted => {
-            let reason = if err.maybe_processed && err.status.is_none_or(|s| s >= 500) {
+            let reason = if err.status.is_some_and(|s| (200..300).contains(&s)) {
+                format!(
+                    "{vendor} did not confirm the request in the shape it documents (replay this record if it is missing): {}",
+                    err.message
+                )
+            } else if err.maybe_processed && err.status.is_none_or(|s| s >= 500) {
                 format!(
                     "{vendor} did not confirm the request and it was not repeated, since repeating it could duplicate it (replay this record if it is missing): {}",
                     err.message
@@ -1173,13 +1193,53 @@ fn http_transport(config: &Resolved, spec: ClientSpec) -> Result<Arc<dyn Transpo
         vendor,
         detail: err.to_string(),
     })?;
-    Ok(Arc::new(HttpTransport { client }))
+    Ok(Arc::new(HttpTransport {
+        client,
+        json_answers: spec.json_answers,
+    }))
 }
 
 /// [`crate::http::HttpClient`] as a [`Transport`].
 #[derive(Debug)]
 pub struct HttpTransport {
     client: crate::http::HttpClient,
+    json_answers: bool,
+}
+
+/// Why a write's successful answer is not the shape the vendor documents (`None`: it is): a
+/// JSON content type and a body that parses, holding `fields`. 204 and an empty body with no
+/// fields expected pass (deletes and some upserts answer with nothing).
+fn unconfirmed_answer(response: &crate::http::Response, fields: &[&str]) -> Option<String> {
+    if response.status.as_u16() == 204 || (response.body.is_empty() && fields.is_empty()) {
+        return None;
+    }
+    let content_type = response.header("content-type").unwrap_or("");
+    if !content_type.to_ascii_lowercase().contains("json") {
+        return Some(format!(
+            "the answer is {} instead of JSON",
+            if content_type.is_empty() {
+                "without a content type".to_string()
+            } else {
+                format!("{content_type:?}")
+            }
+        ));
+    }
+    let body: Value = match serde_json::from_slice(&response.body) {
+        Ok(body) => body,
+        Err(err) if err.is_eof() => {
+            return Some(format!(
+                "the JSON answer is cut short after {} bytes",
+                response.body.len()
+            ));
+        }
+        Err(err) => return Some(format!("the answer is not valid JSON ({err})")),
+    };
+    let missing: Vec<&str> = fields
+        .iter()
+        .copied()
+        .filter(|f| body.get(f).is_none())
+        .collect();
+    (!missing.is_empty()).then(|| format!("the answer lacks {}", missing.join(", ")))
 }
 
 #[async_trait::async_trait]
@@ -1193,6 +1253,9 @@ impl Transport for HttpTransport {
             Method::Patch => M::PATCH,
             Method::Delete => M::DELETE,
         };
+        let write = crate::http::client::is_write(&method);
+        let shown = format!("{method} {}", request.path);
+        let expect_fields = request.expect_fields;
         let mut builder = self
             .client
             .request(method, &request.path)
@@ -1225,6 +1288,28 @@ impl Transport for HttpTransport {
             },
         };
         match builder.send().await {
+            Ok(response) if write && self.json_answers => {
+                match unconfirmed_answer(&response, expect_fields) {
+                    None => Ok(WireResponse {
+                        status: response.status.as_u16(),
+                        body: response.body,
+                        dry_run: false,
+                    }),
+                    Some(why) => Err(SendError {
+                        failure: SendFailure::Exhausted,
+                        status: Some(response.status.as_u16()),
+                        body_excerpt: Some(response.excerpt()),
+                        message: format!(
+                            "{}: {shown} answered {} but {why}, so the write is not counted as applied",
+                            self.client.vendor(),
+                            response.status
+                        ),
+                        // Something answered 2xx: the vendor may have acted (a proxy's page, a
+                        // body cut short), so a create is looked up before it is sent again.
+                        maybe_processed: !request.idempotent,
+                    }),
+                }
+            }
             Ok(response) => Ok(WireResponse {
                 status: response.status.as_u16(),
                 body: response.body,

@@ -265,6 +265,17 @@ fn cases() -> Vec<Case> {
                 &["u1"],
             ),
         },
+        case(
+            "sdc-deleted-at-not-a-date.singer",
+            rejects(
+                &[
+                    (12, "\"_sdc_deleted_at\" must be an RFC 3339 date-time"),
+                    (13, "\"_sdc_deleted_at\" must be an RFC 3339 date-time"),
+                    (14, "\"_sdc_deleted_at\" must be an RFC 3339 date-time"),
+                ],
+                &["u1", "u2", "u3", "u4", "u5"],
+            ),
+        ),
     ]
 }
 

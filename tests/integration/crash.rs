@@ -539,3 +539,55 @@ fn tap_killed_at_random_points_resumes_without_a_gap() {
     }
     assert!(faults > 0, "the sandbox injected no faults");
 }
+
+/// SCIM: the tap is killed after its first page's STATE, users it already read are deleted,
+/// and it resumes from that STATE. Deleting them shifts every later user to a lower index, so
+/// the old bare `startIndex` bookmark skipped as many live users as were deleted (exit 0). Now
+/// the bookmark carries the page's last ids: 1 deleted is bridged by the overlap, 7 (more than
+/// the overlap of a 25-user page) send the resumed run through a fill pass from the start.
+/// Both runs together emit every user still held.
+#[test]
+fn scim_tap_resumed_after_deletions_behind_its_bookmark_misses_no_live_user() {
+    for deleted in [1usize, 7] {
+        let sb = Sandbox::builder()
+            .seed(3)
+            .users(120)
+            .groups(4)
+            .scim_page_cap(25)
+            .start_background()
+            .unwrap();
+        let config = sb.config(Vendor::Scim);
+        let (lines, running) = crate::tap_common::sync_killed_after(&config, None, 1);
+        assert!(running, "the tap finished before it could be killed");
+        let first = Holdings::from_messages(&lines);
+        let state = lines
+            .iter()
+            .rev()
+            .find(|m| m["type"] == "STATE")
+            .map(|m| m["value"].clone())
+            .unwrap();
+        let read: Vec<String> = lines
+            .iter()
+            .filter(|m| m["type"] == "RECORD" && m["stream"] == "users")
+            .map(|m| m["record"]["id"].as_str().unwrap().to_string())
+            .collect();
+        assert!(read.len() >= 10, "{read:?}");
+        for id in &read[2..2 + deleted] {
+            assert!(sb.delete_user(Vendor::Scim, id));
+        }
+        let run = crate::tap_common::sync(&config, Some(&state), None);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        check_protocol(&run.messages);
+        let second = Holdings::from_messages(&run.messages);
+        let live = Holdings::of(&sb, Vendor::Scim).users;
+        let missed: Vec<&String> = live
+            .iter()
+            .filter(|u| !first.users.contains(*u) && !second.users.contains(*u))
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "{deleted} deleted: live users never emitted: {missed:?}\n{}",
+            run.stderr
+        );
+    }
+}

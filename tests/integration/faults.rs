@@ -969,3 +969,302 @@ fn tap_guru_scim_survives_every_fault() {
 fn tap_scim_survives_every_fault() {
     tap_row(Vendor::Scim);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Writes the vendor never applied (issue 12, item 4).
+
+/// A listener on another origin that answers `200 {}` to anything and counts connections: a
+/// write re-sent there after a 307 would be counted as sent, and its personal data leaked.
+struct Elsewhere {
+    port: u16,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Elsewhere {
+    fn start() -> Elsewhere {
+        use std::io::{Read as _, Write as _};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut buf = [0u8; 65536];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 16\r\nconnection: close\r\n\r\n{\"success\":true}",
+                );
+            }
+        });
+        Elsewhere { port, hits }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A write answered with a redirect, an HTML page or a body cut short is never counted as
+/// sent: the record is rejected with a reason naming the Location or the shape, the vendor
+/// holds nothing, a 302 is not followed as a GET, and a 307 to another origin re-sends nothing
+/// there. Every answer repeats (`count` covers SCIM's look-up-and-resend of an unconfirmed
+/// create), so the last word is the fault's. Fails on the old code, which followed redirects
+/// and took any 2xx as applied.
+#[test]
+fn writes_answered_with_a_redirect_html_or_a_cut_body_are_not_counted_as_sent() {
+    use roster::sandbox::FaultAnswer;
+    let elsewhere = Elsewhere::start();
+    let input = [
+        json!({"type": "SCHEMA", "stream": "users", "schema": {"type": "object"}, "key_properties": ["id"]}),
+        json!({"type": "RECORD", "stream": "users", "record": {"id": "u0001@example.com", "email": "u0001@example.com", "name": "User 1"}}),
+        json!({"type": "STATE", "value": {"offset": 1}}),
+    ]
+    .iter()
+    .map(|l| format!("{l}\n"))
+    .collect::<String>();
+    for vendor in [
+        Vendor::Userflow,
+        Vendor::Scim,
+        Vendor::UserGuiding,
+        Vendor::Guru,
+    ] {
+        let (method, path) = write_path(vendor);
+        let answers = [
+            (
+                FaultAnswer::Redirect {
+                    status: 302,
+                    location: path.to_string(),
+                },
+                "Location: ",
+            ),
+            (
+                FaultAnswer::Redirect {
+                    status: 307,
+                    location: format!("http://127.0.0.1:{}{path}", elsewhere.port),
+                },
+                "Location: http://127.0.0.1:",
+            ),
+            (FaultAnswer::Html, "instead of JSON"),
+            (FaultAnswer::Truncated, "cut short"),
+        ];
+        for (answer, says) in answers {
+            let what = format!("{vendor} answered {answer:?}");
+            let sb = Sandbox::builder()
+                .users(0)
+                .groups(0)
+                .start_background()
+                .unwrap();
+            sb.faults().fail_next(
+                FailRule::new(path, 50)
+                    .method(method)
+                    .answer(answer.clone()),
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = sb.config(vendor);
+            config["reject_file"] = json!(dir.path().join("rejects.ndjson"));
+            let run = run_target(&config, &input, dir.path(), true);
+            let ctx = format!(
+                "{what}\n--- stderr\n{}\n--- report\n{:#}\n--- requests\n{:#?}",
+                run.stderr,
+                run.report,
+                sb.requests()
+            );
+            assert!(!run.stderr.contains("panicked"), "{ctx}");
+            assert_eq!(run.code, Some(0), "{ctx}");
+            assert_eq!(run.report["totals"]["sent"], 0, "{ctx}");
+            assert_eq!(run.report["totals"]["rejected"], 1, "{ctx}");
+            assert_eq!(run.rejects.len(), 1, "{ctx}");
+            let reason = s(&run.rejects[0]["reject"]["reason"]);
+            assert!(reason.contains(says), "{reason:?} lacks {says:?}: {ctx}");
+            assert!(
+                actual(&sb, vendor).users.is_empty(),
+                "the vendor holds a user it never applied: {ctx}"
+            );
+            assert_eq!(elsewhere.hits(), 0, "a write went to another origin: {ctx}");
+            if matches!(answer, FaultAnswer::Redirect { .. }) {
+                let log = sb.requests();
+                let redirected = log
+                    .iter()
+                    .find(|r| r.status / 100 == 3)
+                    .map(|r| r.seq)
+                    .unwrap_or_else(|| panic!("no redirect answered: {ctx}"));
+                let followed: Vec<_> = log
+                    .iter()
+                    .filter(|r| r.seq > redirected && r.path == path && r.method != method)
+                    .collect();
+                assert!(followed.is_empty(), "the redirect was followed: {ctx}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listings that change under the tap (issue 12, item 3).
+
+/// The user ids a SCIM sandbox holds, in listing order.
+fn scim_user_ids(sb: &Sandbox, vendor: Vendor) -> Vec<String> {
+    sb.dump(vendor)["Users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| s(&u["id"]))
+        .collect()
+}
+
+/// SCIM `startIndex` paging with users deleted while the tap reads: 7 of 50 from the first page
+/// once it is served (pages of 10; the old code then asked for index 11, which now held the
+/// 18th user, and never emitted the 11th to 17th, with exit 0), and 1 behind the index (bridged
+/// by the overlap). Every user still held at the end is emitted, none twice.
+#[test]
+fn scim_tap_misses_no_live_user_when_users_are_deleted_mid_run() {
+    for vendor in [Vendor::Scim, Vendor::GuruScim] {
+        for (from, deleted) in [(0usize, 7usize), (5, 1)] {
+            let sb = Sandbox::builder()
+                .seed(5)
+                .users(50)
+                .groups(3)
+                .scim_page_cap(10)
+                .start_background()
+                .unwrap();
+            let ids = scim_user_ids(&sb, vendor);
+            let doomed: Vec<&str> = ids[from..from + deleted]
+                .iter()
+                .map(String::as_str)
+                .collect();
+            sb.delete_after_pages(vendor, &format!("{}/Users", vendor.prefix()), 1, &doomed);
+            let run = tap_common::sync(&sb.config(vendor), None, None);
+            let what = format!("{vendor}, {deleted} deleted from position {from}");
+            assert_eq!(run.code, Some(0), "{what}: {}", run.stderr);
+            tap_common::check_protocol(&run.messages);
+            tap_common::check_no_duplicates(&run.messages);
+            let emitted = tap_common::Holdings::from_messages(&run.messages).users;
+            let live = tap_common::Holdings::of(&sb, vendor).users;
+            assert_eq!(
+                live.len(),
+                50 - deleted,
+                "{what}: the deletes did not happen"
+            );
+            let missed: Vec<&String> = live.difference(&emitted).collect();
+            assert!(
+                missed.is_empty(),
+                "{what}: live users never emitted: {missed:?}"
+            );
+            // They were read (on page 1) before they were deleted.
+            assert!(doomed.iter().all(|d| emitted.contains(*d)), "{what}");
+        }
+    }
+}
+
+/// Userflow's cursor is the id of the last user of a page; Userflow answers 400 to a
+/// `starting_after` id that no longer exists. Deleting that user once its page is served made
+/// the old tap fail the run (exit 1) at the next page; deleting the whole page is worse. Now the
+/// next page starts after the page's earlier ids, or again from the start, leaving out what was
+/// read: every user still held is emitted, once.
+#[test]
+fn userflow_tap_reads_on_when_the_cursor_user_is_deleted_mid_run() {
+    let sb = Sandbox::builder()
+        .seed(9)
+        .users(250)
+        .groups(3)
+        .start_background()
+        .unwrap();
+    let config = sb.config(Vendor::Userflow);
+    let order: Vec<String> = tap_common::sync(&config, None, None)
+        .ok()
+        .records("users")
+        .iter()
+        .map(|u| s(&u["id"]))
+        .collect();
+    assert_eq!(order.len(), 250);
+    for (what, doomed) in [
+        ("the cursor's user", order[99..100].to_vec()),
+        ("the cursor and the 4 before it", order[95..100].to_vec()),
+        ("the whole first page", order[..100].to_vec()),
+    ] {
+        sb.reset();
+        let doomed: Vec<&str> = doomed.iter().map(String::as_str).collect();
+        sb.delete_after_pages(Vendor::Userflow, "/userflow/users", 1, &doomed);
+        let run = tap_common::sync(&config, None, None);
+        assert_eq!(run.code, Some(0), "{what}: {}", run.stderr);
+        tap_common::check_protocol(&run.messages);
+        tap_common::check_no_duplicates(&run.messages);
+        let emitted = tap_common::Holdings::from_messages(&run.messages).users;
+        let live = tap_common::Holdings::of(&sb, Vendor::Userflow).users;
+        assert_eq!(
+            live.len(),
+            250 - doomed.len(),
+            "{what}: the deletes did not happen"
+        );
+        let missed: Vec<&String> = live.difference(&emitted).collect();
+        assert!(
+            missed.is_empty(),
+            "{what}: live users never emitted: {missed:?}"
+        );
+    }
+}
+
+/// Guru REST pages with a `Link` token: 25 members removed from the team once the first page
+/// of `/members` is served (pages of 10), and 25 removed once the first page of a group's
+/// members is served. Every member still held is emitted (users and memberships), none twice.
+#[test]
+fn guru_tap_misses_no_live_member_when_members_are_removed_mid_run() {
+    let sb = Sandbox::builder()
+        .seed(4)
+        .users(100)
+        .groups(3)
+        .guru_page_size(10)
+        .start_background()
+        .unwrap();
+    let config = sb.config(Vendor::Guru);
+    let first = tap_common::sync(&config, None, None).ok();
+    let order: Vec<String> = first.records("users").iter().map(|u| s(&u["id"])).collect();
+    let groups: Vec<String> = first
+        .records("groups")
+        .iter()
+        .map(|g| s(&g["id"]))
+        .collect();
+    assert!(order.len() >= 60, "{}", order.len());
+    let group_path = format!("/guru/api/v1/groups/{}/members", groups[0]);
+    for (what, path, doomed) in [
+        (
+            "members, 25 from the start",
+            "/guru/api/v1/members".to_string(),
+            order[..25].to_vec(),
+        ),
+        (
+            "members, 25 from the 6th",
+            "/guru/api/v1/members".to_string(),
+            order[5..30].to_vec(),
+        ),
+        ("a group's members", group_path, order[..25].to_vec()),
+    ] {
+        sb.reset();
+        let doomed: Vec<&str> = doomed.iter().map(String::as_str).collect();
+        sb.delete_after_pages(Vendor::Guru, &path, 1, &doomed);
+        let run = tap_common::sync(&config, None, None);
+        assert_eq!(run.code, Some(0), "{what}: {}", run.stderr);
+        tap_common::check_protocol(&run.messages);
+        tap_common::check_no_duplicates(&run.messages);
+        let emitted = tap_common::Holdings::from_messages(&run.messages);
+        let live = tap_common::Holdings::of(&sb, Vendor::Guru);
+        assert_eq!(
+            live.users.len(),
+            order.len() - doomed.len(),
+            "{what}: the deletes did not happen"
+        );
+        let missed: Vec<&String> = live.users.difference(&emitted.users).collect();
+        assert!(
+            missed.is_empty(),
+            "{what}: live users never emitted: {missed:?}"
+        );
+        let missed: Vec<&String> = live.memberships.difference(&emitted.memberships).collect();
+        assert!(
+            missed.is_empty(),
+            "{what}: live memberships never emitted: {missed:?}"
+        );
+    }
+}

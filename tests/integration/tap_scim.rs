@@ -44,13 +44,14 @@ fn scim_sync_covers_users_groups_and_group_members() {
         assert!(!held.memberships.is_empty());
         assert_eq!(Holdings::from_messages(&run.messages), held, "{vendor}");
         // The server caps pages at 50 (its ServiceProviderConfig says so): count=50 is asked
-        // and startIndex advances by what came back.
+        // and startIndex advances by what came back, less an overlap of 5 that must hold one
+        // of the previous page's last ids.
         let prefix = vendor.prefix();
         let users = queries(&sb, &format!("{prefix}/Users"));
         assert_eq!(users.len(), 3, "{users:?}");
         assert!(users[0].contains("startIndex=1") && users[0].contains("count=50"));
-        assert!(users[1].contains("startIndex=51"));
-        assert!(users[2].contains("startIndex=101"));
+        assert!(users[1].contains("startIndex=46"), "{users:?}");
+        assert!(users[2].contains("startIndex=91"), "{users:?}");
         assert_eq!(
             queries(&sb, &format!("{prefix}/ServiceProviderConfig")).len(),
             1
@@ -61,7 +62,9 @@ fn scim_sync_covers_users_groups_and_group_members() {
             .iter()
             .find(|s| s["currently_syncing"] == "users")
             .unwrap();
-        assert_eq!(first_users["bookmarks"]["users"]["next_page"], 51);
+        let bookmark = &first_users["bookmarks"]["users"]["next_page"];
+        assert_eq!(bookmark["start_index"], 46, "{bookmark}");
+        assert_eq!(bookmark["after"].as_array().unwrap().len(), 5, "{bookmark}");
         assert!(first_users["bookmarks"]["groups"]["completed_at"].is_string());
         let first = run.messages.iter().find(|m| m["type"] == "RECORD").unwrap();
         assert_eq!(first["stream"], "groups");
@@ -143,11 +146,12 @@ fn without_memberships_groups_are_read_without_members_and_users_not_at_all() {
 #[test]
 fn resuming_at_a_start_index() {
     let sb = sandbox(25, false);
+    // A bare startIndex (older bookmarks) starts the overlap (2 of a page of 25) early.
     let state = json!({"bookmarks": {"users": {"next_page": 101}}, "currently_syncing": "users"});
     let run = sync(&sb.config(Vendor::Scim), Some(&state), None).ok();
-    assert_eq!(run.records("users").len(), 20);
+    assert_eq!(run.records("users").len(), 22);
     assert_eq!(run.records("groups").len(), 9);
-    assert!(queries(&sb, "/scim/v2/Users")[0].contains("startIndex=101"));
+    assert!(queries(&sb, "/scim/v2/Users")[0].contains("startIndex=99"));
     // Past the end: an empty page ends the stream.
     let state = json!({"bookmarks": {"users": {"next_page": "500"}}});
     let run = sync(&sb.config(Vendor::Scim), Some(&state), None).ok();
@@ -282,16 +286,54 @@ fn quirky_servers_are_read_leniently_deduplicated_and_paged_by_what_came_back() 
     assert_eq!(
         queries,
         [
+            // Groups come first. Each next page starts one early (a page of 5), and the server
+            // shifts it back by one more: the anchor is found either way, so nothing repeats. It
+            // also says 7 in all while 7 is past its last index, so the tap reads on to the end.
             "Groups?startIndex=1&count=5",
-            "Groups?startIndex=3&count=5",
+            "Groups?startIndex=2&count=5",
             "Users?startIndex=1&count=5",
-            "Users?startIndex=4&count=5",
+            "Users?startIndex=3&count=5",
+            "Users?startIndex=5&count=5",
             "Users?startIndex=7&count=5",
         ]
     );
-    assert!(
-        run.stderr.contains("repeated by the vendor"),
-        "{}",
-        run.stderr
-    );
+}
+
+/// A server that ignores `startIndex`: every request gets the first 100 of 1,000 users (the
+/// answer echoes the `startIndex` asked). The old tap advanced by what came back, took the same
+/// page as pages 2 to 10, dropped the repeats and ended with 100 users and exit 0; now the
+/// repeated page is an error naming the server's behaviour.
+#[test]
+fn a_server_that_ignores_start_index_is_an_error_not_a_short_listing() {
+    async fn first_page_only(RawQuery(query): RawQuery) -> axum::Json<Value> {
+        let start = param(&query.unwrap_or_default(), "startIndex").unwrap_or(1);
+        let users: Vec<Value> = (1..=100)
+            .map(|i| json!({"id": format!("u{i:04}"), "userName": format!("u{i}@x.io")}))
+            .collect();
+        axum::Json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": 1000, "startIndex": start, "itemsPerPage": 100, "Resources": users,
+        }))
+    }
+    let app = Router::new()
+        .route("/scim/v2/Users", get(first_page_only))
+        .route("/scim/v2/Groups", get(first_page_only));
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    let config = json!({"vendor": "scim", "base_url": format!("http://{addr}/scim/v2"), "bearer_token": "t"});
+    let run = sync(&config, None, None);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("ignores startIndex"), "{}", run.stderr);
+    assert!(run.records("users").len() <= 100);
 }

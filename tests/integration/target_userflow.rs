@@ -332,15 +332,11 @@ fn the_report_counts_streams_requests_retries_and_429s() {
     let sb = sandbox();
     // The first user upsert is answered 429, 429 and 503 before it goes through.
     for (status, count) in [(429, 2), (503, 1)] {
-        sb.faults().fail_next(roster::sandbox::FailRule {
-            path: "/userflow/users".into(),
-            method: Some("POST".into()),
-            count,
-            status,
-            drop: false,
-            retry_after: None,
-            apply_then_fail: false,
-        });
+        sb.faults().fail_next(
+            roster::sandbox::FailRule::new("/userflow/users", count)
+                .method("POST")
+                .status(status),
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&sb, dir.path(), json!({}));
@@ -421,15 +417,11 @@ fn the_report_counts_streams_requests_retries_and_429s() {
 
 /// The next `count` POSTs to `path` are answered `status`.
 fn fail(sb: &Sandbox, path: &str, status: u16, count: u32) {
-    sb.faults().fail_next(roster::sandbox::FailRule {
-        path: path.into(),
-        method: Some("POST".into()),
-        count,
-        status,
-        drop: false,
-        retry_after: None,
-        apply_then_fail: false,
-    });
+    sb.faults().fail_next(
+        roster::sandbox::FailRule::new(path, count)
+            .method("POST")
+            .status(status),
+    );
 }
 
 #[test]

@@ -137,6 +137,8 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
         Some(path) => GroupMap::file(path)?,
         None => GroupMap::memory(),
     };
+    // Guru answers its writes with JSON (the group, the invite statuses) or nothing.
+    spec.json_answers = true;
     Ok(Arc::new(GuruSink::with(
         ctx.transport(spec)?,
         Options {

@@ -6,9 +6,11 @@
 //!   Entra does, to keep the pages small.
 //!
 //! `count` is lowered to the ServiceProviderConfig's `maxPageSize`, which is read once per run
-//! when the first listing starts. Paging, leniency and deduplication are
-//! [`crate::scim::list`]'s; turning resources into records is [`crate::scim::types`]'. The
-//! bookmark is the next `startIndex`.
+//! when the first listing starts. Paging, leniency, the overlap that bridges deletions during a
+//! run, fill passes and deduplication are [`crate::scim::list`]'s; turning resources into
+//! records is [`crate::scim::types`]'. The bookmark is a [`list::Cursor`]:
+//! `{"start_index", "after": [the page's last ids], "fill"}` (a bare `startIndex` from an older
+//! state is read too).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -19,7 +21,7 @@ use tokio::sync::OnceCell;
 use super::config::{Config, Credentials};
 use crate::http::{Auth, HttpClient, StatusCode};
 use crate::model::{GROUPS, MEMBERSHIPS, USERS};
-use crate::scim::list::{self, Dedupe, ListError, ListQuery, PAGE_SIZE};
+use crate::scim::list::{self, Cursor, ListError, ListQuery, PAGE_SIZE, Pass};
 use crate::scim::{ACCEPT, ServiceProviderConfig, types};
 use crate::vendors::Resolved;
 use crate::vendors::source::{
@@ -108,7 +110,7 @@ impl Listing for ScimList {
 
     fn pages(self: Arc<Self>, request: ListRequest) -> PageStream {
         let memberships = self.kind == Kind::Groups && request.wants(MEMBERSHIPS);
-        let seen = Arc::new(Mutex::new(Dedupe::default()));
+        let seen = Arc::new(Mutex::new(Pass::default()));
         sequential(&request, move |cursor, from_state| {
             let list = self.clone();
             let seen = seen.clone();
@@ -123,28 +125,35 @@ impl ScimList {
         cursor: Option<Value>,
         from_state: bool,
         memberships: bool,
-        seen: &Mutex<Dedupe>,
+        pass: &Mutex<Pass>,
     ) -> Result<Page, SourceError> {
-        let start = match &cursor {
-            None => 1,
-            Some(value) => list::start_index(value).ok_or_else(|| SourceError::BadCursor {
+        let mut cursor = match &cursor {
+            None => Cursor::first(),
+            Some(value) => Cursor::parse(value).ok_or_else(|| SourceError::BadCursor {
                 stream: self.main_stream(),
                 cursor: cursor_text(value),
             })?,
         };
+        let stored_start = cursor.start;
         let client = &self.source.client;
         let spc = self
             .source
             .spc
             .get_or_init(|| ServiceProviderConfig::read(client))
             .await;
+        let count = spc.page_size(PAGE_SIZE);
+        if !cursor.anchored {
+            // A bare startIndex: start a little earlier, as every next page does.
+            cursor.start = cursor.start.saturating_sub(list::overlap(count)).max(1);
+        }
+        let start = cursor.start;
         let query = ListQuery {
             path: match self.kind {
                 Kind::Users => "/Users",
                 Kind::Groups => "/Groups",
             },
             start,
-            count: spc.page_size(PAGE_SIZE),
+            count,
             filter: None,
             excluded: (self.kind == Kind::Groups && !memberships).then_some("members"),
         };
@@ -156,7 +165,7 @@ impl ScimList {
             {
                 return Err(SourceError::CursorRejected {
                     stream: self.main_stream(),
-                    cursor: start.to_string(),
+                    cursor: stored_start.to_string(),
                     detail: err.body_excerpt().unwrap_or_default().to_string(),
                 });
             }
@@ -170,14 +179,29 @@ impl ScimList {
             }
         };
         let mut page = Page::last(Utc::now());
-        page.next = listed.next.map(Value::from);
-        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-        for resource in listed.resources {
-            if let Some(id) = resource.as_object().and_then(types::id_of) {
-                if !seen.first(&id) {
-                    page.duplicates += 1;
-                    continue;
-                }
+        let ids: Vec<Option<String>> = listed
+            .resources
+            .iter()
+            .map(|r| r.as_object().and_then(types::id_of))
+            .collect();
+        let verdict = pass
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .page(&cursor, &ids, listed.next, listed.total_results, count)
+            .map_err(|err| SourceError::Decode {
+                stream: self.main_stream(),
+                url: format!("{}{}", client.base_url(), query.path),
+                detail: err.to_string(),
+            })?;
+        if let Some(note) = &verdict.note {
+            tracing::warn!(stream = self.main_stream(), "{note}");
+        }
+        page.next = verdict.next.as_ref().map(Cursor::to_value);
+        page.duplicates = verdict.duplicates;
+        let mut emit = verdict.emit.into_iter().peekable();
+        for (i, resource) in listed.resources.into_iter().enumerate() {
+            if emit.next_if_eq(&i).is_none() {
+                continue;
             }
             match self.kind {
                 Kind::Users => match types::user_record(resource) {

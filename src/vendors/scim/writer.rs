@@ -128,6 +128,8 @@ pub fn build(
     let mut spec = ClientSpec::new(auth);
     spec.headers.push(("accept", ACCEPT));
     spec.requests_per_second = requests_per_second;
+    // RFC 7644 §3.3, §3.5: a write answers with the resource (JSON) or 204.
+    spec.json_answers = true;
     let options = Options {
         hard_delete: ctx.target.hard_delete,
         chunk_size: chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE).max(1),

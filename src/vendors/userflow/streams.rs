@@ -9,8 +9,14 @@
 //! id. Ordering by `created_at` is deliberate: Userflow answers 500 when the `order_by` field of
 //! the `starting_after` record is null, and `created_at` never is. A stored id whose record was
 //! deleted since gets `400 invalid_params`; the engine then warns and reads the stream again.
+//!
+//! The same can happen during a run: the last record of a page is deleted before the next page
+//! is asked for. Then the next page starts after the page's previous id, and the one before
+//! that, and so on (the listing is ordered, so what follows any of them is what was not read
+//! yet); if every id of the page is gone, the listing is read again from the start. Either
+//! way the ids already emitted in this run are left out ([`Dedupe`]), so nothing comes twice.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::Utc;
 use serde_json::Value;
@@ -19,6 +25,7 @@ use super::model;
 use crate::http::paginate::cursor;
 use crate::http::{Auth, HeaderName, HeaderValue, HttpClient, HttpError, StatusCode};
 use crate::model::{GROUPS, MEMBERSHIPS, USERS};
+use crate::scim::list::Dedupe;
 use crate::vendors::Resolved;
 use crate::vendors::source::{
     Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, client_config,
@@ -94,11 +101,31 @@ impl Listing for List {
 
     fn pages(self: Arc<Self>, request: ListRequest) -> PageStream {
         let memberships = self.kind == Kind::Users && request.wants(MEMBERSHIPS);
+        let run = Arc::new(Mutex::new(Run::default()));
         sequential(&request, move |cursor, from_state| {
             let list = self.clone();
-            async move { list.page(cursor, from_state, memberships).await }
+            let run = run.clone();
+            async move { list.page(cursor, from_state, memberships, &run).await }
         })
     }
+}
+
+/// What a listing remembers between its pages in this process.
+#[derive(Debug, Default)]
+struct Run {
+    /// Ids emitted so far.
+    seen: Dedupe,
+    /// The last page's ids but its last, newest first: where to start after instead when the
+    /// cursor's own record was deleted meanwhile.
+    fallbacks: Vec<String>,
+}
+
+/// The id of a listed group, if it has one.
+fn listed_id(value: &Value) -> Option<String> {
+    let id = value.get("id")?;
+    id.as_str()
+        .map(str::to_owned)
+        .or_else(|| id.as_u64().map(|n| n.to_string()))
 }
 
 impl List {
@@ -107,20 +134,25 @@ impl List {
         cursor: Option<Value>,
         from_state: bool,
         memberships: bool,
+        run: &Mutex<Run>,
     ) -> Result<Page, SourceError> {
         let path = match self.kind {
             Kind::Users => "/users",
             Kind::Groups => "/groups",
         };
-        let mut request = self
-            .client
-            .get(path)
-            .query("limit", PAGE_SIZE)
-            .query("order_by", ORDER_BY)
-            .query("sort", "asc");
-        if memberships {
-            request = request.query("expand", "memberships");
-        }
+        let request = || {
+            let request = self
+                .client
+                .get(path)
+                .query("limit", PAGE_SIZE)
+                .query("order_by", ORDER_BY)
+                .query("sort", "asc");
+            if memberships {
+                request.query("expand", "memberships")
+            } else {
+                request
+            }
+        };
         let after = match &cursor {
             Some(Value::String(id)) => Some(id.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
@@ -132,20 +164,51 @@ impl List {
             }
             None => None,
         };
-        if let Some(after) = &after {
-            // Last, so that `next_page_url` parsers that split on the first `&` still work.
-            request = request.query("starting_after", after);
+        // The cursor, then (during a run) the page's earlier ids, then the start.
+        let mut candidates: Vec<Option<String>> = vec![after];
+        if !from_state {
+            let fallbacks =
+                std::mem::take(&mut run.lock().unwrap_or_else(PoisonError::into_inner).fallbacks);
+            candidates.extend(fallbacks.into_iter().map(Some));
+            candidates.push(None);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(err) if from_state && cursor_refused(&err) => {
-                return Err(SourceError::CursorRejected {
+        let mut candidates = candidates.into_iter().peekable();
+        let response = loop {
+            let Some(after) = candidates.next() else {
+                return Err(SourceError::Decode {
                     stream: self.main_stream(),
-                    cursor: cursor.as_ref().map(cursor_text).unwrap_or_default(),
-                    detail: err.body_excerpt().unwrap_or_default().to_string(),
+                    url: path.to_string(),
+                    detail: "no cursor left to read on from".into(),
                 });
+            };
+            let mut attempt = request();
+            if let Some(after) = &after {
+                // Last, so that `next_page_url` parsers that split on the first `&` still work.
+                attempt = attempt.query("starting_after", after);
             }
-            Err(err) => return Err(err.into()),
+            match attempt.send().await {
+                Ok(response) => break response,
+                Err(err) if from_state && cursor_refused(&err) => {
+                    return Err(SourceError::CursorRejected {
+                        stream: self.main_stream(),
+                        cursor: cursor.as_ref().map(cursor_text).unwrap_or_default(),
+                        detail: err.body_excerpt().unwrap_or_default().to_string(),
+                    });
+                }
+                Err(err) if cursor_refused(&err) && candidates.peek().is_some() => {
+                    let then = match candidates.peek() {
+                        Some(Some(id)) => format!("reading on after {id}, read earlier"),
+                        _ => "reading the listing again from the start, leaving out what was read"
+                            .into(),
+                    };
+                    tracing::warn!(
+                        stream = self.main_stream(),
+                        "userflow no longer knows {} (deleted during the run); {then}",
+                        after.as_deref().unwrap_or_default()
+                    );
+                }
+                Err(err) => return Err(err.into()),
+            }
         };
         let extracted_at = Utc::now();
         let decode_error = |detail: String| SourceError::Decode {
@@ -178,7 +241,19 @@ impl List {
                     page.next = Some(Value::String(next));
                 }
                 page.records.reserve(users.len() * 2);
-                for wire in users {
+                let ids: Vec<Option<String>> = users
+                    .iter()
+                    .map(|u| match u {
+                        model::WireUser::User { fields, .. } => model::id_of(fields),
+                        model::WireUser::Invalid(_) => None,
+                    })
+                    .collect();
+                let fresh = self.remember(run, &ids);
+                for (wire, fresh) in users.into_iter().zip(fresh) {
+                    if !fresh {
+                        page.duplicates += 1;
+                        continue;
+                    }
                     let parts = model::user(wire, memberships);
                     if let Some(user) = parts.user {
                         page.records.push(Emit::new(USERS, user));
@@ -196,7 +271,13 @@ impl List {
                     .next_cursor
                     .filter(|_| list.has_more)
                     .map(Value::String);
-                for value in list.records {
+                let ids: Vec<Option<String>> = list.records.iter().map(listed_id).collect();
+                let fresh = self.remember(run, &ids);
+                for (value, fresh) in list.records.into_iter().zip(fresh) {
+                    if !fresh {
+                        page.duplicates += 1;
+                        continue;
+                    }
                     match model::group(value) {
                         Ok(group) => page.records.push(Emit::new(GROUPS, group)),
                         Err(problem) => page.skipped.push(Skipped::new(GROUPS, problem)),
@@ -205,6 +286,21 @@ impl List {
             }
         }
         Ok(page)
+    }
+}
+
+impl List {
+    /// Notes a page's ids: which are new to this run (the others are left out), and the
+    /// fallback cursors for the next page.
+    fn remember(&self, run: &Mutex<Run>, ids: &[Option<String>]) -> Vec<bool> {
+        let mut run = run.lock().unwrap_or_else(PoisonError::into_inner);
+        let fresh = ids
+            .iter()
+            .map(|id| id.as_ref().is_none_or(|id| run.seen.first(id)))
+            .collect();
+        let listed: Vec<String> = ids.iter().flatten().cloned().collect();
+        run.fallbacks = listed.iter().rev().skip(1).cloned().collect();
+        fresh
     }
 }
 

@@ -39,6 +39,8 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: super::config::Config = ctx.config.typed()?;
     let mut spec = ClientSpec::new(WireAuth::Bearer(config.api_key));
     spec.headers.push(("Userflow-Version", super::API_VERSION));
+    // Userflow answers every write with the JSON object it wrote.
+    spec.json_answers = true;
     // Userflow documents "2 safeguards" without figures: the HTTP engine discovers the limit
     // from 429s.
     Ok(Arc::new(UserflowSink {

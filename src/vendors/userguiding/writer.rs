@@ -80,6 +80,8 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let mut spec = ClientSpec::new(WireAuth::Bearer(config.api_key));
     spec.requests_per_second = Some(REQUESTS_PER_SECOND);
     spec.default_429_wait = Some(BLOCK_AFTER_429);
+    // The vendor documents `{"success": true}` as the answer to identify.
+    spec.json_answers = true;
     Ok(Arc::new(UserGuidingSink::new(ctx.transport(spec)?)))
 }
 
@@ -110,6 +112,7 @@ impl UserGuidingSink {
         WireRequest::new(Method::Post, "/identify")
             .json(serde_json::to_value(body).unwrap_or(Value::Null))
             .idempotent()
+            .expect_fields(&["success"])
     }
 
     /// Sends an identify for `op` and settles it; `true` when accepted.
