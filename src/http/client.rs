@@ -801,7 +801,7 @@ impl RequestBuilder {
                             excerpt: format!("Location: {location}"),
                             attempts: attempt,
                             maybe_processed,
-                            why: Some(WRITE_REDIRECTED),
+                            why: Some(WRITE_REDIRECTED.to_string()),
                         });
                     }
                     let hook_verdict = self.classify.as_ref().and_then(|hook| hook(&response));
