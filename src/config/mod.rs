@@ -334,7 +334,9 @@ pub const TARGET_SETTINGS: &[Setting] = &[
     Setting::new("reject_file", Kind::Path, "NDJSON file that receives every rejected record with its reason (replayable)").only(Applies::Target),
     Setting::new("on_invalid", Kind::Options(&["reject", "fail"]), "What to do with a record that fails validation or is refused: write it to the reject file and go on, or stop").default("\"reject\"").only(Applies::Target),
     Setting::new("hard_delete", Kind::Boolean, "SCIM: delete users instead of deactivating them (active=false)").default("false").only(Applies::Target),
-    Setting::new("streams", Kind::Object, "Per-stream overrides: {\"<stream>\": {\"kind\", \"key\", \"rename\", \"include\", \"exclude\", \"constants\"}}").only(Applies::Target),
+    Setting::new("nested_values", Kind::Options(&["json_string", "reject", "drop"]), "An array or object where the vendor takes only scalars (Appcues, Userpilot, UserGuiding; Userflow but for change objects): send it as its JSON text, reject the record, or leave the field out; warned once per field. streams.<name>.nested_values overrides it").default("\"json_string\"").only(Applies::Target),
+    Setting::new("null_values", Kind::Options(&["clear", "skip"]), "A null value in a record: clear the vendor's value, or leave it alone (as if the field were absent). streams.<name>.null_values overrides it").default("\"clear\"").only(Applies::Target),
+    Setting::new("streams", Kind::Object, "Per-stream overrides: {\"<stream>\": {\"kind\", \"key\", \"rename\", \"include\", \"exclude\", \"constants\", \"group_key\", \"nested_values\", \"null_values\"}}").only(Applies::Target),
 ];
 
 /// The typed common keys.
@@ -413,6 +415,30 @@ pub enum OnInvalid {
     Fail,
 }
 
+/// What the target does with an array or object where the vendor takes only scalars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NestedValues {
+    /// Send its JSON text (as tap-roster writes arrays).
+    #[default]
+    JsonString,
+    /// Reject the record, naming the field.
+    Reject,
+    /// Leave the field out.
+    Drop,
+}
+
+/// What the target does with a `null` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NullValues {
+    /// Pass it on: the vendor clears its value.
+    #[default]
+    Clear,
+    /// Leave the field out: the vendor keeps its value.
+    Skip,
+}
+
 /// How the target writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -439,6 +465,12 @@ pub struct TargetSettings {
     /// SCIM: delete instead of deactivate.
     #[serde(default)]
     pub hard_delete: bool,
+    /// Arrays and objects where the vendor takes only scalars.
+    #[serde(default)]
+    pub nested_values: NestedValues,
+    /// `null` values.
+    #[serde(default)]
+    pub null_values: NullValues,
     /// Per-stream overrides.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamOverride>,
@@ -466,6 +498,16 @@ pub struct StreamOverride {
     /// Fields added to every record (they do not override the record's own values).
     #[serde(default)]
     pub constants: Map<String, Value>,
+    /// Users streams: the field (after renaming) whose value is the key of a group the user is
+    /// a member of; the record also writes that membership.
+    #[serde(default)]
+    pub group_key: Option<String>,
+    /// Overrides the top-level `nested_values` for this stream.
+    #[serde(default)]
+    pub nested_values: Option<NestedValues>,
+    /// Overrides the top-level `null_values` for this stream.
+    #[serde(default)]
+    pub null_values: Option<NullValues>,
 }
 
 #[cfg(test)]

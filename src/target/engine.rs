@@ -48,6 +48,11 @@ pub const STATE_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// the vendor counts as unreachable and the run stops.
 pub const MAX_CONSECUTIVE_TRANSIENT: u32 = 20;
 
+/// A reject reason for the membership a users row's `group_key` names.
+fn membership_reason(group: &str, reason: &str) -> String {
+    format!("its membership in group {group:?} (from group_key): {reason}")
+}
+
 /// How often the loop wakes up with nothing to do (progress bar, lingering batches).
 const HEARTBEAT: Duration = Duration::from_millis(250);
 
@@ -106,6 +111,11 @@ struct Engine<W: Write> {
     phase: Phase,
     failure: Option<TargetError>,
     warned_activate_version: bool,
+    /// Records written as two ops (a users row and the membership its `group_key` names): each
+    /// op's ticket → the other's, and whether it is the membership half.
+    pairs: HashMap<Ticket, (Ticket, Option<String>)>,
+    /// The first half of a pair to settle, waiting for the other.
+    halves: HashMap<Ticket, Settlement>,
 }
 
 /// Runs the engine over `input` until the input ends, a protocol error, a fatal error or a
@@ -123,8 +133,8 @@ pub async fn run<W: Write>(
             written_tx,
             parts.write_window,
         ),
+        router: parts.router.nested_rule(parts.sink.nested_rule()),
         sink: parts.sink,
-        router: parts.router,
         on_invalid: parts.on_invalid,
         rejects: parts.rejects,
         dry: parts.dry_run,
@@ -141,6 +151,8 @@ pub async fn run<W: Write>(
         phase: Phase::Reading,
         failure: None,
         warned_activate_version: false,
+        pairs: HashMap::new(),
+        halves: HashMap::new(),
     };
     let mut signals = Signals::new();
     let mut flush: Option<JoinHandle<Result<(), SinkError>>> = None;
@@ -407,25 +419,57 @@ impl<W: Write> Engine<W> {
                     }
                     None => message.record,
                 };
-                let item = match map.item(&record) {
+                let mut item = match map.item(&record) {
                     Ok(item) => item,
                     Err(refusal) => {
                         self.book_reject(index, ticket, line, &record, refusal);
                         return;
                     }
                 };
+                let membership = map.membership(&mut item);
+                let origin = Arc::new(Origin {
+                    stream: self.streams[index].name.clone(),
+                    line,
+                    record,
+                });
                 let op = Op {
                     ticket,
                     item,
-                    origin: Arc::new(Origin {
-                        stream: self.streams[index].name.clone(),
-                        line,
-                        record,
-                    }),
+                    origin: origin.clone(),
                 };
-                match self.sink.plan(&op) {
-                    Ok(plan) => self.dispatcher.submit(op, plan),
+                let plan = match self.sink.plan(&op) {
+                    Ok(plan) => plan,
                     Err(refusal) => {
+                        self.book_reject(index, ticket, line, &op.origin.record, refusal);
+                        return;
+                    }
+                };
+                let Some(membership) = membership else {
+                    self.dispatcher.submit(op, plan);
+                    return;
+                };
+                // The users row also names a group (`group_key`): its membership is a second op
+                // with a ticket of its own, and the record is booked once both are settled.
+                let group = membership.group_id.clone().unwrap_or_default();
+                let second = Op {
+                    ticket: self.tracker.issue(index as u32),
+                    item: membership,
+                    origin,
+                };
+                match self.sink.plan(&second) {
+                    Ok(second_plan) => {
+                        self.pairs.insert(ticket, (second.ticket, None));
+                        self.pairs.insert(second.ticket, (ticket, Some(group)));
+                        self.dispatcher.submit(op, plan);
+                        self.dispatcher.submit(second, second_plan);
+                    }
+                    Err(refusal) => {
+                        // Neither goes: the record is rejected whole (a replay sends both).
+                        self.tracker.settle(second.ticket);
+                        let refusal = Refusal {
+                            reason: membership_reason(&group, &refusal.reason),
+                            ..refusal
+                        };
                         self.book_reject(index, ticket, line, &op.origin.record, refusal);
                     }
                 }
@@ -512,6 +556,9 @@ impl<W: Write> Engine<W> {
             return;
         };
         let index = index as usize;
+        let Some(settlement) = self.pair_settled(settlement) else {
+            return;
+        };
         match settlement.outcome {
             Outcome::Accepted => {
                 self.consecutive_transient = 0;
@@ -549,6 +596,37 @@ impl<W: Write> Engine<W> {
                 }
             }
         }
+    }
+
+    /// Half of a record written as two ops: the first half waits (its ticket settled, nothing
+    /// booked); the second books the record once, rejected if either half was. Any other
+    /// settlement passes through.
+    fn pair_settled(&mut self, mut settlement: Settlement) -> Option<Settlement> {
+        let Some((other, group)) = self.pairs.remove(&settlement.ticket) else {
+            return Some(settlement);
+        };
+        if let Some(group) = &group
+            && let Outcome::Rejected(refusal) = &mut settlement.outcome
+        {
+            refusal.reason = membership_reason(group, &refusal.reason);
+        }
+        let Some(first) = self.halves.remove(&other) else {
+            self.tracker.settle(settlement.ticket);
+            self.halves.insert(settlement.ticket, settlement);
+            return None;
+        };
+        let (outcome, origin) = match (first.outcome, settlement.outcome) {
+            (Outcome::Rejected(refusal), _) => (Outcome::Rejected(refusal), first.origin),
+            (_, Outcome::Rejected(refusal)) => (Outcome::Rejected(refusal), settlement.origin),
+            (Outcome::Accepted, _) | (_, Outcome::Accepted) => (Outcome::Accepted, None),
+            (Outcome::Skipped(why), Outcome::Skipped(_)) => (Outcome::Skipped(why), None),
+        };
+        Some(Settlement {
+            ticket: settlement.ticket,
+            outcome,
+            payload: settlement.payload,
+            origin,
+        })
     }
 
     fn written(&mut self, written: Written) {

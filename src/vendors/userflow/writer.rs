@@ -329,6 +329,10 @@ impl Sink for UserflowSink {
     fn stats(&self) -> WireStats {
         self.transport.stats()
     }
+
+    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
+        crate::vendors::sink::NestedRule::ScalarsAnd(is_change_object)
+    }
 }
 
 /// The Userflow wire types the writer sends and reads (beside the tap's `model.rs`, which

@@ -108,6 +108,46 @@ impl UserpilotSink {
         }
     }
 
+    /// Userpilot's rules and scheduling for one op, noting nothing (the bulk writer shares them;
+    /// its memberships go into files, never into a user's identify).
+    pub fn rules(&self, op: &Op) -> Result<Plan, Refusal> {
+        let item = &op.item;
+        match (item.kind, item.action) {
+            (Kind::Users | Kind::Groups, Action::Upsert) => {
+                scalars_only(VENDOR, "metadata values", item.property_entries())?;
+                let id = item.id.as_deref().unwrap_or_default();
+                Ok(Plan::single(vec![key(item.kind, id)]))
+            }
+            (Kind::Users | Kind::Groups, Action::Delete) => {
+                let id = item.id.as_deref().unwrap_or_default();
+                Ok(Plan::batched(
+                    vec![key(item.kind, id)],
+                    BatchKey::new(
+                        format!("userpilot delete {}", item.kind),
+                        BatchLimits {
+                            max_items: DELETE_BATCH,
+                            linger: DELETE_LINGER,
+                        },
+                    ),
+                ))
+            }
+            (Kind::Memberships, Action::Upsert) => Ok(Plan::single(vec![
+                OrderKey::user(item.user_id.as_deref().unwrap_or_default()),
+                OrderKey::group(item.group_id.as_deref().unwrap_or_default()),
+            ])),
+            (Kind::Memberships, Action::Delete) => Err(Refusal::new(
+                "userpilot has no call to remove a user from a company",
+            )),
+            (Kind::Events, _) => {
+                scalars_only(VENDOR, "event metadata values", &item.attributes)?;
+                Ok(Plan::single(vec![OrderKey::user(
+                    item.user_id.as_deref().unwrap_or_default(),
+                )]))
+            }
+            (Kind::Segments, _) => Err(Refusal::new("userpilot has no segments")),
+        }
+    }
+
     /// How many memberships went out inside their user's identify.
     pub fn folded(&self) -> u64 {
         self.folded.load(Ordering::Relaxed)
@@ -264,50 +304,19 @@ impl Sink for UserpilotSink {
     }
 
     fn plan(&self, op: &Op) -> Result<Plan, Refusal> {
+        let plan = self.rules(op)?;
         let item = &op.item;
-        match (item.kind, item.action) {
-            (Kind::Users | Kind::Groups, Action::Upsert) => {
-                scalars_only(VENDOR, "metadata values", item.property_entries())?;
-                let id = item.id.as_deref().unwrap_or_default();
-                Ok(Plan::single(vec![key(item.kind, id)]))
-            }
-            (Kind::Users | Kind::Groups, Action::Delete) => {
-                let id = item.id.as_deref().unwrap_or_default();
-                Ok(Plan::batched(
-                    vec![key(item.kind, id)],
-                    BatchKey::new(
-                        format!("userpilot delete {}", item.kind),
-                        BatchLimits {
-                            max_items: DELETE_BATCH,
-                            linger: DELETE_LINGER,
-                        },
-                    ),
-                ))
-            }
-            (Kind::Memberships, Action::Upsert) => {
-                let user = item.user_id.as_deref().unwrap_or_default();
-                let group = item.group_id.as_deref().unwrap_or_default();
-                self.planned
-                    .lock()
-                    .entry(user.to_string())
-                    .or_default()
-                    .insert(op.ticket, group.to_string());
-                Ok(Plan::single(vec![
-                    OrderKey::user(user),
-                    OrderKey::group(group),
-                ]))
-            }
-            (Kind::Memberships, Action::Delete) => Err(Refusal::new(
-                "userpilot has no call to remove a user from a company",
-            )),
-            (Kind::Events, _) => {
-                scalars_only(VENDOR, "event metadata values", &item.attributes)?;
-                Ok(Plan::single(vec![OrderKey::user(
-                    item.user_id.as_deref().unwrap_or_default(),
-                )]))
-            }
-            (Kind::Segments, _) => Err(Refusal::new("userpilot has no segments")),
+        if (item.kind, item.action) == (Kind::Memberships, Action::Upsert)
+            && let (Some(user), Some(group)) = (&item.user_id, &item.group_id)
+        {
+            // A user's identify written before this membership may carry it.
+            self.planned
+                .lock()
+                .entry(user.clone())
+                .or_default()
+                .insert(op.ticket, group.clone());
         }
+        Ok(plan)
     }
 
     async fn write(&self, batch: Vec<Op>, acks: &Acks) -> Result<(), SinkError> {
@@ -383,6 +392,10 @@ impl Sink for UserpilotSink {
 
     fn stats(&self) -> WireStats {
         self.transport.stats()
+    }
+
+    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
+        crate::vendors::sink::NestedRule::ScalarsOnly
     }
 }
 
