@@ -242,3 +242,50 @@ fn a_group_key_column_makes_the_users_membership() {
         );
     }
 }
+
+#[test]
+fn a_refused_group_key_membership_rejects_the_row_once_and_holds_the_state() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = target_common::config(
+        &sb,
+        Vendor::Appcues,
+        dir.path(),
+        json!({"streams": {"public-users": {"group_key": "company_id"}}}),
+    );
+    // Appcues adds members with POST /groups/{id}/users: refuse the one for c2.
+    sb.faults().fail_next(roster::sandbox::FailRule {
+        path: "/appcues/v2/accounts/10001/groups/c2/users".into(),
+        method: Some("POST".into()),
+        count: 1,
+        status: 422,
+        drop: false,
+        retry_after: None,
+    });
+    let input = lines(&[
+        schema("public-users"),
+        rec("public-users", json!({"id": "u1", "company_id": "c1"})), // 2
+        rec("public-users", json!({"id": "u2", "company_id": "c2"})), // 3
+        state(json!({"bookmarks": {"n": 1}})),
+    ]);
+    let out = run(&cfg, &input);
+    let stderr = succeeded(&out);
+    assert!(
+        stderr.contains("2 records") && stderr.contains("1 sent, 1 rejected"),
+        "{stderr}"
+    );
+    let rejected = rejects(dir.path());
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let r = reject_at(&rejected, 3).unwrap();
+    assert!(
+        reason(r).contains("membership in group \"c2\""),
+        "{}",
+        reason(r)
+    );
+    assert_eq!(r["record"], json!({"id": "u2", "company_id": "c2"}));
+    assert_eq!(groups_of(&sb, Vendor::Appcues, "u1"), vec!["c1"]);
+    assert_eq!(
+        target_common::last_state(&out).as_deref(),
+        Some(r#"{"bookmarks":{"n":1}}"#)
+    );
+}
