@@ -219,7 +219,7 @@ pub const EVENTS_DEF: StreamDef = StreamDef {
         field(
             "timestamp",
             FieldType::DateTime,
-            "When it happened (the target uses the time it sends when absent)",
+            "When it happened: Appcues takes it (the time it is sent when absent); Userflow and Userpilot document no event time and record when they receive it, so it is not sent to them",
         ),
         field("group_id", FieldType::String, "The group it happened in"),
         ATTRS,

@@ -335,7 +335,9 @@ pub const TARGET_SETTINGS: &[Setting] = &[
     Setting::new("on_invalid", Kind::Options(&["reject", "fail"]), "What to do with a record that fails validation or is refused: write it to the reject file and go on, or stop").default("\"reject\"").only(Applies::Target),
     Setting::new("hard_delete", Kind::Boolean, "SCIM: delete users instead of deactivating them (active=false)").default("false").only(Applies::Target),
     Setting::new("max_reject_ratio", Kind::Number, "Fail the run (exit 1, after the last safe state) when more than this share (0 to 1) of the records is rejected; checked at the end of the input, and during the run once 1000 records have an outcome. Unset: no limit").only(Applies::Target),
-    Setting::new("streams", Kind::Object, "Per-stream overrides: {\"<stream>\": {\"kind\", \"key\", \"rename\", \"include\", \"exclude\", \"constants\"}}").only(Applies::Target),
+    Setting::new("nested_values", Kind::Options(&["json_string", "reject", "drop"]), "An array or object where the vendor takes only scalars (Appcues, Userpilot, UserGuiding; Userflow but for change objects): send it as its JSON text, reject the record, or leave the field out; warned once per field. streams.<name>.nested_values overrides it").default("\"json_string\"").only(Applies::Target),
+    Setting::new("null_values", Kind::Options(&["clear", "skip"]), "A null value in a record: clear the vendor's value, or leave it alone (as if the field were absent). streams.<name>.null_values overrides it").default("\"clear\"").only(Applies::Target),
+    Setting::new("streams", Kind::Object, "Per-stream overrides: {\"<stream>\": {\"kind\", \"key\", \"rename\", \"include\", \"exclude\", \"constants\", \"group_key\", \"nested_values\", \"null_values\"}}").only(Applies::Target),
 ];
 
 /// The typed common keys.
@@ -414,6 +416,30 @@ pub enum OnInvalid {
     Fail,
 }
 
+/// What the target does with an array or object where the vendor takes only scalars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NestedValues {
+    /// Send its JSON text (as tap-roster writes arrays).
+    #[default]
+    JsonString,
+    /// Reject the record, naming the field.
+    Reject,
+    /// Leave the field out.
+    Drop,
+}
+
+/// What the target does with a `null` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NullValues {
+    /// Pass it on: the vendor clears its value.
+    #[default]
+    Clear,
+    /// Leave the field out: the vendor keeps its value.
+    Skip,
+}
+
 /// How the target writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -443,6 +469,12 @@ pub struct TargetSettings {
     /// The share of rejected records (0 to 1) past which the run fails; `None`: no limit.
     #[serde(default)]
     pub max_reject_ratio: Option<f64>,
+    /// Arrays and objects where the vendor takes only scalars.
+    #[serde(default)]
+    pub nested_values: NestedValues,
+    /// `null` values.
+    #[serde(default)]
+    pub null_values: NullValues,
     /// Per-stream overrides.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamOverride>,
@@ -470,6 +502,16 @@ pub struct StreamOverride {
     /// Fields added to every record (they do not override the record's own values).
     #[serde(default)]
     pub constants: Map<String, Value>,
+    /// Users streams: the field (after renaming) whose value is the key of a group the user is
+    /// a member of; the record also writes that membership.
+    #[serde(default)]
+    pub group_key: Option<String>,
+    /// Overrides the top-level `nested_values` for this stream.
+    #[serde(default)]
+    pub nested_values: Option<NestedValues>,
+    /// Overrides the top-level `null_values` for this stream.
+    #[serde(default)]
+    pub null_values: Option<NullValues>,
 }
 
 #[cfg(test)]

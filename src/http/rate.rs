@@ -811,6 +811,43 @@ mod tests {
         assert!(failed.is_empty(), "{failed:?}");
     }
 
+    /// Issue 11's 600-request case: a short run against a limit it is not told (40/s, a burst
+    /// of 5, 429 without `Retry-After`), whose 429s all come in the first 1.6 s while the
+    /// client goes unpaced into a bucket of 5; a short run cannot earn them back. Today's
+    /// figures: 3.8–5.0% 429s with round trips of 2–10 ms (2.2% at 25 ms), 82–101% of the
+    /// limit. The goal is at most 2% 429s and at least 95% of the limit.
+    #[test]
+    #[ignore = "issue 11 item 11 is not met yet: a cautious start that meets it here costs a Retry-After case of the ramp simulation its efficiency"]
+    fn a_short_run_starts_cautiously() {
+        let mut failed = Vec::new();
+        for (rtt, conc, ramp_ms, zero_backoff) in [
+            (2, 16, 30, false),
+            (2, 16, 30, true),
+            (5, 16, 80, false),
+            (10, 16, 160, false),
+            (25, 16, 400, false),
+            (2, 64, 100, false),
+        ] {
+            let client = Client {
+                concurrency: conc,
+                ramp: Duration::from_millis(ramp_ms),
+                zero_backoff,
+            };
+            let n = 600;
+            let (eff, throttled) = simulate_client(40.0, 5.0, false, false, n, rtt, &client);
+            let share = f64::from(throttled) / n as f64;
+            eprintln!(
+                "600 requests, 40/s burst 5, rtt {rtt} ms, ramp to {conc} over {ramp_ms} ms, zero backoff {zero_backoff}: {:.1}% of the limit, {:.2}% 429s",
+                eff * 100.0,
+                share * 100.0
+            );
+            if eff < 0.95 || share > 0.02 {
+                failed.push((rtt, conc, ramp_ms, zero_backoff, eff, share));
+            }
+        }
+        assert!(failed.is_empty(), "{failed:?}");
+    }
+
     #[test]
     fn a_told_limit_is_used_fully_without_429s() {
         for (limit, burst, ra) in [

@@ -921,10 +921,6 @@ struct EventReq {
     name: String,
     #[serde(default)]
     attributes: Option<Map<String, Value>>,
-    #[serde(default)]
-    timestamp: Option<Value>,
-    #[serde(default)]
-    time: Option<Value>,
 }
 
 async fn track_event(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -947,10 +943,8 @@ async fn track_event(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
     }
     let mut st = sh.userflow.lock();
     let id = format!("evt_{:08}", st.events.len() + 1);
-    let time = req
-        .time
-        .or(req.timestamp)
-        .unwrap_or_else(|| json!(util::iso(util::now())));
+    // Userflow takes no time for an event: it records when it receives one.
+    let time = json!(util::iso(util::now()));
     let ev = json!({
         "object": "event",
         "id": id,

@@ -234,6 +234,11 @@ fn company_of(v: &Value) -> Result<(String, Map<String, Value>), String> {
         .or_else(|| c.get("company_id"))
         .and_then(util::id_string)
         .ok_or("company: must have an id (or company_id)")?;
+    if let (Some(a), Some(b)) = (c.get("id"), c.get("company_id"))
+        && a != b
+    {
+        return Err("company: id and company_id name different companies".into());
+    }
     let mut meta = metadata("company.metadata", c.get("metadata"))?;
     for (k, x) in c {
         if matches!(k.as_str(), "id" | "company_id" | "metadata") {
@@ -355,11 +360,9 @@ async fn identify_company(State(sh): State<Arc<Shared>>, body: Bytes) -> Respons
 async fn track(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
     let parsed = (|| {
         let o = object(&body)?;
-        check_keys(
-            &o,
-            &["user_id", "event_name", "metadata", "company_id"],
-            "track",
-        )?;
+        // The track document's fields, nothing else (no time field: Userpilot records when it
+        // receives the event).
+        check_keys(&o, &["user_id", "event_name", "metadata"], "track")?;
         let id = o
             .get("user_id")
             .and_then(util::id_string)
@@ -373,7 +376,6 @@ async fn track(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
         let meta = any_metadata("metadata", o.get("metadata"))?;
         Ok::<_, String>(json!({
             "user_id": id, "event_name": name, "metadata": meta,
-            "company_id": o.get("company_id").and_then(util::id_string),
             "received_at": util::iso(util::now()),
         }))
     })();

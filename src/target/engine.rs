@@ -55,6 +55,10 @@ pub const MAX_CONSECUTIVE_TRANSIENT: u32 = 20;
 /// checked at the end of the input): enough that a few bad rows at the top of a file do not stop
 /// a run whose rest is fine.
 pub const REJECT_RATIO_MIN_OUTCOMES: u64 = 1000;
+/// A reject reason for the membership a users row's `group_key` names.
+fn membership_reason(group: &str, reason: &str) -> String {
+    format!("its membership in group {group:?} (from group_key): {reason}")
+}
 
 /// How often the loop wakes up with nothing to do (progress bar, lingering batches).
 const HEARTBEAT: Duration = Duration::from_millis(250);
@@ -125,6 +129,11 @@ struct Engine<W: Write> {
     /// Records settled as skipped (with `totals`' sent and rejected: the records with an outcome).
     skipped: u64,
     input_ended: bool,
+    /// Records written as two ops (a users row and the membership its `group_key` names): each
+    /// op's ticket → the other's, and whether it is the membership half.
+    pairs: HashMap<Ticket, (Ticket, Option<String>)>,
+    /// The first half of a pair to settle, waiting for the other.
+    halves: HashMap<Ticket, Settlement>,
 }
 
 /// Runs the engine over `input` until the input ends, a protocol error, a fatal error or a
@@ -147,8 +156,8 @@ pub async fn run<W: Write>(
             written_tx,
             parts.write_window,
         ),
+        router: parts.router.nested_rule(parts.sink.nested_rule()),
         sink: parts.sink,
-        router: parts.router,
         on_invalid: parts.on_invalid,
         rejects: parts.rejects,
         dry: parts.dry_run,
@@ -168,6 +177,8 @@ pub async fn run<W: Write>(
         max_reject_ratio: parts.max_reject_ratio,
         skipped: 0,
         input_ended: false,
+        pairs: HashMap::new(),
+        halves: HashMap::new(),
     };
     let mut signals = Signals::new();
     let mut flush: Option<JoinHandle<Result<(), SinkError>>> = None;
@@ -297,10 +308,13 @@ impl<W: Write> Engine<W> {
     fn submit(&mut self, op: Op) {
         match self.sink.plan(&op) {
             Ok(plan) => self.dispatcher.submit(op, plan),
-            Err(refusal) => {
-                let index = self.tracker.stream_of(op.ticket).unwrap_or_default() as usize;
-                self.book_reject(index, op.ticket, op.origin.line, &op.origin.record, refusal);
-            }
+            // Settled like a vendor's refusal, so a `group_key` half books its row once.
+            Err(refusal) => self.settled(Settlement {
+                ticket: op.ticket,
+                outcome: Outcome::Rejected(refusal),
+                payload: None,
+                origin: Some(op.origin),
+            }),
         }
     }
 
@@ -515,24 +529,38 @@ impl<W: Write> Engine<W> {
                     }
                     None => message.record,
                 };
-                let item = match map.item(&record) {
+                let mut item = match map.item(&record) {
                     Ok(item) => item,
                     Err(refusal) => {
                         self.book_reject(index, ticket, line, &record, refusal);
                         return;
                     }
                 };
+                let membership = map.membership(&mut item);
+                let origin = Arc::new(Origin {
+                    stream: self.streams[index].name.clone(),
+                    line,
+                    record,
+                });
                 let op = Op {
                     ticket,
                     item,
-                    origin: Arc::new(Origin {
-                        stream: self.streams[index].name.clone(),
-                        line,
-                        record,
-                    }),
+                    origin: origin.clone(),
                 };
+                let second = membership.map(|membership| {
+                    let group = membership.group_id.clone().unwrap_or_default();
+                    let second = Op {
+                        ticket: self.tracker.issue(index as u32),
+                        item: membership,
+                        origin,
+                    };
+                    (second, group)
+                });
                 let Some(held) = self.held.as_mut() else {
-                    self.submit(op);
+                    match second {
+                        None => self.submit(op),
+                        Some((second, group)) => self.submit_pair(index, op, second, group),
+                    }
                     return;
                 };
                 // A users or groups record goes first, then the memberships it completes.
@@ -553,6 +581,49 @@ impl<W: Write> Engine<W> {
                 for op in released.unwrap_or_default() {
                     self.submit(op);
                 }
+                // A users row's `group_key` membership waits like any other membership; the
+                // row is booked once both halves are settled.
+                if let Some((second, group)) = second {
+                    self.pairs.insert(ticket, (second.ticket, None));
+                    self.pairs.insert(second.ticket, (ticket, Some(group)));
+                    let offered = self.held.as_mut().map(|held| held.offer(second));
+                    match offered {
+                        Some(Ok(Some(op))) => self.submit(op),
+                        Some(Err(err)) => self.stop(TargetError::Hold(err)),
+                        Some(Ok(None)) | None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A users row and the membership its `group_key` names, written as two ops: planned both
+    /// first, so that a membership that cannot be written rejects the row whole and neither
+    /// goes (a replay sends both).
+    fn submit_pair(&mut self, index: usize, op: Op, second: Op, group: String) {
+        let (ticket, line) = (op.ticket, op.origin.line);
+        let plan = match self.sink.plan(&op) {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                self.tracker.settle(second.ticket);
+                self.book_reject(index, ticket, line, &op.origin.record, refusal);
+                return;
+            }
+        };
+        match self.sink.plan(&second) {
+            Ok(second_plan) => {
+                self.pairs.insert(ticket, (second.ticket, None));
+                self.pairs.insert(second.ticket, (ticket, Some(group)));
+                self.dispatcher.submit(op, plan);
+                self.dispatcher.submit(second, second_plan);
+            }
+            Err(refusal) => {
+                self.tracker.settle(second.ticket);
+                let refusal = Refusal {
+                    reason: membership_reason(&group, &refusal.reason),
+                    ..refusal
+                };
+                self.book_reject(index, ticket, line, &op.origin.record, refusal);
             }
         }
     }
@@ -639,6 +710,9 @@ impl<W: Write> Engine<W> {
             return;
         };
         let index = index as usize;
+        let Some(settlement) = self.pair_settled(settlement) else {
+            return;
+        };
         match settlement.outcome {
             Outcome::Accepted => {
                 self.consecutive_transient = 0;
@@ -677,6 +751,37 @@ impl<W: Write> Engine<W> {
                 }
             }
         }
+    }
+
+    /// Half of a record written as two ops: the first half waits (its ticket settled, nothing
+    /// booked); the second books the record once, rejected if either half was. Any other
+    /// settlement passes through.
+    fn pair_settled(&mut self, mut settlement: Settlement) -> Option<Settlement> {
+        let Some((other, group)) = self.pairs.remove(&settlement.ticket) else {
+            return Some(settlement);
+        };
+        if let Some(group) = &group
+            && let Outcome::Rejected(refusal) = &mut settlement.outcome
+        {
+            refusal.reason = membership_reason(group, &refusal.reason);
+        }
+        let Some(first) = self.halves.remove(&other) else {
+            self.tracker.settle(settlement.ticket);
+            self.halves.insert(settlement.ticket, settlement);
+            return None;
+        };
+        let (outcome, origin) = match (first.outcome, settlement.outcome) {
+            (Outcome::Rejected(refusal), _) => (Outcome::Rejected(refusal), first.origin),
+            (_, Outcome::Rejected(refusal)) => (Outcome::Rejected(refusal), settlement.origin),
+            (Outcome::Accepted, _) | (_, Outcome::Accepted) => (Outcome::Accepted, None),
+            (Outcome::Skipped(why), Outcome::Skipped(_)) => (Outcome::Skipped(why), None),
+        };
+        Some(Settlement {
+            ticket: settlement.ticket,
+            outcome,
+            payload: settlement.payload,
+            origin,
+        })
     }
 
     fn written(&mut self, written: Written) {

@@ -200,7 +200,8 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         request.config.spec.name,
         request.config.spec.writes,
         &settings.streams,
-    )?;
+    )?
+    .defaults(settings.nested_values, settings.null_values);
     let sink = build_sink(&request.config, &settings, dry_run.as_ref())?;
     if dry_run.is_none()
         && let Err(err) = sink.check().await

@@ -15,16 +15,25 @@
 //!   [`is_deletion`], the one place); `null`, absent, `""`, `false` and `0` mean "not deleted"
 //!   (a CSV tap writes `""` for an empty cell); anything else is refused, naming the field.
 //!   Other `_sdc_*` columns are Singer metadata and are dropped.
+//! - `nested_values` (top level, or `streams.<name>.nested_values`): an array or object where the
+//!   vendor takes only scalars ([`NestedRule`]) is sent as its JSON text (`json_string`, the
+//!   default), left for the writer to reject (`reject`), or left out (`drop`); warned once per
+//!   stream and field. It applies to a top-level field and to a value inside the record's
+//!   `attributes` object alike (named `attributes.<key>`), since both end up as one property.
+//! - `null_values` (top level, or per stream): `clear` (the default) passes `null` on, so the
+//!   vendor clears its value; `skip` leaves the field out, so the vendor keeps it.
+//! - `streams.<name>.group_key` (users streams): the field holding the key of a group the user
+//!   belongs to; the engine writes that membership too ([`StreamMap::membership`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::config::{ConfigError, StreamOverride};
+use crate::config::{ConfigError, NestedValues, NullValues, StreamOverride};
 use crate::model::{self, FieldType, StreamDef};
 use crate::singer::Object;
-use crate::vendors::sink::{Action, Item, Kind, Refusal};
+use crate::vendors::sink::{Action, Item, Kind, NestedRule, Refusal};
 
 pub use crate::model::{ATTRIBUTES, SDC_DELETED_AT as DELETED_AT};
 
@@ -155,6 +164,19 @@ pub struct StreamMap {
     pub key_field: String,
     /// The field mapping, when the config gives one.
     pub mapping: Option<StreamOverride>,
+    /// Users: the field holding the key of a group the user is a member of.
+    pub group_key: Option<String>,
+    /// Arrays and objects the vendor does not take.
+    pub nested: NestedValues,
+    /// `null` values.
+    pub nulls: NullValues,
+    /// Which nested values the vendor takes.
+    rule: NestedRule,
+    /// The stream's name and the vendor's, for warnings.
+    stream: Arc<str>,
+    vendor: &'static str,
+    /// Fields already warned about (stream, field), shared by every stream of the run.
+    warned: Arc<parking_lot::Mutex<BTreeSet<(String, String)>>>,
 }
 
 /// The routing table built from `streams` and the vendor's kinds.
@@ -163,6 +185,10 @@ pub struct Router {
     overrides: BTreeMap<String, StreamOverride>,
     writes: &'static [&'static str],
     vendor: &'static str,
+    nested: NestedValues,
+    nulls: NullValues,
+    rule: NestedRule,
+    warned: Arc<parking_lot::Mutex<BTreeSet<(String, String)>>>,
 }
 
 impl Router {
@@ -201,11 +227,37 @@ impl Router {
                     problem: "must name a field".into(),
                 });
             }
+            if let Some(group_key) = &o.group_key {
+                let key = format!("streams.{stream}.group_key");
+                let kind = match o.kind.as_deref() {
+                    Some(kind) => Kind::parse(kind),
+                    None => default_kind(stream),
+                };
+                let problem = if group_key.is_empty() {
+                    Some("must name a field".to_string())
+                } else if kind != Some(Kind::Users) {
+                    Some("applies to users streams only (it turns a column of a users row into that user's membership)".to_string())
+                } else if !writes.contains(&Kind::Memberships.as_str()) {
+                    Some(format!(
+                        "needs memberships, which vendor {vendor} does not take (it takes {})",
+                        writes.join(", ")
+                    ))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err(ConfigError::Invalid { key, problem });
+                }
+            }
         }
         Ok(Router {
             overrides: overrides.clone(),
             writes,
             vendor,
+            nested: NestedValues::default(),
+            nulls: NullValues::default(),
+            rule: NestedRule::Taken,
+            warned: Arc::default(),
         })
     }
 
@@ -221,6 +273,19 @@ impl Router {
             })
             .cloned()
             .collect()
+    }
+
+    /// The top-level `nested_values` and `null_values` (streams may override them).
+    pub fn defaults(mut self, nested: NestedValues, nulls: NullValues) -> Self {
+        self.nested = nested;
+        self.nulls = nulls;
+        self
+    }
+
+    /// Which nested values the vendor's writer takes ([`crate::vendors::sink::Sink::nested_rule`]).
+    pub fn nested_rule(mut self, rule: NestedRule) -> Self {
+        self.rule = rule;
+        self
     }
 
     /// The override for a stream: by its exact name, else by its table part.
@@ -268,6 +333,15 @@ impl Router {
                     Kind::Segments => "segment".to_string(),
                     _ => "id".to_string(),
                 });
+        let group_key = mapping.as_ref().and_then(|m| m.group_key.clone());
+        let nested = mapping
+            .as_ref()
+            .and_then(|m| m.nested_values)
+            .unwrap_or(self.nested);
+        let nulls = mapping
+            .as_ref()
+            .and_then(|m| m.null_values)
+            .unwrap_or(self.nulls);
         let mapping = mapping.filter(|m| {
             !(m.rename.is_empty()
                 && m.include.is_none()
@@ -278,6 +352,13 @@ impl Router {
             kind,
             key_field,
             mapping,
+            group_key,
+            nested,
+            nulls,
+            rule: self.rule,
+            stream: stream.into(),
+            vendor: self.vendor,
+            warned: self.warned.clone(),
         }))
     }
 }
@@ -291,10 +372,33 @@ impl StreamMap {
         }
     }
 
+    /// The membership a users record names through `group_key`, taken out of `user` (whose
+    /// `group_id` carries it from [`StreamMap::item`]): `None` when the stream has no group key,
+    /// the record is a delete, or the value is null or absent.
+    pub fn membership(&self, user: &mut Item) -> Option<Item> {
+        if self.kind != Kind::Users || self.group_key.is_none() {
+            return None;
+        }
+        let group = user.group_id.take()?;
+        if user.action != Action::Upsert {
+            return None;
+        }
+        Some(Item {
+            kind: Kind::Memberships,
+            action: Action::Upsert,
+            id: None,
+            user_id: user.id.clone(),
+            group_id: Some(group),
+            fields: Map::new(),
+            attributes: Map::new(),
+        })
+    }
+
     /// Fields `include` always keeps.
     fn essential(&self, name: &str) -> bool {
         name == DELETED_AT
             || name == self.key_field
+            || self.group_key.as_deref() == Some(name)
             || match self.kind {
                 Kind::Memberships => name == "group_id" || name == "user_id",
                 Kind::Events => name == "user_id" || name == "name",
@@ -355,6 +459,11 @@ impl StreamMap {
                 && matches!(self.kind, Kind::Users | Kind::Groups | Kind::Segments)
             {
                 item.id = Some(key_value(&self.key_field, v)?);
+            } else if self.kind == Kind::Users && self.group_key.as_deref() == Some(k) {
+                // The group the user belongs to (taken out again by `membership`).
+                if !v.is_null() {
+                    item.group_id = Some(key_value(k, v)?);
+                }
             } else if ids.contains(&k) {
                 let required = !(self.kind == Kind::Events && k == "group_id");
                 let value = if required || !v.is_null() {
@@ -380,18 +489,56 @@ impl StreamMap {
             } else if k.starts_with("_sdc_") {
                 // Singer metadata columns; _sdc_deleted_at was read above.
             } else if is_standard(def, k) {
-                item.fields.insert(k.to_string(), v.clone());
-            } else {
-                item.attributes.insert(k.to_string(), v.clone());
+                if let Some(v) = self.value(k, v)? {
+                    item.fields.insert(k.to_string(), v);
+                }
+            } else if let Some(v) = self.value(k, v)? {
+                item.attributes.insert(k.to_string(), v);
             }
         }
         if let Some(nested) = nested {
             for (k, v) in nested {
-                item.attributes.insert(k.clone(), v.clone());
+                if let Some(v) = self.value(&format!("{ATTRIBUTES}.{k}"), v)? {
+                    item.attributes.insert(k.clone(), v);
+                }
             }
         }
         self.require(&item)?;
         Ok(item)
+    }
+
+    /// A property value under `null_values` and `nested_values`: `None` leaves it out.
+    fn value(&self, field: &str, v: &Value) -> Result<Option<Value>, Refusal> {
+        if v.is_null() {
+            return Ok(match self.nulls {
+                NullValues::Clear => Some(Value::Null),
+                NullValues::Skip => None,
+            });
+        }
+        if !(v.is_array() || v.is_object()) || self.rule.takes(v) {
+            return Ok(Some(v.clone()));
+        }
+        let (outcome, out) = match self.nested {
+            NestedValues::JsonString => {
+                ("sending its JSON text", Some(Value::String(v.to_string())))
+            }
+            NestedValues::Drop => ("leaving it out", None),
+            // The writer refuses it, naming the field and what the vendor takes.
+            NestedValues::Reject => return Ok(Some(v.clone())),
+        };
+        let first = self
+            .warned
+            .lock()
+            .insert((self.stream.to_string(), field.to_string()));
+        if first {
+            tracing::warn!(
+                stream = %self.stream,
+                "field {field:?} holds {}, which {} does not take: {outcome} (nested_values; said once per field)",
+                type_name(v),
+                self.vendor,
+            );
+        }
+        Ok(out)
     }
 
     fn require(&self, item: &Item) -> Result<(), Refusal> {
@@ -691,6 +838,109 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not take"), "{err}");
+    }
+
+    #[test]
+    fn nested_and_null_values_follow_their_settings() {
+        let rows = obj(
+            json!({"id": "u1", "tags": ["a"], "plan": null, "attributes": {"o": {"k": 1}, "n": null}}),
+        );
+        let item = |nested, nulls, rule| {
+            let r = router(json!({})).defaults(nested, nulls).nested_rule(rule);
+            write(r.route("users")).item(&rows).unwrap().attributes
+        };
+        assert_eq!(
+            item(
+                NestedValues::JsonString,
+                NullValues::Clear,
+                NestedRule::ScalarsOnly
+            ),
+            obj(json!({"tags": "[\"a\"]", "plan": null, "o": "{\"k\":1}", "n": null}))
+        );
+        assert_eq!(
+            item(
+                NestedValues::Drop,
+                NullValues::Skip,
+                NestedRule::ScalarsOnly
+            ),
+            obj(json!({}))
+        );
+        // `reject` leaves the value for the writer to refuse, naming what the vendor takes.
+        assert_eq!(
+            item(
+                NestedValues::Reject,
+                NullValues::Clear,
+                NestedRule::ScalarsOnly
+            ),
+            obj(json!({"tags": ["a"], "plan": null, "o": {"k": 1}, "n": null}))
+        );
+        // A vendor that places structured values itself gets them as they are.
+        assert_eq!(
+            item(
+                NestedValues::JsonString,
+                NullValues::Skip,
+                NestedRule::Taken
+            ),
+            obj(json!({"tags": ["a"], "o": {"k": 1}}))
+        );
+        // Per stream over the top level.
+        let r = router(json!({"users": {"null_values": "skip", "nested_values": "drop"}}))
+            .nested_rule(NestedRule::ScalarsOnly);
+        let m = write(r.route("users"));
+        assert_eq!(m.item(&rows).unwrap().attributes, obj(json!({})));
+    }
+
+    #[test]
+    fn a_group_key_makes_a_membership_of_a_users_row() {
+        let r = router(json!({"public-users": {"group_key": "company_id", "include": ["email"]}}));
+        let m = write(r.route("public-users"));
+        let mut user = m
+            .item(&obj(json!({"id": "u1", "email": "e", "company_id": 7})))
+            .unwrap();
+        let membership = m.membership(&mut user).unwrap();
+        assert_eq!(
+            (
+                membership.kind,
+                membership.user_id.as_deref(),
+                membership.group_id.as_deref()
+            ),
+            (Kind::Memberships, Some("u1"), Some("7"))
+        );
+        assert_eq!(user.group_id, None);
+        assert!(user.attributes.is_empty(), "{:?}", user.attributes);
+        let mut none = m
+            .item(&obj(json!({"id": "u2", "company_id": null})))
+            .unwrap();
+        assert!(m.membership(&mut none).is_none());
+        let err = m
+            .item(&obj(json!({"id": "u3", "company_id": [1]})))
+            .unwrap_err();
+        assert!(err.reason.contains("company_id"), "{}", err.reason);
+        // Only users streams, only vendors that take memberships.
+        for (overrides, writes, want) in [
+            (
+                json!({"orgs": {"kind": "groups", "group_key": "x"}}),
+                ALL,
+                "users streams only",
+            ),
+            (
+                json!({"users": {"group_key": ""}}),
+                ALL,
+                "must name a field",
+            ),
+            (
+                json!({"users": {"group_key": "x"}}),
+                &["users"][..],
+                "needs memberships",
+            ),
+        ] {
+            let overrides: BTreeMap<String, StreamOverride> =
+                serde_json::from_value(overrides).unwrap();
+            let err = Router::new("v", writes, &overrides)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("group_key") && err.contains(want), "{err}");
+        }
     }
 
     #[test]

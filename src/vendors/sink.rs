@@ -92,6 +92,32 @@ impl fmt::Display for Kind {
     }
 }
 
+/// Which arrays and objects a vendor takes as property values; the engine applies the
+/// `nested_values` setting to the others before the writer sees them.
+#[derive(Debug, Clone, Copy)]
+pub enum NestedRule {
+    /// The writer places structured values itself (SCIM's multi-valued and extension
+    /// attributes, Guru): `nested_values` does not apply.
+    Taken,
+    /// Only strings, numbers, booleans and null (Appcues, Userpilot, UserGuiding).
+    ScalarsOnly,
+    /// Scalars, and objects this function accepts (Userflow's change objects); no arrays.
+    ScalarsAnd(fn(&Map<String, Value>) -> bool),
+}
+
+impl NestedRule {
+    /// True when the vendor takes `value` as it is.
+    pub fn takes(self, value: &Value) -> bool {
+        match (self, value) {
+            (NestedRule::Taken, _) => true,
+            (_, Value::Array(_)) => false,
+            (NestedRule::ScalarsAnd(ok), Value::Object(o)) => ok(o),
+            (_, Value::Object(_)) => false,
+            _ => true,
+        }
+    }
+}
+
 /// What a record asks of the vendor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -563,6 +589,12 @@ pub trait Sink: Send + Sync + 'static {
     /// the run yet until both have, or until the input ends (`crate::target::hold`).
     fn holds_memberships(&self) -> bool {
         false
+    }
+
+    /// Which arrays and objects this vendor takes as property values (the engine applies
+    /// `nested_values` to the rest).
+    fn nested_rule(&self) -> NestedRule {
+        NestedRule::Taken
     }
 }
 

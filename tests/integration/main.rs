@@ -41,6 +41,7 @@ mod target_bulk_appcues;
 mod target_bulk_userpilot;
 mod target_cli;
 mod target_guru;
+mod target_mapping;
 mod target_rejects;
 mod target_samples;
 mod target_scim;

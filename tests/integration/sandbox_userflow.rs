@@ -349,6 +349,20 @@ async fn events_auth_and_version_header() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["object"], "event");
     assert_eq!(uf.post("/events", &json!({"name": "x"})).await.status, 400);
+    // Userflow's event has no time field (nor any other undocumented key): refused, as the
+    // vendor would.
+    for extra in [
+        json!({"timestamp": "2024-01-01T00:00:00Z"}),
+        json!({"time": "2024-01-01T00:00:00Z"}),
+        json!({"event_name": "x"}),
+    ] {
+        let mut body = json!({"user_id": "user_00001", "name": "signed_in"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let r = uf.post("/events", &body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+    }
     assert_eq!(
         sb.dump(Vendor::Userflow)["events"]
             .as_array()

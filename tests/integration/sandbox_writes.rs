@@ -91,6 +91,13 @@ async fn userpilot_realtime_identify_track_delete() {
         )
         .await;
     assert_eq!(r.status, 202, "OpenAPI's company_id form");
+    let r = up
+        .post(
+            "/v1/identify",
+            &json!({"user_id": "u3", "company": {"id": "c2", "company_id": "c2"}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "both forms at once, agreeing");
     up.post(
         "/v1/identify",
         &json!({"user_id": "u1", "metadata": {"plan": "enterprise"}}),
@@ -152,6 +159,19 @@ async fn userpilot_realtime_identify_track_delete() {
         ),
         ("/v1/identify", json!({"user_id": "u", "traits": {}})),
         ("/v1/track", json!({"user_id": "u"})),
+        // Track documents user_id, event_name and metadata only: no time, no company_id.
+        (
+            "/v1/track",
+            json!({"user_id": "u", "event_name": "e", "timestamp": "2024-01-01T00:00:00Z"}),
+        ),
+        (
+            "/v1/track",
+            json!({"user_id": "u", "event_name": "e", "company_id": "c1"}),
+        ),
+        (
+            "/v1/identify",
+            json!({"user_id": "u", "company": {"id": "c1", "company_id": "c2"}}),
+        ),
         ("/v1/companies/identify", json!({"metadata": {}})),
     ] {
         let r = up.post(path, &body).await;

@@ -77,7 +77,7 @@ fn every_kind_lands_exactly_as_sent() {
         rec("memberships", json!({"group_id": "g1", "user_id": "u2"})),
         rec(
             "events",
-            json!({"user_id": "u1", "name": "signed_up", "attributes": {"plan": "pro"}}),
+            json!({"user_id": "u1", "name": "signed_up", "timestamp": "2024-01-01T00:00:00Z", "attributes": {"plan": "pro"}}),
         ),
         // null clears, absent keeps
         rec("users", json!({"id": "u1", "attributes": {"seats": null}})),

@@ -45,7 +45,9 @@ fn users_and_their_companies_land_exactly_as_sent_and_the_rest_is_rejected_with_
     let sb = sandbox();
     let dir = tempfile::tempdir().unwrap();
     // The default pace (4.8 requests/s): a dozen requests take a few seconds.
-    let cfg = config(&sb, dir.path(), json!({}));
+    // Arrays go as JSON text by default (target_mapping); here they are refused, as the vendor
+    // would, to check the reason.
+    let cfg = config(&sb, dir.path(), json!({"nested_values": "reject"}));
     let input = lines(&[
         schema("users"),       // 1
         schema("groups"),      // 2

@@ -195,4 +195,8 @@ impl Sink for JobsSink {
     fn stats(&self) -> WireStats {
         self.realtime.stats()
     }
+
+    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
+        crate::vendors::sink::NestedRule::ScalarsOnly
+    }
 }

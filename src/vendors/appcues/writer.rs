@@ -286,6 +286,10 @@ impl Sink for AppcuesSink {
     fn stats(&self) -> WireStats {
         self.transport.stats()
     }
+
+    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
+        crate::vendors::sink::NestedRule::ScalarsOnly
+    }
 }
 
 #[cfg(test)]

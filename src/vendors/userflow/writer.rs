@@ -5,7 +5,11 @@
 //! | users | `POST /users {"id", "attributes"}` | `DELETE /users/{id}` |
 //! | groups | `POST /groups {"id", "attributes"}` | `DELETE /groups/{id}` |
 //! | memberships | `POST /users {"id": user, "groups": [{"id": group}]}` (or `memberships` with the membership's attributes) | `GET /users/{id}?expand=memberships`, then `POST /users` with the other groups and `prune_memberships: true` |
-//! | events | `POST /events {"user_id", "name", "attributes", "group_id", "timestamp"}` | rejected |
+//! | events | `POST /events {"user_id", "name", "attributes", "group_id"}` | rejected |
+//!
+//! Userflow's API document and every client found show no time field on an event: Userflow
+//! records the time it receives one. An event's `timestamp` is therefore not sent (a warning
+//! says so once); rename the column to keep it as an event attribute.
 //!
 //! Differences from the seed (reference/vendors.md, the vendor's form is more credible): the id
 //! goes in the body of `POST /users` and `POST /groups`, not in the path; memberships go
@@ -14,6 +18,7 @@
 //! is cleared, one not sent is kept. A delete of something already gone (404) is skipped.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value};
 
@@ -32,6 +37,7 @@ const VENDOR: &str = "userflow";
 #[derive(Debug)]
 pub struct UserflowSink {
     transport: Arc<dyn Transport>,
+    warned_event_time: AtomicBool,
 }
 
 /// The registry's factory.
@@ -43,15 +49,16 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     spec.json_answers = true;
     // Userflow documents "2 safeguards" without figures: the HTTP engine discovers the limit
     // from 429s.
-    Ok(Arc::new(UserflowSink {
-        transport: ctx.transport(spec)?,
-    }))
+    Ok(Arc::new(UserflowSink::new(ctx.transport(spec)?)))
 }
 
 impl UserflowSink {
     /// A writer over any transport (tests).
     pub fn new(transport: Arc<dyn Transport>) -> Self {
-        UserflowSink { transport }
+        UserflowSink {
+            transport,
+            warned_event_time: AtomicBool::new(false),
+        }
     }
 
     async fn send(&self, op: &Op, request: WireRequest, acks: &Acks) -> Result<(), SinkError> {
@@ -221,9 +228,6 @@ pub fn request(op: &Op) -> Option<WireRequest> {
             if !item.attributes.is_empty() {
                 body.insert("attributes".into(), Value::Object(item.attributes.clone()));
             }
-            if let Some(ts) = item.fields.get("timestamp").filter(|t| !t.is_null()) {
-                body.insert("timestamp".into(), ts.clone());
-            }
             // An event has no id: repeating it after an ambiguous failure could count it twice.
             Some(
                 WireRequest::new(Method::Post, "/events")
@@ -279,6 +283,14 @@ impl Sink for UserflowSink {
     async fn write(&self, batch: Vec<Op>, acks: &Acks) -> Result<(), SinkError> {
         for op in &batch {
             let item = &op.item;
+            if item.kind == Kind::Events
+                && item.fields.get("timestamp").is_some_and(|t| !t.is_null())
+                && !self.warned_event_time.swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    "userflow takes no time for an event (it records when it receives one), so the events' \"timestamp\" is not sent; rename the column to keep it as an event attribute"
+                );
+            }
             match (item.kind, item.action) {
                 (Kind::Users, Action::Delete) => {
                     let id = item.id.as_deref().unwrap_or_default();
@@ -322,6 +334,10 @@ impl Sink for UserflowSink {
 
     fn stats(&self) -> WireStats {
         self.transport.stats()
+    }
+
+    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
+        crate::vendors::sink::NestedRule::ScalarsAnd(is_change_object)
     }
 }
 
@@ -482,6 +498,19 @@ mod tests {
         assert_eq!(
             e.body,
             crate::vendors::sink::WireBody::Json(json!({"user_id": "u1", "name": "signed_up"}))
+        );
+        // Userflow documents no time field: the time is not sent, the rest is.
+        let e = request(&op(
+            Kind::Events,
+            Action::Upsert,
+            json!({"user_id": "u1", "group_id": "g1", "fields": {"name": "paid", "timestamp": "2024-01-01T00:00:00Z"}, "attributes": {"plan": "pro"}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            e.body,
+            crate::vendors::sink::WireBody::Json(
+                json!({"user_id": "u1", "name": "paid", "group_id": "g1", "attributes": {"plan": "pro"}})
+            )
         );
     }
 

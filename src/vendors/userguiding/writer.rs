@@ -343,6 +343,10 @@ impl Sink for UserGuidingSink {
     fn stats(&self) -> WireStats {
         self.transport.stats()
     }
+
+    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
+        crate::vendors::sink::NestedRule::ScalarsOnly
+    }
 }
 
 #[cfg(test)]

@@ -143,7 +143,7 @@ impl Sink for BulkSink {
 
     fn plan(&self, op: &Op) -> Result<Plan, Refusal> {
         // The real-time writer's rules (scalar values, no membership removal) hold here too.
-        let plan = self.realtime.plan(op)?;
+        let plan = self.realtime.rules(op)?;
         if !bulk(op) {
             return Ok(plan);
         }
@@ -224,5 +224,9 @@ impl Sink for BulkSink {
 
     fn stats(&self) -> WireStats {
         self.realtime.stats()
+    }
+
+    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
+        crate::vendors::sink::NestedRule::ScalarsOnly
     }
 }

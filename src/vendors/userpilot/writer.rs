@@ -4,16 +4,32 @@
 //! | --- | --- | --- |
 //! | users | `POST /v1/identify {"user_id", "metadata"}` | `DELETE /v1/users {"users": [ids]}`, batched |
 //! | groups | `POST /v1/companies/identify {"company_id", "metadata"}` | `DELETE /v1/companies {"companies": [ids]}`, batched |
-//! | memberships | `POST /v1/identify {"user_id", "company": {"id"}}` | rejected: no call removes a user from a company |
+//! | memberships | `POST /v1/identify {"user_id", "company": {"id", "company_id"}}`, folded into the user's identify when both are in the run | rejected: no call removes a user from a company |
 //! | events | `POST /v1/track {"user_id", "event_name", "metadata"}` | rejected |
 //!
 //! Values must be scalar and are sent as strings (the identify OpenAPI: "only string values are
-//! supported"); `null` stays `null`. A 202 is accepted. The company in identify goes by `id`, as
-//! the seed and Userpilot's guide say (the newer OpenAPI names it `company_id`). Deletes are
+//! supported"); `null` stays `null`. A 202 is accepted. The company in identify carries its key
+//! as `id` (the seed and Userpilot's guide) and as `company_id` (the newer OpenAPI requires it).
+//!
+//! **Folding.** Identify takes the user's metadata and its company in one call, and identify is
+//! what the 600/min limit counts. When a users record is written while a membership of that
+//! user, later in the input, is already planned and not yet written, the user's identify carries
+//! the membership's company; the membership is then accepted, without a request of its own, when
+//! its turn comes (after the user's, since both are ordered by the user). It is settled only
+//! then, so a STATE never covers it before the identify that carried it was accepted. Only the
+//! first such membership is carried: Userpilot keeps one company per user, so a later one must
+//! still come after it. If the vendor refuses the combined identify, the user is sent alone and
+//! the membership goes on its own. Deletes are
 //! scheduled by Userpilot (run daily) and limited to 1 request per 2 s, so they are gathered into
 //! batches of up to [`DELETE_BATCH`] ids through their own rate bucket. Identify and track: 600
 //! requests/min. A membership's own attributes have no place at Userpilot and are not sent.
+//!
+//! Track takes `user_id`, `event_name` and `metadata` only (the API document and its OpenAPI):
+//! there is no time field, Userpilot records the time it receives the event. An event's
+//! `timestamp` is not sent (a warning says so once; it used to go into `metadata.timestamp`,
+//! where Userpilot stores it as an ordinary property); rename the column to keep it as one.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -21,9 +37,9 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::vendors::sink::{
-    Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal,
-    Sink, SinkContext, SinkError, Transport, Verdict, WireAuth, WireRequest, WireStats,
-    scalars_only, send_and_settle, stringify, verdict,
+    Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash, Plan,
+    Refusal, Sink, SinkContext, SinkError, Ticket, Transport, Verdict, WireAuth, WireBody,
+    WireRequest, WireStats, scalars_only, send_and_settle, stringify, verdict,
 };
 
 /// The vendor's name.
@@ -50,6 +66,13 @@ pub const DELETE_LINGER: Duration = Duration::from_secs(2);
 pub struct UserpilotSink {
     transport: Arc<dyn Transport>,
     warned_membership_attributes: AtomicBool,
+    warned_event_time: AtomicBool,
+    /// Memberships planned and not yet written: user → (ticket → group).
+    planned: parking_lot::Mutex<HashMap<String, BTreeMap<Ticket, String>>>,
+    /// Memberships a user's identify carried and the vendor accepted: ticket → payload hash.
+    carried: parking_lot::Mutex<HashMap<Ticket, Option<PayloadHash>>>,
+    /// Memberships carried by a user's identify (for the report and tests).
+    folded: std::sync::atomic::AtomicU64,
 }
 
 /// The registry's factory.
@@ -78,7 +101,130 @@ impl UserpilotSink {
         UserpilotSink {
             transport,
             warned_membership_attributes: AtomicBool::new(false),
+            warned_event_time: AtomicBool::new(false),
+            planned: parking_lot::Mutex::new(HashMap::new()),
+            carried: parking_lot::Mutex::new(HashMap::new()),
+            folded: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Userpilot's rules and scheduling for one op, noting nothing (the bulk writer shares them;
+    /// its memberships go into files, never into a user's identify).
+    pub fn rules(&self, op: &Op) -> Result<Plan, Refusal> {
+        let item = &op.item;
+        match (item.kind, item.action) {
+            (Kind::Users | Kind::Groups, Action::Upsert) => {
+                scalars_only(VENDOR, "metadata values", item.property_entries())?;
+                let id = item.id.as_deref().unwrap_or_default();
+                Ok(Plan::single(vec![key(item.kind, id)]))
+            }
+            (Kind::Users | Kind::Groups, Action::Delete) => {
+                let id = item.id.as_deref().unwrap_or_default();
+                Ok(Plan::batched(
+                    vec![key(item.kind, id)],
+                    BatchKey::new(
+                        format!("userpilot delete {}", item.kind),
+                        BatchLimits {
+                            max_items: DELETE_BATCH,
+                            linger: DELETE_LINGER,
+                        },
+                    ),
+                ))
+            }
+            (Kind::Memberships, Action::Upsert) => Ok(Plan::single(vec![
+                OrderKey::user(item.user_id.as_deref().unwrap_or_default()),
+                OrderKey::group(item.group_id.as_deref().unwrap_or_default()),
+            ])),
+            (Kind::Memberships, Action::Delete) => Err(Refusal::new(
+                "userpilot has no call to remove a user from a company",
+            )),
+            (Kind::Events, _) => {
+                scalars_only(VENDOR, "event metadata values", &item.attributes)?;
+                Ok(Plan::single(vec![OrderKey::user(
+                    item.user_id.as_deref().unwrap_or_default(),
+                )]))
+            }
+            (Kind::Segments, _) => Err(Refusal::new("userpilot has no segments")),
+        }
+    }
+
+    /// How many memberships went out inside their user's identify.
+    pub fn folded(&self) -> u64 {
+        self.folded.load(Ordering::Relaxed)
+    }
+
+    /// Claims the first membership of `user` planned after `after` and not yet written.
+    fn claim_membership(&self, user: &str, after: Ticket) -> Option<(Ticket, String)> {
+        let mut planned = self.planned.lock();
+        let pending = planned.get_mut(user)?;
+        let ticket = *pending.range(after..).find(|(t, _)| **t > after)?.0;
+        let group = pending.remove(&ticket)?;
+        if pending.is_empty() {
+            planned.remove(user);
+        }
+        Some((ticket, group))
+    }
+
+    /// A user's identify, carrying a later membership's company when one is waiting.
+    async fn write_user(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
+        let Some(request) = request(op) else {
+            acks.rejected(
+                op,
+                Refusal::new("userpilot cannot write this users record"),
+                None,
+            );
+            return Ok(());
+        };
+        let user = op.item.id.as_deref().unwrap_or_default();
+        let Some((membership, group)) = self.claim_membership(user, op.ticket) else {
+            send_and_settle(VENDOR, self.transport.as_ref(), op, request, acks).await?;
+            return Ok(());
+        };
+        let folded = with_company(request.clone(), &group);
+        let payload = folded.payload_hash();
+        match self.transport.send(folded).await {
+            Ok(_) => {
+                acks.accepted(op, payload);
+                self.carried.lock().insert(membership, payload);
+                self.folded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(err) => match verdict(VENDOR, err) {
+                Verdict::Fatal(fatal) => return Err(fatal),
+                // The company may be what was refused: the user alone, the membership on its own.
+                Verdict::Reject(_) => {
+                    send_and_settle(VENDOR, self.transport.as_ref(), op, request, acks).await?;
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// A membership: accepted if its user's identify carried it, else its own identify.
+    async fn write_membership(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
+        if let Some(user) = op.item.user_id.as_deref() {
+            let mut planned = self.planned.lock();
+            if let Some(pending) = planned.get_mut(user) {
+                pending.remove(&op.ticket);
+                if pending.is_empty() {
+                    planned.remove(user);
+                }
+            }
+        }
+        if let Some(payload) = self.carried.lock().remove(&op.ticket) {
+            acks.accepted(op, payload);
+            return Ok(());
+        }
+        match request(op) {
+            Some(request) => {
+                send_and_settle(VENDOR, self.transport.as_ref(), op, request, acks).await?;
+            }
+            None => acks.rejected(
+                op,
+                Refusal::new("userpilot cannot write this memberships record"),
+                None,
+            ),
+        }
+        Ok(())
     }
 
     async fn delete_batch(&self, kind: Kind, batch: &[Op], acks: &Acks) -> Result<(), SinkError> {
@@ -121,7 +267,7 @@ pub fn request(op: &Op) -> Option<WireRequest> {
         }),
         Kind::Memberships => json!({
             "user_id": item.user_id.clone()?,
-            "company": {"id": item.group_id.clone()?},
+            "company": company(item.group_id.as_deref()?),
         }),
         Kind::Events => {
             let mut body = Map::new();
@@ -130,9 +276,6 @@ pub fn request(op: &Op) -> Option<WireRequest> {
             let mut metadata = stringify(item.attributes.clone());
             if let Some(group) = &item.group_id {
                 metadata.insert("company_id".into(), Value::String(group.clone()));
-            }
-            if let Some(ts) = item.fields.get("timestamp").filter(|t| !t.is_null()) {
-                metadata.insert("timestamp".into(), ts.clone());
             }
             if !metadata.is_empty() {
                 body.insert("metadata".into(), Value::Object(metadata));
@@ -161,41 +304,19 @@ impl Sink for UserpilotSink {
     }
 
     fn plan(&self, op: &Op) -> Result<Plan, Refusal> {
+        let plan = self.rules(op)?;
         let item = &op.item;
-        match (item.kind, item.action) {
-            (Kind::Users | Kind::Groups, Action::Upsert) => {
-                scalars_only(VENDOR, "metadata values", item.property_entries())?;
-                let id = item.id.as_deref().unwrap_or_default();
-                Ok(Plan::single(vec![key(item.kind, id)]))
-            }
-            (Kind::Users | Kind::Groups, Action::Delete) => {
-                let id = item.id.as_deref().unwrap_or_default();
-                Ok(Plan::batched(
-                    vec![key(item.kind, id)],
-                    BatchKey::new(
-                        format!("userpilot delete {}", item.kind),
-                        BatchLimits {
-                            max_items: DELETE_BATCH,
-                            linger: DELETE_LINGER,
-                        },
-                    ),
-                ))
-            }
-            (Kind::Memberships, Action::Upsert) => Ok(Plan::single(vec![
-                OrderKey::user(item.user_id.as_deref().unwrap_or_default()),
-                OrderKey::group(item.group_id.as_deref().unwrap_or_default()),
-            ])),
-            (Kind::Memberships, Action::Delete) => Err(Refusal::new(
-                "userpilot has no call to remove a user from a company",
-            )),
-            (Kind::Events, _) => {
-                scalars_only(VENDOR, "event metadata values", &item.attributes)?;
-                Ok(Plan::single(vec![OrderKey::user(
-                    item.user_id.as_deref().unwrap_or_default(),
-                )]))
-            }
-            (Kind::Segments, _) => Err(Refusal::new("userpilot has no segments")),
+        if (item.kind, item.action) == (Kind::Memberships, Action::Upsert)
+            && let (Some(user), Some(group)) = (&item.user_id, &item.group_id)
+        {
+            // A user's identify written before this membership may carry it.
+            self.planned
+                .lock()
+                .entry(user.clone())
+                .or_default()
+                .insert(op.ticket, group.clone());
         }
+        Ok(plan)
     }
 
     async fn write(&self, batch: Vec<Op>, acks: &Acks) -> Result<(), SinkError> {
@@ -214,6 +335,29 @@ impl Sink for UserpilotSink {
                 tracing::warn!(
                     "userpilot has no place for a membership's own attributes; they are not sent"
                 );
+            }
+            if op.item.kind == Kind::Events
+                && op
+                    .item
+                    .fields
+                    .get("timestamp")
+                    .is_some_and(|t| !t.is_null())
+                && !self.warned_event_time.swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    "userpilot takes no time for an event (it records when it receives one), so the events' \"timestamp\" is not sent; rename the column to keep it as an event property"
+                );
+            }
+            match (op.item.kind, op.item.action) {
+                (Kind::Users, Action::Upsert) => {
+                    self.write_user(op, acks).await?;
+                    continue;
+                }
+                (Kind::Memberships, Action::Upsert) => {
+                    self.write_membership(op, acks).await?;
+                    continue;
+                }
+                _ => {}
             }
             match request(op) {
                 Some(request) => {
@@ -249,6 +393,24 @@ impl Sink for UserpilotSink {
     fn stats(&self) -> WireStats {
         self.transport.stats()
     }
+
+    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
+        crate::vendors::sink::NestedRule::ScalarsOnly
+    }
+}
+
+/// The company object of identify: the key as `id` (the API document, Userpilot's guide) and
+/// as `company_id` (the newer OpenAPI requires it).
+fn company(group: &str) -> Value {
+    json!({"id": group, "company_id": group})
+}
+
+/// A user's identify with a company added.
+fn with_company(mut request: WireRequest, group: &str) -> WireRequest {
+    if let WireBody::Json(Value::Object(body)) = &mut request.body {
+        body.insert("company".into(), company(group));
+    }
+    request
 }
 
 fn key(kind: Kind, id: &str) -> OrderKey {
@@ -325,7 +487,10 @@ mod tests {
             json!({}),
         ))
         .unwrap();
-        assert_eq!(body(&m), json!({"user_id": "u1", "company": {"id": "g1"}}));
+        assert_eq!(
+            body(&m),
+            json!({"user_id": "u1", "company": {"id": "g1", "company_id": "g1"}})
+        );
         let g = request(&op(
             Kind::Groups,
             Action::Upsert,
@@ -349,15 +514,123 @@ mod tests {
             None,
             Some("u1"),
             None,
-            json!({"name": "paid"}),
+            json!({"name": "paid", "timestamp": "2024-01-01T00:00:00Z"}),
             json!({"amount": 3}),
         ))
         .unwrap();
+        // Track documents no time field: the time is not sent, not even in metadata.
         assert_eq!(
             body(&e),
             json!({"user_id": "u1", "event_name": "paid", "metadata": {"amount": "3"}})
         );
         assert!(!e.idempotent && u.idempotent);
+    }
+
+    #[tokio::test]
+    async fn a_membership_rides_in_its_users_identify() {
+        let t = Arc::new(ScriptedTransport::ok());
+        let sink = UserpilotSink::new(t.clone());
+        let mut user = op(
+            Kind::Users,
+            Action::Upsert,
+            Some("u1"),
+            None,
+            None,
+            json!({"email": "a@x.io"}),
+            json!({}),
+        );
+        user.ticket = Ticket(1);
+        let mut first = op(
+            Kind::Memberships,
+            Action::Upsert,
+            None,
+            Some("u1"),
+            Some("g1"),
+            json!({}),
+            json!({}),
+        );
+        first.ticket = Ticket(2);
+        let mut second = first.clone();
+        second.ticket = Ticket(3);
+        second.item.group_id = Some("g2".into());
+        for o in [&user, &first, &second] {
+            sink.plan(o).unwrap();
+        }
+        let (acks, mut rx) = Acks::channel();
+        sink.write(vec![user], &acks).await.unwrap();
+        sink.write(vec![first], &acks).await.unwrap();
+        sink.write(vec![second], &acks).await.unwrap();
+        let requests = t.requests();
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        assert_eq!(
+            body(&requests[0]),
+            json!({"user_id": "u1", "metadata": {"email": "a@x.io"}, "company": {"id": "g1", "company_id": "g1"}})
+        );
+        // Userpilot keeps one company per user: the later membership still goes after it.
+        assert_eq!(
+            body(&requests[1]),
+            json!({"user_id": "u1", "company": {"id": "g2", "company_id": "g2"}})
+        );
+        for ticket in [1, 2, 3] {
+            let s = rx.recv().await.unwrap();
+            assert_eq!(s.ticket, Ticket(ticket));
+            assert!(matches!(s.outcome, Outcome::Accepted));
+        }
+        assert_eq!(sink.folded(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_combined_identify_sends_the_user_alone() {
+        let t = Arc::new(ScriptedTransport::new(|r| match &r.body {
+            WireBody::Json(b) if b.get("company").is_some() && b.get("metadata").is_some() => {
+                Err(crate::vendors::sink::SendError {
+                    failure: crate::vendors::sink::SendFailure::Refused,
+                    status: Some(400),
+                    body_excerpt: None,
+                    message: "answered 400".into(),
+                    maybe_processed: false,
+                })
+            }
+            _ => Ok(crate::vendors::sink::WireResponse::ok(Value::Null)),
+        }));
+        let sink = UserpilotSink::new(t.clone());
+        let mut user = op(
+            Kind::Users,
+            Action::Upsert,
+            Some("u1"),
+            None,
+            None,
+            json!({"email": "a@x.io"}),
+            json!({}),
+        );
+        user.ticket = Ticket(1);
+        let mut m = op(
+            Kind::Memberships,
+            Action::Upsert,
+            None,
+            Some("u1"),
+            Some("g1"),
+            json!({}),
+            json!({}),
+        );
+        m.ticket = Ticket(2);
+        sink.plan(&user).unwrap();
+        sink.plan(&m).unwrap();
+        let (acks, mut rx) = Acks::channel();
+        sink.write(vec![user], &acks).await.unwrap();
+        sink.write(vec![m], &acks).await.unwrap();
+        assert_eq!(
+            t.requests().len(),
+            3,
+            "combined, user alone, membership alone"
+        );
+        for _ in 0..2 {
+            assert!(matches!(
+                rx.recv().await.unwrap().outcome,
+                Outcome::Accepted
+            ));
+        }
+        assert_eq!(sink.folded(), 0);
     }
 
     #[tokio::test]
