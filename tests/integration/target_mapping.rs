@@ -254,14 +254,11 @@ fn a_refused_group_key_membership_rejects_the_row_once_and_holds_the_state() {
         json!({"streams": {"public-users": {"group_key": "company_id"}}}),
     );
     // Appcues adds members with POST /groups/{id}/users: refuse the one for c2.
-    sb.faults().fail_next(roster::sandbox::FailRule {
-        path: "/appcues/v2/accounts/10001/groups/c2/users".into(),
-        method: Some("POST".into()),
-        count: 1,
-        status: 422,
-        drop: false,
-        retry_after: None,
-    });
+    sb.faults().fail_next(
+        roster::sandbox::FailRule::new("/appcues/v2/accounts/10001/groups/c2/users", 1)
+            .method("POST")
+            .status(422),
+    );
     let input = lines(&[
         schema("public-users"),
         rec("public-users", json!({"id": "u1", "company_id": "c1"})), // 2
