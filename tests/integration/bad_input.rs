@@ -186,6 +186,14 @@ fn cases() -> Vec<Case> {
             "event-without-name.singer",
             rejects(&[(2, "\"name\" is missing")], &[]),
         ),
+        // A Windows tool writes a UTF-8 byte order mark before line 1: it is read past.
+        case(
+            "bom-first-line.singer",
+            Expect {
+                state: Some(json!({"bookmarks": {"users": {"next_page": "u1"}}})),
+                ..rejects(&[], &["u1"])
+            },
+        ),
     ]
 }
 

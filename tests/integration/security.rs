@@ -254,7 +254,7 @@ fn credentials_in_a_base_url_never_appear_in_errors() {
         config["base_url"] = json!(base);
         let what = format!("{vendor} at {}", base.replace(&userinfo, "<userinfo>"));
         let (code, stdout, stderr) = tap_outputs(&config);
-        assert_ne!(code, Some(0), "tap {what}");
+        assert_eq!(code, Some(2), "tap {what}: a config error");
         let secrets = vec![userinfo.clone()];
         assert_clean(&format!("tap {what}: stdout"), &stdout, &secrets);
         assert_clean(&format!("tap {what}: stderr"), &stderr, &secrets);
@@ -262,7 +262,7 @@ fn credentials_in_a_base_url_never_appear_in_errors() {
 
         let dir = tempfile::tempdir().unwrap();
         let (code, outputs) = target_outputs(dir.path(), &config, &[]);
-        assert_ne!(code, Some(0), "target {what}");
+        assert_eq!(code, Some(2), "target {what}: a config error");
         for (name, text) in &outputs {
             assert_clean(&format!("target {what}: {name}"), text, &secrets);
             assert!(!text.contains("admin-"), "target {what}: {name}: {text}");
