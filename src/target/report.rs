@@ -188,6 +188,8 @@ impl Report {
             self.totals.skipped,
         ));
         for (name, c) in &self.streams {
+            // Stream names and reasons come from the input: escaped like every log value.
+            let name = crate::cli::logging::escape(name);
             out.push_str(&format!(
                 "  {name} → {}: {} in, {} {}, {} rejected, {} skipped{}\n",
                 c.kind.unwrap_or("not written"),
@@ -198,7 +200,7 @@ impl Report {
                 c.skipped,
                 c.skip_reason
                     .as_deref()
-                    .map(|r| format!(" ({r})"))
+                    .map(|r| format!(" ({})", crate::cli::logging::escape_max(r, 4096)))
                     .unwrap_or_default(),
             ));
         }
