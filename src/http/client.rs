@@ -139,6 +139,14 @@ impl HttpClient {
             .build()
             .map_err(|e| build(error_chain(&e.without_url(), &[])))?;
 
+        // A very low configured rate is legal but slow: say so rather than seem to hang.
+        if let Some(rate) = cfg.requests_per_second.filter(|r| *r < 1.0) {
+            tracing::info!(
+                vendor,
+                "requests_per_second {rate}: one request every {:.0} s",
+                1.0 / rate
+            );
+        }
         let mut secrets = cfg.auth.secret_values();
         if let Some(pw) = cfg.base_url.password() {
             secrets.push(pw.to_owned());
