@@ -15,6 +15,7 @@ use clap_complete::Shell;
 
 use crate::config::{Applies, ConfigSource, RawConfig};
 use crate::exit::{self, RunError};
+use crate::http::shutdown::{STOP_DEADLINE, Shutdown, Signals};
 use crate::singer::SingerWriter;
 use crate::tap::{TapAction, TapRequest};
 use crate::target::TargetRequest;
@@ -180,7 +181,7 @@ pub fn run_tap(args: TapArgs) -> ExitCode {
         catalog: args.catalog_path().cloned(),
     };
     let vendor = request.config.spec.name;
-    let outcome = with_runtime(crate::tap::run(request)).map_err(|err| match err {
+    let outcome = with_runtime(until_signal(Applies::Tap, crate::tap::run(request))).map_err(|err| match err {
         // A refused credential names the keys to check, as the target does.
         RunError::Runtime(text) if refused_credentials(&text) => RunError::Runtime(format!(
             "{vendor} refused the credentials ({}): {text}",
@@ -197,6 +198,67 @@ fn refused_credentials(text: &str) -> bool {
         .iter()
         .any(|s| text.contains(s))
 }
+
+/// A run until it ends or a signal stops it, listening from the start (a signal while the
+/// config loads or the writer starts must not kill the process unannounced). On the first
+/// SIGTERM or SIGINT every wait ends (the process's [`Shutdown`] flag) and a request on the wire
+/// gets the grace; the run then ends with exit 1 within [`STOP_DEADLINE`]. A second signal
+/// stops at once. The target's engine also hears the signals and ends with its own message and
+/// report; the tap prints a state after each page's records, so the last state printed is
+/// always safe to resume from.
+async fn until_signal<F, E>(binary: Applies, run: F) -> Result<(), RunError>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: exit::ExitStatus + std::error::Error + 'static,
+{
+    let mut signals = Signals::new();
+    tokio::pin!(run);
+    let signal = tokio::select! {
+        biased;
+        result = &mut run => return result.map_err(|err| RunError::from_status(&err)),
+        Some(signal) = signals.recv() => signal,
+    };
+    if binary == Applies::Tap {
+        tracing::warn!(
+            "{signal}: reading nothing new; the last state printed is where a rerun resumes"
+        );
+    }
+    Shutdown::process().begin();
+    let stopped = || {
+        RunError::Runtime(format!(
+            "stopped by {signal}; the last state printed covers every record before it, and a rerun from it does the rest"
+        ))
+    };
+    tokio::select! {
+        biased;
+        Some(again) = signals.recv() => {
+            tracing::warn!("{again} again: stopping at once");
+            // The target's engine stops at once too, and writes its state and report.
+            if binary == Applies::Target
+                && let Ok(result) = tokio::time::timeout(LAST_WORDS, &mut run).await
+            {
+                return result.map_err(|err| RunError::from_status(&err));
+            }
+        }
+        result = &mut run => {
+            return match result {
+                Ok(()) => Ok(()),
+                Err(err) if binary == Applies::Target => Err(RunError::from_status(&err)),
+                Err(_) => Err(stopped()),
+            };
+        }
+        () = tokio::time::sleep(STOP_DEADLINE + LAST_WORDS) => {
+            tracing::warn!(
+                "still running {} ms after the signal: stopping without what is in flight",
+                (STOP_DEADLINE + LAST_WORDS).as_millis()
+            );
+        }
+    }
+    Err(stopped())
+}
+
+/// What a run gets after its deadline (or a second signal) to write its last state and report.
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Runs `target-roster` and returns its exit code.
 pub fn run_target(args: TargetArgs) -> ExitCode {
@@ -223,7 +285,10 @@ pub fn run_target(args: TargetArgs) -> ExitCode {
         report: args.report.clone(),
         max_line_bytes: args.max_line_bytes,
     };
-    exit::finish("target-roster", with_runtime(crate::target::run(request)))
+    exit::finish(
+        "target-roster",
+        with_runtime(until_signal(Applies::Target, crate::target::run(request))),
+    )
 }
 
 /// `target-roster --test`: one request, one line on stderr saying whether it passed.

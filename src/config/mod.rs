@@ -116,6 +116,8 @@ impl FromStr for ConfigSource {
 pub struct RawConfig {
     files: Map<String, Value>,
     env: BTreeMap<String, String>,
+    /// The variable each `env` key came from, to name it in a warning.
+    env_names: BTreeMap<String, String>,
 }
 
 impl RawConfig {
@@ -135,7 +137,7 @@ impl RawConfig {
     pub fn from_object(files: Map<String, Value>) -> Self {
         Self {
             files,
-            env: BTreeMap::new(),
+            ..Self::default()
         }
     }
 
@@ -175,7 +177,9 @@ impl RawConfig {
             if key.is_empty() || key.starts_with('_') {
                 continue;
             }
-            self.env.insert(key.to_ascii_lowercase(), value);
+            let key = key.to_ascii_lowercase();
+            self.env_names.insert(key.clone(), name.clone());
+            self.env.insert(key, value);
         }
     }
 
@@ -234,9 +238,18 @@ impl RawConfig {
                     setting.check(&value)?;
                     merged.insert(key.clone(), value);
                 }
-                None => tracing::debug!(
-                    key,
-                    "ignoring an environment variable that is not a setting"
+                // `<BINARY>_LOGLEVEL` is the log level (Meltano's name), not a setting.
+                None if key == "loglevel" => {}
+                // A misspelt key in a file is an error; in the environment other tools may
+                // share the prefix, so it is a warning that names the variable (never its
+                // value, which may be a secret).
+                None => tracing::warn!(
+                    "ignoring environment variable {}: not a config key for vendor {vendor} in {}{}",
+                    self.env_names.get(key).map_or(key.as_str(), String::as_str),
+                    binary_name(binary),
+                    other_keys(key)
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default(),
                 ),
             }
         }
@@ -284,6 +297,10 @@ pub enum Region {
     Eu,
 }
 
+/// The largest `max_concurrency`: far above any vendor's documented limit, and small enough
+/// for every semaphore and window that is sized from it.
+const MAX_CONCURRENCY_CEILING: f64 = 1024.0;
+
 /// Keys every vendor takes.
 pub const COMMON_SETTINGS: &[Setting] = &[
     Setting::new(
@@ -308,24 +325,35 @@ pub const COMMON_SETTINGS: &[Setting] = &[
         Kind::Integer,
         "Ceiling for adaptive concurrency (requests in flight)",
     )
-    .default("16"),
+    .default("16")
+    .range(1.0, MAX_CONCURRENCY_CEILING),
     Setting::new(
         "requests_per_second",
         Kind::Number,
         "Client-side rate limit; defaults to the vendor's documented limit, 0 turns it off",
-    ),
+    )
+    .range(0.01, 10_000.0)
+    .or_zero(),
     Setting::new(
         "timeout_seconds",
         Kind::Number,
         "Timeout of one HTTP request",
     )
-    .default("60"),
+    .default("60")
+    .range(0.1, 3600.0),
     Setting::new(
         "max_retries",
         Kind::Integer,
         "Retries per request for 429, 408, 5xx, timeouts and dropped connections",
     )
-    .default("5"),
+    .default("5")
+    .range(0.0, 100_000.0),
+    Setting::new(
+        "allow_insecure_http",
+        Kind::Boolean,
+        "Allow a plain http:// base_url to a host other than loopback (127.0.0.0/8, ::1, localhost, *.localhost) or a reserved test name (*.test); credentials then travel in the clear, and every run warns",
+    )
+    .default("false"),
 ];
 
 /// Keys only the target takes.
@@ -363,6 +391,9 @@ pub struct CommonSettings {
     /// Retry budget per request.
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Plain http to a host that is not loopback or a test name is allowed.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 impl CommonSettings {
@@ -392,6 +423,31 @@ impl CommonSettings {
             key: "base_url".into(),
             problem: format!("is not a valid URL: {err}"),
         })?;
+        self.check_url(&url)?;
+        Ok(url)
+    }
+
+    /// Checks an explicit `base_url` when the config loads, so a bad one exits 2 before
+    /// anything runs; warns once when `allow_insecure_http` lets plain http through.
+    pub fn check_base_url(&self) -> Result<(), ConfigError> {
+        let Some(url) = &self.base_url else {
+            return Ok(());
+        };
+        self.check_url(url)?;
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if url.scheme() == "http"
+            && !is_local_test_host(url)
+            && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "allow_insecure_http: sending credentials in the clear over plain http to {}",
+                url.host_str().unwrap_or("")
+            );
+        }
+        Ok(())
+    }
+
+    fn check_url(&self, url: &Url) -> Result<(), ConfigError> {
         // Credentials in a URL end up in logs and error messages; they have their own keys.
         if !url.username().is_empty() || url.password().is_some() {
             return Err(ConfigError::Invalid {
@@ -401,7 +457,36 @@ impl CommonSettings {
                         .into(),
             });
         }
-        Ok(url)
+        if url.scheme() == "http" && !self.allow_insecure_http && !is_local_test_host(url) {
+            return Err(ConfigError::Invalid {
+                key: "base_url".into(),
+                problem: format!(
+                    "uses plain http to {}, which would send the credentials in the clear; use https (plain http is accepted for loopback and *.test hosts), or set allow_insecure_http: true",
+                    url.host_str().unwrap_or("")
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Hosts plain http may reach without `allow_insecure_http`: loopback (127.0.0.0/8, ::1,
+/// `localhost` and `*.localhost`, which RFC 6761 keeps on the machine) and `*.test` (RFC 6761
+/// reserves it for testing; no public DNS answers for it). Private ranges (RFC 1918) and
+/// `.local` are not on the list: traffic to them crosses a shared network where the token can
+/// be read, and a real vendor proxy may live there.
+pub fn is_local_test_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost"
+                || name.ends_with(".localhost")
+                || name == "test"
+                || name.ends_with(".test")
+        }
+        None => false,
     }
 }
 
@@ -648,6 +733,78 @@ mod tests {
             common.base_url_or(Some("https://a"), None).is_err(),
             "no eu host"
         );
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_and_test_hosts_unless_allowed() {
+        let common = |url: &str, allow: bool| -> CommonSettings {
+            typed(
+                &json!({"vendor": "userflow", "base_url": url, "allow_insecure_http": allow})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        for url in [
+            "http://127.0.0.1:8787/userflow",
+            "http://127.3.4.5/",
+            "http://[::1]:9/",
+            "http://localhost:1/",
+            "http://sandbox.localhost/",
+            "http://roster.test/",
+            "https://api.userflow.com",
+        ] {
+            assert!(common(url, false).check_base_url().is_ok(), "{url}");
+            assert!(common(url, false).base_url_or(None, None).is_ok(), "{url}");
+        }
+        for url in [
+            "http://api.userflow.com",
+            "http://10.0.0.5/",
+            "http://192.168.1.2/",
+            "http://printer.local/",
+            "http://sandbox/",
+            "http://[fd00::1]/",
+        ] {
+            let err = common(url, false).check_base_url().unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with("config key \"base_url\" uses plain http"),
+                "{text}"
+            );
+            assert!(text.contains("allow_insecure_http"), "{text}");
+            assert!(common(url, false).base_url_or(None, None).is_err(), "{url}");
+            assert!(common(url, true).check_base_url().is_ok(), "{url}");
+        }
+        let err = common("http://me:hunter2@127.0.0.1/", true)
+            .check_base_url()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("base_url") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn integers_too_large_for_their_type_name_the_key() {
+        for (key, value) in [
+            ("max_retries", json!(5_000_000_000u64)),
+            ("max_concurrency", json!(u64::MAX)),
+            ("timeout_seconds", json!(1e300)),
+            ("requests_per_second", json!(1e-300)),
+        ] {
+            let mut config = json!({"vendor": "userflow", "api_key": "k"});
+            config[key] = value;
+            let err = raw(config)
+                .resolve("userflow", &settings(), Applies::Tap, true, &no_hint)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("config key \"{key}\" must be")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -54,6 +54,47 @@ pub struct Setting {
     pub default: Option<&'static str>,
     /// Which binary reads it.
     pub applies: Applies,
+    /// The accepted range of a numeric setting.
+    pub range: Option<Range>,
+}
+
+/// The values a numeric setting accepts: `min..=max`, and 0 too when `or_zero` (0 then means
+/// "off" or "the default"). Checked when the config loads, so no later conversion (a
+/// `Duration`, a `u32`, a `usize`) can overflow or panic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    /// The smallest value (besides 0 when `or_zero`).
+    pub min: f64,
+    /// The largest value.
+    pub max: f64,
+    /// 0 is accepted as well.
+    pub or_zero: bool,
+}
+
+impl Range {
+    /// True when `n` is accepted.
+    pub fn contains(&self, n: f64) -> bool {
+        (n >= self.min && n <= self.max) || (self.or_zero && n == 0.0)
+    }
+
+    /// `from 1 to 1024`, `0 or from 0.01 to 10000`.
+    pub fn describe(&self) -> String {
+        let span = format!("from {} to {}", number(self.min), number(self.max));
+        if self.or_zero && self.min > 0.0 {
+            format!("0 or {span}")
+        } else {
+            span
+        }
+    }
+}
+
+/// A number as people write it: no `.0`, no exponent for the bounds roster uses.
+fn number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
 }
 
 impl Setting {
@@ -67,6 +108,34 @@ impl Setting {
             required: false,
             default: None,
             applies: Applies::Both,
+            range: None,
+        }
+    }
+
+    /// The values a numeric setting accepts, `min..=max` (documented in `--about` and checked
+    /// when the config loads).
+    pub const fn range(mut self, min: f64, max: f64) -> Self {
+        self.range = Some(Range {
+            min,
+            max,
+            or_zero: false,
+        });
+        self
+    }
+
+    /// Accepts 0 besides the range (0 means "off" or "the default").
+    pub const fn or_zero(mut self) -> Self {
+        if let Some(range) = &mut self.range {
+            range.or_zero = true;
+        }
+        self
+    }
+
+    /// The description with the accepted range appended, for `--about` and the docs.
+    pub fn full_description(&self) -> String {
+        match self.range {
+            Some(range) => format!("{} (accepted: {})", self.description, range.describe()),
+            None => self.description.to_string(),
         }
     }
 
@@ -111,7 +180,21 @@ impl Setting {
             Kind::Object => json!({"type": "object"}),
         };
         if let Value::Object(map) = &mut schema {
-            map.insert("description".into(), Value::from(self.description));
+            if let Some(range) = self.range {
+                map.insert(
+                    "minimum".into(),
+                    json_number(if range.or_zero { 0.0 } else { range.min }),
+                );
+                map.insert("maximum".into(), json_number(range.max));
+                if range.or_zero && range.min > 0.0 {
+                    // 0, or at least `min`: nothing strictly between.
+                    map.insert(
+                        "not".into(),
+                        json!({"exclusiveMinimum": 0, "exclusiveMaximum": json_number(range.min)}),
+                    );
+                }
+            }
+            map.insert("description".into(), Value::from(self.full_description()));
             if let Some(default) = self
                 .default
                 .and_then(|d| serde_json::from_str::<Value>(d).ok())
@@ -141,14 +224,14 @@ impl Setting {
                 .trim()
                 .parse::<u64>()
                 .map(Value::from)
-                .map_err(|_| bad("a whole number")),
+                .map_err(|_| bad(&self.expected())),
             Kind::Number => raw
                 .trim()
                 .parse::<f64>()
                 .ok()
                 .and_then(serde_json::Number::from_f64)
                 .map(Value::Number)
-                .ok_or_else(|| bad("a number")),
+                .ok_or_else(|| bad(&self.expected())),
             Kind::Boolean => match raw.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(Value::Bool(true)),
                 "false" | "0" | "no" | "off" => Ok(Value::Bool(false)),
@@ -164,7 +247,19 @@ impl Setting {
         }
     }
 
-    /// Checks a value's type. Error messages never show a secret's value.
+    /// What a numeric setting accepts, in words: `a whole number from 1 to 1024`.
+    fn expected(&self) -> String {
+        let what = match self.kind {
+            Kind::Integer => "a whole number",
+            _ => "a number",
+        };
+        match self.range {
+            Some(range) => format!("{what} {}", range.describe()),
+            None => format!("{what} ≥ 0"),
+        }
+    }
+
+    /// Checks a value's type and range. Error messages never show a secret's value.
     pub fn check(&self, value: &Value) -> Result<(), ConfigError> {
         let problem = |expected: String| ConfigError::Invalid {
             key: self.name.to_string(),
@@ -187,15 +282,19 @@ impl Setting {
                     .ok_or_else(|| problem("an http or https URL".into())),
                 None => Err(problem("a URL string".into())),
             },
+            // A whole number above u64 arrives as a float: refused here with the range, like
+            // any other out-of-range value.
             Kind::Integer => value
                 .as_u64()
+                .filter(|n| self.range.is_none_or(|r| r.contains(*n as f64)))
                 .map(|_| ())
-                .ok_or_else(|| problem("a whole number ≥ 0".into())),
+                .ok_or_else(|| problem(self.expected())),
             Kind::Number => value
                 .as_f64()
-                .filter(|n| *n >= 0.0)
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .filter(|n| self.range.is_none_or(|r| r.contains(*n)))
                 .map(|_| ())
-                .ok_or_else(|| problem("a number ≥ 0".into())),
+                .ok_or_else(|| problem(self.expected())),
             Kind::Boolean => value
                 .is_boolean()
                 .then_some(())
@@ -209,6 +308,15 @@ impl Setting {
                 .then_some(())
                 .ok_or_else(|| problem("a JSON object".into())),
         }
+    }
+}
+
+/// A bound as JSON: an integer when it is whole.
+fn json_number(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        Value::from(n as i64)
+    } else {
+        Value::from(n)
     }
 }
 
@@ -248,9 +356,9 @@ pub fn markdown_table<'a>(settings: impl IntoIterator<Item = &'a Setting>) -> St
             Kind::Object => "object".into(),
         };
         let description = if s.secret {
-            format!("{} (secret)", s.description)
+            format!("{} (secret)", s.full_description())
         } else {
-            s.description.to_string()
+            s.full_description()
         };
         out.push_str(&format!(
             "| `{}` | {} | {} | {} | {} |\n",
@@ -289,6 +397,91 @@ mod tests {
         assert!(err.contains("api_key"), "{err}");
         let err = RETRIES.check(&json!("lots")).unwrap_err().to_string();
         assert!(err.contains("\"lots\""), "{err}");
+    }
+
+    const TIMEOUT: Setting =
+        Setting::new("timeout_seconds", Kind::Number, "timeout").range(0.1, 3600.0);
+    const RATE: Setting = Setting::new("requests_per_second", Kind::Number, "rate")
+        .range(0.01, 10_000.0)
+        .or_zero();
+    const CONCURRENCY: Setting =
+        Setting::new("max_concurrency", Kind::Integer, "ceiling").range(1.0, 1024.0);
+
+    #[test]
+    fn numbers_out_of_range_name_the_key_and_the_range() {
+        for (setting, value) in [
+            (&TIMEOUT, json!(1e300)),
+            (&TIMEOUT, json!(0)),
+            (&TIMEOUT, json!(-1)),
+            (&RATE, json!(1e-300)),
+            (&RATE, json!(10_001)),
+            (&CONCURRENCY, json!(u64::MAX)),
+            (&CONCURRENCY, json!(0)),
+            (&CONCURRENCY, json!(1.5)),
+            (
+                &CONCURRENCY,
+                serde_json::from_str::<Value>("18446744073709551616").unwrap(),
+            ),
+        ] {
+            let err = setting.check(&value).unwrap_err().to_string();
+            assert!(err.contains(&format!("\"{}\"", setting.name)), "{err}");
+            assert!(err.contains(" from "), "{err}");
+        }
+        let err = CONCURRENCY
+            .check(&serde_json::from_str::<Value>("18446744073709551616").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a whole number from 1 to 1024"), "{err}");
+        let err = RATE.check(&json!(1e-300)).unwrap_err().to_string();
+        assert!(err.contains("0 or from 0.01 to 10000"), "{err}");
+        for (setting, value) in [
+            (&TIMEOUT, json!(0.1)),
+            (&TIMEOUT, json!(3600)),
+            (&RATE, json!(0)),
+            (&RATE, json!(0.01)),
+            (&CONCURRENCY, json!(1024)),
+        ] {
+            assert!(setting.check(&value).is_ok(), "{} {value}", setting.name);
+        }
+        // Through the environment too: casting, then the same check.
+        for (setting, raw) in [
+            (&TIMEOUT, "1e300"),
+            (&TIMEOUT, "NaN"),
+            (&TIMEOUT, "inf"),
+            (&CONCURRENCY, "18446744073709551616"),
+            (&CONCURRENCY, "-1"),
+        ] {
+            let err = setting
+                .cast_env(raw)
+                .and_then(|v| setting.check(&v))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(setting.name) && err.contains(" from "),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_schema_and_the_table_document_ranges() {
+        let schema = schema_for([&TIMEOUT, &RATE, &CONCURRENCY]);
+        let p = &schema["properties"];
+        assert_eq!(p["timeout_seconds"]["minimum"], 0.1);
+        assert_eq!(p["timeout_seconds"]["maximum"], 3600);
+        assert_eq!(p["max_concurrency"]["minimum"], 1);
+        assert_eq!(p["requests_per_second"]["minimum"], 0);
+        assert_eq!(
+            p["requests_per_second"]["not"],
+            json!({"exclusiveMinimum": 0, "exclusiveMaximum": 0.01})
+        );
+        assert!(
+            p["max_concurrency"]["description"]
+                .as_str()
+                .unwrap()
+                .ends_with("(accepted: from 1 to 1024)")
+        );
+        assert!(markdown_table([&RATE]).contains("(accepted: 0 or from 0.01 to 10000)"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use super::error::{HttpError, TransportKind};
 use super::rate::{AdaptiveRate, Slot};
 use super::redact;
 use super::retry::{self, Verdict};
+use super::shutdown::{Shutdown, Stopped};
 use super::stats::{self, Counters, HttpStats};
 
 /// Largest response body the engine holds in memory; list pages and job answers are far smaller.
@@ -89,6 +90,7 @@ struct Inner {
     max_retries: u32,
     default_429_wait: Option<Duration>,
     zero_delays: bool,
+    shutdown: Shutdown,
     secrets: Arc<[String]>,
     pause_until: Mutex<Option<Instant>>,
     global: Gate,
@@ -160,6 +162,14 @@ impl HttpClient {
             .build()
             .map_err(|e| build(error_chain(&e.without_url(), &[])))?;
 
+        // A very low configured rate is legal but slow: say so rather than seem to hang.
+        if let Some(rate) = cfg.requests_per_second.filter(|r| *r < 1.0) {
+            tracing::info!(
+                vendor,
+                "requests_per_second {rate}: one request every {:.0} s",
+                1.0 / rate
+            );
+        }
         let mut secrets = cfg.auth.secret_values();
         if let Some(pw) = cfg.base_url.password() {
             secrets.push(pw.to_owned());
@@ -184,6 +194,7 @@ impl HttpClient {
                 max_retries: cfg.max_retries,
                 default_429_wait: cfg.default_429_wait,
                 zero_delays: cfg.zero_delays,
+                shutdown: cfg.shutdown.clone(),
                 secrets: secrets.into(),
                 pause_until: Mutex::new(None),
                 global: Gate::new(cfg.requests_per_second),
@@ -371,11 +382,16 @@ impl Inner {
         );
     }
 
-    async fn sleep(&self, d: Duration) {
+    /// Backoff before a retry; `Err` when a signal ends it (and with it the request).
+    async fn sleep(&self, d: Duration) -> Result<(), Stopped> {
+        if self.shutdown.is_begun() {
+            return Err(Stopped);
+        }
         if !self.zero_delays && !d.is_zero() {
             stats::add_wait(&self.counters.backoff_wait_ns, d);
-            tokio::time::sleep(d).await;
+            self.shutdown.sleep(d).await?;
         }
+        Ok(())
     }
 
     /// One attempt on the wire: the answer with its whole body, or what went wrong.
@@ -757,18 +773,42 @@ impl RequestBuilder {
             attempt += 1;
             // The concurrency slot first, the pacer last: a slot taken from the pacer is used at
             // once, so a rate cut applies to every request not yet on the wire.
+            // Every wait before the request goes out ends when a signal stops the run.
+            let stopped = |on_the_wire: bool, attempts: u32, maybe: bool| HttpError::Stopped {
+                vendor,
+                method: method.clone(),
+                url: shown.clone(),
+                attempts,
+                on_the_wire,
+                maybe_processed: maybe,
+            };
             let waiting = Instant::now();
-            let permit = inner.concurrency.acquire().await;
-            stats::add_wait(&inner.counters.concurrency_wait_ns, waiting.elapsed());
-            inner.admit(gate.as_deref()).await;
+            let Ok(permit) = inner
+                .shutdown
+                .unless_begun(async {
+                    let permit = inner.concurrency.acquire().await;
+                    stats::add_wait(&inner.counters.concurrency_wait_ns, waiting.elapsed());
+                    inner.admit(gate.as_deref()).await;
+                    permit
+                })
+                .await
+            else {
+                return Err(stopped(false, attempt - 1, maybe_processed));
+            };
             stats::add(&inner.counters.attempts, 1);
             if attempt > 1 {
                 stats::add(&inner.counters.retries, 1);
             }
             let sent_at = Instant::now();
-            let outcome = inner
-                .attempt(&method, &url, &self.headers, self.body.as_ref(), timeout)
-                .await;
+            // On the wire: the answer may come up to the grace after a signal, then it is
+            // abandoned (a rerun from the last state sends its record again).
+            let outcome = tokio::select! {
+                biased;
+                outcome = inner.attempt(&method, &url, &self.headers, self.body.as_ref(), timeout) => outcome,
+                () = inner.shutdown.grace_over() => {
+                    return Err(stopped(true, attempt, maybe_processed || !idempotent));
+                }
+            };
             // Free the slot before any backoff sleep.
             drop(permit);
             let now = Instant::now();
@@ -879,7 +919,9 @@ impl RequestBuilder {
                                 retry_after_s = retry_after.map(|d| d.as_secs_f64()),
                                 "retrying"
                             );
-                            inner.sleep(wait).await;
+                            if inner.sleep(wait).await.is_err() {
+                                return Err(stopped(false, attempt, maybe_processed));
+                            }
                         }
                     }
                 }
@@ -937,7 +979,9 @@ impl RequestBuilder {
                         wait_ms = if inner.zero_delays { 0 } else { wait.as_millis() as u64 },
                         "retrying"
                     );
-                    inner.sleep(wait).await;
+                    if inner.sleep(wait).await.is_err() {
+                        return Err(stopped(false, attempt, maybe_processed));
+                    }
                 }
             }
         }

@@ -182,6 +182,8 @@ pub struct ClientConfig {
     /// 429s, but keep a configured rate limit real. Defaults to `ROSTER_ZERO_DELAYS=1` in the
     /// environment; tests set it directly.
     pub zero_delays: bool,
+    /// The flag that ends every wait on a signal: the process's unless a test gives its own.
+    pub shutdown: crate::http::Shutdown,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -227,6 +229,7 @@ impl ClientConfig {
             buckets: Vec::new(),
             user_agent: default_user_agent(),
             zero_delays: zero_delays_from_env(),
+            shutdown: crate::http::Shutdown::process(),
         }
     }
 

@@ -88,6 +88,19 @@ pub enum HttpError {
         why: Option<String>,
     },
 
+    /// A signal stopped the run: the request was not sent, or its answer did not come within
+    /// the grace after the signal.
+    #[error("{vendor}: {method} {url}: stopped by a signal {}", if *.on_the_wire { "before the answer came (abandoned after the grace)" } else { "before it was sent" })]
+    Stopped {
+        vendor: &'static str,
+        method: Method,
+        url: String,
+        attempts: u32,
+        /// The last attempt was on the wire when it was abandoned.
+        on_the_wire: bool,
+        maybe_processed: bool,
+    },
+
     /// A body that is not the JSON the caller expected.
     #[error("{vendor}: {url}: unexpected response body ({detail}): {excerpt}")]
     Decode {
@@ -137,6 +150,11 @@ impl HttpError {
         self.status() == Some(StatusCode::NOT_FOUND)
     }
 
+    /// True when a signal stopped the request.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, HttpError::Stopped { .. })
+    }
+
     /// True for a timeout on the last attempt.
     pub fn is_timeout(&self) -> bool {
         matches!(
@@ -159,7 +177,9 @@ impl HttpError {
     /// How many attempts were made (0 when the request never went out).
     pub fn attempts(&self) -> u32 {
         match self {
-            HttpError::Status { attempts, .. } | HttpError::Transport { attempts, .. } => *attempts,
+            HttpError::Status { attempts, .. }
+            | HttpError::Transport { attempts, .. }
+            | HttpError::Stopped { attempts, .. } => *attempts,
             _ => 0,
         }
     }
@@ -173,6 +193,9 @@ impl HttpError {
                 maybe_processed, ..
             }
             | HttpError::Transport {
+                maybe_processed, ..
+            }
+            | HttpError::Stopped {
                 maybe_processed, ..
             } => *maybe_processed,
             _ => false,

@@ -23,6 +23,10 @@
 //!   is given, discovers the server's limit from 429s; named buckets for endpoints with their own
 //!   limit.
 //!
+//! - **shutdown** ([`shutdown`]): once a signal raises the process's [`Shutdown`] flag, every
+//!   wait above ends at once with [`HttpError::Stopped`], and a request on the wire gets
+//!   [`shutdown::GRACE`] to answer.
+//!
 //! Nothing here logs a header or a body; URLs in logs and errors lose their credentials.
 
 pub mod client;
@@ -33,6 +37,7 @@ pub mod paginate;
 pub mod rate;
 pub mod redact;
 pub mod retry;
+pub mod shutdown;
 pub mod stats;
 
 pub use client::{
@@ -44,6 +49,7 @@ pub use config::{
 };
 pub use error::{HttpError, TransportKind};
 pub use retry::Verdict;
+pub use shutdown::{Shutdown, Stopped};
 pub use stats::HttpStats;
 
 /// The `http` crate's types as reqwest re-exports them, so vendors need no extra dependency (and

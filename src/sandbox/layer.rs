@@ -1,5 +1,6 @@
 //! The layer every vendor request passes: faults first, then the credential check, then the
-//! vendor's handler; every request ends in the request log, faults named.
+//! vendor's handler; every request is counted as it arrives and ends in the request log, faults
+//! named.
 //!
 //! The handler runs in a task of its own: a client that disconnects does not cancel a write
 //! the vendor has begun. An `apply_then_fail` fault runs the handler to the end, then replaces
@@ -63,6 +64,7 @@ pub(crate) async fn vendor_layer(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    sh.log.arrive();
     let at = util::now();
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();

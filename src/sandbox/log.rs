@@ -44,6 +44,11 @@ pub struct RequestLogEntry {
 pub struct Stats {
     /// Every logged request.
     pub total: u64,
+    /// Every request that arrived, counted before its handler runs. A request is logged only
+    /// when its answer is ready, so `arrived - total` is what is in flight, and after a client
+    /// exits it is what the client abandoned before the answer.
+    #[serde(default)]
+    pub arrived: u64,
     /// Per vendor name: requests, answers by status, and how many a fault shaped.
     pub vendors: BTreeMap<String, VendorStats>,
 }
@@ -107,6 +112,11 @@ impl RequestLog {
         g.ring.push_back(e);
     }
 
+    /// Counts a request as it arrives, before faults and the handler.
+    pub fn arrive(&self) {
+        self.inner.lock().stats.arrived += 1;
+    }
+
     /// Entries oldest first, optionally only one vendor's and only after `since` (a seq).
     pub fn entries(&self, vendor: Option<Vendor>, since: Option<u64>) -> Vec<RequestLogEntry> {
         let g = self.inner.lock();
@@ -164,5 +174,8 @@ mod tests {
         assert_eq!(s.total, 10);
         assert_eq!(s.vendors["userflow"].statuses["429"], 5);
         assert_eq!(log.entries(None, Some(9)).len(), 1);
+        assert_eq!(s.arrived, 0, "arrivals are counted by the layer, apart");
+        log.arrive();
+        assert_eq!(log.stats().arrived, 1);
     }
 }

@@ -183,7 +183,11 @@ impl<R: BufRead> MessageReader<R> {
                 Ok(LineRead::Line) => {}
                 Err(source) => return Some(Err(ReadError::Io { line, source })),
             }
-            let bytes = trim_line(&self.buf);
+            let mut bytes = trim_line(&self.buf);
+            if line == 1 {
+                // A UTF-8 byte order mark, as some Windows tools write before the first line.
+                bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
+            }
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -268,6 +272,9 @@ impl<R: BufRead> Iterator for MessageReader<R> {
         self.read()
     }
 }
+
+/// The UTF-8 byte order mark.
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
 enum LineRead {
     Eof,
@@ -650,6 +657,16 @@ mod tests {
         assert_eq!(messages[2].line, 3);
         assert_eq!(messages[3].line, 5, "blank lines still count");
         assert_eq!(messages[4].message.type_name(), "BATCH");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_read_past_on_line_one_only() {
+        let input =
+            "\u{feff}{\"type\":\"STATE\",\"value\":1}\n\u{feff}{\"type\":\"STATE\",\"value\":2}\n";
+        let messages = read_all(input);
+        assert_eq!(messages[0].as_ref().unwrap().line, 1);
+        let err = messages[1].as_ref().unwrap_err().to_string();
+        assert!(err.starts_with("line 2"), "{err}");
     }
 
     #[test]

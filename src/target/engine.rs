@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::OnInvalid;
+use crate::http::shutdown::{STOP_DEADLINE, Shutdown, Signals};
 use crate::singer::{
     Message, Object, ReadError, ReadMessage, RecordMessage, SchemaMessage, SingerWriter,
 };
@@ -183,6 +184,8 @@ pub async fn run<W: Write>(
     let mut signals = Signals::new();
     let mut flush: Option<JoinHandle<Result<(), SinkError>>> = None;
     let mut hard_stop = false;
+    // Set by the first signal: past it, writes still in flight are abandoned.
+    let mut stop_by: Option<Instant> = None;
     loop {
         match engine.phase {
             Phase::Draining if engine.dispatcher.in_flight() == 0 => {
@@ -207,10 +210,23 @@ pub async fn run<W: Write>(
                     break;
                 }
                 tracing::warn!("{signal}: sending nothing new, waiting for requests in flight, then writing the last safe state");
+                // Every wait (Retry-After, backoff, pacing, job polls) ends now; a request on
+                // the wire gets the grace to answer.
+                Shutdown::process().begin();
+                stop_by = Some(Instant::now() + STOP_DEADLINE);
                 if let Some(task) = flush.take() {
                     task.abort();
                 }
                 engine.stop(TargetError::Stopped { signal, state_printed: true });
+            }
+            () = sleep_until_or_never(stop_by) => {
+                tracing::warn!(
+                    "{} write(s) still in flight {} ms after the signal: stopping without their answers",
+                    engine.dispatcher.in_flight(),
+                    STOP_DEADLINE.as_millis()
+                );
+                hard_stop = true;
+                break;
             }
             Some(settlement) = settled.recv() => engine.settled(settlement),
             Some(done) = written.recv() => engine.written(done),
@@ -916,66 +932,18 @@ impl<W: Write> Engine<W> {
     }
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_or_never(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `line 12: …` from the reader: the engine's error adds the line itself.
 fn strip_line(text: &str) -> String {
     match text.split_once(": ") {
         Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
         _ => text.to_string(),
-    }
-}
-
-/// SIGTERM and SIGINT, as a stream of names.
-struct Signals {
-    #[cfg(unix)]
-    term: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    int: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn new() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let term = signal(SignalKind::terminate())
-                .map_err(|err| tracing::warn!("cannot listen for SIGTERM: {err}"))
-                .ok();
-            let int = signal(SignalKind::interrupt())
-                .map_err(|err| tracing::warn!("cannot listen for SIGINT: {err}"))
-                .ok();
-            Signals { term, int }
-        }
-        #[cfg(not(unix))]
-        {
-            Signals {}
-        }
-    }
-
-    async fn recv(&mut self) -> Option<&'static str> {
-        #[cfg(unix)]
-        {
-            let Signals { term, int } = self;
-            let term = async {
-                match term.as_mut() {
-                    Some(s) => s.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let int = async {
-                match int.as_mut() {
-                    Some(s) => s.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                Some(()) = term => Some("SIGTERM"),
-                Some(()) = int => Some("SIGINT"),
-                else => None,
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            std::future::pending().await
-        }
     }
 }

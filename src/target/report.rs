@@ -245,6 +245,8 @@ impl Report {
             unprocessed(self.totals.unprocessed),
         ));
         for (name, c) in &self.streams {
+            // Stream names and reasons come from the input: escaped like every log value.
+            let name = crate::cli::logging::escape(name);
             out.push_str(&format!(
                 "  {name} → {}: {} in, {} {sent}, {} rejected, {} skipped{}{}\n",
                 c.kind.unwrap_or("not written"),
@@ -255,7 +257,7 @@ impl Report {
                 unprocessed(c.unprocessed),
                 c.skip_reason
                     .as_deref()
-                    .map(|r| format!(" ({r})"))
+                    .map(|r| format!(" ({})", crate::cli::logging::escape_max(r, 4096)))
                     .unwrap_or_default(),
             ));
         }

@@ -225,6 +225,7 @@ pub fn resolve(raw: &RawConfig, binary: Applies, require: bool) -> Result<Resolv
     let hint = |key: &str| where_key_belongs(key, spec, binary);
     let values = raw.resolve(spec.name, &settings, binary, require, &hint)?;
     let common: CommonSettings = typed(&values)?;
+    common.check_base_url()?;
     Ok(Resolved {
         spec,
         common,

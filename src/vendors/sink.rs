@@ -1370,6 +1370,8 @@ fn send_error(err: &crate::http::HttpError, idempotent: bool) -> SendError {
     use crate::http::HttpError;
     let failure = match err {
         _ if err.is_auth() => SendFailure::Credentials,
+        // A signal stopped the run: the record is not settled, the run ends.
+        HttpError::Stopped { .. } => SendFailure::Unreachable,
         HttpError::Status { .. } if err.is_transient() => SendFailure::Exhausted,
         HttpError::Status { .. } => SendFailure::Refused,
         // A request that may have been acted on was not repeated: that is about this record.

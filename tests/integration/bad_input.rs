@@ -281,6 +281,14 @@ fn cases() -> Vec<Case> {
                 &["u1", "u2", "u3", "u4", "u5"],
             ),
         ),
+        // A Windows tool writes a UTF-8 byte order mark before line 1: it is read past.
+        case(
+            "bom-first-line.singer",
+            Expect {
+                state: Some(json!({"bookmarks": {"users": {"next_page": "u1"}}})),
+                ..rejects(&[], &["u1"])
+            },
+        ),
     ]
 }
 

@@ -276,3 +276,246 @@ fn help_and_completions_from_the_binaries() {
         }
     }
 }
+
+/// Numbers that used to panic (exit 101), hang, or be named "(config)": each is refused when
+/// the config loads, exit 2, one line naming the key and the accepted range.
+#[test]
+fn out_of_range_numbers_exit_2_naming_the_key_and_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let base =
+        json!({"vendor": "userflow", "api_key": "k", "base_url": "http://127.0.0.1:9/userflow"});
+    let appcues = json!({"vendor": "appcues", "account_id": "1", "api_key": "k", "api_secret": "s", "base_url": "http://127.0.0.1:9/appcues"});
+    let cases: Vec<(&str, Value, &str, Value, &str)> = vec![
+        (
+            TAP,
+            base.clone(),
+            "timeout_seconds",
+            json!(1e300),
+            "from 0.1 to 3600",
+        ),
+        (
+            TARGET,
+            base.clone(),
+            "timeout_seconds",
+            json!(-1),
+            "from 0.1 to 3600",
+        ),
+        (
+            TAP,
+            base.clone(),
+            "max_concurrency",
+            json!(u64::MAX),
+            "from 1 to 1024",
+        ),
+        (
+            TARGET,
+            base.clone(),
+            "max_concurrency",
+            json!(u64::MAX),
+            "from 1 to 1024",
+        ),
+        (
+            TARGET,
+            base.clone(),
+            "max_retries",
+            json!(5_000_000_000u64),
+            "from 0 to 100000",
+        ),
+        (
+            TAP,
+            base.clone(),
+            "requests_per_second",
+            json!(1e-300),
+            "0 or from 0.01 to 10000",
+        ),
+        (
+            TARGET,
+            appcues.clone(),
+            "bulk_job_timeout_seconds",
+            json!(1e300),
+            "from 1 to 604800",
+        ),
+        (
+            TARGET,
+            appcues.clone(),
+            "bulk_max_rows",
+            json!(u64::MAX),
+            "from 1 to 10000000",
+        ),
+    ];
+    for (binary, mut config, key, value, range) in cases {
+        config[key] = value.clone();
+        let path = write(dir.path(), "n.json", &config);
+        let output = run(binary, &["--config", &path], &[]);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{key}={value}: {text}");
+        assert!(
+            text.contains(&format!("config key \"{key}\" must be")),
+            "{text}"
+        );
+        assert!(text.contains(range), "{key}={value}: {text}");
+        assert_eq!(text.trim().lines().count(), 1, "{text}");
+    }
+    // A whole number above u64 is not "a number": the message gives the range.
+    let mut config = base.clone();
+    config["max_concurrency"] = serde_json::from_str("18446744073709551616").unwrap();
+    let output = run(
+        TAP,
+        &["--config", &write(dir.path(), "big.json", &config)],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("a whole number from 1 to 1024"),
+        "{}",
+        stderr(&output)
+    );
+    // The same through --config ENV.
+    for (binary, prefix) in [(TAP, "TAP_ROSTER_"), (TARGET, "TARGET_ROSTER_")] {
+        for (key, value, range) in [
+            ("TIMEOUT_SECONDS", "1e300", "from 0.1 to 3600"),
+            ("MAX_CONCURRENCY", "18446744073709551616", "from 1 to 1024"),
+            ("REQUESTS_PER_SECOND", "NaN", "0 or from 0.01 to 10000"),
+        ] {
+            let vars = [
+                (format!("{prefix}VENDOR"), "userflow".to_string()),
+                (format!("{prefix}API_KEY"), "k".to_string()),
+                (
+                    format!("{prefix}BASE_URL"),
+                    "http://127.0.0.1:9/u".to_string(),
+                ),
+                (format!("{prefix}{key}"), value.to_string()),
+            ];
+            let env: Vec<(&str, &str)> =
+                vars.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            let output = run(binary, &["--config", "ENV"], &env);
+            let text = stderr(&output);
+            assert_eq!(output.status.code(), Some(2), "{key}={value}: {text}");
+            assert!(
+                text.contains(&key.to_ascii_lowercase()) && text.contains(range),
+                "{text}"
+            );
+        }
+    }
+}
+
+/// The bounds are in the settings schema `--about` prints.
+#[test]
+fn about_documents_every_numeric_range() {
+    for binary in [TAP, TARGET] {
+        let output = run(binary, &["--about", "--format", "json"], &[]);
+        let about: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let properties = about["settings"]["properties"].as_object().unwrap();
+        let mut numeric = 0;
+        for (key, schema) in properties {
+            if matches!(schema["type"].as_str(), Some("integer" | "number")) {
+                numeric += 1;
+                assert!(schema["minimum"].is_number(), "{key}: {schema}");
+                assert!(schema["maximum"].is_number(), "{key}: {schema}");
+                let description = schema["description"].as_str().unwrap();
+                assert!(description.contains("(accepted: "), "{key}: {description}");
+            }
+        }
+        assert!(numeric >= 4, "{numeric}");
+    }
+}
+
+/// Plain http sends the token in the clear: refused for anything but loopback and `*.test`
+/// unless `allow_insecure_http`, which then warns. Credentials in the URL are a config error
+/// too (exit 2), and the password never shows.
+#[test]
+fn plain_http_and_credentials_in_base_url_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for binary in [TAP, TARGET] {
+        let mut config =
+            json!({"vendor": "userflow", "api_key": "k", "base_url": "http://api.userflow.com"});
+        let output = run(
+            binary,
+            &["--config", &write(dir.path(), "h.json", &config)],
+            &[],
+        );
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        assert!(
+            text.contains("config key \"base_url\" uses plain http to api.userflow.com"),
+            "{text}"
+        );
+        assert!(text.contains("allow_insecure_http"), "{text}");
+
+        config["base_url"] = json!("http://me:hunter2@127.0.0.1:9/userflow");
+        let output = run(
+            binary,
+            &["--config", &write(dir.path(), "p.json", &config)],
+            &[],
+        );
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        assert!(
+            text.contains("\"base_url\" must not carry credentials"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2") && !text.contains("me:"), "{text}");
+
+        // Allowed: the run goes on (and fails later, on the unreachable host), with a warning.
+        config["base_url"] = json!("http://roster-sandbox.invalid:9/userflow");
+        config["allow_insecure_http"] = json!(true);
+        config["max_retries"] = json!(0);
+        let path = write(dir.path(), "a.json", &config);
+        // The tap tests the connection; the target reads an empty stdin.
+        let args: &[&str] = if binary == TAP {
+            &["--config", &path, "--test"]
+        } else {
+            &["--config", &path]
+        };
+        let output = run(binary, args, &[]);
+        let text = stderr(&output);
+        assert!(
+            text.contains("allow_insecure_http: sending credentials in the clear over plain http to roster-sandbox.invalid"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("allow_insecure_http:").count(),
+            1,
+            "warned once: {text}"
+        );
+        assert_ne!(output.status.code(), Some(2), "{text}");
+    }
+}
+
+/// A `TAP_ROSTER_*` / `TARGET_ROSTER_*` variable that is not a setting is warned about by name,
+/// never with its value.
+#[test]
+fn a_misspelt_environment_variable_is_named_in_a_warning() {
+    let output = run(
+        TAP,
+        &["--config", "ENV", "--discover"],
+        &[
+            ("TAP_ROSTER_VENDOR", "userflow"),
+            ("TAP_ROSTER_API_KEYY", "secret-value-123"),
+            ("TAP_ROSTER_LOGLEVEL", "info"),
+        ],
+    );
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("ignoring environment variable TAP_ROSTER_API_KEYY: not a config key for vendor userflow in tap-roster"),
+        "{text}"
+    );
+    assert!(!text.contains("secret-value-123"), "{text}");
+    assert!(!text.contains("TAP_ROSTER_LOGLEVEL"), "{text}");
+    let output = run(
+        TARGET,
+        &["--config", "ENV"],
+        &[
+            ("TARGET_ROSTER_VENDOR", "userflow"),
+            ("TARGET_ROSTER_API_KEY", "k"),
+            ("TARGET_ROSTER_BASE_URL", "http://127.0.0.1:9/u"),
+            ("TARGET_ROSTER_REJECTFILE", "/tmp/x"),
+        ],
+    );
+    let text = stderr(&output);
+    assert!(
+        text.contains("ignoring environment variable TARGET_ROSTER_REJECTFILE"),
+        "{text}"
+    );
+}

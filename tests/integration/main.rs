@@ -54,6 +54,7 @@ mod bad_input;
 mod crash;
 mod faults;
 mod security;
+mod signals;
 
 // With real tools from PyPI and Debian (Meltano, singer tools, PostgreSQL).
 mod meltano;

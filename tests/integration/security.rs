@@ -254,7 +254,7 @@ fn credentials_in_a_base_url_never_appear_in_errors() {
         config["base_url"] = json!(base);
         let what = format!("{vendor} at {}", base.replace(&userinfo, "<userinfo>"));
         let (code, stdout, stderr) = tap_outputs(&config);
-        assert_ne!(code, Some(0), "tap {what}");
+        assert_eq!(code, Some(2), "tap {what}: a config error");
         let secrets = vec![userinfo.clone()];
         assert_clean(&format!("tap {what}: stdout"), &stdout, &secrets);
         assert_clean(&format!("tap {what}: stderr"), &stderr, &secrets);
@@ -262,7 +262,7 @@ fn credentials_in_a_base_url_never_appear_in_errors() {
 
         let dir = tempfile::tempdir().unwrap();
         let (code, outputs) = target_outputs(dir.path(), &config, &[]);
-        assert_ne!(code, Some(0), "target {what}");
+        assert_eq!(code, Some(2), "target {what}: a config error");
         for (name, text) in &outputs {
             assert_clean(&format!("target {what}: {name}"), text, &secrets);
             assert!(!text.contains("admin-"), "target {what}: {name}: {text}");
@@ -504,5 +504,90 @@ fn a_scim_id_that_is_a_dot_segment_never_leaves_its_path() {
     assert!(
         seen.iter().all(|r| r.starts_with("GET ")),
         "nothing was written anywhere: {seen:?}"
+    );
+}
+
+/// Log injection: stream names with a newline, a carriage return, a terminal escape and a NUL
+/// print no forged line and no raw control byte on stderr, and a 1 MB name is cut (it wrote
+/// 6 MB to stderr before).
+#[test]
+fn hostile_stream_names_cannot_forge_log_lines_or_flood_stderr() {
+    let sb = Sandbox::builder().start_background().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "n".repeat(1 << 20);
+    let names = [
+        "a\n2026-01-01T00:00:00.000000Z ERROR target-roster: forged line".to_string(),
+        "b\rERROR overwritten".to_string(),
+        "c\u{1b}[31mred\u{1b}[0m".to_string(),
+        "d\0nul".to_string(),
+        huge.clone(),
+    ];
+    let mut input = String::new();
+    for name in &names {
+        // Streams no kind is mapped to: each is skipped with a warning naming it.
+        for line in [
+            json!({"type": "SCHEMA", "stream": name, "key_properties": ["id"], "schema": {"type": "object"}}),
+            json!({"type": "RECORD", "stream": name, "record": {"id": "u1"}}),
+        ] {
+            input.push_str(&line.to_string());
+            input.push('\n');
+        }
+    }
+    let input_path = dir.path().join("input.singer");
+    std::fs::write(&input_path, input).unwrap();
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, sb.config(Vendor::Userflow).to_string()).unwrap();
+    let out = support::run(
+        Command::new(TARGET)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--input")
+            .arg(&input_path)
+            .env("ROSTER_LOG", "debug")
+            .env_remove("ROSTER_LOG_FORMAT")
+            .env("ROSTER_ZERO_DELAYS", "1"),
+        Duration::from_secs(120),
+    );
+    let stderr = out.stderr;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        &stderr[..stderr.len().min(4000)]
+    );
+    for byte in ['\0', '\r', '\u{1b}'] {
+        assert!(!stderr.contains(byte), "raw {byte:?} on stderr");
+    }
+    for line in stderr.lines() {
+        assert!(!line.starts_with("2026-01-01"), "forged line: {line}");
+        assert!(
+            !line.starts_with("ERROR") && !line.contains("] forged"),
+            "{line}"
+        );
+    }
+    // The names are shown escaped.
+    assert!(
+        stderr.contains("a\\n2026-01-01"),
+        "{}",
+        &stderr[..stderr.len().min(4000)]
+    );
+    assert!(
+        stderr.contains("d\\0nul"),
+        "{}",
+        &stderr[..stderr.len().min(4000)]
+    );
+    assert!(
+        stderr.contains("c\\u{1b}[31mred"),
+        "{}",
+        &stderr[..stderr.len().min(4000)]
+    );
+    assert!(
+        stderr.len() < 200_000,
+        "{} bytes of stderr for a 1 MB stream name",
+        stderr.len()
+    );
+    assert!(
+        stderr.contains("more bytes)"),
+        "the long name is cut with a note"
     );
 }

@@ -43,6 +43,7 @@ pub const SETTINGS: &[Setting] = &[
         "Rows per upload at most: NDJSON import files (mode: bulk) and segment CSV files",
     )
     .default("25000")
+    .range(1.0, 10_000_000.0)
     .only(Applies::Target),
     Setting::new(
         "bulk_max_bytes",
@@ -50,6 +51,7 @@ pub const SETTINGS: &[Setting] = &[
         "Bytes per upload at most (Appcues takes POST bodies up to 20 MB)",
     )
     .default("19500000")
+    .range(1024.0, 1_000_000_000.0)
     .only(Applies::Target),
     Setting::new(
         "bulk_job_timeout_seconds",
@@ -57,6 +59,7 @@ pub const SETTINGS: &[Setting] = &[
         "Longest wait for one import or segment job; past it the run stops and a rerun from the last state sends the job's records again",
     )
     .default("3600")
+    .range(1.0, 604_800.0)
     .only(Applies::Target),
 ];
 

@@ -41,6 +41,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
+use crate::http::Shutdown;
 use crate::vendors::sink::{
     Acks, Method, Op, OrderKey, Outcome, PayloadHash, Refusal, SendError, Settlement, SinkError,
     Transport, Verdict, WireBody, WireRequest, segment, verdict,
@@ -764,7 +765,15 @@ impl Uploader {
                             err.body_excerpt.as_deref().unwrap_or("")
                         );
                     }
-                    tokio::time::sleep(wait.next_wait()).await;
+                    if Shutdown::process().sleep(wait.next_wait()).await.is_err() {
+                        return Err(SinkError::Vendor {
+                            vendor: self.vendor(),
+                            detail: format!(
+                                "{}: stopped by a signal while another bulk job kept the account busy; nothing was uploaded",
+                                lane.name
+                            ),
+                        });
+                    }
                 }
                 Err(err) => {
                     return match verdict(self.vendor(), err) {
@@ -785,7 +794,15 @@ impl Uploader {
         let mut missing = 0;
         let mut last = String::from("(not read yet)");
         loop {
-            tokio::time::sleep(wait.next_wait()).await;
+            if Shutdown::process().sleep(wait.next_wait()).await.is_err() {
+                return Err(SinkError::Vendor {
+                    vendor: self.vendor(),
+                    detail: format!(
+                        "stopped by a signal while waiting for {} job {id}; its {rows} record(s) are covered by no state, so a rerun from the last state sends them again",
+                        lane.name
+                    ),
+                });
+            }
             if started.elapsed() >= self.config.timeout {
                 return Err(SinkError::Vendor {
                     vendor: self.vendor(),

@@ -33,6 +33,7 @@ pub const MEMBERSHIP_CHUNK_SIZE: Setting = Setting::new(
     "Group membership changes per SCIM PATCH (halved when the server answers 400 or 413; 1 for strict servers)",
 )
 .default("100")
+.range(1.0, 10_000.0)
 .only(Applies::Target);
 
 /// How to authenticate.
