@@ -82,7 +82,17 @@ pub fn table_part(stream: &str) -> &str {
 }
 
 /// The fields a `streams.<name>` override takes.
-pub const OVERRIDE_FIELDS: &[&str] = &["kind", "key", "rename", "include", "exclude", "constants"];
+pub const OVERRIDE_FIELDS: &[&str] = &[
+    "kind",
+    "key",
+    "rename",
+    "include",
+    "exclude",
+    "constants",
+    "group_key",
+    "nested_values",
+    "null_values",
+];
 
 /// Checks the raw `streams` config before it is typed, so an error names its path
 /// (`streams.public-users.exlude`) instead of the whole config.
@@ -107,7 +117,7 @@ pub fn check_overrides(streams: &Value) -> Result<(), ConfigError> {
         for (field, value) in fields {
             let key = format!("streams.{stream}.{field}");
             let typed = match field.as_str() {
-                "kind" | "key" => serde_json::from_value::<Option<String>>(value.clone())
+                "kind" | "key" | "group_key" => serde_json::from_value::<Option<String>>(value.clone())
                     .map(drop)
                     .map_err(|_| "must be a string"),
                 "rename" => serde_json::from_value::<BTreeMap<String, String>>(value.clone())
@@ -119,6 +129,12 @@ pub fn check_overrides(streams: &Value) -> Result<(), ConfigError> {
                 "exclude" => serde_json::from_value::<Vec<String>>(value.clone())
                     .map(drop)
                     .map_err(|_| "must be a list of field names"),
+                "nested_values" => serde_json::from_value::<Option<crate::config::NestedValues>>(value.clone())
+                    .map(drop)
+                    .map_err(|_| "must be one of json_string, reject, drop"),
+                "null_values" => serde_json::from_value::<Option<crate::config::NullValues>>(value.clone())
+                    .map(drop)
+                    .map_err(|_| "must be one of clear, skip"),
                 "constants" => {
                     if value.is_object() {
                         Ok(())

@@ -315,17 +315,17 @@ pub fn for_binary(setting: &Setting, binary: Applies) -> Setting {
 /// For a vendor key that several of `vendors` define in different words: one description that
 /// gives each vendor's, so no vendor's wording stands for all of them.
 fn shared_description(name: &str, vendors: &[&VendorSpec], binary: Applies) -> Option<String> {
-    let owners: Vec<(&str, &str)> = vendors
+    let owners: Vec<(&str, String)> = vendors
         .iter()
         .filter_map(|v| {
             v.settings
                 .iter()
                 .find(|s| s.name == name && s.applies_to(binary))
-                .map(|s| (v.name, s.description))
+                .map(|s| (v.name, s.full_description()))
         })
         .collect();
-    let first = owners.first()?.1;
-    if owners.iter().all(|(_, d)| *d == first) {
+    let first = &owners.first()?.1;
+    if owners.iter().all(|(_, d)| d == first) {
         return None;
     }
     let parts: Vec<String> = owners

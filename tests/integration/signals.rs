@@ -252,9 +252,9 @@ fn tap_sigterm_during_a_long_retry_after_exits_within_2_s_with_the_last_safe_sta
         .groups(3)
         .start_background()
         .unwrap();
-    // Users are read; then every groups page answers 429 with Retry-After: 100.
+    // Groups are read (they come first); then every users page answers 429 with Retry-After: 100.
     sb.faults().fail_next(
-        FailRule::new("/userflow/groups", 1000)
+        FailRule::new("/userflow/users", 1000)
             .status(429)
             .retry_after(100),
     );
@@ -263,7 +263,7 @@ fn tap_sigterm_during_a_long_retry_after_exits_within_2_s_with_the_last_safe_sta
     std::fs::write(&config, sb.config(Vendor::Userflow).to_string()).unwrap();
     let run = start(TAP, &config, &[]);
     wait_for("the 429", || {
-        target_common::answered(&sb, |r| r.path == "/userflow/groups" && r.status == 429) > 0
+        target_common::answered(&sb, |r| r.path == "/userflow/users" && r.status == 429) > 0
     });
     std::thread::sleep(Duration::from_millis(200));
     run.signal("TERM");
@@ -271,28 +271,28 @@ fn tap_sigterm_during_a_long_retry_after_exits_within_2_s_with_the_last_safe_sta
     assert!(took < PROMISED, "the exit took {took:?}: {stderr}");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
-    // Whole lines only; every user was emitted, and the last state marks users done: a rerun
+    // Whole lines only; every group was emitted, and the last state marks groups done: a rerun
     // resumes from it.
     let messages: Vec<Value> = stdout
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let users = messages
+    let groups = messages
         .iter()
-        .filter(|m| m["type"] == "RECORD" && m["stream"] == "users")
+        .filter(|m| m["type"] == "RECORD" && m["stream"] == "groups")
         .count();
-    assert_eq!(users, 30);
+    assert_eq!(groups, 3);
     let last_state = messages
         .iter()
         .rev()
         .find(|m| m["type"] == "STATE")
         .unwrap();
     assert!(
-        last_state["value"]["bookmarks"]["users"].is_object(),
+        last_state["value"]["bookmarks"]["groups"].is_object(),
         "{last_state}"
     );
     assert_eq!(
-        target_common::answered(&sb, |r| r.path == "/userflow/groups"),
+        target_common::answered(&sb, |r| r.path == "/userflow/users"),
         1,
         "nothing was requested after the signal"
     );

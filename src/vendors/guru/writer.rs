@@ -96,6 +96,9 @@ pub struct GuruSink {
     group_map: GroupMap,
     /// Source user key → email, from this run's users records.
     emails: Mutex<HashMap<String, String>>,
+    /// Users keys this run's records mark inactive: never invited, so their memberships are
+    /// skipped rather than refused by Guru ("must be a team member").
+    inactive_keys: Mutex<std::collections::HashSet<String>>,
     /// Source group key → group name, from this run's groups records.
     group_names: Mutex<HashMap<String, String>>,
     /// Guru's groups as last listed (`None` until the first listing).
@@ -348,6 +351,7 @@ impl GuruSink {
             replace_verifier: options.replace_verifier,
             group_map: options.group_map.unwrap_or_else(GroupMap::memory),
             emails: Mutex::new(HashMap::new()),
+            inactive_keys: Mutex::new(std::collections::HashSet::new()),
             group_names: Mutex::new(HashMap::new()),
             groups: tokio::sync::Mutex::new(None),
             warned_fields: AtomicBool::new(false),
@@ -987,6 +991,16 @@ impl GuruSink {
         let mut by_email: Vec<(String, Vec<&Op>)> = Vec::new();
         for op in batch {
             let user = op.item.user_id.as_deref().unwrap_or_default();
+            if self.inactive_keys.lock().contains(user) {
+                acks.skipped(
+                    op,
+                    format!(
+                        "user {user} is inactive at the source, so not a guru member: not added to group {:?}",
+                        group.name
+                    ),
+                );
+                continue;
+            }
             let email = match self.member_email(user) {
                 Ok(Some(email)) => email,
                 Ok(None) => {
@@ -1185,7 +1199,11 @@ impl Sink for GuruSink {
                 ];
                 if action == Action::Upsert && inactive(item).is_some() {
                     // Never invited: removed one by one (or skipped).
+                    self.inactive_keys.lock().insert(key.to_string());
                     return Ok(Plan::single(keys));
+                }
+                if action == Action::Upsert {
+                    self.inactive_keys.lock().remove(key);
                 }
                 Ok(match action {
                     Action::Upsert => Plan::batched(
