@@ -840,3 +840,69 @@ fn meltano_project_with_several_vendors_inherits_one_install_and_tests_each_vend
         "the target's test must fail and name the missing key:\n{all}"
     );
 }
+
+/// Stream maps, the ecosystem's way: `meltano run tap-roster pro-users target-roster` puts
+/// meltano-map-transformer (from PyPI, installed by `meltano install`) between the tap and the
+/// target, with the sample's `pro-users` mapping: only the users on the pro plan, `name`
+/// renamed to `full_name`, no groups or memberships. Appcues must hold exactly that.
+#[test]
+fn meltano_map_transformer_between_tap_and_target_filters_rows_and_renames_fields() {
+    let Some(venv) = meltano_venv() else { return };
+    let Some(wheel) = wheel() else { return };
+    let sb = Sandbox::builder()
+        .seed(7)
+        .users(60)
+        .groups(4)
+        .start_background()
+        .unwrap();
+    let project = Project::new(venv, &sb, Some(&wheel));
+    project.install(&["tap-roster", "target-roster"]);
+    project
+        .meltano(&["run", "tap-roster", "pro-users", "target-roster"], &[])
+        .assert_success("meltano run tap-roster pro-users target-roster");
+
+    let userflow = sb.dump(Vendor::Userflow);
+    let pro: BTreeMap<String, Value> = userflow["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["attributes"]["plan"] == "pro")
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap().to_string(),
+                u["attributes"]["name"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        !pro.is_empty() && pro.len() < 60,
+        "the seed has pro users and others: {}",
+        pro.len()
+    );
+    let appcues = sb.dump(Vendor::Appcues);
+    let held: BTreeMap<String, &Value> = appcues["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["user_id"].as_str().unwrap().to_string(), u))
+        .collect();
+    assert_eq!(
+        held.keys().collect::<Vec<_>>(),
+        pro.keys().collect::<Vec<_>>(),
+        "Appcues holds exactly the pro users"
+    );
+    for (id, name) in &pro {
+        let profile = held[id];
+        assert_eq!(
+            &profile["full_name"], name,
+            "{id}: name renamed to full_name"
+        );
+        assert!(profile.get("name").is_none(), "{id}: no name: {profile}");
+        assert_eq!(profile["plan"], "pro", "{id}");
+    }
+    assert_eq!(
+        appcues["groups"],
+        json!([]),
+        "groups and memberships were mapped away"
+    );
+}
