@@ -217,7 +217,14 @@ mod tests {
         assert_eq!(names, ["userflow", "guru", "guru_scim", "scim"]);
         assert_eq!(
             about["capabilities"],
-            serde_json::json!(["catalog", "discover", "state", "about", "test"])
+            serde_json::json!([
+                "catalog",
+                "discover",
+                "state",
+                "about",
+                "test",
+                "schema-flattening"
+            ])
         );
         assert!(markdown(Applies::Tap).contains("| `scim_token` | string | yes |  | Guru SCIM token (separate from REST tokens) (secret) |"));
         assert!(text(Applies::Target).contains("api_secret (secret)"));
