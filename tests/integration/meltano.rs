@@ -662,7 +662,7 @@ fn meltano_definitions_declare_what_about_prints_and_meltano_redacts_the_secrets
         .groups(1)
         .start_background()
         .unwrap();
-    let project = Project::new(venv, &sb, None);
+    let project = Project::new(venv.clone(), &sb, None);
     let listed = project.meltano(
         &["--environment=dev", "config", "list", "target-roster"],
         &[],
@@ -703,6 +703,47 @@ fn meltano_definitions_declare_what_about_prints_and_meltano_redacts_the_secrets
             "{key}:\n{}",
             listed.both()
         );
+    }
+
+    // The Hub definitions load in Meltano: `meltano add --from-ref` in a fresh project, and
+    // `config list` shows each vendor's credential group.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("hub");
+    support::run(
+        Command::new(venv.join("bin/meltano"))
+            .args(["init", "hub", "--no-usage-stats"])
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env("MELTANO_SEND_ANONYMOUS_USAGE_STATS", "false"),
+        MELTANO_TIMEOUT,
+    )
+    .assert_success("meltano init");
+    let hub = Project {
+        _dir: dir,
+        root,
+        venv,
+        base_urls: Vec::new(),
+    };
+    for (file, kind, plugin) in [
+        ("meltano-hub/tap-roster.yml", "extractor", "tap-roster"),
+        ("meltano-hub/target-roster.yml", "loader", "target-roster"),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let path = path.to_str().unwrap();
+        hub.meltano(
+            &["add", "--from-ref", path, kind, plugin, "--no-install"],
+            &[],
+        )
+        .assert_success(&format!("meltano add --from-ref {file}"));
+        let listed = hub.meltano(&["config", "list", plugin], &[]);
+        listed.assert_success(&format!("meltano config list {plugin}"));
+        for group in ["bearer_token, vendor", "api_token, username, vendor"] {
+            assert!(
+                listed.stdout.contains(group),
+                "{plugin}: group {group}:\n{}",
+                listed.both()
+            );
+        }
     }
 }
 
