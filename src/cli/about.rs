@@ -10,7 +10,14 @@ use crate::exit::RunError;
 use crate::vendors::{self, VendorSpec};
 
 /// Meltano capabilities of the tap (singer-meltano.md §6).
-pub const TAP_CAPABILITIES: &[&str] = &["catalog", "discover", "state", "about", "test"];
+pub const TAP_CAPABILITIES: &[&str] = &[
+    "catalog",
+    "discover",
+    "state",
+    "about",
+    "test",
+    "schema-flattening",
+];
 
 /// Meltano capabilities of the target.
 pub const TARGET_CAPABILITIES: &[&str] = &["about", "validate-records", "hard-delete"];
@@ -39,6 +46,7 @@ fn served(binary: Applies) -> impl Iterator<Item = &'static VendorSpec> {
 fn common_settings(binary: Applies) -> Vec<crate::config::Setting> {
     crate::config::COMMON_SETTINGS
         .iter()
+        .chain(crate::config::TAP_SETTINGS)
         .chain(crate::config::TARGET_SETTINGS)
         .filter(|s| s.applies_to(binary))
         .map(|s| vendors::for_binary(s, binary))
@@ -209,7 +217,14 @@ mod tests {
         assert_eq!(names, ["userflow", "guru", "guru_scim", "scim"]);
         assert_eq!(
             about["capabilities"],
-            serde_json::json!(["catalog", "discover", "state", "about", "test"])
+            serde_json::json!([
+                "catalog",
+                "discover",
+                "state",
+                "about",
+                "test",
+                "schema-flattening"
+            ])
         );
         assert!(markdown(Applies::Tap).contains("| `scim_token` | string | yes |  | Guru SCIM token (separate from REST tokens) (secret) |"));
         assert!(text(Applies::Target).contains("api_secret (secret)"));

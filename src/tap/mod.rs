@@ -7,6 +7,7 @@
 //! The vendor side is [`crate::vendors::source`]: each listable vendor's registry entry has a
 //! [`crate::vendors::source::SourceFactory`].
 
+pub mod flatten;
 pub mod select;
 pub mod sync;
 
@@ -152,7 +153,21 @@ pub async fn run_with<W: std::io::Write>(
         Some(path) => read_state(path)?,
         None => TapState::default(),
     };
-    let summary = sync::sync(source.as_ref(), &selection, state, writer).await?;
+    let flattening = request
+        .config
+        .typed::<flatten::FlatteningSettings>()
+        .map_err(SourceError::from)?
+        .flattening();
+    let summary = match flattening {
+        None => sync::sync(source.as_ref(), &selection, state, writer).await?,
+        Some(mut flattening) => {
+            flattening.attributes = source.attribute_schemas().await?;
+            let mut flat = SingerWriter::new(flatten::FlattenWriter::new(writer, flattening));
+            let summary = sync::sync(source.as_ref(), &selection, state, &mut flat).await;
+            flat.flush()?;
+            summary?
+        }
+    };
     tracing::info!("tap-roster {}: {}", spec.name, summary.line());
     Ok(())
 }

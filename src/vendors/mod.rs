@@ -7,8 +7,8 @@
 use serde_json::{Map, Value};
 
 use crate::config::{
-    Applies, COMMON_SETTINGS, CommonSettings, ConfigError, RawConfig, Setting, TARGET_SETTINGS,
-    typed,
+    Applies, COMMON_SETTINGS, CommonSettings, ConfigError, RawConfig, Setting, TAP_SETTINGS,
+    TARGET_SETTINGS, typed,
 };
 
 pub mod appcues;
@@ -88,14 +88,10 @@ impl VendorSpec {
 
     /// Every setting this vendor takes in `binary`: common, binary-specific, its own.
     pub fn all_settings(&self, binary: Applies) -> Vec<&'static Setting> {
-        let target: &'static [Setting] = if binary == Applies::Tap {
-            &[]
-        } else {
-            TARGET_SETTINGS
-        };
         COMMON_SETTINGS
             .iter()
-            .chain(target)
+            .chain(TAP_SETTINGS)
+            .chain(TARGET_SETTINGS)
             .chain(self.settings)
             .filter(|s| s.applies_to(binary))
             .collect()
@@ -396,6 +392,7 @@ mod tests {
                 assert!(
                     !COMMON_SETTINGS
                         .iter()
+                        .chain(TAP_SETTINGS)
                         .chain(TARGET_SETTINGS)
                         .any(|c| c.name == setting.name),
                     "{} redefines {}",

@@ -38,6 +38,15 @@ pub trait Source: Send + Sync + fmt::Debug {
 
     /// The vendor's listings, in the order a sync runs them.
     fn listings(&self) -> Vec<Arc<dyn Listing>>;
+
+    /// The `attributes` keys the vendor declares, per stream, with each one's column schema
+    /// (for schema flattening). Empty for vendors without attribute definitions.
+    async fn attribute_schemas(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Map<String, Value>>, SourceError>
+    {
+        Ok(std::collections::BTreeMap::new())
+    }
 }
 
 /// One paged endpoint, feeding one or more streams.

@@ -61,3 +61,4 @@ mod meltano;
 mod reverse_etl;
 mod scim_interop;
 mod singer_tools;
+mod wheel;

@@ -1,11 +1,14 @@
-//! roster under Meltano: the project in `samples/meltano/`, run by Meltano 4.4.1 from PyPI.
+//! roster under Meltano: the projects in `samples/meltano/` and `samples/meltano-vendors/`, run
+//! by Meltano 4.4.1 from PyPI.
 //!
 //! The test installs Meltano in a virtualenv, starts a seeded sandbox in-process on a free port,
-//! puts the freshly built `tap-roster` and `target-roster` first on PATH (the project declares
-//! them as custom plugins with `executable:` and no `pip_url`), copies the project to a temporary
-//! directory with `.env` from `.env.example` (the sandbox's credentials, as the README says), and
-//! points `base_url` at the sandbox through `TAP_ROSTER_BASE_URL` / `TARGET_ROSTER_BASE_URL`.
-//! Then, as the README's `## Meltano` section does:
+//! copies the project to a temporary directory with `.env` from `.env.example` (the sandbox's
+//! credentials, as the README says), and points `base_url` at the sandbox through
+//! `TAP_ROSTER_BASE_URL` / `TARGET_ROSTER_BASE_URL`. The project's `pip_url` points at this
+//! checkout; in the copy it points at roster's wheel built from it (`support::wheel`, the
+//! artefact `pip install <checkout>` builds, built once for every test), and `meltano install`
+//! installs both plugins from it on day one, as a new user does. roster's binaries are not on
+//! PATH: Meltano runs the ones it installed. Then, as the README's `## Meltano` section does:
 //!
 //! 1. `meltano run tap-roster target-roster` (Userflow → Appcues) is cut short: the sandbox lets
 //!    one Userflow request through per hour and the tap may not retry (`TAP_ROSTER_MAX_RETRIES=0`
@@ -24,8 +27,10 @@
 //!    the test requires the line Meltano logs only after the target exited 0 with no "error" or
 //!    "exception" in its output: "Test data was written to your target system".
 //!
-//! A second test checks that `meltano.yml` declares exactly the settings `--about` prints, with
-//! `sensitive: true` on every secret, and that Meltano redacts them.
+//! A second test checks that both projects' `meltano.yml` and the Hub-style definitions in
+//! `meltano-hub/` declare exactly the settings `--about` prints, with `sensitive: true` on every
+//! secret and one `settings_group_validation` group per vendor's credentials, and that Meltano
+//! redacts the secrets. A third runs the several-vendors project (`inherit_from`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
@@ -53,45 +58,106 @@ const STATE_ID: &str = "dev:tap-roster-to-target-roster";
 const USERS: usize = 250;
 const GROUPS: usize = 12;
 
-/// The sample project, copied to a temporary directory.
+/// The `pip_url` of both sample projects: the checkout two levels up (where pyproject.toml is).
+const SAMPLE_PIP_URL: &str = "$MELTANO_PROJECT_ROOT/../..";
+
+/// The `pip_url` placeholder of the Hub-style definitions, replaced when they are published.
+const HUB_PIP_URL: &str = "git+https://<roster-repository-url>";
+
+/// A sample project, copied to a temporary directory.
 struct Project {
     _dir: tempfile::TempDir,
     root: PathBuf,
     venv: PathBuf,
-    base_urls: [(String, String); 2],
+    base_urls: Vec<(String, String)>,
 }
 
 impl Project {
-    fn new(venv: PathBuf, sb: &Sandbox) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("meltano");
-        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/meltano");
-        support::copy_tree(&sample, &root, &[".meltano", "output", ".env"]);
-        // The README's step: the sandbox's credentials go to .env, where Meltano reads them.
-        std::fs::copy(root.join(".env.example"), root.join(".env")).unwrap();
-        Project {
-            _dir: dir,
-            root,
+    /// `samples/meltano/`, pointed at the sandbox's Userflow and Appcues.
+    fn new(venv: PathBuf, sb: &Sandbox, wheel: Option<&Path>) -> Project {
+        Project::copy(
+            "meltano",
             venv,
-            base_urls: [
+            wheel,
+            vec![
                 ("TAP_ROSTER_BASE_URL".into(), sb.base_url(Vendor::Userflow)),
                 (
                     "TARGET_ROSTER_BASE_URL".into(),
                     sb.base_url(Vendor::Appcues),
                 ),
             ],
+        )
+    }
+
+    /// `samples/<sample>/` in a temporary directory, with `.env` from `.env.example`, `pip_url`
+    /// pointing at `wheel` (if given), and `base_urls` in Meltano's environment.
+    fn copy(
+        sample: &str,
+        venv: PathBuf,
+        wheel: Option<&Path>,
+        base_urls: Vec<(String, String)>,
+    ) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(sample);
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("samples")
+            .join(sample);
+        support::copy_tree(&sample, &root, &[".meltano", "output", ".env"]);
+        // The README's step: the sandbox's credentials go to .env, where Meltano reads them.
+        std::fs::copy(root.join(".env.example"), root.join(".env")).unwrap();
+        // The sample's pip_url is this checkout; the copy is elsewhere, so it installs the
+        // wheel that `pip install <checkout>` builds (the same artefact, built once).
+        let yml = std::fs::read_to_string(root.join("meltano.yml")).unwrap();
+        let line = format!("pip_url: {SAMPLE_PIP_URL}\n");
+        assert_eq!(
+            yml.matches(&line).count(),
+            2,
+            "{sample:?}: pip_url of both plugins"
+        );
+        assert!(
+            sample.join("../../pyproject.toml").is_file(),
+            "{SAMPLE_PIP_URL} from {sample:?} is the checkout"
+        );
+        if let Some(wheel) = wheel {
+            let yml = yml.replace(&line, &format!("pip_url: {}\n", wheel.display()));
+            std::fs::write(root.join("meltano.yml"), yml).unwrap();
+        }
+        Project {
+            _dir: dir,
+            root,
+            venv,
+            base_urls,
         }
     }
 
-    /// `meltano <args>` in the project, with roster's binaries first on PATH.
+    /// `meltano install`: every plugin from the wheel, into Meltano's own virtualenvs.
+    fn install(&self, plugins: &[&str]) {
+        self.meltano(&["install"], &[])
+            .assert_success("meltano install");
+        for plugin in plugins {
+            let kind = if plugin.starts_with("tap-") {
+                "extractors"
+            } else {
+                "loaders"
+            };
+            let exe = self
+                .root
+                .join(".meltano")
+                .join(kind)
+                .join(plugin)
+                .join("venv/bin")
+                .join(plugin);
+            assert!(exe.is_file(), "meltano install put {plugin} in {exe:?}");
+        }
+    }
+
+    /// `meltano <args>` in the project. roster's binaries are not on PATH: Meltano runs the ones
+    /// `meltano install` put in its plugins' virtualenvs.
     fn meltano(&self, args: &[&str], env: &[(&str, &str)]) -> support::Finished {
         let mut cmd = Command::new(self.venv.join("bin/meltano"));
         cmd.args(args)
             .current_dir(&self.root)
-            .env(
-                "PATH",
-                support::path_with(&[&support::bin_dir(), &self.venv.join("bin")]),
-            )
+            .env("PATH", support::path_with(&[&self.venv.join("bin")]))
             .env("NO_COLOR", "1");
         // Nothing from the caller's shell leaks in, and nothing leaves the machine.
         for (key, _) in std::env::vars_os() {
@@ -203,16 +269,28 @@ fn meltano_venv() -> Option<PathBuf> {
     venv
 }
 
+fn wheel() -> Option<PathBuf> {
+    let wheel = support::wheel();
+    if wheel.is_none() {
+        support::skip_or_fail("python3 with venv is needed to build roster's wheel");
+    }
+    wheel
+}
+
 #[test]
-fn meltano_runs_userflow_to_appcues_resumes_from_its_state_and_tests_the_loader() {
+fn meltano_installs_from_the_wheel_runs_userflow_to_appcues_resumes_from_its_state_and_tests_the_loader()
+ {
     let Some(venv) = meltano_venv() else { return };
+    let Some(wheel) = wheel() else { return };
     let sb = Sandbox::builder()
         .seed(7)
         .users(USERS)
         .groups(GROUPS)
         .start_background()
         .unwrap();
-    let project = Project::new(venv, &sb);
+    let project = Project::new(venv, &sb, Some(&wheel));
+    // 0. Day one: `meltano install` in the fresh project.
+    project.install(&["tap-roster", "target-roster"]);
     let (uf_users, uf_groups, uf_memberships) = userflow_people(&sb);
     assert_eq!(uf_users.len(), USERS);
 
@@ -333,36 +411,46 @@ fn meltano_runs_userflow_to_appcues_resumes_from_its_state_and_tests_the_loader(
     }
 }
 
-/// `{plugin: {setting: {kind, sensitive, options}}}` from the project's meltano.yml, read with
-/// the PyYAML that Meltano's virtualenv carries.
-fn declared_settings(venv: &Path) -> Value {
+/// The plugin definitions in `file` (a project's meltano.yml, or a Hub-style definition of one
+/// plugin), read with the PyYAML that Meltano's virtualenv carries:
+/// `{"plugins": {name: {setting: {kind, sensitive, options}, __capabilities, __executable,
+/// __pip_url, __groups}}, "inherits": {name: {from, config}}}`.
+fn declared_settings(venv: &Path, file: &Path) -> Value {
     let script = r#"
 import json, sys, yaml
-project = yaml.safe_load(open(sys.argv[1]))
+doc = yaml.safe_load(open(sys.argv[1]))
+if "plugins" in doc:
+    plugins = [p for kind in ("extractors", "loaders") for p in doc["plugins"].get(kind, [])]
+else:
+    plugins = [doc]
 out = {}
-for kind in ("extractors", "loaders"):
-    for p in project["plugins"][kind]:
-        out[p["name"]] = {
-            s["name"]: {
-                "kind": s.get("kind", "string"),
-                "sensitive": bool(s.get("sensitive", False)),
-                "options": [o["value"] for o in s.get("options", [])],
-            }
-            for s in p.get("settings", [])
+inherits = {}
+for p in plugins:
+    if "inherit_from" in p:
+        inherits[p["name"]] = {"from": p["inherit_from"], "config": p.get("config", {})}
+        continue
+    out[p["name"]] = {
+        s["name"]: {
+            "kind": s.get("kind", "string"),
+            "sensitive": bool(s.get("sensitive", False)),
+            "options": [o["value"] for o in s.get("options", [])],
+            "description": s.get("description"),
         }
-        out[p["name"]]["__capabilities"] = p.get("capabilities", [])
-        out[p["name"]]["__executable"] = p.get("executable")
-        out[p["name"]]["__pip_url"] = p.get("pip_url")
-print(json.dumps(out))
+        for s in p.get("settings", [])
+    }
+    out[p["name"]]["__capabilities"] = p.get("capabilities", [])
+    out[p["name"]]["__executable"] = p.get("executable")
+    out[p["name"]]["__pip_url"] = p.get("pip_url")
+    out[p["name"]]["__groups"] = p.get("settings_group_validation", [])
+print(json.dumps({"plugins": out, "inherits": inherits}))
 "#;
-    let yml = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/meltano/meltano.yml");
     let out = support::run(
         Command::new(venv.join("bin/python"))
             .args(["-c", script])
-            .arg(yml),
+            .arg(file),
         MELTANO_TIMEOUT,
     );
-    out.assert_success("reading meltano.yml");
+    out.assert_success(&format!("reading {}", file.display()));
     serde_json::from_str(&out.stdout).unwrap()
 }
 
@@ -381,10 +469,37 @@ fn kind_of(property: &Value) -> &'static str {
     }
 }
 
-#[test]
-fn meltano_yml_declares_what_about_prints_and_meltano_redacts_the_secrets() {
-    let Some(venv) = meltano_venv() else { return };
-    let declared = declared_settings(&venv);
+/// The `settings_group_validation` groups `--about`'s settings call for: per vendor, `vendor`
+/// and its required keys (the `allOf` clauses), plus the two ways to sign in to a SCIM 2.0
+/// provider, which `--about` cannot mark required because either one will do (docs/tap.md).
+fn expected_groups(about: &Value, vendors: &[&str]) -> BTreeSet<Vec<String>> {
+    let mut groups: BTreeSet<Vec<String>> = about["settings"]["allOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| vendors.contains(&c["if"]["properties"]["vendor"]["const"].as_str().unwrap()))
+        .filter_map(|c| {
+            let required = c["then"]["required"].as_array().unwrap();
+            (!required.is_empty()).then(|| {
+                let mut group: Vec<String> = std::iter::once("vendor".to_string())
+                    .chain(required.iter().map(|k| k.as_str().unwrap().to_string()))
+                    .collect();
+                group.sort();
+                group
+            })
+        })
+        .collect();
+    if vendors.contains(&"scim") {
+        groups.insert(vec!["bearer_token".into(), "vendor".into()]);
+        groups.insert(vec!["password".into(), "username".into(), "vendor".into()]);
+    }
+    groups
+}
+
+/// Checks the definitions of tap-roster and target-roster in `file` against `--about`.
+fn check_definitions(venv: &Path, file: &Path, pip_url: &str) -> Value {
+    let declared = declared_settings(venv, file);
+    let at = file.display();
     for (plugin, binary, applies) in [
         ("tap-roster", env!("CARGO_BIN_EXE_tap-roster"), Applies::Tap),
         (
@@ -393,6 +508,10 @@ fn meltano_yml_declares_what_about_prints_and_meltano_redacts_the_secrets() {
             Applies::Target,
         ),
     ] {
+        let Some(ours) = declared["plugins"][plugin].as_object() else {
+            continue;
+        };
+        let mut ours = ours.clone();
         // The tap's --about lists every vendor's keys; the project declares the ones of the
         // vendors the tap can read.
         let vendors: Vec<&VendorSpec> = REGISTRY
@@ -412,21 +531,42 @@ fn meltano_yml_declares_what_about_prints_and_meltano_redacts_the_secrets() {
         );
         about.assert_success(&format!("{plugin} --about"));
         let about: Value = serde_json::from_str(&about.stdout).unwrap();
-        let mut ours = declared[plugin].as_object().unwrap().clone();
         assert_eq!(
             ours.remove("__capabilities").unwrap(),
             about["capabilities"],
-            "{plugin}: capabilities"
+            "{at}: {plugin}: capabilities"
         );
         assert_eq!(
             ours.remove("__executable").unwrap(),
             json!(plugin),
-            "{plugin}: executable on PATH"
+            "{at}: {plugin}: executable"
         );
         assert_eq!(
             ours.remove("__pip_url").unwrap(),
-            Value::Null,
-            "{plugin}: no pip_url"
+            json!(pip_url),
+            "{at}: {plugin}: pip_url"
+        );
+        let groups: BTreeSet<Vec<String>> = ours
+            .remove("__groups")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let mut g: Vec<String> = g
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|k| k.as_str().unwrap().to_string())
+                    .collect();
+                g.sort();
+                g
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            expected_groups(&about, &vendor_names),
+            "{at}: {plugin}: settings_group_validation, one group per vendor's credentials"
         );
         let properties: BTreeMap<&String, &Value> = about["settings"]["properties"]
             .as_object()
@@ -437,15 +577,25 @@ fn meltano_yml_declares_what_about_prints_and_meltano_redacts_the_secrets() {
         assert_eq!(
             ours.keys().collect::<BTreeSet<_>>(),
             properties.keys().copied().collect::<BTreeSet<_>>(),
-            "{plugin}: meltano.yml settings vs --about"
+            "{at}: {plugin}: settings vs --about"
         );
         for (name, property) in properties {
             let setting = &ours[name.as_str()];
-            assert_eq!(setting["kind"], kind_of(property), "{plugin}.{name}: kind");
+            assert_eq!(
+                setting["kind"],
+                kind_of(property),
+                "{at}: {plugin}.{name}: kind"
+            );
             assert_eq!(
                 setting["sensitive"],
                 json!(property["secret"] == json!(true)),
-                "{plugin}.{name}: sensitive exactly when --about marks it secret"
+                "{at}: {plugin}.{name}: sensitive exactly when --about marks it secret"
+            );
+            assert!(
+                setting["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
+                "{at}: {plugin}.{name}: a description"
             );
             let options: Vec<Value> = property
                 .get("enum")
@@ -460,9 +610,50 @@ fn meltano_yml_declares_what_about_prints_and_meltano_redacts_the_secrets() {
             assert_eq!(
                 setting["options"],
                 json!(options),
-                "{plugin}.{name}: options"
+                "{at}: {plugin}.{name}: options"
             );
         }
+    }
+    declared
+}
+
+#[test]
+fn meltano_definitions_declare_what_about_prints_and_meltano_redacts_the_secrets() {
+    let Some(venv) = meltano_venv() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for sample in [
+        "samples/meltano/meltano.yml",
+        "samples/meltano-vendors/meltano.yml",
+    ] {
+        let declared = check_definitions(&venv, &root.join(sample), SAMPLE_PIP_URL);
+        let plugins: BTreeSet<&String> = declared["plugins"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            plugins,
+            BTreeSet::from([&"tap-roster".to_string(), &"target-roster".to_string()]),
+            "{sample}: both plugins defined"
+        );
+    }
+    // The several-vendors project: one inheriting plugin per vendor, each naming its vendor.
+    let declared = declared_settings(&venv, &root.join("samples/meltano-vendors/meltano.yml"));
+    assert_eq!(
+        declared["inherits"],
+        json!({
+            "tap-roster-userflow": {"from": "tap-roster", "config": {"vendor": "userflow"}},
+            "tap-roster-scim": {"from": "tap-roster", "config": {"vendor": "scim"}},
+            "target-roster-appcues": {"from": "target-roster", "config": {
+                "vendor": "appcues",
+                "reject_file": "$MELTANO_PROJECT_ROOT/output/appcues-rejects.ndjson"}},
+            "target-roster-guru": {"from": "target-roster", "config": {
+                "vendor": "guru",
+                "reject_file": "$MELTANO_PROJECT_ROOT/output/guru-rejects.ndjson"}},
+        })
+    );
+    for (file, plugin) in [
+        ("meltano-hub/tap-roster.yml", "tap-roster"),
+        ("meltano-hub/target-roster.yml", "target-roster"),
+    ] {
+        let declared = check_definitions(&venv, &root.join(file), HUB_PIP_URL);
+        assert!(declared["plugins"][plugin].is_object(), "{file}");
     }
 
     // Meltano shows the secrets from .env redacted, and the plain settings as they are.
@@ -471,7 +662,7 @@ fn meltano_yml_declares_what_about_prints_and_meltano_redacts_the_secrets() {
         .groups(1)
         .start_background()
         .unwrap();
-    let project = Project::new(venv, &sb);
+    let project = Project::new(venv.clone(), &sb, None);
     let listed = project.meltano(
         &["--environment=dev", "config", "list", "target-roster"],
         &[],
@@ -513,4 +704,246 @@ fn meltano_yml_declares_what_about_prints_and_meltano_redacts_the_secrets() {
             listed.both()
         );
     }
+
+    // The Hub definitions load in Meltano: `meltano add --from-ref` in a fresh project, and
+    // `config list` shows each vendor's credential group.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("hub");
+    support::run(
+        Command::new(venv.join("bin/meltano"))
+            .args(["init", "hub", "--no-usage-stats"])
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env("MELTANO_SEND_ANONYMOUS_USAGE_STATS", "false"),
+        MELTANO_TIMEOUT,
+    )
+    .assert_success("meltano init");
+    let hub = Project {
+        _dir: dir,
+        root,
+        venv,
+        base_urls: Vec::new(),
+    };
+    for (file, kind, plugin) in [
+        ("meltano-hub/tap-roster.yml", "extractor", "tap-roster"),
+        ("meltano-hub/target-roster.yml", "loader", "target-roster"),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let path = path.to_str().unwrap();
+        hub.meltano(
+            &["add", "--from-ref", path, kind, plugin, "--no-install"],
+            &[],
+        )
+        .assert_success(&format!("meltano add --from-ref {file}"));
+        let listed = hub.meltano(&["config", "list", plugin], &[]);
+        listed.assert_success(&format!("meltano config list {plugin}"));
+        for group in ["bearer_token, vendor", "api_token, username, vendor"] {
+            assert!(
+                listed.stdout.contains(group),
+                "{plugin}: group {group}:\n{}",
+                listed.both()
+            );
+        }
+    }
+}
+
+/// `samples/meltano-vendors/`: one install of each plugin, and per-vendor plugins inheriting
+/// from them (Userflow → Appcues, SCIM → Guru), each with its own credentials. Meltano lists
+/// each one's settings and vendor, and `meltano config test` passes for each, and fails, naming
+/// the key, when a vendor's credential is missing. (Meltano 4.4.1 uses
+/// `settings_group_validation` only to show the groups in `config list`; the missing key is
+/// caught by roster's own check of its config, which `config test` runs.)
+#[test]
+fn meltano_project_with_several_vendors_inherits_one_install_and_tests_each_vendor() {
+    let Some(venv) = meltano_venv() else { return };
+    let Some(wheel) = wheel() else { return };
+    let sb = Sandbox::builder()
+        .users(3)
+        .groups(2)
+        .start_background()
+        .unwrap();
+    let project = Project::copy(
+        "meltano-vendors",
+        venv,
+        Some(&wheel),
+        vec![
+            (
+                "TAP_ROSTER_USERFLOW_BASE_URL".into(),
+                sb.base_url(Vendor::Userflow),
+            ),
+            ("TAP_ROSTER_SCIM_BASE_URL".into(), sb.base_url(Vendor::Scim)),
+            (
+                "TARGET_ROSTER_APPCUES_BASE_URL".into(),
+                sb.base_url(Vendor::Appcues),
+            ),
+            (
+                "TARGET_ROSTER_GURU_BASE_URL".into(),
+                sb.base_url(Vendor::Guru),
+            ),
+        ],
+    );
+    project.install(&["tap-roster", "target-roster"]);
+
+    for (plugin, vendor) in [
+        ("tap-roster-userflow", "userflow"),
+        ("tap-roster-scim", "scim"),
+        ("target-roster-appcues", "appcues"),
+        ("target-roster-guru", "guru"),
+    ] {
+        let listed = project.meltano(&["--environment=dev", "config", "list", plugin], &[]);
+        listed.assert_success(&format!("meltano config list {plugin}"));
+        let out = &listed.stdout;
+        assert!(
+            out.contains("Setting groups (one of the following combinations is required)")
+                && out.contains("bearer_token, vendor"),
+            "{plugin}: the credential groups:\n{}",
+            listed.both()
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("vendor ") && l.contains(&format!("'{vendor}'"))),
+            "{plugin}: vendor {vendor}:\n{}",
+            listed.both()
+        );
+    }
+    for tap in ["tap-roster-userflow", "tap-roster-scim"] {
+        let test = project.meltano(&["--environment=dev", "config", "test", tap], &[]);
+        test.assert_success(&format!("meltano config test {tap}"));
+        assert!(
+            test.both().contains("Plugin configuration is valid"),
+            "{tap}:\n{}",
+            test.both()
+        );
+    }
+    for target in ["target-roster-appcues", "target-roster-guru"] {
+        let test = project.meltano(&["--environment=dev", "config", "test", target], &[]);
+        let all = test.both();
+        assert!(
+            all.contains("Test data was written to your target system"),
+            "{target}: the loader test did not pass:\n{all}"
+        );
+    }
+
+    // The target's own connection test, through Meltano: the credentials reach Guru.
+    project
+        .meltano(
+            &[
+                "--environment=dev",
+                "invoke",
+                "target-roster-guru",
+                "--test",
+            ],
+            &[],
+        )
+        .assert_success("meltano invoke target-roster-guru --test");
+
+    // A missing credential, taken out of .env: Userflow's key and Guru's token.
+    let env = std::fs::read_to_string(project.root.join(".env")).unwrap();
+    let without: String = env
+        .lines()
+        .filter(|l| {
+            !l.starts_with("TARGET_ROSTER_GURU_API_TOKEN=")
+                && !l.starts_with("TAP_ROSTER_USERFLOW_API_KEY=")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        env.lines().count(),
+        without.lines().count() + 2,
+        ".env.example sets both"
+    );
+    std::fs::write(project.root.join(".env"), without).unwrap();
+    let test = project.meltano(
+        &["--environment=dev", "config", "test", "tap-roster-userflow"],
+        &[],
+    );
+    let all = test.both();
+    assert!(
+        !test.success()
+            && all.contains("api_key")
+            && !all.contains("Plugin configuration is valid"),
+        "the extractor test must fail and name the missing key:\n{all}"
+    );
+    // Meltano 4.4.1's loader test hides a failing target's words behind its ProcessLookupError
+    // (see the module doc); the target's own test names the key.
+    let test = project.meltano(
+        &[
+            "--environment=dev",
+            "invoke",
+            "target-roster-guru",
+            "--test",
+        ],
+        &[],
+    );
+    let all = test.both();
+    assert!(
+        !test.success() && all.contains("api_token"),
+        "the target's test must fail and name the missing key:\n{all}"
+    );
+}
+
+/// Stream maps, the ecosystem's way: `meltano run tap-roster pro-users target-roster` puts
+/// meltano-map-transformer (from PyPI, installed by `meltano install`) between the tap and the
+/// target, with the sample's `pro-users` mapping: only the users on the pro plan, `name`
+/// renamed to `full_name`, no groups or memberships. Appcues must hold exactly that.
+#[test]
+fn meltano_map_transformer_between_tap_and_target_filters_rows_and_renames_fields() {
+    let Some(venv) = meltano_venv() else { return };
+    let Some(wheel) = wheel() else { return };
+    let sb = Sandbox::builder()
+        .seed(7)
+        .users(60)
+        .groups(4)
+        .start_background()
+        .unwrap();
+    let project = Project::new(venv, &sb, Some(&wheel));
+    project.install(&["tap-roster", "target-roster"]);
+    project
+        .meltano(&["run", "tap-roster", "pro-users", "target-roster"], &[])
+        .assert_success("meltano run tap-roster pro-users target-roster");
+
+    let userflow = sb.dump(Vendor::Userflow);
+    let pro: BTreeMap<String, Value> = userflow["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["attributes"]["plan"] == "pro")
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap().to_string(),
+                u["attributes"]["name"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        !pro.is_empty() && pro.len() < 60,
+        "the seed has pro users and others: {}",
+        pro.len()
+    );
+    let appcues = sb.dump(Vendor::Appcues);
+    let held: BTreeMap<String, &Value> = appcues["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["user_id"].as_str().unwrap().to_string(), u))
+        .collect();
+    assert_eq!(
+        held.keys().collect::<Vec<_>>(),
+        pro.keys().collect::<Vec<_>>(),
+        "Appcues holds exactly the pro users"
+    );
+    for (id, name) in &pro {
+        let profile = held[id];
+        assert_eq!(
+            &profile["full_name"], name,
+            "{id}: name renamed to full_name"
+        );
+        assert!(profile.get("name").is_none(), "{id}: no name: {profile}");
+        assert_eq!(profile["plan"], "pro", "{id}");
+    }
+    assert_eq!(
+        appcues["groups"],
+        json!([]),
+        "groups and memberships were mapped away"
+    );
 }

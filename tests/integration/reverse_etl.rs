@@ -191,6 +191,24 @@ impl Postgres {
         .assert_success("psql");
     }
 
+    /// The rows `sql` returns, each as its columns' text (psql's unaligned output).
+    fn query(&self, sql: &str) -> Vec<Vec<String>> {
+        let out = support::run(
+            Command::new(self.bin.join("psql"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-U", "roster", "-d", "postgres", "-v", "ON_ERROR_STOP=1"])
+                .args(["-A", "-t", "-F", "\t", "-c", sql])
+                .env("PGPASSWORD", PG_PASSWORD),
+            STEP_TIMEOUT,
+        );
+        out.assert_success(&format!("psql -c {sql}"));
+        out.stdout
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    }
+
     /// The config of meltanolabs-tap-postgres for this cluster.
     fn tap_config(&self) -> Value {
         json!({
@@ -511,4 +529,159 @@ fn assert_fixture_rows(rows: &[Value]) {
     assert_eq!(row("user_00004")["plan"], Value::Null);
     assert!(row("user_00005")["_sdc_deleted_at"].is_string());
     assert_eq!(row("wh-9f2c")["email"], "new.hire@example.com");
+}
+
+/// Pinned so a new upstream release cannot change what passes here.
+const TARGET_POSTGRES: &[&str] = &["meltanolabs-target-postgres==0.8.1"];
+
+/// The other direction: tap-roster (Userflow, with schema flattening) → meltanolabs
+/// target-postgres (PyPI) lands users, groups and memberships as tables with one column per
+/// attribute; a second run, after an attribute changed in Userflow, updates that row in place
+/// (`load_method: upsert` on the streams' keys): no duplicate rows.
+#[test]
+fn tap_roster_lands_people_in_postgres_through_target_postgres_and_updates_in_place() {
+    let Some(bin) = pg_bindir() else {
+        return support::skip_or_fail(
+            "PostgreSQL's server programs (initdb, pg_ctl) are needed: apt-get install postgresql",
+        );
+    };
+    let Some(venv) = support::venv("target-postgres", TARGET_POSTGRES) else {
+        return support::skip_or_fail("python3 with venv is needed for target-postgres");
+    };
+    let pg = Postgres::start(bin);
+    let sb = Sandbox::builder()
+        .seed(7)
+        .users(40)
+        .groups(4)
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut tap = sb.config(Vendor::Userflow);
+    tap["flattening_enabled"] = json!(true);
+    let tap_config = support::write_json(&dir.path().join("tap.json"), &tap);
+    let target_config = support::write_json(
+        &dir.path().join("target-postgres.json"),
+        &json!({
+            "host": "127.0.0.1",
+            "port": pg.port,
+            "user": "roster",
+            "password": PG_PASSWORD,
+            "database": "postgres",
+            "default_target_schema": "roster",
+            "load_method": "upsert",
+        }),
+    );
+    let run = |what: &str| {
+        support::pipeline(
+            r#"tap-roster --config "$TAP_CONFIG" | target-postgres --config "$TARGET_CONFIG" > /dev/null"#,
+            &[&venv.join("bin")],
+            &[("TAP_CONFIG", &tap_config), ("TARGET_CONFIG", &target_config)],
+            STEP_TIMEOUT,
+        )
+        .assert_success(what);
+    };
+    // What Userflow holds: user → (email, plan), groups, memberships.
+    let userflow = |sb: &Sandbox| {
+        let dump = sb.dump(Vendor::Userflow);
+        let mut users = BTreeMap::new();
+        let mut memberships = Vec::new();
+        for u in dump["users"].as_array().unwrap() {
+            let id = u["id"].as_str().unwrap().to_string();
+            let a = &u["attributes"];
+            users.insert(
+                id.clone(),
+                vec![
+                    id.clone(),
+                    a["email"].as_str().unwrap().to_string(),
+                    a["plan"].as_str().unwrap().to_string(),
+                ],
+            );
+            for m in u["memberships"].as_array().unwrap() {
+                memberships.push(vec![
+                    m["group_id"].as_str().unwrap().to_string(),
+                    id.clone(),
+                ]);
+            }
+        }
+        memberships.sort();
+        let groups: Vec<Vec<String>> = dump["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| vec![g["id"].as_str().unwrap().to_string()])
+            .collect();
+        (users.into_values().collect::<Vec<_>>(), groups, memberships)
+    };
+    let held = |pg: &Postgres| {
+        (
+            pg.query("SELECT id, email, attributes__plan FROM roster.users ORDER BY id"),
+            pg.query("SELECT id FROM roster.groups ORDER BY id"),
+            pg.query("SELECT group_id, user_id FROM roster.memberships ORDER BY group_id, user_id"),
+        )
+    };
+
+    run("tap-roster | target-postgres");
+    let expected = userflow(&sb);
+    assert_eq!(expected.0.len(), 40);
+    assert!(!expected.2.is_empty());
+    assert_eq!(held(&pg), expected, "PostgreSQL holds what Userflow holds");
+    // Typed columns from the attribute definitions.
+    let types: BTreeMap<String, String> = pg
+        .query(
+            "SELECT column_name, data_type FROM information_schema.columns \
+             WHERE table_schema = 'roster' AND table_name = 'users'",
+        )
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    assert!(types.contains_key("attributes__plan"), "{types:?}");
+    assert!(
+        !types.contains_key("attributes"),
+        "attributes are columns, not one JSON column: {types:?}"
+    );
+    assert!(
+        types["attributes__signed_up_at"].starts_with("timestamp"),
+        "a datetime attribute is a timestamp column: {types:?}"
+    );
+
+    // A changed attribute in Userflow (written there by target-roster), then a second run.
+    let changed = expected.0[3][0].clone();
+    let singer = dir.path().join("change.singer");
+    std::fs::write(
+        &singer,
+        format!(
+            "{}\n{}\n",
+            json!({"type": "SCHEMA", "stream": "users", "key_properties": ["id"],
+                   "schema": {"type": "object", "properties": {"id": {"type": "string"},
+                   "attributes": {"type": "object"}}}}),
+            json!({"type": "RECORD", "stream": "users",
+                   "record": {"id": changed, "attributes": {"plan": "enterprise-plus"}}}),
+        ),
+    )
+    .unwrap();
+    let userflow_config = support::write_json(
+        &dir.path().join("userflow.json"),
+        &sb.config(Vendor::Userflow),
+    );
+    support::pipeline(
+        r#"target-roster --config "$CONFIG" < "$INPUT" > /dev/null"#,
+        &[],
+        &[("CONFIG", &userflow_config), ("INPUT", &singer)],
+        STEP_TIMEOUT,
+    )
+    .assert_success("target-roster into Userflow");
+    let expected = userflow(&sb);
+    assert!(
+        expected
+            .0
+            .iter()
+            .any(|u| u[0] == changed && u[2] == "enterprise-plus"),
+        "the change reached Userflow"
+    );
+    run("the second tap-roster | target-postgres");
+    assert_eq!(
+        held(&pg),
+        expected,
+        "the second run updated the row in place, with no duplicates"
+    );
 }

@@ -350,3 +350,112 @@ fn the_sample_tap_configs_sync_against_the_sandbox() {
         ]
     );
 }
+
+/// `flattening_enabled`: the Singer SDK's schema flattening. `attributes` becomes one column per
+/// key (`attributes__plan`), typed from Userflow's attribute definitions; a key with no
+/// definition gets a column when it first appears (the SCHEMA is sent again before that
+/// record). Every value of the plain run is in the flattened one, in a declared column.
+#[test]
+fn flattening_turns_attributes_into_columns_typed_from_the_attribute_definitions() {
+    let sb = sandbox(150);
+    let plain = sync(&sb.config(V), None, None).ok();
+    sb.clear_requests();
+    let mut config = sb.config(V);
+    config["flattening_enabled"] = json!(true);
+    let run = sync(&config, None, None).ok();
+    check_protocol(&run.messages);
+    check_no_duplicates(&run.messages);
+    assert_eq!(
+        list_requests(&sb, "/attribute_definitions").len(),
+        1,
+        "the definitions are read once"
+    );
+
+    // The first SCHEMA of users: the declared attributes, typed, and no `attributes` column.
+    let first_users_schema = run
+        .messages
+        .iter()
+        .find(|m| m["type"] == "SCHEMA" && m["stream"] == "users")
+        .unwrap();
+    let columns = &first_users_schema["schema"]["properties"];
+    assert!(columns.get("attributes").is_none(), "{columns}");
+    assert!(
+        columns.get("attributes__email").is_none(),
+        "standard fields have their own columns"
+    );
+    assert_eq!(
+        columns["attributes__plan"]["type"],
+        json!(["string", "null"])
+    );
+    assert_eq!(
+        columns["attributes__seats"]["type"],
+        json!(["number", "null"])
+    );
+    assert_eq!(columns["attributes__signed_up_at"]["format"], "date-time");
+    assert_eq!(first_users_schema["key_properties"], json!(["id"]));
+
+    // Every record key is a column of the latest SCHEMA of its stream, and every record is the
+    // plain one flattened.
+    let mut latest: std::collections::BTreeMap<String, Value> = Default::default();
+    let mut flattened: std::collections::BTreeMap<(String, String), Value> = Default::default();
+    for m in &run.messages {
+        let stream = m["stream"].as_str().unwrap_or_default().to_string();
+        match m["type"].as_str().unwrap() {
+            "SCHEMA" => {
+                latest.insert(stream, m["schema"]["properties"].clone());
+            }
+            "RECORD" => {
+                let columns = &latest[&stream];
+                for key in m["record"].as_object().unwrap().keys() {
+                    assert!(
+                        columns.get(key).is_some(),
+                        "{stream}: {key} is not declared: {}",
+                        m["record"]
+                    );
+                }
+                flattened.insert((stream, canonical(&m["record"])), m["record"].clone());
+            }
+            _ => {}
+        }
+    }
+    let expected: std::collections::BTreeSet<(String, String)> = plain
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "RECORD")
+        .map(|m| {
+            let mut record = m["record"].as_object().unwrap().clone();
+            if let Some(Value::Object(attributes)) = record.remove("attributes") {
+                for (key, value) in attributes {
+                    record.insert(format!("attributes__{key}"), value);
+                }
+            }
+            (
+                m["stream"].as_str().unwrap().to_string(),
+                canonical(&Value::Object(record)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        flattened
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected,
+        "the flattened run holds exactly the plain run's values"
+    );
+    let latest_memberships = &latest["memberships"];
+    assert!(
+        latest_memberships["attributes__primary"]["type"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("boolean")),
+        "a column typed from the values: {latest_memberships}"
+    );
+}
+
+/// A record as JSON text with its keys sorted.
+fn canonical(record: &Value) -> String {
+    let sorted: std::collections::BTreeMap<&String, &Value> =
+        record.as_object().unwrap().iter().collect();
+    serde_json::to_string(&sorted).unwrap()
+}

@@ -16,10 +16,11 @@
 //! yet); if every id of the page is gone, the listing is read again from the start. Either
 //! way the ids already emitted in this run are left out ([`Dedupe`]), so nothing comes twice.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::Utc;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::model;
 use crate::http::paginate::cursor;
@@ -61,6 +62,64 @@ impl Source for Userflow {
     async fn check(&self) -> Result<(), SourceError> {
         self.client.get("/users").query("limit", "1").send().await?;
         Ok(())
+    }
+
+    /// `GET /attribute_definitions` (all pages): `scope` `user` types the users stream's
+    /// attributes, `group` the groups stream's, by `data_type`. An account or server without the
+    /// endpoint (404) has none: the columns are then typed from the values.
+    async fn attribute_schemas(&self) -> Result<BTreeMap<String, Map<String, Value>>, SourceError> {
+        let mut out: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request = self
+                .client
+                .get("/attribute_definitions")
+                .query("limit", PAGE_SIZE);
+            if let Some(after) = &after {
+                request = request.query("starting_after", after);
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => {
+                    tracing::info!(
+                        "Userflow has no attribute definitions here; typing attribute columns from the values"
+                    );
+                    return Ok(BTreeMap::new());
+                }
+                Err(err) => return Err(err.into()),
+            };
+            let list = cursor::parse(&response.body).map_err(|err| SourceError::Decode {
+                stream: USERS,
+                url: response.url.to_string(),
+                detail: err.to_string(),
+            })?;
+            for definition in &list.records {
+                // The attributes that become standard fields have columns of their own.
+                let (stream, standard): (&str, &[&str]) = match definition["scope"].as_str() {
+                    Some("user") => (USERS, &["email", "name", "first_name", "last_name"]),
+                    Some("group") => (GROUPS, &["name"]),
+                    _ => continue,
+                };
+                let (Some(name), Some(data_type)) = (
+                    definition["name"].as_str(),
+                    definition["data_type"].as_str(),
+                ) else {
+                    continue;
+                };
+                if standard.contains(&name) {
+                    continue;
+                }
+                if let Some(schema) = crate::tap::flatten::attribute_schema(data_type) {
+                    out.entry(stream.to_string())
+                        .or_default()
+                        .insert(name.to_string(), schema);
+                }
+            }
+            match list.next_cursor.filter(|_| list.has_more) {
+                Some(next) if after.as_ref() != Some(&next) => after = Some(next),
+                _ => return Ok(out),
+            }
+        }
     }
 
     fn listings(&self) -> Vec<Arc<dyn Listing>> {

@@ -333,3 +333,85 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> PathBuf {
     std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
     path.to_path_buf()
 }
+
+/// roster's wheel, built once from this checkout through pip's PEP 517 route (the one
+/// `pip install .` takes, with maturin from `pyproject.toml`), and reused until a source file
+/// changes. It is built with the dev profile into the project's own target directory
+/// (`MATURIN_PEP517_ARGS=--profile dev`, `CARGO_TARGET_DIR`), so it reuses what `cargo test`
+/// compiled; users get the release profile. `None` when there is no usable Python. Concurrent
+/// callers wait for one another.
+pub fn wheel() -> Option<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let builder = venv("wheel-build", &["maturin>=1.5,<2"])?;
+    let root = tmp.join("wheel");
+    std::fs::create_dir_all(&root).unwrap();
+    let _lock = DirLock::acquire(&root.join("build.lock"));
+    let dir = root.join(format!("{:x}", source_fingerprint(manifest)));
+    let find = |dir: &Path| {
+        std::fs::read_dir(dir).ok()?.find_map(|e| {
+            let path = e.ok()?.path();
+            path.extension().is_some_and(|x| x == "whl").then_some(path)
+        })
+    };
+    if dir.join(".roster-ready").exists() {
+        if let Some(wheel) = find(&dir) {
+            return Some(wheel);
+        }
+    }
+    // Older wheels are ~35 MB each: keep only the current one.
+    for entry in std::fs::read_dir(&root).unwrap().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) && entry.file_name() != "build.lock" {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let started = Instant::now();
+    let target_dir = tmp.parent().unwrap();
+    let built = run(
+        Command::new(builder.join("bin/pip"))
+            .args([
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--disable-pip-version-check",
+                "--wheel-dir",
+            ])
+            .arg(&dir)
+            .arg(manifest)
+            .env("PATH", path_with(&[&builder.join("bin")]))
+            .env("CARGO_TARGET_DIR", target_dir)
+            .env("MATURIN_PEP517_ARGS", "--profile dev"),
+        Duration::from_secs(1800),
+    );
+    built.assert_success("pip wheel (maturin)");
+    eprintln!("built roster's wheel in {:?}", started.elapsed());
+    let wheel = find(&dir).unwrap_or_else(|| panic!("no wheel in {}", dir.display()));
+    std::fs::write(dir.join(".roster-ready"), "").unwrap();
+    Some(wheel)
+}
+
+/// A hash of what goes into the wheel: the crate's sources, manifests and README.
+fn source_fingerprint(manifest: &Path) -> u64 {
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                walk(&path, files);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let mut files: Vec<PathBuf> = ["Cargo.toml", "Cargo.lock", "pyproject.toml", "README.md"]
+        .iter()
+        .map(|f| manifest.join(f))
+        .collect();
+    walk(&manifest.join("src"), &mut files);
+    files.sort();
+    let mut bytes = Vec::new();
+    for file in files {
+        bytes.extend_from_slice(file.to_string_lossy().as_bytes());
+        bytes.extend_from_slice(&std::fs::read(&file).unwrap_or_default());
+    }
+    fnv1a(&bytes)
+}
