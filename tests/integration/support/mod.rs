@@ -380,7 +380,9 @@ pub fn wheel() -> Option<PathBuf> {
             .arg(manifest)
             .env("PATH", path_with(&[&builder.join("bin")]))
             .env("CARGO_TARGET_DIR", target_dir)
-            .env("MATURIN_PEP517_ARGS", "--profile dev"),
+            // Its own profile (a dev build in `target/wheel-test/`): the wheel's build never
+            // replaces `target/debug/`'s binaries while other tests run them.
+            .env("MATURIN_PEP517_ARGS", "--profile wheel-test"),
         Duration::from_secs(1800),
     );
     built.assert_success("pip wheel (maturin)");
