@@ -226,7 +226,7 @@ mod tests {
                 "schema-flattening"
             ])
         );
-        assert!(markdown(Applies::Tap).contains("| `scim_token` | string | yes |  | Guru SCIM token (separate from REST tokens) (secret) |"));
+        assert!(markdown(Applies::Tap).contains("| `scim_token` | string | yes |  | Guru SCIM token (separate from REST tokens); alone it is sent as a Bearer token (Authorization: Bearer TOKEN) (secret) |"));
         assert!(text(Applies::Target).contains("api_secret (secret)"));
     }
 

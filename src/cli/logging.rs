@@ -19,10 +19,10 @@ use std::io::{self, IsTerminal, Write};
 
 use indicatif::ProgressBar;
 use parking_lot::Mutex;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::{FormatFields, Writer};
 
 /// The longest field value a log line shows, in bytes (a stream name, a key, a URL).

@@ -181,14 +181,16 @@ pub fn run_tap(args: TapArgs) -> ExitCode {
         catalog: args.catalog_path().cloned(),
     };
     let vendor = request.config.spec.name;
-    let outcome = with_runtime(until_signal(Applies::Tap, crate::tap::run(request))).map_err(|err| match err {
-        // A refused credential names the keys to check, as the target does.
-        RunError::Runtime(text) if refused_credentials(&text) => RunError::Runtime(format!(
-            "{vendor} refused the credentials ({}): {text}",
-            vendors::credentials_hint(vendor)
-        )),
-        other => other,
-    });
+    let outcome = with_runtime(until_signal(Applies::Tap, crate::tap::run(request))).map_err(
+        |err| match err {
+            // A refused credential names the keys to check, as the target does.
+            RunError::Runtime(text) if refused_credentials(&text) => RunError::Runtime(format!(
+                "{vendor} refused the credentials ({}): {text}",
+                vendors::credentials_hint(vendor)
+            )),
+            other => other,
+        },
+    );
     exit::finish("tap-roster", outcome)
 }
 

@@ -117,9 +117,11 @@ pub fn check_overrides(streams: &Value) -> Result<(), ConfigError> {
         for (field, value) in fields {
             let key = format!("streams.{stream}.{field}");
             let typed = match field.as_str() {
-                "kind" | "key" | "group_key" => serde_json::from_value::<Option<String>>(value.clone())
-                    .map(drop)
-                    .map_err(|_| "must be a string"),
+                "kind" | "key" | "group_key" => {
+                    serde_json::from_value::<Option<String>>(value.clone())
+                        .map(drop)
+                        .map_err(|_| "must be a string")
+                }
                 "rename" => serde_json::from_value::<BTreeMap<String, String>>(value.clone())
                     .map(drop)
                     .map_err(|_| "must be an object of source field → new name (strings)"),
@@ -129,12 +131,16 @@ pub fn check_overrides(streams: &Value) -> Result<(), ConfigError> {
                 "exclude" => serde_json::from_value::<Vec<String>>(value.clone())
                     .map(drop)
                     .map_err(|_| "must be a list of field names"),
-                "nested_values" => serde_json::from_value::<Option<crate::config::NestedValues>>(value.clone())
-                    .map(drop)
-                    .map_err(|_| "must be one of json_string, reject, drop"),
-                "null_values" => serde_json::from_value::<Option<crate::config::NullValues>>(value.clone())
-                    .map(drop)
-                    .map_err(|_| "must be one of clear, skip"),
+                "nested_values" => {
+                    serde_json::from_value::<Option<crate::config::NestedValues>>(value.clone())
+                        .map(drop)
+                        .map_err(|_| "must be one of json_string, reject, drop")
+                }
+                "null_values" => {
+                    serde_json::from_value::<Option<crate::config::NullValues>>(value.clone())
+                        .map(drop)
+                        .map_err(|_| "must be one of clear, skip")
+                }
                 "constants" => {
                     if value.is_object() {
                         Ok(())

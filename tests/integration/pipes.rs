@@ -150,8 +150,14 @@ fn every_listable_vendor_pipes_into_every_writable_one() {
             .filter(|u| {
                 u["active"] == json!(false)
                     || u["status"].as_str().is_some_and(|s| {
-                        ["inactive", "deactivated", "disabled", "suspended", "deprovisioned"]
-                            .contains(&s.to_ascii_lowercase().as_str())
+                        [
+                            "inactive",
+                            "deactivated",
+                            "disabled",
+                            "suspended",
+                            "deprovisioned",
+                        ]
+                        .contains(&s.to_ascii_lowercase().as_str())
                     })
             })
             .map(|u| u["id"].to_string())
@@ -190,14 +196,13 @@ fn every_listable_vendor_pipes_into_every_writable_one() {
                 .collect();
             // A source role that makes a Guru light (read-only) member: Guru keeps light members
             // out of groups, and the reject says so.
-            let (light, rejected): (Vec<Value>, Vec<Value>) =
-                rejected.into_iter().partition(|l| {
-                    *dest == Vendor::Guru
-                        && l["stream"] == "memberships"
-                        && l["reject"]["reason"].as_str().is_some_and(|r| {
-                            r.contains("light users (read-only access) cannot be in groups")
-                        })
-                });
+            let (light, rejected): (Vec<Value>, Vec<Value>) = rejected.into_iter().partition(|l| {
+                *dest == Vendor::Guru
+                    && l["stream"] == "memberships"
+                    && l["reject"]["reason"].as_str().is_some_and(|r| {
+                        r.contains("light users (read-only access) cannot be in groups")
+                    })
+            });
             if !rejected.is_empty() {
                 failures.push(format!(
                     "{what}: {} rejected, first: {}",
