@@ -173,7 +173,11 @@ fn target_records(users: usize) -> Vec<Value> {
 /// How `vendor` keys a user (Guru: by email) and what it keeps of the name (Guru: nothing).
 fn held_key(vendor: Vendor, record: &Value) -> String {
     let r = &record["record"];
-    let field = if vendor == Vendor::Guru { "email" } else { "id" };
+    let field = if vendor == Vendor::Guru {
+        "email"
+    } else {
+        "id"
+    };
     r[field].as_str().unwrap().to_string()
 }
 
@@ -256,7 +260,12 @@ fn target_requests_per_run(vendor: Vendor, mode: &str, seed: u64, records: &[Val
         &mut target_command(dir.path(), &config, &target_input(records, 0), "whole"),
         RUN_TIMEOUT,
     );
-    assert_eq!(out.status.code(), Some(0), "{vendor} {mode}: {}", out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{vendor} {mode}: {}",
+        out.stderr
+    );
     let n = sb.stats().total;
     sb.shutdown();
     n

@@ -1210,13 +1210,23 @@ fn userflow_tap_reads_on_when_the_cursor_user_is_deleted_mid_run() {
 /// Guru REST pages with a `Link` token: 25 members removed from the team once the first page
 /// of `/members` is served (pages of 10), and 25 removed once the first page of a group's
 /// members is served. Every member still held is emitted (users and memberships), none twice.
+/// Guru's tokens are opaque, so both token kinds are tried: "after this email" (keyset), and
+/// "skip this many" (offset), where the removals shift unread members past the token and the
+/// tap read only 60 of 75 before it checked its listings with a second pass.
 #[test]
 fn guru_tap_misses_no_live_member_when_members_are_removed_mid_run() {
+    for offset in [false, true] {
+        guru_members_removed_mid_run(offset);
+    }
+}
+
+fn guru_members_removed_mid_run(offset: bool) {
     let sb = Sandbox::builder()
         .seed(4)
         .users(100)
         .groups(3)
         .guru_page_size(10)
+        .guru_offset_tokens(offset)
         .start_background()
         .unwrap();
     let config = sb.config(Vendor::Guru);
@@ -1246,7 +1256,12 @@ fn guru_tap_misses_no_live_member_when_members_are_removed_mid_run() {
         let doomed: Vec<&str> = doomed.iter().map(String::as_str).collect();
         sb.delete_after_pages(Vendor::Guru, &path, 1, &doomed);
         let run = tap_common::sync(&config, None, None);
-        assert_eq!(run.code, Some(0), "{what}: {}", run.stderr);
+        assert_eq!(
+            run.code,
+            Some(0),
+            "{what} (offset {offset}): {}",
+            run.stderr
+        );
         tap_common::check_protocol(&run.messages);
         tap_common::check_no_duplicates(&run.messages);
         let emitted = tap_common::Holdings::from_messages(&run.messages);
@@ -1254,17 +1269,17 @@ fn guru_tap_misses_no_live_member_when_members_are_removed_mid_run() {
         assert_eq!(
             live.users.len(),
             order.len() - doomed.len(),
-            "{what}: the deletes did not happen"
+            "{what} (offset {offset}): the deletes did not happen"
         );
         let missed: Vec<&String> = live.users.difference(&emitted.users).collect();
         assert!(
             missed.is_empty(),
-            "{what}: live users never emitted: {missed:?}"
+            "{what} (offset {offset}): live users never emitted: {missed:?}"
         );
         let missed: Vec<&String> = live.memberships.difference(&emitted.memberships).collect();
         assert!(
             missed.is_empty(),
-            "{what}: live memberships never emitted: {missed:?}"
+            "{what} (offset {offset}): live memberships never emitted: {missed:?}"
         );
     }
 }
