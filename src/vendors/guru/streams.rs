@@ -596,3 +596,86 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `pages` (ids per page) as one pass; returns the ids placed as new and whether the
+    /// listing is read again.
+    fn pass(passes: &mut Passes, pages: &[&[&str]]) -> (Vec<String>, u64, bool) {
+        let mut new = Vec::new();
+        let mut duplicates = 0;
+        for (i, page) in pages.iter().enumerate() {
+            for id in *page {
+                match passes.place(id) {
+                    Placed::New => new.push((*id).to_string()),
+                    Placed::Had(dup) => duplicates += u64::from(dup),
+                }
+            }
+            if i + 1 < pages.len() {
+                passes.pages += 1;
+            }
+        }
+        (new, duplicates, passes.again())
+    }
+
+    #[test]
+    fn one_page_is_read_once() {
+        let mut p = Passes::new("members", false);
+        let (new, dups, again) = pass(&mut p, &[&["a", "b"]]);
+        assert_eq!((new.len(), dups, again), (2, 0, false));
+    }
+
+    #[test]
+    fn a_resumed_single_page_is_confirmed() {
+        let mut p = Passes::new("members", true);
+        assert!(pass(&mut p, &[&["c"]]).2);
+        // The second pass finds the members before the resume point, then nothing more.
+        let (new, dups, again) = pass(&mut p, &[&["a", "b", "c"]]);
+        assert_eq!(new, ["a", "b"]);
+        assert_eq!((dups, again), (0, true));
+        assert!(!pass(&mut p, &[&["a", "b", "c"]]).2);
+    }
+
+    #[test]
+    fn several_pages_are_read_again_until_nothing_new() {
+        let mut p = Passes::new("members", false);
+        // Offset tokens after a removal: "d" slipped past the second page.
+        let (new, dups, again) = pass(&mut p, &[&["a", "b"], &["b", "e"]]);
+        assert_eq!(new, ["a", "b", "e"]);
+        assert_eq!(dups, 1, "a repeated id is a duplicate in the first pass");
+        assert!(again);
+        let (new, dups, again) = pass(&mut p, &[&["a", "b"], &["d", "e"]]);
+        assert_eq!(new, ["d"]);
+        assert_eq!(dups, 0, "a pass that reads again re-reads on purpose");
+        assert!(again, "it found one, so it is confirmed once more");
+        let (new, _, again) = pass(&mut p, &[&["a", "b"], &["d", "e"]]);
+        assert!(new.is_empty());
+        assert!(!again);
+    }
+
+    #[test]
+    fn passes_are_bounded() {
+        let mut p = Passes::new("members", false);
+        let mut reads = 1;
+        let mut n = 0;
+        loop {
+            n += 1;
+            let fresh = format!("new{n}");
+            if !pass(&mut p, &[&["a"], &[fresh.as_str()]]).2 {
+                break;
+            }
+            reads += 1;
+        }
+        assert_eq!(reads, MAX_FILL_PASSES + 1);
+    }
+
+    #[test]
+    fn a_skipped_resource_is_reported_once() {
+        let mut p = Passes::new("members", false);
+        assert!(p.report("member without an email: {}"));
+        assert!(!p.report("member without an email: {}"));
+        assert!(p.report("member without an email: {\"id\":2}"));
+    }
+}
