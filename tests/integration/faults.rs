@@ -1343,5 +1343,12 @@ fn guru_members_removed_mid_run(offset: bool) {
             missed.is_empty(),
             "{what} (offset {offset}): live memberships never emitted: {missed:?}"
         );
+        // Offset tokens did shift members past a token, and the second pass says so.
+        assert_eq!(
+            run.stderr.contains("were found by reading again"),
+            offset,
+            "{what} (offset {offset}): {}",
+            run.stderr
+        );
     }
 }
