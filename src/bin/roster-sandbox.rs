@@ -79,6 +79,10 @@ struct Args {
     /// Lifetime of a Guru page token in seconds.
     #[arg(long, default_value_t = 3600)]
     guru_token_ttl_secs: u64,
+    /// Guru page tokens carry a position ("skip n") instead of the last email served, so
+    /// members removed during a listing shift the rest past the token.
+    #[arg(long)]
+    guru_offset_tokens: bool,
     /// SCIM server-side page cap (count above it is silently lowered).
     #[arg(long, default_value_t = DEFAULT_SCIM_PAGE_CAP)]
     scim_page_cap: usize,
@@ -154,6 +158,7 @@ fn settings(a: &Args) -> Result<Settings> {
         port: a.port,
         guru_page_size: a.guru_page_size.max(1),
         guru_token_ttl: Duration::from_secs(a.guru_token_ttl_secs),
+        guru_offset_tokens: a.guru_offset_tokens,
         scim_page_cap: a.scim_page_cap.max(1),
         scim_default_count: a.scim_default_count,
         scim_stringly: a.scim_stringly,

@@ -3,7 +3,9 @@
 //! Lists are bare JSON arrays; the next page is only in a `Link: <…?token=…>; rel="next-page"`
 //! header, with a server-chosen page size. Page tokens are signed, carry the listing they
 //! belong to, and expire (after a TTL, or at once through the admin API), so the tap can
-//! test its "stale token → restart the listing" path. Light users (ACCESS_TYPE READ_ONLY,
+//! test its "stale token → restart the listing" path. Guru's tokens are opaque; by default one
+//! continues after the last email served (keyset), and with `guru_offset_tokens` after a count
+//! of members (offset), so members removed mid-listing shift unread ones past the token. Light users (ACCESS_TYPE READ_ONLY,
 //! BILLING_TYPE FREE) cannot be put in groups, as Guru documents.
 
 use std::collections::hash_map::DefaultHasher;
@@ -313,7 +315,8 @@ fn next_url(headers: &HeaderMap, path: &str, token: &str, search: Option<&str>) 
     )
 }
 
-/// One page of `keys` (sorted) after the token's key.
+/// One page of `keys` (sorted) after the token's key, or (`offset`) after the token's count of
+/// keys, which is how a position-based token behaves when keys before it are removed.
 fn page_keys<'a>(
     st: &Store,
     keys: impl Iterator<Item = &'a String>,
@@ -321,6 +324,7 @@ fn page_keys<'a>(
     token: Option<&str>,
     ttl_ms: u128,
     size: usize,
+    offset: bool,
 ) -> Result<(Vec<&'a String>, Option<String>), Response> {
     let after = match token {
         None => None,
@@ -329,16 +333,28 @@ fn page_keys<'a>(
             Err(e) => return Err(bad(e)),
         },
     };
-    let mut page: Vec<&String> = keys
-        .filter(|k| after.as_deref().is_none_or(|a| k.as_str() > a))
-        .take(size + 1)
-        .collect();
+    let (mut page, skip): (Vec<&String>, usize) = if offset {
+        let skip = match after.as_deref().map(str::parse::<usize>) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => return Err(bad("invalid page token")),
+        };
+        (keys.skip(skip).take(size + 1).collect(), skip)
+    } else {
+        let page = keys
+            .filter(|k| after.as_deref().is_none_or(|a| k.as_str() > a))
+            .take(size + 1)
+            .collect();
+        (page, 0)
+    };
     let more = page.len() > size;
     page.truncate(size);
-    let next = if more {
-        page.last().map(|k| st.token(scope, k))
-    } else {
+    let next = if !more {
         None
+    } else if offset {
+        Some(st.token(scope, &(skip + page.len()).to_string()))
+    } else {
+        page.last().map(|k| st.token(scope, k))
     };
     Ok((page, next))
 }
@@ -378,6 +394,7 @@ async fn list_members(
         token,
         ttl,
         sh.settings.guru_page_size,
+        sh.settings.guru_offset_tokens,
     ) {
         Ok(p) => p,
         Err(r) => return r,
@@ -411,7 +428,15 @@ async fn list_group_members(
     } else {
         Box::new(st.members.keys())
     };
-    let (page, next) = match page_keys(&st, keys, &scope, token, ttl, sh.settings.guru_page_size) {
+    let (page, next) = match page_keys(
+        &st,
+        keys,
+        &scope,
+        token,
+        ttl,
+        sh.settings.guru_page_size,
+        sh.settings.guru_offset_tokens,
+    ) {
         Ok(p) => p,
         Err(r) => return r,
     };

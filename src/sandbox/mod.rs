@@ -288,6 +288,10 @@ pub struct Settings {
     pub guru_page_size: usize,
     /// Guru page-token lifetime.
     pub guru_token_ttl: Duration,
+    /// Guru page tokens carry a position ("skip the first n") instead of the last key served
+    /// ("after this email"): Guru's tokens are opaque, so this is the harshest plausible
+    /// server, where members removed during a listing shift the rest past the token.
+    pub guru_offset_tokens: bool,
     /// SCIM server-side page cap.
     pub scim_page_cap: usize,
     /// SCIM default `count`.
@@ -330,6 +334,7 @@ impl Default for Settings {
             credentials: Credentials::default(),
             guru_page_size: DEFAULT_GURU_PAGE_SIZE,
             guru_token_ttl: DEFAULT_GURU_TOKEN_TTL,
+            guru_offset_tokens: false,
             scim_page_cap: DEFAULT_SCIM_PAGE_CAP,
             scim_default_count: DEFAULT_SCIM_COUNT,
             scim_stringly: false,
@@ -391,6 +396,12 @@ impl SandboxBuilder {
     /// Guru page-token lifetime (default 1 h).
     pub fn guru_token_ttl(mut self, ttl: Duration) -> Self {
         self.settings.guru_token_ttl = ttl;
+        self
+    }
+    /// Guru page tokens by position rather than by last key (default off); see
+    /// [`Settings::guru_offset_tokens`].
+    pub fn guru_offset_tokens(mut self, on: bool) -> Self {
+        self.settings.guru_offset_tokens = on;
         self
     }
     /// SCIM server-side page cap (default 100).

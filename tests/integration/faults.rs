@@ -1210,13 +1210,85 @@ fn userflow_tap_reads_on_when_the_cursor_user_is_deleted_mid_run() {
 /// Guru REST pages with a `Link` token: 25 members removed from the team once the first page
 /// of `/members` is served (pages of 10), and 25 removed once the first page of a group's
 /// members is served. Every member still held is emitted (users and memberships), none twice.
+/// Guru's tokens are opaque, so both token kinds are tried: "after this email" (keyset), and
+/// "skip this many" (offset), where the removals shift unread members past the token: before
+/// the tap checked its listings with a second pass, it missed 10 live members, with exit 0.
 #[test]
 fn guru_tap_misses_no_live_member_when_members_are_removed_mid_run() {
+    for offset in [false, true] {
+        guru_members_removed_mid_run(offset);
+    }
+}
+
+/// A tap killed in the middle of `/members` (its last STATE holds a page token), then 25
+/// members from the start of the listing are removed before the resume. With position-based
+/// tokens the stored one now points 25 members further on, so the old tap resumed past 25 live
+/// members it had never emitted (exit 0). Every live member is emitted by the first run before
+/// that state or by the resumed run.
+#[test]
+fn guru_tap_misses_no_live_member_removed_between_a_kill_and_the_resume() {
+    for offset in [false, true] {
+        let sb = Sandbox::builder()
+            .seed(5)
+            .users(100)
+            .groups(2)
+            .guru_page_size(10)
+            .guru_offset_tokens(offset)
+            .start_background()
+            .unwrap();
+        let config = sb.config(Vendor::Guru);
+        let full = tap_common::sync(&config, None, None).ok();
+        let order: Vec<String> = full.records("users").iter().map(|u| s(&u["id"])).collect();
+        assert!(order.len() >= 60, "{}", order.len());
+        // The first STATE after the third page of members: the kill point.
+        let at = full
+            .messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m["type"] == "STATE" && m["value"]["currently_syncing"] == "users")
+            .map(|(i, _)| i)
+            .nth(2)
+            .expect("a mid-users state");
+        let state = full.messages[at]["value"].clone();
+        assert!(
+            state["bookmarks"]["users"].to_string().contains("token="),
+            "{state}"
+        );
+        let before: BTreeSet<String> = tap_common::records(&full.messages[..at], "users")
+            .iter()
+            .map(|u| s(&u["id"]))
+            .collect();
+        assert!(
+            before.len() >= 20 && before.len() < order.len(),
+            "{}",
+            before.len()
+        );
+        for doomed in &order[..25] {
+            assert!(sb.delete_user(Vendor::Guru, doomed), "{doomed}");
+        }
+        let run = tap_common::sync(&config, Some(&state), None);
+        assert_eq!(run.code, Some(0), "offset {offset}: {}", run.stderr);
+        tap_common::check_protocol(&run.messages);
+        tap_common::check_no_duplicates(&run.messages);
+        let mut emitted = tap_common::Holdings::from_messages(&run.messages).users;
+        emitted.extend(before);
+        let live = tap_common::Holdings::of(&sb, Vendor::Guru).users;
+        assert_eq!(live.len(), order.len() - 25);
+        let missed: Vec<&String> = live.difference(&emitted).collect();
+        assert!(
+            missed.is_empty(),
+            "offset {offset}: live users never emitted: {missed:?}"
+        );
+    }
+}
+
+fn guru_members_removed_mid_run(offset: bool) {
     let sb = Sandbox::builder()
         .seed(4)
         .users(100)
         .groups(3)
         .guru_page_size(10)
+        .guru_offset_tokens(offset)
         .start_background()
         .unwrap();
     let config = sb.config(Vendor::Guru);
@@ -1246,7 +1318,12 @@ fn guru_tap_misses_no_live_member_when_members_are_removed_mid_run() {
         let doomed: Vec<&str> = doomed.iter().map(String::as_str).collect();
         sb.delete_after_pages(Vendor::Guru, &path, 1, &doomed);
         let run = tap_common::sync(&config, None, None);
-        assert_eq!(run.code, Some(0), "{what}: {}", run.stderr);
+        assert_eq!(
+            run.code,
+            Some(0),
+            "{what} (offset {offset}): {}",
+            run.stderr
+        );
         tap_common::check_protocol(&run.messages);
         tap_common::check_no_duplicates(&run.messages);
         let emitted = tap_common::Holdings::from_messages(&run.messages);
@@ -1254,17 +1331,24 @@ fn guru_tap_misses_no_live_member_when_members_are_removed_mid_run() {
         assert_eq!(
             live.users.len(),
             order.len() - doomed.len(),
-            "{what}: the deletes did not happen"
+            "{what} (offset {offset}): the deletes did not happen"
         );
         let missed: Vec<&String> = live.users.difference(&emitted.users).collect();
         assert!(
             missed.is_empty(),
-            "{what}: live users never emitted: {missed:?}"
+            "{what} (offset {offset}): live users never emitted: {missed:?}"
         );
         let missed: Vec<&String> = live.memberships.difference(&emitted.memberships).collect();
         assert!(
             missed.is_empty(),
-            "{what}: live memberships never emitted: {missed:?}"
+            "{what} (offset {offset}): live memberships never emitted: {missed:?}"
+        );
+        // Offset tokens did shift members past a token, and the second pass says so.
+        assert_eq!(
+            run.stderr.contains("were found by reading again"),
+            offset,
+            "{what} (offset {offset}): {}",
+            run.stderr
         );
     }
 }

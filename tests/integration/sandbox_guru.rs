@@ -328,3 +328,31 @@ async fn auth_is_basic_email_token() {
     ));
     assert_eq!(wrong.get("/members").await.status, 401);
 }
+
+/// With `guru_offset_tokens` a token means "skip the first n": the walk still yields every
+/// member once, but a member removed before the token shifts the next one past it (what an
+/// offset-paged server does), where a keyset token continues after the last email served.
+#[tokio::test]
+async fn offset_tokens_skip_a_count_so_removals_shift_the_rest() {
+    for offset in [false, true] {
+        let sb = Sandbox::builder()
+            .users(30)
+            .groups(2)
+            .guru_page_size(10)
+            .guru_offset_tokens(offset)
+            .spawn()
+            .await
+            .unwrap();
+        let g = api(&sb, Vendor::Guru);
+        let (all, pages) = walk(&g, "/members").await;
+        assert_eq!(pages, all.len().div_ceil(10), "offset {offset}");
+        let ids: Vec<&str> = all.iter().map(|m| m["id"].as_str().unwrap()).collect();
+        let r = g.get("/members").await;
+        let next = next_link(&r).unwrap();
+        assert!(sb.delete_user(Vendor::Guru, ids[0]));
+        let r = g.get(&next).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let want = if offset { ids[11] } else { ids[10] };
+        assert_eq!(r.body[0]["id"], want, "offset {offset}");
+    }
+}

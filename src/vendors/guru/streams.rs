@@ -12,6 +12,15 @@
 //!   group order, so the bookmark is `{"group_id": <the group being read>, "next": <its
 //!   next-page URL>}`, or just the group id when that group starts from its first page.
 //!
+//! Guru's page tokens are opaque, so the tap cannot tell whether one means "after this member"
+//! or "skip this many": with the latter, a member removed during the listing shifts unread ones
+//! past the token, and no page shows it. So every listing that took more than one page (or
+//! resumed from a bookmark) is read once more from the start ([`Passes`]), leaving out by id
+//! what was had already ([`Dedupe`], about 20 bytes per id); a pass that still finds new ones
+//! is followed by another, at most [`MAX_FILL_PASSES`] in all, then a warning. A one-page
+//! listing is one answer and needs no second look. A page that repeats ids (a member added
+//! before the token) has them left out and counted as duplicates.
+//!
 //! Page tokens expire. A stored one that Guru refuses (a 4xx on the first request of a resumed
 //! listing), or a stored group that no longer exists, makes the engine warn and read the
 //! stream again from the beginning. A group deleted while its members are being read is
@@ -21,12 +30,14 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use futures::{StreamExt, stream};
-use serde_json::{Value, json};
+use parking_lot::Mutex;
+use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::model;
 use crate::http::{Auth, HttpClient, HttpError, Response, StatusCode, path_segment};
 use crate::model::{GROUPS, MEMBERSHIPS, USERS};
+use crate::scim::list::{Dedupe, MAX_FILL_PASSES};
 use crate::vendors::Resolved;
 use crate::vendors::source::{
     Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, client_config,
@@ -127,6 +138,138 @@ fn entries(stream: &'static str, response: &Response) -> Result<Vec<Value>, Sour
     }
 }
 
+/// What one Guru listing (or one group's members) remembers between its pages in this
+/// process: the ids had, and the pass it is in.
+#[derive(Debug)]
+struct Passes {
+    /// What the listing is, for the log ("members", "group g1's members").
+    what: String,
+    /// Every id had in this process, across passes.
+    seen: Dedupe,
+    /// Every skipped resource's reason already reported, so a second pass does not repeat it.
+    reported: Dedupe,
+    /// 0 for the first pass, then the number of the pass reading again.
+    fill: u32,
+    /// Pages read in this pass.
+    pages: u32,
+    /// Ids first had in this pass.
+    found: u64,
+    /// This pass started from a bookmark, not from the first page.
+    resumed: bool,
+}
+
+/// Where one entry of a page goes.
+enum Placed {
+    /// First had: emit it.
+    New,
+    /// Had before: leave it out (`true` when it counts as a duplicate, not a re-read).
+    Had(bool),
+}
+
+impl Passes {
+    fn new(what: impl Into<String>, resumed: bool) -> Self {
+        Self {
+            what: what.into(),
+            seen: Dedupe::default(),
+            reported: Dedupe::default(),
+            fill: 0,
+            pages: 0,
+            found: 0,
+            resumed,
+        }
+    }
+
+    /// Places the entry keyed `id`.
+    fn place(&mut self, id: &str) -> Placed {
+        if self.seen.first(id) {
+            self.found += 1;
+            Placed::New
+        } else {
+            Placed::Had(self.fill == 0)
+        }
+    }
+
+    /// True the first time a skipped resource with this reason turns up.
+    fn report(&mut self, reason: &str) -> bool {
+        self.reported.first(reason)
+    }
+
+    /// The listing's pages ran out after one more page: true to read it again from the start.
+    fn again(&mut self) -> bool {
+        self.pages += 1;
+        let pages = std::mem::take(&mut self.pages);
+        let found = std::mem::take(&mut self.found);
+        if self.fill > 0 && found > 0 {
+            tracing::warn!(
+                listing = %self.what,
+                "{found} {} that the pass before missed (removed while the listing was read shifted them past a page token) were found by reading again",
+                self.what
+            );
+        }
+        let needed = if self.fill == 0 {
+            pages > 1 || self.resumed
+        } else {
+            found > 0
+        };
+        if !needed {
+            return false;
+        }
+        if self.fill >= MAX_FILL_PASSES {
+            tracing::warn!(
+                listing = %self.what,
+                "{} kept changing while read {} times from the start: some created or removed during the run may be missing; the next run reads them",
+                self.what,
+                self.fill + 1
+            );
+            return false;
+        }
+        self.fill += 1;
+        self.resumed = false;
+        tracing::info!(
+            listing = %self.what,
+            "reading {} again from the start to confirm no page token skipped any (pass {} of at most {}), leaving out what was read already",
+            self.what,
+            self.fill + 1,
+            MAX_FILL_PASSES + 1
+        );
+        true
+    }
+}
+
+/// The key a record is deduplicated by.
+fn record_key<'a>(record: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
+    record.get(field).and_then(Value::as_str)
+}
+
+/// Adds one page's records to `page`, leaving out what `passes` had before.
+fn place_all(
+    passes: &mut Passes,
+    page: &mut Page,
+    stream: &'static str,
+    key: &str,
+    records: impl IntoIterator<Item = Result<Map<String, Value>, String>>,
+) {
+    for record in records {
+        match record {
+            Ok(record) => {
+                let placed = match record_key(&record, key) {
+                    Some(id) => passes.place(id),
+                    None => Placed::New,
+                };
+                match placed {
+                    Placed::New => page.records.push(Emit::new(stream, record)),
+                    Placed::Had(duplicate) => page.duplicates += u64::from(duplicate),
+                }
+            }
+            Err(problem) => {
+                if passes.report(&problem) {
+                    page.skipped.push(Skipped::new(stream, problem));
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Members,
@@ -149,20 +292,35 @@ impl Listing for Linked {
     }
 
     fn pages(self: Arc<Self>, request: ListRequest) -> PageStream {
+        let what = match self.kind {
+            Kind::Members => "members",
+            Kind::Groups => "groups",
+        };
+        let passes = Arc::new(Mutex::new(Passes::new(what, request.start.is_some())));
         sequential(&request, move |cursor, from_state| {
             let list = self.clone();
-            async move { list.page(cursor, from_state).await }
+            let passes = passes.clone();
+            async move { list.page(cursor, from_state, &passes).await }
         })
     }
 }
 
 impl Linked {
-    async fn page(&self, cursor: Option<Value>, from_state: bool) -> Result<Page, SourceError> {
+    fn first_url(&self) -> &'static str {
+        match self.kind {
+            Kind::Members => "/members",
+            Kind::Groups => "/groups",
+        }
+    }
+
+    async fn page(
+        &self,
+        cursor: Option<Value>,
+        from_state: bool,
+        passes: &Mutex<Passes>,
+    ) -> Result<Page, SourceError> {
         let url = match &cursor {
-            None => match self.kind {
-                Kind::Members => "/members".to_string(),
-                Kind::Groups => "/groups".to_string(),
-            },
+            None => self.first_url().to_string(),
             Some(Value::String(url)) => url.clone(),
             Some(other) => {
                 return Err(SourceError::BadCursor {
@@ -185,17 +343,23 @@ impl Linked {
             Err(err) => return Err(err.into()),
         };
         let mut page = Page::last(Utc::now());
-        page.next = response.next_link().map(|u| Value::String(u.to_string()));
-        for entry in entries(self.main_stream(), &response)? {
-            let record = match self.kind {
+        let records = entries(self.main_stream(), &response)?
+            .into_iter()
+            .map(|entry| match self.kind {
                 Kind::Members => model::member(entry),
                 Kind::Groups => model::group(entry),
-            };
-            match record {
-                Ok(record) => page.records.push(Emit::new(self.main_stream(), record)),
-                Err(problem) => page.skipped.push(Skipped::new(self.main_stream(), problem)),
+            });
+        let mut passes = passes.lock();
+        place_all(&mut passes, &mut page, self.main_stream(), "id", records);
+        page.next = match response.next_link() {
+            Some(next) => {
+                passes.pages += 1;
+                Some(Value::String(next.to_string()))
             }
-        }
+            None => passes
+                .again()
+                .then(|| Value::String(self.first_url().to_string())),
+        };
         Ok(page)
     }
 }
@@ -278,17 +442,24 @@ impl GroupMembers {
             }
         };
         let mut groups = Vec::new();
+        let mut passes = Passes::new("groups", false);
         let mut url = "/groups".to_string();
         loop {
             let response = self.client.get(&url).send().await?;
             for entry in entries(MEMBERSHIPS, &response)? {
                 // A group without an id is reported by the groups stream.
-                if let Some(id) = model::group_id(&entry) {
+                if let Some(id) = model::group_id(&entry)
+                    && matches!(passes.place(&id), Placed::New)
+                {
                     groups.push(id);
                 }
             }
             match response.next_link() {
-                Some(next) if next.as_str() != url => url = next.to_string(),
+                Some(next) if next.as_str() != url => {
+                    passes.pages += 1;
+                    url = next.to_string();
+                }
+                _ if passes.again() => url = "/groups".to_string(),
                 _ => break,
             }
         }
@@ -323,11 +494,20 @@ impl GroupMembers {
             let id = &groups[at];
             let following = groups.get(at + 1);
             let from_state = resume.is_some();
-            let mut url = resume.unwrap_or_else(|| format!("/groups/{}/members", path_segment(id)));
+            let start = format!("/groups/{}/members", path_segment(id));
+            let mut url = resume.unwrap_or_else(|| start.clone());
+            let mut passes = Passes::new(format!("group {id}'s members"), from_state);
             let mut first = true;
             loop {
                 let page = self
-                    .group_page(id, &url, following, first && from_state)
+                    .group_page(
+                        id,
+                        &url,
+                        &start,
+                        following,
+                        first && from_state,
+                        &mut passes,
+                    )
                     .await;
                 let next = match &page {
                     Ok(page) => page
@@ -361,8 +541,10 @@ impl GroupMembers {
         &self,
         id: &str,
         url: &str,
+        start: &str,
         following: Option<&String>,
         from_state: bool,
+        passes: &mut Passes,
     ) -> Result<Page, SourceError> {
         let after_this = || following.map(|g| json!({"group_id": g}));
         let response = match self.client.get(url).send().await {
@@ -389,16 +571,18 @@ impl GroupMembers {
             Err(err) => return Err(err.into()),
         };
         let mut page = Page::last(Utc::now());
+        let records = entries(MEMBERSHIPS, &response)?
+            .into_iter()
+            .map(|entry| model::group_member(id, entry));
+        place_all(passes, &mut page, MEMBERSHIPS, "user_id", records);
         page.next = match response.next_link() {
-            Some(next) => Some(json!({"group_id": id, "next": next.to_string()})),
+            Some(next) => {
+                passes.pages += 1;
+                Some(json!({"group_id": id, "next": next.to_string()}))
+            }
+            None if passes.again() => Some(json!({"group_id": id, "next": start})),
             None => after_this(),
         };
-        for entry in entries(MEMBERSHIPS, &response)? {
-            match model::group_member(id, entry) {
-                Ok(record) => page.records.push(Emit::new(MEMBERSHIPS, record)),
-                Err(problem) => page.skipped.push(Skipped::new(MEMBERSHIPS, problem)),
-            }
-        }
         Ok(page)
     }
 }
@@ -410,5 +594,88 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `pages` (ids per page) as one pass; returns the ids placed as new and whether the
+    /// listing is read again.
+    fn pass(passes: &mut Passes, pages: &[&[&str]]) -> (Vec<String>, u64, bool) {
+        let mut new = Vec::new();
+        let mut duplicates = 0;
+        for (i, page) in pages.iter().enumerate() {
+            for id in *page {
+                match passes.place(id) {
+                    Placed::New => new.push((*id).to_string()),
+                    Placed::Had(dup) => duplicates += u64::from(dup),
+                }
+            }
+            if i + 1 < pages.len() {
+                passes.pages += 1;
+            }
+        }
+        (new, duplicates, passes.again())
+    }
+
+    #[test]
+    fn one_page_is_read_once() {
+        let mut p = Passes::new("members", false);
+        let (new, dups, again) = pass(&mut p, &[&["a", "b"]]);
+        assert_eq!((new.len(), dups, again), (2, 0, false));
+    }
+
+    #[test]
+    fn a_resumed_single_page_is_confirmed() {
+        let mut p = Passes::new("members", true);
+        assert!(pass(&mut p, &[&["c"]]).2);
+        // The second pass finds the members before the resume point, then nothing more.
+        let (new, dups, again) = pass(&mut p, &[&["a", "b", "c"]]);
+        assert_eq!(new, ["a", "b"]);
+        assert_eq!((dups, again), (0, true));
+        assert!(!pass(&mut p, &[&["a", "b", "c"]]).2);
+    }
+
+    #[test]
+    fn several_pages_are_read_again_until_nothing_new() {
+        let mut p = Passes::new("members", false);
+        // Offset tokens after a removal: "d" slipped past the second page.
+        let (new, dups, again) = pass(&mut p, &[&["a", "b"], &["b", "e"]]);
+        assert_eq!(new, ["a", "b", "e"]);
+        assert_eq!(dups, 1, "a repeated id is a duplicate in the first pass");
+        assert!(again);
+        let (new, dups, again) = pass(&mut p, &[&["a", "b"], &["d", "e"]]);
+        assert_eq!(new, ["d"]);
+        assert_eq!(dups, 0, "a pass that reads again re-reads on purpose");
+        assert!(again, "it found one, so it is confirmed once more");
+        let (new, _, again) = pass(&mut p, &[&["a", "b"], &["d", "e"]]);
+        assert!(new.is_empty());
+        assert!(!again);
+    }
+
+    #[test]
+    fn passes_are_bounded() {
+        let mut p = Passes::new("members", false);
+        let mut reads = 1;
+        let mut n = 0;
+        loop {
+            n += 1;
+            let fresh = format!("new{n}");
+            if !pass(&mut p, &[&["a"], &[fresh.as_str()]]).2 {
+                break;
+            }
+            reads += 1;
+        }
+        assert_eq!(reads, MAX_FILL_PASSES + 1);
+    }
+
+    #[test]
+    fn a_skipped_resource_is_reported_once() {
+        let mut p = Passes::new("members", false);
+        assert!(p.report("member without an email: {}"));
+        assert!(!p.report("member without an email: {}"));
+        assert!(p.report("member without an email: {\"id\":2}"));
     }
 }
