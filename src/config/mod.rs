@@ -359,7 +359,7 @@ pub const COMMON_SETTINGS: &[Setting] = &[
 /// Keys only the tap takes: the Singer SDK's `schema-flattening` capability (docs/tap.md).
 pub const TAP_SETTINGS: &[Setting] = &[
     Setting::new("flattening_enabled", Kind::Boolean, "Flatten nested objects into columns named parent__child (attributes__plan), for warehouse loaders").default("false").only(Applies::Tap),
-    Setting::new("flattening_max_depth", Kind::Integer, "With flattening_enabled: how many levels of nested objects become columns (deeper objects and arrays become JSON text)").default("1").only(Applies::Tap),
+    Setting::new("flattening_max_depth", Kind::Integer, "With flattening_enabled: how many levels of nested objects become columns (deeper objects and arrays become JSON text)").default("1").range(0.0, 100.0).only(Applies::Tap),
 ];
 
 /// Keys only the target takes.

@@ -566,7 +566,8 @@ fn scim_tap_resumed_after_deletions_behind_its_bookmark_misses_no_live_user() {
             .start_background()
             .unwrap();
         let config = sb.config(Vendor::Scim);
-        let (lines, running) = crate::tap_common::sync_killed_after(&config, None, 1);
+        // Two states: the groups listing (they come first), then the first page of users.
+        let (lines, running) = crate::tap_common::sync_killed_after(&config, None, 2);
         assert!(running, "the tap finished before it could be killed");
         let first = Holdings::from_messages(&lines);
         let state = lines

@@ -294,10 +294,11 @@ fn meltano_installs_from_the_wheel_runs_userflow_to_appcues_resumes_from_its_sta
     let (uf_users, uf_groups, uf_memberships) = userflow_people(&sb);
     assert_eq!(uf_users.len(), USERS);
 
-    // 1. Cut short after the first page: one Userflow request an hour, and no retries.
+    // 1. Cut short after the first users page: two Userflow requests an hour (the groups
+    // listing, which comes first, then one users page), and no retries.
     sb.faults().set_rate_limit(
         Vendor::Userflow,
-        Some(RateLimit::parse("1/h,burst=1").unwrap()),
+        Some(RateLimit::parse("2/h,burst=2").unwrap()),
     );
     let first = project.meltano(
         &["run", "tap-roster", "target-roster"],

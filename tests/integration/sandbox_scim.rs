@@ -326,7 +326,10 @@ async fn auth_forms_per_scim_flavour() {
         200,
         "OneLogin's Bearer username:token"
     );
+    // The token alone, as Guru's API document describes it.
     bearer.auth = Some(("sandbox-guru-scim-token".into(), None, "bearer"));
+    assert_eq!(bearer.get("/Users").await.status, 200, "Bearer token alone");
+    bearer.auth = Some(("not-the-guru-scim-token".into(), None, "bearer"));
     let r = bearer.get("/Users").await;
     assert_eq!(r.status, 401);
     assert!(r.header("www-authenticate").is_some());

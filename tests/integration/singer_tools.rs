@@ -349,11 +349,16 @@ fn singer_check_tap_accepts_fresh_and_resumed_output_of_every_listable_vendor() 
             .map(|u| s(&u["id"]))
             .collect();
         let all: BTreeSet<String> = expected(&sb, vendor).users.into_keys().collect();
-        assert!(
-            after.len() < all.len(),
-            "{vendor}: the resumed run started over ({} users)",
-            after.len()
-        );
+        // A resumed Guru listing is read once more from its first page, since Guru's opaque
+        // page tokens may count positions that removals shift (docs/tap.md): it emits every
+        // user again. The others resume where the state points.
+        if vendor != Vendor::Guru {
+            assert!(
+                after.len() < all.len(),
+                "{vendor}: the resumed run started over ({} users)",
+                after.len()
+            );
+        }
         assert_eq!(
             before.union(&after).cloned().collect::<BTreeSet<_>>(),
             all,
