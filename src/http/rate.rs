@@ -200,9 +200,22 @@ impl AdaptiveRate {
         }
     }
 
-    /// The rate in force (requests per second), `None` while unlimited.
+    /// The rate in force (requests per second), `None` while unlimited and during the cautious
+    /// start (a probe, not a rate: it must not set the concurrency's floor).
     pub fn rate(&self) -> Option<f64> {
+        if self.phase == Phase::Start {
+            return None;
+        }
         self.rate
+    }
+
+    /// Skips the cautious start: unpaced from the first request until a 429 (tests with zero
+    /// delays, whose first requests must not wait).
+    pub fn without_cautious_start(mut self) -> Self {
+        if self.phase == Phase::Start {
+            self.phase = Phase::Unlimited;
+        }
+        self
     }
 
     /// How many times the rate was lowered after 429s.
@@ -543,9 +556,10 @@ mod tests {
         // requests, not the whole initial concurrency at once.
         assert_eq!(r.poll(t0), Slot::Go);
         assert!(matches!(r.poll(t0), Slot::WaitUntil(_)));
-        assert_eq!(r.rate(), Some(START_RATE));
+        assert_eq!(r.rate, Some(START_RATE));
         let _ = r.poll(t0 + START_DOUBLING * 3);
-        assert_eq!(r.rate(), Some(START_RATE * 8.0));
+        assert_eq!(r.rate, Some(START_RATE * 8.0));
+        assert_eq!(r.rate(), None, "a probe, not a rate");
         let mut fresh = AdaptiveRate::new(None);
         let first_second = slots_in(&mut fresh, t0, START_PROBE.as_secs_f64());
         assert!(
