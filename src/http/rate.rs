@@ -7,7 +7,12 @@
 //!   slack of [`PACING_SLACK`] so late wake-ups do not drift the rate down.
 //! - **Told the limit** (`requests_per_second`): pace at it. A 429 still lowers the rate (the
 //!   account may be shared), and probing climbs back to the configured ceiling, never above.
-//! - **Not told**: send unpaced until 429s come. The estimate rests on token conservation: a
+//! - **Not told**: start cautiously: the first [`START_PROBE`] is paced from [`START_RATE`],
+//!   doubling every [`START_DOUBLING`], so the whole initial concurrency does not hit a small
+//!   burst at once (a 600-request run against 40/s with a burst of 5 lost 4–5% of its requests
+//!   to 429s that way; a short run cannot earn them back). A 429 in it measures the limit over
+//!   its last [`START_STEPS_MEASURED`] steps as a floor and slow-starts from there. Without a 429
+//!   the client then sends unpaced until 429s come. The estimate rests on token conservation: a
 //!   server's bucket is empty whenever it answers 429, so between two *throttle events* it accepted
 //!   exactly what it refilled, and `accepted answers / time between events` is its rate (pauses
 //!   for `Retry-After` included, since the bucket refills during them). That holds only if we
@@ -38,9 +43,12 @@
 //! ≥98% of the limit and ≤1.5% 429s for the sandbox's shapes when not told, 100% and no 429 when
 //! told; and for clients still ramping up when the first 429 comes (demand below the limit,
 //! bursts of 2 to 50), ≥90% of the limit (≥80% when every event costs a 1 s `Retry-After`)
-//! with ≤2% 429s. Known weak spot: a server whose burst is much smaller than its
-//! `Retry-After` times its rate loses tokens during our pause, so the estimate comes out low
-//! and probing takes minutes to climb back; configure the documented rate for such vendors.
+//! with ≤2% 429s. A server whose burst is much smaller than its `Retry-After` times its rate
+//! loses tokens during our pause, so an estimate that counts the pause comes out far too low
+//! (200/s with a burst of 5 measured ~30/s, and probing took minutes to climb back); one that
+//! ends at the pause and leaves it out is an upper bound. When the first is below
+//! [`PAUSE_DOUBT`] of the second the cut is a moderate one ([`ACROSS_PAUSE_CUT`]). Every such
+//! event still costs its pause: configure the documented rate for such vendors.
 
 use std::collections::VecDeque;
 use std::time::Duration;
