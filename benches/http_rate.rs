@@ -12,11 +12,16 @@
 //! cargo bench --bench http_rate -- --limit 40/s,burst=5 --n 600   # issue 11: a short run, small burst
 //! ```
 //!
-//! The short run (issue 11) on 2026-12-07, debug build (`--profile dev`), 2 loaded cores, three
-//! runs each: 64 tasks 1.50%, 2.33%, 3.67% 429s at 84.9–100.3% of R (median 2.33%, 100.3%); 16
-//! tasks 2.67%, 3.50%, 7.00% at 99.2–100.5% (median 3.50%, 100.0%). The goal is at most 2% 429s
-//! and at least 95% of R; the simulation case `a_short_run_starts_cautiously` is ignored until
-//! it is met.
+//! The short run (issue 11) on 2026-12-07, debug build (`--profile dev`), 2 loaded cores. Before
+//! the cautious start, three runs each: 64 tasks 1.50%, 2.33%, 3.67% 429s at 84.9–100.3% of R
+//! (median 2.33%, 100.3%); 16 tasks 2.67%, 3.50%, 7.00% at 99.2–100.5% (median 3.50%, 100.0%).
+//! With it (`http::rate` START_*): 64 tasks 1.33%, 1.33%, 1.33% at 98.9–99.3% (median 1.33%,
+//! 99.1%); 16 tasks, seven runs: 1.33% six times and 3.83% once, at 99.1–99.5% (median 1.33%,
+//! 99.2%). A later pair of runs, side by side on a quieter machine (load 0.2–1.3), three each:
+//! before (`ddb82bf`) 64 tasks 3.67%, 5.17%, 5.33% at 73.5–81.9% of R, 16 tasks 3.83%, 4.17%,
+//! 7.67% at 69.9–82.4%; after, 64 tasks 1.50% three times at 99.0–99.7%, 16 tasks 1.33%, 1.50%,
+//! 2.67% at 99.3–99.8%. The goal is at most 2% 429s and at least 95% of R (simulation case
+//! `a_short_run_starts_cautiously`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};

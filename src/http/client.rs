@@ -68,10 +68,16 @@ struct Gate {
 }
 
 impl Gate {
-    fn new(rps: Option<f64>) -> Self {
+    /// `zero_delays` (tests): no cautious start either, so a test's first requests go at once.
+    fn new(rps: Option<f64>, zero_delays: bool) -> Self {
+        let rate = AdaptiveRate::new(rps);
         Self {
             turn: tokio::sync::Mutex::new(()),
-            rate: Mutex::new(AdaptiveRate::new(rps)),
+            rate: Mutex::new(if zero_delays {
+                rate.without_cautious_start()
+            } else {
+                rate
+            }),
         }
     }
 
@@ -180,7 +186,10 @@ impl HttpClient {
             .map(|b| {
                 (
                     b.name.clone(),
-                    Arc::new(Gate::new(b.rate.map(|r| r.as_per_second()))),
+                    Arc::new(Gate::new(
+                        b.rate.map(|r| r.as_per_second()),
+                        cfg.zero_delays,
+                    )),
                 )
             })
             .collect();
@@ -197,7 +206,7 @@ impl HttpClient {
                 shutdown: cfg.shutdown.clone(),
                 secrets: secrets.into(),
                 pause_until: Mutex::new(None),
-                global: Gate::new(cfg.requests_per_second),
+                global: Gate::new(cfg.requests_per_second, cfg.zero_delays),
                 buckets: Mutex::new(buckets),
                 concurrency: Concurrency::new(cfg.max_concurrency),
                 counters: Counters::default(),
@@ -345,7 +354,7 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(Gate::new(None)))
+            .or_insert_with(|| Arc::new(Gate::new(None, self.zero_delays)))
             .clone()
     }
 

@@ -7,7 +7,12 @@
 //!   slack of [`PACING_SLACK`] so late wake-ups do not drift the rate down.
 //! - **Told the limit** (`requests_per_second`): pace at it. A 429 still lowers the rate (the
 //!   account may be shared), and probing climbs back to the configured ceiling, never above.
-//! - **Not told**: send unpaced until 429s come. The estimate rests on token conservation: a
+//! - **Not told**: start cautiously: the first [`START_PROBE`] is paced from [`START_RATE`],
+//!   doubling every [`START_DOUBLING`], so the whole initial concurrency does not hit a small
+//!   burst at once (a 600-request run against 40/s with a burst of 5 lost 4–5% of its requests
+//!   to 429s that way; a short run cannot earn them back). A 429 in it measures the limit over
+//!   its last [`START_STEPS_MEASURED`] steps as a floor and slow-starts from there. Without a 429
+//!   the client then sends unpaced until 429s come. The estimate rests on token conservation: a
 //!   server's bucket is empty whenever it answers 429, so between two *throttle events* it accepted
 //!   exactly what it refilled, and `accepted answers / time between events` is its rate (pauses
 //!   for `Retry-After` included, since the bucket refills during them). That holds only if we
@@ -38,14 +43,30 @@
 //! ≥98% of the limit and ≤1.5% 429s for the sandbox's shapes when not told, 100% and no 429 when
 //! told; and for clients still ramping up when the first 429 comes (demand below the limit,
 //! bursts of 2 to 50), ≥90% of the limit (≥80% when every event costs a 1 s `Retry-After`)
-//! with ≤2% 429s. Known weak spot: a server whose burst is much smaller than its
-//! `Retry-After` times its rate loses tokens during our pause, so the estimate comes out low
-//! and probing takes minutes to climb back; configure the documented rate for such vendors.
+//! with ≤2% 429s. A server whose burst is much smaller than its `Retry-After` times its rate
+//! loses tokens during our pause, so an estimate that counts the pause comes out far too low
+//! (200/s with a burst of 5 measured ~30/s, and probing took minutes to climb back); one that
+//! ends at the pause and leaves it out is an upper bound. When the first is below
+//! [`PAUSE_DOUBT`] of the second the cut is a moderate one ([`ACROSS_PAUSE_CUT`]). Every such
+//! event still costs its pause: configure the documented rate for such vendors.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// Not told the limit, the first [`START_PROBE`] is paced: from this rate, doubling every
+/// [`START_DOUBLING`], so a small burst is not overrun by the whole initial concurrency at once.
+pub const START_RATE: f64 = 10.0;
+/// How often the cautious start doubles its rate.
+pub const START_DOUBLING: Duration = Duration::from_millis(100);
+/// A 429 during the cautious start measures the limit over this many of its last steps (the
+/// older ones ran far below any limit that answers 429 at the current one); slow start climbs
+/// from there.
+pub const START_STEPS_MEASURED: u32 = 4;
+/// How long the cautious start lasts; without a 429 by then the client goes unpaced (the rate is
+/// 5,120/s by then, more than anything in roster's world).
+pub const START_PROBE: Duration = Duration::from_secs(1);
 
 /// Most accepted-answer times kept for [`ESTIMATE_WINDOWS`] (5 s at 40,000 answers/s).
 const RECENT_CAP: usize = 200_000;
@@ -79,11 +100,19 @@ pub const MAX_RATE: f64 = 1_000_000.0;
 /// machine, where wake-ups came 30–60 ms late; BENCHMARKS.md). A discovered rate keeps one
 /// interval at most.
 pub const PACING_SLACK: Duration = Duration::from_millis(100);
+/// Across a `Retry-After` pause, an estimate that counts the pause below this share of one that
+/// does not is doubted (see [`ACROSS_PAUSE_CUT`]).
+pub const PAUSE_DOUBT: f64 = 0.5;
+/// A doubted cut across a pause lowers the rate to this share of the rate in force (or to the
+/// estimate without the pause, less [`CUT_MARGIN`], if lower); probing goes on from there.
+pub const ACROSS_PAUSE_CUT: f64 = 0.8;
 /// Weight of a new sample in the smoothed round-trip time.
 const SRTT_WEIGHT: f64 = 0.2;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
+    /// Unknown limit, first [`START_PROBE`]: paced, doubling every [`START_DOUBLING`].
+    Start,
     /// No rate yet (unknown limit, no 429 so far).
     Unlimited,
     /// Doubling until the next throttle event.
@@ -119,6 +148,10 @@ pub struct AdaptiveRate {
     /// Only 429s for requests sent at or after this start an event.
     measure_from: Option<Instant>,
     pause_end: Option<Instant>,
+    /// Recent `Retry-After` pauses (start, end), kept as long as [`ESTIMATE_WINDOWS`].
+    pauses: VecDeque<(Instant, Instant)>,
+    /// When the last answer came (where a pause announced next starts).
+    last_answer: Option<Instant>,
     last_adjust: Option<Instant>,
     /// A request had to wait for the pacer since the last adjustment.
     bound: bool,
@@ -135,6 +168,8 @@ pub struct AdaptiveRate {
     /// When recent accepted answers came back, for the windowed estimates.
     recent: VecDeque<Instant>,
     cuts: u64,
+    /// The first poll (the cautious start's clock).
+    started: Option<Instant>,
 }
 
 impl AdaptiveRate {
@@ -149,7 +184,7 @@ impl AdaptiveRate {
             phase: if ceiling.is_some() {
                 Phase::Probe
             } else {
-                Phase::Unlimited
+                Phase::Start
             },
             tat: None,
             last_event: None,
@@ -158,6 +193,8 @@ impl AdaptiveRate {
             throttled: 0,
             measure_from: None,
             pause_end: None,
+            pauses: VecDeque::new(),
+            last_answer: None,
             last_adjust: None,
             bound: false,
             held: false,
@@ -167,12 +204,26 @@ impl AdaptiveRate {
             srtt: None,
             recent: VecDeque::new(),
             cuts: 0,
+            started: None,
         }
     }
 
-    /// The rate in force (requests per second), `None` while unlimited.
+    /// The rate in force (requests per second), `None` while unlimited and during the cautious
+    /// start (a probe, not a rate: it must not set the concurrency's floor).
     pub fn rate(&self) -> Option<f64> {
+        if self.phase == Phase::Start {
+            return None;
+        }
         self.rate
+    }
+
+    /// Skips the cautious start: unpaced from the first request until a 429 (tests with zero
+    /// delays, whose first requests must not wait).
+    pub fn without_cautious_start(mut self) -> Self {
+        if self.phase == Phase::Start {
+            self.phase = Phase::Unlimited;
+        }
+        self
     }
 
     /// How many times the rate was lowered after 429s.
@@ -185,6 +236,24 @@ impl AdaptiveRate {
         self.last_event.get_or_insert(now);
         self.last_adjust.get_or_insert(now);
         self.measure_from.get_or_insert(now);
+        let started = *self.started.get_or_insert(now);
+        if self.phase == Phase::Start {
+            let elapsed = now.saturating_duration_since(started);
+            if elapsed >= START_PROBE {
+                // No 429 in the whole start: our demand, not the pacer, was what held requests
+                // back, and the next event measures from here.
+                self.phase = Phase::Unlimited;
+                self.rate = None;
+                self.held = false;
+                self.bound = false;
+            } else {
+                let steps = elapsed.as_nanos() / START_DOUBLING.as_nanos().max(1);
+                let steps = u32::try_from(steps).unwrap_or(u32::MAX);
+                self.rate = Some(START_RATE * 2f64.powi(i32::try_from(steps).unwrap_or(i32::MAX)));
+                let back = (steps + 1).saturating_sub(START_STEPS_MEASURED);
+                self.raised_at = Some(started + START_DOUBLING * back);
+            }
+        }
         let Some(rate) = self.rate else {
             return Slot::Go;
         };
@@ -215,11 +284,18 @@ impl AdaptiveRate {
     pub fn on_pause(&mut self, until: Instant) {
         if self.pause_end.is_none_or(|p| p < until) {
             self.pause_end = Some(until);
+            let start = self.last_answer.unwrap_or(until).min(until);
+            match self.pauses.back_mut() {
+                // Overlapping pauses merge.
+                Some(last) if last.1 >= start => last.1 = last.1.max(until),
+                _ => self.pauses.push_back((start, until)),
+            }
         }
     }
 
     /// Feeds back one answer: `throttled` is a 429, `sent_at` when its request went out.
     pub fn on_response(&mut self, now: Instant, sent_at: Instant, throttled: bool) {
+        self.last_answer = Some(self.last_answer.map_or(now, |l| l.max(now)));
         let rtt = now.saturating_duration_since(sent_at);
         self.srtt = Some(match self.srtt {
             None => rtt,
@@ -285,6 +361,9 @@ impl AdaptiveRate {
             while self.recent.front().is_some_and(|t| *t < horizon) {
                 self.recent.pop_front();
             }
+            while self.pauses.front().is_some_and(|p| p.1 < horizon) {
+                self.pauses.pop_front();
+            }
         }
         if self.recent.len() >= RECENT_CAP {
             self.recent.pop_front();
@@ -292,27 +371,66 @@ impl AdaptiveRate {
         self.recent.push_back(now);
     }
 
-    fn decide(&mut self, now: Instant, last_event: Instant) {
-        let since_event = now.saturating_duration_since(last_event);
-        let span = since_event.as_secs_f64().max(1e-3);
-        let mut measured = f64::from(self.accepted) / span;
+    /// The limit as measured since the last decision. `pause_share`: how much of the time
+    /// paused for a `Retry-After` counts (1: all of it, as a bucket whose burst covers the pause
+    /// refills it all; 0: none, as a bucket with a small burst refills almost nothing). `trim`:
+    /// the measurement ends where a pause that began since the last decision began (the answers
+    /// after it drain the refill, not the rate).
+    fn measure(&self, now: Instant, last_event: Instant, pause_share: f64, trim: bool) -> f64 {
+        let end = if trim {
+            self.pauses
+                .iter()
+                .map(|p| p.0)
+                .find(|start| *start > last_event && *start <= now)
+                .unwrap_or(now)
+        } else {
+            now
+        };
+        let credited = |from: Instant| {
+            let free = self.unpaused(from, end);
+            let paused = end.saturating_duration_since(from).saturating_sub(free);
+            free + paused.mul_f64(pause_share)
+        };
+        let after_end = self.recent.iter().rev().take_while(|t| **t > end).count();
+        let accepted = u64::from(self.accepted).saturating_sub(after_end as u64);
+        let since_event = end.saturating_duration_since(last_event);
+        let mut measured = accepted as f64 / credited(last_event).as_secs_f64().max(1e-3);
         let mut windows: Vec<Duration> = ESTIMATE_WINDOWS
             .iter()
             .map(|w| (*w).min(since_event))
             .collect();
         // After a slow-start raise, the time at the raised rate is what overloaded the server.
-        if let Some(raised) = self.raised_at.filter(|r| *r > last_event) {
-            windows.push(now.saturating_duration_since(raised));
+        if let Some(raised) = self.raised_at.filter(|r| *r > last_event && *r < end) {
+            windows.push(end.saturating_duration_since(raised));
         }
         for w in windows {
-            let Some(from) = now.checked_sub(w) else {
+            let Some(from) = end.checked_sub(w) else {
                 continue;
             };
-            let n = self.recent.iter().rev().take_while(|t| **t >= from).count();
-            if n >= EVENT_SAMPLES as usize && !w.is_zero() {
-                measured = measured.max(n as f64 / w.as_secs_f64());
+            let n = self
+                .recent
+                .iter()
+                .rev()
+                .skip(after_end)
+                .take_while(|t| **t >= from)
+                .count();
+            let time = credited(from);
+            if n >= EVENT_SAMPLES as usize && !time.is_zero() {
+                measured = measured.max(n as f64 / time.as_secs_f64().max(1e-3));
             }
         }
+        measured
+    }
+
+    fn decide(&mut self, now: Instant, last_event: Instant) {
+        let measured = self.measure(now, last_event, 1.0, false);
+        // Across a `Retry-After` pause the estimate above is right for a bucket whose burst
+        // covers the pause, and far too low for one with a small burst (200/s with a burst of 5
+        // and `Retry-After: 1` measured ~30/s, and probing took minutes to climb back). Ending
+        // at the pause and leaving it out gives an upper bound instead. Far apart, the truth is
+        // unknown: a moderate cut, then probing as usual.
+        let unpaused = self.measure(now, last_event, 0.0, true);
+        let across_pause = measured < unpaused * PAUSE_DOUBT;
         // Token conservation holds only if the server was saturated since the last decision, and
         // only our pacer holding requests back shows that. Otherwise the 429s may have come from
         // a clump of simultaneous requests (and their instant retries) overrunning a small burst,
@@ -320,7 +438,15 @@ impl AdaptiveRate {
         let saturated = self.held;
         let current = self.rate.unwrap_or(f64::INFINITY);
         let mut new = current.min(measured * CUT_MARGIN);
-        if self.accepted >= EVENT_SAMPLES && saturated {
+        if self.phase == Phase::Start {
+            // The cautious start overran the limit at its current step. What its last steps
+            // got accepted is a floor (our demand may have been below the step): climb from it.
+            self.phase = Phase::SlowStart;
+            new = measured.max(FIRST_RATE_FLOOR);
+        } else if self.accepted >= EVENT_SAMPLES && saturated && across_pause {
+            self.phase = Phase::Probe;
+            new = (unpaused * CUT_MARGIN).min(current * ACROSS_PAUSE_CUT);
+        } else if self.accepted >= EVENT_SAMPLES && saturated {
             self.phase = Phase::Probe;
         } else {
             // Too little data to trust, or only a floor: climb from here quickly instead.
@@ -344,6 +470,16 @@ impl AdaptiveRate {
             Some(p) if p > grace => p,
             _ => grace,
         });
+    }
+
+    /// The part of `from..to` the client was not paused for a `Retry-After`.
+    fn unpaused(&self, from: Instant, to: Instant) -> Duration {
+        let paused: Duration = self
+            .pauses
+            .iter()
+            .map(|(s, e)| (*e).min(to).saturating_duration_since((*s).max(from)))
+            .sum();
+        to.saturating_duration_since(from).saturating_sub(paused)
     }
 
     fn set_rate(&mut self, rate: Option<f64>) {
@@ -421,19 +557,42 @@ mod tests {
     }
 
     #[test]
-    fn unlimited_until_the_first_429() {
+    fn a_cautious_start_then_unlimited_until_the_first_429() {
         let mut r = AdaptiveRate::new(None);
-        let now = Instant::now();
+        let t0 = Instant::now();
+        // The first second is paced from START_RATE, doubling every START_DOUBLING: a few
+        // requests, not the whole initial concurrency at once.
+        assert_eq!(r.poll(t0), Slot::Go);
+        assert!(matches!(r.poll(t0), Slot::WaitUntil(_)));
+        assert_eq!(r.rate, Some(START_RATE));
+        let _ = r.poll(t0 + START_DOUBLING * 3);
+        assert_eq!(r.rate, Some(START_RATE * 8.0));
+        assert_eq!(r.rate(), None, "a probe, not a rate");
+        let mut fresh = AdaptiveRate::new(None);
+        let first_second = slots_in(&mut fresh, t0, START_PROBE.as_secs_f64());
+        assert!(
+            first_second < 1_100,
+            "{first_second} slots in the first second"
+        );
+        // Then unpaced, without a 429.
+        let now = t0 + START_PROBE;
         for _ in 0..10_000 {
             assert_eq!(r.poll(now), Slot::Go);
         }
         assert_eq!(r.rate(), None);
     }
 
+    /// A client past its cautious start, sending unpaced.
+    fn unpaced() -> AdaptiveRate {
+        let mut r = AdaptiveRate::new(None);
+        r.phase = Phase::Unlimited;
+        r
+    }
+
     /// 40 accepted answers at 100/s from an unpaced client, then a throttle event whose five
     /// answers hold `throttled` 429s.
     fn first_event(throttled: u64) -> AdaptiveRate {
-        let mut r = AdaptiveRate::new(None);
+        let mut r = unpaced();
         let t0 = Instant::now();
         for i in 0..40u64 {
             let t = t0 + Duration::from_millis(i * 10);
@@ -483,6 +642,45 @@ mod tests {
         let want = 80.0 * CUT_MARGIN;
         assert!((rate - want).abs() < 3.0, "{rate}, want {want}");
         assert_eq!(r.phase, Phase::Probe);
+    }
+
+    #[test]
+    fn a_cut_across_a_retry_after_pause_is_moderate() {
+        // Paced at 200/s against a server of 200/s with a burst of 5 that answers 429 with
+        // `Retry-After: 1`. The first event's last answers come during its pause, so the next
+        // epoch spans the pause: 30 accepted in 1.15 s, of which 1 s paused. Counted whole,
+        // that measured ~26/s and cut the rate to ~25/s for minutes of probing.
+        let mut r = unpaced();
+        r.rate = Some(200.0);
+        r.phase = Phase::Probe;
+        let t0 = Instant::now();
+        let _ = r.poll(t0);
+        let throttle_event = |r: &mut AdaptiveRate, from: Instant, accepted: u64| {
+            let mut t = from;
+            for _ in 0..accepted {
+                t += Duration::from_millis(5);
+                while r.poll(t) == Slot::Go {}
+                r.on_response(t, t, false);
+            }
+            t += Duration::from_millis(1);
+            r.on_response(t, t, true);
+            r.on_pause(t + Duration::from_secs(1));
+            for _ in 1..EVENT_SAMPLES {
+                r.on_response(t, t, true);
+            }
+            t
+        };
+        let t1 = throttle_event(&mut r, t0, 200);
+        let first = r.rate().unwrap();
+        assert!((first - 200.0 * CUT_MARGIN).abs() < 5.0, "{first}");
+        let _ = throttle_event(&mut r, t1 + Duration::from_secs(1), 30);
+        let second = r.rate().unwrap();
+        assert_eq!(r.phase, Phase::Probe);
+        assert!(
+            (second - first * ACROSS_PAUSE_CUT).abs() < 1.0,
+            "{second}, want {}",
+            first * ACROSS_PAUSE_CUT
+        );
     }
 
     #[test]
@@ -813,11 +1011,10 @@ mod tests {
 
     /// Issue 11's 600-request case: a short run against a limit it is not told (40/s, a burst
     /// of 5, 429 without `Retry-After`), whose 429s all come in the first 1.6 s while the
-    /// client goes unpaced into a bucket of 5; a short run cannot earn them back. Today's
-    /// figures: 3.8–5.0% 429s with round trips of 2–10 ms (2.2% at 25 ms), 82–101% of the
-    /// limit. The goal is at most 2% 429s and at least 95% of the limit.
+    /// client went unpaced into a bucket of 5; a short run cannot earn them back. Before the
+    /// cautious start: 3.8–5.0% 429s with round trips of 2–10 ms (2.2% at 25 ms), 82–101% of
+    /// the limit; with it 1.3–1.5%, 99.2–99.5%. The goal is at most 2% 429s and at least 95%.
     #[test]
-    #[ignore = "issue 11 item 11 is not met yet: a cautious start that meets it here costs a Retry-After case of the ramp simulation its efficiency"]
     fn a_short_run_starts_cautiously() {
         let mut failed = Vec::new();
         for (rtt, conc, ramp_ms, zero_backoff) in [
