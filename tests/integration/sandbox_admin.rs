@@ -313,8 +313,11 @@ async fn users_summary_counts_and_picks() {
     assert_eq!(v["users"][&first]["id"], json!(first));
     let ac = api(&sb, Vendor::Appcues);
     let up = api(&sb, Vendor::Userpilot);
-    ac.patch("/v2/accounts/10001/users/a1/profile", &json!({"plan": "pro"}))
-        .await;
+    ac.patch(
+        "/v2/accounts/10001/users/a1/profile",
+        &json!({"plan": "pro"}),
+    )
+    .await;
     up.post(
         "/v1/identify",
         &json!({"user_id": "p1", "metadata": {"plan": "team"}}),
