@@ -56,7 +56,8 @@ matrix = [r for r in rows if "fault" in r]
 print(f"""# Reliability
 {chr(10) + "**Note on this run:** " + note + chr(10) if note else ""}
 Produced by `scripts/reliability.sh` (release build, seed {seed}, {users} users, {trials} trials
-per vendor and side; this run took {elapsed} s including the build), except the fuzzing section,
+per target vendor and mode and {trials} tap trials taking the listable vendors in turn; this run
+took {elapsed} s including the build), except the fuzzing section,
 which is copied from a hand-written file (see there). Rerun it to reproduce the figures; the
 tests behind it are `tests/integration/crash.rs` and `tests/integration/faults.rs`, which also
 run in `cargo test` at a smaller size (300 users; 20 trials for Userflow and 3 for each other
