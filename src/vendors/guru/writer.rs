@@ -431,45 +431,41 @@ impl GuruSink {
         }
     }
 
-    /// The Guru groups named `name` (listing them first when `fresh` or not yet listed).
+    /// What `pick` takes from the Guru groups, listing them first when `fresh` or not yet listed.
+    async fn listed_groups<T>(
+        &self,
+        fresh: bool,
+        pick: impl FnOnce(&[GuruGroup]) -> T,
+    ) -> Result<Result<T, SendError>, SinkError> {
+        let mut cache = self.groups.lock().await;
+        if fresh || cache.is_none() {
+            if let Err(err) = self.list_groups(&mut cache).await? {
+                return Ok(Err(err));
+            }
+        }
+        Ok(Ok(pick(cache.as_deref().unwrap_or_default())))
+    }
+
+    /// The Guru groups named `name`.
     async fn groups_named(
         &self,
         name: &str,
         fresh: bool,
     ) -> Result<Result<Vec<GuruGroup>, SendError>, SinkError> {
-        let mut cache = self.groups.lock().await;
-        if fresh || cache.is_none() {
-            if let Err(err) = self.list_groups(&mut cache).await? {
-                return Ok(Err(err));
-            }
-        }
-        Ok(Ok(cache
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .filter(|g| g.name == name)
-            .cloned()
-            .collect()))
+        self.listed_groups(fresh, |groups| {
+            groups.iter().filter(|g| g.name == name).cloned().collect()
+        })
+        .await
     }
 
-    /// The Guru group with id `id` (listing the groups first when `fresh` or not yet listed).
+    /// The Guru group with id `id`.
     async fn group_by_id(
         &self,
         id: &str,
         fresh: bool,
     ) -> Result<Result<Option<GuruGroup>, SendError>, SinkError> {
-        let mut cache = self.groups.lock().await;
-        if fresh || cache.is_none() {
-            if let Err(err) = self.list_groups(&mut cache).await? {
-                return Ok(Err(err));
-            }
-        }
-        Ok(Ok(cache
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .find(|g| g.id == id)
-            .cloned()))
+        self.listed_groups(fresh, |groups| groups.iter().find(|g| g.id == id).cloned())
+            .await
     }
 
     /// The Guru group the group map holds for a source key, if it still exists (a key whose
