@@ -180,12 +180,17 @@ first quarter's plus two.
 """)
 if os.path.exists(soak_path):
     k = json.load(open(soak_path))
-    print("| records | users | wall s | records/s | requests | 5xx | 429 | storms | records lost | rejected | peak RSS MB, 1st half / 2nd half | RSS flat | max fds, 1st / last quarter | fds flat |")
+    print("| records (covered of planned) | users | wall s | records/s | requests | 5xx | 429 | storms | records lost | rejected | peak RSS MB, 1st half / 2nd half | RSS flat | max fds, 1st / last quarter | fds flat |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|")
-    print(f"| {k['records']:,} | {k['users']:,} | {k['wall_s']} | {k['records_per_s']:,} | {k['requests']:,} | "
+    print(f"| {k.get('covered', k['records']):,} of {k['records']:,} | {k['users']:,} | {k['wall_s']} | {k['records_per_s']:,} | {k['requests']:,} | "
           f"{k['status_5xx']:,} | {k['status_429']:,} | {k['storms']} | {k['lost']} | {k['rejected']} | "
           f"{k['peak_rss_mb_first_half']} / {k['peak_rss_mb_second_half']} | {'yes' if k['rss_flat'] else '**no**'} | "
           f"{k['max_fds_first_quarter']} / {k['max_fds_last_quarter']} | {'yes' if k['fds_flat'] else '**no**'} |")
+    if k.get("cut_short_after_s"):
+        print()
+        print(f"The run was stopped (SIGTERM) after {k['cut_short_after_s']:.0f} s, at the STATE covering "
+              f"{k['covered']:,} of {k['records']:,} records (exit {k['exit']}); records lost counts what "
+              "that STATE covers: the users missing or behind the revision it covers, and the rejects.")
     print()
     print(f"![target-roster RSS and open fds over the soak]({k['svg']})")
     if k["problems"]:
