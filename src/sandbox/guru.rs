@@ -658,24 +658,27 @@ async fn get_group(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Res
     }
 }
 
-async fn create_group(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
-    let req: Value = match util::parse_json(&body) {
-        Ok(r) => r,
-        Err(e) => return bad(&e),
-    };
-    let Some(name) = req
-        .get("name")
+/// The trimmed, non-empty `name` of a group body (create and rename take the same object).
+fn group_name_in(body: &[u8]) -> Result<String, Response> {
+    let req: Value = util::parse_json(body).map_err(|e| bad(&e))?;
+    req.get("name")
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|s| !s.is_empty())
-    else {
-        return bad("name is required");
+        .map(str::to_owned)
+        .ok_or_else(|| bad("name is required"))
+}
+
+async fn create_group(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
+    let name = match group_name_in(&body) {
+        Ok(name) => name,
+        Err(r) => return r,
     };
     let mut st = sh.guru.lock();
     // Guru does not deduplicate group names (its SDK checks first).
     let g = Group {
         id: seed::uuid(&mut st.rng),
-        name: name.to_owned(),
+        name,
         created: util::now(),
         modifiable: true,
         members: BTreeSet::new(),
@@ -693,17 +696,9 @@ async fn rename_group(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let req: Value = match util::parse_json(&body) {
-        Ok(r) => r,
-        Err(e) => return bad(&e),
-    };
-    let Some(name) = req
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    else {
-        return bad("name is required");
+    let name = match group_name_in(&body) {
+        Ok(name) => name,
+        Err(r) => return r,
     };
     let mut st = sh.guru.lock();
     let Some(g) = st.groups.iter_mut().find(|g| g.id == id) else {
@@ -712,7 +707,7 @@ async fn rename_group(
     if !g.modifiable {
         return bad("the All Members group cannot be changed");
     }
-    g.name = name.to_owned();
+    g.name = name;
     let g = g.clone();
     reply::ok(&st.group_json(&g))
 }
