@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use roster::config::Secret;
 use roster::http::{Auth, ClientConfig, HeaderName, HeaderValue, HttpClient};
-use roster::sandbox::{RateLimit, Sandbox, Vendor};
+use roster_sandbox::{RateLimit, Sandbox, Vendor};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()

@@ -13,23 +13,24 @@
 //! - [`scim`]: SCIM 2.0 client pieces shared by Guru SCIM and generic SCIM.
 //! - [`vendors`]: one room per vendor (config, streams, writer) and the registry that names them.
 //! - [`tap`]: the tap engine: selection, paging, SCHEMA/RECORD/STATE.
-//! - [`target`]: the target engine: routing, validation, ordered delivery, ack-ordered STATE.
+//! - [`load`]: the target engine: routing, validation, ordered delivery, ack-ordered STATE.
 //! - [`fsutil`]: private (0600) output files, and telling whether two paths are one file.
 //! - [`cli`]: the command lines, `--about`, logging to stderr; [`exit`]: exit codes.
-//! - [`sandbox`]: `roster-sandbox`, a local emulator of every vendor API. The tap and target never
-//!   import it.
 //!
-//! Dependencies point down only: `bin → tap/target → vendors → scim/http/singer → config`.
+//! `roster-sandbox`, the local emulator of every vendor API, is a crate of its own
+//! (`crates/roster-sandbox`): the library links none of its server dependencies, and the tap and
+//! target never import it.
+//!
+//! Dependencies point down only: `bin → tap/load → vendors → scim/http/singer → config`.
 
 pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod fsutil;
 pub mod http;
+pub mod load;
 pub mod model;
-pub mod sandbox;
 pub mod scim;
 pub mod singer;
 pub mod tap;
-pub mod target;
 pub mod vendors;

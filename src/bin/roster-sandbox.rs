@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use roster::sandbox::{
+use roster_sandbox::{
     DEFAULT_GURU_PAGE_SIZE, DEFAULT_JOB_ROWS_PER_SEC, DEFAULT_LOG_CAPACITY, DEFAULT_PORT,
     DEFAULT_SCIM_COUNT, DEFAULT_SCIM_PAGE_CAP, FailRule, RateLimit, Sandbox, SeedSpec, Settings,
     Vendor, VendorFaults,
@@ -31,10 +31,10 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// People seeded into each listable vendor.
-    #[arg(long, default_value_t = roster::sandbox::DEFAULT_USERS)]
+    #[arg(long, default_value_t = roster_sandbox::DEFAULT_USERS)]
     users: usize,
     /// Groups seeded into each listable vendor.
-    #[arg(long, default_value_t = roster::sandbox::DEFAULT_GROUPS)]
+    #[arg(long, default_value_t = roster_sandbox::DEFAULT_GROUPS)]
     groups: usize,
 
     /// Token-bucket rate limit VENDOR=RATE[,burst=B][,retry_after=true|false], e.g.

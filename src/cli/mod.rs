@@ -16,9 +16,9 @@ use clap_complete::Shell;
 use crate::config::{Applies, ConfigSource, RawConfig};
 use crate::exit::{self, RunError};
 use crate::http::shutdown::{STOP_DEADLINE, Shutdown, Signals};
+use crate::load::TargetRequest;
 use crate::singer::SingerWriter;
 use crate::tap::{TapAction, TapRequest};
-use crate::target::TargetRequest;
 use crate::vendors::{self, Resolved};
 
 /// How `--about` prints.
@@ -289,13 +289,13 @@ pub fn run_target(args: TargetArgs) -> ExitCode {
     };
     exit::finish(
         "target-roster",
-        with_runtime(until_signal(Applies::Target, crate::target::run(request))),
+        with_runtime(until_signal(Applies::Target, crate::load::run(request))),
     )
 }
 
 /// `target-roster --test`: one request, one line on stderr saying whether it passed.
-async fn test_target(config: Resolved) -> Result<(), crate::target::probe::TestError> {
-    let line = crate::target::probe::test_connection(&config).await?;
+async fn test_target(config: Resolved) -> Result<(), crate::load::probe::TestError> {
+    let line = crate::load::probe::test_connection(&config).await?;
     tracing::info!("{line}");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The target's side of the vendor contract: what a vendor writer ([`Sink`]) is given, what it
 //! must answer, and the one way it reaches the wire ([`Transport`]).
 //!
-//! The engine (`crate::target`) reads Singer messages, routes each record to a [`Kind`], maps it
+//! The engine (`crate::load`) reads Singer messages, routes each record to a [`Kind`], maps it
 //! to roster's record model ([`Item`]), validates it against its stream's SCHEMA, and hands it to
 //! the sink as an [`Op`] carrying a [`Ticket`] (its place in the input). A sink:
 //!
@@ -586,7 +586,7 @@ pub trait Sink: Send + Sync + 'static {
 
     /// True when a membership can be written only once its group and user exist at the vendor
     /// (SCIM, Guru): the engine then holds a membership whose group or user has not come in
-    /// the run yet until both have, or until the input ends (`crate::target::hold`).
+    /// the run yet until both have, or until the input ends (`crate::load::hold`).
     fn holds_memberships(&self) -> bool {
         false
     }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 
 const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");

@@ -192,7 +192,7 @@ const SECRETS: &[&str] = &[
 /// is written to the vendor and nothing is printed on stdout.
 #[test]
 fn target_test_checks_credentials_and_base_url_for_every_vendor() {
-    use roster::sandbox::{Sandbox, Vendor};
+    use roster_sandbox::{Sandbox, Vendor};
     let sb = Sandbox::builder()
         .users(1)
         .groups(1)

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 
 use crate::support;

@@ -27,8 +27,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use roster::sandbox::{FailRule, RateLimit, Sandbox, SandboxBuilder, UserGuidingBlock, Vendor};
 use roster::vendors;
+use roster_sandbox::{FailRule, RateLimit, Sandbox, SandboxBuilder, UserGuidingBlock, Vendor};
 use serde_json::{Map, Value, json};
 
 const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");
@@ -1016,7 +1016,7 @@ impl Elsewhere {
 /// and took any 2xx as applied.
 #[test]
 fn writes_answered_with_a_redirect_html_or_a_cut_body_are_not_counted_as_sent() {
-    use roster::sandbox::FaultAnswer;
+    use roster_sandbox::FaultAnswer;
     let elsewhere = Elsewhere::start();
     let input = [
         json!({"type": "SCHEMA", "stream": "users", "schema": {"type": "object"}, "key_properties": ["id"]}),

@@ -41,8 +41,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use roster::config::Applies;
-use roster::sandbox::{RateLimit, Sandbox, Vendor};
 use roster::vendors::{REGISTRY, VendorSpec};
+use roster_sandbox::{RateLimit, Sandbox, Vendor};
 use serde_json::{Value, json};
 
 /// Pinned: the loader-test workaround below is specific to this version.

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use roster::sandbox::{Sandbox, SeedSpec, Vendor};
+use roster_sandbox::{Sandbox, SeedSpec, Vendor};
 use serde_json::{Value, json};
 
 use crate::{tap_common, target_common};

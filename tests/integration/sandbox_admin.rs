@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use sandbox_common::api;
 use serde_json::{Value, json};
 
@@ -130,7 +130,7 @@ async fn dump_log_stats_reset_and_seed() {
     .await;
     assert_eq!(s, 400);
     assert!(e["error"].as_str().unwrap().contains("people"));
-    sb.reseed(roster::sandbox::SeedSpec {
+    sb.reseed(roster_sandbox::SeedSpec {
         seed: 1,
         users: 0,
         groups: 0,
@@ -268,11 +268,10 @@ fn samples_point_at_the_default_port_with_the_default_credentials() {
     for v in Vendor::ALL {
         let base = format!(
             "http://127.0.0.1:{}{}",
-            roster::sandbox::DEFAULT_PORT,
+            roster_sandbox::DEFAULT_PORT,
             v.prefix()
         );
-        let want =
-            roster::sandbox::vendor_config(v, &base, &roster::sandbox::Credentials::default());
+        let want = roster_sandbox::vendor_config(v, &base, &roster_sandbox::Credentials::default());
         let listable = matches!(
             v,
             Vendor::Userflow | Vendor::Guru | Vendor::GuruScim | Vendor::Scim

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use roster::sandbox::{FailRule, RateLimit, Sandbox, UserGuidingBlock, Vendor};
+use roster_sandbox::{FailRule, RateLimit, Sandbox, UserGuidingBlock, Vendor};
 use sandbox_common::api;
 use serde_json::{Value, json};
 
@@ -340,10 +340,7 @@ async fn admin_faults_show_patch_replace_clear() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(
-        sb.faults().view(),
-        roster::sandbox::FaultSettings::default()
-    );
+    assert_eq!(sb.faults().view(), roster_sandbox::FaultSettings::default());
     let r = reqwest::Client::new()
         .put(format!("{}/_sandbox/faults", sb.origin()))
         .json(&json!({"vendors": {"guru": {"latency_ms": 1}}}))
@@ -354,10 +351,7 @@ async fn admin_faults_show_patch_replace_clear() {
     assert_eq!(sb.faults().view().vendors[&Vendor::Guru].latency_ms, 1);
     // Reset restores the faults the sandbox started with (none here).
     sb.reset();
-    assert_eq!(
-        sb.faults().view(),
-        roster::sandbox::FaultSettings::default()
-    );
+    assert_eq!(sb.faults().view(), roster_sandbox::FaultSettings::default());
 }
 
 /// `apply_then_fail`: the vendor applies the write, then the answer is a 5xx or a dropped

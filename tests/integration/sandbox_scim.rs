@@ -3,7 +3,7 @@
 
 use crate::sandbox_common;
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use sandbox_common::api;
 use serde_json::{Value, json};
 

@@ -5,7 +5,7 @@ use crate::sandbox_common;
 
 use std::time::{Duration, Instant};
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use sandbox_common::{Api, Resp, api, multipart};
 use serde_json::{Value, json};
 

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use roster::sandbox::{Sandbox, Vendor};
 use roster::vendors;
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 
 use crate::support;

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use roster::sandbox::{FailRule, Sandbox, Vendor};
+use roster_sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};
 
 use crate::target_common::{self, lines, rec, schema, state};

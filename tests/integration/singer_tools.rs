@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 
 /// Pinned so a new upstream release cannot change what passes here.

@@ -6,7 +6,7 @@ use crate::tap_common;
 
 use std::time::Duration;
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 use tap_common::{Holdings, check_no_duplicates, check_protocol, sync, tap};
 

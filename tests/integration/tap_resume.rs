@@ -5,7 +5,7 @@
 
 use crate::tap_common;
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::Value;
 use tap_common::{Holdings, check_no_duplicates, check_protocol, states, sync, sync_killed_after};
 

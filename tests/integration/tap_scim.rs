@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::routing::get;
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 use tap_common::{Holdings, catalog, check_no_duplicates, check_protocol, sync, tap};
 

@@ -3,7 +3,7 @@
 
 use crate::tap_common;
 
-use roster::sandbox::{FailRule, Sandbox, Vendor};
+use roster_sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};
 use tap_common::{Holdings, catalog, check_no_duplicates, check_protocol, sync, tap};
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 use target_common::{
     FAULT_LAST_STATE, GROUPS, N, assert_unique, fault_input, find, items, lines, reason, rec,

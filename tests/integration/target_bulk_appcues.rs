@@ -11,7 +11,7 @@ use crate::target_bulk_support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 use target_bulk_support::*;
 

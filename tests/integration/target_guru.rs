@@ -5,7 +5,7 @@
 //! STATE without duplicate groups.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use roster::sandbox::{FailRule, Sandbox, Vendor};
+use roster_sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};
 
 use crate::target_scim_common::{Input, resume_after, target, target_killed_after};

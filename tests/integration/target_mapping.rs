@@ -6,7 +6,7 @@
 
 use crate::target_common;
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Map, Value, json};
 use target_common::{
     find, lines, reason, rec, reject_at, rejects, run, sandbox, schema, state, succeeded,
@@ -255,7 +255,7 @@ fn a_refused_group_key_membership_rejects_the_row_once_and_holds_the_state() {
     );
     // Appcues adds members with POST /groups/{id}/users: refuse the one for c2.
     sb.faults().fail_next(
-        roster::sandbox::FailRule::new("/appcues/v2/accounts/10001/groups/c2/users", 1)
+        roster_sandbox::FailRule::new("/appcues/v2/accounts/10001/groups/c2/users", 1)
             .method("POST")
             .status(422),
     );

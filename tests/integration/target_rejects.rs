@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use roster::sandbox::{FailRule, Sandbox, Vendor};
+use roster_sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};
 
 const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");

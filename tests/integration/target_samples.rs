@@ -3,7 +3,7 @@
 //! arrive with nothing rejected.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 
 use crate::target_scim_common::{Input, target};

@@ -7,7 +7,7 @@
 
 use crate::target_scim_common;
 
-use roster::sandbox::{FailRule, Sandbox, Vendor};
+use roster_sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};
 
 use target_scim_common::{Input, RaceProxy, Trigger, resume_after, target, target_killed_after};

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 use target_common::{
     FAULT_LAST_STATE, N, assert_unique, fault_input, lines, rec, rejects, run, sandbox, schema,
@@ -333,7 +333,7 @@ fn the_report_counts_streams_requests_retries_and_429s() {
     // The first user upsert is answered 429, 429 and 503 before it goes through.
     for (status, count) in [(429, 2), (503, 1)] {
         sb.faults().fail_next(
-            roster::sandbox::FailRule::new("/userflow/users", count)
+            roster_sandbox::FailRule::new("/userflow/users", count)
                 .method("POST")
                 .status(status),
         );
@@ -418,7 +418,7 @@ fn the_report_counts_streams_requests_retries_and_429s() {
 /// The next `count` POSTs to `path` are answered `status`.
 fn fail(sb: &Sandbox, path: &str, status: u16, count: u32) {
     sb.faults().fail_next(
-        roster::sandbox::FailRule::new(path, count)
+        roster_sandbox::FailRule::new(path, count)
             .method("POST")
             .status(status),
     );

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roster::sandbox::{Sandbox, UserGuidingBlock, Vendor};
+use roster_sandbox::{Sandbox, UserGuidingBlock, Vendor};
 use serde_json::{Value, json};
 use target_common::{
     FAULT_LAST_STATE, GROUPS, N, fault_input, find, items, lines, reason, rec, reject_at, rejects,
@@ -33,7 +33,7 @@ fn company<'a>(dump: &'a Value, id: &str) -> &'a Value {
 }
 
 /// The identify calls the sandbox answered, by status.
-fn identifies(sb: &Sandbox) -> Vec<roster::sandbox::RequestLogEntry> {
+fn identifies(sb: &Sandbox) -> Vec<roster_sandbox::RequestLogEntry> {
     sb.requests()
         .into_iter()
         .filter(|r| r.method == "POST" && r.path == "/userguiding/v1/identify")

@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use reqwest::header::HeaderMap;
-use roster::sandbox::{Sandbox, Vendor};
+use roster_sandbox::{Sandbox, Vendor};
 use serde_json::Value;
 
 /// One answer: status, headers, the body as JSON (or `Value::Null`) and as text.

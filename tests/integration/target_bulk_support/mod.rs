@@ -220,8 +220,8 @@ impl KillRerun {
 /// covered only rows whose job had completed, that the rerun sent exactly the rest, and that
 /// it ended with the final state.
 pub fn kill_then_rerun(
-    sb: &roster::sandbox::Sandbox,
-    vendor: roster::sandbox::Vendor,
+    sb: &roster_sandbox::Sandbox,
+    vendor: roster_sandbox::Vendor,
     n: usize,
     every: usize,
     extra: Value,
@@ -292,7 +292,7 @@ pub fn kill_then_rerun(
 }
 
 /// The repository's sample config `name`, pointed at `sb` instead of the default port.
-pub fn sample(name: &str, sb: &roster::sandbox::Sandbox, vendor: roster::sandbox::Vendor) -> Value {
+pub fn sample(name: &str, sb: &roster_sandbox::Sandbox, vendor: roster_sandbox::Vendor) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("samples")
         .join(name);

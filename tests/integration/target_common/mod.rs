@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use roster::sandbox::{RequestLogEntry, Sandbox, SandboxBuilder, Vendor};
+use roster_sandbox::{RequestLogEntry, Sandbox, SandboxBuilder, Vendor};
 use serde_json::{Value, json};
 
 /// A sandbox with empty stores (the write-only vendors start empty anyway; Userflow too here).

@@ -810,7 +810,7 @@ async fn remove_group_member(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::SeedSpec;
+    use crate::SeedSpec;
 
     #[test]
     fn tokens_verify_scope_and_expire() {

@@ -7,8 +7,8 @@
 //! [`Sandbox`] for tests.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), roster::sandbox::SandboxError> {
-//! use roster::sandbox::{Sandbox, Vendor};
+//! # async fn demo() -> Result<(), roster_sandbox::SandboxError> {
+//! use roster_sandbox::{Sandbox, Vendor};
 //! let sb = Sandbox::builder().seed(7).users(250).groups(12).spawn().await?;
 //! let url = sb.base_url(Vendor::Userflow); // "http://127.0.0.1:41234/userflow"
 //! sb.faults().rate_limit(Vendor::Userflow, "50/s")?;
