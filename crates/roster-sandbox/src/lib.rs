@@ -35,8 +35,6 @@ mod layer;
 mod log;
 mod reply;
 mod scim;
-mod scim_filter;
-mod scim_patch;
 mod seed;
 mod server;
 mod state;

@@ -2,7 +2,7 @@
 //! (`/guru/api/scim/v2`) and as a generic provider (`/scim/v2`), each with its own store.
 //!
 //! Lists are ListResponses paged by `startIndex`/`count` with a server-side cap; filters as
-//! in [`super::scim_filter`]; POST answers 409 `uniqueness` for a taken `userName`
+//! in [`filter`]; POST answers 409 `uniqueness` for a taken `userName`
 //! (case-insensitive); PATCH is all-or-nothing; PUT replaces; DELETE removes a user from every
 //! group too. Group members must be existing user ids (Entra's behaviour), so a client that
 //! sends emails or externalIds as member values gets a clear 400. ETags are weak versions and
@@ -13,6 +13,9 @@
 //! required on every POST, PUT and PATCH (never added for the client), `name` and `emails`
 //! must have their RFC shapes, and a body must come as `application/scim+json` (or
 //! `application/json`).
+
+mod filter;
+mod patch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -27,8 +30,8 @@ use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use serde_json::{Map, Value, json};
 
-use super::scim_filter::{self, find_key};
-use super::scim_patch;
+use self::filter::find_key;
+
 use super::seed::{self, World};
 use super::state::Shared;
 use super::{Settings, Vendor, reply, util};
@@ -664,7 +667,7 @@ fn list(sh: &Shared, c: &Ctx, k: Kind, p: ListParams) -> Response {
             "filtering is not supported (ServiceProviderConfig filter.supported is false)",
         );
     }
-    let filter = match p.filter.as_deref().map(scim_filter::parse).transpose() {
+    let filter = match p.filter.as_deref().map(filter::parse).transpose() {
         Ok(f) => f,
         Err(e) => return scim_err(c, StatusCode::BAD_REQUEST, "invalidFilter", &e),
     };
@@ -679,7 +682,7 @@ fn list(sh: &Shared, c: &Ctx, k: Kind, p: ListParams) -> Response {
         ),
         Some(f) => {
             // `userName eq` is the lookup every IdP and the target make: answer it from the index.
-            let indexed = match (k, scim_filter::user_name_eq(f)) {
+            let indexed = match (k, filter::user_name_eq(f)) {
                 (Kind::User, Some(name)) => Some(
                     st.user_names
                         .get(&name.to_lowercase())
@@ -694,7 +697,7 @@ fn list(sh: &Shared, c: &Ctx, k: Kind, p: ListParams) -> Response {
                 Some(h) => h,
                 None => coll
                     .iter()
-                    .filter(|(_, r)| scim_filter::matches_obj(f, &r.body))
+                    .filter(|(_, r)| filter::matches_obj(f, &r.body))
                     .collect(),
             };
             let total = hits.len();
@@ -914,7 +917,7 @@ fn patch(
             .and_then(|k| op[k].as_str())
             .map(str::to_owned);
         let value = find_key(&op, "value").cloned().and_then(|k| op.remove(&k));
-        if let Err(e) = scim_patch::apply_op(&mut work, &name, path.as_deref(), value) {
+        if let Err(e) = patch::apply_op(&mut work, &name, path.as_deref(), value) {
             return scim_err(
                 c,
                 StatusCode::BAD_REQUEST,
