@@ -33,18 +33,18 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/v1/background_jobs/{id}", get(get_job))
 }
 
-pub(super) fn bad(msg: &str) -> Response {
+fn bad(msg: &str) -> Response {
     reply::error(V, StatusCode::BAD_REQUEST, "invalid_request", msg)
 }
 
-pub(super) fn accepted() -> Response {
+fn accepted() -> Response {
     StatusCode::ACCEPTED.into_response()
 }
 
 /// Identify metadata (users and companies, real time and bulk): Userpilot's API reference says
 /// "only string values are supported (numbers and dates should be sent as strings)", so a
 /// number or boolean is refused (null clears a property).
-pub(super) fn metadata(field: &str, v: Option<&Value>) -> Result<Map<String, Value>, String> {
+fn metadata(field: &str, v: Option<&Value>) -> Result<Map<String, Value>, String> {
     let meta = any_metadata(field, v)?;
     if let Some((k, x)) = meta
         .iter()
@@ -59,7 +59,7 @@ pub(super) fn metadata(field: &str, v: Option<&Value>) -> Result<Map<String, Val
 }
 
 /// Event metadata values must be primitives (vendors.md §4).
-pub(super) fn any_metadata(field: &str, v: Option<&Value>) -> Result<Map<String, Value>, String> {
+fn any_metadata(field: &str, v: Option<&Value>) -> Result<Map<String, Value>, String> {
     match v {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(o)) => {
@@ -78,11 +78,7 @@ pub(super) fn any_metadata(field: &str, v: Option<&Value>) -> Result<Map<String,
     }
 }
 
-pub(super) fn check_keys(
-    o: &Map<String, Value>,
-    allowed: &[&str],
-    what: &str,
-) -> Result<(), String> {
+fn check_keys(o: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), String> {
     match o.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(format!(
             "{what}: unknown field '{k}', expected {}",
@@ -98,7 +94,7 @@ pub(super) enum Row {
 }
 
 /// A company object inside identify: `id` or `company_id`, then properties.
-pub(super) fn company_of(v: &Value) -> Result<(String, Map<String, Value>), String> {
+fn company_of(v: &Value) -> Result<(String, Map<String, Value>), String> {
     let Value::Object(c) = v else {
         return Err(format!(
             "company: must be an object, got {}",
@@ -176,7 +172,7 @@ pub(crate) fn validate_rows(kind: &str, rows: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-pub(super) fn object(body: &[u8]) -> Result<Map<String, Value>, String> {
+fn object(body: &[u8]) -> Result<Map<String, Value>, String> {
     match util::parse_json::<Value>(body)? {
         Value::Object(o) => Ok(o),
         other => Err(format!(
@@ -186,7 +182,7 @@ pub(super) fn object(body: &[u8]) -> Result<Map<String, Value>, String> {
     }
 }
 
-pub(super) async fn identify(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn identify(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
     let parsed = (|| {
         let o = object(&body)?;
         check_keys(&o, &["user_id", "metadata", "company"], "identify")?;
@@ -214,7 +210,7 @@ pub(super) async fn identify(State(sh): State<Arc<Shared>>, body: Bytes) -> Resp
     accepted()
 }
 
-pub(super) async fn identify_company(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn identify_company(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
     let parsed = (|| {
         let o = object(&body)?;
         check_keys(&o, &["company_id", "metadata"], "companies/identify")?;
@@ -233,7 +229,7 @@ pub(super) async fn identify_company(State(sh): State<Arc<Shared>>, body: Bytes)
     }
 }
 
-pub(super) async fn track(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn track(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
     let parsed = (|| {
         let o = object(&body)?;
         // The track document's fields, nothing else (no time field: Userpilot records when it
@@ -264,11 +260,11 @@ pub(super) async fn track(State(sh): State<Arc<Shared>>, body: Bytes) -> Respons
     }
 }
 
-pub(super) async fn validate() -> Response {
+async fn validate() -> Response {
     reply::ok(&json!({"status": "ok"}))
 }
 
-pub(super) fn ids_of(body: &[u8], key: &str) -> Result<Vec<String>, String> {
+fn ids_of(body: &[u8], key: &str) -> Result<Vec<String>, String> {
     let o = object(body)?;
     let Some(Value::Array(a)) = o.get(key) else {
         return Err(format!("{key} must be an array of ids"));
@@ -280,7 +276,7 @@ pub(super) fn ids_of(body: &[u8], key: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-pub(super) async fn delete_users(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn delete_users(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
     match ids_of(&body, "users") {
         Ok(ids) => {
             let n = ids.len();
@@ -294,7 +290,7 @@ pub(super) async fn delete_users(State(sh): State<Arc<Shared>>, body: Bytes) -> 
     }
 }
 
-pub(super) async fn delete_companies(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn delete_companies(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
     match ids_of(&body, "companies") {
         Ok(ids) => {
             let n = ids.len();
@@ -308,7 +304,7 @@ pub(super) async fn delete_companies(State(sh): State<Arc<Shared>>, body: Bytes)
     }
 }
 
-pub(super) async fn bulk(sh: Arc<Shared>, body: Body, key: &str, kind: &'static str) -> Response {
+async fn bulk(sh: Arc<Shared>, body: Body, key: &str, kind: &'static str) -> Response {
     let limit = sh.settings.userpilot_body_limit;
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return reply::error(
@@ -359,24 +355,20 @@ pub(super) async fn bulk(sh: Arc<Shared>, body: Body, key: &str, kind: &'static 
     reply::json_status(StatusCode::ACCEPTED, &v)
 }
 
-pub(super) async fn bulk_users(State(sh): State<Arc<Shared>>, body: Body) -> Response {
+async fn bulk_users(State(sh): State<Arc<Shared>>, body: Body) -> Response {
     bulk(sh, body, "users", "users_bulk_identify").await
 }
 
-pub(super) async fn bulk_companies(State(sh): State<Arc<Shared>>, body: Body) -> Response {
+async fn bulk_companies(State(sh): State<Arc<Shared>>, body: Body) -> Response {
     bulk(sh, body, "companies", "companies_bulk_identify").await
 }
 
-pub(super) async fn list_jobs(State(sh): State<Arc<Shared>>) -> Response {
+async fn list_jobs(State(sh): State<Arc<Shared>>) -> Response {
     let st = sh.userpilot.lock();
     reply::ok(&Value::Array(st.jobs.iter().map(job_json).collect()))
 }
 
-pub(super) async fn get_job(
-    State(sh): State<Arc<Shared>>,
-    _h: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn get_job(State(sh): State<Arc<Shared>>, _h: HeaderMap, Path(id): Path<String>) -> Response {
     let st = sh.userpilot.lock();
     match st.jobs.iter().find(|j| j.id == id) {
         Some(j) => reply::ok(&job_json(j)),
