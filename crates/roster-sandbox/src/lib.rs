@@ -33,6 +33,7 @@ mod guru;
 mod jobs;
 mod layer;
 mod log;
+mod ordered;
 mod reply;
 mod scim;
 mod seed;

@@ -211,8 +211,7 @@ fn list(sh: &Shared, c: &Ctx, k: Kind, p: ListParams) -> Response {
                 (Kind::User, Some(name)) => Some(
                     st.user_names
                         .get(&name.to_lowercase())
-                        .and_then(|id| coll.by_id.get_key_value(id))
-                        .map(|(id, (_, r))| (id, r))
+                        .and_then(|id| coll.get_key_value(id))
                         .into_iter()
                         .collect::<Vec<_>>(),
                 ),
@@ -377,45 +376,10 @@ fn patch(
             "PATCH is not supported (ServiceProviderConfig patch.supported is false)",
         );
     }
-    let obj = match body_object(c, body) {
-        Ok(o) => o,
+    let ops = match body_object(c, body).and_then(|obj| patch_ops(sh, c, &obj)) {
+        Ok(ops) => ops,
         Err(r) => return r,
     };
-    let ops = match find_key(&obj, "Operations").map(|k| &obj[k]) {
-        Some(Value::Array(ops)) if !ops.is_empty() => ops.clone(),
-        _ => {
-            return scim_err(
-                c,
-                StatusCode::BAD_REQUEST,
-                "invalidSyntax",
-                "a PatchOp needs a non-empty Operations array",
-            );
-        }
-    };
-    // RFC 7644 §3.5.2: the body's schemas is required and holds the PatchOp URN.
-    let is_patch_op = match find_key(&obj, "schemas").map(|k| &obj[k]) {
-        Some(Value::Array(s)) => s.iter().any(|x| x.as_str() == Some(PATCH_OP)),
-        _ => false,
-    };
-    if !is_patch_op {
-        return scim_err(
-            c,
-            StatusCode::BAD_REQUEST,
-            "invalidSyntax",
-            &format!("a PATCH body needs schemas [{PATCH_OP:?}] (RFC 7644 §3.5.2)"),
-        );
-    }
-    if let Some(max) = sh.settings.scim_max_patch_members {
-        let changed = member_values(&ops);
-        if changed > max {
-            return scim_err(
-                c,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "",
-                &format!("a PATCH may change at most {max} members, this one changes {changed}"),
-            );
-        }
-    }
     let mut st = sh.scim_store(c.vendor).lock();
     let Some(prev) = st.coll(k).get(id).cloned() else {
         return not_found(c, k, id);
@@ -425,45 +389,11 @@ fn patch(
     }
     // Every op runs on a copy; the copy is kept only if all of them (and validation) pass.
     let mut work = prev.body.clone();
-    for (i, op) in ops.into_iter().enumerate() {
-        let Value::Object(mut op) = op else {
-            return scim_err(
-                c,
-                StatusCode::BAD_REQUEST,
-                "invalidSyntax",
-                &format!("Operations[{i}] must be an object"),
-            );
-        };
-        let name = find_key(&op, "op")
-            .and_then(|k| op[k].as_str())
-            .unwrap_or_default()
-            .to_owned();
-        let path = find_key(&op, "path")
-            .and_then(|k| op[k].as_str())
-            .map(str::to_owned);
-        let value = find_key(&op, "value").cloned().and_then(|k| op.remove(&k));
-        if let Err(e) = patch::apply_op(&mut work, &name, path.as_deref(), value) {
-            return scim_err(
-                c,
-                StatusCode::BAD_REQUEST,
-                e.scim_type,
-                &format!("Operations[{i}]: {}", e.detail),
-            );
-        }
+    if let Err(r) = apply_ops(c, &mut work, ops) {
+        return r;
     }
-    // A PATCH that adds an extension's attribute makes the server list the extension in the
-    // resource's schemas (a PatchOp cannot name it; a POST or PUT must).
-    if k == Kind::User
-        && find_key(&work, ENTERPRISE).is_some()
-        && let Some(Value::Array(list)) = find_key(&work, "schemas")
-            .cloned()
-            .and_then(|key| work.get_mut(&key))
-        && !list.iter().any(|u| {
-            u.as_str()
-                .is_some_and(|u| u.eq_ignore_ascii_case(ENTERPRISE))
-        })
-    {
-        list.push(json!(ENTERPRISE));
+    if k == Kind::User {
+        list_enterprise(&mut work);
     }
     if let Err((s, t, d)) = st.validate(k, &mut work, Some(id)) {
         return scim_err(c, s, t, &d);
@@ -473,15 +403,98 @@ fn patch(
         return not_found(c, k, id);
     };
     let v = st.render(k, id, r, &c.base);
+    patched(sh, c, v, r.version, q)
+}
+
+/// The operations of a PatchOp body: a non-empty `Operations`, `schemas` holding the PatchOp
+/// URN (RFC 7644 §3.5.2), and no more member changes than the settings allow.
+fn patch_ops(sh: &Shared, c: &Ctx, obj: &Map<String, Value>) -> Result<Vec<Value>, Response> {
+    let syntax = |detail: &str| scim_err(c, StatusCode::BAD_REQUEST, "invalidSyntax", detail);
+    let ops = match find_key(obj, "Operations").map(|k| &obj[k]) {
+        Some(Value::Array(ops)) if !ops.is_empty() => ops.clone(),
+        _ => return Err(syntax("a PatchOp needs a non-empty Operations array")),
+    };
+    let is_patch_op = match find_key(obj, "schemas").map(|k| &obj[k]) {
+        Some(Value::Array(s)) => s.iter().any(|x| x.as_str() == Some(PATCH_OP)),
+        _ => false,
+    };
+    if !is_patch_op {
+        return Err(syntax(&format!(
+            "a PATCH body needs schemas [{PATCH_OP:?}] (RFC 7644 §3.5.2)"
+        )));
+    }
+    if let Some(max) = sh.settings.scim_max_patch_members {
+        let changed = member_values(&ops);
+        if changed > max {
+            return Err(scim_err(
+                c,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "",
+                &format!("a PATCH may change at most {max} members, this one changes {changed}"),
+            ));
+        }
+    }
+    Ok(ops)
+}
+
+/// Runs each operation on `work` in order; the first that fails answers 400, naming it.
+fn apply_ops(c: &Ctx, work: &mut Map<String, Value>, ops: Vec<Value>) -> Result<(), Response> {
+    for (i, op) in ops.into_iter().enumerate() {
+        let Value::Object(mut op) = op else {
+            return Err(scim_err(
+                c,
+                StatusCode::BAD_REQUEST,
+                "invalidSyntax",
+                &format!("Operations[{i}] must be an object"),
+            ));
+        };
+        let name = find_key(&op, "op")
+            .and_then(|k| op[k].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let path = find_key(&op, "path")
+            .and_then(|k| op[k].as_str())
+            .map(str::to_owned);
+        let value = find_key(&op, "value").cloned().and_then(|k| op.remove(&k));
+        if let Err(e) = patch::apply_op(work, &name, path.as_deref(), value) {
+            return Err(scim_err(
+                c,
+                StatusCode::BAD_REQUEST,
+                e.scim_type,
+                &format!("Operations[{i}]: {}", e.detail),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A PATCH that adds an extension's attribute makes the server list the extension in the
+/// resource's schemas (a PatchOp cannot name it; a POST or PUT must).
+fn list_enterprise(work: &mut Map<String, Value>) {
+    if find_key(work, ENTERPRISE).is_some()
+        && let Some(Value::Array(list)) = find_key(work, "schemas")
+            .cloned()
+            .and_then(|key| work.get_mut(&key))
+        && !list.iter().any(|u| {
+            u.as_str()
+                .is_some_and(|u| u.eq_ignore_ascii_case(ENTERPRISE))
+        })
+    {
+        list.push(json!(ENTERPRISE));
+    }
+}
+
+/// The answer to a PATCH that was applied: 204 with the new ETag under the no-content quirk
+/// (unless `attributes` asks for some), else the resource, projected.
+fn patched(sh: &Shared, c: &Ctx, mut v: Value, version: u64, q: Option<&str>) -> Response {
     let pairs = util::query_pairs(q);
     if sh.settings.scim_patch_no_content && util::first(&pairs, "attributes").is_none() {
         let mut resp = StatusCode::NO_CONTENT.into_response();
-        if let Ok(e) = HeaderValue::from_str(&format!("W/\"{}\"", r.version)) {
+        if let Ok(e) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
             resp.headers_mut().insert(header::ETAG, e);
         }
         return resp;
     }
-    let mut v = v;
     project(
         &mut v,
         &util::all(&pairs, "attributes"),

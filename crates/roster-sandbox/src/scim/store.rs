@@ -1,7 +1,7 @@
 //! What one SCIM service provider holds: users and groups in creation order, a `userName`
 //! index for uniqueness, and how a resource is rendered (`id`, `meta`, member displays).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::filter::find_key;
 use super::{ENTERPRISE, GROUP_SCHEMA, USER_SCHEMA};
+use crate::ordered::Ordered;
 use crate::seed::{self, World};
 use crate::{Settings, util};
 
@@ -47,36 +48,8 @@ pub(super) struct Res {
     pub(super) version: u64,
 }
 
-#[derive(Debug, Default)]
-pub(super) struct Resources {
-    pub(super) by_id: HashMap<String, (u64, Res)>,
-    pub(super) order: BTreeMap<u64, String>,
-    pub(super) next_seq: u64,
-}
-
-impl Resources {
-    pub(super) fn insert(&mut self, id: String, r: Res) {
-        self.next_seq += 1;
-        self.order.insert(self.next_seq, id.clone());
-        self.by_id.insert(id, (self.next_seq, r));
-    }
-    pub(super) fn get(&self, id: &str) -> Option<&Res> {
-        self.by_id.get(id).map(|(_, r)| r)
-    }
-    pub(super) fn remove(&mut self, id: &str) -> Option<Res> {
-        let (seq, r) = self.by_id.remove(id)?;
-        self.order.remove(&seq);
-        Some(r)
-    }
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&String, &Res)> {
-        self.order
-            .values()
-            .filter_map(|id| self.by_id.get(id).map(|(_, r)| (id, r)))
-    }
-    pub(super) fn len(&self) -> usize {
-        self.by_id.len()
-    }
-}
+/// A provider's users or groups, in creation order.
+pub(super) type Resources = Ordered<Res>;
 
 /// One SCIM service provider's data.
 #[derive(Debug)]
@@ -102,6 +75,14 @@ impl Store {
             groups: Resources::default(),
             user_names: HashMap::new(),
         };
+        let ids = s.seed_users(w);
+        s.seed_groups(w, &ids);
+        s
+    }
+
+    /// One user per person of the world, in the enterprise extension with their first team as
+    /// department; returns their ids in the world's order.
+    fn seed_users(&mut self, w: &World) -> Vec<String> {
         // A person's department is their first team (one pass, not a search per person).
         let mut first_team: HashMap<usize, usize> = HashMap::new();
         for (pi, ti) in &w.team_members {
@@ -109,7 +90,7 @@ impl Store {
         }
         let mut ids = Vec::with_capacity(w.people.len());
         for p in &w.people {
-            let id = seed::uuid(&mut s.rng);
+            let id = seed::uuid(&mut self.rng);
             let dept = first_team.get(&p.idx).map(|t| w.teams[*t].name.clone());
             let mut body = json!({
                 "schemas": [USER_SCHEMA, ENTERPRISE],
@@ -127,8 +108,8 @@ impl Store {
                 body[ENTERPRISE]["department"] = json!(d);
             }
             if let Value::Object(body) = body {
-                s.user_names.insert(p.email.to_lowercase(), id.clone());
-                s.users.insert(
+                self.user_names.insert(p.email.to_lowercase(), id.clone());
+                self.users.insert(
                     id.clone(),
                     Res {
                         body,
@@ -140,6 +121,11 @@ impl Store {
             }
             ids.push(id);
         }
+        ids
+    }
+
+    /// One group per team of the world, its members the users `ids` names.
+    fn seed_groups(&mut self, w: &World, ids: &[String]) {
         let mut members_of: Vec<Vec<Value>> = vec![Vec::new(); w.teams.len()];
         for (pi, ti) in &w.team_members {
             if let Some(members) = members_of.get_mut(*ti) {
@@ -147,7 +133,7 @@ impl Store {
             }
         }
         for t in &w.teams {
-            let id = seed::uuid(&mut s.rng);
+            let id = seed::uuid(&mut self.rng);
             let members = std::mem::take(&mut members_of[t.idx]);
             let body = json!({
                 "schemas": [GROUP_SCHEMA],
@@ -156,7 +142,7 @@ impl Store {
                 "members": members,
             });
             if let Value::Object(body) = body {
-                s.groups.insert(
+                self.groups.insert(
                     id,
                     Res {
                         body,
@@ -167,7 +153,6 @@ impl Store {
                 );
             }
         }
-        s
     }
 
     pub(super) fn coll(&self, k: Kind) -> &Resources {
@@ -254,8 +239,8 @@ impl Store {
             version: prev.as_ref().map_or(1, |p| p.version + 1),
         };
         let coll = self.coll_mut(k);
-        match coll.by_id.get_mut(&id) {
-            Some((_, r)) => *r = res,
+        match coll.get_mut(&id) {
+            Some(r) => *r = res,
             None => coll.insert(id, res),
         }
     }
@@ -271,7 +256,7 @@ impl Store {
             self.user_names.remove(&n);
         }
         let now = util::now();
-        for (_, g) in self.groups.by_id.values_mut() {
+        for g in self.groups.values_mut() {
             if let Some(key) = find_key(&g.body, "members").cloned()
                 && let Some(Value::Array(ms)) = g.body.get_mut(&key)
             {

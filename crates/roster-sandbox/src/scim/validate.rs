@@ -124,6 +124,13 @@ pub(super) fn check_user_shapes(body: &Map<String, Value>) -> Result<(), String>
     Ok(())
 }
 
+/// Why a body cannot be stored: the status, the `scimType` and the detail.
+pub(super) type Refusal = (StatusCode, &'static str, String);
+
+fn bad(scim_type: &'static str, detail: impl Into<String>) -> Refusal {
+    (StatusCode::BAD_REQUEST, scim_type, detail.into())
+}
+
 impl Store {
     /// Checks and normalises a body about to be stored; `except` is the resource's own id.
     pub(super) fn validate(
@@ -131,81 +138,10 @@ impl Store {
         k: Kind,
         body: &mut Map<String, Value>,
         except: Option<&str>,
-    ) -> Result<(), (StatusCode, &'static str, String)> {
-        let bad = |t: &'static str, d: String| (StatusCode::BAD_REQUEST, t, d);
+    ) -> Result<(), Refusal> {
         match k {
-            Kind::User => {
-                let Some(name) = user_name_key(body).filter(|n| !n.trim().is_empty()) else {
-                    return Err(bad(
-                        "invalidValue",
-                        "userName is required and must be a non-empty string".into(),
-                    ));
-                };
-                if let Some(other) = self.user_names.get(&name)
-                    && Some(other.as_str()) != except
-                {
-                    return Err((
-                        StatusCode::CONFLICT,
-                        "uniqueness",
-                        format!("userName '{name}' is already taken by user {other}"),
-                    ));
-                }
-                if let Some(key) = find_key(body, "active").cloned() {
-                    let v = body[&key].clone();
-                    body[&key] = match v {
-                        Value::Bool(_) | Value::Null => v,
-                        Value::String(s) if s.eq_ignore_ascii_case("true") => json!(true),
-                        Value::String(s) if s.eq_ignore_ascii_case("false") => json!(false),
-                        other => {
-                            return Err(bad(
-                                "invalidValue",
-                                format!(
-                                    "active must be a boolean, got {}",
-                                    util::type_name(&other)
-                                ),
-                            ));
-                        }
-                    };
-                }
-            }
-            Kind::Group => {
-                let ok = find_key(body, "displayName")
-                    .and_then(|k| body[k].as_str())
-                    .is_some_and(|s| !s.trim().is_empty());
-                if !ok {
-                    return Err(bad(
-                        "invalidValue",
-                        "displayName is required and must be a non-empty string".into(),
-                    ));
-                }
-                if let Some(key) = find_key(body, "members").cloned() {
-                    let members = match &body[&key] {
-                        Value::Array(a) => a.clone(),
-                        Value::Null => Vec::new(),
-                        _ => return Err(bad("invalidValue", "members must be an array".into())),
-                    };
-                    let mut clean: Vec<Value> = Vec::new();
-                    for m in members {
-                        let Some(uid) = m.get("value").and_then(Value::as_str) else {
-                            return Err(bad(
-                                "invalidValue",
-                                "every member needs a string value (a user id)".into(),
-                            ));
-                        };
-                        if self.users.get(uid).is_none() {
-                            return Err(bad(
-                                "invalidValue",
-                                format!("member value '{uid}' is not the id of an existing user"),
-                            ));
-                        }
-                        let m = json!({"value": uid});
-                        if !clean.contains(&m) {
-                            clean.push(m);
-                        }
-                    }
-                    body.insert(key, Value::Array(clean));
-                }
-            }
+            Kind::User => self.check_user(body, except)?,
+            Kind::Group => self.check_group(body)?,
         }
         for ro in ["id", "meta"] {
             if let Some(k) = find_key(body, ro).cloned() {
@@ -216,6 +152,88 @@ impl Store {
         if k == Kind::User {
             check_user_shapes(body).map_err(|d| bad("invalidValue", d))?;
         }
+        Ok(())
+    }
+
+    /// A user needs a `userName` no other user has (case-insensitive); `active` given as
+    /// `"True"`/`"False"` becomes a boolean.
+    fn check_user(
+        &self,
+        body: &mut Map<String, Value>,
+        except: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let Some(name) = user_name_key(body).filter(|n| !n.trim().is_empty()) else {
+            return Err(bad(
+                "invalidValue",
+                "userName is required and must be a non-empty string",
+            ));
+        };
+        if let Some(other) = self.user_names.get(&name)
+            && Some(other.as_str()) != except
+        {
+            return Err((
+                StatusCode::CONFLICT,
+                "uniqueness",
+                format!("userName '{name}' is already taken by user {other}"),
+            ));
+        }
+        if let Some(key) = find_key(body, "active").cloned() {
+            let v = body[&key].clone();
+            body[&key] = match v {
+                Value::Bool(_) | Value::Null => v,
+                Value::String(s) if s.eq_ignore_ascii_case("true") => json!(true),
+                Value::String(s) if s.eq_ignore_ascii_case("false") => json!(false),
+                other => {
+                    return Err(bad(
+                        "invalidValue",
+                        format!("active must be a boolean, got {}", util::type_name(&other)),
+                    ));
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// A group needs a `displayName`; its members are kept as `{"value": id}` of existing
+    /// users, each once.
+    fn check_group(&self, body: &mut Map<String, Value>) -> Result<(), Refusal> {
+        let ok = find_key(body, "displayName")
+            .and_then(|k| body[k].as_str())
+            .is_some_and(|s| !s.trim().is_empty());
+        if !ok {
+            return Err(bad(
+                "invalidValue",
+                "displayName is required and must be a non-empty string",
+            ));
+        }
+        let Some(key) = find_key(body, "members").cloned() else {
+            return Ok(());
+        };
+        let members = match &body[&key] {
+            Value::Array(a) => a.clone(),
+            Value::Null => Vec::new(),
+            _ => return Err(bad("invalidValue", "members must be an array")),
+        };
+        let mut clean: Vec<Value> = Vec::new();
+        for m in members {
+            let Some(uid) = m.get("value").and_then(Value::as_str) else {
+                return Err(bad(
+                    "invalidValue",
+                    "every member needs a string value (a user id)",
+                ));
+            };
+            if self.users.get(uid).is_none() {
+                return Err(bad(
+                    "invalidValue",
+                    format!("member value '{uid}' is not the id of an existing user"),
+                ));
+            }
+            let m = json!({"value": uid});
+            if !clean.contains(&m) {
+                clean.push(m);
+            }
+        }
+        body.insert(key, Value::Array(clean));
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::routes::bad;
-use super::store::{Ordered, Page};
+use crate::ordered::{Ordered, Page};
 use crate::{reply, util};
 
 /// `limit` when none is sent (seed and both Singer taps).

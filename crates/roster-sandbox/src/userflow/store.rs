@@ -1,86 +1,15 @@
 //! What Userflow holds: users, groups and memberships in `created_at` order, events, and the
 //! content lists; and how each record is shown on the wire.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::ordered::Ordered;
 use crate::seed::World;
 use crate::util;
-
-/// Records kept in insertion (= `created_at`) order with O(1) id lookup.
-#[derive(Debug)]
-pub(super) struct Ordered<T> {
-    pub(super) by_id: HashMap<String, (u64, T)>,
-    pub(super) order: BTreeMap<u64, String>,
-    pub(super) next_seq: u64,
-}
-
-impl<T> Default for Ordered<T> {
-    fn default() -> Self {
-        Ordered {
-            by_id: HashMap::new(),
-            order: BTreeMap::new(),
-            next_seq: 1,
-        }
-    }
-}
-
-impl<T> Ordered<T> {
-    pub(super) fn get(&self, id: &str) -> Option<&T> {
-        self.by_id.get(id).map(|(_, t)| t)
-    }
-    pub(super) fn get_mut(&mut self, id: &str) -> Option<&mut T> {
-        self.by_id.get_mut(id).map(|(_, t)| t)
-    }
-    pub(super) fn seq(&self, id: &str) -> Option<u64> {
-        self.by_id.get(id).map(|(s, _)| *s)
-    }
-    pub(super) fn insert(&mut self, id: String, t: T) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.order.insert(seq, id.clone());
-        self.by_id.insert(id, (seq, t));
-    }
-    pub(super) fn remove(&mut self, id: &str) -> Option<T> {
-        let (seq, t) = self.by_id.remove(id)?;
-        self.order.remove(&seq);
-        Some(t)
-    }
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&String, &T)> {
-        self.order
-            .values()
-            .filter_map(|id| self.by_id.get(id).map(|(_, t)| (id, t)))
-    }
-    /// One page in `created_at` order after (or, descending, before) the cursor.
-    pub(super) fn page(
-        &self,
-        after: Option<u64>,
-        desc: bool,
-        limit: usize,
-        keep: impl Fn(&T) -> bool,
-    ) -> Page<'_, T> {
-        let ids: Box<dyn Iterator<Item = &String>> = match (desc, after) {
-            (false, Some(s)) => Box::new(self.order.range(s + 1..).map(|(_, id)| id)),
-            (false, None) => Box::new(self.order.values()),
-            (true, Some(s)) => Box::new(self.order.range(..s).rev().map(|(_, id)| id)),
-            (true, None) => Box::new(self.order.values().rev()),
-        };
-        let mut out: Vec<_> = ids
-            .filter_map(|id| self.by_id.get(id).map(|(_, t)| (id, t)))
-            .filter(|(_, t)| keep(t))
-            .take(limit + 1)
-            .collect();
-        let more = out.len() > limit;
-        out.truncate(limit);
-        (out, more)
-    }
-}
-
-/// One page of records and whether more follow.
-pub(super) type Page<'a, T> = (Vec<(&'a String, &'a T)>, bool);
 
 /// A group link of a user upsert: group id, group attributes, membership attributes.
 pub(super) type Link<'a> = (
@@ -316,7 +245,7 @@ impl Store {
                 (id.clone(), u)
             })
             .collect();
-        json!({"count": self.users.by_id.len(), "users": picked})
+        json!({"count": self.users.len(), "users": picked})
     }
 
     pub(super) fn group_json(&self, id: &str, g: &Group, ex: &Expand) -> Value {
