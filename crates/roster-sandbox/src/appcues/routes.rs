@@ -95,6 +95,13 @@ impl FromRequestParts<Arc<Shared>> for OwnAccount {
     }
 }
 
+/// The properties a PATCH sets: a flat object of scalars, without the record's own id key.
+fn properties_of(body: &[u8], id_key: &str) -> Result<Map<String, Value>, Response> {
+    let mut props = flat_properties(body).map_err(|e| bad(&e))?;
+    props.remove(id_key);
+    Ok(props)
+}
+
 /// A flat object of scalar properties.
 fn flat_properties(body: &[u8]) -> Result<Map<String, Value>, String> {
     let v: Value = util::parse_json(body)?;
@@ -131,11 +138,10 @@ async fn patch_profile(
     Path((_account, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let mut props = match flat_properties(&body) {
+    let props = match properties_of(&body, "user_id") {
         Ok(p) => p,
-        Err(e) => return bad(&e),
+        Err(r) => return r,
     };
-    props.remove("user_id");
     sh.appcues.lock().users.entry(id).or_default().extend(props);
     ok()
 }
@@ -222,11 +228,10 @@ async fn patch_group(
     Path((_account, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let mut props = match flat_properties(&body) {
+    let props = match properties_of(&body, "group_id") {
         Ok(p) => p,
-        Err(e) => return bad(&e),
+        Err(r) => return r,
     };
-    props.remove("group_id");
     sh.appcues
         .lock()
         .groups
@@ -335,13 +340,16 @@ async fn read_upload(
     Ok((bytes, "body".into(), Some(ct)))
 }
 
+/// The first byte of an NDJSON upload (each line an object); anything else is taken as CSV.
+const NDJSON_START: u8 = b'{';
+
 /// NDJSON or CSV into row objects; a line that cannot be read fails the whole request.
 fn parse_rows(data: &[u8], kind: Option<&str>) -> Result<Vec<Value>, String> {
     let first = data.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let csv = match kind {
         Some(k) if k.starts_with("text/csv") => true,
         Some(k) if k.contains("json") => false,
-        _ => first != Some(b'{'),
+        _ => first != Some(NDJSON_START),
     };
     if csv {
         let mut rd = csv::ReaderBuilder::new().flexible(false).from_reader(data);

@@ -1,24 +1,14 @@
 //! SCIM discovery (RFC 7644 §4): ServiceProviderConfig, ResourceTypes and Schemas, as the
 //! settings make them; and `/Bulk`, which is not supported.
 
-use std::sync::Arc;
-
-use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::routes::{answer, ctx, scim_err};
+use super::routes::{Scim, answer, scim_err};
 use super::{ENTERPRISE, GROUP_SCHEMA, LIST, USER_SCHEMA};
-use crate::Vendor;
-use crate::state::Shared;
 
-pub(super) async fn service_provider_config(
-    State(sh): State<Arc<Shared>>,
-    Extension(v): Extension<Vendor>,
-    headers: HeaderMap,
-) -> Response {
-    let c = ctx(&sh, v, &headers);
+pub(super) async fn service_provider_config(Scim { sh, c, .. }: Scim) -> Response {
     let s = &sh.settings;
     let body = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
@@ -42,12 +32,7 @@ pub(super) async fn service_provider_config(
     answer(&c, StatusCode::OK, body)
 }
 
-pub(super) async fn resource_types(
-    State(sh): State<Arc<Shared>>,
-    Extension(v): Extension<Vendor>,
-    headers: HeaderMap,
-) -> Response {
-    let c = ctx(&sh, v, &headers);
+pub(super) async fn resource_types(Scim { c, .. }: Scim) -> Response {
     let rt = |name: &str, ep: &str, schema: &str, ext: bool| {
         let mut r = json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
@@ -70,12 +55,7 @@ pub(super) async fn resource_types(
     )
 }
 
-pub(super) async fn schemas(
-    State(sh): State<Arc<Shared>>,
-    Extension(v): Extension<Vendor>,
-    headers: HeaderMap,
-) -> Response {
-    let c = ctx(&sh, v, &headers);
+pub(super) async fn schemas(Scim { c, .. }: Scim) -> Response {
     let attr = |name: &str,
                 ty: &str,
                 multi: bool,
@@ -112,12 +92,7 @@ pub(super) async fn schemas(
     )
 }
 
-pub(super) async fn bulk(
-    State(sh): State<Arc<Shared>>,
-    Extension(v): Extension<Vendor>,
-    headers: HeaderMap,
-) -> Response {
-    let c = ctx(&sh, v, &headers);
+pub(super) async fn bulk(Scim { c, .. }: Scim) -> Response {
     scim_err(
         &c,
         StatusCode::NOT_IMPLEMENTED,

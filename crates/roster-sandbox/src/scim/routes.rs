@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, FromRequestParts, Path, RawQuery};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,9 +14,9 @@ use serde_json::{Map, Value, json};
 
 use super::discovery::{bulk, resource_types, schemas, service_provider_config};
 use super::filter::{self, find_key};
-use super::store::{Kind, Res};
+use super::store::{Kind, Res, Store};
 use super::{ENTERPRISE, LIST, PATCH_OP, SEARCH, patch};
-use crate::seed::{self};
+use crate::seed;
 use crate::state::Shared;
 use crate::{Vendor, reply, util};
 
@@ -82,7 +83,7 @@ pub(super) struct Ctx {
     stringly: bool,
 }
 
-pub(super) fn ctx(sh: &Shared, vendor: Vendor, headers: &HeaderMap) -> Ctx {
+fn ctx(sh: &Shared, vendor: Vendor, headers: &HeaderMap) -> Ctx {
     Ctx {
         vendor,
         base: format!("{}{}", util::origin(headers), vendor.prefix()),
@@ -307,6 +308,18 @@ fn create(sh: &Shared, c: &Ctx, k: Kind, body: &[u8]) -> Response {
     resp
 }
 
+/// The resource as it is before a change: 404 when there is none, 412 when `If-Match` names
+/// another version.
+fn current(st: &Store, c: &Ctx, headers: &HeaderMap, k: Kind, id: &str) -> Result<Res, Response> {
+    let prev = st
+        .coll(k)
+        .get(id)
+        .cloned()
+        .ok_or_else(|| not_found(c, k, id))?;
+    check_if_match(c, headers, &prev)?;
+    Ok(prev)
+}
+
 /// `If-Match` against the current weak version; `Err` is the 412 to send.
 fn check_if_match(c: &Ctx, headers: &HeaderMap, r: &Res) -> Result<(), Response> {
     let Some(want) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
@@ -330,12 +343,10 @@ fn put(sh: &Shared, c: &Ctx, headers: &HeaderMap, k: Kind, id: &str, body: &[u8]
         Err(r) => return r,
     };
     let mut st = sh.scim_store(c.vendor).lock();
-    let Some(prev) = st.coll(k).get(id).cloned() else {
-        return not_found(c, k, id);
+    let prev = match current(&st, c, headers, k, id) {
+        Ok(prev) => prev,
+        Err(r) => return r,
     };
-    if let Err(r) = check_if_match(c, headers, &prev) {
-        return r;
-    }
     if let Some(kid) = find_key(&obj, "id")
         && obj[kid].as_str().is_some_and(|x| x != id)
     {
@@ -381,12 +392,10 @@ fn patch(
         Err(r) => return r,
     };
     let mut st = sh.scim_store(c.vendor).lock();
-    let Some(prev) = st.coll(k).get(id).cloned() else {
-        return not_found(c, k, id);
+    let prev = match current(&st, c, headers, k, id) {
+        Ok(prev) => prev,
+        Err(r) => return r,
     };
-    if let Err(r) = check_if_match(c, headers, &prev) {
-        return r;
-    }
     // Every op runs on a copy; the copy is kept only if all of them (and validation) pass.
     let mut work = prev.body.clone();
     if let Err(r) = apply_ops(c, &mut work, ops) {
@@ -525,10 +534,7 @@ fn member_values(ops: &[Value]) -> usize {
 
 fn delete(sh: &Shared, c: &Ctx, headers: &HeaderMap, k: Kind, id: &str) -> Response {
     let mut st = sh.scim_store(c.vendor).lock();
-    let Some(prev) = st.coll(k).get(id).cloned() else {
-        return not_found(c, k, id);
-    };
-    if let Err(r) = check_if_match(c, headers, &prev) {
+    if let Err(r) = current(&st, c, headers, k, id) {
         return r;
     }
     match k {
@@ -584,79 +590,61 @@ fn search(sh: &Shared, c: &Ctx, k: Kind, body: &[u8]) -> Response {
     list(sh, c, k, p)
 }
 
+/// What every SCIM handler starts from: the shared state, the request's headers, and the
+/// answer context for the provider asked (the request layer puts the vendor in the request's
+/// extensions).
+pub(super) struct Scim {
+    pub(super) sh: Arc<Shared>,
+    pub(super) c: Ctx,
+    headers: HeaderMap,
+}
+
+impl FromRequestParts<Arc<Shared>> for Scim {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, sh: &Arc<Shared>) -> Result<Self, Response> {
+        let Extension(v) = Extension::<Vendor>::from_request_parts(parts, sh)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Scim {
+            c: ctx(sh, v, &parts.headers),
+            sh: sh.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
 macro_rules! handlers {
     ($kind:expr, $list:ident, $create:ident, $search:ident, $get:ident, $put:ident, $patch:ident, $delete:ident) => {
-        async fn $list(
-            State(sh): State<Arc<Shared>>,
-            Extension(v): Extension<Vendor>,
-            headers: HeaderMap,
-            RawQuery(q): RawQuery,
-        ) -> Response {
-            let c = ctx(&sh, v, &headers);
+        async fn $list(s: Scim, RawQuery(q): RawQuery) -> Response {
             match list_params(&util::query_pairs(q.as_deref())) {
-                Ok(p) => list(&sh, &c, $kind, p),
-                Err(e) => scim_err(&c, StatusCode::BAD_REQUEST, "invalidValue", &e),
+                Ok(p) => list(&s.sh, &s.c, $kind, p),
+                Err(e) => scim_err(&s.c, StatusCode::BAD_REQUEST, "invalidValue", &e),
             }
         }
-        async fn $create(
-            State(sh): State<Arc<Shared>>,
-            Extension(v): Extension<Vendor>,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> Response {
-            create(&sh, &ctx(&sh, v, &headers), $kind, &body)
+        async fn $create(s: Scim, body: Bytes) -> Response {
+            create(&s.sh, &s.c, $kind, &body)
         }
-        async fn $search(
-            State(sh): State<Arc<Shared>>,
-            Extension(v): Extension<Vendor>,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> Response {
-            search(&sh, &ctx(&sh, v, &headers), $kind, &body)
+        async fn $search(s: Scim, body: Bytes) -> Response {
+            search(&s.sh, &s.c, $kind, &body)
         }
-        async fn $get(
-            State(sh): State<Arc<Shared>>,
-            Extension(v): Extension<Vendor>,
-            headers: HeaderMap,
-            Path(id): Path<String>,
-            RawQuery(q): RawQuery,
-        ) -> Response {
-            get_one(&sh, &ctx(&sh, v, &headers), $kind, &id, q.as_deref())
+        async fn $get(s: Scim, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+            get_one(&s.sh, &s.c, $kind, &id, q.as_deref())
         }
-        async fn $put(
-            State(sh): State<Arc<Shared>>,
-            Extension(v): Extension<Vendor>,
-            headers: HeaderMap,
-            Path(id): Path<String>,
-            body: Bytes,
-        ) -> Response {
-            put(&sh, &ctx(&sh, v, &headers), &headers, $kind, &id, &body)
+        async fn $put(s: Scim, Path(id): Path<String>, body: Bytes) -> Response {
+            put(&s.sh, &s.c, &s.headers, $kind, &id, &body)
         }
         async fn $patch(
-            State(sh): State<Arc<Shared>>,
-            Extension(v): Extension<Vendor>,
-            headers: HeaderMap,
+            s: Scim,
             Path(id): Path<String>,
             RawQuery(q): RawQuery,
             body: Bytes,
         ) -> Response {
-            patch(
-                &sh,
-                &ctx(&sh, v, &headers),
-                &headers,
-                $kind,
-                &id,
-                &body,
-                q.as_deref(),
-            )
+            let q = q.as_deref();
+            patch(&s.sh, &s.c, &s.headers, $kind, &id, &body, q)
         }
-        async fn $delete(
-            State(sh): State<Arc<Shared>>,
-            Extension(v): Extension<Vendor>,
-            headers: HeaderMap,
-            Path(id): Path<String>,
-        ) -> Response {
-            delete(&sh, &ctx(&sh, v, &headers), &headers, $kind, &id)
+        async fn $delete(s: Scim, Path(id): Path<String>) -> Response {
+            delete(&s.sh, &s.c, &s.headers, $kind, &id)
         }
     };
 }

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::V;
@@ -24,12 +25,12 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/users", post(upsert_user).get(list_users))
         .route(
             "/users/{id}",
-            post(upsert_user_at).get(get_user).delete(delete_user),
+            post(upsert_user).get(get_user).delete(delete_user),
         )
         .route("/groups", post(upsert_group).get(list_groups))
         .route(
             "/groups/{id}",
-            post(upsert_group_at).get(get_group).delete(delete_group),
+            post(upsert_group).get(get_group).delete(delete_group),
         )
         .route("/group_memberships", post(add_membership))
         .route("/events", post(track_event))
@@ -156,6 +157,17 @@ fn not_found(what: &str, id: &str) -> Response {
     )
 }
 
+/// An upsert's body and the id it is for (from the path, the body, or both in agreement).
+fn upsert_body<T: DeserializeOwned>(
+    path_id: Option<String>,
+    body: &[u8],
+    id_in: impl Fn(&T) -> Option<&Value>,
+) -> Result<(String, T), Response> {
+    let req: T = util::parse_json(body).map_err(|e| bad(&e))?;
+    let id = resolve_id(path_id, id_in(&req))?;
+    Ok((id, req))
+}
+
 /// The id from the path and/or the body: they must agree when both are given.
 fn resolve_id(path_id: Option<String>, body_id: Option<&Value>) -> Result<String, Response> {
     let body_id = match body_id {
@@ -178,25 +190,16 @@ fn resolve_id(path_id: Option<String>, body_id: Option<&Value>) -> Result<String
     }
 }
 
-async fn upsert_user(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
-    do_upsert_user(&sh, None, &body)
-}
-
-async fn upsert_user_at(
+/// `POST /users` with the id in the body (the vendor's form) and `POST /users/{id}` (the
+/// seed's form).
+async fn upsert_user(
     State(sh): State<Arc<Shared>>,
-    Path(id): Path<String>,
+    path: Option<Path<String>>,
     body: Bytes,
 ) -> Response {
-    do_upsert_user(&sh, Some(id), &body)
-}
-
-fn do_upsert_user(sh: &Shared, path_id: Option<String>, body: &[u8]) -> Response {
-    let req: UserUpsert = match util::parse_json(body) {
-        Ok(r) => r,
-        Err(e) => return bad(&e),
-    };
-    let id = match resolve_id(path_id, req.id.as_ref()) {
-        Ok(id) => id,
+    let path_id = path.map(|Path(id)| id);
+    let (id, req) = match upsert_body(path_id, &body, |r: &UserUpsert| r.id.as_ref()) {
+        Ok(parsed) => parsed,
         Err(r) => return r,
     };
     let links = match check_user_upsert(&req) {
@@ -264,25 +267,16 @@ fn membership_link(i: usize, m: &MembershipIn) -> Result<Link<'_>, String> {
     ))
 }
 
-async fn upsert_group(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
-    do_upsert_group(&sh, None, &body)
-}
-
-async fn upsert_group_at(
+/// `POST /groups` with the id in the body (the vendor's form) and `POST /groups/{id}` (the
+/// seed's form).
+async fn upsert_group(
     State(sh): State<Arc<Shared>>,
-    Path(id): Path<String>,
+    path: Option<Path<String>>,
     body: Bytes,
 ) -> Response {
-    do_upsert_group(&sh, Some(id), &body)
-}
-
-fn do_upsert_group(sh: &Shared, path_id: Option<String>, body: &[u8]) -> Response {
-    let req: GroupUpsert = match util::parse_json(body) {
-        Ok(r) => r,
-        Err(e) => return bad(&e),
-    };
-    let id = match resolve_id(path_id, req.id.as_ref()) {
-        Ok(id) => id,
+    let path_id = path.map(|Path(id)| id);
+    let (id, req) = match upsert_body(path_id, &body, |r: &GroupUpsert| r.id.as_ref()) {
+        Ok(parsed) => parsed,
         Err(r) => return r,
     };
     if let Some(a) = &req.attributes
