@@ -41,12 +41,12 @@ pub(super) struct Group {
 #[derive(Debug)]
 pub(crate) struct Store {
     pub(super) rng: StdRng,
-    pub(super) team_id: String,
+    team_id: String,
     /// Lower-cased email → member.
     pub(super) members: BTreeMap<String, Member>,
     pub(super) groups: Vec<Group>,
-    pub(super) token_epoch: u64,
-    pub(super) secret: u64,
+    token_epoch: u64,
+    secret: u64,
     /// Every `replaceverifier` removal: the member and the `collectionVerifiers` it named.
     pub(super) replaced_verifiers: Vec<Value>,
 }
@@ -141,7 +141,7 @@ impl Store {
         })
     }
 
-    pub(super) fn user_json(m: &Member) -> Value {
+    fn user_json(m: &Member) -> Value {
         json!({
             "email": m.email,
             "firstName": m.first,
@@ -196,7 +196,7 @@ impl Store {
         })
     }
 
-    pub(super) fn mac(&self, payload: &str) -> u64 {
+    fn mac(&self, payload: &str) -> u64 {
         let mut h = DefaultHasher::new();
         self.secret.hash(&mut h);
         payload.hash(&mut h);

@@ -43,8 +43,8 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub(super) struct Res {
     pub(super) body: Map<String, Value>,
-    pub(super) created: DateTime<Utc>,
-    pub(super) modified: DateTime<Utc>,
+    created: DateTime<Utc>,
+    modified: DateTime<Utc>,
     pub(super) version: u64,
 }
 
@@ -56,7 +56,7 @@ pub(super) type Resources = Ordered<Res>;
 pub(crate) struct Store {
     pub(super) rng: StdRng,
     pub(super) users: Resources,
-    pub(super) groups: Resources,
+    groups: Resources,
     /// Lower-cased userName → id, for uniqueness.
     pub(super) user_names: HashMap<String, String>,
 }

@@ -17,20 +17,20 @@ pub(super) const MAX_LIMIT: usize = 100;
 /// A list answer: `data` in order, `next_page_url` when there is more.
 #[derive(Serialize)]
 pub(super) struct ListView<'a, T> {
-    pub(super) object: &'static str,
-    pub(super) data: Vec<T>,
-    pub(super) has_more: bool,
-    pub(super) url: &'a str,
-    pub(super) next_page_url: Option<String>,
+    object: &'static str,
+    data: Vec<T>,
+    has_more: bool,
+    url: &'a str,
+    next_page_url: Option<String>,
 }
 
 /// Parsed list parameters shared by every list endpoint.
 pub(super) struct ListQuery {
     pub(super) pairs: Vec<(String, String)>,
-    pub(super) limit: usize,
-    pub(super) desc: bool,
-    pub(super) starting_after: Option<String>,
-    pub(super) ending_before: Option<String>,
+    limit: usize,
+    desc: bool,
+    starting_after: Option<String>,
+    ending_before: Option<String>,
 }
 
 pub(super) fn list_query(raw: Option<&str>, allowed_order: &[&str]) -> Result<ListQuery, Response> {

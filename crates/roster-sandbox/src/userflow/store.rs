@@ -21,8 +21,8 @@ pub(super) type Link<'a> = (
 #[derive(Debug, Clone)]
 pub(super) struct User {
     pub(super) attributes: Map<String, Value>,
-    pub(super) created_at: DateTime<Utc>,
-    pub(super) updated_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
     pub(super) memberships: BTreeMap<String, Membership>,
 }
 
@@ -35,53 +35,53 @@ pub(super) struct Membership {
 #[derive(Debug, Clone)]
 pub(super) struct Group {
     pub(super) attributes: Map<String, Value>,
-    pub(super) created_at: DateTime<Utc>,
-    pub(super) updated_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
     pub(super) members: BTreeSet<String>,
 }
 
 /// A user on the wire; the fields in Userflow's order, expansions only when asked for.
 #[derive(Serialize)]
 pub(super) struct UserView<'a> {
-    pub(super) object: &'static str,
-    pub(super) id: &'a str,
-    pub(super) attributes: &'a Map<String, Value>,
-    pub(super) created_at: String,
-    pub(super) updated_at: String,
+    object: &'static str,
+    id: &'a str,
+    attributes: &'a Map<String, Value>,
+    created_at: String,
+    updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) memberships: Option<Vec<MembershipView<'a>>>,
+    memberships: Option<Vec<MembershipView<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) groups: Option<Vec<GroupView<'a>>>,
+    groups: Option<Vec<GroupView<'a>>>,
 }
 
 /// A group on the wire.
 #[derive(Serialize)]
 pub(super) struct GroupView<'a> {
-    pub(super) object: &'static str,
-    pub(super) id: &'a str,
-    pub(super) attributes: &'a Map<String, Value>,
-    pub(super) created_at: String,
-    pub(super) updated_at: String,
+    object: &'static str,
+    id: &'a str,
+    attributes: &'a Map<String, Value>,
+    created_at: String,
+    updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) memberships: Option<Vec<MembershipView<'a>>>,
+    memberships: Option<Vec<MembershipView<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) users: Option<Vec<UserView<'a>>>,
+    users: Option<Vec<UserView<'a>>>,
 }
 
 /// A group membership on the wire, with its group when expanded from a user.
 #[derive(Serialize)]
 pub(super) struct MembershipView<'a> {
-    pub(super) object: &'static str,
-    pub(super) attributes: &'a Map<String, Value>,
-    pub(super) created_at: String,
-    pub(super) group_id: &'a str,
-    pub(super) user_id: &'a str,
+    object: &'static str,
+    attributes: &'a Map<String, Value>,
+    created_at: String,
+    group_id: &'a str,
+    user_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) group: Option<GroupView<'a>>,
+    group: Option<GroupView<'a>>,
 }
 
 impl<'a> MembershipView<'a> {
-    pub(super) fn new(
+    fn new(
         group_id: &'a str,
         user_id: &'a str,
         m: &'a Membership,
@@ -410,7 +410,7 @@ impl Store {
         }
     }
 
-    pub(super) fn unlink(&mut self, uid: &str, gid: &str) {
+    fn unlink(&mut self, uid: &str, gid: &str) {
         if let Some(u) = self.users.get_mut(uid) {
             u.memberships.remove(gid);
         }

@@ -13,18 +13,18 @@ use crate::util;
 
 #[derive(Debug, Clone)]
 pub(super) struct User {
-    pub(super) metadata: Map<String, Value>,
-    pub(super) company_id: Option<String>,
-    pub(super) created_at: DateTime<Utc>,
-    pub(super) updated_at: DateTime<Utc>,
+    metadata: Map<String, Value>,
+    company_id: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
 }
 
 /// What Userpilot holds.
 #[derive(Debug)]
 pub(crate) struct Store {
     pub(super) rng: StdRng,
-    pub(super) users: BTreeMap<String, User>,
-    pub(super) companies: BTreeMap<String, Map<String, Value>>,
+    users: BTreeMap<String, User>,
+    companies: BTreeMap<String, Map<String, Value>>,
     pub(super) events: Vec<Value>,
     pub(super) scheduled_user_deletions: BTreeSet<String>,
     pub(super) scheduled_company_deletions: BTreeSet<String>,
