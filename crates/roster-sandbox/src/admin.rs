@@ -278,38 +278,7 @@ pub(crate) fn apply_patch(s: &mut FaultSettings, patch: Value) -> Result<(), Str
     };
     for (k, v) in o {
         match k.as_str() {
-            "rate_limit" => {
-                let Value::Object(m) = v else {
-                    return Err("rate_limit must be an object {vendor: \"50/s\" | {rate, retry_after} | null}".into());
-                };
-                for (name, x) in m {
-                    let vendor = Vendor::from_name(&name).map_err(|e| e.to_string())?;
-                    let limit = match x {
-                        Value::Null => None,
-                        Value::String(r) => Some(RateLimit::parse(&r).map_err(|e| e.to_string())?),
-                        Value::Object(spec) => {
-                            let rate = spec
-                                .get("rate")
-                                .and_then(Value::as_str)
-                                .ok_or("rate_limit.<vendor>.rate must be a string like \"50/s\"")?;
-                            let mut r = RateLimit::parse(rate).map_err(|e| e.to_string())?;
-                            if let Some(b) = spec.get("burst").and_then(Value::as_f64) {
-                                r.burst = b.max(1.0);
-                            }
-                            if let Some(ra) = spec.get("retry_after").and_then(Value::as_bool) {
-                                r.retry_after = Some(ra);
-                            }
-                            Some(r)
-                        }
-                        _ => {
-                            return Err(format!(
-                                "rate_limit.{name}: expected a string, an object or null"
-                            ));
-                        }
-                    };
-                    s.vendor_mut(vendor).rate_limit = limit;
-                }
-            }
+            "rate_limit" => patch_rate_limits(s, v)?,
             "error_rate" | "drop_rate" | "apply_then_fail_rate" => {
                 per_vendor(&k, &v, |vendor, x| {
                     let f = fraction(&k, x)?;
@@ -328,24 +297,7 @@ pub(crate) fn apply_patch(s: &mut FaultSettings, patch: Value) -> Result<(), Str
                 s.for_each(vendor, |vf| vf.latency_ms = ms);
                 Ok(())
             })?,
-            "userguiding_block" => {
-                s.userguiding_block = match v {
-                    Value::Null | Value::Bool(false) => None,
-                    Value::Bool(true) => Some(UserGuidingBlock::default()),
-                    Value::Object(_) => {
-                        let mut base = serde_json::to_value(UserGuidingBlock::default())
-                            .map_err(|e| e.to_string())?;
-                        if let (Some(b), Value::Object(o)) = (base.as_object_mut(), v) {
-                            b.extend(o);
-                        }
-                        Some(
-                            serde_json::from_value(base)
-                                .map_err(|e| format!("userguiding_block: {e}"))?,
-                        )
-                    }
-                    _ => return Err("userguiding_block must be true, false or an object".into()),
-                }
-            }
+            "userguiding_block" => s.userguiding_block = userguiding_block(v)?,
             "fail_next" => {
                 let rules: Vec<FailRule> = match v {
                     Value::Array(_) => serde_json::from_value(v),
@@ -370,6 +322,65 @@ pub(crate) fn apply_patch(s: &mut FaultSettings, patch: Value) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+/// `rate_limit: {vendor: "50/s" | {rate, burst, retry_after} | null}`.
+fn patch_rate_limits(s: &mut FaultSettings, v: Value) -> Result<(), String> {
+    let Value::Object(m) = v else {
+        return Err(
+            "rate_limit must be an object {vendor: \"50/s\" | {rate, retry_after} | null}".into(),
+        );
+    };
+    for (name, x) in m {
+        let vendor = Vendor::from_name(&name).map_err(|e| e.to_string())?;
+        let limit = match x {
+            Value::Null => None,
+            Value::String(r) => Some(RateLimit::parse(&r).map_err(|e| e.to_string())?),
+            Value::Object(spec) => Some(rate_limit_object(&spec)?),
+            _ => {
+                return Err(format!(
+                    "rate_limit.{name}: expected a string, an object or null"
+                ));
+            }
+        };
+        s.vendor_mut(vendor).rate_limit = limit;
+    }
+    Ok(())
+}
+
+/// `{rate: "50/s", burst, retry_after}`.
+fn rate_limit_object(spec: &Map<String, Value>) -> Result<RateLimit, String> {
+    let rate = spec
+        .get("rate")
+        .and_then(Value::as_str)
+        .ok_or("rate_limit.<vendor>.rate must be a string like \"50/s\"")?;
+    let mut r = RateLimit::parse(rate).map_err(|e| e.to_string())?;
+    if let Some(b) = spec.get("burst").and_then(Value::as_f64) {
+        r.burst = b.max(1.0);
+    }
+    if let Some(ra) = spec.get("retry_after").and_then(Value::as_bool) {
+        r.retry_after = Some(ra);
+    }
+    Ok(r)
+}
+
+/// `userguiding_block: true | false | null | {fields over the defaults}`.
+fn userguiding_block(v: Value) -> Result<Option<UserGuidingBlock>, String> {
+    match v {
+        Value::Null | Value::Bool(false) => Ok(None),
+        Value::Bool(true) => Ok(Some(UserGuidingBlock::default())),
+        Value::Object(o) => {
+            let mut base =
+                serde_json::to_value(UserGuidingBlock::default()).map_err(|e| e.to_string())?;
+            if let Some(b) = base.as_object_mut() {
+                b.extend(o);
+            }
+            serde_json::from_value(base)
+                .map(Some)
+                .map_err(|e| format!("userguiding_block: {e}"))
+        }
+        _ => Err("userguiding_block must be true, false or an object".into()),
+    }
 }
 
 #[cfg(test)]

@@ -72,24 +72,33 @@ pub(crate) fn check(vendor: Vendor, headers: &HeaderMap, c: &Credentials) -> Res
         _ => false,
     };
     if !ok {
-        let expected = match vendor {
-            Vendor::UserGuiding | Vendor::Userflow => "Authorization: Bearer <api key>",
-            Vendor::Userpilot => "Authorization: Token <api key>",
-            Vendor::Appcues => "HTTP Basic <api key>:<api secret>",
-            Vendor::Guru => "HTTP Basic <email>:<api token>",
-            Vendor::GuruScim => {
-                "Bearer <scim token>, HTTP Basic <scim username>:<scim token> or Bearer <username>:<token>"
-            }
-            Vendor::Scim => "Authorization: Bearer <token> or HTTP Basic",
-        };
         let what = if auth.is_none() { "missing" } else { "invalid" };
         return Err(reply::error(
             vendor,
             StatusCode::UNAUTHORIZED,
             "",
-            &format!("{what} credentials: expected {expected}"),
+            &format!("{what} credentials: expected {}", expected(vendor)),
         ));
     }
+    check_version(vendor, headers)
+}
+
+/// The credential each vendor takes, as a 401 names it.
+fn expected(vendor: Vendor) -> &'static str {
+    match vendor {
+        Vendor::UserGuiding | Vendor::Userflow => "Authorization: Bearer <api key>",
+        Vendor::Userpilot => "Authorization: Token <api key>",
+        Vendor::Appcues => "HTTP Basic <api key>:<api secret>",
+        Vendor::Guru => "HTTP Basic <email>:<api token>",
+        Vendor::GuruScim => {
+            "Bearer <scim token>, HTTP Basic <scim username>:<scim token> or Bearer <username>:<token>"
+        }
+        Vendor::Scim => "Authorization: Bearer <token> or HTTP Basic",
+    }
+}
+
+/// The API version headers: Userpilot requires its one version, Userflow refuses another.
+fn check_version(vendor: Vendor, headers: &HeaderMap) -> Result<(), Response> {
     match vendor {
         Vendor::Userpilot => {
             let v = headers.get("x-api-version").and_then(|v| v.to_str().ok());

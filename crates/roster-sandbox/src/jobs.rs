@@ -104,14 +104,65 @@ pub(crate) fn spawn(sh: Arc<Shared>, owner: Owner, id: String) {
 }
 
 async fn drive(sh: Arc<Shared>, owner: Owner, id: String) {
-    let generation = sh.generation.load(Ordering::SeqCst);
-    let step = sh.settings.job_step;
-    let alive = |sh: &Shared| {
-        sh.generation.load(Ordering::SeqCst) == generation
-            && !sh.shutting_down.load(Ordering::SeqCst)
+    let d = Driver {
+        generation: sh.generation.load(Ordering::SeqCst),
+        step: sh.settings.job_step,
+        sh,
+        owner,
+        id,
     };
-    let set = |sh: &Shared, status: &'static str| {
-        with_job(sh, owner, &id, |j| {
+    if !d.pause().await {
+        return;
+    }
+    if owner == Owner::Userpilot && !d.validated().await {
+        return;
+    }
+    if d.sh.faults.settings().fail_jobs {
+        d.fail_injected();
+        return;
+    }
+    d.set("processing");
+    if !d.process().await {
+        return;
+    }
+    if owner == Owner::Userpilot {
+        d.set("pending_refresh");
+        if !d.pause().await {
+            return;
+        }
+    }
+    d.set("completed");
+}
+
+/// One job on its way through its statuses; it stops when the sandbox is reset, reseeded or
+/// shut down, or the job is gone.
+struct Driver {
+    sh: Arc<Shared>,
+    owner: Owner,
+    id: String,
+    /// The store generation the job belongs to.
+    generation: u64,
+    step: Duration,
+}
+
+impl Driver {
+    fn alive(&self) -> bool {
+        self.sh.generation.load(Ordering::SeqCst) == self.generation
+            && !self.sh.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Waits one step; false when the job should stop.
+    async fn pause(&self) -> bool {
+        tokio::time::sleep(self.step).await;
+        self.alive()
+    }
+
+    fn with_job<R>(&self, f: impl FnOnce(&mut Job) -> R) -> Option<R> {
+        with_job(&self.sh, self.owner, &self.id, f)
+    }
+
+    fn set(&self, status: &'static str) {
+        self.with_job(|j| {
             j.status = status;
             if status == "processing" && j.started.is_none() {
                 j.started = Some(util::now());
@@ -119,77 +170,73 @@ async fn drive(sh: Arc<Shared>, owner: Owner, id: String) {
             if !j.running() {
                 j.ended = Some(util::now());
             }
-        })
-    };
-    tokio::time::sleep(step).await;
-    if !alive(&sh) {
-        return;
+        });
     }
-    if owner == Owner::Userpilot {
-        set(&sh, "validating");
-        tokio::time::sleep(step).await;
-        if !alive(&sh) {
-            return;
+
+    /// Userpilot's `validating` stage: a job with a bad row fails whole, nothing applied.
+    /// False when the job ends here.
+    async fn validated(&self) -> bool {
+        self.set("validating");
+        if !self.pause().await {
+            return false;
         }
-        let invalid = with_job(&sh, owner, &id, |j| {
+        let invalid = self.with_job(|j| {
             let errors = userpilot::validate_rows(j.kind, &j.pending);
             let bad = !errors.is_empty();
             j.errors = errors;
             bad
         });
         match invalid {
-            None => return,
+            None => false,
             Some(true) => {
-                set(&sh, "failed");
-                return;
+                self.set("failed");
+                false
             }
-            Some(false) => {}
+            Some(false) => true,
         }
     }
-    if sh.faults.settings().fail_jobs {
-        with_job(&sh, owner, &id, |j| {
+
+    /// The `fail_jobs` fault: the job fails with nothing applied.
+    fn fail_injected(&self) {
+        self.with_job(|j| {
             j.errors.push(
                 json!({"row": null, "message": "sandbox fault: the job failed (fail_jobs is on)"}),
             );
             j.pending.clear();
         });
-        set(&sh, "failed");
-        return;
+        self.set("failed");
     }
-    set(&sh, "processing");
-    let per_step = ((sh.settings.job_rows_per_sec as f64) * step.as_secs_f64()).max(1.0) as usize;
-    loop {
-        tokio::time::sleep(step.max(Duration::from_millis(1))).await;
-        if !alive(&sh) {
-            return;
-        }
-        let chunk = with_job(&sh, owner, &id, |j| {
-            let n = per_step.min(j.pending.len());
-            (
-                j.kind,
-                j.target.clone(),
-                j.pending.drain(..n).collect::<Vec<_>>(),
-            )
-        });
-        let Some((kind, target, rows)) = chunk else {
-            return;
-        };
-        if rows.is_empty() {
-            break;
-        }
-        let n = rows.len();
-        match owner {
-            Owner::Userpilot => sh.userpilot.lock().apply_rows(kind, rows),
-            Owner::Appcues => sh.appcues.lock().apply_rows(kind, target.as_deref(), rows),
-        }
-        with_job(&sh, owner, &id, |j| j.completed_rows += n);
-    }
-    if owner == Owner::Userpilot {
-        set(&sh, "pending_refresh");
-        tokio::time::sleep(step).await;
-        if !alive(&sh) {
-            return;
+
+    /// Applies the rows, one chunk a step, at `job_rows_per_sec`; false when the job stopped first.
+    async fn process(&self) -> bool {
+        let rate = self.sh.settings.job_rows_per_sec as f64;
+        let per_step = (rate * self.step.as_secs_f64()).max(1.0) as usize;
+        loop {
+            tokio::time::sleep(self.step.max(Duration::from_millis(1))).await;
+            if !self.alive() {
+                return false;
+            }
+            let chunk = self.with_job(|j| {
+                let n = per_step.min(j.pending.len());
+                let rows: Vec<Value> = j.pending.drain(..n).collect();
+                (j.kind, j.target.clone(), rows)
+            });
+            let Some((kind, target, rows)) = chunk else {
+                return false;
+            };
+            if rows.is_empty() {
+                return true;
+            }
+            let n = rows.len();
+            match self.owner {
+                Owner::Userpilot => self.sh.userpilot.lock().apply_rows(kind, rows),
+                Owner::Appcues => self
+                    .sh
+                    .appcues
+                    .lock()
+                    .apply_rows(kind, target.as_deref(), rows),
+            }
+            self.with_job(|j| j.completed_rows += n);
         }
     }
-    set(&sh, "completed");
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -58,81 +58,52 @@ async fn fallback(req: Request) -> Response {
     }
 }
 
+/// Every vendor request: logged as it arrives, then the fault decision, then (unless a fault
+/// answers first) the credential check and the vendor's handler.
 pub(crate) async fn vendor_layer(
     State(sh): State<Arc<Shared>>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
     sh.log.arrive();
-    let at = util::now();
-    let method = req.method().as_str().to_owned();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(str::to_owned);
-    let vendor = Vendor::from_path(&path);
-    let mut entry = RequestLogEntry {
+    let entry = RequestLogEntry {
         seq: 0,
-        vendor,
-        method,
-        path,
-        query,
+        vendor: Vendor::from_path(req.uri().path()),
+        method: req.method().as_str().to_owned(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().map(str::to_owned),
         status: 0,
-        at,
+        at: util::now(),
         duration_ms: 0.0,
         fault: None,
         headers: logged_headers(req.headers()),
     };
-    let Some(v) = vendor else {
+    let Some(v) = entry.vendor else {
         let resp = next.run(req).await;
-        entry.status = resp.status().as_u16();
-        entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        sh.log.push(entry);
+        log_answer(&sh, entry, started, resp.status().as_u16());
         return resp;
     };
+    let mut entry = entry;
     let decision = sh.faults.decide(v, &entry.method, &entry.path);
     entry.fault = decision.label;
-    let latency = decision.latency;
     let conn = req.extensions().get::<ConnHandle>().cloned();
     if decision.apply_first || matches!(decision.action, Action::Pass) {
-        // The vendor's handler runs in a task of its own, so a client that gives up (a timeout,
-        // a kill) does not cancel a write the vendor has begun: like a real server, it finishes
-        // and keeps what it applied. The answer, and the log entry, come from that task too.
-        let action = decision.action;
-        let can_drop = conn.is_some();
-        let task = tokio::spawn(async move {
-            if let Some(latency) = latency {
-                tokio::time::sleep(latency).await;
-            }
-            let applied = match auth::check(v, req.headers(), &sh.settings.credentials) {
-                Err(r) => r,
-                Ok(()) => {
-                    req.extensions_mut().insert(v);
-                    let resp = next.run(req).await;
-                    if entry.method == "GET" && resp.status() == StatusCode::OK {
-                        sh.page_served(v, &entry.path);
-                    }
-                    resp
-                }
-            };
-            // apply_then_fail: the write happened; now the answer is lost.
-            let (resp, dropped) = match action {
-                Action::Pass => (applied, false),
-                Action::Drop if can_drop => (applied, true),
-                other => (fault_answer(v, other), false),
-            };
-            entry.status = if dropped { 0 } else { resp.status().as_u16() };
-            entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-            sh.log.push(entry);
-            (resp, dropped)
-        });
+        let task = tokio::spawn(run_vendor(
+            sh.clone(),
+            v,
+            req,
+            next,
+            Pending {
+                entry,
+                started,
+                latency: decision.latency,
+                action: decision.action,
+                can_drop: conn.is_some(),
+            },
+        ));
         return match task.await {
-            Ok((_, true)) => {
-                if let Some(conn) = conn {
-                    conn.drop_connection();
-                }
-                // The connection task drops this future together with the socket.
-                std::future::pending().await
-            }
+            Ok((_, true)) => drop_connection(conn).await,
             Ok((resp, false)) => resp,
             Err(e) => reply::error(
                 v,
@@ -142,21 +113,78 @@ pub(crate) async fn vendor_layer(
             ),
         };
     }
-    if let Some(latency) = latency {
+    if let Some(latency) = decision.latency {
         tokio::time::sleep(latency).await;
     }
-    if let (Action::Drop, Some(conn)) = (&decision.action, conn) {
-        entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        sh.log.push(entry);
-        conn.drop_connection();
-        // The connection task drops this future together with the socket.
-        return std::future::pending().await;
+    if let (Action::Drop, Some(_)) = (&decision.action, &conn) {
+        log_answer(&sh, entry, started, 0);
+        return drop_connection(conn).await;
     }
     let resp = fault_answer(v, decision.action);
-    entry.status = resp.status().as_u16();
+    log_answer(&sh, entry, started, resp.status().as_u16());
+    resp
+}
+
+/// A request on its way to the vendor's handler: its log entry, and the fault that may replace
+/// the handler's answer.
+struct Pending {
+    entry: RequestLogEntry,
+    started: Instant,
+    latency: Option<Duration>,
+    action: Action,
+    can_drop: bool,
+}
+
+/// Runs the vendor's handler in a task of its own, so a client that gives up (a timeout, a
+/// kill) does not cancel a write the vendor has begun: like a real server, it finishes and
+/// keeps what it applied. The answer, and the log entry, come from here too; `true` asks for
+/// the connection to be dropped.
+async fn run_vendor(
+    sh: Arc<Shared>,
+    v: Vendor,
+    mut req: Request,
+    next: Next,
+    p: Pending,
+) -> (Response, bool) {
+    if let Some(latency) = p.latency {
+        tokio::time::sleep(latency).await;
+    }
+    let applied = match auth::check(v, req.headers(), &sh.settings.credentials) {
+        Err(r) => r,
+        Ok(()) => {
+            req.extensions_mut().insert(v);
+            let resp = next.run(req).await;
+            if p.entry.method == "GET" && resp.status() == StatusCode::OK {
+                sh.page_served(v, &p.entry.path);
+            }
+            resp
+        }
+    };
+    // apply_then_fail: the write happened; now the answer is lost.
+    let (resp, dropped) = match p.action {
+        Action::Pass => (applied, false),
+        Action::Drop if p.can_drop => (applied, true),
+        other => (fault_answer(v, other), false),
+    };
+    let status = if dropped { 0 } else { resp.status().as_u16() };
+    log_answer(&sh, p.entry, p.started, status);
+    (resp, dropped)
+}
+
+/// Ends the request's log entry with `status` (0: no answer) and the time taken.
+fn log_answer(sh: &Shared, mut entry: RequestLogEntry, started: Instant, status: u16) {
+    entry.status = status;
     entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     sh.log.push(entry);
-    resp
+}
+
+/// Drops the connection without an answer. The connection task drops this future together
+/// with the socket, so it never resolves.
+async fn drop_connection(conn: Option<ConnHandle>) -> Response {
+    if let Some(conn) = conn {
+        conn.drop_connection();
+    }
+    std::future::pending().await
 }
 
 /// The answer a fault gives instead of the vendor's (a drop without a connection to drop, as

@@ -16,10 +16,13 @@
 //! # let _ = (url, users); Ok(()) }
 //! ```
 //!
-//! Layout: `server` (accept loop, dropped connections, graceful shutdown), `layer` (the
-//! middleware every vendor request passes: faults, auth, request log), `faults`, `log`,
-//! `seed`, `jobs` (background bulk jobs), `admin`, and one module per vendor. The tap and the
-//! target never import this module, and it imports neither of them.
+//! Layout: one room per vendor, `<vendor>/{mod,store,routes}.rs` (`store`: what the vendor
+//! holds and how it looks on the wire; `routes`: its endpoints and request checks; SCIM serves
+//! Guru SCIM too, under a second prefix). Beside them: `server` (accept loop, dropped
+//! connections, graceful shutdown), `layer` (the middleware every vendor request passes:
+//! faults, auth, request log), `faults`, `log`, `seed`, `jobs` (background bulk jobs), `admin`,
+//! `auth`, `reply`, `ordered` (records in creation order) and `util`. roster's tap and
+//! target never import this crate, and it imports nothing from roster.
 
 // Handlers return a finished HTTP answer as their error: built once per failed request, so its
 // size does not matter.
@@ -33,10 +36,9 @@ mod guru;
 mod jobs;
 mod layer;
 mod log;
+mod ordered;
 mod reply;
 mod scim;
-mod scim_filter;
-mod scim_patch;
 mod seed;
 mod server;
 mod state;

@@ -273,87 +273,20 @@ impl World {
     pub fn generate(spec: SeedSpec) -> World {
         let mut r = rng(spec.seed, 1);
         let start = epoch();
-        let people = (0..spec.users)
-            .map(|idx| {
-                let first = FIRST.choose(&mut r).copied().unwrap_or("Ada");
-                let last = LAST.choose(&mut r).copied().unwrap_or("Lovelace");
-                let local: String = format!("{}.{}", first, last)
-                    .to_lowercase()
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
-                    .collect();
-                let created_at = start + ChronoDuration::minutes(idx as i64 * 37);
-                Person {
-                    idx,
-                    first: first.to_owned(),
-                    last: last.to_owned(),
-                    email: format!("{local}.{}@example.com", idx + 1),
-                    plan: PLANS.choose(&mut r).copied().unwrap_or("free"),
-                    role: ROLES.choose(&mut r).copied().unwrap_or("member"),
-                    locale: LOCALES.choose(&mut r).copied().unwrap_or("en-US"),
-                    seats: r.random_range(1..=250),
-                    signed_up_at: created_at - ChronoDuration::days(r.random_range(0..400)),
-                    created_at,
-                    active: !r.random_bool(0.08),
-                    light: r.random_bool(0.1),
-                    pending: r.random_bool(0.05),
-                }
-            })
-            .collect::<Vec<_>>();
-        let companies = (0..spec.groups)
-            .map(|idx| {
-                let base = COMPANIES[idx % COMPANIES.len()];
-                let suffix = SUFFIXES[(idx / COMPANIES.len()) % SUFFIXES.len()];
-                let round = idx / (COMPANIES.len() * SUFFIXES.len());
-                let name = if round == 0 {
-                    format!("{base} {suffix}")
-                } else {
-                    format!("{base} {suffix} {}", round + 1)
-                };
-                Company {
-                    idx,
-                    name,
-                    plan: PLANS.choose(&mut r).copied().unwrap_or("pro"),
-                    industry: INDUSTRIES.choose(&mut r).copied().unwrap_or("software"),
-                    employees: r.random_range(5..=5000),
-                    created_at: start - ChronoDuration::days(30)
-                        + ChronoDuration::hours(idx as i64),
-                }
-            })
-            .collect::<Vec<_>>();
-        let teams = (0..spec.groups)
-            .map(|idx| {
-                let base = TEAMS[idx % TEAMS.len()];
-                let round = idx / TEAMS.len();
-                Team {
-                    idx,
-                    name: if round == 0 {
-                        base.to_owned()
-                    } else {
-                        format!("{base} {}", round + 1)
-                    },
-                    created_at: start - ChronoDuration::days(60)
-                        + ChronoDuration::hours(idx as i64),
-                }
-            })
-            .collect::<Vec<_>>();
+        let people: Vec<Person> = (0..spec.users)
+            .map(|idx| Person::draw(&mut r, start, idx))
+            .collect();
+        let companies: Vec<Company> = (0..spec.groups)
+            .map(|idx| Company::draw(&mut r, start, idx))
+            .collect();
+        let teams: Vec<Team> = (0..spec.groups).map(|idx| Team::new(start, idx)).collect();
         let mut company_members = Vec::new();
         let mut team_members = Vec::new();
         if spec.groups > 0 {
             for p in &people {
-                let c = r.random_range(0..spec.groups);
-                company_members.push((p.idx, c));
-                if spec.groups > 1 && r.random_bool(0.2) {
-                    let c2 = (c + 1 + r.random_range(0..spec.groups - 1)) % spec.groups;
-                    company_members.push((p.idx, c2));
-                }
+                pick_groups(&mut r, spec.groups, 0.2, p.idx, &mut company_members);
                 if !p.light {
-                    let t = r.random_range(0..spec.groups);
-                    team_members.push((p.idx, t));
-                    if spec.groups > 1 && r.random_bool(0.3) {
-                        let t2 = (t + 1 + r.random_range(0..spec.groups - 1)) % spec.groups;
-                        team_members.push((p.idx, t2));
-                    }
+                    pick_groups(&mut r, spec.groups, 0.3, p.idx, &mut team_members);
                 }
             }
         }
@@ -364,6 +297,90 @@ impl World {
             teams,
             company_members,
             team_members,
+        }
+    }
+}
+
+/// Puts person `idx` in one of `groups` groups, and with probability `p_second` in a second,
+/// different one.
+fn pick_groups(
+    r: &mut StdRng,
+    groups: usize,
+    p_second: f64,
+    idx: usize,
+    out: &mut Vec<(usize, usize)>,
+) {
+    let first = r.random_range(0..groups);
+    out.push((idx, first));
+    if groups > 1 && r.random_bool(p_second) {
+        out.push((idx, (first + 1 + r.random_range(0..groups - 1)) % groups));
+    }
+}
+
+impl Person {
+    /// Person `idx`, created 37 minutes after the one before.
+    fn draw(r: &mut StdRng, start: DateTime<Utc>, idx: usize) -> Person {
+        let first = FIRST.choose(r).copied().unwrap_or("Ada");
+        let last = LAST.choose(r).copied().unwrap_or("Lovelace");
+        let local: String = format!("{}.{}", first, last)
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+            .collect();
+        let created_at = start + ChronoDuration::minutes(idx as i64 * 37);
+        Person {
+            idx,
+            first: first.to_owned(),
+            last: last.to_owned(),
+            email: format!("{local}.{}@example.com", idx + 1),
+            plan: PLANS.choose(r).copied().unwrap_or("free"),
+            role: ROLES.choose(r).copied().unwrap_or("member"),
+            locale: LOCALES.choose(r).copied().unwrap_or("en-US"),
+            seats: r.random_range(1..=250),
+            signed_up_at: created_at - ChronoDuration::days(r.random_range(0..400)),
+            created_at,
+            active: !r.random_bool(0.08),
+            light: r.random_bool(0.1),
+            pending: r.random_bool(0.05),
+        }
+    }
+}
+
+impl Company {
+    /// Company `idx`: names cycle through base names and suffixes, then get a round number.
+    fn draw(r: &mut StdRng, start: DateTime<Utc>, idx: usize) -> Company {
+        let base = COMPANIES[idx % COMPANIES.len()];
+        let suffix = SUFFIXES[(idx / COMPANIES.len()) % SUFFIXES.len()];
+        let round = idx / (COMPANIES.len() * SUFFIXES.len());
+        let name = if round == 0 {
+            format!("{base} {suffix}")
+        } else {
+            format!("{base} {suffix} {}", round + 1)
+        };
+        Company {
+            idx,
+            name,
+            plan: PLANS.choose(r).copied().unwrap_or("pro"),
+            industry: INDUSTRIES.choose(r).copied().unwrap_or("software"),
+            employees: r.random_range(5..=5000),
+            created_at: start - ChronoDuration::days(30) + ChronoDuration::hours(idx as i64),
+        }
+    }
+}
+
+impl Team {
+    /// Team `idx`: names cycle through the base names, then get a round number.
+    fn new(start: DateTime<Utc>, idx: usize) -> Team {
+        let base = TEAMS[idx % TEAMS.len()];
+        let round = idx / TEAMS.len();
+        Team {
+            idx,
+            name: if round == 0 {
+                base.to_owned()
+            } else {
+                format!("{base} {}", round + 1)
+            },
+            created_at: start - ChronoDuration::days(60) + ChronoDuration::hours(idx as i64),
         }
     }
 }

@@ -1,14 +1,6 @@
-//! Userpilot (`/userpilot`): realtime identify, company identify and track (202, no body),
-//! bulk identify jobs, scheduled deletes.
-//!
-//! `Token` auth and `X-API-Version: 2020-09-22` are checked by the request layer. A company in
-//! identify may carry its key as `id` (the seed and guide) or `company_id` (the OpenAPI).
-//! Bulk endpoints take at most 10,000 rows (413 above, or above 50 MB), answer 409 while any
-//! other bulk job runs, and report progress at `GET /v1/background_jobs/{id}` with ids like
-//! `bulk:jobs:NX-…:…` that clients must percent-encode. Deletes are scheduled (Userpilot runs
-//! them daily), so deleted users stay until then and are listed under `scheduled_deletions`.
+//! Userpilot's routes: realtime identify and track, scheduled deletes, bulk jobs; and the checks
+//! on identify metadata and bulk rows.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Router;
@@ -17,17 +9,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
 use rand::Rng;
-use rand::rngs::StdRng;
 use serde_json::{Map, Value, json};
 
-use super::jobs::{self, Job, Owner};
-use super::seed;
-use super::state::Shared;
-use super::{Vendor, reply, util};
-
-const V: Vendor = Vendor::Userpilot;
+use super::V;
+use super::store::job_json;
+use crate::jobs::{self, Job, Owner};
+use crate::seed;
+use crate::state::Shared;
+use crate::{reply, util};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -41,124 +31,6 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/v1/companies/bulk_identify", post(bulk_companies))
         .route("/v1/background_jobs", get(list_jobs))
         .route("/v1/background_jobs/{id}", get(get_job))
-}
-
-#[derive(Debug, Clone)]
-struct User {
-    metadata: Map<String, Value>,
-    company_id: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-/// What Userpilot holds.
-#[derive(Debug)]
-pub(crate) struct Store {
-    rng: StdRng,
-    users: BTreeMap<String, User>,
-    companies: BTreeMap<String, Map<String, Value>>,
-    events: Vec<Value>,
-    scheduled_user_deletions: BTreeSet<String>,
-    scheduled_company_deletions: BTreeSet<String>,
-    jobs: Vec<Job>,
-}
-
-impl Store {
-    pub fn new(seed: u64) -> Store {
-        Store {
-            rng: seed::rng(seed, 6),
-            users: BTreeMap::new(),
-            companies: BTreeMap::new(),
-            events: Vec::new(),
-            scheduled_user_deletions: BTreeSet::new(),
-            scheduled_company_deletions: BTreeSet::new(),
-            jobs: Vec::new(),
-        }
-    }
-
-    pub fn dump(&self) -> Value {
-        json!({
-            "users": self.users.iter().map(|(id, u)| json!({
-                "user_id": id, "metadata": u.metadata, "company_id": u.company_id,
-                "created_at": util::iso(u.created_at), "updated_at": util::iso(u.updated_at),
-            })).collect::<Vec<_>>(),
-            "companies": self.companies.iter().map(|(id, m)| json!({"company_id": id, "metadata": m})).collect::<Vec<_>>(),
-            "events": self.events,
-            "scheduled_deletions": {"users": self.scheduled_user_deletions, "companies": self.scheduled_company_deletions},
-            "jobs": self.jobs.iter().map(job_json).collect::<Vec<_>>(),
-        })
-    }
-
-    /// How many users are held, and the named ones as the dump shows them (cheap at a million
-    /// users, where the whole dump is not).
-    pub fn users_summary(&self, ids: &[String]) -> Value {
-        let picked: Map<String, Value> =
-            ids.iter()
-                .map(|id| {
-                    let u = self.users.get(id).map_or(Value::Null, |u| {
-                    json!({"user_id": id, "metadata": u.metadata, "company_id": u.company_id})
-                });
-                    (id.clone(), u)
-                })
-                .collect();
-        json!({"count": self.users.len(), "users": picked})
-    }
-
-    pub fn job_mut(&mut self, id: &str) -> Option<&mut Job> {
-        self.jobs.iter_mut().find(|j| j.id == id)
-    }
-
-    fn upsert_user(&mut self, id: String, metadata: Map<String, Value>, company: Option<String>) {
-        let now = util::now();
-        let u = self.users.entry(id).or_insert_with(|| User {
-            metadata: Map::new(),
-            company_id: None,
-            created_at: now,
-            updated_at: now,
-        });
-        u.metadata.extend(metadata);
-        if company.is_some() {
-            u.company_id = company;
-        }
-        u.updated_at = now;
-    }
-
-    fn upsert_company(&mut self, id: String, metadata: Map<String, Value>) {
-        self.companies.entry(id).or_default().extend(metadata);
-    }
-
-    /// Applies validated bulk rows.
-    pub fn apply_rows(&mut self, kind: &str, rows: Vec<Value>) {
-        for row in rows {
-            let Ok(parsed) = parse_row(kind, &row) else {
-                continue;
-            };
-            match parsed {
-                Row::User(id, meta, company) => self.upsert_user(id, meta, company),
-                Row::Company(id, meta) => self.upsert_company(id, meta),
-            }
-        }
-    }
-}
-
-fn job_json(j: &Job) -> Value {
-    let (created, started, ended) = j.times();
-    let enc: String = url::form_urlencoded::byte_serialize(j.id.as_bytes()).collect();
-    json!({
-        "job_id": j.id,
-        "status": j.status,
-        "type": j.kind,
-        "completed_rows": j.completed_rows,
-        "total_rows": j.total_rows,
-        "elapsed_time": j.elapsed_secs(),
-        "created_at": created,
-        "start_time": started,
-        "end_time": ended,
-        "file_size": j.file_size,
-        "filename": j.filename,
-        "links": {"self": format!("/v1/background_jobs/{enc}")},
-        "errors": j.errors,
-    })
 }
 
 fn bad(msg: &str) -> Response {
@@ -216,7 +88,7 @@ fn check_keys(o: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<()
     }
 }
 
-enum Row {
+pub(super) enum Row {
     User(String, Map<String, Value>, Option<String>),
     Company(String, Map<String, Value>),
 }
@@ -255,7 +127,7 @@ fn company_of(v: &Value) -> Result<(String, Map<String, Value>), String> {
     Ok((id, meta))
 }
 
-fn parse_row(kind: &str, row: &Value) -> Result<Row, String> {
+pub(super) fn parse_row(kind: &str, row: &Value) -> Result<Row, String> {
     let Value::Object(o) = row else {
         return Err("each row must be an object".into());
     };

@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use super::scim_filter::{self, Filter, find_key, split_path};
+use super::filter::{self, Filter, find_key, split_path};
 
 /// A failed operation: SCIM `scimType` and detail.
 #[derive(Debug)]
@@ -40,8 +40,7 @@ fn parse_path(p: &str) -> Result<PatchPath, PatchError> {
             .filter(|c| *c > open)
             .ok_or_else(|| err("invalidPath", format!("unbalanced '[' in path '{p}'")))?;
         let attr = split_path(&p[..open]).map_err(inval)?;
-        let filter =
-            scim_filter::parse(&p[open + 1..close]).map_err(|e| err("invalidFilter", e))?;
+        let filter = filter::parse(&p[open + 1..close]).map_err(|e| err("invalidFilter", e))?;
         let rest = &p[close + 1..];
         let sub = match rest.strip_prefix('.') {
             Some(s) if !s.is_empty() => Some(s.to_owned()),
@@ -260,9 +259,9 @@ fn remove(
             return Ok(());
         };
         match &path.sub {
-            None => items.retain(|el| !scim_filter::matches(f, el)),
+            None => items.retain(|el| !filter::matches(f, el)),
             Some(sub) => {
-                for el in items.iter_mut().filter(|el| scim_filter::matches(f, el)) {
+                for el in items.iter_mut().filter(|el| filter::matches(f, el)) {
                     if let Value::Object(o) = el {
                         let k = last_key(o, sub);
                         o.remove(&k);
@@ -319,7 +318,7 @@ fn with_matches(
         }
     };
     let mut hit = false;
-    for el in items.iter_mut().filter(|el| scim_filter::matches(f, el)) {
+    for el in items.iter_mut().filter(|el| filter::matches(f, el)) {
         hit = true;
         match (sub, el) {
             (Some(s), Value::Object(o)) => {
@@ -337,8 +336,7 @@ fn with_matches(
     }
     if !hit {
         // Entra adds `emails[type eq "work"].value` before any work email exists.
-        if let (true, Some(s), Filter::Compare(p, super::scim_filter::Op::Eq, want)) =
-            (create, sub, f)
+        if let (true, Some(s), Filter::Compare(p, filter::Op::Eq, want)) = (create, sub, f)
             && p.len() == 1
         {
             let mut o = Map::new();

@@ -1,31 +1,26 @@
-//! Appcues v2 (`/appcues`, then `/v2/accounts/{account_id}/…`): user and group profiles,
-//! events, group membership, asynchronous imports and segments.
-//!
-//! Profiles are flat property maps (the CLI's shape); PATCH merges and stores `null` as sent.
-//! Imports take NDJSON or CSV (raw body, or multipart field `file`) at `/import/profiles` (what
-//! production code uses) and `/import/users` (the seed's path), answer 202 with a job, 413 over
-//! 20 MB (200 MB for a multipart file), and run in the background; rows without a `user_id`
-//! are skipped and listed in the job's `errors`. Segments are created by name and filled from a
-//! CSV `user_id` column.
+//! Appcues' routes: profiles, events, groups, imports and segments, each under the account
+//! id, and the parsing of uploaded NDJSON and CSV.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Path, RawPathParams, Request, State,
+};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rand::rngs::StdRng;
 use serde_json::{Map, Value, json};
 
-use super::jobs::{self, Job, Owner};
-use super::seed;
-use super::state::Shared;
-use super::{Vendor, reply, util};
-
-const V: Vendor = Vendor::Appcues;
+use super::V;
+use super::store::{Segment, job_json, profile};
+use crate::jobs::{self, Job, Owner};
+use crate::seed;
+use crate::state::Shared;
+use crate::{reply, util};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     let a = "/v2/accounts/{account}";
@@ -65,126 +60,6 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .merge(uploads)
 }
 
-#[derive(Debug, Clone, Default)]
-struct Group {
-    properties: Map<String, Value>,
-    user_ids: BTreeSet<String>,
-}
-
-#[derive(Debug, Clone)]
-struct Segment {
-    name: String,
-    description: Option<String>,
-    user_ids: BTreeSet<String>,
-}
-
-/// What the Appcues account holds.
-#[derive(Debug)]
-pub(crate) struct Store {
-    rng: StdRng,
-    users: BTreeMap<String, Map<String, Value>>,
-    events: BTreeMap<String, Vec<Value>>,
-    groups: BTreeMap<String, Group>,
-    segments: BTreeMap<String, Segment>,
-    jobs: Vec<Job>,
-}
-
-impl Store {
-    pub fn new(seed: u64) -> Store {
-        Store {
-            rng: seed::rng(seed, 7),
-            users: BTreeMap::new(),
-            events: BTreeMap::new(),
-            groups: BTreeMap::new(),
-            segments: BTreeMap::new(),
-            jobs: Vec::new(),
-        }
-    }
-
-    pub fn dump(&self) -> Value {
-        json!({
-            "users": self.users.iter().map(|(id, p)| profile(id, "user_id", p)).collect::<Vec<_>>(),
-            "events": self.events,
-            "groups": self.groups.iter().map(|(id, g)| {
-                let mut v = profile(id, "group_id", &g.properties);
-                v["user_ids"] = json!(g.user_ids);
-                v
-            }).collect::<Vec<_>>(),
-            "segments": self.segments.iter().map(|(id, s)| json!({
-                "id": id, "name": s.name, "description": s.description, "user_ids": s.user_ids,
-            })).collect::<Vec<_>>(),
-            "jobs": self.jobs.iter().map(job_json).collect::<Vec<_>>(),
-        })
-    }
-
-    /// How many users are held, and the named ones as the dump shows them (cheap at a million
-    /// users, where the whole dump is not).
-    pub fn users_summary(&self, ids: &[String]) -> Value {
-        let picked: Map<String, Value> = ids
-            .iter()
-            .map(|id| {
-                let u = self
-                    .users
-                    .get(id)
-                    .map_or(Value::Null, |p| profile(id, "user_id", p));
-                (id.clone(), u)
-            })
-            .collect();
-        json!({"count": self.users.len(), "users": picked})
-    }
-
-    pub fn job_mut(&mut self, id: &str) -> Option<&mut Job> {
-        self.jobs.iter_mut().find(|j| j.id == id)
-    }
-
-    /// Applies rows of an import or segment job (rows were checked when the job was made).
-    pub fn apply_rows(&mut self, kind: &str, target: Option<&str>, rows: Vec<Value>) {
-        for row in rows {
-            let Value::Object(mut o) = row else { continue };
-            let Some(id) = o.remove("user_id").as_ref().and_then(util::id_string) else {
-                continue;
-            };
-            match (kind, target) {
-                ("segment_add_user_ids", Some(seg)) => {
-                    if let Some(s) = self.segments.get_mut(seg) {
-                        s.user_ids.insert(id);
-                    }
-                }
-                ("segment_remove_user_ids", Some(seg)) => {
-                    if let Some(s) = self.segments.get_mut(seg) {
-                        s.user_ids.remove(&id);
-                    }
-                }
-                _ => self.users.entry(id).or_default().extend(o),
-            }
-        }
-    }
-}
-
-fn profile(id: &str, key: &str, props: &Map<String, Value>) -> Value {
-    let mut out = Map::new();
-    out.insert(key.into(), json!(id));
-    out.extend(props.clone());
-    Value::Object(out)
-}
-
-fn job_json(j: &Job) -> Value {
-    let (created, started, ended) = j.times();
-    json!({
-        "id": j.id,
-        "job_id": j.id,
-        "type": j.kind,
-        "status": j.status,
-        "total_rows": j.total_rows,
-        "completed_rows": j.completed_rows,
-        "errors": j.errors,
-        "segment_id": j.target,
-        "created_at": created,
-        "started_at": started,
-        "completed_at": ended,
-    })
-}
-
 fn ok() -> Response {
     reply::ok(&json!({"status": 200, "title": "OK"}))
 }
@@ -193,11 +68,24 @@ fn bad(msg: &str) -> Response {
     reply::bad_request(V, msg)
 }
 
-/// Every path carries the account id; another account's is refused.
-fn check_account(sh: &Shared, account: &str) -> Result<(), Response> {
-    if account == sh.settings.credentials.appcues_account_id {
-        Ok(())
-    } else {
+/// Every path carries the account id: a handler that takes this has had it checked against the
+/// credentials' account; another account's is refused with 403.
+struct OwnAccount;
+
+impl FromRequestParts<Arc<Shared>> for OwnAccount {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, sh: &Arc<Shared>) -> Result<Self, Response> {
+        let params = RawPathParams::from_request_parts(parts, sh)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let account = params
+            .iter()
+            .find_map(|(k, v)| (k == "account").then_some(v))
+            .unwrap_or_default();
+        if account == sh.settings.credentials.appcues_account_id {
+            return Ok(OwnAccount);
+        }
         Err(reply::error(
             V,
             StatusCode::FORBIDDEN,
@@ -205,6 +93,13 @@ fn check_account(sh: &Shared, account: &str) -> Result<(), Response> {
             &format!("these credentials do not give access to account {account}"),
         ))
     }
+}
+
+/// The properties a PATCH sets: a flat object of scalars, without the record's own id key.
+fn properties_of(body: &[u8], id_key: &str) -> Result<Map<String, Value>, Response> {
+    let mut props = flat_properties(body).map_err(|e| bad(&e))?;
+    props.remove(id_key);
+    Ok(props)
 }
 
 /// A flat object of scalar properties.
@@ -227,11 +122,9 @@ fn flat_properties(body: &[u8]) -> Result<Map<String, Value>, String> {
 
 async fn get_profile(
     State(sh): State<Arc<Shared>>,
-    Path((account, id)): Path<(String, String)>,
+    _: OwnAccount,
+    Path((_account, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
     let st = sh.appcues.lock();
     match st.users.get(&id) {
         Some(p) => reply::ok(&profile(&id, "user_id", p)),
@@ -241,28 +134,23 @@ async fn get_profile(
 
 async fn patch_profile(
     State(sh): State<Arc<Shared>>,
-    Path((account, id)): Path<(String, String)>,
+    _: OwnAccount,
+    Path((_account, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
-    let mut props = match flat_properties(&body) {
+    let props = match properties_of(&body, "user_id") {
         Ok(p) => p,
-        Err(e) => return bad(&e),
+        Err(r) => return r,
     };
-    props.remove("user_id");
     sh.appcues.lock().users.entry(id).or_default().extend(props);
     ok()
 }
 
 async fn delete_profile(
     State(sh): State<Arc<Shared>>,
-    Path((account, id)): Path<(String, String)>,
+    _: OwnAccount,
+    Path((_account, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
     let mut st = sh.appcues.lock();
     if st.users.remove(&id).is_none() {
         return reply::not_found(V, &format!("user {id} not found"));
@@ -273,23 +161,19 @@ async fn delete_profile(
 
 async fn get_events(
     State(sh): State<Arc<Shared>>,
-    Path((account, id)): Path<(String, String)>,
+    _: OwnAccount,
+    Path((_account, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
     let st = sh.appcues.lock();
     reply::ok(&json!(st.events.get(&id).cloned().unwrap_or_default()))
 }
 
 async fn post_event(
     State(sh): State<Arc<Shared>>,
-    Path((account, id)): Path<(String, String)>,
+    _: OwnAccount,
+    Path((_account, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
     let ev: Value = match util::parse_json(&body) {
         Ok(v) => v,
         Err(e) => return bad(&e),
@@ -328,11 +212,9 @@ async fn post_event(
 
 async fn get_group(
     State(sh): State<Arc<Shared>>,
-    Path((account, id)): Path<(String, String)>,
+    _: OwnAccount,
+    Path((_account, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
     let st = sh.appcues.lock();
     match st.groups.get(&id) {
         Some(g) => reply::ok(&profile(&id, "group_id", &g.properties)),
@@ -342,17 +224,14 @@ async fn get_group(
 
 async fn patch_group(
     State(sh): State<Arc<Shared>>,
-    Path((account, id)): Path<(String, String)>,
+    _: OwnAccount,
+    Path((_account, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
-    let mut props = match flat_properties(&body) {
+    let props = match properties_of(&body, "group_id") {
         Ok(p) => p,
-        Err(e) => return bad(&e),
+        Err(r) => return r,
     };
-    props.remove("group_id");
     sh.appcues
         .lock()
         .groups
@@ -365,12 +244,10 @@ async fn patch_group(
 
 async fn group_users(
     State(sh): State<Arc<Shared>>,
-    Path((account, id)): Path<(String, String)>,
+    _: OwnAccount,
+    Path((_account, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
     let v: Value = match util::parse_json(&body) {
         Ok(v) => v,
         Err(e) => return bad(&e),
@@ -463,13 +340,16 @@ async fn read_upload(
     Ok((bytes, "body".into(), Some(ct)))
 }
 
+/// The first byte of an NDJSON upload (each line an object); anything else is taken as CSV.
+const NDJSON_START: u8 = b'{';
+
 /// NDJSON or CSV into row objects; a line that cannot be read fails the whole request.
 fn parse_rows(data: &[u8], kind: Option<&str>) -> Result<Vec<Value>, String> {
     let first = data.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let csv = match kind {
         Some(k) if k.starts_with("text/csv") => true,
         Some(k) if k.contains("json") => false,
-        _ => first != Some(b'{'),
+        _ => first != Some(NDJSON_START),
     };
     if csv {
         let mut rd = csv::ReaderBuilder::new().flexible(false).from_reader(data);
@@ -552,12 +432,10 @@ fn new_job_id(sh: &Shared) -> String {
 
 async fn import(
     State(sh): State<Arc<Shared>>,
+    _: OwnAccount,
     Path(account): Path<String>,
     req: Request,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
     let origin = util::origin(req.headers());
     let (data, name, kind) = match read_upload(&sh, req).await {
         Ok(u) => u,
@@ -586,9 +464,6 @@ async fn segment_upload(
     req: Request,
     kind: &'static str,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
     if !sh.appcues.lock().segments.contains_key(&seg) {
         return reply::not_found(V, &format!("segment {seg} not found"));
     }
@@ -626,6 +501,7 @@ async fn segment_upload(
 
 async fn add_user_ids(
     State(sh): State<Arc<Shared>>,
+    _: OwnAccount,
     Path((account, seg)): Path<(String, String)>,
     req: Request,
 ) -> Response {
@@ -634,6 +510,7 @@ async fn add_user_ids(
 
 async fn remove_user_ids(
     State(sh): State<Arc<Shared>>,
+    _: OwnAccount,
     Path((account, seg)): Path<(String, String)>,
     req: Request,
 ) -> Response {
@@ -642,11 +519,9 @@ async fn remove_user_ids(
 
 async fn get_job(
     State(sh): State<Arc<Shared>>,
-    Path((account, id)): Path<(String, String)>,
+    _: OwnAccount,
+    Path((_account, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
     let st = sh.appcues.lock();
     match st.jobs.iter().find(|j| j.id == id) {
         Some(j) => reply::ok(&job_json(j)),
@@ -665,13 +540,11 @@ fn segment_json(origin: &str, account: &str, id: &str, s: &Segment) -> Value {
 
 async fn create_segment(
     State(sh): State<Arc<Shared>>,
+    _: OwnAccount,
     headers: HeaderMap,
     Path(account): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
     let v: Value = match util::parse_json(&body) {
         Ok(v) => v,
         Err(e) => return bad(&e),
@@ -700,12 +573,10 @@ async fn create_segment(
 
 async fn list_segments(
     State(sh): State<Arc<Shared>>,
+    _: OwnAccount,
     headers: HeaderMap,
     Path(account): Path<String>,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
     let origin = util::origin(&headers);
     let st = sh.appcues.lock();
     reply::ok(&Value::Array(
@@ -718,12 +589,10 @@ async fn list_segments(
 
 async fn get_segment(
     State(sh): State<Arc<Shared>>,
+    _: OwnAccount,
     headers: HeaderMap,
     Path((account, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = check_account(&sh, &account) {
-        return r;
-    }
     let st = sh.appcues.lock();
     match st.segments.get(&id) {
         Some(s) => {

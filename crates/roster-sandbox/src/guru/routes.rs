@@ -1,18 +1,8 @@
-//! Guru REST (`/guru/api/v1`): team members and groups, keyed by email as Guru's SDK does.
-//!
-//! Lists are bare JSON arrays; the next page is only in a `Link: <…?token=…>; rel="next-page"`
-//! header, with a server-chosen page size. Page tokens are signed, carry the listing they
-//! belong to, and expire (after a TTL, or at once through the admin API), so the tap can
-//! test its "stale token → restart the listing" path. Guru's tokens are opaque; by default one
-//! continues after the last email served (keyset), and with `guru_offset_tokens` after a count
-//! of members (offset), so members removed mid-listing shift unread ones past the token. Light users (ACCESS_TYPE READ_ONLY,
-//! BILLING_TYPE FREE) cannot be put in groups, as Guru documents.
+//! Guru's routes: members (invite, remove, upgrade, downgrade), groups and their members, and
+//! the `Link`-header paging of its lists.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -20,19 +10,15 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
-use rand::Rng;
-use rand::rngs::StdRng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::seed::{self, World};
-use super::state::Shared;
-use super::{Vendor, reply, util};
+use super::V;
+use super::store::{Group, Member, Store, key};
+use crate::seed;
+use crate::state::Shared;
+use crate::{reply, util};
 
-const V: Vendor = Vendor::Guru;
 /// Most emails `POST /groups/{id}/members` takes at once (Guru help card).
 const MAX_GROUP_ADD: usize = 100;
 
@@ -58,232 +44,6 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             get(list_group_members).post(add_group_members),
         )
         .route("/groups/{id}/members/{email}", delete(remove_group_member))
-}
-
-#[derive(Debug, Clone)]
-struct Member {
-    email: String,
-    first: String,
-    last: String,
-    status: &'static str,
-    light: bool,
-    created: DateTime<Utc>,
-    groups: BTreeSet<String>,
-}
-
-#[derive(Debug, Clone)]
-struct Group {
-    id: String,
-    name: String,
-    created: DateTime<Utc>,
-    /// "All Members" cannot be changed.
-    modifiable: bool,
-    members: BTreeSet<String>,
-}
-
-/// What the Guru team holds.
-#[derive(Debug)]
-pub(crate) struct Store {
-    rng: StdRng,
-    team_id: String,
-    /// Lower-cased email → member.
-    members: BTreeMap<String, Member>,
-    groups: Vec<Group>,
-    token_epoch: u64,
-    secret: u64,
-    /// Every `replaceverifier` removal: the member and the `collectionVerifiers` it named.
-    replaced_verifiers: Vec<Value>,
-}
-
-fn key(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
-impl Store {
-    pub fn seeded(w: &World) -> Store {
-        let mut rng = seed::rng(w.spec.seed, 5);
-        let team_id = seed::uuid(&mut rng);
-        let secret: u64 = rng.random();
-        let all = Group {
-            id: seed::uuid(&mut rng),
-            name: "All Members".into(),
-            created: w.teams.first().map_or_else(util::now, |t| t.created_at),
-            modifiable: false,
-            members: BTreeSet::new(),
-        };
-        let mut groups = vec![all];
-        for t in &w.teams {
-            groups.push(Group {
-                id: seed::uuid(&mut rng),
-                name: t.name.clone(),
-                created: t.created_at,
-                modifiable: true,
-                members: BTreeSet::new(),
-            });
-        }
-        let mut members = BTreeMap::new();
-        for p in &w.people {
-            members.insert(
-                key(&p.email),
-                Member {
-                    email: p.email.clone(),
-                    first: p.first.clone(),
-                    last: p.last.clone(),
-                    status: if p.pending { "PENDING" } else { "ACTIVE" },
-                    light: p.light,
-                    created: p.created_at,
-                    groups: BTreeSet::new(),
-                },
-            );
-        }
-        for (pi, ti) in &w.team_members {
-            let k = key(&w.people[*pi].email);
-            let g = &mut groups[ti + 1];
-            g.members.insert(k.clone());
-            if let Some(m) = members.get_mut(&k) {
-                m.groups.insert(g.id.clone());
-            }
-        }
-        Store {
-            rng,
-            team_id,
-            members,
-            groups,
-            token_epoch: 1,
-            secret,
-            replaced_verifiers: Vec::new(),
-        }
-    }
-
-    pub fn expire_tokens(&mut self) {
-        self.token_epoch += 1;
-    }
-
-    fn team(&self) -> Value {
-        json!({"id": self.team_id, "name": "Sandbox Team", "status": "ACTIVE"})
-    }
-
-    fn group(&self, id: &str) -> Option<&Group> {
-        self.groups.iter().find(|g| g.id == id)
-    }
-
-    fn group_json(&self, g: &Group) -> Value {
-        let n = if g.modifiable {
-            g.members.len()
-        } else {
-            self.members.len()
-        };
-        json!({
-            "id": g.id,
-            "name": g.name,
-            "groupIdentifier": g.name.to_lowercase().replace(' ', "-"),
-            "dateCreated": util::iso(g.created),
-            "modifiable": g.modifiable,
-            "userModifiable": g.modifiable,
-            "numberOfMembers": n,
-            "team": self.team(),
-        })
-    }
-
-    fn user_json(m: &Member) -> Value {
-        json!({
-            "email": m.email,
-            "firstName": m.first,
-            "lastName": m.last,
-            "profilePicUrl": null,
-            "status": m.status,
-        })
-    }
-
-    /// A member as `GET /members` shows it: groups and user attributes included.
-    fn member_json(&self, m: &Member) -> Value {
-        let groups: Vec<Value> = self
-            .groups
-            .iter()
-            .filter(|g| !g.modifiable || m.groups.contains(&g.id))
-            .map(|g| self.group_json(g))
-            .collect();
-        let (access, billing) = if m.light {
-            ("READ_ONLY", "FREE")
-        } else {
-            ("CORE", "CORE")
-        };
-        json!({
-            "id": m.email,
-            "dateCreated": util::iso(m.created),
-            "user": Store::user_json(m),
-            "groups": groups,
-            "userAttributes": {"ACCESS_TYPE": access, "BILLING_TYPE": billing},
-        })
-    }
-
-    /// A member as group listings show it.
-    fn group_member_json(m: &Member) -> Value {
-        json!({"id": m.email, "dateCreated": util::iso(m.created), "user": Store::user_json(m)})
-    }
-
-    pub fn dump(&self) -> Value {
-        json!({
-            "team": self.team(),
-            "members": self.members.values().map(|m| self.member_json(m)).collect::<Vec<_>>(),
-            "groups": self.groups.iter().map(|g| {
-                let mut v = self.group_json(g);
-                let emails: Vec<&String> = if g.modifiable {
-                    g.members.iter().filter_map(|k| self.members.get(k).map(|m| &m.email)).collect()
-                } else {
-                    self.members.values().map(|m| &m.email).collect()
-                };
-                v["members"] = json!(emails);
-                v
-            }).collect::<Vec<_>>(),
-            "replaced_verifiers": self.replaced_verifiers,
-        })
-    }
-
-    fn mac(&self, payload: &str) -> u64 {
-        let mut h = DefaultHasher::new();
-        self.secret.hash(&mut h);
-        payload.hash(&mut h);
-        h.finish()
-    }
-
-    fn token(&self, scope: &str, after: &str) -> String {
-        let payload = format!("{scope}\n{after}\n{}\n{}", self.token_epoch, now_ms());
-        let mac = self.mac(&payload);
-        URL_SAFE_NO_PAD.encode(format!("{payload}\n{mac:016x}"))
-    }
-
-    /// The key to continue after, if `token` is this store's, for `scope`, and still fresh.
-    fn check_token(&self, token: &str, scope: &str, ttl_ms: u128) -> Result<String, &'static str> {
-        let raw = URL_SAFE_NO_PAD
-            .decode(token.trim())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or("invalid page token")?;
-        let (payload, mac) = raw.rsplit_once('\n').ok_or("invalid page token")?;
-        if u64::from_str_radix(mac, 16).ok() != Some(self.mac(payload)) {
-            return Err("invalid page token");
-        }
-        let parts: Vec<&str> = payload.split('\n').collect();
-        let [s, after, epoch, issued] = parts.as_slice() else {
-            return Err("invalid page token");
-        };
-        if *s != scope {
-            return Err("the page token belongs to another listing");
-        }
-        let issued: u128 = issued.parse().map_err(|_| "invalid page token")?;
-        if epoch.parse::<u64>().ok() != Some(self.token_epoch) || now_ms() > issued + ttl_ms {
-            return Err("the page token has expired: restart the listing");
-        }
-        Ok((*after).to_owned())
-    }
-}
-
-fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
 }
 
 fn bad(msg: &str) -> Response {
@@ -592,27 +352,10 @@ async fn remove_member_replacing_verifier(
             ));
         }
     }
-    st.members.remove(&k);
-    for g in &mut st.groups {
-        g.members.remove(&k);
-    }
+    st.remove_member(&email);
     st.replaced_verifiers
         .push(json!({"email": email, "collectionVerifiers": verifiers}));
     StatusCode::OK.into_response()
-}
-
-impl Store {
-    /// Removes a member from the team and its groups, as `DELETE /members/{email}` does.
-    pub(crate) fn remove_member(&mut self, email: &str) -> bool {
-        let k = key(email);
-        if self.members.remove(&k).is_none() {
-            return false;
-        }
-        for g in &mut self.groups {
-            g.members.remove(&k);
-        }
-        true
-    }
 }
 
 fn set_light(sh: &Shared, email: &str, light: bool) -> Response {
@@ -655,6 +398,19 @@ async fn get_group(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Res
     match st.group(&id) {
         Some(g) => reply::ok(&st.group_json(g)),
         None => reply::not_found(V, &format!("group {id} not found")),
+    }
+}
+
+/// The group `id` when it can be changed: 404 when there is none, 400 for All Members.
+fn changeable_group<'a>(
+    st: &'a mut Store,
+    id: &str,
+    verb: &str,
+) -> Result<&'a mut Group, Response> {
+    match st.groups.iter_mut().find(|g| g.id == id) {
+        None => Err(reply::not_found(V, &format!("group {id} not found"))),
+        Some(g) if !g.modifiable => Err(bad(&format!("the All Members group cannot be {verb}"))),
+        Some(g) => Ok(g),
     }
 }
 
@@ -701,12 +457,10 @@ async fn rename_group(
         Err(r) => return r,
     };
     let mut st = sh.guru.lock();
-    let Some(g) = st.groups.iter_mut().find(|g| g.id == id) else {
-        return reply::not_found(V, &format!("group {id} not found"));
+    let g = match changeable_group(&mut st, &id, "changed") {
+        Ok(g) => g,
+        Err(r) => return r,
     };
-    if !g.modifiable {
-        return bad("the All Members group cannot be changed");
-    }
     g.name = name;
     let g = g.clone();
     reply::ok(&st.group_json(&g))
@@ -714,10 +468,8 @@ async fn rename_group(
 
 async fn delete_group(State(sh): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let mut st = sh.guru.lock();
-    match st.group(&id) {
-        None => return reply::not_found(V, &format!("group {id} not found")),
-        Some(g) if !g.modifiable => return bad("the All Members group cannot be deleted"),
-        Some(_) => {}
+    if let Err(r) = changeable_group(&mut st, &id, "deleted") {
+        return r;
     }
     st.groups.retain(|g| g.id != id);
     for m in st.members.values_mut() {
@@ -755,10 +507,8 @@ async fn add_group_members(
         ));
     }
     let mut st = sh.guru.lock();
-    match st.group(&id) {
-        None => return reply::not_found(V, &format!("group {id} not found")),
-        Some(g) if !g.modifiable => return bad("the All Members group cannot be changed"),
-        Some(_) => {}
+    if let Err(r) = changeable_group(&mut st, &id, "changed") {
+        return r;
     }
     // All or nothing: check every email before changing anything.
     for e in &emails {
@@ -792,12 +542,10 @@ async fn remove_group_member(
 ) -> Response {
     let mut st = sh.guru.lock();
     let k = key(&email);
-    let Some(g) = st.groups.iter_mut().find(|g| g.id == id) else {
-        return reply::not_found(V, &format!("group {id} not found"));
+    let g = match changeable_group(&mut st, &id, "changed") {
+        Ok(g) => g,
+        Err(r) => return r,
     };
-    if !g.modifiable {
-        return bad("the All Members group cannot be changed");
-    }
     if !g.members.remove(&k) {
         return reply::not_found(V, &format!("{email} is not a member of group {id}"));
     }
@@ -805,31 +553,4 @@ async fn remove_group_member(
         m.groups.remove(&id);
     }
     StatusCode::NO_CONTENT.into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::SeedSpec;
-
-    #[test]
-    fn tokens_verify_scope_and_expire() {
-        let mut st = Store::seeded(&World::generate(SeedSpec::default()));
-        let t = st.token("members:", "a@x.com");
-        assert_eq!(st.check_token(&t, "members:", 60_000).unwrap(), "a@x.com");
-        assert!(st.check_token(&t, "group:1", 60_000).is_err());
-        assert!(st.check_token("garbage", "members:", 60_000).is_err());
-        let mut forged = URL_SAFE_NO_PAD.decode(&t).unwrap();
-        forged[10] ^= 1;
-        assert!(
-            st.check_token(&URL_SAFE_NO_PAD.encode(forged), "members:", 60_000)
-                .is_err()
-        );
-        st.expire_tokens();
-        assert!(
-            st.check_token(&t, "members:", 60_000)
-                .unwrap_err()
-                .contains("expired")
-        );
-    }
 }

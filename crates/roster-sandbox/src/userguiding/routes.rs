@@ -1,8 +1,5 @@
-//! UserGuiding (`/userguiding/v1`): the seed's `POST /identify`, a user upsert with an optional
-//! nested company. Attribute values must be scalars (help centre: no arrays or objects); a
-//! `null` is stored as sent, since UserGuiding documents nothing about clearing.
+//! UserGuiding's one route, `POST /identify`, and the checks on its body.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -10,46 +7,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
-use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use super::state::Shared;
-use super::{Vendor, reply, util};
-
-const V: Vendor = Vendor::UserGuiding;
+use super::V;
+use crate::state::Shared;
+use crate::{reply, util};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new().route("/identify", post(identify))
-}
-
-#[derive(Debug, Clone)]
-struct User {
-    attributes: Map<String, Value>,
-    company_id: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-/// What UserGuiding holds: users and companies, both upserted by identify.
-#[derive(Debug, Default)]
-pub(crate) struct Store {
-    users: BTreeMap<String, User>,
-    companies: BTreeMap<String, Map<String, Value>>,
-}
-
-impl Store {
-    pub fn dump(&self) -> Value {
-        json!({
-            "users": self.users.iter().map(|(id, u)| json!({
-                "userId": id,
-                "attributes": u.attributes,
-                "companyId": u.company_id,
-                "created_at": util::iso(u.created_at),
-                "updated_at": util::iso(u.updated_at),
-            })).collect::<Vec<_>>(),
-            "companies": self.companies.iter().map(|(id, a)| json!({"companyId": id, "attributes": a})).collect::<Vec<_>>(),
-        })
-    }
 }
 
 fn scalar_attributes(field: &str, v: Option<&Value>) -> Result<Map<String, Value>, String> {
@@ -132,19 +97,6 @@ async fn identify(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(p) => p,
         Err(e) => return reply::bad_request(V, &e),
     };
-    let now = util::now();
-    let mut st = sh.userguiding.lock();
-    let u = st.users.entry(user_id).or_insert_with(|| User {
-        attributes: Map::new(),
-        company_id: None,
-        created_at: now,
-        updated_at: now,
-    });
-    u.attributes.extend(attributes);
-    u.updated_at = now;
-    if let Some((cid, cattrs)) = company {
-        u.company_id = Some(cid.clone());
-        st.companies.entry(cid).or_default().extend(cattrs);
-    }
+    sh.userguiding.lock().identify(user_id, attributes, company);
     reply::ok(&json!({"success": true}))
 }
