@@ -3,28 +3,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
 
-const TAP: &str = env!("CARGO_BIN_EXE_tap-roster");
-const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");
+use crate::support::bin::{self, TAP, TARGET};
+use crate::support::files::write_text;
 
+/// `binary <args>` with `env`, without `ROSTER_ZERO_DELAYS` unless `env` sets it.
 fn run(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(binary);
-    command
-        .args(args)
-        .env_remove("ROSTER_LOG")
-        .env("NO_COLOR", "1");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().unwrap()
+    bin::Bin::new(binary).args(args).envs(env).output()
 }
 
 fn write(dir: &Path, name: &str, value: &Value) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, value.to_string()).unwrap();
+    let path = write_text(&dir.join(name), value.to_string());
     path.to_str().unwrap().to_string()
 }
 

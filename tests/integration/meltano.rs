@@ -33,7 +33,7 @@
 //! redacts the secrets. A third runs the several-vendors project (`inherit_from`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::support;
+use crate::support::{self, bin};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -502,12 +502,8 @@ fn check_definitions(venv: &Path, file: &Path, pip_url: &str) -> Value {
     let declared = declared_settings(venv, file);
     let at = file.display();
     for (plugin, binary, applies) in [
-        ("tap-roster", env!("CARGO_BIN_EXE_tap-roster"), Applies::Tap),
-        (
-            "target-roster",
-            env!("CARGO_BIN_EXE_target-roster"),
-            Applies::Target,
-        ),
+        ("tap-roster", bin::TAP, Applies::Tap),
+        ("target-roster", bin::TARGET, Applies::Target),
     ] {
         let Some(ours) = declared["plugins"][plugin].as_object() else {
             continue;
@@ -526,10 +522,9 @@ fn check_definitions(venv: &Path, file: &Path, pip_url: &str) -> Value {
             .map(|s| s.name)
             .collect();
         let vendor_names: Vec<&str> = vendors.iter().map(|s| s.name).collect();
-        let about = support::run(
-            Command::new(binary).args(["--about", "--format", "json"]),
-            MELTANO_TIMEOUT,
-        );
+        let about = bin::Bin::new(binary)
+            .args(["--about", "--format", "json"])
+            .run(MELTANO_TIMEOUT);
         about.assert_success(&format!("{plugin} --about"));
         let about: Value = serde_json::from_str(&about.stdout).unwrap();
         assert_eq!(

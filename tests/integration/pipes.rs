@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use roster_sandbox::{Sandbox, SeedSpec, Vendor};
 use serde_json::{Value, json};
 
-use crate::{tap_common, target_common};
+use crate::support::{tap, target};
 
 /// The listable vendors.
 const SOURCES: [Vendor; 4] = [
@@ -101,9 +101,7 @@ fn every_listable_vendor_pipes_into_every_writable_one() {
         .map(|source| {
             (
                 source,
-                tap_common::sync(&sb.config(source), None, None)
-                    .ok()
-                    .messages,
+                tap::sync(&sb.config(source), None, None).ok().messages,
             )
         })
         .collect();
@@ -175,8 +173,8 @@ fn every_listable_vendor_pipes_into_every_writable_one() {
             for (k, v) in extra.as_object().unwrap() {
                 keys[k] = v.clone();
             }
-            let config = target_common::config(&sb, *dest, dir.path(), keys);
-            let out = target_common::run(&config, &input);
+            let config = target::config(&sb, *dest, dir.path(), keys);
+            let out = target::run(&config, &input);
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             if !out.status.success() {
                 failures.push(format!("{what}: exit {}: {stderr}", out.status));
@@ -264,9 +262,9 @@ fn singer(records: &[(&str, Value)]) -> String {
 /// One target run into `vendor` with a fresh reject file: (stderr, the reject file's lines).
 fn target(sb: &Sandbox, vendor: Vendor, input: &str) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let config = target_common::config(sb, vendor, dir.path(), json!({}));
-    let out = target_common::run(&config, input);
-    let stderr = target_common::succeeded(&out);
+    let config = target::config(sb, vendor, dir.path(), json!({}));
+    let out = target::run(&config, input);
+    let stderr = target::succeeded(&out);
     let rejects = std::fs::read_to_string(dir.path().join("rejects.ndjson")).unwrap_or_default();
     (stderr, rejects)
 }
@@ -286,7 +284,7 @@ fn rejected(rejects: &str) -> Vec<Value> {
 /// stream, Guru finds a group by its name or Guru id only.)
 #[test]
 fn membership_rejects_replay_without_the_users_stream_where_the_vendor_finds_users() {
-    let sb = target_common::sandbox();
+    let sb = target::sandbox();
     for vendor in [Vendor::Scim, Vendor::GuruScim, Vendor::Guru] {
         sb.reseed(SeedSpec {
             users: 0,
@@ -360,7 +358,7 @@ fn held_memberships_past_the_bound_spill_to_a_file_and_all_arrive() {
         .groups(SEED.groups)
         .start_background()
         .unwrap();
-    let messages = tap_common::sync(&sb.config(Vendor::Scim), None, None)
+    let messages = tap::sync(&sb.config(Vendor::Scim), None, None)
         .ok()
         .messages;
     let input: String = messages.iter().map(|m| format!("{m}\n")).collect();
@@ -381,18 +379,15 @@ fn held_memberships_past_the_bound_spill_to_a_file_and_all_arrive() {
         ..SEED
     });
     let dir = tempfile::tempdir().unwrap();
-    let config = target_common::config(&sb, Vendor::GuruScim, dir.path(), json!({}));
+    let config = target::config(&sb, Vendor::GuruScim, dir.path(), json!({}));
     let report = dir.path().join("report.json");
-    let out = target_common::run_args(
+    let out = target::run_args(
         &config,
         &input,
         &["--report", report.to_str().unwrap()],
-        &[
-            ("ROSTER_ZERO_DELAYS", "1"),
-            ("ROSTER_HELD_MEMBERSHIPS_IN_MEMORY", "2"),
-        ],
+        &[("ROSTER_HELD_MEMBERSHIPS_IN_MEMORY", "2")],
     );
-    let stderr = target_common::succeeded(&out);
+    let stderr = target::succeeded(&out);
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["totals"]["rejected"], 0, "{stderr}");
     assert_eq!(report["held_memberships"], json!(pairs.len()), "{report}");
@@ -415,7 +410,7 @@ fn held_memberships_past_the_bound_spill_to_a_file_and_all_arrive() {
 /// writers that need the group and user to exist get every membership after them, none rejected.
 #[test]
 fn memberships_before_their_users_and_groups_arrive_at_every_writable_vendor() {
-    let sb = target_common::sandbox();
+    let sb = target::sandbox();
     for vendor in Vendor::ALL {
         sb.reseed(SeedSpec {
             users: 0,

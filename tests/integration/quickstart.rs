@@ -22,14 +22,12 @@ fn ids(list: &Value, field: &str) -> BTreeSet<String> {
 #[test]
 fn the_quickstart_moves_the_seeded_userflow_people_to_appcues_and_stops_its_sandbox() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin = Path::new(env!("CARGO_BIN_EXE_target-roster"))
-        .parent()
-        .unwrap();
+    let bin = crate::support::bin::dir();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new("bash")
         .arg(root.join("scripts/quickstart.sh"))
         .current_dir(dir.path())
-        .env("ROSTER_BIN_DIR", bin)
+        .env("ROSTER_BIN_DIR", &bin)
         .env("ROSTER_QUICKSTART_OUT", dir.path().join("out"))
         .env_remove("ROSTER_LOG")
         .env_remove("ROSTER_ZERO_DELAYS")

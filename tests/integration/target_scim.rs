@@ -5,12 +5,11 @@
 //! STATE.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::target_scim_common;
-
 use roster_sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};
 
-use target_scim_common::{Input, RaceProxy, Trigger, resume_after, target, target_killed_after};
+use crate::support::scim::{RaceProxy, Trigger};
+use crate::support::target::{Input, resume_after, target, target_killed_after};
 
 const EXT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
@@ -732,16 +731,13 @@ fn a_dry_run_shows_lookups_and_creates_without_touching_the_server() {
     std::fs::write(&input_path, input.text()).unwrap();
     let out_path = dir.path().join("dry.ndjson");
     sb.clear_requests();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_target-roster"))
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--input")
-        .arg(&input_path)
+    let out = crate::support::bin::target()
+        .config(&config_path)
+        .input(&input_path)
         .arg("--dry-run")
         .arg("--dry-run-output")
         .arg(&out_path)
-        .output()
-        .unwrap();
+        .output();
     assert!(
         out.status.success(),
         "{}",
