@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use roster_sandbox::{Sandbox, SeedSpec, Vendor};
 use serde_json::{Value, json};
 
-use crate::support::{tap, target};
+use crate::support::{self, tap, target};
 
 /// The listable vendors.
 const SOURCES: [Vendor; 4] = [
@@ -180,12 +180,8 @@ fn every_listable_vendor_pipes_into_every_writable_one() {
                 failures.push(format!("{what}: exit {}: {stderr}", out.status));
                 continue;
             }
-            let rejects =
-                std::fs::read_to_string(dir.path().join("rejects.ndjson")).unwrap_or_default();
-            let rejected: Vec<Value> = rejects
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .filter(|l| l["type"] == "RECORD")
+            let rejected: Vec<Value> = support::rejects::rejects(dir.path())
+                .into_iter()
                 .filter(|l| {
                     !(*dest == Vendor::UserGuiding
                         && l["stream"] == "groups"
@@ -269,14 +265,6 @@ fn target(sb: &Sandbox, vendor: Vendor, input: &str) -> (String, String) {
     (stderr, rejects)
 }
 
-fn rejected(rejects: &str) -> Vec<Value> {
-    rejects
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|l| l["type"] == "RECORD")
-        .collect()
-}
-
 /// Memberships whose users were never sent are rejected when the input ends, naming the user
 /// key and what was missing; once the users exist, replaying the reject file alone (no users
 /// stream) writes them: the writer finds the users at the vendor (SCIM by externalId or
@@ -319,7 +307,7 @@ fn membership_rejects_replay_without_the_users_stream_where_the_vendor_finds_use
                 ("memberships", json!({"group_id": "g404", "user_id": u1})),
             ]),
         );
-        let first_rejects = rejected(&first);
+        let first_rejects = support::rejects::parse(&first);
         assert_eq!(first_rejects.len(), 3, "{vendor}: {first}");
         for r in &first_rejects {
             assert_eq!(r["stream"], "memberships", "{vendor}: {r}");
@@ -328,10 +316,13 @@ fn membership_rejects_replay_without_the_users_stream_where_the_vendor_finds_use
         }
         // 2. The users, alone.
         let (_, second) = target(&sb, vendor, &singer(&users));
-        assert!(rejected(&second).is_empty(), "{vendor}: {second}");
+        assert!(
+            support::rejects::parse(&second).is_empty(),
+            "{vendor}: {second}"
+        );
         // 3. The first run's reject file as it is, without the users stream.
         let (stderr, third) = target(&sb, vendor, &first);
-        let still = rejected(&third);
+        let still = support::rejects::parse(&third);
         assert_eq!(still.len(), 1, "{vendor}: {third}\n{stderr}");
         assert_eq!(still[0]["record"]["group_id"], "g404", "{vendor}");
         let reason = still[0]["reject"]["reason"].as_str().unwrap();
@@ -436,7 +427,7 @@ fn memberships_before_their_users_and_groups_arrive_at_every_writable_vendor() {
         }
         let (stderr, rejects) = target(&sb, vendor, &singer(&records));
         assert!(
-            rejected(&rejects).is_empty(),
+            support::rejects::parse(&rejects).is_empty(),
             "{vendor}: {rejects}\n{stderr}"
         );
         let expected = if one_group_per_user(vendor) { 3 } else { 4 };

@@ -16,9 +16,12 @@ pub fn rejects(dir: &Path) -> Vec<Value> {
 
 /// The record entries (RECORD lines) of the reject file at `path`; none when there is no file.
 pub fn read(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
+    parse(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+/// The record entries (RECORD lines) of a reject file's text.
+pub fn parse(text: &str) -> Vec<Value> {
+    text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v["type"] == "RECORD")
