@@ -162,11 +162,7 @@ fn config_env_reads_prefixed_variables() {
 /// `target-roster --test` with `config` for one vendor.
 fn target_test(dir: &Path, name: &str, config: &Value) -> Output {
     let path = write(dir, name, config);
-    run(
-        TARGET,
-        &["--config", &path, "--test"],
-        &[("ROSTER_ZERO_DELAYS", "1")],
-    )
+    bin::target().args(["--config", &path, "--test"]).output()
 }
 
 /// The secret keys of a sandbox config.
