@@ -144,7 +144,13 @@ fn storm_run(w: &Writer, sb: &Sandbox, extra: Value) -> (Vec<String>, Vec<Value>
         "what {} holds: {stderr}",
         w.vendor
     );
-    let events = events_held(sb, w.vendor);
+    let events: Vec<String> = events_held(sb, w.vendor)
+        .into_iter()
+        .map(|(user, name)| {
+            assert_eq!(name, "seen", "{user}'s event");
+            user
+        })
+        .collect();
     assert_unique(events.clone(), "events");
     (events, rejects(dir.path()))
 }

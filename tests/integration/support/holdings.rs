@@ -336,9 +336,9 @@ pub fn actual(sb: &Sandbox, vendor: Vendor) -> View {
     view
 }
 
-/// The users whose events `vendor` holds, one entry per event held (so a user twice is an
-/// event held twice).
-pub fn events_held(sb: &Sandbox, vendor: Vendor) -> Vec<String> {
+/// The events `vendor` holds as (user, event name), one entry per event held (so an entry twice
+/// is an event held twice).
+pub fn events_held(sb: &Sandbox, vendor: Vendor) -> Vec<(String, String)> {
     let dump = sb.dump(vendor);
     match vendor {
         Vendor::Appcues => dump["events"]
@@ -349,12 +349,16 @@ pub fn events_held(sb: &Sandbox, vendor: Vendor) -> Vec<String> {
                 list.as_array()
                     .into_iter()
                     .flatten()
-                    .map(move |_| user.clone())
+                    .map(move |e| (user.clone(), s(&e["name"])))
             })
             .collect(),
-        Vendor::Userflow | Vendor::Userpilot => items(&dump, "events")
+        Vendor::Userflow => items(&dump, "events")
             .iter()
-            .map(|e| s(&e["user_id"]))
+            .map(|e| (s(&e["user_id"]), s(&e["name"])))
+            .collect(),
+        Vendor::Userpilot => items(&dump, "events")
+            .iter()
+            .map(|e| (s(&e["user_id"]), s(&e["event_name"])))
             .collect(),
         other => panic!("{other} takes no events"),
     }
