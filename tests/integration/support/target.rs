@@ -215,6 +215,31 @@ pub fn each_state(config: &Path, input: String, mut check: impl FnMut(&Value)) {
     );
 }
 
+/// Runs the target on `input` with backoff's real delays and checks, the moment each state
+/// line comes out, that the sandbox already holds everything the state covers: `covered(state)`
+/// is how many writes that state covers, `done(sandbox)` how many the sandbox has answered
+/// (from its request log, see [`answered`], or its store). Returns how many states were
+/// printed. (The compliance suite's `state_follows_writes` checks this for every writer.)
+pub fn assert_state_follows_writes(
+    sb: &Sandbox,
+    config: &Path,
+    input: String,
+    covered: impl Fn(&Value) -> u64,
+    done: impl Fn(&Sandbox) -> u64,
+) -> usize {
+    let mut printed = 0;
+    each_state(config, input, |state| {
+        let done = done(sb);
+        let covers = covered(state);
+        assert!(
+            done >= covers,
+            "state {state} printed when only {done} writes were answered"
+        );
+        printed += 1;
+    });
+    printed
+}
+
 /// Meltano's loader test (`meltano config test target-roster`): SCHEMA, RECORD and STATE of
 /// `meltano_test_stream`; it fails when the target exits non-zero or any output line contains
 /// "error" or "exception".
