@@ -32,7 +32,7 @@ else
   : > "$figures"
   started=$(date +%s)
   # One test binary, built in release with release binaries of tap-roster and target-roster.
-  cargo test --release --test integration -- --test-threads="$THREADS" crash:: faults:: 2>&1 \
+  cargo test --release --test integration -- --test-threads="$THREADS" crash:: faults:: ::fault_matrix 2>&1 \
     | tee "$OUT/test.log" | grep -E '^test |test result'
   # The soak: release target-roster and roster-sandbox, built by the test run above. SOAK=0
   # keeps the figures of a soak run made separately (scripts/soak.py --out "$OUT/soak").
@@ -59,7 +59,7 @@ Produced by `scripts/reliability.sh` (release build, seed {seed}, {users} users,
 per target vendor and mode and {trials} tap trials taking the listable vendors in turn; this run
 took {elapsed} s including the build), except the fuzzing section,
 which is copied from a hand-written file (see there). Rerun it to reproduce the figures; the
-tests behind it are `tests/integration/crash.rs` and `tests/integration/faults.rs`, which also
+tests behind it are `tests/integration/crash.rs` and `tests/integration/faults/`, which also
 run in `cargo test` at a smaller size (300 users; 20 trials for Userflow and 3 for each other
 vendor; the matrix at its own size), and `scripts/soak.py` for the soak.
 

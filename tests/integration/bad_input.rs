@@ -19,19 +19,15 @@
 //! - a stream roster does not know is skipped with a warning naming it, and counted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::support;
+use crate::support::{self, bin};
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
-
-const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");
-const TAP: &str = env!("CARGO_BIN_EXE_tap-roster");
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad")
@@ -304,29 +300,16 @@ struct Ran {
 fn run_target(config: &Value, input: &Path, dir: &Path, extra: &[&str]) -> Ran {
     let mut config = config.clone();
     config["reject_file"] = json!(dir.join("rejects.ndjson"));
-    let config_path = dir.join("config.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
     let report_path = dir.join("report.json");
-    let out = support::run(
-        Command::new(TARGET)
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--input")
-            .arg(input)
-            .arg("--report")
-            .arg(&report_path)
-            .args(extra)
-            .env("ROSTER_LOG", "info")
-            .env("ROSTER_ZERO_DELAYS", "1")
-            .current_dir(dir),
-        Duration::from_secs(300),
-    );
-    let rejects = std::fs::read_to_string(dir.join("rejects.ndjson"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["type"] == "RECORD")
-        .collect();
+    let out = bin::target()
+        .config_json(dir, &config)
+        .input(input)
+        .report(&report_path)
+        .args(extra)
+        .log("info")
+        .current_dir(dir)
+        .run(Duration::from_secs(300));
+    let rejects = support::rejects::rejects(dir);
     let report = std::fs::read(&report_path)
         .map(|b| serde_json::from_slice(&b).unwrap())
         .unwrap_or(Value::Null);
@@ -643,16 +626,12 @@ fn bad_tap_states_are_refused_or_read_again_from_the_start_and_never_panic() {
     let config = dir.path().join("config.json");
     std::fs::write(&config, sb.config(Vendor::Userflow).to_string()).unwrap();
     for case in cases {
-        let out = support::run(
-            Command::new(TAP)
-                .arg("--config")
-                .arg(&config)
-                .arg("--state")
-                .arg(corpus().join("tap-state").join(case.file))
-                .env("ROSTER_LOG", "info")
-                .env("ROSTER_ZERO_DELAYS", "1"),
-            Duration::from_secs(120),
-        );
+        let out = bin::tap()
+            .config(&config)
+            .arg("--state")
+            .arg(corpus().join("tap-state").join(case.file))
+            .log("info")
+            .run(Duration::from_secs(120));
         let what = format!("{}: {}", case.file, out.stderr);
         assert!(!out.stderr.contains("panicked"), "{what}");
         assert_eq!(out.status.code(), Some(case.exit), "{what}");

@@ -3,28 +3,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
 
-const TAP: &str = env!("CARGO_BIN_EXE_tap-roster");
-const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");
+use crate::support::bin::{self, TAP, TARGET};
+use crate::support::files::write_text;
 
+/// `binary <args>` with `env`, without `ROSTER_ZERO_DELAYS` unless `env` sets it.
 fn run(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(binary);
-    command
-        .args(args)
-        .env_remove("ROSTER_LOG")
-        .env("NO_COLOR", "1");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().unwrap()
+    bin::Bin::new(binary).args(args).envs(env).output()
 }
 
 fn write(dir: &Path, name: &str, value: &Value) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, value.to_string()).unwrap();
+    let path = write_text(&dir.join(name), value.to_string());
     path.to_str().unwrap().to_string()
 }
 
@@ -170,11 +162,7 @@ fn config_env_reads_prefixed_variables() {
 /// `target-roster --test` with `config` for one vendor.
 fn target_test(dir: &Path, name: &str, config: &Value) -> Output {
     let path = write(dir, name, config);
-    run(
-        TARGET,
-        &["--config", &path, "--test"],
-        &[("ROSTER_ZERO_DELAYS", "1")],
-    )
+    bin::target().args(["--config", &path, "--test"]).output()
 }
 
 /// The secret keys of a sandbox config.

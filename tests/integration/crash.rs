@@ -28,11 +28,9 @@ use std::time::{Duration, Instant};
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 
-use crate::support;
-use crate::tap_common::{Holdings, check_protocol, record_key};
-
-const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");
-const TAP: &str = env!("CARGO_BIN_EXE_tap-roster");
+use crate::support::holdings::{Holdings, record_key};
+use crate::support::tap::check_protocol;
+use crate::support::{self, bin};
 
 /// The share of requests the sandbox answers 500 or 503 (issue 7: "a 5% fault rate").
 const FAULT_RATE: f64 = 0.05;
@@ -208,20 +206,13 @@ fn target_input(records: &[Value], offset: usize) -> String {
 }
 
 fn target_command(dir: &Path, config: &Value, input: &str, name: &str) -> Command {
-    let config_path = dir.join("config.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let input_path = dir.join(format!("{name}.singer"));
-    std::fs::write(&input_path, input).unwrap();
-    let mut command = Command::new(TARGET);
-    command
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--input")
-        .arg(&input_path)
-        .env("ROSTER_ZERO_DELAYS", "1")
-        .env("ROSTER_LOG", "warn")
-        .current_dir(dir);
-    command
+    let input_path = support::files::write_text(&dir.join(format!("{name}.singer")), input);
+    bin::target()
+        .config_json(dir, config)
+        .input(&input_path)
+        .log("warn")
+        .current_dir(dir)
+        .command()
 }
 
 fn target_sandbox(vendor: Vendor, seed: u64) -> Sandbox {
@@ -313,7 +304,7 @@ fn target_trial(
         .map_or(0, |v| v["offset"].as_u64().unwrap() as usize);
     // What the vendor holds before the rerun: the records the rerun sends again although the
     // vendor already has them are the duplicates a resume costs.
-    let before = crate::faults::actual(&sb, vendor).users;
+    let before = crate::support::holdings::actual(&sb, vendor).users;
     let duplicates = records[offset..]
         .iter()
         .filter(|r| {
@@ -353,7 +344,7 @@ fn target_trial(
     for r in records {
         expected.insert(held_key(vendor, r), r["record"]["name"].clone());
     }
-    let held = crate::faults::actual(&sb, vendor).users;
+    let held = crate::support::holdings::actual(&sb, vendor).users;
     let lost = expected.keys().filter(|k| !held.contains_key(*k)).count();
     assert_eq!(lost, 0, "trial {trial} {vendor} {mode}: users lost");
     assert_eq!(
@@ -460,20 +451,13 @@ const TAP_VENDORS: [Vendor; 4] = [
 ];
 
 fn tap_command(dir: &Path, config: &Value, state: Option<&Value>) -> Command {
-    let config_path = dir.join("config.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let mut command = Command::new(TAP);
-    command
-        .arg("--config")
-        .arg(&config_path)
-        .env("ROSTER_ZERO_DELAYS", "1")
-        .env("ROSTER_LOG", "warn");
+    let mut tap = bin::tap().config_json(dir, config).log("warn");
     if let Some(state) = state {
-        let state_path = dir.join("state.json");
-        std::fs::write(&state_path, state.to_string()).unwrap();
-        command.arg("--state").arg(&state_path);
+        tap = tap
+            .arg("--state")
+            .arg(support::write_json(&dir.join("state.json"), state));
     }
-    command
+    tap.command()
 }
 
 fn tap_trial(trial: u64, vendor: Vendor, seed: u64, users: usize, rng: &mut Rng) -> Value {
@@ -579,7 +563,7 @@ fn scim_tap_resumed_after_deletions_behind_its_bookmark_misses_no_live_user() {
             .unwrap();
         let config = sb.config(Vendor::Scim);
         // Two states: the groups listing (they come first), then the first page of users.
-        let (lines, running) = crate::tap_common::sync_killed_after(&config, None, 2);
+        let (lines, running) = crate::support::tap::sync_killed_after(&config, None, 2);
         assert!(running, "the tap finished before it could be killed");
         let first = Holdings::from_messages(&lines);
         let state = lines
@@ -597,7 +581,7 @@ fn scim_tap_resumed_after_deletions_behind_its_bookmark_misses_no_live_user() {
         for id in &read[2..2 + deleted] {
             assert!(sb.delete_user(Vendor::Scim, id));
         }
-        let run = crate::tap_common::sync(&config, Some(&state), None);
+        let run = crate::support::tap::sync(&config, Some(&state), None);
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         check_protocol(&run.messages);
         let second = Holdings::from_messages(&run.messages);

@@ -2,13 +2,21 @@
 //! and linking 24 of them against the whole crate cost CI minutes and gigabytes. Run one area
 //! with a filter, e.g. `cargo test --test integration tap_resume::`.
 
-// Shared helpers (each used by several areas).
-mod sandbox_common;
+// Test support, one tree (see support/mod.rs), and the writer compliance suite generated for
+// every writable vendor (see compliance/mod.rs).
+mod compliance;
 mod support;
-mod tap_common;
-mod target_bulk_support;
-mod target_common;
-mod target_scim_common;
+
+// The support modules' old names, for tests written before the tree (the lead may drop these
+// once no branch uses them).
+#[allow(unused_imports)]
+use support::{
+    api as sandbox_common, bulk as target_bulk_support, tap as tap_common, target as target_common,
+};
+#[allow(unused_imports)]
+mod target_scim_common {
+    pub use crate::support::{scim::*, target::*};
+}
 
 // The CLIs, docs and secrets.
 mod cli;

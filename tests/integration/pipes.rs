@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use roster_sandbox::{Sandbox, SeedSpec, Vendor};
 use serde_json::{Value, json};
 
-use crate::{tap_common, target_common};
+use crate::support::{self, tap, target};
 
 /// The listable vendors.
 const SOURCES: [Vendor; 4] = [
@@ -101,9 +101,7 @@ fn every_listable_vendor_pipes_into_every_writable_one() {
         .map(|source| {
             (
                 source,
-                tap_common::sync(&sb.config(source), None, None)
-                    .ok()
-                    .messages,
+                tap::sync(&sb.config(source), None, None).ok().messages,
             )
         })
         .collect();
@@ -175,19 +173,15 @@ fn every_listable_vendor_pipes_into_every_writable_one() {
             for (k, v) in extra.as_object().unwrap() {
                 keys[k] = v.clone();
             }
-            let config = target_common::config(&sb, *dest, dir.path(), keys);
-            let out = target_common::run(&config, &input);
+            let config = target::config(&sb, *dest, dir.path(), keys);
+            let out = target::run(&config, &input);
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             if !out.status.success() {
                 failures.push(format!("{what}: exit {}: {stderr}", out.status));
                 continue;
             }
-            let rejects =
-                std::fs::read_to_string(dir.path().join("rejects.ndjson")).unwrap_or_default();
-            let rejected: Vec<Value> = rejects
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .filter(|l| l["type"] == "RECORD")
+            let rejected: Vec<Value> = support::rejects::rejects(dir.path())
+                .into_iter()
                 .filter(|l| {
                     !(*dest == Vendor::UserGuiding
                         && l["stream"] == "groups"
@@ -264,19 +258,11 @@ fn singer(records: &[(&str, Value)]) -> String {
 /// One target run into `vendor` with a fresh reject file: (stderr, the reject file's lines).
 fn target(sb: &Sandbox, vendor: Vendor, input: &str) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let config = target_common::config(sb, vendor, dir.path(), json!({}));
-    let out = target_common::run(&config, input);
-    let stderr = target_common::succeeded(&out);
+    let config = target::config(sb, vendor, dir.path(), json!({}));
+    let out = target::run(&config, input);
+    let stderr = target::succeeded(&out);
     let rejects = std::fs::read_to_string(dir.path().join("rejects.ndjson")).unwrap_or_default();
     (stderr, rejects)
-}
-
-fn rejected(rejects: &str) -> Vec<Value> {
-    rejects
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|l| l["type"] == "RECORD")
-        .collect()
 }
 
 /// Memberships whose users were never sent are rejected when the input ends, naming the user
@@ -286,7 +272,7 @@ fn rejected(rejects: &str) -> Vec<Value> {
 /// stream, Guru finds a group by its name or Guru id only.)
 #[test]
 fn membership_rejects_replay_without_the_users_stream_where_the_vendor_finds_users() {
-    let sb = target_common::sandbox();
+    let sb = target::sandbox();
     for vendor in [Vendor::Scim, Vendor::GuruScim, Vendor::Guru] {
         sb.reseed(SeedSpec {
             users: 0,
@@ -321,7 +307,7 @@ fn membership_rejects_replay_without_the_users_stream_where_the_vendor_finds_use
                 ("memberships", json!({"group_id": "g404", "user_id": u1})),
             ]),
         );
-        let first_rejects = rejected(&first);
+        let first_rejects = support::rejects::parse(&first);
         assert_eq!(first_rejects.len(), 3, "{vendor}: {first}");
         for r in &first_rejects {
             assert_eq!(r["stream"], "memberships", "{vendor}: {r}");
@@ -330,10 +316,13 @@ fn membership_rejects_replay_without_the_users_stream_where_the_vendor_finds_use
         }
         // 2. The users, alone.
         let (_, second) = target(&sb, vendor, &singer(&users));
-        assert!(rejected(&second).is_empty(), "{vendor}: {second}");
+        assert!(
+            support::rejects::parse(&second).is_empty(),
+            "{vendor}: {second}"
+        );
         // 3. The first run's reject file as it is, without the users stream.
         let (stderr, third) = target(&sb, vendor, &first);
-        let still = rejected(&third);
+        let still = support::rejects::parse(&third);
         assert_eq!(still.len(), 1, "{vendor}: {third}\n{stderr}");
         assert_eq!(still[0]["record"]["group_id"], "g404", "{vendor}");
         let reason = still[0]["reject"]["reason"].as_str().unwrap();
@@ -360,7 +349,7 @@ fn held_memberships_past_the_bound_spill_to_a_file_and_all_arrive() {
         .groups(SEED.groups)
         .start_background()
         .unwrap();
-    let messages = tap_common::sync(&sb.config(Vendor::Scim), None, None)
+    let messages = tap::sync(&sb.config(Vendor::Scim), None, None)
         .ok()
         .messages;
     let input: String = messages.iter().map(|m| format!("{m}\n")).collect();
@@ -381,18 +370,15 @@ fn held_memberships_past_the_bound_spill_to_a_file_and_all_arrive() {
         ..SEED
     });
     let dir = tempfile::tempdir().unwrap();
-    let config = target_common::config(&sb, Vendor::GuruScim, dir.path(), json!({}));
+    let config = target::config(&sb, Vendor::GuruScim, dir.path(), json!({}));
     let report = dir.path().join("report.json");
-    let out = target_common::run_args(
+    let out = target::run_args(
         &config,
         &input,
         &["--report", report.to_str().unwrap()],
-        &[
-            ("ROSTER_ZERO_DELAYS", "1"),
-            ("ROSTER_HELD_MEMBERSHIPS_IN_MEMORY", "2"),
-        ],
+        &[("ROSTER_HELD_MEMBERSHIPS_IN_MEMORY", "2")],
     );
-    let stderr = target_common::succeeded(&out);
+    let stderr = target::succeeded(&out);
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["totals"]["rejected"], 0, "{stderr}");
     assert_eq!(report["held_memberships"], json!(pairs.len()), "{report}");
@@ -415,7 +401,7 @@ fn held_memberships_past_the_bound_spill_to_a_file_and_all_arrive() {
 /// writers that need the group and user to exist get every membership after them, none rejected.
 #[test]
 fn memberships_before_their_users_and_groups_arrive_at_every_writable_vendor() {
-    let sb = target_common::sandbox();
+    let sb = target::sandbox();
     for vendor in Vendor::ALL {
         sb.reseed(SeedSpec {
             users: 0,
@@ -441,7 +427,7 @@ fn memberships_before_their_users_and_groups_arrive_at_every_writable_vendor() {
         }
         let (stderr, rejects) = target(&sb, vendor, &singer(&records));
         assert!(
-            rejected(&rejects).is_empty(),
+            support::rejects::parse(&rejects).is_empty(),
             "{vendor}: {rejects}\n{stderr}"
         );
         let expected = if one_group_per_user(vendor) { 3 } else { 4 };

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::Value;
@@ -22,19 +21,15 @@ fn ids(list: &Value, field: &str) -> BTreeSet<String> {
 #[test]
 fn the_quickstart_moves_the_seeded_userflow_people_to_appcues_and_stops_its_sandbox() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin = Path::new(env!("CARGO_BIN_EXE_target-roster"))
-        .parent()
-        .unwrap();
+    let bin = crate::support::bin::dir();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("bash")
+    // The script as a user runs it: real delays, no log settings inherited.
+    let out = crate::support::bin::Bin::new("bash")
         .arg(root.join("scripts/quickstart.sh"))
         .current_dir(dir.path())
-        .env("ROSTER_BIN_DIR", bin)
+        .env("ROSTER_BIN_DIR", &bin)
         .env("ROSTER_QUICKSTART_OUT", dir.path().join("out"))
-        .env_remove("ROSTER_LOG")
-        .env_remove("ROSTER_ZERO_DELAYS")
-        .output()
-        .unwrap();
+        .output();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -1,15 +1,16 @@
 //! The admin API, the library API and the `roster-sandbox` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::sandbox_common;
+use crate::support::api;
+use crate::support::bin;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use api::api;
 use roster_sandbox::{Sandbox, Vendor};
-use sandbox_common::api;
 use serde_json::{Value, json};
 
 fn admin(sb: &Sandbox) -> reqwest::Client {
@@ -199,8 +200,7 @@ fn background_sandbox_serves_plain_tests() {
 
 #[test]
 fn binary_prints_base_urls_and_stops_on_sigterm() {
-    let exe = env!("CARGO_BIN_EXE_roster-sandbox");
-    let mut child = Command::new(exe)
+    let mut child = bin::sandbox()
         .args([
             "--port",
             "0",
@@ -213,6 +213,7 @@ fn binary_prints_base_urls_and_stops_on_sigterm() {
             "--fail-next",
             "/userflow/users,count=1,status=503",
         ])
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -253,10 +254,9 @@ fn binary_prints_base_urls_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let bad = Command::new(exe)
+    let bad = bin::sandbox()
         .args(["--rate-limit", "userflow=fast"])
-        .output()
-        .unwrap();
+        .output();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid rate limit"));
 }

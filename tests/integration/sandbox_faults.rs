@@ -2,14 +2,14 @@
 //! and "fail the next N", through the library and the admin API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::sandbox_common;
+use crate::support::api;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use api::api;
 use roster_sandbox::{FailRule, RateLimit, Sandbox, UserGuidingBlock, Vendor};
-use sandbox_common::api;
 use serde_json::{Value, json};
 
 async fn sandbox() -> Sandbox {

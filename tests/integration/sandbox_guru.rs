@@ -1,12 +1,12 @@
 //! The Guru REST emulation, tested over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::sandbox_common;
+use crate::support::api;
 
 use std::time::Duration;
 
+use api::{Api, Resp, api};
 use roster_sandbox::{Sandbox, Vendor};
-use sandbox_common::{Api, Resp, api};
 use serde_json::{Value, json};
 
 /// `<url>; rel="next-page"` → url.

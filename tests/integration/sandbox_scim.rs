@@ -1,10 +1,10 @@
 //! The SCIM 2.0 emulation (generic and Guru SCIM), tested over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::sandbox_common;
+use crate::support::api;
 
+use api::api;
 use roster_sandbox::{Sandbox, Vendor};
-use sandbox_common::api;
 use serde_json::{Value, json};
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";

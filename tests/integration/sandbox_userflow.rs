@@ -1,10 +1,10 @@
 //! The Userflow emulation, tested over HTTP against a running sandbox.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::sandbox_common;
+use crate::support::api;
 
+use api::api;
 use roster_sandbox::{Sandbox, Vendor};
-use sandbox_common::api;
 use serde_json::{Value, json};
 
 async fn sandbox(users: usize, groups: usize) -> Sandbox {

@@ -1,12 +1,12 @@
 //! The write-only vendors (UserGuiding, Userpilot, Appcues) and the bulk job lifecycles.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::sandbox_common;
+use crate::support::api;
 
 use std::time::{Duration, Instant};
 
+use api::{Api, Resp, api, multipart};
 use roster_sandbox::{Sandbox, Vendor};
-use sandbox_common::{Api, Resp, api, multipart};
 use serde_json::{Value, json};
 
 async fn sandbox() -> Sandbox {

@@ -15,7 +15,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support;
-use crate::target_scim_common::{Input, RaceProxy, target};
+use crate::support::scim::RaceProxy;
+use crate::support::target::{Input, target};
 
 /// Pinned: the quirks documented above are this version's.
 const SCIM2_SERVER: &[&str] = &["scim2-server==0.8.3"];
@@ -481,7 +482,7 @@ fn without_patch_or_filters_users_and_groups_are_read_merged_and_put_with_if_mat
     let proxy = RaceProxy::start(
         &server.base,
         &format!("Bearer {TOKEN}"),
-        crate::target_scim_common::Trigger {
+        crate::support::scim::Trigger {
             method: "PUT",
             path: "/Users/",
             user_name: None,

@@ -2,14 +2,11 @@
 //! Every credential key of every vendor gets a distinctive value, and every output is grepped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
-
 use roster::config::{Applies, RawConfig};
 use roster::vendors::{self, REGISTRY};
 use serde_json::{Map, Value, json};
 
-const TAP: &str = env!("CARGO_BIN_EXE_tap-roster");
-const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");
+use crate::support::bin::{self, TAP, TARGET};
 
 /// A config for `vendor` whose every secret is `SECRET-<key>-hunter2`.
 fn config_with_secrets(vendor: &str) -> (Map<String, Value>, Vec<String>) {
@@ -109,12 +106,11 @@ fn binaries_never_print_a_secret_even_at_trace_level() {
             (TARGET, vec!["--about", "--format", "markdown"]),
         ];
         for (binary, args) in runs {
-            let output = Command::new(binary)
+            let output = bin::Bin::new(binary)
                 .args(&args)
-                .env("ROSTER_LOG", "trace")
-                .env("ROSTER_ZERO_DELAYS", "1")
-                .output()
-                .unwrap();
+                .log("trace")
+                .zero_delays(true)
+                .output();
             let what = format!("{} {args:?}", spec.name);
             assert_clean(&what, &String::from_utf8_lossy(&output.stdout), &secrets);
             assert_clean(&what, &String::from_utf8_lossy(&output.stderr), &secrets);

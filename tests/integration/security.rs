@@ -19,10 +19,7 @@ use roster::vendors;
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 
-use crate::support;
-
-const TAP: &str = env!("CARGO_BIN_EXE_tap-roster");
-const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");
+use crate::support::{self, bin, bin::TAP, bin::TARGET};
 
 /// Every vendor the target writes.
 const WRITABLE: [Vendor; 7] = [
@@ -111,20 +108,14 @@ fn target_outputs(
     std::fs::write(&config_path, config.to_string()).unwrap();
     let input_path = dir.join("input.singer");
     std::fs::write(&input_path, input()).unwrap();
-    let out = support::run(
-        Command::new(TARGET)
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--input")
-            .arg(&input_path)
-            .arg("--report")
-            .arg(dir.join("report.json"))
-            .args(extra)
-            .env("ROSTER_LOG", "trace")
-            .env("ROSTER_ZERO_DELAYS", "1")
-            .current_dir(dir),
-        Duration::from_secs(300),
-    );
+    let out = bin::target()
+        .config(&config_path)
+        .input(&input_path)
+        .report(dir.join("report.json"))
+        .args(extra)
+        .log("trace")
+        .current_dir(dir)
+        .run(Duration::from_secs(300));
     let mut outputs = vec![
         ("stdout".to_string(), out.stdout),
         ("stderr".to_string(), out.stderr),
@@ -148,14 +139,10 @@ fn tap_outputs(config: &Value) -> (Option<i32>, String, String) {
     config["max_retries"] = json!(2);
     let path = dir.path().join("config.json");
     std::fs::write(&path, config.to_string()).unwrap();
-    let out = support::run(
-        Command::new(TAP)
-            .arg("--config")
-            .arg(&path)
-            .env("ROSTER_LOG", "trace")
-            .env("ROSTER_ZERO_DELAYS", "1"),
-        Duration::from_secs(300),
-    );
+    let out = bin::tap()
+        .config(&path)
+        .log("trace")
+        .run(Duration::from_secs(300));
     (out.status.code(), out.stdout, out.stderr)
 }
 
@@ -395,10 +382,9 @@ fn a_self_signed_certificate_is_refused_and_verification_cannot_be_turned_off() 
         assert!(stderr.contains("unknown config key"), "{key}: {stderr}");
     }
     for binary in [TAP, TARGET] {
-        let about = Command::new(binary)
+        let about = bin::Bin::new(binary)
             .args(["--about", "--format", "json"])
-            .output()
-            .unwrap();
+            .output();
         // `allow_insecure_http` is about plain http to a test host (it never turns off
         // certificate checks): the one key the words below may name.
         let text = String::from_utf8_lossy(&about.stdout)
@@ -484,15 +470,10 @@ fn a_scim_id_that_is_a_dot_segment_never_leaves_its_path() {
     .join("\n");
     let input_path = dir.path().join("input.singer");
     std::fs::write(&input_path, input).unwrap();
-    let out = support::run(
-        Command::new(TARGET)
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--input")
-            .arg(&input_path)
-            .env("ROSTER_ZERO_DELAYS", "1"),
-        Duration::from_secs(120),
-    );
+    let out = bin::target()
+        .config(&config_path)
+        .input(&input_path)
+        .run(Duration::from_secs(120));
     let rejects = std::fs::read_to_string(dir.path().join("rejects.ndjson")).unwrap_or_default();
     assert!(
         rejects.contains(". or .. segment"),
@@ -541,17 +522,11 @@ fn hostile_stream_names_cannot_forge_log_lines_or_flood_stderr() {
     std::fs::write(&input_path, input).unwrap();
     let config_path = dir.path().join("config.json");
     std::fs::write(&config_path, sb.config(Vendor::Userflow).to_string()).unwrap();
-    let out = support::run(
-        Command::new(TARGET)
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--input")
-            .arg(&input_path)
-            .env("ROSTER_LOG", "debug")
-            .env_remove("ROSTER_LOG_FORMAT")
-            .env("ROSTER_ZERO_DELAYS", "1"),
-        Duration::from_secs(120),
-    );
+    let out = bin::target()
+        .config(&config_path)
+        .input(&input_path)
+        .log("debug")
+        .run(Duration::from_secs(120));
     let stderr = out.stderr;
     assert_eq!(
         out.status.code(),

@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 use roster_sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};
 
-use crate::target_common::{self, lines, rec, schema, state};
-
-const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");
-const TAP: &str = env!("CARGO_BIN_EXE_tap-roster");
+use crate::support::bin::{self, TAP, TARGET};
+use crate::support::target::{self, lines, rec, schema, state};
 
 /// What the contract promises between the first signal and the exit.
 const PROMISED: Duration = Duration::from_secs(2);
@@ -28,12 +26,12 @@ struct Running {
 }
 
 fn start(binary: &str, config: &std::path::Path, args: &[&str]) -> Running {
-    let mut child = Command::new(binary)
-        .arg("--config")
-        .arg(config)
+    let mut child = bin::Bin::new(binary)
+        .config(config)
         .args(args)
-        .env("ROSTER_LOG", "warn")
-        .env_remove("ROSTER_ZERO_DELAYS")
+        .log("warn")
+        .real_delays()
+        .command()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -125,16 +123,16 @@ fn assert_none_abandoned(sb: &Sandbox) {
 }
 
 fn posts_answered(sb: &Sandbox, status: u16) -> u64 {
-    target_common::answered(sb, |r| {
+    target::answered(sb, |r| {
         r.method == "POST" && r.path == "/userflow/users" && r.status == status
     })
 }
 
 #[test]
 fn target_sigterm_during_a_long_retry_after_exits_within_2_s_with_the_last_safe_state() {
-    let sb = target_common::sandbox();
+    let sb = target::sandbox();
     let dir = tempfile::tempdir().unwrap();
-    let config = target_common::config(&sb, Vendor::Userflow, dir.path(), json!({}));
+    let config = target::config(&sb, Vendor::Userflow, dir.path(), json!({}));
     let mut run = start(TARGET, &config, &[]);
     run.write(&lines(&[
         schema("users"),
@@ -186,12 +184,12 @@ fn target_sigterm_during_a_long_retry_after_exits_within_2_s_with_the_last_safe_
 fn target_waits_the_grace_for_requests_on_the_wire_and_a_second_signal_stops_at_once() {
     // (b) Requests on the wire that answer within the grace are waited for: every arrival is
     // answered before the exit.
-    let sb = target_common::builder()
+    let sb = target::builder()
         .latency(Some(Vendor::Userflow), Duration::from_millis(400))
         .start_background()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = target_common::config(&sb, Vendor::Userflow, dir.path(), json!({}));
+    let config = target::config(&sb, Vendor::Userflow, dir.path(), json!({}));
     let mut run = start(TARGET, &config, &[]);
     let mut input = vec![schema("users")];
     for i in 0..200 {
@@ -218,12 +216,12 @@ fn target_waits_the_grace_for_requests_on_the_wire_and_a_second_signal_stops_at_
     // (c) With a vendor slower than the grace, the first signal would wait the grace; a second
     // signal stops at once, leaving the requests on the wire (the sandbox sees them arrive and
     // never answered), and the last state still covers only answered records.
-    let sb = target_common::builder()
+    let sb = target::builder()
         .latency(Some(Vendor::Userflow), Duration::from_secs(20))
         .start_background()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = target_common::config(&sb, Vendor::Userflow, dir.path(), json!({}));
+    let config = target::config(&sb, Vendor::Userflow, dir.path(), json!({}));
     let mut run = start(TARGET, &config, &[]);
     run.write(&lines(&input));
     wait_for("requests in flight", || sb.stats().arrived > 0);
@@ -263,7 +261,7 @@ fn tap_sigterm_during_a_long_retry_after_exits_within_2_s_with_the_last_safe_sta
     std::fs::write(&config, sb.config(Vendor::Userflow).to_string()).unwrap();
     let run = start(TAP, &config, &[]);
     wait_for("the 429", || {
-        target_common::answered(&sb, |r| r.path == "/userflow/users" && r.status == 429) > 0
+        target::answered(&sb, |r| r.path == "/userflow/users" && r.status == 429) > 0
     });
     std::thread::sleep(Duration::from_millis(200));
     run.signal("TERM");
@@ -292,7 +290,7 @@ fn tap_sigterm_during_a_long_retry_after_exits_within_2_s_with_the_last_safe_sta
         "{last_state}"
     );
     assert_eq!(
-        target_common::answered(&sb, |r| r.path == "/userflow/users"),
+        target::answered(&sb, |r| r.path == "/userflow/users"),
         1,
         "nothing was requested after the signal"
     );

@@ -14,7 +14,7 @@
 //!   corrupted record must make the tool fail, so the check cannot pass vacuously.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::support;
+use crate::support::{self, bin};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -271,13 +271,13 @@ fn target_jsonl_writes_every_scim_record() {
 
 /// Runs tap-roster once, optionally from `state`, and returns its stdout.
 fn tap_run(dir: &Path, config: &Path, state: Option<&Value>) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tap-roster"));
-    cmd.arg("--config").arg(config);
+    let mut tap = bin::tap().config(config);
     if let Some(state) = state {
-        cmd.arg("--state")
+        tap = tap
+            .arg("--state")
             .arg(support::write_json(&dir.join("state.json"), state));
     }
-    let finished = support::run(&mut cmd, STEP_TIMEOUT);
+    let finished = tap.run(STEP_TIMEOUT);
     finished.assert_success("tap-roster");
     finished.stdout
 }

@@ -6,21 +6,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use crate::support::bin;
 
 use roster::vendors::REGISTRY;
 use serde_json::{Value, json};
 
 fn tap(config: Value, args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_tap-roster"))
-        .arg("--config")
-        .arg(&path)
+    bin::tap()
+        .config_json(dir.path(), &config)
         .args(args)
         .output()
-        .unwrap()
 }
 
 fn catalogs_dir() -> PathBuf {

@@ -2,13 +2,13 @@
 //! member listings read concurrently, Link-header paging, expiring page tokens.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::tap_common;
+use crate::support::tap;
 
 use std::time::Duration;
 
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
-use tap_common::{Holdings, check_no_duplicates, check_protocol, sync, tap};
+use tap::{Holdings, check_no_duplicates, check_protocol, sync, tap};
 
 const V: Vendor = Vendor::Guru;
 

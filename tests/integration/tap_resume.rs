@@ -3,11 +3,11 @@
 //! sandbox holds: no page skipped, for every listable vendor and at several points of the sync.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::tap_common;
+use crate::support::tap;
 
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::Value;
-use tap_common::{Holdings, check_no_duplicates, check_protocol, states, sync, sync_killed_after};
+use tap::{Holdings, check_no_duplicates, check_protocol, states, sync, sync_killed_after};
 
 fn sandbox(users: usize) -> Sandbox {
     Sandbox::builder()

@@ -2,7 +2,7 @@
 //! deliberately quirky server for the leniency rules (scim.md §0 and §11).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::tap_common;
+use crate::support::tap;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,7 @@ use axum::extract::{RawQuery, State};
 use axum::routing::get;
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
-use tap_common::{Holdings, catalog, check_no_duplicates, check_protocol, sync, tap};
+use tap::{Holdings, catalog, check_no_duplicates, check_protocol, sync, tap};
 
 fn sandbox(cap: usize, stringly: bool) -> Sandbox {
     Sandbox::builder()

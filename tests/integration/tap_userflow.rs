@@ -1,11 +1,11 @@
 //! `tap-roster` against the sandbox's Userflow: streams, selection, state, resume, faults.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::tap_common;
+use crate::support::tap;
 
 use roster_sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};
-use tap_common::{Holdings, catalog, check_no_duplicates, check_protocol, sync, tap};
+use tap::{Holdings, catalog, check_no_duplicates, check_protocol, sync, tap};
 
 const V: Vendor = Vendor::Userflow;
 

@@ -1,26 +1,23 @@
 //! target-roster against the sandbox's Appcues: user and group profiles, group membership and
 //! events land exactly as sent (`null` included); a profile delete removes the user; what
-//! Appcues cannot take is rejected with the reason; a 429 storm (with `Retry-After`, as Appcues
-//! sends it), 5xx answers and dropped connections lose and duplicate nothing; STATE never comes
-//! before the records it covers; `streams.<name>` overrides (kind, key, rename, include,
-//! exclude, constants, skip) and flat warehouse rows.
+//! Appcues cannot take is rejected with the reason; `streams.<name>` overrides (kind, key,
+//! rename, include, exclude, constants, skip) and flat warehouse rows. What every writer must do
+//! (round trip, STATE order, fault storms with `Retry-After`, lost answers, rejects, Meltano's
+//! test stream) is in `compliance::appcues`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::target_common;
+use crate::support::target;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::Duration;
 
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
-use target_common::{
-    FAULT_LAST_STATE, GROUPS, N, assert_unique, fault_input, find, items, lines, reason, rec,
-    reject_at, rejects, run, sandbox, schema, state, succeeded,
+use target::{
+    find, items, lines, reason, rec, reject_at, rejects, run, sandbox, schema, state, succeeded,
 };
 
 fn config(sb: &Sandbox, dir: &Path, extra: Value) -> PathBuf {
-    target_common::config(sb, Vendor::Appcues, dir, extra)
+    target::config(sb, Vendor::Appcues, dir, extra)
 }
 
 fn profile<'a>(dump: &'a Value, id: &str) -> &'a Value {
@@ -87,7 +84,7 @@ fn every_kind_lands_exactly_as_sent() {
     let out = run(&cfg, &input);
     let stderr = succeeded(&out);
     assert_eq!(
-        target_common::last_state(&out).as_deref(),
+        target::last_state(&out).as_deref(),
         Some(r#"{"bookmarks":{"users":{}}}"#)
     );
     let dump = sb.dump(Vendor::Appcues);
@@ -143,137 +140,6 @@ fn every_kind_lands_exactly_as_sent() {
         .filter(|r| r.method == "POST" && r.path.ends_with("/groups/g1/users"))
         .count();
     assert_eq!(joins, 1);
-}
-
-/// Profiles and memberships all arrived; returns the events held and the rejects.
-fn check_fault_run(sb: &Sandbox, dir: &Path, out: &Output) -> (Vec<String>, Vec<Value>) {
-    let stderr = succeeded(out);
-    assert_eq!(
-        target_common::last_state(out).as_deref(),
-        Some(FAULT_LAST_STATE)
-    );
-    let dump = sb.dump(Vendor::Appcues);
-    assert_eq!(items(&dump, "users").len(), N, "{stderr}");
-    for i in 0..N {
-        assert_eq!(
-            profile(&dump, &format!("u{i}")),
-            &json!({"user_id": format!("u{i}"), "n": i})
-        );
-    }
-    assert_eq!(items(&dump, "groups").len(), GROUPS);
-    for g in 0..GROUPS {
-        let members: Vec<String> = (0..N)
-            .filter(|i| i % GROUPS == g)
-            .map(|i| format!("u{i}"))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        assert_eq!(
-            group(&dump, &format!("g{g}")),
-            &json!({"group_id": format!("g{g}"), "name": format!("Group {g}"), "user_ids": members})
-        );
-    }
-    let mut events = Vec::new();
-    for (user, list) in dump["events"].as_object().unwrap() {
-        for e in list.as_array().unwrap() {
-            assert_eq!(e["name"], "seen");
-            events.push(user.clone());
-        }
-    }
-    assert_unique(events.clone(), "events");
-    (events, rejects(dir))
-}
-
-const ALL: [&str; 4] = ["groups", "users", "memberships", "events"];
-
-#[test]
-fn a_429_storm_with_retry_after_delivers_everything_once() {
-    // Appcues answers 429 with Retry-After (the sandbox does too); the account's real limit is
-    // below what the client is told (another integration shares it).
-    let sb = target_common::builder()
-        .rate_limit(Vendor::Appcues, "100/s,burst=5")
-        .start_background()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        &sb,
-        dir.path(),
-        json!({"max_retries": 50, "requests_per_second": 300}),
-    );
-    let out = run(&cfg, &fault_input(&ALL));
-    let (events, rejected) = check_fault_run(&sb, dir.path(), &out);
-    target_common::assert_storm_delivered_once(&sb, "appcues", &events, &rejected);
-}
-
-#[test]
-fn server_errors_dropped_connections_and_lost_answers_lose_nothing_and_duplicate_nothing() {
-    let sb = target_common::builder()
-        .error_rate(Some(Vendor::Appcues), 0.15)
-        .drop_rate(Some(Vendor::Appcues), 0.05)
-        .apply_then_fail_rate(Some(Vendor::Appcues), 0.1)
-        .start_background()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&sb, dir.path(), json!({"max_retries": 30}));
-    let out = run(&cfg, &fault_input(&ALL));
-    let (events, rejected) = check_fault_run(&sb, dir.path(), &out);
-    target_common::assert_events_once_or_rejected(&sb, &events, &rejected);
-}
-
-#[test]
-fn state_never_comes_before_the_records_it_covers() {
-    let sb = target_common::builder()
-        .latency(Some(Vendor::Appcues), Duration::from_millis(40))
-        .start_background()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&sb, dir.path(), json!({}));
-    let mut input = vec![schema("users"), schema("memberships")];
-    for i in 0..60u64 {
-        input.push(rec("users", json!({"id": format!("u{i}")})));
-        // Memberships are batched per group and written late: a state after one waits for the
-        // batch, and is checked against the group's members in the store.
-        input.push(rec(
-            "memberships",
-            json!({"group_id": "g1", "user_id": format!("u{i}")}),
-        ));
-        if i % 5 == 4 {
-            input.push(state(json!({"covers": i + 1})));
-        }
-    }
-    let account = sb.config(Vendor::Appcues)["account_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let profile_prefix = format!("/appcues/v2/accounts/{account}/users/");
-    let printed = target_common::assert_state_follows_writes(
-        &sb,
-        &cfg,
-        lines(&input),
-        |state| state["covers"].as_u64().unwrap(),
-        |sb| {
-            let profiles = target_common::answered(sb, |r| {
-                r.method == "PATCH" && r.path.starts_with(&profile_prefix) && r.status == 200
-            });
-            let members = sb.dump(Vendor::Appcues)["groups"][0]["user_ids"]
-                .as_array()
-                .map_or(0, Vec::len) as u64;
-            profiles.min(members)
-        },
-    );
-    assert!(printed >= 1);
-    let joined = items(&sb.dump(Vendor::Appcues), "groups")[0]["user_ids"]
-        .as_array()
-        .unwrap()
-        .len();
-    assert_eq!(joined, 60);
-}
-
-#[test]
-fn meltanos_loader_test_stream_passes() {
-    let sb = sandbox();
-    let dir = tempfile::tempdir().unwrap();
-    target_common::assert_meltano_test_stream_passes(&config(&sb, dir.path(), json!({})));
 }
 
 #[test]

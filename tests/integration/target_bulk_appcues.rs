@@ -6,14 +6,14 @@
 //! and segments created when missing and filled in both modes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::target_bulk_support;
+use crate::support::bulk;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use bulk::*;
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
-use target_bulk_support::*;
 
 const IMPORT: &str = "/appcues/v2/accounts/10001/import/profiles";
 

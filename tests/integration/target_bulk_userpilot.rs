@@ -6,13 +6,13 @@
 //! between an upload and its job's success followed by a rerun from the last STATE.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::target_bulk_support;
+use crate::support::bulk;
 
 use std::time::Duration;
 
+use bulk::*;
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
-use target_bulk_support::*;
 
 const USERS_BULK: &str = "/userpilot/v1/users/bulk_identify";
 

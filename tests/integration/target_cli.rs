@@ -5,25 +5,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use crate::support::bin;
+use crate::support::files::write_text;
 
 use serde_json::{Value, json};
 
 fn target(dir: &Path, config: &Value, input: &[u8], extra: &[&str]) -> Output {
-    let config_path = dir.join("config.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let input_path = dir.join("input.jsonl");
-    std::fs::write(&input_path, input).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_target-roster"))
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--input")
-        .arg(&input_path)
+    let input_path = write_text(&dir.join("input.jsonl"), input);
+    bin::target()
+        .config_json(dir, config)
+        .input(&input_path)
         .args(extra)
-        .env("ROSTER_LOG", "warn")
+        .log("warn")
         .current_dir(dir)
         .output()
-        .unwrap()
 }
 
 fn userflow() -> Value {
@@ -31,11 +28,7 @@ fn userflow() -> Value {
 }
 
 fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    crate::support::singer::messages(&std::fs::read_to_string(path).unwrap())
 }
 
 const USERS: &str = r#"{"type":"SCHEMA","stream":"users","schema":{"type":"object","properties":{"id":{"type":"string"},"email":{"type":["string","null"]}}},"key_properties":["id"]}"#;

@@ -8,7 +8,7 @@
 use roster_sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};
 
-use crate::target_scim_common::{Input, resume_after, target, target_killed_after};
+use crate::support::target::{Input, resume_after, target, target_killed_after};
 
 fn members(sb: &Sandbox) -> Vec<Value> {
     sb.dump(Vendor::Guru)["members"].as_array().unwrap().clone()

@@ -4,11 +4,11 @@
 //! and `streams.<name>.group_key` (a column of a users row becomes that user's membership).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::target_common;
+use crate::support::target;
 
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Map, Value, json};
-use target_common::{
+use target::{
     find, lines, reason, rec, reject_at, rejects, run, sandbox, schema, state, succeeded,
 };
 
@@ -92,7 +92,7 @@ fn as_vendor(vendor: Vendor, v: Value) -> Value {
 
 fn run_rows(sb: &Sandbox, vendor: Vendor, extra: Value, rows: &[Value]) -> (String, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = target_common::config(sb, vendor, dir.path(), extra);
+    let cfg = target::config(sb, vendor, dir.path(), extra);
     let mut input = vec![schema("public-users")];
     input.extend(rows.iter().map(|r| rec("public-users", r.clone())));
     input.push(state(json!({"bookmarks": {}})));
@@ -247,7 +247,7 @@ fn a_group_key_column_makes_the_users_membership() {
 fn a_refused_group_key_membership_rejects_the_row_once_and_holds_the_state() {
     let sb = sandbox();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = target_common::config(
+    let cfg = target::config(
         &sb,
         Vendor::Appcues,
         dir.path(),
@@ -282,7 +282,7 @@ fn a_refused_group_key_membership_rejects_the_row_once_and_holds_the_state() {
     assert_eq!(r["record"], json!({"id": "u2", "company_id": "c2"}));
     assert_eq!(groups_of(&sb, Vendor::Appcues, "u1"), vec!["c1"]);
     assert_eq!(
-        target_common::last_state(&out).as_deref(),
+        target::last_state(&out).as_deref(),
         Some(r#"{"bookmarks":{"n":1}}"#)
     );
 }

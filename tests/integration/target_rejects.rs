@@ -16,8 +16,9 @@ use std::process::{Command, Output, Stdio};
 use roster_sandbox::{FailRule, Sandbox, Vendor};
 use serde_json::{Value, json};
 
-const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");
-const SANDBOX: &str = env!("CARGO_BIN_EXE_roster-sandbox");
+use crate::support::bin::{self, TARGET};
+use crate::support::rejects;
+use crate::support::singer::lines;
 
 fn sandbox() -> Sandbox {
     Sandbox::builder()
@@ -40,16 +41,13 @@ fn config(sb: &Sandbox, dir: &Path, extra: Value) -> PathBuf {
 }
 
 fn target(dir: &Path, config: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(TARGET);
-    command
-        .arg("--config")
-        .arg(config)
+    let mut command = bin::target()
+        .config(config)
         .args(args)
-        .env("ROSTER_LOG", "info")
-        .env("ROSTER_ZERO_DELAYS", "1")
+        .log("info")
         .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .command();
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     command
 }
 
@@ -67,10 +65,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn lines(items: &[Value]) -> String {
-    items.iter().map(|v| format!("{v}\n")).collect()
-}
-
 const USERS: &str = r#"{"type":"SCHEMA","stream":"users","schema":{"type":"object","properties":{"id":{"type":"string"},"email":{"type":["string","null"]}}},"key_properties":["id"]}"#;
 
 fn user(id: &str, email: Value) -> Value {
@@ -79,11 +73,8 @@ fn user(id: &str, email: Value) -> Value {
 
 /// The RECORD entries of a reject file, by record id.
 fn reject_ids(path: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["type"] == "RECORD")
+    let mut ids: Vec<String> = rejects::read(path)
+        .iter()
         .map(|v| v["record"]["id"].as_str().unwrap().to_string())
         .collect();
     ids.sort();
@@ -261,14 +252,13 @@ fn files_with_personal_data_are_private_under_a_022_umask() {
     )
     .unwrap();
     let sh = |args: &str| {
-        let out = Command::new("sh")
+        let out = bin::Bin::new("sh")
             .arg("-c")
             .arg(format!("umask 022; exec \"$0\" {args}"))
             .arg(TARGET)
-            .env("ROSTER_LOG", "warn")
+            .log("warn")
             .current_dir(dir.path())
-            .output()
-            .unwrap();
+            .output();
         assert!(out.status.success(), "{}", stderr(&out));
     };
     let cfg = config.display();
@@ -556,10 +546,11 @@ fn sigint_before_any_state_does_not_claim_a_state_covers_the_records() {
 #[test]
 fn the_sandbox_log_has_no_colours_when_stderr_is_not_a_terminal() {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(SANDBOX)
+    let mut child = bin::sandbox()
         .args(["--port", "0"])
         .env_remove("NO_COLOR")
         .env("RUST_LOG", "info")
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -585,14 +576,10 @@ fn a_401_to_the_tap_names_the_keys_too() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sb.config(Vendor::Userflow);
     config["api_key"] = json!("not-the-key");
-    let path = dir.path().join("tap.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tap-roster"))
-        .arg("--config")
-        .arg(&path)
-        .env("ROSTER_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = bin::tap()
+        .config_json(dir.path(), &config)
+        .log("warn")
+        .output();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

@@ -6,7 +6,7 @@
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 
-use crate::target_scim_common::{Input, target};
+use crate::support::target::{Input, target};
 
 fn input() -> Input {
     let mut input = Input::new()

@@ -1,24 +1,23 @@
 //! target-roster against the sandbox's Userflow: every kind lands exactly as sent (null
-//! clearing, memberships added and removed), faults lose and duplicate nothing, STATE never
-//! comes before the records it covers, SIGTERM stops sending and leaves the last safe state,
-//! `--report` counts what happened, and Meltano's loader test stream passes.
+//! clearing, memberships added and removed), SIGTERM stops sending and leaves the last safe
+//! state, `--report` counts what happened, a refused record is rejected alone, refused
+//! credentials stop the run, and the progress bar. What every writer must do (round trip,
+//! STATE order, fault storms, lost answers, rejects, Meltano's test stream) is in
+//! `compliance::userflow`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::target_common;
+use crate::support::bin;
+use crate::support::target;
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
-use target_common::{
-    FAULT_LAST_STATE, N, assert_unique, fault_input, lines, rec, rejects, run, sandbox, schema,
-    succeeded,
-};
+use target::{lines, rec, rejects, run, sandbox, schema, succeeded};
 
 fn config(sb: &Sandbox, dir: &Path, extra: Value) -> std::path::PathBuf {
-    target_common::config(sb, Vendor::Userflow, dir, extra)
+    target::config(sb, Vendor::Userflow, dir, extra)
 }
 
 fn user<'a>(dump: &'a Value, id: &str) -> Option<&'a Value> {
@@ -103,7 +102,7 @@ fn every_kind_lands_exactly_as_sent() {
     let out = run(&cfg, &input);
     let stderr = succeeded(&out);
     assert_eq!(
-        target_common::last_state(&out).as_deref(),
+        target::last_state(&out).as_deref(),
         Some(r#"{"bookmarks":{"users":{"next_page":null}}}"#)
     );
     let dump = sb.dump(Vendor::Userflow);
@@ -152,83 +151,11 @@ fn every_kind_lands_exactly_as_sent() {
     assert!(!stderr.contains(sb.config(Vendor::Userflow)["api_key"].as_str().unwrap()));
 }
 
-/// Checks users and memberships all arrived; returns the events held and the events rejected.
-fn check_fault_run(sb: &Sandbox, dir: &Path, out: &Output) -> (Vec<String>, Vec<Value>) {
-    let stderr = succeeded(out);
-    assert_eq!(
-        target_common::last_state(out).as_deref(),
-        Some(FAULT_LAST_STATE)
-    );
-    let dump = sb.dump(Vendor::Userflow);
-    assert_eq!(dump["users"].as_array().unwrap().len(), N, "{stderr}");
-    for i in 0..N {
-        let u = user(&dump, &format!("u{i}")).unwrap();
-        assert_eq!(u["attributes"]["n"], i);
-        assert_eq!(group_ids(u), vec![format!("g{}", i % 7)]);
-    }
-    let events: Vec<String> = dump["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["user_id"].as_str().unwrap().to_string())
-        .collect();
-    assert_unique(events.clone(), "events");
-    (events, rejects(dir))
-}
-
-#[test]
-fn a_429_storm_delivers_everything_once() {
-    let sb = target_common::builder()
-        .rate_limit(Vendor::Userflow, "200/s,burst=5")
-        .start_background()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // No rate configured (Userflow documents none), and with zero delays (as every fault test)
-    // each 429 is retried at once without slowing the pacer: the storm lasts the whole run.
-    let cfg = config(&sb, dir.path(), json!({"max_retries": 50}));
-    let out = run(&cfg, &fault_input(&["users", "memberships", "events"]));
-    let (events, rejected) = check_fault_run(&sb, dir.path(), &out);
-    target_common::assert_storm_delivered_once(&sb, "userflow", &events, &rejected);
-}
-
-#[test]
-fn server_errors_dropped_connections_and_lost_answers_lose_nothing_and_duplicate_nothing() {
-    let sb = target_common::builder()
-        .error_rate(Some(Vendor::Userflow), 0.15)
-        .drop_rate(Some(Vendor::Userflow), 0.05)
-        .apply_then_fail_rate(Some(Vendor::Userflow), 0.1)
-        .start_background()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&sb, dir.path(), json!({"max_retries": 30}));
-    let out = run(&cfg, &fault_input(&["users", "memberships", "events"]));
-    let (events, rejected) = check_fault_run(&sb, dir.path(), &out);
-    target_common::assert_events_once_or_rejected(&sb, &events, &rejected);
-}
-
-#[test]
-fn state_never_comes_before_the_records_it_covers() {
-    let sb = target_common::builder()
-        .latency(Some(Vendor::Userflow), Duration::from_millis(40))
-        .start_background()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&sb, dir.path(), json!({}));
-    target_common::assert_user_states_follow_upserts(&sb, &cfg, "/userflow/users", 200);
-}
-
-#[test]
-fn meltanos_loader_test_stream_passes() {
-    let sb = sandbox();
-    let dir = tempfile::tempdir().unwrap();
-    target_common::assert_meltano_test_stream_passes(&config(&sb, dir.path(), json!({})));
-}
-
 #[test]
 fn sigterm_stops_sending_waits_for_requests_in_flight_and_prints_the_last_safe_state() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
-    let sb = target_common::builder()
+    let sb = target::builder()
         .latency(Some(Vendor::Userflow), Duration::from_millis(100))
         .start_background()
         .unwrap();
@@ -240,17 +167,16 @@ fn sigterm_stops_sending_waits_for_requests_in_flight_and_prints_the_last_safe_s
     for i in 0..USERS {
         input.push(rec("users", json!({"id": format!("u{i}")})));
         if i % 10 == 9 {
-            input.push(target_common::state(json!({"covers": i + 1})));
+            input.push(target::state(json!({"covers": i + 1})));
         }
     }
     let input = lines(&input);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_target-roster"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--report")
-        .arg(&report_path)
-        .env("ROSTER_LOG", "warn")
-        .env_remove("ROSTER_ZERO_DELAYS")
+    let mut child = bin::target()
+        .config(&cfg)
+        .report(&report_path)
+        .log("warn")
+        .real_delays()
+        .command()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -272,9 +198,8 @@ fn sigterm_stops_sending_waits_for_requests_in_flight_and_prints_the_last_safe_s
     });
     // A state comes out during the run, long before the input is through.
     let first = states.recv_timeout(Duration::from_secs(60)).unwrap();
-    let users_answered = |sb: &Sandbox| {
-        target_common::answered(sb, |r| r.method == "POST" && r.path == "/userflow/users")
-    };
+    let users_answered =
+        |sb: &Sandbox| target::answered(sb, |r| r.method == "POST" && r.path == "/userflow/users");
     assert!(
         users_answered(&sb) < USERS,
         "the run ended before the signal"
@@ -353,13 +278,13 @@ fn the_report_counts_streams_requests_retries_and_429s() {
         ),
         rec("groups", json!({"id": "g1", "name": "Acme"})),
         rec("audit", json!({"x": 1})),
-        target_common::state(json!({"n": 1})),
+        target::state(json!({"n": 1})),
     ]);
-    let out = target_common::run_args(
+    let out = target::run_args(
         &cfg,
         &input,
         &["--report", report_path.to_str().unwrap()],
-        &[("ROSTER_ZERO_DELAYS", "1")],
+        &[],
     );
     let stderr = succeeded(&out);
     let report: Value =
@@ -445,7 +370,7 @@ fn a_refused_or_exhausted_record_is_rejected_alone_with_the_vendors_answer() {
         "{rejected:?} {stderr} {:?}",
         sb.requests()
     );
-    let r = target_common::reject_at(&rejected, 4).unwrap();
+    let r = target::reject_at(&rejected, 4).unwrap();
     assert_eq!(r["reject"]["vendor_status"], 422);
     assert!(
         r["reject"]["vendor_body"]
@@ -454,7 +379,7 @@ fn a_refused_or_exhausted_record_is_rejected_alone_with_the_vendors_answer() {
             .contains("error"),
         "{r}"
     );
-    assert!(target_common::reason(r).contains("refused"), "{r}");
+    assert!(target::reason(r).contains("refused"), "{r}");
     assert!(user(&sb.dump(Vendor::Userflow), "u1").is_some());
 
     // 503 past the retry budget (max_retries 2: three attempts) for one upsert: rejected with
@@ -474,14 +399,11 @@ fn a_refused_or_exhausted_record_is_rejected_alone_with_the_vendors_answer() {
             schema("users"),
             rec("users", json!({"id": "u2"})),
             rec("users", json!({"id": "u3"})),
-            target_common::state(json!({"n": 3})),
+            target::state(json!({"n": 3})),
         ]),
     );
     let stderr = succeeded(&out);
-    assert_eq!(
-        target_common::last_state(&out).as_deref(),
-        Some(r#"{"n":3}"#)
-    );
+    assert_eq!(target::last_state(&out).as_deref(), Some(r#"{"n":3}"#));
     let rejected = rejects(dir.path());
     assert_eq!(rejected.len(), 1, "{rejected:?}: {stderr}");
     let gone = rejected[0]["record"]["id"].as_str().unwrap().to_string();
@@ -489,7 +411,7 @@ fn a_refused_or_exhausted_record_is_rejected_alone_with_the_vendors_answer() {
     assert!(gone == "u2" || gone == "u3", "{gone}");
     assert_eq!(rejected[0]["reject"]["vendor_status"], 503);
     assert!(
-        target_common::reason(&rejected[0]).contains("past the retry budget"),
+        target::reason(&rejected[0]).contains("past the retry budget"),
         "{}",
         rejected[0]
     );
@@ -508,7 +430,7 @@ fn refused_credentials_stop_the_run_with_exit_1_before_anything_is_sent() {
         &lines(&[
             schema("users"),
             rec("users", json!({"id": "u1"})),
-            target_common::state(json!({"n": 1})),
+            target::state(json!({"n": 1})),
         ]),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -530,7 +452,7 @@ fn a_progress_bar_only_when_stderr_is_a_terminal() {
         crate::support::skip_or_fail("util-linux `script` is not installed");
         return;
     }
-    let sb = target_common::builder()
+    let sb = target::builder()
         .latency(Some(Vendor::Userflow), Duration::from_millis(30))
         .start_background()
         .unwrap();
@@ -542,17 +464,17 @@ fn a_progress_bar_only_when_stderr_is_a_terminal() {
     std::fs::write(&input_path, lines(&input)).unwrap();
     let command = format!(
         "{} --config {} --input {} > {}",
-        env!("CARGO_BIN_EXE_target-roster"),
+        bin::TARGET,
         cfg.display(),
         input_path.display(),
         dir.path().join("state.out").display(),
     );
-    let out = Command::new("script")
+    // `script` passes the usual environment on to the target (with real delays, in colour).
+    let out = bin::Bin::new("script")
         .args(["-qec", &command, "/dev/null"])
-        .env("ROSTER_LOG", "warn")
-        .env_remove("ROSTER_ZERO_DELAYS")
-        .output()
-        .unwrap();
+        .log("warn")
+        .env_remove("NO_COLOR")
+        .output();
     let terminal = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{terminal}");
     assert!(

@@ -1,26 +1,26 @@
 //! target-roster against the sandbox's UserGuiding: users land exactly as sent (null included),
 //! groups and memberships become each user's nested company whichever comes first, what
 //! UserGuiding cannot take is rejected with the reason, the documented 50-per-10-s rule is never
-//! tripped at the default pace, a block is waited out rather than hammered, faults lose and
-//! duplicate nothing, and STATE never comes before the records it covers.
+//! tripped at the default pace, and a block is waited out rather than hammered. What every
+//! writer must do (round trip, STATE order, fault storms, rejects, Meltano's test stream) is in
+//! `compliance::userguiding`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::support;
-use crate::target_common;
+use crate::support::target;
+use crate::support::{self, bin};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use roster_sandbox::{Sandbox, UserGuidingBlock, Vendor};
 use serde_json::{Value, json};
-use target_common::{
-    FAULT_LAST_STATE, GROUPS, N, fault_input, find, items, lines, reason, rec, reject_at, rejects,
-    run, sandbox, schema, state, succeeded,
+use target::{
+    find, items, lines, reason, rec, reject_at, rejects, run, sandbox, schema, state, succeeded,
 };
 
 fn config(sb: &Sandbox, dir: &Path, extra: Value) -> PathBuf {
-    target_common::config(sb, Vendor::UserGuiding, dir, extra)
+    target::config(sb, Vendor::UserGuiding, dir, extra)
 }
 
 fn user<'a>(dump: &'a Value, id: &str) -> &'a Value {
@@ -88,7 +88,7 @@ fn users_and_their_companies_land_exactly_as_sent_and_the_rest_is_rejected_with_
     let out = run(&cfg, &input);
     let stderr = succeeded(&out);
     assert_eq!(
-        target_common::last_state(&out).as_deref(),
+        target::last_state(&out).as_deref(),
         Some(r#"{"bookmarks":{"users":{}}}"#)
     );
     let dump = sb.dump(Vendor::UserGuiding);
@@ -140,7 +140,7 @@ fn documented_block(block_secs: f64) -> UserGuidingBlock {
 
 #[test]
 fn the_default_pace_never_trips_the_50_per_10_s_block() {
-    let sb = target_common::builder()
+    let sb = target::builder()
         .userguiding_block(Some(documented_block(60.0)))
         .start_background()
         .unwrap();
@@ -160,7 +160,7 @@ fn the_default_pace_never_trips_the_50_per_10_s_block() {
 #[test]
 fn a_block_is_waited_out_not_hammered() {
     // The sandbox's block is shortened to 2 s; the client does not know and waits its minute.
-    let sb = target_common::builder()
+    let sb = target::builder()
         .userguiding_block(Some(documented_block(2.0)))
         .start_background()
         .unwrap();
@@ -170,11 +170,11 @@ fn a_block_is_waited_out_not_hammered() {
     let mut input = vec![schema("users")];
     input.extend((0..80).map(|i| rec("users", json!({"id": format!("u{i}")}))));
     let input = lines(&input);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_target-roster"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("ROSTER_LOG", "error")
-        .env_remove("ROSTER_ZERO_DELAYS")
+    let mut child = bin::target()
+        .config(&cfg)
+        .log("error")
+        .real_delays()
+        .command()
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -218,7 +218,7 @@ fn a_block_is_waited_out_not_hammered() {
 fn a_block_storm_delivers_everything_once() {
     // The documented rule at a tenth of its scale (5 per second, blocked for 1 s), so the storm
     // repeats within seconds; the client is told a pace twenty times that.
-    let sb = target_common::builder()
+    let sb = target::builder()
         .userguiding_block(Some(UserGuidingBlock {
             max_requests: 5,
             window_secs: 1.0,
@@ -242,10 +242,7 @@ fn a_block_storm_delivers_everything_once() {
     }
     let out = run(&cfg, &lines(&input));
     succeeded(&out);
-    assert_eq!(
-        target_common::last_state(&out).as_deref(),
-        Some(r#"{"n":39}"#)
-    );
+    assert_eq!(target::last_state(&out).as_deref(), Some(r#"{"n":39}"#));
     assert!(rejects(dir.path()).is_empty());
     let log = identifies(&sb);
     assert!(
@@ -263,63 +260,4 @@ fn a_block_storm_delivers_everything_once() {
     for i in 0..40 {
         assert_eq!(user(&dump, &format!("u{i}"))["attributes"], json!({"n": i}));
     }
-}
-
-#[test]
-fn server_errors_and_dropped_connections_lose_nothing() {
-    let sb = target_common::builder()
-        .error_rate(Some(Vendor::UserGuiding), 0.15)
-        .drop_rate(Some(Vendor::UserGuiding), 0.05)
-        .start_background()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // Pacing off: the sandbox has no limit here, and 300 identifies at 4.8/s would take a minute.
-    let cfg = config(
-        &sb,
-        dir.path(),
-        json!({"max_retries": 30, "requests_per_second": 0}),
-    );
-    let out = run(&cfg, &fault_input(&["groups", "users", "memberships"]));
-    let stderr = succeeded(&out);
-    assert_eq!(
-        target_common::last_state(&out).as_deref(),
-        Some(FAULT_LAST_STATE)
-    );
-    // An identify is an upsert: a repeat after a lost answer changes nothing, so it is retried
-    // and nothing is rejected.
-    assert!(rejects(dir.path()).is_empty(), "{stderr}");
-    let dump = sb.dump(Vendor::UserGuiding);
-    assert_eq!(items(&dump, "users").len(), N);
-    for i in 0..N {
-        let u = user(&dump, &format!("u{i}"));
-        assert_eq!(u["attributes"], json!({"n": i}));
-        assert_eq!(u["companyId"], format!("g{}", i % GROUPS));
-    }
-    for g in 0..GROUPS {
-        assert_eq!(
-            company(&dump, &format!("g{g}")),
-            &json!({"name": format!("Group {g}")})
-        );
-    }
-    let stats = sb.stats();
-    let faults = stats.vendors["userguiding"].faults;
-    assert!(faults > 0, "no fault injected: {stats:?}");
-}
-
-#[test]
-fn state_never_comes_before_the_records_it_covers() {
-    let sb = target_common::builder()
-        .latency(Some(Vendor::UserGuiding), Duration::from_millis(40))
-        .start_background()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&sb, dir.path(), json!({"requests_per_second": 0}));
-    target_common::assert_user_states_follow_upserts(&sb, &cfg, "/userguiding/v1/identify", 200);
-}
-
-#[test]
-fn meltanos_loader_test_stream_passes() {
-    let sb = sandbox();
-    let dir = tempfile::tempdir().unwrap();
-    target_common::assert_meltano_test_stream_passes(&config(&sb, dir.path(), json!({})));
 }

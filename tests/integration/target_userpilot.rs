@@ -1,25 +1,24 @@
 //! target-roster against the sandbox's Userpilot: users, companies, memberships (the user's
 //! company, by `id`) and events land exactly as sent, every value as a string and `null` as
-//! `null`; deletes are scheduled in batches of at most 1,000 ids, one request per 2 s; what Userpilot cannot take is rejected with the
-//! reason; a 429 storm, 5xx answers and dropped connections lose and duplicate nothing; STATE
-//! never comes before the records it covers.
+//! `null`; deletes are scheduled in batches of at most 1,000 ids, one request per 2 s; what
+//! Userpilot cannot take is rejected with the reason; a user and its membership share one
+//! identify. What every writer must do (round trip, STATE order, fault storms, lost answers,
+//! rejects, Meltano's test stream) is in `compliance::userpilot`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::target_common;
+use crate::support::target;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::Duration;
 
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
-use target_common::{
-    FAULT_LAST_STATE, GROUPS, N, assert_unique, fault_input, find, items, lines, reason, rec,
-    reject_at, rejects, run, sandbox, schema, state, succeeded,
+use target::{
+    assert_unique, find, items, lines, reason, rec, reject_at, rejects, run, sandbox, schema,
+    state, succeeded,
 };
 
 fn config(sb: &Sandbox, dir: &Path, extra: Value) -> PathBuf {
-    target_common::config(sb, Vendor::Userpilot, dir, extra)
+    target::config(sb, Vendor::Userpilot, dir, extra)
 }
 
 fn user<'a>(dump: &'a Value, id: &str) -> &'a Value {
@@ -83,7 +82,7 @@ fn every_kind_lands_exactly_as_sent() {
     let out = run(&cfg, &input);
     let stderr = succeeded(&out);
     assert_eq!(
-        target_common::last_state(&out).as_deref(),
+        target::last_state(&out).as_deref(),
         Some(r#"{"bookmarks":{"users":{}}}"#)
     );
     let dump = sb.dump(Vendor::Userpilot);
@@ -139,97 +138,10 @@ fn every_kind_lands_exactly_as_sent() {
     assert_eq!(deletes.len(), 2, "{deletes:?}");
 }
 
-/// Users, companies and memberships all arrived; returns the events held and the rejects.
-fn check_fault_run(sb: &Sandbox, dir: &Path, out: &Output) -> (Vec<String>, Vec<Value>) {
-    let stderr = succeeded(out);
-    assert_eq!(
-        target_common::last_state(out).as_deref(),
-        Some(FAULT_LAST_STATE)
-    );
-    let dump = sb.dump(Vendor::Userpilot);
-    assert_eq!(items(&dump, "users").len(), N, "{stderr}");
-    for i in 0..N {
-        let u = user(&dump, &format!("u{i}"));
-        assert_eq!(u["metadata"], json!({"n": i.to_string()}));
-        assert_eq!(u["company_id"], format!("g{}", i % GROUPS));
-    }
-    assert_eq!(items(&dump, "companies").len(), GROUPS);
-    for g in 0..GROUPS {
-        assert_eq!(
-            company(&dump, &format!("g{g}")),
-            &json!({"name": format!("Group {g}")})
-        );
-    }
-    let events: Vec<String> = items(&dump, "events")
-        .iter()
-        .map(|e| e["user_id"].as_str().unwrap().to_string())
-        .collect();
-    assert_unique(events.clone(), "events");
-    (events, rejects(dir))
-}
-
-const ALL: [&str; 4] = ["groups", "users", "memberships", "events"];
-
-#[test]
-fn a_429_storm_delivers_everything_once() {
-    let sb = target_common::builder()
-        .rate_limit(Vendor::Userpilot, "200/s,burst=5")
-        .start_background()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // Pacing off (`requests_per_second: 0`), and with zero delays each 429 is retried at once
-    // without slowing the client: the storm lasts the whole run.
-    let cfg = config(
-        &sb,
-        dir.path(),
-        json!({"max_retries": 50, "requests_per_second": 0}),
-    );
-    let out = run(&cfg, &fault_input(&ALL));
-    let (events, rejected) = check_fault_run(&sb, dir.path(), &out);
-    target_common::assert_storm_delivered_once(&sb, "userpilot", &events, &rejected);
-}
-
-#[test]
-fn server_errors_dropped_connections_and_lost_answers_lose_nothing_and_duplicate_nothing() {
-    let sb = target_common::builder()
-        .error_rate(Some(Vendor::Userpilot), 0.15)
-        .drop_rate(Some(Vendor::Userpilot), 0.05)
-        .apply_then_fail_rate(Some(Vendor::Userpilot), 0.1)
-        .start_background()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        &sb,
-        dir.path(),
-        json!({"max_retries": 30, "requests_per_second": 0}),
-    );
-    let out = run(&cfg, &fault_input(&ALL));
-    let (events, rejected) = check_fault_run(&sb, dir.path(), &out);
-    target_common::assert_events_once_or_rejected(&sb, &events, &rejected);
-}
-
-#[test]
-fn state_never_comes_before_the_records_it_covers() {
-    let sb = target_common::builder()
-        .latency(Some(Vendor::Userpilot), Duration::from_millis(40))
-        .start_background()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&sb, dir.path(), json!({"requests_per_second": 0}));
-    target_common::assert_user_states_follow_upserts(&sb, &cfg, "/userpilot/v1/identify", 202);
-}
-
-#[test]
-fn meltanos_loader_test_stream_passes() {
-    let sb = sandbox();
-    let dir = tempfile::tempdir().unwrap();
-    target_common::assert_meltano_test_stream_passes(&config(&sb, dir.path(), json!({})));
-}
-
 #[test]
 fn deletes_go_in_batches_of_1000_at_most_one_request_per_2_s_and_202_is_accepted() {
     // Userpilot's documented limits, enforced: a delete sooner than 2 s after the last is 429.
-    let sb = target_common::builder()
+    let sb = target::builder()
         .realistic_limits()
         .start_background()
         .unwrap();
@@ -253,7 +165,7 @@ fn deletes_go_in_batches_of_1000_at_most_one_request_per_2_s_and_202_is_accepted
     let out = run(&cfg, &lines(&input));
     let stderr = succeeded(&out);
     assert_eq!(
-        target_common::last_state(&out).as_deref(),
+        target::last_state(&out).as_deref(),
         Some(r#"{"done":true}"#)
     );
     assert!(stderr.contains("2503 sent, 0 rejected"), "{stderr}");
@@ -336,7 +248,7 @@ fn a_user_and_its_membership_share_one_identify() {
         "{stderr}"
     );
     assert_eq!(
-        target_common::last_state(&out).as_deref(),
+        target::last_state(&out).as_deref(),
         Some(r#"{"bookmarks":{"memberships":{}}}"#)
     );
     let dump = sb.dump(Vendor::Userpilot);

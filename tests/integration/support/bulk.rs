@@ -1,15 +1,19 @@
-//! Helpers for the bulk tests: Singer input, target-roster runs (to the end, or as a child that
-//! can be killed) and waits on the sandbox.
+//! `mode: bulk`: Singer input of users with bookmarks, target-roster runs (to the end, or as a
+//! child that can be killed), waits on the sandbox's jobs, and the kill-then-rerun check.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+
+use super::bin;
+use super::files::write_text;
+pub use super::rejects::rejects;
 
 /// The SCHEMA of a users stream with a plan attribute.
 pub fn users_schema() -> String {
@@ -60,26 +64,19 @@ pub fn bulk_config(mut base: Value, dir: &Path, extra: Value) -> Value {
     base
 }
 
-fn command(dir: &Path, config: &Value, input: &str, extra: &[&str]) -> Command {
-    let config_path = dir.join("config.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let input_path = dir.join("input.jsonl");
-    std::fs::write(&input_path, input).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_target-roster"));
-    cmd.arg("--config")
-        .arg(&config_path)
-        .arg("--input")
-        .arg(&input_path)
+fn command(dir: &Path, config: &Value, input: &str, extra: &[&str]) -> bin::Bin {
+    let input_path = write_text(&dir.join("input.jsonl"), input);
+    bin::target()
+        .config_json(dir, config)
+        .input(&input_path)
         .args(extra)
-        .env("ROSTER_ZERO_DELAYS", "1")
-        .env("ROSTER_LOG", "info")
-        .current_dir(dir);
-    cmd
+        .log("info")
+        .current_dir(dir)
 }
 
 /// Runs target-roster to the end.
 pub fn run(dir: &Path, config: &Value, input: &str, extra: &[&str]) -> Output {
-    command(dir, config, input, extra).output().unwrap()
+    command(dir, config, input, extra).output()
 }
 
 /// Runs target-roster to the end and insists on exit 0.
@@ -95,22 +92,7 @@ pub fn run_ok(dir: &Path, config: &Value, input: &str) -> Output {
 
 /// The STATE values target-roster printed.
 pub fn states(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// The rejected records in `dir` (the RECORD lines of the reject file).
-pub fn rejects(dir: &Path) -> Vec<Value> {
-    match std::fs::read_to_string(dir.join("rejects.ndjson")) {
-        Ok(text) => text
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|m| m["type"] == "RECORD")
-            .collect(),
-        Err(_) => Vec::new(),
-    }
+    super::singer::emitted(stdout)
 }
 
 /// A target-roster child whose stdout lines arrive, stamped, on a channel.
@@ -138,6 +120,7 @@ impl Drop for Running {
 pub fn spawn(dir: &Path, config: &Value, input: &str) -> Running {
     let stderr = dir.join("stderr.log");
     let mut child = command(dir, config, input, &[])
+        .command()
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
@@ -176,14 +159,6 @@ pub fn jobs(dump: &Value) -> Vec<Value> {
 /// A job that was uploaded and has not ended.
 pub fn running(job: &Value) -> bool {
     !matches!(job["status"].as_str(), Some("completed" | "failed"))
-}
-
-/// Writes `text` to a file (for stdin-less reruns that need the same input path).
-pub fn write(path: &Path, text: &str) {
-    std::fs::File::create(path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
 }
 
 /// The timestamp of a job event in a dump (`completed_at`, `end_time`).

@@ -1,5 +1,5 @@
-//! Helpers shared by the sandbox integration tests: an HTTP client that authenticates as the
-//! sandbox's default credentials for a vendor.
+//! An HTTP client for the sandbox tests that authenticates as the sandbox's default credentials
+//! for a vendor, and multipart bodies.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use reqwest::header::HeaderMap;

@@ -1,14 +1,19 @@
-//! Helpers shared by the tap's integration tests: run the real `tap-roster` binary against a
-//! sandbox, read what it printed, check it against what the sandbox holds, and kill it
-//! partway through a sync.
+//! The tap's runs: `tap-roster` against a sandbox to the end ([`tap`], [`sync`]) or killed
+//! partway through a sync ([`sync_killed_after`]), the protocol checks on what it printed, and
+//! catalogs with explicit selection. What the sandbox holds is in [`super::holdings`].
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use roster_sandbox::{Sandbox, Vendor};
+use super::bin;
+use super::files::Files;
+pub use super::holdings::Holdings;
+use super::holdings::record_key;
+pub use super::singer::{records, states};
+
 use serde_json::{Value, json};
 
 /// What one run of the tap printed.
@@ -22,47 +27,17 @@ pub struct Run {
     pub code: Option<i32>,
 }
 
-/// A directory with the files a run needs.
-pub struct Files {
-    pub dir: tempfile::TempDir,
-}
-
-impl Files {
-    pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// Writes `value` as `name` and returns its path.
-    pub fn json(&self, name: &str, value: &Value) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
-        path
-    }
-}
-
 fn command(config: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tap-roster"));
-    cmd.arg("--config")
-        .arg(config)
-        .args(args)
-        .env("ROSTER_ZERO_DELAYS", "1")
-        .env_remove("RUST_LOG");
-    cmd
+    bin::tap().config(config).args(args).command()
 }
 
 /// Runs `tap-roster --config <config> <args>` to the end.
 pub fn tap(config: &Value, args: &[&str]) -> Run {
     let files = Files::new();
     let path = files.json("config.json", config);
-    let out = command(&path, args).output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let out = bin::tap().config(&path).args(args).output();
     Run {
-        messages: stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect(),
+        messages: super::singer::messages(&String::from_utf8(out.stdout).unwrap()),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code(),
     }
@@ -146,22 +121,6 @@ impl Run {
     }
 }
 
-pub fn records(messages: &[Value], stream: &str) -> Vec<Value> {
-    messages
-        .iter()
-        .filter(|m| m["type"] == "RECORD" && m["stream"] == stream)
-        .map(|m| m["record"].clone())
-        .collect()
-}
-
-pub fn states(messages: &[Value]) -> Vec<Value> {
-    messages
-        .iter()
-        .filter(|m| m["type"] == "STATE")
-        .map(|m| m["value"].clone())
-        .collect()
-}
-
 /// Every RECORD is valid against its stream's SCHEMA (formats checked), has a `time_extracted`
 /// in RFC 3339, follows its SCHEMA, and a STATE follows the last RECORD.
 pub fn check_protocol(messages: &[Value]) {
@@ -206,97 +165,6 @@ pub fn check_no_duplicates(messages: &[Value]) {
     for m in messages.iter().filter(|m| m["type"] == "RECORD") {
         let key = record_key(m["stream"].as_str().unwrap(), &m["record"]);
         assert!(seen.insert(key.clone()), "emitted twice: {key:?}");
-    }
-}
-
-/// The key of a record: `(stream, key values)`.
-pub fn record_key(stream: &str, record: &Value) -> (String, String) {
-    let key = match stream {
-        "memberships" => format!(
-            "{}|{}",
-            record["group_id"].as_str().unwrap(),
-            record["user_id"].as_str().unwrap()
-        ),
-        _ => record["id"].as_str().unwrap().to_string(),
-    };
-    (stream.to_string(), key)
-}
-
-/// The keys a sandbox vendor holds, per stream.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Holdings {
-    pub users: BTreeSet<String>,
-    pub groups: BTreeSet<String>,
-    pub memberships: BTreeSet<String>,
-}
-
-impl Holdings {
-    /// What the sandbox holds for `vendor`.
-    pub fn of(sb: &Sandbox, vendor: Vendor) -> Self {
-        let dump = sb.dump(vendor);
-        let mut h = Holdings::default();
-        let s = |v: &Value| v.as_str().unwrap().to_string();
-        match vendor {
-            Vendor::Userflow => {
-                for u in dump["users"].as_array().unwrap() {
-                    h.users.insert(s(&u["id"]));
-                    for m in u["memberships"].as_array().unwrap() {
-                        h.memberships
-                            .insert(format!("{}|{}", s(&m["group_id"]), s(&u["id"])));
-                    }
-                }
-                for g in dump["groups"].as_array().unwrap() {
-                    h.groups.insert(s(&g["id"]));
-                }
-            }
-            Vendor::Guru => {
-                for m in dump["members"].as_array().unwrap() {
-                    h.users.insert(s(&m["user"]["email"]));
-                }
-                for g in dump["groups"].as_array().unwrap() {
-                    h.groups.insert(s(&g["id"]));
-                    for email in g["members"].as_array().unwrap() {
-                        h.memberships
-                            .insert(format!("{}|{}", s(&g["id"]), s(email)));
-                    }
-                }
-            }
-            Vendor::GuruScim | Vendor::Scim => {
-                for u in dump["Users"].as_array().unwrap() {
-                    h.users.insert(s(&u["id"]));
-                }
-                for g in dump["Groups"].as_array().unwrap() {
-                    h.groups.insert(s(&g["id"]));
-                    for m in g["members"].as_array().into_iter().flatten() {
-                        h.memberships
-                            .insert(format!("{}|{}", s(&g["id"]), s(&m["value"])));
-                    }
-                }
-            }
-            other => panic!("{other} is not listable"),
-        }
-        h
-    }
-
-    /// The keys found in tap output, per stream.
-    pub fn from_messages(messages: &[Value]) -> Self {
-        let mut h = Holdings::default();
-        for m in messages.iter().filter(|m| m["type"] == "RECORD") {
-            let stream = m["stream"].as_str().unwrap();
-            let (_, key) = record_key(stream, &m["record"]);
-            match stream {
-                "users" => h.users.insert(key),
-                "groups" => h.groups.insert(key),
-                "memberships" => h.memberships.insert(key),
-                other => panic!("unexpected stream {other}"),
-            };
-        }
-        h
-    }
-
-    /// A short summary for assertion messages.
-    pub fn sizes(&self) -> (usize, usize, usize) {
-        (self.users.len(), self.groups.len(), self.memberships.len())
     }
 }
 
