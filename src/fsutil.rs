@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 pub const PRIVATE_MODE: u32 = 0o600;
 
 /// Opens `path` for writing, created `0600` when new: appended to with `append`, else
-/// truncated. An existing file that others can read is narrowed to `0600` too (a warning when
-/// that is not allowed), since what roster writes into it is personal data.
+/// truncated. An existing regular file that others can read is narrowed to `0600` too (a warning
+/// when that is not allowed), since what roster writes into it is personal data. Anything else
+/// (`/dev/null`, a FIFO, a terminal) is left as it is: narrowing `/dev/null` as root would break
+/// every other program on the machine.
 pub fn open_private(path: &Path, append: bool) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.write(true).create(true);
@@ -31,8 +33,10 @@ pub fn open_private(path: &Path, append: bool) -> io::Result<File> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata()?.permissions().mode();
-        if mode & 0o077 != 0
+        let meta = file.metadata()?;
+        let mode = meta.permissions().mode();
+        if meta.file_type().is_file()
+            && mode & 0o077 != 0
             && let Err(err) = file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_MODE))
         {
             tracing::warn!(
@@ -135,6 +139,34 @@ mod tests {
             assert_eq!(mode, 0o600, "{}", path.display());
         }
         assert_eq!(std::fs::read(&wide).unwrap(), b"{}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_and_fifos_are_never_narrowed() {
+        // `--report /dev/null` run as root once left /dev/null 0600, and every program that
+        // was not root could no longer open it.
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return; // no mkfifo on this machine
+        }
+        std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
+        // Open the read end first so opening for writing does not block.
+        let reader = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || std::fs::File::open(fifo).map(drop)
+        });
+        open_private(&fifo, true).unwrap();
+        reader.join().unwrap().unwrap();
+        let mode = std::fs::metadata(&fifo).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666, "a FIFO keeps its mode");
+        let null = std::fs::metadata("/dev/null").unwrap().permissions().mode() & 0o777;
+        open_private(Path::new("/dev/null"), false).unwrap();
+        let after = std::fs::metadata("/dev/null").unwrap().permissions().mode() & 0o777;
+        assert_eq!(after, null, "/dev/null keeps its mode");
     }
 
     #[test]
