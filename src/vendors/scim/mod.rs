@@ -3,9 +3,9 @@
 
 pub mod config;
 pub mod directory;
-pub mod model;
-pub mod streams;
-pub mod writer;
+pub mod read;
+pub mod wire;
+pub mod write;
 
 use super::VendorSpec;
 
@@ -18,9 +18,9 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: None,
     base_url_eu: None,
     settings: config::SETTINGS,
-    source: Some(streams::source),
+    source: Some(read::source),
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,
-    sink: Some(writer::sink),
+    sink: Some(write::sink),
 };

@@ -56,9 +56,9 @@ use crate::vendors::sink::{
     WireRequest, WireStats, fatal_or, segment, single_email, verdict,
 };
 
-use self::wire::{GuruGroup, InviteStatus};
 use super::config::{Config, InactiveUsers, TeamMemberType};
 use super::group_map::GroupMap;
+use super::wire::{self, GuruGroup, InviteStatus};
 use crate::config::ConfigError;
 
 /// The vendor's name.
@@ -424,7 +424,7 @@ impl GuruSink {
         {
             Ok(response) => {
                 self.dry_run.store(response.dry_run, Ordering::Relaxed);
-                *cache = Some(wire::groups(&response.json()));
+                *cache = Some(wire::guru_groups(&response.json()));
                 Ok(Ok(()))
             }
             Err(err) => Ok(Err(fatal_or(VENDOR, err)?)),
@@ -887,7 +887,7 @@ impl GuruSink {
         };
         match answer {
             Ok(response) => {
-                let created = match wire::group(&response.json()) {
+                let created = match wire::guru_group(&response.json()) {
                     Some(group) => Some(GuruGroup {
                         name: name.clone(),
                         ..group
@@ -1322,87 +1322,6 @@ impl Sink for GuruSink {
 
     fn holds_memberships(&self) -> bool {
         true
-    }
-}
-
-/// What the writer reads from Guru's answers (leniently: a field that is missing or of another
-/// type is treated as absent).
-pub mod wire {
-    use serde_json::Value;
-
-    /// One entry of an invite's `statuses`.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct InviteStatus {
-        /// The email it is about.
-        pub email: String,
-        /// Guru's error, when `errored` is set.
-        pub error: Option<String>,
-    }
-
-    /// The `statuses` of an invite answer.
-    pub fn invite_statuses(body: &Value) -> Vec<InviteStatus> {
-        body.get("statuses")
-            .and_then(Value::as_array)
-            .map(|statuses| {
-                statuses
-                    .iter()
-                    .filter_map(|s| {
-                        let email = s.get("email")?.as_str()?.trim().to_string();
-                        let errored = match s.get("errored") {
-                            Some(Value::Bool(b)) => *b,
-                            Some(Value::String(t)) => t.eq_ignore_ascii_case("true"),
-                            _ => false,
-                        };
-                        let error = errored.then(|| {
-                            s.get("error")
-                                .and_then(Value::as_str)
-                                .unwrap_or("errored without a reason")
-                                .to_string()
-                        });
-                        Some(InviteStatus { email, error })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// A Guru group as the writer needs it.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct GuruGroup {
-        /// Guru's id (empty when a dry run read nothing).
-        pub id: String,
-        /// Its name.
-        pub name: String,
-        /// False for "All Members", which cannot be changed.
-        pub modifiable: bool,
-    }
-
-    /// One group object.
-    pub fn group(value: &Value) -> Option<GuruGroup> {
-        let id = match value.get("id")? {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => return None,
-        };
-        Some(GuruGroup {
-            id,
-            name: value
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            modifiable: value
-                .get("modifiable")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-        })
-    }
-
-    /// `GET /groups`: a bare array of groups.
-    pub fn groups(body: &Value) -> Vec<GuruGroup> {
-        body.as_array()
-            .map(|a| a.iter().filter_map(group).collect())
-            .unwrap_or_default()
     }
 }
 

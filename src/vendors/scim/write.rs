@@ -50,7 +50,7 @@ use crate::vendors::sink::{
 
 use super::config::{Config, Credentials};
 use super::directory::{Attr, Directory, Found, Res, is_inactive, member_ids};
-use super::model::{self, Change, GROUP_SCHEMA, USER_SCHEMA};
+use super::wire::{self, Change, GROUP_SCHEMA, USER_SCHEMA};
 
 /// Membership changes per PATCH unless `membership_chunk_size` says otherwise: AWS IAM Identity
 /// Center's documented cap, and what Okta sends (scim.md §6).
@@ -375,7 +375,7 @@ impl ScimSink {
         }
         let changes = changes_for(current.as_ref());
         let todo: Vec<&Change> = match &current {
-            Some(resource) => model::pending(&changes, resource),
+            Some(resource) => wire::pending(&changes, resource),
             None => changes.iter().collect(),
         };
         if todo.is_empty() {
@@ -399,7 +399,7 @@ impl ScimSink {
         match self.transport.send(request).await {
             Ok(_) => {
                 if let Some(resource) = &current {
-                    let merged = model::merged(resource, &todo);
+                    let merged = wire::merged(resource, &todo);
                     self.dir
                         .remember(res, key, &found.id, merged.as_object())
                         .await;
@@ -459,12 +459,12 @@ impl ScimSink {
             let todo: Vec<&Change> = if dry_run {
                 changes.iter().collect()
             } else {
-                model::pending(&changes, &resource)
+                wire::pending(&changes, &resource)
             };
             if todo.is_empty() {
                 return Ok((Done::Skipped(format!("unchanged at {}", self.vendor)), None));
             }
-            let body = model::merged(&resource, &todo);
+            let body = wire::merged(&resource, &todo);
             let mut request = with_body(
                 Method::Put,
                 format!("{}/{}", res.endpoint(), segment(id)),
@@ -518,7 +518,7 @@ impl ScimSink {
             Res::User => USER_SCHEMA,
             Res::Group => GROUP_SCHEMA,
         };
-        let body = model::create_body(core, changes);
+        let body = wire::create_body(core, changes);
         // A create is not repeated blindly: a lost answer may hide a created resource.
         let request =
             with_body(Method::Post, res.endpoint().to_string(), body.clone()).not_idempotent();
@@ -679,8 +679,8 @@ impl ScimSink {
             }
         };
         let changes_for =
-            |current: Option<&Map<String, Value>>| model::user_changes(item, current).0;
-        let (changes, unplaced) = model::user_changes(item, None);
+            |current: Option<&Map<String, Value>>| wire::user_changes(item, current).0;
+        let (changes, unplaced) = wire::user_changes(item, None);
         self.warn_unplaced(&unplaced);
         let (done, payload) = match found {
             Some(found) => self.update(Res::User, &key, found, changes_for).await?,
@@ -691,7 +691,7 @@ impl ScimSink {
                     changes.insert(
                         1,
                         Change {
-                            path: model::AttrPath::Top("userName".into()),
+                            path: wire::AttrPath::Top("userName".into()),
                             value: Some(json!(key)),
                         },
                     );
@@ -759,7 +759,7 @@ impl ScimSink {
         }
         let deactivate = |_: Option<&Map<String, Value>>| {
             vec![Change {
-                path: model::AttrPath::Top("active".into()),
+                path: wire::AttrPath::Top("active".into()),
                 value: Some(json!(false)),
             }]
         };
@@ -784,15 +784,15 @@ impl ScimSink {
                 return Ok(());
             }
         };
-        let changes_for = |_: Option<&Map<String, Value>>| model::group_changes(item);
+        let changes_for = |_: Option<&Map<String, Value>>| wire::group_changes(item);
         let (done, payload) = match found {
             Some(found) => self.update(Res::Group, &key, found, changes_for).await?,
             None => {
-                let mut changes = model::group_changes(item);
+                let mut changes = wire::group_changes(item);
                 if name.is_none() {
                     // SCIM requires a displayName: a group without a name is called by its key.
                     changes.push(Change {
-                        path: model::AttrPath::Top("displayName".into()),
+                        path: wire::AttrPath::Top("displayName".into()),
                         value: Some(json!(key)),
                     });
                 }

@@ -49,14 +49,10 @@ pub struct AppcuesSink {
     warned_membership_attributes: AtomicBool,
 }
 
-/// The registry's factory.
+/// The `mode: realtime` writer: everything in real time but segments, which go through upload
+/// jobs in both modes ([`super::segments`]), so it is built from the same parts as the bulk one.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
-    let config: super::config::Config = ctx.config.typed()?;
-    config.check_paths()?;
-    Ok(Arc::new(AppcuesSink::new(
-        ctx.transport(client_spec(&config))?,
-        &config.account_id,
-    )))
+    Ok(super::bulk::Parts::new(ctx)?.into_sink(None))
 }
 
 /// What the Appcues HTTP client needs: Basic `api_key:api_secret` and the CLI's pace (shared

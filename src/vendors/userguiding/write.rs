@@ -37,7 +37,7 @@ use crate::vendors::sink::{
     send_and_settle,
 };
 
-use super::model::{Company, Identify};
+use super::wire::{Company, Identify};
 
 /// The vendor's name.
 const VENDOR: &str = "userguiding";

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::Utc;
 use serde_json::{Map, Value};
 
-use super::model;
+use super::wire;
 use crate::http::paginate::cursor;
 use crate::http::{Auth, HeaderName, HeaderValue, HttpClient, HttpError, StatusCode};
 use crate::model::{GROUPS, MEMBERSHIPS, USERS};
@@ -278,15 +278,15 @@ impl List {
         let mut page = Page::last(extracted_at);
         match self.kind {
             Kind::Users => {
-                // Decoded straight into what the records need (see `model::UsersPage`).
-                let list: model::UsersPage = serde_json::from_slice(&response.body)
+                // Decoded straight into what the records need (see `wire::UsersPage`).
+                let list: wire::UsersPage = serde_json::from_slice(&response.body)
                     .map_err(|err| decode_error(format!("not a Userflow list: {err}")))?;
                 let more = list.has_more();
                 let users = list.data.unwrap_or_default();
                 if more {
                     let last = users.last().and_then(|u| match u {
-                        model::WireUser::User { fields, .. } => model::id_of(fields),
-                        model::WireUser::Invalid(_) => None,
+                        wire::WireUser::User { fields, .. } => wire::id_of(fields),
+                        wire::WireUser::Invalid(_) => None,
                     });
                     let from_url = || {
                         list.next_page_url
@@ -303,8 +303,8 @@ impl List {
                 let ids: Vec<Option<String>> = users
                     .iter()
                     .map(|u| match u {
-                        model::WireUser::User { fields, .. } => model::id_of(fields),
-                        model::WireUser::Invalid(_) => None,
+                        wire::WireUser::User { fields, .. } => wire::id_of(fields),
+                        wire::WireUser::Invalid(_) => None,
                     })
                     .collect();
                 let fresh = self.remember(run, &ids);
@@ -313,7 +313,7 @@ impl List {
                         page.duplicates += 1;
                         continue;
                     }
-                    let parts = model::user(wire, memberships);
+                    let parts = wire::user(wire, memberships);
                     if let Some(user) = parts.user {
                         page.records.push(Emit::new(USERS, user));
                     }
@@ -337,7 +337,7 @@ impl List {
                         page.duplicates += 1;
                         continue;
                     }
-                    match model::group(value) {
+                    match wire::group(value) {
                         Ok(group) => page.records.push(Emit::new(GROUPS, group)),
                         Err(problem) => page.skipped.push(Skipped::new(GROUPS, problem)),
                     }
