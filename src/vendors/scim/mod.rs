@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod directory;
+mod members;
 pub mod read;
 pub mod wire;
 pub mod write;

@@ -33,24 +33,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
 use crate::scim::error::ScimError;
-use crate::scim::patch::{self, MemberChange, Operation};
-use crate::scim::types::{get, id_of};
+use crate::scim::patch::{self, Operation};
+use crate::scim::types::id_of;
 use crate::scim::{ACCEPT, ServiceProviderConfig};
 use crate::vendors::sink::{
     Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash, Plan,
-    Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, Verdict, WireAuth,
-    WireRequest, WireStats, fatal_or, segment, verdict,
+    Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, WireAuth,
+    WireRequest, WireResponse, WireStats, fatal_or, segment,
 };
 
 use super::config::{Config, Credentials};
-use super::directory::{Attr, Directory, Found, Res, is_inactive, member_ids};
+use super::directory::{Attr, Directory, Found, Res, is_inactive};
+use super::members::version_of;
 use super::wire::{self, Change, GROUP_SCHEMA, USER_SCHEMA};
+use crate::vendors::patterns::{self, Attempt, Created, Deleted, Looked, create_once, unconfirmed};
 
 /// Membership changes per PATCH unless `membership_chunk_size` says otherwise: AWS IAM Identity
 /// Center's documented cap, and what Okta sends (scim.md §6).
@@ -61,13 +62,6 @@ pub const MEMBERSHIP_BATCH: usize = 1000;
 
 /// How long a group's membership batch gathers records.
 pub const MEMBERSHIP_LINGER: Duration = Duration::from_millis(200);
-
-/// Lookups of one membership batch's users that run at once.
-const LOOKUP_CONCURRENCY: usize = 8;
-
-/// How often a create whose answer never came is sent again after a fresh lookup shows it was
-/// not made: the HTTP engine's budget for requests that are safe to repeat.
-const UNCONFIRMED_RESENDS: u32 = crate::http::DEFAULT_MAX_RETRIES;
 
 /// SCIM's media type, sent with every body (Guru's OneLogin guide requires it).
 pub const CONTENT_TYPE: &str = "application/scim+json";
@@ -93,18 +87,18 @@ impl Default for Options {
 /// The SCIM writer.
 #[derive(Debug)]
 pub struct ScimSink {
-    vendor: &'static str,
-    transport: Arc<dyn Transport>,
+    pub(super) vendor: &'static str,
+    pub(super) transport: Arc<dyn Transport>,
     options: Options,
-    chunk: AtomicUsize,
+    pub(super) chunk: AtomicUsize,
     spc: OnceCell<ServiceProviderConfig>,
-    dir: Directory,
+    pub(super) dir: Directory,
     warned: Mutex<HashSet<String>>,
     /// True when a dry run answers (lookups find nothing, creates return no id).
     dry_run: AtomicBool,
     /// Each group's member ids as read once and changed by this run (`None`: the server does
     /// not list members).
-    members: Mutex<HashMap<String, Option<BTreeSet<String>>>>,
+    pub(super) members: Mutex<HashMap<String, Option<BTreeSet<String>>>>,
 }
 
 /// The generic SCIM vendor's factory.
@@ -142,14 +136,14 @@ pub fn build(
 }
 
 /// A request with a SCIM body.
-fn with_body(method: Method, path: String, body: Value) -> WireRequest {
+pub(super) fn with_body(method: Method, path: String, body: Value) -> WireRequest {
     WireRequest::new(method, path)
         .json(body)
         .header("content-type", CONTENT_TYPE)
 }
 
 /// The server's `detail` (else the excerpt, else the message) of a failed request.
-fn detail_of(err: &SendError) -> String {
+pub(super) fn detail_of(err: &SendError) -> String {
     err.body_excerpt
         .as_deref()
         .and_then(ScimError::parse)
@@ -159,7 +153,7 @@ fn detail_of(err: &SendError) -> String {
 }
 
 /// The SCIM Error of a failed request, if the body is one.
-fn scim_error(err: &SendError) -> Option<ScimError> {
+pub(super) fn scim_error(err: &SendError) -> Option<ScimError> {
     err.body_excerpt.as_deref().and_then(ScimError::parse)
 }
 
@@ -167,7 +161,7 @@ fn scim_error(err: &SendError) -> Option<ScimError> {
 type ChangesFor<'a> = dyn Fn(Option<&Map<String, Value>>) -> Vec<Change> + Send + Sync + 'a;
 
 /// A lookup's answer: found or not, a refusal for the record, or a fatal error.
-type Resolution = Result<Result<Option<Found>, Refusal>, SinkError>;
+pub(super) type Resolution = Result<Result<Option<Found>, Refusal>, SinkError>;
 
 /// The outcome of one record's work, before it is settled.
 enum Done {
@@ -188,10 +182,7 @@ impl Done {
 
 /// A failed request: a reject for the record, or fatal.
 fn rejected(vendor: &'static str, err: SendError) -> Result<Done, SinkError> {
-    match verdict(vendor, err) {
-        Verdict::Reject(refusal) => Ok(Done::Rejected(refusal)),
-        Verdict::Fatal(fatal) => Err(fatal),
-    }
+    patterns::refusal(vendor, err).map(Done::Rejected)
 }
 
 impl ScimSink {
@@ -217,7 +208,7 @@ impl ScimSink {
 
     /// The server's capabilities, read once (`/ServiceProviderConfig`; the defaults when it
     /// cannot be read: PATCH and filters on, the rest off).
-    async fn spc(&self) -> &ServiceProviderConfig {
+    pub(super) async fn spc(&self) -> &ServiceProviderConfig {
         self.spc
             .get_or_init(|| async {
                 let request = WireRequest::new(Method::Get, "/ServiceProviderConfig");
@@ -260,7 +251,7 @@ impl ScimSink {
     }
 
     /// The stand-in id of a resource a dry run would have created.
-    fn dry_run_id(&self, res: Res, key: &str) -> String {
+    pub(super) fn dry_run_id(&self, res: Res, key: &str) -> String {
         format!("<{} id of {} {key}>", self.vendor, res.noun())
     }
 
@@ -297,7 +288,12 @@ impl ScimSink {
 
     /// Finds the resource a source key stands for: the run's map, then `externalId`, then the
     /// fallback attribute (`userName` / `displayName`).
-    async fn resolve(&self, res: Res, key: &str, fallback: Option<(Attr, &str)>) -> Resolution {
+    pub(super) async fn resolve(
+        &self,
+        res: Res,
+        key: &str,
+        fallback: Option<(Attr, &str)>,
+    ) -> Resolution {
         if let Some(id) = self.dir.mapped(res, key) {
             return Ok(Ok(Some(Found { id, resource: None })));
         }
@@ -323,7 +319,7 @@ impl ScimSink {
     }
 
     /// GETs one resource. `Ok(None)`: it is gone (404).
-    async fn read(
+    pub(super) async fn read(
         &self,
         res: Res,
         id: &str,
@@ -446,48 +442,59 @@ impl ScimSink {
     where
         F: Fn(Option<&Map<String, Value>>) -> Vec<Change> + Send + Sync,
     {
+        patterns::reread_on_412(
+            || self.put_merged_once(res, key, id, changes_for),
+            |err, payload| Ok((rejected(self.vendor, err)?, payload)),
+        )
+        .await
+    }
+
+    /// One GET, merge and PUT of a resource.
+    async fn put_merged_once<F>(
+        &self,
+        res: Res,
+        key: &str,
+        id: &str,
+        changes_for: &F,
+    ) -> Result<Attempt<(Done, Option<PayloadHash>)>, SinkError>
+    where
+        F: Fn(Option<&Map<String, Value>>) -> Vec<Change> + Send + Sync,
+    {
         let etag = self.spc().await.etag;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let (resource, dry_run) = match self.read(res, id).await? {
-                Ok(Some(read)) => read,
-                Ok(None) => return self.gone(res, key, id).await,
-                Err(err) => return Ok((rejected(self.vendor, err)?, None)),
-            };
-            let changes = changes_for((!dry_run).then_some(&resource));
-            let todo: Vec<&Change> = if dry_run {
-                changes.iter().collect()
-            } else {
-                wire::pending(&changes, &resource)
-            };
-            if todo.is_empty() {
-                return Ok((Done::Skipped(format!("unchanged at {}", self.vendor)), None));
+        let (resource, dry_run) = match self.read(res, id).await? {
+            Ok(Some(read)) => read,
+            Ok(None) => return self.gone(res, key, id).await.map(Attempt::Done),
+            Err(err) => return Ok(Attempt::Done((rejected(self.vendor, err)?, None))),
+        };
+        let changes = changes_for((!dry_run).then_some(&resource));
+        let todo: Vec<&Change> = if dry_run {
+            changes.iter().collect()
+        } else {
+            wire::pending(&changes, &resource)
+        };
+        if todo.is_empty() {
+            let unchanged = Done::Skipped(format!("unchanged at {}", self.vendor));
+            return Ok(Attempt::Done((unchanged, None)));
+        }
+        let body = wire::merged(&resource, &todo);
+        let mut request = with_body(
+            Method::Put,
+            format!("{}/{}", res.endpoint(), segment(id)),
+            body.clone(),
+        );
+        if etag && let Some(version) = version_of(&resource) {
+            request = request.header("if-match", version);
+        }
+        let payload = request.payload_hash();
+        match self.transport.send(request).await {
+            Ok(_) => {
+                self.dir.remember(res, key, id, body.as_object()).await;
+                Ok(Attempt::Done((Done::Accepted, payload)))
             }
-            let body = wire::merged(&resource, &todo);
-            let mut request = with_body(
-                Method::Put,
-                format!("{}/{}", res.endpoint(), segment(id)),
-                body.clone(),
-            );
-            let version = get(&resource, "meta")
-                .and_then(Value::as_object)
-                .and_then(|m| get(m, "version"))
-                .and_then(Value::as_str);
-            if etag && let Some(version) = version {
-                request = request.header("if-match", version);
-            }
-            let payload = request.payload_hash();
-            match self.transport.send(request).await {
-                Ok(_) => {
-                    self.dir.remember(res, key, id, body.as_object()).await;
-                    return Ok((Done::Accepted, payload));
-                }
-                // Someone changed it between our read and our write: read and merge again.
-                Err(err) if err.status == Some(412) && attempts < 2 => continue,
-                Err(err) if err.status == Some(404) => return self.gone(res, key, id).await,
-                Err(err) => return Ok((rejected(self.vendor, err)?, payload)),
-            }
+            // Someone changed it between our read and our write: read and merge again.
+            Err(err) if patterns::stale(&err) => Ok(Attempt::Stale(err, payload)),
+            Err(err) if err.status == Some(404) => self.gone(res, key, id).await.map(Attempt::Done),
+            Err(err) => Ok(Attempt::Done((rejected(self.vendor, err)?, payload))),
         }
     }
 
@@ -523,62 +530,68 @@ impl ScimSink {
         let request =
             with_body(Method::Post, res.endpoint().to_string(), body.clone()).not_idempotent();
         let payload = request.payload_hash();
-        let mut resent = 0;
-        let err = loop {
-            let err = match self.transport.send(request.clone()).await {
-                Ok(response) => break Ok(response),
-                Err(err) => fatal_or(self.vendor, err)?,
-            };
-            // An unconfirmed POST that a fresh lookup shows never happened (the server failed
-            // before creating anything) is sent again, as often as the engine would retry a
-            // request that is safe to repeat; one that did happen is adopted below.
-            if err.status != Some(409)
-                && err.maybe_processed
-                && err.failure == SendFailure::Exhausted
-                && resent < UNCONFIRMED_RESENDS
-                && self.absent(res, adopt_by).await?
-            {
-                resent += 1;
-                tracing::info!(
-                    "{}: creating {} {key:?} was not confirmed ({}) and it does not exist; sending it again ({resent} of {UNCONFIRMED_RESENDS})",
-                    self.vendor,
-                    res.noun(),
-                    err.message
-                );
-                continue;
-            }
-            break Err(err);
-        };
-        let err = match err {
-            Ok(response) => {
-                let created = response.json();
-                let id = created
-                    .as_object()
-                    .and_then(id_of)
-                    .or_else(|| response.dry_run.then(|| self.dry_run_id(res, key)));
-                match id {
-                    Some(id) => {
-                        let known = created
-                            .as_object()
-                            .filter(|o| !o.is_empty())
-                            .or(body.as_object());
-                        self.dir.remember(res, key, &id, known).await;
-                    }
-                    None => tracing::warn!(
-                        "{}: the answer to creating {} {key:?} has no id; it will be looked up when needed",
-                        self.vendor,
-                        res.noun()
-                    ),
+        // An unconfirmed POST that a fresh lookup shows never happened (the server failed
+        // before creating anything) is sent again, as often as the engine would retry a
+        // request that is safe to repeat; one that did happen is adopted below.
+        let what = format!("{} {key:?}", res.noun());
+        let look = |err: &SendError, can_resend: bool| {
+            let conflict = err.status == Some(409);
+            async move {
+                if conflict || !can_resend {
+                    return Ok(Looked::<()>::Unsure);
                 }
-                return Ok((Done::Accepted, payload));
+                Ok(match self.absent(res, adopt_by).await? {
+                    true => Looked::Absent,
+                    false => Looked::Unsure,
+                })
             }
-            Err(err) => err,
         };
+        let err =
+            match create_once(self.vendor, self.transport.as_ref(), &request, &what, look).await? {
+                Created::Answered(response) => {
+                    self.created(res, key, &response, &body).await;
+                    return Ok((Done::Accepted, payload));
+                }
+                Created::Found(()) => return Ok((Done::Accepted, payload)),
+                Created::Failed(err) => err,
+            };
         let conflict = err.status == Some(409);
-        if !(conflict || err.maybe_processed && err.failure == SendFailure::Exhausted) {
+        if !(conflict || unconfirmed(&err)) {
             return Ok((rejected(self.vendor, err)?, payload));
         }
-        // It exists (409), or may have just been made: find it, by every key it could clash on.
+        self.adopt(res, key, err, adopt_by, changes_for, payload)
+            .await
+    }
+
+    /// Remembers what a create answered (its id; a dry run's stand-in).
+    async fn created(&self, res: Res, key: &str, response: &WireResponse, body: &Value) {
+        let created = response.json();
+        let id = created
+            .as_object()
+            .and_then(id_of)
+            .or_else(|| response.dry_run.then(|| self.dry_run_id(res, key)));
+        match id {
+            Some(id) => {
+                let known = created
+                    .as_object()
+                    .filter(|o| !o.is_empty())
+                    .or(body.as_object());
+                self.dir.remember(res, key, &id, known).await;
+            }
+            None => tracing::warn!(
+                "{}: the answer to creating {} {key:?} has no id; it will be looked up when needed",
+                self.vendor,
+                res.noun()
+            ),
+        }
+    }
+
+    /// Every resource any of `adopt_by` finds, after a fresh listing. `Err`: a lookup failed.
+    async fn matching(
+        &self,
+        res: Res,
+        adopt_by: &[(Attr, String)],
+    ) -> Result<Result<Vec<Found>, SendError>, SinkError> {
         self.dir.refresh(res).await?;
         let mut ids: Vec<Found> = Vec::new();
         for (attr, value) in adopt_by {
@@ -590,25 +603,44 @@ impl ScimSink {
                         }
                     }
                 }
-                Err(lookup) => {
-                    let mut refusal = Refusal::vendor(
-                        format!(
-                            "{} answered {} to creating {} {key:?}, and looking for the existing one failed: {}",
-                            self.vendor,
-                            err.status.map_or("nothing".to_string(), |s| s.to_string()),
-                            res.noun(),
-                            lookup.message
-                        ),
-                        err.status,
-                        err.body_excerpt,
-                    );
-                    // A create and its lookup both failing past the budget is the vendor being
-                    // down: counted towards "unreachable" like any other exhausted request.
-                    refusal.transient = err.failure == SendFailure::Exhausted;
-                    return Ok((Done::Rejected(refusal), payload));
-                }
+                Err(lookup) => return Ok(Err(lookup)),
             }
         }
+        Ok(Ok(ids))
+    }
+
+    /// A create answered 409 (it exists) or was not confirmed (it may have just been made):
+    /// find it by every key it could clash on, and adopt the one match.
+    async fn adopt(
+        &self,
+        res: Res,
+        key: &str,
+        err: SendError,
+        adopt_by: &[(Attr, String)],
+        changes_for: &ChangesFor<'_>,
+        payload: Option<PayloadHash>,
+    ) -> Result<(Done, Option<PayloadHash>), SinkError> {
+        let conflict = err.status == Some(409);
+        let mut ids = match self.matching(res, adopt_by).await? {
+            Ok(ids) => ids,
+            Err(lookup) => {
+                let mut refusal = Refusal::vendor(
+                    format!(
+                        "{} answered {} to creating {} {key:?}, and looking for the existing one failed: {}",
+                        self.vendor,
+                        err.status.map_or("nothing".to_string(), |s| s.to_string()),
+                        res.noun(),
+                        lookup.message
+                    ),
+                    err.status,
+                    err.body_excerpt,
+                );
+                // A create and its lookup both failing past the budget is the vendor being
+                // down: counted towards "unreachable" like any other exhausted request.
+                refusal.transient = err.failure == SendFailure::Exhausted;
+                return Ok((Done::Rejected(refusal), payload));
+            }
+        };
         if ids.len() == 1 {
             let found = ids.remove(0);
             tracing::info!(
@@ -635,25 +667,33 @@ impl ScimSink {
         if !conflict {
             return Ok((rejected(self.vendor, err)?, payload));
         }
+        Ok((self.conflict(res, key, &err, adopt_by, ids.len()), payload))
+    }
+
+    /// A 409 that matches no one resource: rejected with the server's `detail`.
+    fn conflict(
+        &self,
+        res: Res,
+        key: &str,
+        err: &SendError,
+        adopt_by: &[(Attr, String)],
+        matches: usize,
+    ) -> Done {
         let keys: Vec<String> = adopt_by
             .iter()
             .map(|(a, v)| format!("{} {v:?}", a.path()))
             .collect();
-        Ok((
-            Done::Rejected(Refusal::vendor(
-                format!(
-                    "{} refused to create {} {key:?}: {} ({} existing {}s match {}, so none was adopted)",
-                    self.vendor,
-                    res.noun(),
-                    detail_of(&err),
-                    ids.len(),
-                    res.noun(),
-                    keys.join(" or ")
-                ),
-                err.status,
-                err.body_excerpt,
-            )),
-            payload,
+        Done::Rejected(Refusal::vendor(
+            format!(
+                "{} refused to create {} {key:?}: {} ({matches} existing {}s match {}, so none was adopted)",
+                self.vendor,
+                res.noun(),
+                detail_of(err),
+                res.noun(),
+                keys.join(" or ")
+            ),
+            err.status,
+            err.body_excerpt.clone(),
         ))
     }
 
@@ -737,19 +777,18 @@ impl ScimSink {
         if self.options.hard_delete {
             let request =
                 WireRequest::new(Method::Delete, format!("/Users/{}", segment(&found.id)));
-            match self.transport.send(request).await {
-                Ok(_) => {
-                    self.dir.forget(Res::User, &key, &found.id).await;
-                    acks.accepted(op, None);
-                }
-                Err(err) if err.status == Some(404) => {
-                    self.dir.forget(Res::User, &key, &found.id).await;
-                    acks.skipped(
-                        op,
-                        format!("user {} is gone from {} already", found.id, self.vendor),
-                    );
-                }
-                Err(err) => rejected(self.vendor, err)?.settle(op, acks, None),
+            let gone = || format!("user {} is gone from {} already", found.id, self.vendor);
+            let deleted = patterns::delete(
+                self.vendor,
+                self.transport.as_ref(),
+                op,
+                request,
+                acks,
+                gone,
+            )
+            .await?;
+            if deleted != Deleted::Refused {
+                self.dir.forget(Res::User, &key, &found.id).await;
             }
             return Ok(());
         }
@@ -833,422 +872,25 @@ impl ScimSink {
             }
         };
         let request = WireRequest::new(Method::Delete, format!("/Groups/{}", segment(&found.id)));
-        match self.transport.send(request).await {
-            Ok(_) => {
-                self.dir.forget(Res::Group, &key, &found.id).await;
-                acks.accepted(op, None);
-            }
-            Err(err) if err.status == Some(404) => {
-                self.dir.forget(Res::Group, &key, &found.id).await;
-                acks.skipped(
-                    op,
-                    format!("group {} is gone from {} already", found.id, self.vendor),
-                );
-            }
-            Err(err) => rejected(self.vendor, err)?.settle(op, acks, None),
+        let gone = || format!("group {} is gone from {} already", found.id, self.vendor);
+        let deleted = patterns::delete(
+            self.vendor,
+            self.transport.as_ref(),
+            op,
+            request,
+            acks,
+            gone,
+        )
+        .await?;
+        if deleted != Deleted::Refused {
+            self.dir.forget(Res::Group, &key, &found.id).await;
         }
         Ok(())
-    }
-
-    /// One group's membership records: resolve ids, compare with the current members, send
-    /// the real changes in chunks.
-    async fn memberships(&self, batch: &[Op], acks: &Acks) -> Result<(), SinkError> {
-        let Some(group_key) = batch.first().and_then(|op| op.item.group_id.clone()) else {
-            return Ok(());
-        };
-        let group = match self
-            .resolve(
-                Res::Group,
-                &group_key,
-                Some((Attr::DisplayName, &group_key)),
-            )
-            .await?
-        {
-            Ok(Some(found)) => found,
-            Ok(None) if self.dry_run_lookups() => Found {
-                id: self.dry_run_id(Res::Group, &group_key),
-                resource: None,
-            },
-            Ok(None) => {
-                for op in batch {
-                    match op.item.action {
-                        Action::Delete => acks.skipped(
-                            op,
-                            format!("no group with externalId {group_key:?} at {}, so no member in it", self.vendor),
-                        ),
-                        Action::Upsert => acks.rejected(
-                            op,
-                            Refusal::new(format!(
-                                "{} record in group key {group_key:?}: no group with externalId or displayName {group_key:?} at {}, and none was created from this run's groups records",
-                                op.origin.stream,
-                                self.vendor
-                            )),
-                            None,
-                        ),
-                    }
-                }
-                return Ok(());
-            }
-            Err(refusal) => {
-                for op in batch {
-                    acks.rejected(op, refusal.clone(), None);
-                }
-                return Ok(());
-            }
-        };
-        // Map each user key to its server id (a few lookups at once).
-        let keys: Vec<String> = {
-            let mut seen = HashSet::new();
-            batch
-                .iter()
-                .filter_map(|op| op.item.user_id.clone())
-                .filter(|k| seen.insert(k.clone()))
-                .collect()
-        };
-        let resolved: Vec<(String, Resolution)> = futures::stream::iter(keys)
-            .map(|key| async move {
-                let result = self
-                    .resolve(Res::User, &key, Some((Attr::UserName, &key)))
-                    .await;
-                (key, result)
-            })
-            .buffer_unordered(LOOKUP_CONCURRENCY)
-            .collect()
-            .await;
-        let mut user_ids: HashMap<String, Result<Option<String>, Refusal>> = HashMap::new();
-        for (key, result) in resolved {
-            let id = match result? {
-                Ok(Some(found)) => Ok(Some(found.id)),
-                Ok(None) if self.dry_run_lookups() => Ok(Some(self.dry_run_id(Res::User, &key))),
-                Ok(None) => Ok(None),
-                Err(refusal) => Err(refusal),
-            };
-            user_ids.insert(key, id);
-        }
-        // The group's members, read once per run and kept current, to send only real changes.
-        if !self.members.lock().contains_key(&group.id) {
-            let known = match self.read(Res::Group, &group.id).await? {
-                Ok(Some((resource, false))) => member_ids(&resource),
-                Ok(Some((_, true))) => None,
-                Ok(None) => {
-                    self.dir.forget(Res::Group, &group_key, &group.id).await;
-                    for op in batch {
-                        acks.rejected(
-                            op,
-                            Refusal::vendor(
-                                format!(
-                                    "group {} (key {group_key:?}) disappeared from {}",
-                                    group.id, self.vendor
-                                ),
-                                Some(404),
-                                None,
-                            ),
-                            None,
-                        );
-                    }
-                    return Ok(());
-                }
-                Err(err) => {
-                    let refusal = match verdict(self.vendor, err) {
-                        Verdict::Reject(refusal) => refusal,
-                        Verdict::Fatal(fatal) => return Err(fatal),
-                    };
-                    for op in batch {
-                        acks.rejected(op, refusal.clone(), None);
-                    }
-                    return Ok(());
-                }
-            };
-            self.members.lock().insert(group.id.clone(), known);
-        }
-        // The last record for a user wins; earlier ones share its outcome.
-        let mut wanted: Vec<(String, Action, Vec<&Op>)> = Vec::new();
-        for op in batch {
-            let key = op.item.user_id.as_deref().unwrap_or_default();
-            let id = match user_ids.get(key) {
-                Some(Ok(Some(id))) => id.clone(),
-                Some(Ok(None)) | None => {
-                    match op.item.action {
-                        Action::Delete => acks.skipped(
-                            op,
-                            format!("no user with externalId {key:?} at {}, so not a member", self.vendor),
-                        ),
-                        Action::Upsert => acks.rejected(
-                            op,
-                            Refusal::new(format!(
-                                "{} record of user key {key:?}: no user with externalId or userName {key:?} at {}, and none was created from this run's users records",
-                                op.origin.stream,
-                                self.vendor
-                            )),
-                            None,
-                        ),
-                    }
-                    continue;
-                }
-                Some(Err(refusal)) => {
-                    acks.rejected(op, refusal.clone(), None);
-                    continue;
-                }
-            };
-            match wanted.iter_mut().find(|(i, _, _)| *i == id) {
-                Some(entry) => {
-                    entry.1 = op.item.action;
-                    entry.2.push(op);
-                }
-                None => wanted.push((id, op.item.action, vec![op])),
-            }
-        }
-        let mut changes: Vec<MemberChange> = Vec::new();
-        let mut ops_of: HashMap<MemberChange, Vec<&Op>> = HashMap::new();
-        for (id, action, ops) in wanted {
-            let member = self
-                .members
-                .lock()
-                .get(&group.id)
-                .and_then(|known| known.as_ref().map(|c| c.contains(&id)));
-            let change = match (action, member) {
-                (Action::Upsert, Some(true)) => {
-                    for op in ops {
-                        acks.skipped(op, format!("already a member at {}", self.vendor));
-                    }
-                    continue;
-                }
-                (Action::Delete, Some(false)) => {
-                    for op in ops {
-                        acks.skipped(op, format!("not a member at {}", self.vendor));
-                    }
-                    continue;
-                }
-                (Action::Upsert, _) => MemberChange::Add(id),
-                (Action::Delete, _) => MemberChange::Remove(id),
-            };
-            changes.push(change.clone());
-            ops_of.insert(change, ops);
-        }
-        self.send_changes(&group.id, changes, &ops_of, acks).await
     }
 
     /// True when the server's answers come from a dry run (nothing was read).
-    fn dry_run_lookups(&self) -> bool {
+    pub(super) fn dry_run_lookups(&self) -> bool {
         self.dry_run.load(Ordering::Relaxed)
-    }
-
-    /// Sends membership changes in chunks (removals first), halving refused chunks.
-    async fn send_changes(
-        &self,
-        group_id: &str,
-        changes: Vec<MemberChange>,
-        ops_of: &HashMap<MemberChange, Vec<&Op>>,
-        acks: &Acks,
-    ) -> Result<(), SinkError> {
-        let settle = |chunk: &[MemberChange], done: &dyn Fn(&Op)| {
-            for change in chunk {
-                for op in ops_of.get(change).into_iter().flatten() {
-                    done(op);
-                }
-            }
-        };
-        if changes.is_empty() {
-            return Ok(());
-        }
-        if !self.spc().await.patch {
-            return self.put_members(group_id, &changes, ops_of, acks).await;
-        }
-        // A stack of chunks still to send: the next one is last.
-        let mut pending: Vec<Vec<MemberChange>> = patch::chunks(&changes, self.chunk_size());
-        pending.reverse();
-        while let Some(chunk) = pending.pop() {
-            let request = with_body(
-                Method::Patch,
-                format!("/Groups/{}", segment(group_id)),
-                patch::body(&patch::member_operations(&chunk)),
-            )
-            // Adding a member twice changes nothing; removing one twice is a noTarget, read below.
-            .idempotent();
-            let payload = request.payload_hash();
-            let err = match self.transport.send(request).await {
-                Ok(_) => {
-                    if let Some(Some(known)) = self.members.lock().get_mut(group_id) {
-                        for change in &chunk {
-                            match change {
-                                MemberChange::Add(id) => known.insert(id.clone()),
-                                MemberChange::Remove(id) => known.remove(id),
-                            };
-                        }
-                    }
-                    settle(&chunk, &|op| acks.accepted(op, payload));
-                    continue;
-                }
-                Err(err) => fatal_or(self.vendor, err)?,
-            };
-            // What the run knows of this group may be stale: read it again next time.
-            self.members.lock().remove(group_id);
-            let size_problem = matches!(err.status, Some(400 | 413));
-            if size_problem && let Some((first, second)) = patch::halves(&chunk) {
-                let scim = scim_error(&err);
-                let blames_a_value = scim.as_ref().is_some_and(|e| {
-                    [
-                        "noTarget",
-                        "invalidValue",
-                        "uniqueness",
-                        "mutability",
-                        "invalidPath",
-                    ]
-                    .iter()
-                    .any(|t| e.is(t))
-                });
-                if err.status == Some(413) || !blames_a_value {
-                    let half = first.len();
-                    let before = self.chunk.fetch_min(half, Ordering::Relaxed);
-                    if half < before {
-                        tracing::info!(
-                            "{}: a PATCH of {} membership changes was refused ({}); sending at most {half} per PATCH from now on",
-                            self.vendor,
-                            chunk.len(),
-                            err.status.unwrap_or_default()
-                        );
-                    }
-                }
-                pending.push(second);
-                pending.push(first);
-                continue;
-            }
-            // One change left (or another failure): settle it.
-            let no_target = scim_error(&err).is_some_and(|e| e.is("noTarget"));
-            if chunk.len() == 1 && no_target && matches!(chunk[0], MemberChange::Remove(_)) {
-                settle(&chunk, &|op| {
-                    acks.skipped(op, format!("not a member at {} (noTarget)", self.vendor));
-                });
-                continue;
-            }
-            let refusal = if chunk.len() == 1 && size_problem {
-                let what = match &chunk[0] {
-                    MemberChange::Add(id) => format!("adding user {id} to"),
-                    MemberChange::Remove(id) => format!("removing user {id} from"),
-                };
-                Refusal::vendor(
-                    format!(
-                        "{} refused {what} group {group_id}: {}",
-                        self.vendor,
-                        detail_of(&err)
-                    ),
-                    err.status,
-                    err.body_excerpt.clone(),
-                )
-            } else {
-                match verdict(self.vendor, err) {
-                    Verdict::Reject(refusal) => refusal,
-                    Verdict::Fatal(fatal) => return Err(fatal),
-                }
-            };
-            settle(&chunk, &|op| acks.rejected(op, refusal.clone(), payload));
-        }
-        Ok(())
-    }
-}
-
-impl ScimSink {
-    /// Membership changes on a server without PATCH (its ServiceProviderConfig says
-    /// `patch.supported: false`): read the group, apply every change to its `members`, and PUT
-    /// the whole group back, with `If-Match` when the server has ETags and once more after a
-    /// `412`. The changes succeed or fail together, as one request.
-    async fn put_members(
-        &self,
-        group_id: &str,
-        changes: &[MemberChange],
-        ops_of: &HashMap<MemberChange, Vec<&Op>>,
-        acks: &Acks,
-    ) -> Result<(), SinkError> {
-        let settle = |done: &dyn Fn(&Op)| {
-            for change in changes {
-                for op in ops_of.get(change).into_iter().flatten() {
-                    done(op);
-                }
-            }
-        };
-        let etag = self.spc().await.etag;
-        let path = format!("{}/{}", Res::Group.endpoint(), segment(group_id));
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let mut resource = match self.read(Res::Group, group_id).await? {
-                Ok(Some((resource, _))) => resource,
-                Ok(None) => {
-                    let refusal = Refusal::vendor(
-                        format!("group {group_id} disappeared from {}", self.vendor),
-                        Some(404),
-                        None,
-                    );
-                    settle(&|op| acks.rejected(op, refusal.clone(), None));
-                    return Ok(());
-                }
-                Err(err) => {
-                    let refusal = match verdict(self.vendor, err) {
-                        Verdict::Reject(refusal) => refusal,
-                        Verdict::Fatal(fatal) => return Err(fatal),
-                    };
-                    settle(&|op| acks.rejected(op, refusal.clone(), None));
-                    return Ok(());
-                }
-            };
-            let mut members: Vec<Value> = get(&resource, "members")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for change in changes {
-                match change {
-                    MemberChange::Add(id) => {
-                        if !members.iter().any(|m| m["value"].as_str() == Some(id)) {
-                            members.push(json!({"value": id}));
-                        }
-                    }
-                    MemberChange::Remove(id) => {
-                        members.retain(|m| m["value"].as_str() != Some(id));
-                    }
-                }
-            }
-            let version = get(&resource, "meta")
-                .and_then(Value::as_object)
-                .and_then(|m| get(m, "version"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            // Attribute names are case-insensitive in SCIM: one `members` key goes back.
-            resource.retain(|k, _| !k.eq_ignore_ascii_case("members"));
-            resource.insert("members".into(), Value::Array(members));
-            // Setting the same members again changes nothing (a repeat after a lost answer
-            // meets a 412 at worst, which reads the group again).
-            let mut request =
-                with_body(Method::Put, path.clone(), Value::Object(resource)).idempotent();
-            if etag && let Some(version) = version {
-                request = request.header("if-match", version);
-            }
-            let payload = request.payload_hash();
-            match self.transport.send(request).await {
-                Ok(_) => {
-                    if let Some(Some(known)) = self.members.lock().get_mut(group_id) {
-                        for change in changes {
-                            match change {
-                                MemberChange::Add(id) => known.insert(id.clone()),
-                                MemberChange::Remove(id) => known.remove(id),
-                            };
-                        }
-                    }
-                    settle(&|op| acks.accepted(op, payload));
-                    return Ok(());
-                }
-                // Someone changed the group between our read and our write: read it again.
-                Err(err) if err.status == Some(412) && attempts < 2 => continue,
-                Err(err) => {
-                    self.members.lock().remove(group_id);
-                    let refusal = match verdict(self.vendor, err) {
-                        Verdict::Reject(refusal) => refusal,
-                        Verdict::Fatal(fatal) => return Err(fatal),
-                    };
-                    settle(&|op| acks.rejected(op, refusal.clone(), payload));
-                    return Ok(());
-                }
-            }
-        }
     }
 }
 
@@ -1335,9 +977,7 @@ impl Sink for ScimSink {
     async fn check(&self) -> Result<(), SinkError> {
         // Not /ServiceProviderConfig: RFC 7644 lets servers serve it without authentication.
         let request = WireRequest::new(Method::Get, "/Users?startIndex=1&count=1");
-        if let Err(err) = self.transport.send(request).await {
-            fatal_or(self.vendor, err)?;
-        }
+        patterns::probe(self.vendor, self.transport.as_ref(), request).await?;
         self.spc().await;
         Ok(())
     }
