@@ -5,6 +5,8 @@
 
 pub mod config;
 pub mod group_map;
+mod groups;
+mod members;
 pub mod read;
 pub mod wire;
 pub mod write;
