@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use crate::vendors::patterns;
 use crate::vendors::sink::{
     Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal,
-    Sink, SinkContext, SinkError, Transport, Verdict, WireAuth, WireRequest, WireStats, path_keys,
-    scalars_only, segment, send_and_settle, verdict,
+    Sink, SinkContext, SinkError, Transport, WireAuth, WireRequest, WireStats, path_keys,
+    scalars_only, segment, send_and_settle,
 };
 
 /// The vendor's name.
@@ -156,12 +157,7 @@ impl AppcuesSink {
         let payload = request.payload_hash();
         match self.transport.send(request).await {
             Ok(_) => batch.iter().for_each(|op| acks.accepted(op, payload)),
-            Err(err) => match verdict(VENDOR, err) {
-                Verdict::Reject(refusal) => batch
-                    .iter()
-                    .for_each(|op| acks.rejected(op, refusal.clone(), payload)),
-                Verdict::Fatal(fatal) => return Err(fatal),
-            },
+            Err(err) => patterns::reject_batch(VENDOR, batch, err, payload, acks)?,
         }
         Ok(())
     }
@@ -172,16 +168,8 @@ impl AppcuesSink {
             Method::Delete,
             format!("{}/users/{}/profile", self.account, segment(id)),
         );
-        match self.transport.send(request).await {
-            Ok(_) => acks.accepted(op, None),
-            Err(err) if err.status == Some(404) => {
-                acks.skipped(op, "no such user profile at appcues (404)");
-            }
-            Err(err) => match verdict(VENDOR, err) {
-                Verdict::Reject(refusal) => acks.rejected(op, refusal, None),
-                Verdict::Fatal(fatal) => return Err(fatal),
-            },
-        }
+        let absent = || "no such user profile at appcues (404)".to_string();
+        patterns::delete(VENDOR, self.transport.as_ref(), op, request, acks, absent).await?;
         Ok(())
     }
 }

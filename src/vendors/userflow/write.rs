@@ -22,10 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value};
 
+use crate::vendors::patterns;
 use crate::vendors::sink::{
     Acks, Action, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
-    SinkError, Transport, Verdict, WireAuth, WireRequest, WireStats, object, path_keys, segment,
-    send_and_settle, verdict,
+    SinkError, Transport, WireAuth, WireRequest, WireStats, object, path_keys, segment,
+    send_and_settle,
 };
 
 use super::wire::{self, GroupRef, MembershipRef, is_change_object};
@@ -69,16 +70,8 @@ impl UserflowSink {
     /// A delete: a 404 means it is gone already, which is what was asked.
     async fn delete(&self, op: &Op, path: String, acks: &Acks) -> Result<(), SinkError> {
         let request = WireRequest::new(Method::Delete, path);
-        match self.transport.send(request).await {
-            Ok(_) => acks.accepted(op, None),
-            Err(err) if err.status == Some(404) => {
-                acks.skipped(op, "already absent at userflow (404)");
-            }
-            Err(err) => match verdict(VENDOR, err) {
-                Verdict::Reject(refusal) => acks.rejected(op, refusal, None),
-                Verdict::Fatal(fatal) => return Err(fatal),
-            },
-        }
+        let absent = || "already absent at userflow (404)".to_string();
+        patterns::delete(VENDOR, self.transport.as_ref(), op, request, acks, absent).await?;
         Ok(())
     }
 
@@ -108,13 +101,7 @@ impl UserflowSink {
                 );
                 return Ok(());
             }
-            Err(err) => {
-                match verdict(VENDOR, err) {
-                    Verdict::Reject(refusal) => acks.rejected(op, refusal, None),
-                    Verdict::Fatal(fatal) => return Err(fatal),
-                }
-                return Ok(());
-            }
+            Err(err) => return patterns::reject_one(VENDOR, op, err, None, acks),
         };
         if response.dry_run {
             // Nothing was read: show the lookup only.
@@ -317,19 +304,8 @@ impl Sink for UserflowSink {
     }
 
     async fn check(&self) -> Result<(), SinkError> {
-        match self
-            .transport
-            .send(WireRequest::new(Method::Get, "/users?limit=1"))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) => match verdict(VENDOR, err) {
-                Verdict::Fatal(fatal) => Err(fatal),
-                // Anything else (a 4xx on a listing the key may not cover) is not a reason to stop
-                // before trying to write.
-                Verdict::Reject(_) => Ok(()),
-            },
-        }
+        let request = WireRequest::new(Method::Get, "/users?limit=1");
+        patterns::probe(VENDOR, self.transport.as_ref(), request).await
     }
 
     fn stats(&self) -> WireStats {

@@ -36,10 +36,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use crate::vendors::patterns;
 use crate::vendors::sink::{
     Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash, Plan,
-    Refusal, Sink, SinkContext, SinkError, Ticket, Transport, Verdict, WireAuth, WireBody,
-    WireRequest, WireStats, scalars_only, send_and_settle, stringify, verdict,
+    Refusal, Sink, SinkContext, SinkError, Ticket, Transport, WireAuth, WireBody, WireRequest,
+    WireStats, scalars_only, send_and_settle, stringify,
 };
 
 /// The vendor's name.
@@ -188,13 +189,11 @@ impl UserpilotSink {
                 self.carried.lock().insert(membership, payload);
                 self.folded.fetch_add(1, Ordering::Relaxed);
             }
-            Err(err) => match verdict(VENDOR, err) {
-                Verdict::Fatal(fatal) => return Err(fatal),
+            Err(err) => {
                 // The company may be what was refused: the user alone, the membership on its own.
-                Verdict::Reject(_) => {
-                    send_and_settle(VENDOR, self.transport.as_ref(), op, request, acks).await?;
-                }
-            },
+                patterns::refusal(VENDOR, err)?;
+                send_and_settle(VENDOR, self.transport.as_ref(), op, request, acks).await?;
+            }
         }
         Ok(())
     }
@@ -241,13 +240,8 @@ impl UserpilotSink {
             .bucket(DELETE_BUCKET);
         match self.transport.send(request).await {
             Ok(_) => batch.iter().for_each(|op| acks.accepted(op, None)),
-            Err(err) => match verdict(VENDOR, err) {
-                // All or nothing: the batch is one request.
-                Verdict::Reject(refusal) => batch
-                    .iter()
-                    .for_each(|op| acks.rejected(op, refusal.clone(), None)),
-                Verdict::Fatal(fatal) => return Err(fatal),
-            },
+            // All or nothing: the batch is one request.
+            Err(err) => patterns::reject_batch(VENDOR, batch, err, None, acks)?,
         }
         Ok(())
     }
@@ -377,17 +371,8 @@ impl Sink for UserpilotSink {
     }
 
     async fn check(&self) -> Result<(), SinkError> {
-        match self
-            .transport
-            .send(WireRequest::new(Method::Get, "/v1/validate"))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) => match verdict(VENDOR, err) {
-                Verdict::Fatal(fatal) => Err(fatal),
-                Verdict::Reject(_) => Ok(()),
-            },
-        }
+        let request = WireRequest::new(Method::Get, "/v1/validate");
+        patterns::probe(VENDOR, self.transport.as_ref(), request).await
     }
 
     fn stats(&self) -> WireStats {
