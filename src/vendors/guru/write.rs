@@ -399,6 +399,107 @@ pub(super) fn refusal_of(err: SendError, doing: &str) -> Refusal {
     Refusal::failed(format!("{doing} failed: {}", err.message), &err)
 }
 
+impl GuruSink {
+    /// A users record: keyed by its email (remembered for its memberships); active upserts are
+    /// invited in batches per member type, the rest go one by one.
+    fn plan_user(&self, item: &Item, action: Action) -> Result<Plan, Refusal> {
+        let key = item.id.as_deref().unwrap_or_default();
+        let email = match user_email(item)? {
+            Some(email) => Some(email),
+            None if action == Action::Delete => self.member_email(key)?,
+            None => None,
+        };
+        let Some(email) = email else {
+            return Err(Refusal::new(
+                "guru keys members by email, but the record has no email (and its id is not one)",
+            ));
+        };
+        self.emails.lock().insert(key.to_string(), email.clone());
+        /// What roster reads from a users record; the rest is Guru's member's own.
+        const READ: &[&str] = &["email", "active", "status", "role", "access_type"];
+        if action == Action::Upsert
+            && (item.fields.keys().any(|k| !READ.contains(&k.as_str()))
+                || item.attributes.keys().any(|k| !READ.contains(&k.as_str())))
+            && !self.warned_fields.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "guru sets names and profile fields from the member's own profile; only the email of users records is sent (their active, status and role decide whether and as what)"
+            );
+        }
+        let keys = vec![
+            OrderKey::user(key),
+            OrderKey::new("guru member", &email.to_lowercase()),
+        ];
+        if action == Action::Upsert && inactive(item).is_some() {
+            // Never invited: removed one by one (or skipped).
+            self.inactive_keys.lock().insert(key.to_string());
+            return Ok(Plan::single(keys));
+        }
+        if action == Action::Upsert {
+            self.inactive_keys.lock().remove(key);
+        }
+        Ok(match action {
+            Action::Upsert => Plan::batched(
+                keys,
+                BatchKey::new(
+                    invite_partition(self.invite_type(item)),
+                    BatchLimits {
+                        max_items: INVITE_MAX,
+                        linger: BATCH_LINGER,
+                    },
+                ),
+            ),
+            Action::Delete => Plan::single(keys),
+        })
+    }
+
+    /// A groups record: its name is remembered for the memberships that name its key.
+    fn plan_group(&self, item: &Item) -> Result<Plan, Refusal> {
+        let key = item.id.as_deref().unwrap_or_default();
+        let Some(name) = group_name(item) else {
+            return Err(Refusal::new("a guru group needs a name"));
+        };
+        // A delete that names its group finds it by that name too.
+        if item.action == Action::Upsert || item.fields.contains_key("name") {
+            self.group_names
+                .lock()
+                .insert(key.to_string(), name.clone());
+        }
+        Ok(Plan::single(vec![
+            OrderKey::group(key),
+            OrderKey::new("guru group name", &name),
+        ]))
+    }
+
+    /// A memberships record: adds are batched per group, removals go one by one.
+    fn plan_membership(&self, item: &Item, action: Action) -> Result<Plan, Refusal> {
+        let user = item.user_id.as_deref().unwrap_or_default();
+        let group = item.group_id.as_deref().unwrap_or_default();
+        let Some(email) = self.member_email(user)? else {
+            return Err(no_email(user));
+        };
+        let keys = vec![
+            OrderKey::group(group),
+            OrderKey::new("guru group name", &self.name_of_group(group)),
+            OrderKey::user(user),
+            OrderKey::new("guru member", &email.to_lowercase()),
+        ];
+        Ok(match action {
+            Action::Upsert => Plan::batched(
+                keys,
+                BatchKey::new(
+                    format!("guru group {group} add"),
+                    BatchLimits {
+                        max_items: GROUP_ADD_MAX,
+                        linger: BATCH_LINGER,
+                    },
+                ),
+            ),
+            Action::Delete => Plan::single(keys),
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl Sink for GuruSink {
     fn vendor(&self) -> &'static str {
@@ -408,98 +509,9 @@ impl Sink for GuruSink {
     fn plan(&self, op: &Op) -> Result<Plan, Refusal> {
         let item = &op.item;
         match (item.kind, item.action) {
-            (Kind::Users, action) => {
-                let key = item.id.as_deref().unwrap_or_default();
-                let email = match user_email(item)? {
-                    Some(email) => Some(email),
-                    None if action == Action::Delete => self.member_email(key)?,
-                    None => None,
-                };
-                let Some(email) = email else {
-                    return Err(Refusal::new(
-                        "guru keys members by email, but the record has no email (and its id is not one)",
-                    ));
-                };
-                self.emails.lock().insert(key.to_string(), email.clone());
-                /// What roster reads from a users record; the rest is Guru's member's own.
-                const READ: &[&str] = &["email", "active", "status", "role", "access_type"];
-                if action == Action::Upsert
-                    && (item.fields.keys().any(|k| !READ.contains(&k.as_str()))
-                        || item.attributes.keys().any(|k| !READ.contains(&k.as_str())))
-                    && !self.warned_fields.swap(true, Ordering::Relaxed)
-                {
-                    tracing::warn!(
-                        "guru sets names and profile fields from the member's own profile; only the email of users records is sent (their active, status and role decide whether and as what)"
-                    );
-                }
-                let keys = vec![
-                    OrderKey::user(key),
-                    OrderKey::new("guru member", &email.to_lowercase()),
-                ];
-                if action == Action::Upsert && inactive(item).is_some() {
-                    // Never invited: removed one by one (or skipped).
-                    self.inactive_keys.lock().insert(key.to_string());
-                    return Ok(Plan::single(keys));
-                }
-                if action == Action::Upsert {
-                    self.inactive_keys.lock().remove(key);
-                }
-                Ok(match action {
-                    Action::Upsert => Plan::batched(
-                        keys,
-                        BatchKey::new(
-                            invite_partition(self.invite_type(item)),
-                            BatchLimits {
-                                max_items: INVITE_MAX,
-                                linger: BATCH_LINGER,
-                            },
-                        ),
-                    ),
-                    Action::Delete => Plan::single(keys),
-                })
-            }
-            (Kind::Groups, _) => {
-                let key = item.id.as_deref().unwrap_or_default();
-                let Some(name) = group_name(item) else {
-                    return Err(Refusal::new("a guru group needs a name"));
-                };
-                // A delete that names its group finds it by that name too.
-                if item.action == Action::Upsert || item.fields.contains_key("name") {
-                    self.group_names
-                        .lock()
-                        .insert(key.to_string(), name.clone());
-                }
-                Ok(Plan::single(vec![
-                    OrderKey::group(key),
-                    OrderKey::new("guru group name", &name),
-                ]))
-            }
-            (Kind::Memberships, action) => {
-                let user = item.user_id.as_deref().unwrap_or_default();
-                let group = item.group_id.as_deref().unwrap_or_default();
-                let Some(email) = self.member_email(user)? else {
-                    return Err(no_email(user));
-                };
-                let keys = vec![
-                    OrderKey::group(group),
-                    OrderKey::new("guru group name", &self.name_of_group(group)),
-                    OrderKey::user(user),
-                    OrderKey::new("guru member", &email.to_lowercase()),
-                ];
-                Ok(match action {
-                    Action::Upsert => Plan::batched(
-                        keys,
-                        BatchKey::new(
-                            format!("guru group {group} add"),
-                            BatchLimits {
-                                max_items: GROUP_ADD_MAX,
-                                linger: BATCH_LINGER,
-                            },
-                        ),
-                    ),
-                    Action::Delete => Plan::single(keys),
-                })
-            }
+            (Kind::Users, action) => self.plan_user(item, action),
+            (Kind::Groups, _) => self.plan_group(item),
+            (Kind::Memberships, action) => self.plan_membership(item, action),
             (Kind::Events, _) => Err(Refusal::new("guru takes no events")),
             (Kind::Segments, _) => Err(Refusal::new("guru has no segments")),
         }
