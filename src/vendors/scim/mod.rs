@@ -2,9 +2,11 @@
 //! auth. The SCIM client itself is shared with Guru SCIM in `crate::scim`.
 
 pub mod config;
+mod create;
 pub mod directory;
 mod members;
 pub mod read;
+mod update;
 pub mod wire;
 pub mod write;
 

@@ -27,6 +27,9 @@
 //!   are used only when advertised (a server that refuses a filter anyway is then listed once
 //!   instead, see [`super::directory`]). Bulk is not used: every SaaS SCIM server takes the
 //!   per-resource calls, and few take `/Bulk` (scim.md §10).
+//!
+//! This file holds the writer, its lookups and the users and groups records; creating a
+//! resource is `create.rs`, updating one `update.rs`, and memberships `members.rs`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -38,20 +41,17 @@ use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
 use crate::scim::error::ScimError;
-use crate::scim::patch::{self, Operation};
-use crate::scim::types::id_of;
 use crate::scim::{ACCEPT, ServiceProviderConfig};
 use crate::vendors::sink::{
     Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash, Plan,
-    Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, WireAuth,
-    WireRequest, WireResponse, WireStats, fatal_or, segment,
+    Refusal, SendError, Sink, SinkContext, SinkError, Transport, WireAuth, WireRequest, WireStats,
+    fatal_or, segment,
 };
 
 use super::config::{Config, Credentials};
 use super::directory::{Attr, Directory, Found, Res, is_inactive};
-use super::members::version_of;
-use super::wire::{self, Change, GROUP_SCHEMA, USER_SCHEMA};
-use crate::vendors::patterns::{self, Attempt, Created, Deleted, Looked, create_once, unconfirmed};
+use super::wire::{self, Change};
+use crate::vendors::patterns::{self, Deleted};
 
 /// Membership changes per PATCH unless `membership_chunk_size` says otherwise: AWS IAM Identity
 /// Center's documented cap, and what Okta sends (scim.md §6).
@@ -158,20 +158,21 @@ pub(super) fn scim_error(err: &SendError) -> Option<ScimError> {
 }
 
 /// Builds a resource's changes from its current state, when that is known.
-type ChangesFor<'a> = dyn Fn(Option<&Map<String, Value>>) -> Vec<Change> + Send + Sync + 'a;
+pub(super) type ChangesFor<'a> =
+    dyn Fn(Option<&Map<String, Value>>) -> Vec<Change> + Send + Sync + 'a;
 
 /// A lookup's answer: found or not, a refusal for the record, or a fatal error.
 pub(super) type Resolution = Result<Result<Option<Found>, Refusal>, SinkError>;
 
 /// The outcome of one record's work, before it is settled.
-enum Done {
+pub(super) enum Done {
     Accepted,
     Skipped(String),
     Rejected(Refusal),
 }
 
 impl Done {
-    fn settle(self, op: &Op, acks: &Acks, payload: Option<PayloadHash>) {
+    pub(super) fn settle(self, op: &Op, acks: &Acks, payload: Option<PayloadHash>) {
         match self {
             Done::Accepted => acks.accepted(op, payload),
             Done::Skipped(reason) => acks.skipped(op, reason),
@@ -181,7 +182,7 @@ impl Done {
 }
 
 /// A failed request: a reject for the record, or fatal.
-fn rejected(vendor: &'static str, err: SendError) -> Result<Done, SinkError> {
+pub(super) fn rejected(vendor: &'static str, err: SendError) -> Result<Done, SinkError> {
     patterns::refusal(vendor, err).map(Done::Rejected)
 }
 
@@ -238,7 +239,7 @@ impl ScimSink {
     }
 
     /// Warns once per attribute that SCIM has no place for.
-    fn warn_unplaced(&self, unplaced: &[String]) {
+    pub(super) fn warn_unplaced(&self, unplaced: &[String]) {
         let mut warned = self.warned.lock();
         for key in unplaced {
             if warned.insert(key.clone()) {
@@ -337,364 +338,6 @@ impl ScimSink {
             Err(err) if err.status == Some(404) => Ok(Ok(None)),
             Err(err) => Ok(Err(fatal_or(self.vendor, err)?)),
         }
-    }
-
-    /// Brings a found resource in line with `changes` (computed against its current state).
-    /// Looked-up resources come with their state; mapped or indexed ones are read first when
-    /// the changes depend on it (`emails`) or the server lacks PATCH.
-    async fn update<F>(
-        &self,
-        res: Res,
-        key: &str,
-        found: Found,
-        changes_for: F,
-    ) -> Result<(Done, Option<PayloadHash>), SinkError>
-    where
-        F: Fn(Option<&Map<String, Value>>) -> Vec<Change> + Send + Sync,
-    {
-        let patch_ok = self.spc().await.patch;
-        if !patch_ok {
-            return self.put_merged(res, key, &found.id, &changes_for).await;
-        }
-        let mut current = found.resource;
-        if current.is_none()
-            && changes_for(None)
-                .iter()
-                .any(|c| c.path.patch_path() == "emails")
-        {
-            match self.read(res, &found.id).await? {
-                Ok(Some((resource, false))) => current = Some(resource),
-                Ok(Some((_, true))) => {}
-                Ok(None) => return self.gone(res, key, &found.id).await,
-                Err(err) => return Ok((rejected(self.vendor, err)?, None)),
-            }
-        }
-        let changes = changes_for(current.as_ref());
-        let todo: Vec<&Change> = match &current {
-            Some(resource) => wire::pending(&changes, resource),
-            None => changes.iter().collect(),
-        };
-        if todo.is_empty() {
-            return Ok((Done::Skipped(format!("unchanged at {}", self.vendor)), None));
-        }
-        let operations: Vec<Operation> = todo
-            .iter()
-            .map(|c| match &c.value {
-                Some(value) => Operation::replace(c.path.patch_path(), value.clone()),
-                None => Operation::remove(c.path.patch_path()),
-            })
-            .collect();
-        let request = with_body(
-            Method::Patch,
-            format!("{}/{}", res.endpoint(), segment(&found.id)),
-            patch::body(&operations),
-        )
-        // Replacing values with the same values again changes nothing.
-        .idempotent();
-        let payload = request.payload_hash();
-        match self.transport.send(request).await {
-            Ok(_) => {
-                if let Some(resource) = &current {
-                    let merged = wire::merged(resource, &todo);
-                    self.dir
-                        .remember(res, key, &found.id, merged.as_object())
-                        .await;
-                }
-                Ok((Done::Accepted, payload))
-            }
-            Err(err) if err.status == Some(404) => self.gone(res, key, &found.id).await,
-            Err(err) => Ok((rejected(self.vendor, err)?, payload)),
-        }
-    }
-
-    /// A mapped resource answered 404: forget it; the record is rejected so a replay creates it.
-    async fn gone(
-        &self,
-        res: Res,
-        key: &str,
-        id: &str,
-    ) -> Result<(Done, Option<PayloadHash>), SinkError> {
-        self.dir.forget(res, key, id).await;
-        Ok((
-            Done::Rejected(Refusal::vendor(
-                format!(
-                    "{} {} {id} (key {key:?}) disappeared from {} while roster was writing it; replay the record to create it again",
-                    res.noun(),
-                    id,
-                    self.vendor
-                ),
-                Some(404),
-                None,
-            )),
-            None,
-        ))
-    }
-
-    /// GET, merge, PUT the whole resource (servers without PATCH), with `If-Match` when the
-    /// server has ETags, and once more after a 412.
-    async fn put_merged<F>(
-        &self,
-        res: Res,
-        key: &str,
-        id: &str,
-        changes_for: &F,
-    ) -> Result<(Done, Option<PayloadHash>), SinkError>
-    where
-        F: Fn(Option<&Map<String, Value>>) -> Vec<Change> + Send + Sync,
-    {
-        patterns::reread_on_412(
-            || self.put_merged_once(res, key, id, changes_for),
-            |err, payload| Ok((rejected(self.vendor, err)?, payload)),
-        )
-        .await
-    }
-
-    /// One GET, merge and PUT of a resource.
-    async fn put_merged_once<F>(
-        &self,
-        res: Res,
-        key: &str,
-        id: &str,
-        changes_for: &F,
-    ) -> Result<Attempt<(Done, Option<PayloadHash>)>, SinkError>
-    where
-        F: Fn(Option<&Map<String, Value>>) -> Vec<Change> + Send + Sync,
-    {
-        let etag = self.spc().await.etag;
-        let (resource, dry_run) = match self.read(res, id).await? {
-            Ok(Some(read)) => read,
-            Ok(None) => return self.gone(res, key, id).await.map(Attempt::Done),
-            Err(err) => return Ok(Attempt::Done((rejected(self.vendor, err)?, None))),
-        };
-        let changes = changes_for((!dry_run).then_some(&resource));
-        let todo: Vec<&Change> = if dry_run {
-            changes.iter().collect()
-        } else {
-            wire::pending(&changes, &resource)
-        };
-        if todo.is_empty() {
-            let unchanged = Done::Skipped(format!("unchanged at {}", self.vendor));
-            return Ok(Attempt::Done((unchanged, None)));
-        }
-        let body = wire::merged(&resource, &todo);
-        let mut request = with_body(
-            Method::Put,
-            format!("{}/{}", res.endpoint(), segment(id)),
-            body.clone(),
-        );
-        if etag && let Some(version) = version_of(&resource) {
-            request = request.header("if-match", version);
-        }
-        let payload = request.payload_hash();
-        match self.transport.send(request).await {
-            Ok(_) => {
-                self.dir.remember(res, key, id, body.as_object()).await;
-                Ok(Attempt::Done((Done::Accepted, payload)))
-            }
-            // Someone changed it between our read and our write: read and merge again.
-            Err(err) if patterns::stale(&err) => Ok(Attempt::Stale(err, payload)),
-            Err(err) if err.status == Some(404) => self.gone(res, key, id).await.map(Attempt::Done),
-            Err(err) => Ok(Attempt::Done((rejected(self.vendor, err)?, payload))),
-        }
-    }
-
-    /// True when a fresh listing finds nothing under any of the keys a create could clash
-    /// on: an unconfirmed create did not happen.
-    async fn absent(&self, res: Res, adopt_by: &[(Attr, String)]) -> Result<bool, SinkError> {
-        self.dir.refresh(res).await?;
-        for (attr, value) in adopt_by {
-            match self.dir.find(res, *attr, value).await? {
-                Ok(found) if found.is_empty() => {}
-                _ => return Ok(false),
-            }
-        }
-        Ok(true)
-    }
-
-    /// POSTs a new resource. A 409 (or an unconfirmed POST) looks again and adopts the one
-    /// match; an unconfirmed POST that left nothing behind is sent again.
-    async fn create(
-        &self,
-        res: Res,
-        key: &str,
-        changes: &[Change],
-        adopt_by: &[(Attr, String)],
-        changes_for: &ChangesFor<'_>,
-    ) -> Result<(Done, Option<PayloadHash>), SinkError> {
-        let core = match res {
-            Res::User => USER_SCHEMA,
-            Res::Group => GROUP_SCHEMA,
-        };
-        let body = wire::create_body(core, changes);
-        // A create is not repeated blindly: a lost answer may hide a created resource.
-        let request =
-            with_body(Method::Post, res.endpoint().to_string(), body.clone()).not_idempotent();
-        let payload = request.payload_hash();
-        // An unconfirmed POST that a fresh lookup shows never happened (the server failed
-        // before creating anything) is sent again, as often as the engine would retry a
-        // request that is safe to repeat; one that did happen is adopted below.
-        let what = format!("{} {key:?}", res.noun());
-        let look = |err: &SendError, can_resend: bool| {
-            let conflict = err.status == Some(409);
-            async move {
-                if conflict || !can_resend {
-                    return Ok(Looked::<()>::Unsure);
-                }
-                Ok(match self.absent(res, adopt_by).await? {
-                    true => Looked::Absent,
-                    false => Looked::Unsure,
-                })
-            }
-        };
-        let err =
-            match create_once(self.vendor, self.transport.as_ref(), &request, &what, look).await? {
-                Created::Answered(response) => {
-                    self.created(res, key, &response, &body).await;
-                    return Ok((Done::Accepted, payload));
-                }
-                Created::Found(()) => return Ok((Done::Accepted, payload)),
-                Created::Failed(err) => err,
-            };
-        let conflict = err.status == Some(409);
-        if !(conflict || unconfirmed(&err)) {
-            return Ok((rejected(self.vendor, err)?, payload));
-        }
-        self.adopt(res, key, err, adopt_by, changes_for, payload)
-            .await
-    }
-
-    /// Remembers what a create answered (its id; a dry run's stand-in).
-    async fn created(&self, res: Res, key: &str, response: &WireResponse, body: &Value) {
-        let created = response.json();
-        let id = created
-            .as_object()
-            .and_then(id_of)
-            .or_else(|| response.dry_run.then(|| self.dry_run_id(res, key)));
-        match id {
-            Some(id) => {
-                let known = created
-                    .as_object()
-                    .filter(|o| !o.is_empty())
-                    .or(body.as_object());
-                self.dir.remember(res, key, &id, known).await;
-            }
-            None => tracing::warn!(
-                "{}: the answer to creating {} {key:?} has no id; it will be looked up when needed",
-                self.vendor,
-                res.noun()
-            ),
-        }
-    }
-
-    /// Every resource any of `adopt_by` finds, after a fresh listing. `Err`: a lookup failed.
-    async fn matching(
-        &self,
-        res: Res,
-        adopt_by: &[(Attr, String)],
-    ) -> Result<Result<Vec<Found>, SendError>, SinkError> {
-        self.dir.refresh(res).await?;
-        let mut ids: Vec<Found> = Vec::new();
-        for (attr, value) in adopt_by {
-            match self.dir.find(res, *attr, value).await? {
-                Ok(found) => {
-                    for f in found {
-                        if !ids.iter().any(|i| i.id == f.id) {
-                            ids.push(f);
-                        }
-                    }
-                }
-                Err(lookup) => return Ok(Err(lookup)),
-            }
-        }
-        Ok(Ok(ids))
-    }
-
-    /// A create answered 409 (it exists) or was not confirmed (it may have just been made):
-    /// find it by every key it could clash on, and adopt the one match.
-    async fn adopt(
-        &self,
-        res: Res,
-        key: &str,
-        err: SendError,
-        adopt_by: &[(Attr, String)],
-        changes_for: &ChangesFor<'_>,
-        payload: Option<PayloadHash>,
-    ) -> Result<(Done, Option<PayloadHash>), SinkError> {
-        let conflict = err.status == Some(409);
-        let mut ids = match self.matching(res, adopt_by).await? {
-            Ok(ids) => ids,
-            Err(lookup) => {
-                let mut refusal = Refusal::vendor(
-                    format!(
-                        "{} answered {} to creating {} {key:?}, and looking for the existing one failed: {}",
-                        self.vendor,
-                        err.status.map_or("nothing".to_string(), |s| s.to_string()),
-                        res.noun(),
-                        lookup.message
-                    ),
-                    err.status,
-                    err.body_excerpt,
-                );
-                // A create and its lookup both failing past the budget is the vendor being
-                // down: counted towards "unreachable" like any other exhausted request.
-                refusal.transient = err.failure == SendFailure::Exhausted;
-                return Ok((Done::Rejected(refusal), payload));
-            }
-        };
-        if ids.len() == 1 {
-            let found = ids.remove(0);
-            tracing::info!(
-                "{}: {} {key:?} exists as {} ({}); adopting it",
-                self.vendor,
-                res.noun(),
-                found.id,
-                if conflict {
-                    "409"
-                } else {
-                    "unconfirmed create"
-                }
-            );
-            self.dir
-                .remember(res, key, &found.id, found.resource.as_ref())
-                .await;
-            let (done, update_payload) = self.update(res, key, found, changes_for).await?;
-            let done = match done {
-                Done::Skipped(_) => Done::Accepted,
-                other => other,
-            };
-            return Ok((done, update_payload.or(payload)));
-        }
-        if !conflict {
-            return Ok((rejected(self.vendor, err)?, payload));
-        }
-        Ok((self.conflict(res, key, &err, adopt_by, ids.len()), payload))
-    }
-
-    /// A 409 that matches no one resource: rejected with the server's `detail`.
-    fn conflict(
-        &self,
-        res: Res,
-        key: &str,
-        err: &SendError,
-        adopt_by: &[(Attr, String)],
-        matches: usize,
-    ) -> Done {
-        let keys: Vec<String> = adopt_by
-            .iter()
-            .map(|(a, v)| format!("{} {v:?}", a.path()))
-            .collect();
-        Done::Rejected(Refusal::vendor(
-            format!(
-                "{} refused to create {} {key:?}: {} ({matches} existing {}s match {}, so none was adopted)",
-                self.vendor,
-                res.noun(),
-                detail_of(err),
-                res.noun(),
-                keys.join(" or ")
-            ),
-            err.status,
-            err.body_excerpt.clone(),
-        ))
     }
 
     async fn upsert_user(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
