@@ -1,4 +1,5 @@
-//! Guru REST wire objects as the tap reads them, and how they become records.
+//! Guru REST wire objects in both directions: as the tap reads them and how they become
+//! records (first), and what the writer reads from Guru's answers (last).
 //!
 //! ```json
 //! // GET /members
@@ -159,7 +160,6 @@ pub fn group_member(group_id: &str, value: Value) -> Result<Object, String> {
     Ok(record.build())
 }
 
-// ---- what the writer sends and reads ----
 // What the writer reads from Guru's answers (leniently: a field that is missing or of another
 // type is treated as absent).
 

@@ -1,4 +1,5 @@
-//! Userflow's wire objects as the tap reads them, and how they become records.
+//! Userflow's wire objects in both directions: as the tap reads them and how they become
+//! records (first), and the bodies the writer sends and what it reads back (last).
 //!
 //! ```json
 //! {"object": "user", "id": "u1", "created_at": "2024-01-02T03:04:05Z",
@@ -476,9 +477,7 @@ impl<'de> Deserialize<'de> for WireMembership {
     }
 }
 
-// ---- what the writer sends and reads ----
-// The Userflow wire types the writer sends and reads (beside the tap's `model.rs`, which
-// reads Userflow's objects into records).
+// ---- What the writer sends and reads ----
 
 /// `{"id": …}`: a group named in a user upsert's `groups`.
 #[derive(Debug, Clone, Serialize)]
