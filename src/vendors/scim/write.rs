@@ -394,6 +394,31 @@ impl ScimSink {
         Ok(())
     }
 
+    /// The resource a delete names; `None` when there is none (skipped: nothing to delete) or
+    /// its lookup failed (rejected).
+    async fn to_delete(
+        &self,
+        res: Res,
+        key: &str,
+        fallback: Option<(Attr, &str)>,
+        op: &Op,
+        acks: &Acks,
+    ) -> Result<Option<Found>, SinkError> {
+        match self.resolve(res, key, fallback).await? {
+            Ok(Some(found)) => Ok(Some(found)),
+            Ok(None) => {
+                let noun = res.noun();
+                let why = format!("no {noun} with externalId {key:?} at {}", self.vendor);
+                acks.skipped(op, why);
+                Ok(None)
+            }
+            Err(refusal) => {
+                acks.rejected(op, refusal, None);
+                Ok(None)
+            }
+        }
+    }
+
     async fn delete_user(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
         let item = &op.item;
         let key = item.id.clone().unwrap_or_default();
@@ -403,19 +428,8 @@ impl ScimSink {
             .and_then(Value::as_str)
             .map(str::to_string);
         let fallback = email.as_deref().map(|e| (Attr::UserName, e));
-        let found = match self.resolve(Res::User, &key, fallback).await? {
-            Ok(Some(found)) => found,
-            Ok(None) => {
-                acks.skipped(
-                    op,
-                    format!("no user with externalId {key:?} at {}", self.vendor),
-                );
-                return Ok(());
-            }
-            Err(refusal) => {
-                acks.rejected(op, refusal, None);
-                return Ok(());
-            }
+        let Some(found) = self.to_delete(Res::User, &key, fallback, op, acks).await? else {
+            return Ok(());
         };
         if self.options.hard_delete {
             let request =
@@ -500,19 +514,8 @@ impl ScimSink {
             .and_then(Value::as_str)
             .map(str::to_string);
         let fallback = name.as_deref().map(|n| (Attr::DisplayName, n));
-        let found = match self.resolve(Res::Group, &key, fallback).await? {
-            Ok(Some(found)) => found,
-            Ok(None) => {
-                acks.skipped(
-                    op,
-                    format!("no group with externalId {key:?} at {}", self.vendor),
-                );
-                return Ok(());
-            }
-            Err(refusal) => {
-                acks.rejected(op, refusal, None);
-                return Ok(());
-            }
+        let Some(found) = self.to_delete(Res::Group, &key, fallback, op, acks).await? else {
+            return Ok(());
         };
         let request = WireRequest::new(Method::Delete, format!("/Groups/{}", segment(&found.id)));
         let gone = || format!("group {} is gone from {} already", found.id, self.vendor);
