@@ -419,6 +419,26 @@ impl ScimSink {
         }
     }
 
+    /// `DELETE`s a resource (404: gone already, skipped) and forgets it unless it was refused.
+    async fn delete(
+        &self,
+        res: Res,
+        key: &str,
+        id: &str,
+        op: &Op,
+        acks: &Acks,
+    ) -> Result<(), SinkError> {
+        let path = format!("{}/{}", res.endpoint(), segment(id));
+        let request = WireRequest::new(Method::Delete, path);
+        let gone = || format!("{} {id} is gone from {} already", res.noun(), self.vendor);
+        let transport = self.transport.as_ref();
+        let deleted = patterns::delete(self.vendor, transport, op, request, acks, gone).await?;
+        if deleted != Deleted::Refused {
+            self.dir.forget(res, key, id).await;
+        }
+        Ok(())
+    }
+
     async fn delete_user(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
         let item = &op.item;
         let key = item.id.clone().unwrap_or_default();
@@ -432,22 +452,7 @@ impl ScimSink {
             return Ok(());
         };
         if self.options.hard_delete {
-            let request =
-                WireRequest::new(Method::Delete, format!("/Users/{}", segment(&found.id)));
-            let gone = || format!("user {} is gone from {} already", found.id, self.vendor);
-            let deleted = patterns::delete(
-                self.vendor,
-                self.transport.as_ref(),
-                op,
-                request,
-                acks,
-                gone,
-            )
-            .await?;
-            if deleted != Deleted::Refused {
-                self.dir.forget(Res::User, &key, &found.id).await;
-            }
-            return Ok(());
+            return self.delete(Res::User, &key, &found.id, op, acks).await;
         }
         if found.resource.as_ref().is_some_and(is_inactive) {
             acks.skipped(op, format!("already inactive at {}", self.vendor));
@@ -517,21 +522,7 @@ impl ScimSink {
         let Some(found) = self.to_delete(Res::Group, &key, fallback, op, acks).await? else {
             return Ok(());
         };
-        let request = WireRequest::new(Method::Delete, format!("/Groups/{}", segment(&found.id)));
-        let gone = || format!("group {} is gone from {} already", found.id, self.vendor);
-        let deleted = patterns::delete(
-            self.vendor,
-            self.transport.as_ref(),
-            op,
-            request,
-            acks,
-            gone,
-        )
-        .await?;
-        if deleted != Deleted::Refused {
-            self.dir.forget(Res::Group, &key, &found.id).await;
-        }
-        Ok(())
+        self.delete(Res::Group, &key, &found.id, op, acks).await
     }
 
     /// True when the server's answers come from a dry run (nothing was read).
