@@ -17,8 +17,8 @@
 //!   when refused;
 //! - [`error`]: the SCIM Error body (`status`, `scimType`, `detail`), read leniently.
 //!
-//! The tap's SCIM source (`crate::vendors::scim::streams`) and the target's SCIM writer
-//! (`crate::vendors::scim::writer`) are built from these pieces; they live with the vendors
+//! The tap's SCIM source (`crate::vendors::scim::read`) and the target's SCIM writer
+//! (`crate::vendors::scim::write`) are built from these pieces; they live with the vendors
 //! because this module sits below them.
 
 pub mod error;

@@ -5,7 +5,8 @@
 //! does not know about): each removal is `{"op":"remove","path":"members[value eq \"<id>\"]"}`
 //! and the additions of a chunk share one `{"op":"add","path":"members","value":[…]}`. A PATCH
 //! is all-or-nothing on the server, so [`chunks`] cuts a group's changes into PATCHes of at
-//! most `size` changes, removals first, and [`halves`] splits a refused chunk in two.
+//! most `size` changes, removals first (a refused chunk is split in two by the writer,
+//! `crate::vendors::patterns::Pending`).
 
 use serde_json::{Value, json};
 
@@ -132,16 +133,6 @@ pub fn chunks(changes: &[MemberChange], size: usize) -> Vec<Vec<MemberChange>> {
     ordered.chunks(size).map(<[MemberChange]>::to_vec).collect()
 }
 
-/// A refused chunk split into two halves (the first one larger when odd); `None` for a single
-/// change, which cannot be split.
-pub fn halves(chunk: &[MemberChange]) -> Option<(Vec<MemberChange>, Vec<MemberChange>)> {
-    if chunk.len() < 2 {
-        return None;
-    }
-    let (a, b) = chunk.split_at(chunk.len().div_ceil(2));
-    Some((a.to_vec(), b.to_vec()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,12 +179,5 @@ mod tests {
         assert_eq!(chunks(&changes, 0).len(), 5);
         assert_eq!(chunks(&changes, 100).len(), 1);
         assert!(chunks(&[], 3).is_empty());
-    }
-
-    #[test]
-    fn halves_split_until_one_change_is_left() {
-        let (a, b) = halves(&[add("a"), add("b"), add("c")]).unwrap();
-        assert_eq!((a.len(), b.len()), (2, 1));
-        assert_eq!(halves(&[add("a")]), None);
     }
 }

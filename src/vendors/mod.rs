@@ -15,6 +15,7 @@ pub mod appcues;
 pub mod bulk;
 pub mod guru;
 pub mod guru_scim;
+pub mod patterns;
 pub mod scim;
 pub mod sink;
 pub mod source;

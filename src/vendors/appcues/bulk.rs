@@ -1,6 +1,6 @@
 //! The Appcues writer with jobs: user profiles as NDJSON import jobs (`mode: bulk`), and
 //! segments through upload jobs in both modes ([`super::segments`]). Everything else (groups,
-//! memberships, events, profile deletes) goes to the real-time writer ([`super::writer`]),
+//! memberships, events, profile deletes) goes to the real-time writer ([`super::write`]),
 //! through the same HTTP client.
 //!
 //! In `mode: bulk`, each user upsert becomes one NDJSON line `{"user_id": …, …properties}`
@@ -18,11 +18,11 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::segments::Segments;
-use super::writer::{AppcuesSink, client_spec};
+use super::write::{AppcuesSink, client_spec};
 use crate::vendors::bulk::{BulkSettings, FileLimits, Framing, JobsConfig, Lane, Pipeline, Row};
 use crate::vendors::sink::{
     Acks, Action, BatchKey, BatchLimits, Kind, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
-    SinkError, WireStats, segment,
+    SinkError, Transport, WireStats, segment,
 };
 
 /// The vendor's name.
@@ -58,43 +58,84 @@ pub struct JobsSink {
     segments: Segments,
 }
 
-/// The factory: `bulk` imports profiles; segments go through jobs either way.
-pub fn sink(ctx: &SinkContext<'_>, bulk: bool) -> Result<Arc<dyn Sink>, SinkError> {
-    let config: super::config::Config = ctx.config.typed()?;
-    config.check_paths()?;
-    let settings: BulkSettings = ctx.config.typed()?;
-    let transport = ctx.transport(client_spec(&config))?;
-    let limits = settings.limits(
-        VENDOR,
-        DEFAULT_LIMITS,
-        FileLimits {
-            max_rows: usize::MAX,
-            max_bytes: DOCUMENTED_MAX_BYTES,
-        },
-    );
-    let account = format!("/v2/accounts/{}", segment(&config.account_id));
-    let mut jobs = JobsConfig::new(VENDOR, format!("{account}/jobs"));
-    jobs.timeout = settings.timeout();
-    let pipeline = Arc::new(Pipeline::new(jobs, transport.clone()));
-    let imports = bulk.then(|| {
-        let path = if config.import_path.starts_with('/') {
-            config.import_path.clone()
+/// What the writers of both modes are built from: the real-time writer, the job pipeline, and
+/// the segment uploads (which go through jobs in both modes).
+pub(super) struct Parts {
+    config: super::config::Config,
+    transport: Arc<dyn Transport>,
+    limits: FileLimits,
+    account: String,
+    pipeline: Arc<Pipeline>,
+}
+
+impl Parts {
+    /// Reads the settings and opens the HTTP client.
+    pub(super) fn new(ctx: &SinkContext<'_>) -> Result<Self, SinkError> {
+        let config: super::config::Config = ctx.config.typed()?;
+        config.check_paths()?;
+        let settings: BulkSettings = ctx.config.typed()?;
+        let transport = ctx.transport(client_spec(&config))?;
+        let limits = settings.limits(
+            VENDOR,
+            DEFAULT_LIMITS,
+            FileLimits {
+                max_rows: usize::MAX,
+                max_bytes: DOCUMENTED_MAX_BYTES,
+            },
+        );
+        let account = format!("/v2/accounts/{}", segment(&config.account_id));
+        let mut jobs = JobsConfig::new(VENDOR, format!("{account}/jobs"));
+        jobs.timeout = settings.timeout();
+        let pipeline = Arc::new(Pipeline::new(jobs, transport.clone()));
+        Ok(Parts {
+            config,
+            transport,
+            limits,
+            account,
+            pipeline,
+        })
+    }
+
+    /// The lane profile imports go to (`mode: bulk`).
+    fn import_lane(&self) -> Arc<Lane> {
+        let path = if self.config.import_path.starts_with('/') {
+            self.config.import_path.clone()
         } else {
-            format!("/{}", config.import_path)
+            format!("/{}", self.config.import_path)
         };
         Lane::new(
             format!("appcues import {path}"),
-            format!("{account}{path}"),
+            format!("{}{path}", self.account),
             Framing::NDJSON,
-            limits,
+            self.limits,
         )
-    });
-    Ok(Arc::new(JobsSink {
-        realtime: Arc::new(AppcuesSink::new(transport.clone(), &config.account_id)),
-        segments: Segments::new(transport, account, pipeline.clone(), limits, !bulk),
-        pipeline,
-        imports,
-    }))
+    }
+
+    /// The writer: profile upserts go to `imports` when it is given, in real time otherwise.
+    pub(super) fn into_sink(self, imports: Option<Arc<Lane>>) -> Arc<dyn Sink> {
+        Arc::new(JobsSink {
+            realtime: Arc::new(AppcuesSink::new(
+                self.transport.clone(),
+                &self.config.account_id,
+            )),
+            segments: Segments::new(
+                self.transport,
+                self.account,
+                self.pipeline.clone(),
+                self.limits,
+                imports.is_none(),
+            ),
+            pipeline: self.pipeline,
+            imports,
+        })
+    }
+}
+
+/// The `mode: bulk` writer: profile upserts become NDJSON import jobs.
+pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
+    let parts = Parts::new(ctx)?;
+    let imports = parts.import_lane();
+    Ok(parts.into_sink(Some(imports)))
 }
 
 /// One NDJSON import line: `user_id` first, then the properties the real-time PATCH sends.

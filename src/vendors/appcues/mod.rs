@@ -6,7 +6,7 @@
 pub mod bulk;
 pub mod config;
 pub mod segments;
-pub mod writer;
+pub mod write;
 
 use std::sync::Arc;
 
@@ -33,5 +33,8 @@ pub const VENDOR: VendorSpec = VendorSpec {
 /// The writer for the configured mode: `bulk` imports user profiles as NDJSON jobs; segments go
 /// through upload jobs in both modes; everything else is written in real time.
 fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
-    bulk::sink(ctx, ctx.target.mode == Mode::Bulk)
+    match ctx.target.mode {
+        Mode::Bulk => bulk::sink(ctx),
+        Mode::Realtime => write::sink(ctx),
+    }
 }

@@ -23,9 +23,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::vendors::bulk::{FileLimits, Framing, Lane, Pipeline, Row};
+use crate::vendors::patterns;
 use crate::vendors::sink::{
     Acks, Action, BatchKey, BatchLimits, Method, Op, OrderKey, Plan, Refusal, SendError, SinkError,
-    Transport, Verdict, WireRequest, segment, verdict,
+    Transport, WireRequest, segment,
 };
 
 /// The vendor's name.
@@ -281,13 +282,11 @@ impl Segments {
 
 /// A failed segment call: fatal, or a refusal of the segment's records saying what failed.
 fn refused<T>(err: SendError, what: &str) -> Result<Result<T, Refusal>, SinkError> {
-    match verdict(VENDOR, err) {
-        Verdict::Fatal(fatal) => Err(fatal),
-        Verdict::Reject(refusal) => Ok(Err(Refusal {
-            reason: format!("{what}: {}", refusal.reason),
-            ..refusal
-        })),
-    }
+    let refusal = patterns::refusal(VENDOR, err)?;
+    Ok(Err(Refusal {
+        reason: format!("{what}: {}", refusal.reason),
+        ..refusal
+    }))
 }
 
 /// An `id` field as text.

@@ -5,9 +5,11 @@
 
 pub mod config;
 pub mod group_map;
-pub mod model;
-pub mod streams;
-pub mod writer;
+mod groups;
+mod members;
+pub mod read;
+pub mod wire;
+pub mod write;
 
 use super::VendorSpec;
 
@@ -20,9 +22,9 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: Some("https://api.getguru.com/api/v1"),
     base_url_eu: None,
     settings: config::SETTINGS,
-    source: Some(streams::source),
+    source: Some(read::source),
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,
-    sink: Some(writer::sink),
+    sink: Some(write::sink),
 };

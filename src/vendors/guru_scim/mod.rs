@@ -3,8 +3,8 @@
 //! sent as Basic (Okta, Nango) or as Bearer `username:token` (OneLogin). Everything else is the shared SCIM client in `crate::scim`.
 
 pub mod config;
-pub mod streams;
-pub mod writer;
+pub mod read;
+pub mod write;
 
 use super::VendorSpec;
 
@@ -17,9 +17,9 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: Some("https://api.getguru.com/api/scim/v2"),
     base_url_eu: None,
     settings: config::SETTINGS,
-    source: Some(streams::source),
+    source: Some(read::source),
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,
-    sink: Some(writer::sink),
+    sink: Some(write::sink),
 };

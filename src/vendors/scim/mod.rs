@@ -2,10 +2,13 @@
 //! auth. The SCIM client itself is shared with Guru SCIM in `crate::scim`.
 
 pub mod config;
+mod create;
 pub mod directory;
-pub mod model;
-pub mod streams;
-pub mod writer;
+mod members;
+pub mod read;
+mod update;
+pub mod wire;
+pub mod write;
 
 use super::VendorSpec;
 
@@ -18,9 +21,9 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: None,
     base_url_eu: None,
     settings: config::SETTINGS,
-    source: Some(streams::source),
+    source: Some(read::source),
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships"],
     bulk: false,
-    sink: Some(writer::sink),
+    sink: Some(write::sink),
 };

@@ -4,9 +4,9 @@
 //! `expand=memberships`). Bearer key plus `Userflow-Version: 2020-01-03`. US and EU hosts.
 
 pub mod config;
-pub mod model;
-pub mod streams;
-pub mod writer;
+pub mod read;
+pub mod wire;
+pub mod write;
 
 use super::VendorSpec;
 
@@ -22,9 +22,9 @@ pub const VENDOR: VendorSpec = VendorSpec {
     base_url_us: Some("https://api.userflow.com"),
     base_url_eu: Some("https://api.eu.userflow.com"),
     settings: config::SETTINGS,
-    source: Some(streams::source),
+    source: Some(read::source),
     reads: &["users", "groups", "memberships"],
     writes: &["users", "groups", "memberships", "events"],
     bulk: false,
-    sink: Some(writer::sink),
+    sink: Some(write::sink),
 };

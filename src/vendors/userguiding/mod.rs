@@ -3,8 +3,8 @@
 //! no delete. Rate limit (help centre): 50 requests per 10 s, then a 60 s block with 429.
 
 pub mod config;
-pub mod model;
-pub mod writer;
+pub mod wire;
+pub mod write;
 
 use super::VendorSpec;
 
@@ -21,5 +21,5 @@ pub const VENDOR: VendorSpec = VendorSpec {
     reads: &[],
     writes: &["users", "groups", "memberships"],
     bulk: false,
-    sink: Some(writer::sink),
+    sink: Some(write::sink),
 };

@@ -1,5 +1,5 @@
 //! Userpilot bulk identify (`mode: bulk`): users, memberships and companies as bulk jobs;
-//! deletes and events still go to the real-time writer ([`super::writer`]), through the same
+//! deletes and events still go to the real-time writer ([`super::write`]), through the same
 //! HTTP client.
 //!
 //! | kind | bulk row | upload |
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::writer::{UserpilotSink, client_spec, request};
+use super::write::{UserpilotSink, client_spec, request};
 use crate::vendors::bulk::{BulkSettings, FileLimits, Framing, JobsConfig, Lane, Pipeline, Row};
 use crate::vendors::sink::{
     Acks, Action, BatchKey, BatchLimits, Kind, Op, OrderKey, Plan, Refusal, Sink, SinkContext,

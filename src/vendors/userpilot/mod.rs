@@ -5,7 +5,7 @@
 
 pub mod bulk;
 pub mod config;
-pub mod writer;
+pub mod write;
 
 use std::sync::Arc;
 
@@ -36,6 +36,6 @@ pub const VENDOR: VendorSpec = VendorSpec {
 fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     match ctx.target.mode {
         Mode::Bulk => bulk::sink(ctx),
-        Mode::Realtime => writer::sink(ctx),
+        Mode::Realtime => write::sink(ctx),
     }
 }

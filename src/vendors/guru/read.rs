@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::model;
+use super::wire;
 use crate::http::{Auth, HttpClient, HttpError, Response, StatusCode, path_segment};
 use crate::model::{GROUPS, MEMBERSHIPS, USERS};
 use crate::scim::list::{Dedupe, MAX_FILL_PASSES};
@@ -346,8 +346,8 @@ impl Linked {
         let records = entries(self.main_stream(), &response)?
             .into_iter()
             .map(|entry| match self.kind {
-                Kind::Members => model::member(entry),
-                Kind::Groups => model::group(entry),
+                Kind::Members => wire::member(entry),
+                Kind::Groups => wire::group(entry),
             });
         let mut passes = passes.lock();
         place_all(&mut passes, &mut page, self.main_stream(), "id", records);
@@ -448,7 +448,7 @@ impl GroupMembers {
             let response = self.client.get(&url).send().await?;
             for entry in entries(MEMBERSHIPS, &response)? {
                 // A group without an id is reported by the groups stream.
-                if let Some(id) = model::group_id(&entry)
+                if let Some(id) = wire::group_id(&entry)
                     && matches!(passes.place(&id), Placed::New)
                 {
                     groups.push(id);
@@ -573,7 +573,7 @@ impl GroupMembers {
         let mut page = Page::last(Utc::now());
         let records = entries(MEMBERSHIPS, &response)?
             .into_iter()
-            .map(|entry| model::group_member(id, entry));
+            .map(|entry| wire::group_member(id, entry));
         place_all(passes, &mut page, MEMBERSHIPS, "user_id", records);
         page.next = match response.next_link() {
             Some(next) => {

@@ -1,4 +1,4 @@
-//! The Guru SCIM writer: the shared SCIM writer ([`crate::vendors::scim::writer`]) with Guru's
+//! The Guru SCIM writer: the shared SCIM writer ([`crate::vendors::scim::write`]) with Guru's
 //! SCIM credentials ([`Config::auth`]: `scim_token` alone as a Bearer token, as Guru's API
 //! document describes; or a SCIM username and token, sent as Basic (Okta, Nango) or as Bearer
 //! `username:token` (OneLogin)), and Guru's base URL (`https://api.getguru.com/api/scim/v2`).
@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::http::Auth;
-use crate::vendors::scim::writer::build;
+use crate::vendors::scim::write::build;
 use crate::vendors::sink::{Sink, SinkContext, SinkError, WireAuth};
 
 use super::config::Config;

@@ -1,12 +1,12 @@
 //! What the tap reads from Guru SCIM: the generic SCIM reader
-//! ([`crate::vendors::scim::streams::ScimSource`]) with Guru's SCIM credentials
+//! ([`crate::vendors::scim::read::ScimSource`]) with Guru's SCIM credentials
 //! ([`Config::auth`]: the token alone as a Bearer token, or a username and token as Basic or
 //! `Bearer username:token`).
 
 use super::config::Config;
 use crate::http::HttpClient;
 use crate::vendors::Resolved;
-use crate::vendors::scim::streams::ScimSource;
+use crate::vendors::scim::read::ScimSource;
 use crate::vendors::source::{Source, SourceError, client_config};
 
 /// Builds the Guru SCIM source (the registry's `source`).

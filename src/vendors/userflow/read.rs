@@ -22,9 +22,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::Utc;
 use serde_json::{Map, Value};
 
-use super::model;
+use super::wire;
 use crate::http::paginate::cursor;
-use crate::http::{Auth, HeaderName, HeaderValue, HttpClient, HttpError, StatusCode};
+use crate::http::{
+    Auth, HeaderName, HeaderValue, HttpClient, HttpError, RequestBuilder, Response, StatusCode,
+};
 use crate::model::{GROUPS, MEMBERSHIPS, USERS};
 use crate::scim::list::Dedupe;
 use crate::vendors::Resolved;
@@ -195,23 +197,32 @@ impl List {
         memberships: bool,
         run: &Mutex<Run>,
     ) -> Result<Page, SourceError> {
-        let path = match self.kind {
+        let response = self.fetch(cursor, from_state, memberships, run).await?;
+        let mut page = Page::last(Utc::now());
+        match self.kind {
+            Kind::Users => self.users_page(&response, memberships, run, &mut page)?,
+            Kind::Groups => self.groups_page(&response, run, &mut page)?,
+        }
+        Ok(page)
+    }
+
+    /// The listing's path.
+    fn path(&self) -> &'static str {
+        match self.kind {
             Kind::Users => "/users",
             Kind::Groups => "/groups",
-        };
-        let request = || {
-            let request = self
-                .client
-                .get(path)
-                .query("limit", PAGE_SIZE)
-                .query("order_by", ORDER_BY)
-                .query("sort", "asc");
-            if memberships {
-                request.query("expand", "memberships")
-            } else {
-                request
-            }
-        };
+        }
+    }
+
+    /// Reads one page: after the cursor, else (during a run, when Userflow no longer knows the
+    /// cursor because it was deleted) after the page's earlier ids, else from the start.
+    async fn fetch(
+        &self,
+        cursor: Option<Value>,
+        from_state: bool,
+        memberships: bool,
+        run: &Mutex<Run>,
+    ) -> Result<Response, SourceError> {
         let after = match &cursor {
             Some(Value::String(id)) => Some(id.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
@@ -232,21 +243,16 @@ impl List {
             candidates.push(None);
         }
         let mut candidates = candidates.into_iter().peekable();
-        let response = loop {
+        loop {
             let Some(after) = candidates.next() else {
                 return Err(SourceError::Decode {
                     stream: self.main_stream(),
-                    url: path.to_string(),
+                    url: self.path().to_string(),
                     detail: "no cursor left to read on from".into(),
                 });
             };
-            let mut attempt = request();
-            if let Some(after) = &after {
-                // Last, so that `next_page_url` parsers that split on the first `&` still work.
-                attempt = attempt.query("starting_after", after);
-            }
-            match attempt.send().await {
-                Ok(response) => break response,
+            match self.request(memberships, after.as_deref()).send().await {
+                Ok(response) => return Ok(response),
                 Err(err) if from_state && cursor_refused(&err) => {
                     return Err(SourceError::CursorRejected {
                         stream: self.main_stream(),
@@ -268,83 +274,117 @@ impl List {
                 }
                 Err(err) => return Err(err.into()),
             }
-        };
-        let extracted_at = Utc::now();
-        let decode_error = |detail: String| SourceError::Decode {
+        }
+    }
+
+    /// The request for one page after `after` (from the start without it).
+    fn request(&self, memberships: bool, after: Option<&str>) -> RequestBuilder {
+        let mut request = self
+            .client
+            .get(self.path())
+            .query("limit", PAGE_SIZE)
+            .query("order_by", ORDER_BY)
+            .query("sort", "asc");
+        if memberships {
+            request = request.query("expand", "memberships");
+        }
+        if let Some(after) = after {
+            // Last, so that `next_page_url` parsers that split on the first `&` still work.
+            request = request.query("starting_after", after);
+        }
+        request
+    }
+
+    /// A page's decoding failed.
+    fn decode_error(&self, response: &Response, detail: String) -> SourceError {
+        SourceError::Decode {
             stream: self.main_stream(),
             url: response.url.to_string(),
             detail,
-        };
-        let mut page = Page::last(extracted_at);
-        match self.kind {
-            Kind::Users => {
-                // Decoded straight into what the records need (see `model::UsersPage`).
-                let list: model::UsersPage = serde_json::from_slice(&response.body)
-                    .map_err(|err| decode_error(format!("not a Userflow list: {err}")))?;
-                let more = list.has_more();
-                let users = list.data.unwrap_or_default();
-                if more {
-                    let last = users.last().and_then(|u| match u {
-                        model::WireUser::User { fields, .. } => model::id_of(fields),
-                        model::WireUser::Invalid(_) => None,
-                    });
-                    let from_url = || {
-                        list.next_page_url
-                            .as_ref()
-                            .and_then(Value::as_str)
-                            .and_then(cursor::starting_after)
-                    };
-                    let next = last.or_else(from_url).ok_or_else(|| {
-                        decode_error("the page says has_more but gives no cursor".into())
-                    })?;
-                    page.next = Some(Value::String(next));
-                }
-                page.records.reserve(users.len() * 2);
-                let ids: Vec<Option<String>> = users
-                    .iter()
-                    .map(|u| match u {
-                        model::WireUser::User { fields, .. } => model::id_of(fields),
-                        model::WireUser::Invalid(_) => None,
-                    })
-                    .collect();
-                let fresh = self.remember(run, &ids);
-                for (wire, fresh) in users.into_iter().zip(fresh) {
-                    if !fresh {
-                        page.duplicates += 1;
-                        continue;
-                    }
-                    let parts = model::user(wire, memberships);
-                    if let Some(user) = parts.user {
-                        page.records.push(Emit::new(USERS, user));
-                    }
-                    for membership in parts.memberships {
-                        page.records.push(Emit::new(MEMBERSHIPS, membership));
-                    }
-                    page.skipped.extend(parts.problems);
-                }
+        }
+    }
+
+    /// A users page: its users and their memberships (decoded straight into what the records
+    /// need, see `wire::UsersPage`), and the next cursor.
+    fn users_page(
+        &self,
+        response: &Response,
+        memberships: bool,
+        run: &Mutex<Run>,
+        page: &mut Page,
+    ) -> Result<(), SourceError> {
+        let list: wire::UsersPage = serde_json::from_slice(&response.body)
+            .map_err(|err| self.decode_error(response, format!("not a Userflow list: {err}")))?;
+        let more = list.has_more();
+        let users = list.data.unwrap_or_default();
+        let ids: Vec<Option<String>> = users
+            .iter()
+            .map(|u| match u {
+                wire::WireUser::User { fields, .. } => wire::id_of(fields),
+                wire::WireUser::Invalid(_) => None,
+            })
+            .collect();
+        if more {
+            let last = ids.last().cloned().flatten();
+            let from_url = || {
+                list.next_page_url
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .and_then(cursor::starting_after)
+            };
+            let next = last.or_else(from_url).ok_or_else(|| {
+                self.decode_error(
+                    response,
+                    "the page says has_more but gives no cursor".into(),
+                )
+            })?;
+            page.next = Some(Value::String(next));
+        }
+        page.records.reserve(users.len() * 2);
+        let fresh = self.remember(run, &ids);
+        for (wire, fresh) in users.into_iter().zip(fresh) {
+            if !fresh {
+                page.duplicates += 1;
+                continue;
             }
-            Kind::Groups => {
-                let list =
-                    cursor::parse(&response.body).map_err(|err| decode_error(err.to_string()))?;
-                page.next = list
-                    .next_cursor
-                    .filter(|_| list.has_more)
-                    .map(Value::String);
-                let ids: Vec<Option<String>> = list.records.iter().map(listed_id).collect();
-                let fresh = self.remember(run, &ids);
-                for (value, fresh) in list.records.into_iter().zip(fresh) {
-                    if !fresh {
-                        page.duplicates += 1;
-                        continue;
-                    }
-                    match model::group(value) {
-                        Ok(group) => page.records.push(Emit::new(GROUPS, group)),
-                        Err(problem) => page.skipped.push(Skipped::new(GROUPS, problem)),
-                    }
-                }
+            let parts = wire::user(wire, memberships);
+            if let Some(user) = parts.user {
+                page.records.push(Emit::new(USERS, user));
+            }
+            for membership in parts.memberships {
+                page.records.push(Emit::new(MEMBERSHIPS, membership));
+            }
+            page.skipped.extend(parts.problems);
+        }
+        Ok(())
+    }
+
+    /// A groups page: its groups and the next cursor.
+    fn groups_page(
+        &self,
+        response: &Response,
+        run: &Mutex<Run>,
+        page: &mut Page,
+    ) -> Result<(), SourceError> {
+        let list = cursor::parse(&response.body)
+            .map_err(|err| self.decode_error(response, err.to_string()))?;
+        page.next = list
+            .next_cursor
+            .filter(|_| list.has_more)
+            .map(Value::String);
+        let ids: Vec<Option<String>> = list.records.iter().map(listed_id).collect();
+        let fresh = self.remember(run, &ids);
+        for (value, fresh) in list.records.into_iter().zip(fresh) {
+            if !fresh {
+                page.duplicates += 1;
+                continue;
+            }
+            match wire::group(value) {
+                Ok(group) => page.records.push(Emit::new(GROUPS, group)),
+                Err(problem) => page.skipped.push(Skipped::new(GROUPS, problem)),
             }
         }
-        Ok(page)
+        Ok(())
     }
 }
 

@@ -1,4 +1,5 @@
-//! Userflow's wire objects as the tap reads them, and how they become records.
+//! Userflow's wire objects in both directions: as the tap reads them and how they become
+//! records (first), and the bodies the writer sends and what it reads back (last).
 //!
 //! ```json
 //! {"object": "user", "id": "u1", "created_at": "2024-01-02T03:04:05Z",
@@ -15,9 +16,9 @@
 //! (the type tag), and a user's `memberships` and `groups`, which become `memberships` records.
 //! A membership's expanded `group` object is the group itself, which the `groups` stream carries.
 
-use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::model::{
     GROUPS_DEF, MEMBERSHIPS, MEMBERSHIPS_DEF, Object, RecordBuilder, USERS, USERS_DEF, key_text,
@@ -473,6 +474,72 @@ impl<'de> Deserialize<'de> for WireMembership {
             }
         }
         deserializer.deserialize_any(V)
+    }
+}
+
+// ---- What the writer sends and reads ----
+
+/// `{"id": …}`: a group named in a user upsert's `groups`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRef {
+    /// The group's id.
+    pub id: String,
+}
+
+/// One entry of a user upsert's `memberships`: the group and the membership's own attributes.
+#[derive(Debug, Clone, Serialize)]
+pub struct MembershipRef {
+    /// The group.
+    pub group: GroupRef,
+    /// The membership's attributes.
+    pub attributes: Map<String, Value>,
+}
+
+/// The change operations of userflow.js (`index.d.ts`).
+const CHANGE_OPERATIONS: &[&str] = &["set", "set_once", "add", "subtract"];
+
+/// True for a change object: exactly one of `set`, `set_once`, `add`, `subtract`, and
+/// optionally `data_type`.
+pub fn is_change_object(o: &Map<String, Value>) -> bool {
+    let ops = o.keys().filter(|k| k.as_str() != "data_type").count();
+    ops == 1 && o.keys().any(|k| CHANGE_OPERATIONS.contains(&k.as_str()))
+}
+
+/// The group ids of a user object read with `expand=memberships` (`memberships[].group.id`, or
+/// `memberships[].group_id` as some API versions write it).
+pub fn membership_group_ids(user: &Value) -> Vec<String> {
+    user.get("memberships")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|m| {
+                    m.get("group")
+                        .and_then(|g| g.get("id"))
+                        .or_else(|| m.get("group_id"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn change_objects_and_membership_ids() {
+        let o = |v: Value| v.as_object().cloned().unwrap();
+        assert!(is_change_object(&o(json!({"add": 1}))));
+        assert!(is_change_object(&o(
+            json!({"set": "x", "data_type": "string"})
+        )));
+        assert!(!is_change_object(&o(json!({"set": 1, "add": 2}))));
+        assert!(!is_change_object(&o(json!({"city": "Oslo"}))));
+        let user = json!({"memberships": [{"group": {"id": "g1"}}, {"group_id": "g2"}, {}]});
+        assert_eq!(membership_group_ids(&user), vec!["g1", "g2"]);
     }
 }
 

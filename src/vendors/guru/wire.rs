@@ -1,4 +1,5 @@
-//! Guru REST wire objects as the tap reads them, and how they become records.
+//! Guru REST wire objects in both directions: as the tap reads them and how they become
+//! records (first), and what the writer reads from Guru's answers (last).
 //!
 //! ```json
 //! // GET /members
@@ -157,6 +158,84 @@ pub fn group_member(group_id: &str, value: Value) -> Result<Object, String> {
     }
     record.attributes(object);
     Ok(record.build())
+}
+
+// What the writer reads from Guru's answers (leniently: a field that is missing or of another
+// type is treated as absent).
+
+/// One entry of an invite's `statuses`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteStatus {
+    /// The email it is about.
+    pub email: String,
+    /// Guru's error, when `errored` is set.
+    pub error: Option<String>,
+}
+
+/// The `statuses` of an invite answer.
+pub fn invite_statuses(body: &Value) -> Vec<InviteStatus> {
+    body.get("statuses")
+        .and_then(Value::as_array)
+        .map(|statuses| {
+            statuses
+                .iter()
+                .filter_map(|s| {
+                    let email = s.get("email")?.as_str()?.trim().to_string();
+                    let errored = match s.get("errored") {
+                        Some(Value::Bool(b)) => *b,
+                        Some(Value::String(t)) => t.eq_ignore_ascii_case("true"),
+                        _ => false,
+                    };
+                    let error = errored.then(|| {
+                        s.get("error")
+                            .and_then(Value::as_str)
+                            .unwrap_or("errored without a reason")
+                            .to_string()
+                    });
+                    Some(InviteStatus { email, error })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A Guru group as the writer needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuruGroup {
+    /// Guru's id (empty when a dry run read nothing).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// False for "All Members", which cannot be changed.
+    pub modifiable: bool,
+}
+
+/// One group object.
+pub fn guru_group(value: &Value) -> Option<GuruGroup> {
+    let id = match value.get("id")? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    Some(GuruGroup {
+        id,
+        name: value
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        modifiable: value
+            .get("modifiable")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+    })
+}
+
+/// `GET /groups`: a bare array of groups.
+pub fn guru_groups(body: &Value) -> Vec<GuruGroup> {
+    body.as_array()
+        .map(|a| a.iter().filter_map(guru_group).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

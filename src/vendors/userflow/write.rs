@@ -22,13 +22,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value};
 
+use crate::vendors::patterns;
 use crate::vendors::sink::{
     Acks, Action, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
-    SinkError, Transport, Verdict, WireAuth, WireRequest, WireStats, object, path_keys, segment,
-    send_and_settle, verdict,
+    SinkError, Transport, WireAuth, WireRequest, WireStats, object, path_keys, segment,
+    send_and_settle,
 };
 
-use self::wire::{GroupRef, MembershipRef, is_change_object};
+use super::wire::{self, GroupRef, MembershipRef, is_change_object};
 
 /// The vendor's name.
 const VENDOR: &str = "userflow";
@@ -69,16 +70,8 @@ impl UserflowSink {
     /// A delete: a 404 means it is gone already, which is what was asked.
     async fn delete(&self, op: &Op, path: String, acks: &Acks) -> Result<(), SinkError> {
         let request = WireRequest::new(Method::Delete, path);
-        match self.transport.send(request).await {
-            Ok(_) => acks.accepted(op, None),
-            Err(err) if err.status == Some(404) => {
-                acks.skipped(op, "already absent at userflow (404)");
-            }
-            Err(err) => match verdict(VENDOR, err) {
-                Verdict::Reject(refusal) => acks.rejected(op, refusal, None),
-                Verdict::Fatal(fatal) => return Err(fatal),
-            },
-        }
+        let absent = || "already absent at userflow (404)".to_string();
+        patterns::delete(VENDOR, self.transport.as_ref(), op, request, acks, absent).await?;
         Ok(())
     }
 
@@ -108,13 +101,7 @@ impl UserflowSink {
                 );
                 return Ok(());
             }
-            Err(err) => {
-                match verdict(VENDOR, err) {
-                    Verdict::Reject(refusal) => acks.rejected(op, refusal, None),
-                    Verdict::Fatal(fatal) => return Err(fatal),
-                }
-                return Ok(());
-            }
+            Err(err) => return patterns::reject_one(VENDOR, op, err, None, acks),
         };
         if response.dry_run {
             // Nothing was read: show the lookup only.
@@ -317,19 +304,8 @@ impl Sink for UserflowSink {
     }
 
     async fn check(&self) -> Result<(), SinkError> {
-        match self
-            .transport
-            .send(WireRequest::new(Method::Get, "/users?limit=1"))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) => match verdict(VENDOR, err) {
-                Verdict::Fatal(fatal) => Err(fatal),
-                // Anything else (a 4xx on a listing the key may not cover) is not a reason to stop
-                // before trying to write.
-                Verdict::Reject(_) => Ok(()),
-            },
-        }
+        let request = WireRequest::new(Method::Get, "/users?limit=1");
+        patterns::probe(VENDOR, self.transport.as_ref(), request).await
     }
 
     fn stats(&self) -> WireStats {
@@ -341,272 +317,6 @@ impl Sink for UserflowSink {
     }
 }
 
-/// The Userflow wire types the writer sends and reads (beside the tap's `model.rs`, which
-/// reads Userflow's objects into records).
-pub mod wire {
-    use serde::Serialize;
-    use serde_json::{Map, Value};
-
-    /// `{"id": …}`: a group named in a user upsert's `groups`.
-    #[derive(Debug, Clone, Serialize)]
-    pub struct GroupRef {
-        /// The group's id.
-        pub id: String,
-    }
-
-    /// One entry of a user upsert's `memberships`: the group and the membership's own attributes.
-    #[derive(Debug, Clone, Serialize)]
-    pub struct MembershipRef {
-        /// The group.
-        pub group: GroupRef,
-        /// The membership's attributes.
-        pub attributes: Map<String, Value>,
-    }
-
-    /// The change operations of userflow.js (`index.d.ts`).
-    const CHANGE_OPERATIONS: &[&str] = &["set", "set_once", "add", "subtract"];
-
-    /// True for a change object: exactly one of `set`, `set_once`, `add`, `subtract`, and
-    /// optionally `data_type`.
-    pub fn is_change_object(o: &Map<String, Value>) -> bool {
-        let ops = o.keys().filter(|k| k.as_str() != "data_type").count();
-        ops == 1 && o.keys().any(|k| CHANGE_OPERATIONS.contains(&k.as_str()))
-    }
-
-    /// The group ids of a user object read with `expand=memberships` (`memberships[].group.id`, or
-    /// `memberships[].group_id` as some API versions write it).
-    pub fn membership_group_ids(user: &Value) -> Vec<String> {
-        user.get("memberships")
-            .and_then(Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter_map(|m| {
-                        m.get("group")
-                            .and_then(|g| g.get("id"))
-                            .or_else(|| m.get("group_id"))
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use serde_json::json;
-
-        #[test]
-        fn change_objects_and_membership_ids() {
-            let o = |v: Value| v.as_object().cloned().unwrap();
-            assert!(is_change_object(&o(json!({"add": 1}))));
-            assert!(is_change_object(&o(
-                json!({"set": "x", "data_type": "string"})
-            )));
-            assert!(!is_change_object(&o(json!({"set": 1, "add": 2}))));
-            assert!(!is_change_object(&o(json!({"city": "Oslo"}))));
-            let user = json!({"memberships": [{"group": {"id": "g1"}}, {"group_id": "g2"}, {}]});
-            assert_eq!(membership_group_ids(&user), vec!["g1", "g2"]);
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::vendors::sink::{
-        Item, Origin, ScriptedTransport, SendError, SendFailure, Ticket, WireResponse,
-    };
-    use serde_json::json;
-
-    fn op(kind: Kind, action: Action, v: Value) -> Op {
-        let o = v.as_object().cloned().unwrap();
-        let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
-        Op {
-            ticket: Ticket(0),
-            item: Item {
-                kind,
-                action,
-                id: s("id"),
-                user_id: s("user_id"),
-                group_id: s("group_id"),
-                fields: o
-                    .get("fields")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default(),
-                attributes: o
-                    .get("attributes")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default(),
-            },
-            origin: Arc::new(Origin {
-                stream: "s".into(),
-                line: 1,
-                record: o.clone(),
-            }),
-        }
-    }
-
-    #[test]
-    fn upserts_put_the_id_in_the_body_and_keep_nulls() {
-        let r = request(&op(
-            Kind::Users,
-            Action::Upsert,
-            json!({"id": "u/1", "fields": {"email": "a@x.io", "name": null}, "attributes": {"plan": "pro"}}),
-        ))
-        .unwrap();
-        assert_eq!((r.method, r.path.as_str()), (Method::Post, "/users"));
-        assert_eq!(
-            r.body,
-            crate::vendors::sink::WireBody::Json(
-                json!({"id": "u/1", "attributes": {"email": "a@x.io", "name": null, "plan": "pro"}})
-            )
-        );
-        assert!(r.idempotent);
-        let m = request(&op(
-            Kind::Memberships,
-            Action::Upsert,
-            json!({"user_id": "u1", "group_id": "g1"}),
-        ))
-        .unwrap();
-        assert_eq!(
-            m.body,
-            crate::vendors::sink::WireBody::Json(json!({"id": "u1", "groups": [{"id": "g1"}]}))
-        );
-        let m = request(&op(
-            Kind::Memberships,
-            Action::Upsert,
-            json!({"user_id": "u1", "group_id": "g1", "attributes": {"role": "admin"}}),
-        ))
-        .unwrap();
-        assert_eq!(
-            m.body,
-            crate::vendors::sink::WireBody::Json(
-                json!({"id": "u1", "memberships": [{"group": {"id": "g1"}, "attributes": {"role": "admin"}}]})
-            )
-        );
-        let e = request(&op(
-            Kind::Events,
-            Action::Upsert,
-            json!({"user_id": "u1", "fields": {"name": "signed_up", "timestamp": null}}),
-        ))
-        .unwrap();
-        assert!(!e.idempotent);
-        assert_eq!(
-            e.body,
-            crate::vendors::sink::WireBody::Json(json!({"user_id": "u1", "name": "signed_up"}))
-        );
-        // Userflow documents no time field: the time is not sent, the rest is.
-        let e = request(&op(
-            Kind::Events,
-            Action::Upsert,
-            json!({"user_id": "u1", "group_id": "g1", "fields": {"name": "paid", "timestamp": "2024-01-01T00:00:00Z"}, "attributes": {"plan": "pro"}}),
-        ))
-        .unwrap();
-        assert_eq!(
-            e.body,
-            crate::vendors::sink::WireBody::Json(
-                json!({"user_id": "u1", "name": "paid", "group_id": "g1", "attributes": {"plan": "pro"}})
-            )
-        );
-    }
-
-    #[test]
-    fn arrays_and_plain_objects_are_refused_change_objects_pass() {
-        let sink = UserflowSink::new(Arc::new(ScriptedTransport::ok()));
-        let bad = op(
-            Kind::Users,
-            Action::Upsert,
-            json!({"id": "u", "attributes": {"tags": ["a"]}}),
-        );
-        let err = sink.plan(&bad).unwrap_err();
-        assert!(
-            err.reason.contains("\"tags\" is an array"),
-            "{}",
-            err.reason
-        );
-        let ok = op(
-            Kind::Users,
-            Action::Upsert,
-            json!({"id": "u", "attributes": {"logins": {"add": 1}}}),
-        );
-        assert!(sink.plan(&ok).is_ok());
-    }
-
-    #[tokio::test]
-    async fn removing_a_membership_prunes_with_the_other_groups() {
-        let transport = Arc::new(ScriptedTransport::new(|r| {
-            if r.method == Method::Get {
-                Ok(WireResponse::ok(json!({"id": "u1", "memberships": [
-                    {"group": {"id": "g1"}}, {"group": {"id": "g2"}}]})))
-            } else {
-                Ok(WireResponse::ok(json!({})))
-            }
-        }));
-        let sink = UserflowSink::new(transport.clone());
-        let (acks, mut rx) = Acks::channel();
-        let m = op(
-            Kind::Memberships,
-            Action::Delete,
-            json!({"user_id": "u1", "group_id": "g1"}),
-        );
-        sink.write(vec![m], &acks).await.unwrap();
-        let requests = transport.requests();
-        assert_eq!(requests[0].path, "/users/u1?expand=memberships");
-        assert_eq!(
-            requests[1].body,
-            crate::vendors::sink::WireBody::Json(
-                json!({"id": "u1", "groups": [{"id": "g2"}], "prune_memberships": true})
-            )
-        );
-        assert!(matches!(
-            rx.recv().await.unwrap().outcome,
-            crate::vendors::sink::Outcome::Accepted
-        ));
-    }
-
-    #[tokio::test]
-    async fn deletes_of_absent_things_are_skipped_and_401_is_fatal() {
-        let transport = Arc::new(ScriptedTransport::new(|r| {
-            let status = if r.path.starts_with("/users") {
-                404
-            } else {
-                401
-            };
-            Err(SendError {
-                failure: if status == 401 {
-                    SendFailure::Credentials
-                } else {
-                    SendFailure::Refused
-                },
-                status: Some(status),
-                body_excerpt: None,
-                message: format!("answered {status}"),
-                maybe_processed: false,
-            })
-        }));
-        let sink = UserflowSink::new(transport);
-        let (acks, mut rx) = Acks::channel();
-        sink.write(
-            vec![op(Kind::Users, Action::Delete, json!({"id": "gone"}))],
-            &acks,
-        )
-        .await
-        .unwrap();
-        assert!(matches!(
-            rx.recv().await.unwrap().outcome,
-            crate::vendors::sink::Outcome::Skipped(_)
-        ));
-        let err = sink
-            .write(
-                vec![op(Kind::Groups, Action::Delete, json!({"id": "g"}))],
-                &acks,
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(err, SinkError::Credentials { .. }));
-    }
-}
+#[path = "tests.rs"]
+mod tests;

@@ -157,27 +157,9 @@ impl ScimList {
             filter: None,
             excluded: (self.kind == Kind::Groups && !memberships).then_some("members"),
         };
-        let listed = match list::list_page(client, &query).await {
-            Ok(listed) => listed,
-            // A server that refuses a stored startIndex instead of answering an empty page.
-            Err(ListError::Http(err))
-                if from_state && err.status() == Some(StatusCode::BAD_REQUEST) =>
-            {
-                return Err(SourceError::CursorRejected {
-                    stream: self.main_stream(),
-                    cursor: stored_start.to_string(),
-                    detail: err.body_excerpt().unwrap_or_default().to_string(),
-                });
-            }
-            Err(ListError::Http(err)) => return Err(err.into()),
-            Err(ListError::Decode { url, detail }) => {
-                return Err(SourceError::Decode {
-                    stream: self.main_stream(),
-                    url,
-                    detail,
-                });
-            }
-        };
+        let listed = list::list_page(client, &query)
+            .await
+            .map_err(|err| self.list_error(err, from_state, stored_start))?;
         let mut page = Page::last(Utc::now());
         let ids: Vec<Option<String>> = listed
             .resources
@@ -203,31 +185,56 @@ impl ScimList {
             if emit.next_if_eq(&i).is_none() {
                 continue;
             }
-            match self.kind {
-                Kind::Users => match types::user_record(resource) {
-                    Ok(user) => page.records.push(Emit::new(USERS, user)),
-                    Err(problem) => page.skipped.push(Skipped::new(USERS, problem)),
-                },
-                Kind::Groups => {
-                    let parts = types::group_records(resource, memberships);
-                    if let Some(group) = parts.group {
-                        page.records.push(Emit::new(GROUPS, group));
-                    }
-                    page.records.extend(
-                        parts
-                            .memberships
-                            .into_iter()
-                            .map(|m| Emit::new(MEMBERSHIPS, m)),
-                    );
-                    page.skipped.extend(
-                        parts
-                            .problems
-                            .into_iter()
-                            .map(|(stream, reason)| Skipped::new(stream, reason)),
-                    );
-                }
-            }
+            self.push(&mut page, resource, memberships);
         }
         Ok(page)
+    }
+
+    /// A failed page, as the tap's error.
+    fn list_error(&self, err: ListError, from_state: bool, stored_start: u64) -> SourceError {
+        match err {
+            // A server that refuses a stored startIndex instead of answering an empty page.
+            ListError::Http(err) if from_state && err.status() == Some(StatusCode::BAD_REQUEST) => {
+                SourceError::CursorRejected {
+                    stream: self.main_stream(),
+                    cursor: stored_start.to_string(),
+                    detail: err.body_excerpt().unwrap_or_default().to_string(),
+                }
+            }
+            ListError::Http(err) => err.into(),
+            ListError::Decode { url, detail } => SourceError::Decode {
+                stream: self.main_stream(),
+                url,
+                detail,
+            },
+        }
+    }
+
+    /// One listed resource's records (a group's with its memberships, when they are wanted).
+    fn push(&self, page: &mut Page, resource: Value, memberships: bool) {
+        match self.kind {
+            Kind::Users => match types::user_record(resource) {
+                Ok(user) => page.records.push(Emit::new(USERS, user)),
+                Err(problem) => page.skipped.push(Skipped::new(USERS, problem)),
+            },
+            Kind::Groups => {
+                let parts = types::group_records(resource, memberships);
+                if let Some(group) = parts.group {
+                    page.records.push(Emit::new(GROUPS, group));
+                }
+                page.records.extend(
+                    parts
+                        .memberships
+                        .into_iter()
+                        .map(|m| Emit::new(MEMBERSHIPS, m)),
+                );
+                page.skipped.extend(
+                    parts
+                        .problems
+                        .into_iter()
+                        .map(|(stream, reason)| Skipped::new(stream, reason)),
+                );
+            }
+        }
     }
 }
