@@ -32,5 +32,6 @@ pub mod load;
 pub mod model;
 pub mod scim;
 pub mod singer;
+pub mod sink;
 pub mod tap;
 pub mod vendors;

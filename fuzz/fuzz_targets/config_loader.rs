@@ -14,7 +14,7 @@
 use libfuzzer_sys::fuzz_target;
 use roster::config::{Applies, ConfigError, RawConfig, Setting, is_local_test_host};
 use roster::http::{Auth, HttpClient};
-use roster::vendors::bulk::{BulkSettings, FileLimits};
+use roster::sink::bulk::{BulkSettings, FileLimits};
 use roster::vendors::{self, REGISTRY, Resolved};
 use serde_json::{Map, Value};
 

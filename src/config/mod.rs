@@ -10,6 +10,7 @@
 
 mod secret;
 pub mod settings;
+pub mod vendor;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use url::Url;
 
 pub use secret::{REDACTED, Secret};
 pub use settings::{Applies, Kind, Setting};
+pub use vendor::{Resolved, Vendor};
 
 /// Why a config could not be used. Every variant maps to exit code 2.
 #[derive(Debug, thiserror::Error)]

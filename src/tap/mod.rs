@@ -125,7 +125,9 @@ pub async fn run_with<W: std::io::Write>(
             Err(err) => Err(err.into()),
         };
     }
-    let factory = spec.source.ok_or_else(not_listable)?;
+    let factory = vendors::entry(&request.config)
+        .and_then(|entry| entry.source)
+        .ok_or_else(not_listable)?;
     let source = factory(&request.config)?;
     if request.action == TapAction::Test {
         source.check().await?;

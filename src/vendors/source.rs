@@ -21,10 +21,10 @@ use futures::stream::BoxStream;
 use serde_json::Value;
 
 use crate::config::ConfigError;
+use crate::config::Resolved;
 use crate::exit::ExitStatus;
 use crate::http::{Auth, ClientConfig, HttpError};
 use crate::model::Object;
-use crate::vendors::Resolved;
 
 /// Builds a vendor's source from its checked config.
 pub type SourceFactory = fn(&Resolved) -> Result<Box<dyn Source>, SourceError>;

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::vendors::bulk::{FileLimits, Framing, Lane, Pipeline, Row};
-use crate::vendors::sink::{
+use crate::sink::bulk::{FileLimits, Framing, Lane, Pipeline, Row};
+use crate::sink::{
     Acks, Action, BatchKey, BatchLimits, Method, Op, OrderKey, Plan, Refusal, SendError, SinkError,
-    Transport, Verdict, WireRequest, segment, verdict,
+    Transport, WireRequest, WriteVerdict, key_segment, verdict,
 };
 
 /// The vendor's name.
@@ -189,7 +189,7 @@ impl Segments {
                 };
                 Lane::new(
                     format!("appcues segment {name:?} {verb}"),
-                    format!("{}/segments/{}/{call}", self.account, segment(id)),
+                    format!("{}/segments/{}/{call}", self.account, key_segment(id)),
                     CSV_UPLOAD,
                     self.limits,
                 )
@@ -282,8 +282,8 @@ impl Segments {
 /// A failed segment call: fatal, or a refusal of the segment's records saying what failed.
 fn refused<T>(err: SendError, what: &str) -> Result<Result<T, Refusal>, SinkError> {
     match verdict(VENDOR, err) {
-        Verdict::Fatal(fatal) => Err(fatal),
-        Verdict::Reject(refusal) => Ok(Err(Refusal {
+        WriteVerdict::Fatal(fatal) => Err(fatal),
+        WriteVerdict::Reject(refusal) => Ok(Err(Refusal {
             reason: format!("{what}: {}", refusal.reason),
             ..refusal
         })),
@@ -318,8 +318,8 @@ mod tests {
 
     #[test]
     fn csv_uploads_split_and_read_back_row_by_row() {
-        use crate::vendors::bulk::spool::Spool;
-        use crate::vendors::sink::{Origin, Ticket};
+        use crate::sink::bulk::spool::Spool;
+        use crate::sink::{Origin, Ticket};
         let mut spool = Spool::new(CSV_UPLOAD).unwrap();
         for (n, id) in ["u1", "a,b", "u3"].iter().enumerate() {
             let origin = Origin {

@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::vendors::sink::{
+use crate::sink::{
     Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal,
-    Sink, SinkContext, SinkError, Transport, Verdict, WireAuth, WireRequest, WireStats, path_keys,
-    scalars_only, segment, send_and_settle, verdict,
+    Sink, SinkContext, SinkError, Transport, WireAuth, WireRequest, WireStats, WriteVerdict,
+    key_segment, path_keys, scalars_only, send_and_settle, verdict,
 };
 
 /// The vendor's name.
@@ -75,7 +75,7 @@ impl AppcuesSink {
     pub fn new(transport: Arc<dyn Transport>, account: &str) -> Self {
         AppcuesSink {
             transport,
-            account: format!("/v2/accounts/{}", segment(account)),
+            account: format!("/v2/accounts/{}", key_segment(account)),
             warned_membership_attributes: AtomicBool::new(false),
         }
     }
@@ -88,7 +88,7 @@ impl AppcuesSink {
             Kind::Users => Some(
                 WireRequest::new(
                     Method::Patch,
-                    format!("{a}/users/{}/profile", segment(item.id.as_deref()?)),
+                    format!("{a}/users/{}/profile", key_segment(item.id.as_deref()?)),
                 )
                 .json(Value::Object(item.properties()))
                 .idempotent(),
@@ -96,7 +96,7 @@ impl AppcuesSink {
             Kind::Groups => Some(
                 WireRequest::new(
                     Method::Patch,
-                    format!("{a}/groups/{}/profile", segment(item.id.as_deref()?)),
+                    format!("{a}/groups/{}/profile", key_segment(item.id.as_deref()?)),
                 )
                 .json(Value::Object(item.properties()))
                 .idempotent(),
@@ -120,7 +120,7 @@ impl AppcuesSink {
                 Some(
                     WireRequest::new(
                         Method::Post,
-                        format!("{a}/users/{}/events", segment(item.user_id.as_deref()?)),
+                        format!("{a}/users/{}/events", key_segment(item.user_id.as_deref()?)),
                     )
                     .json(Value::Object(body)),
                 )
@@ -153,7 +153,7 @@ impl AppcuesSink {
         // Associating users with a group is idempotent: a repeat changes nothing.
         let request = WireRequest::new(
             Method::Post,
-            format!("{}/groups/{}/users", self.account, segment(&group)),
+            format!("{}/groups/{}/users", self.account, key_segment(&group)),
         )
         .json(json!({ "user_ids": users }))
         .idempotent();
@@ -161,10 +161,10 @@ impl AppcuesSink {
         match self.transport.send(request).await {
             Ok(_) => batch.iter().for_each(|op| acks.accepted(op, payload)),
             Err(err) => match verdict(VENDOR, err) {
-                Verdict::Reject(refusal) => batch
+                WriteVerdict::Reject(refusal) => batch
                     .iter()
                     .for_each(|op| acks.rejected(op, refusal.clone(), payload)),
-                Verdict::Fatal(fatal) => return Err(fatal),
+                WriteVerdict::Fatal(fatal) => return Err(fatal),
             },
         }
         Ok(())
@@ -174,7 +174,7 @@ impl AppcuesSink {
         let id = op.item.id.as_deref().unwrap_or_default();
         let request = WireRequest::new(
             Method::Delete,
-            format!("{}/users/{}/profile", self.account, segment(id)),
+            format!("{}/users/{}/profile", self.account, key_segment(id)),
         );
         match self.transport.send(request).await {
             Ok(_) => acks.accepted(op, None),
@@ -182,8 +182,8 @@ impl AppcuesSink {
                 acks.skipped(op, "no such user profile at appcues (404)");
             }
             Err(err) => match verdict(VENDOR, err) {
-                Verdict::Reject(refusal) => acks.rejected(op, refusal, None),
-                Verdict::Fatal(fatal) => return Err(fatal),
+                WriteVerdict::Reject(refusal) => acks.rejected(op, refusal, None),
+                WriteVerdict::Fatal(fatal) => return Err(fatal),
             },
         }
         Ok(())
@@ -287,15 +287,15 @@ impl Sink for AppcuesSink {
         self.transport.stats()
     }
 
-    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
-        crate::vendors::sink::NestedRule::ScalarsOnly
+    fn nested_rule(&self) -> crate::sink::NestedRule {
+        crate::sink::NestedRule::ScalarsOnly
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendors::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket, WireBody};
+    use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket, WireBody};
 
     fn op(
         kind: Kind,

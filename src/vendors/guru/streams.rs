@@ -35,10 +35,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::model;
+use crate::config::Resolved;
 use crate::http::{Auth, HttpClient, HttpError, Response, StatusCode, path_segment};
 use crate::model::{GROUPS, MEMBERSHIPS, USERS};
 use crate::scim::list::{Dedupe, MAX_FILL_PASSES};
-use crate::vendors::Resolved;
 use crate::vendors::source::{
     Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, client_config,
     cursor_text, sequential,

@@ -50,10 +50,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::vendors::sink::{
+use crate::sink::{
     Acks, Action, BatchKey, BatchLimits, ClientSpec, Item, Kind, Method, Op, OrderKey, Plan,
-    Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, Verdict, WireAuth,
-    WireRequest, WireStats, fatal_or, segment, single_email, verdict,
+    Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, WireAuth,
+    WireRequest, WireStats, WriteVerdict, fatal_or, key_segment, single_email, verdict,
 };
 
 use self::wire::{GuruGroup, InviteStatus};
@@ -584,8 +584,8 @@ impl GuruSink {
             Ok(response) => response,
             Err(err) => {
                 return match verdict(VENDOR, err) {
-                    Verdict::Fatal(fatal) => Err(fatal),
-                    Verdict::Reject(refusal) => {
+                    WriteVerdict::Fatal(fatal) => Err(fatal),
+                    WriteVerdict::Reject(refusal) => {
                         for (i, _) in &emails {
                             acks.rejected(&batch[*i], refusal.clone(), payload);
                         }
@@ -656,16 +656,19 @@ impl GuruSink {
             TeamMemberType::Core => "upgrade",
             TeamMemberType::Light => "downgrade",
         };
-        let request = WireRequest::new(Method::Post, format!("/members/{}/{call}", segment(email)))
-            .json(json!({}))
-            // Making a core member core again changes nothing.
-            .idempotent();
+        let request = WireRequest::new(
+            Method::Post,
+            format!("/members/{}/{call}", key_segment(email)),
+        )
+        .json(json!({}))
+        // Making a core member core again changes nothing.
+        .idempotent();
         let payload = request.payload_hash();
         match self.transport.send(request).await {
             Ok(_) => acks.accepted(op, payload),
             Err(err) => match verdict(VENDOR, err) {
-                Verdict::Fatal(fatal) => return Err(fatal),
-                Verdict::Reject(refusal) => acks.rejected(
+                WriteVerdict::Fatal(fatal) => return Err(fatal),
+                WriteVerdict::Reject(refusal) => acks.rejected(
                     op,
                     Refusal {
                         reason: format!(
@@ -731,10 +734,10 @@ impl GuruSink {
             }
         };
         let request = match &self.replace_verifier {
-            None => WireRequest::new(Method::Delete, format!("/members/{}", segment(&email))),
+            None => WireRequest::new(Method::Delete, format!("/members/{}", key_segment(&email))),
             Some(body) => WireRequest::new(
                 Method::Delete,
-                format!("/members/{}/replaceverifier", segment(&email)),
+                format!("/members/{}/replaceverifier", key_segment(&email)),
             )
             .json(body.clone()),
         };
@@ -786,7 +789,7 @@ impl GuruSink {
             );
             return Ok(());
         }
-        let request = WireRequest::new(Method::Put, format!("/groups/{}", segment(&group.id)))
+        let request = WireRequest::new(Method::Put, format!("/groups/{}", key_segment(&group.id)))
             .json(json!({"id": group.id, "name": name}))
             .idempotent();
         let payload = request.payload_hash();
@@ -935,7 +938,10 @@ impl GuruSink {
                 return Ok(());
             }
         };
-        let request = WireRequest::new(Method::Delete, format!("/groups/{}", segment(&group.id)));
+        let request = WireRequest::new(
+            Method::Delete,
+            format!("/groups/{}", key_segment(&group.id)),
+        );
         match self.transport.send(request).await {
             Ok(response) => {
                 if let Some(cache) = self.groups.lock().await.as_mut() {
@@ -1026,7 +1032,7 @@ impl GuruSink {
             let emails: Vec<&str> = chunk.iter().map(|(e, _)| e.as_str()).collect();
             let request = WireRequest::new(
                 Method::Post,
-                format!("/groups/{}/members", segment(&group.id)),
+                format!("/groups/{}/members", key_segment(&group.id)),
             )
             .json(json!(emails))
             // Adding someone who is in the group already changes nothing.
@@ -1067,8 +1073,8 @@ impl GuruSink {
                     }
                 }
                 Err(err) => match verdict(VENDOR, err) {
-                    Verdict::Fatal(fatal) => return Err(fatal),
-                    Verdict::Reject(refusal) => {
+                    WriteVerdict::Fatal(fatal) => return Err(fatal),
+                    WriteVerdict::Reject(refusal) => {
                         for (_, ops) in &chunk {
                             for op in ops {
                                 acks.rejected(op, refusal.clone(), payload);
@@ -1112,7 +1118,11 @@ impl GuruSink {
         };
         let request = WireRequest::new(
             Method::Delete,
-            format!("/groups/{}/members/{}", segment(&group.id), segment(&email)),
+            format!(
+                "/groups/{}/members/{}",
+                key_segment(&group.id),
+                key_segment(&email)
+            ),
         );
         match self.transport.send(request).await {
             Ok(_) => acks.accepted(op, None),
@@ -1143,11 +1153,11 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
 /// A failed request for one record: rejected with the vendor's answer, or fatal.
 fn settle_failure(op: &Op, err: SendError, acks: &Acks) -> Result<(), SinkError> {
     match verdict(VENDOR, err) {
-        Verdict::Reject(refusal) => {
+        WriteVerdict::Reject(refusal) => {
             acks.rejected(op, refusal, None);
             Ok(())
         }
-        Verdict::Fatal(fatal) => Err(fatal),
+        WriteVerdict::Fatal(fatal) => Err(fatal),
     }
 }
 
@@ -1310,8 +1320,8 @@ impl Sink for GuruSink {
         {
             Ok(_) => Ok(()),
             Err(err) => match verdict(VENDOR, err) {
-                Verdict::Fatal(fatal) => Err(fatal),
-                Verdict::Reject(_) => Ok(()),
+                WriteVerdict::Fatal(fatal) => Err(fatal),
+                WriteVerdict::Reject(_) => Ok(()),
             },
         }
     }
@@ -1409,7 +1419,7 @@ pub mod wire {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendors::sink::{
+    use crate::sink::{
         Item, Origin, Outcome, ScriptedTransport, Settlement, Ticket, WireBody, WireResponse,
     };
     use serde_json::Map;

@@ -4,8 +4,8 @@
 //! `Bearer username:token`).
 
 use super::config::Config;
+use crate::config::Resolved;
 use crate::http::HttpClient;
-use crate::vendors::Resolved;
 use crate::vendors::scim::streams::ScimSource;
 use crate::vendors::source::{Source, SourceError, client_config};
 

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use crate::http::Auth;
+use crate::sink::{Sink, SinkContext, SinkError, WireAuth};
 use crate::vendors::scim::writer::build;
-use crate::vendors::sink::{Sink, SinkContext, SinkError, WireAuth};
 
 use super::config::Config;
 

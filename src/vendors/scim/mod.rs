@@ -7,20 +7,22 @@ pub mod model;
 pub mod streams;
 pub mod writer;
 
-use super::VendorSpec;
+use super::{Vendor, VendorSpec};
 
 /// The registry entry.
-pub const VENDOR: VendorSpec = VendorSpec {
-    name: "scim",
-    title: "SCIM 2.0",
-    reads_summary: "reads users, groups and memberships from any SCIM 2.0 service provider",
-    writes_summary: "writes users, groups and memberships to any SCIM 2.0 service provider",
-    base_url_us: None,
-    base_url_eu: None,
-    settings: config::SETTINGS,
+pub const SPEC: VendorSpec = VendorSpec {
+    vendor: Vendor {
+        name: "scim",
+        title: "SCIM 2.0",
+        reads_summary: "reads users, groups and memberships from any SCIM 2.0 service provider",
+        writes_summary: "writes users, groups and memberships to any SCIM 2.0 service provider",
+        base_url_us: None,
+        base_url_eu: None,
+        settings: config::SETTINGS,
+        reads: &["users", "groups", "memberships"],
+        writes: &["users", "groups", "memberships"],
+        bulk: false,
+    },
     source: Some(streams::source),
-    reads: &["users", "groups", "memberships"],
-    writes: &["users", "groups", "memberships"],
-    bulk: false,
     sink: Some(writer::sink),
 };

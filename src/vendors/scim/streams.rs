@@ -19,11 +19,11 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use super::config::{Config, Credentials};
+use crate::config::Resolved;
 use crate::http::{Auth, HttpClient, StatusCode};
 use crate::model::{GROUPS, MEMBERSHIPS, USERS};
 use crate::scim::list::{self, Cursor, ListError, ListQuery, PAGE_SIZE, Pass};
 use crate::scim::{ACCEPT, ServiceProviderConfig, types};
-use crate::vendors::Resolved;
 use crate::vendors::source::{
     Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, client_config,
     cursor_text, sequential,

@@ -42,10 +42,10 @@ use crate::scim::error::ScimError;
 use crate::scim::patch::{self, MemberChange, Operation};
 use crate::scim::types::{get, id_of};
 use crate::scim::{ACCEPT, ServiceProviderConfig};
-use crate::vendors::sink::{
+use crate::sink::{
     Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash, Plan,
-    Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, Verdict, WireAuth,
-    WireRequest, WireStats, fatal_or, segment, verdict,
+    Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, WireAuth,
+    WireRequest, WireStats, WriteVerdict, fatal_or, key_segment, verdict,
 };
 
 use super::config::{Config, Credentials};
@@ -189,8 +189,8 @@ impl Done {
 /// A failed request: a reject for the record, or fatal.
 fn rejected(vendor: &'static str, err: SendError) -> Result<Done, SinkError> {
     match verdict(vendor, err) {
-        Verdict::Reject(refusal) => Ok(Done::Rejected(refusal)),
-        Verdict::Fatal(fatal) => Err(fatal),
+        WriteVerdict::Reject(refusal) => Ok(Done::Rejected(refusal)),
+        WriteVerdict::Fatal(fatal) => Err(fatal),
     }
 }
 
@@ -328,7 +328,7 @@ impl ScimSink {
         res: Res,
         id: &str,
     ) -> Result<Result<Option<(Map<String, Value>, bool)>, SendError>, SinkError> {
-        let path = format!("{}/{}", res.endpoint(), segment(id));
+        let path = format!("{}/{}", res.endpoint(), key_segment(id));
         match self
             .transport
             .send(WireRequest::new(Method::Get, path))
@@ -390,7 +390,7 @@ impl ScimSink {
             .collect();
         let request = with_body(
             Method::Patch,
-            format!("{}/{}", res.endpoint(), segment(&found.id)),
+            format!("{}/{}", res.endpoint(), key_segment(&found.id)),
             patch::body(&operations),
         )
         // Replacing values with the same values again changes nothing.
@@ -467,7 +467,7 @@ impl ScimSink {
             let body = model::merged(&resource, &todo);
             let mut request = with_body(
                 Method::Put,
-                format!("{}/{}", res.endpoint(), segment(id)),
+                format!("{}/{}", res.endpoint(), key_segment(id)),
                 body.clone(),
             );
             let version = get(&resource, "meta")
@@ -736,7 +736,7 @@ impl ScimSink {
         };
         if self.options.hard_delete {
             let request =
-                WireRequest::new(Method::Delete, format!("/Users/{}", segment(&found.id)));
+                WireRequest::new(Method::Delete, format!("/Users/{}", key_segment(&found.id)));
             match self.transport.send(request).await {
                 Ok(_) => {
                     self.dir.forget(Res::User, &key, &found.id).await;
@@ -832,7 +832,10 @@ impl ScimSink {
                 return Ok(());
             }
         };
-        let request = WireRequest::new(Method::Delete, format!("/Groups/{}", segment(&found.id)));
+        let request = WireRequest::new(
+            Method::Delete,
+            format!("/Groups/{}", key_segment(&found.id)),
+        );
         match self.transport.send(request).await {
             Ok(_) => {
                 self.dir.forget(Res::Group, &key, &found.id).await;
@@ -950,8 +953,8 @@ impl ScimSink {
                 }
                 Err(err) => {
                     let refusal = match verdict(self.vendor, err) {
-                        Verdict::Reject(refusal) => refusal,
-                        Verdict::Fatal(fatal) => return Err(fatal),
+                        WriteVerdict::Reject(refusal) => refusal,
+                        WriteVerdict::Fatal(fatal) => return Err(fatal),
                     };
                     for op in batch {
                         acks.rejected(op, refusal.clone(), None);
@@ -1060,7 +1063,7 @@ impl ScimSink {
         while let Some(chunk) = pending.pop() {
             let request = with_body(
                 Method::Patch,
-                format!("/Groups/{}", segment(group_id)),
+                format!("/Groups/{}", key_segment(group_id)),
                 patch::body(&patch::member_operations(&chunk)),
             )
             // Adding a member twice changes nothing; removing one twice is a noTarget, read below.
@@ -1137,8 +1140,8 @@ impl ScimSink {
                 )
             } else {
                 match verdict(self.vendor, err) {
-                    Verdict::Reject(refusal) => refusal,
-                    Verdict::Fatal(fatal) => return Err(fatal),
+                    WriteVerdict::Reject(refusal) => refusal,
+                    WriteVerdict::Fatal(fatal) => return Err(fatal),
                 }
             };
             settle(&chunk, &|op| acks.rejected(op, refusal.clone(), payload));
@@ -1167,7 +1170,7 @@ impl ScimSink {
             }
         };
         let etag = self.spc().await.etag;
-        let path = format!("{}/{}", Res::Group.endpoint(), segment(group_id));
+        let path = format!("{}/{}", Res::Group.endpoint(), key_segment(group_id));
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -1184,8 +1187,8 @@ impl ScimSink {
                 }
                 Err(err) => {
                     let refusal = match verdict(self.vendor, err) {
-                        Verdict::Reject(refusal) => refusal,
-                        Verdict::Fatal(fatal) => return Err(fatal),
+                        WriteVerdict::Reject(refusal) => refusal,
+                        WriteVerdict::Fatal(fatal) => return Err(fatal),
                     };
                     settle(&|op| acks.rejected(op, refusal.clone(), None));
                     return Ok(());
@@ -1241,8 +1244,8 @@ impl ScimSink {
                 Err(err) => {
                     self.members.lock().remove(group_id);
                     let refusal = match verdict(self.vendor, err) {
-                        Verdict::Reject(refusal) => refusal,
-                        Verdict::Fatal(fatal) => return Err(fatal),
+                        WriteVerdict::Reject(refusal) => refusal,
+                        WriteVerdict::Fatal(fatal) => return Err(fatal),
                     };
                     settle(&|op| acks.rejected(op, refusal.clone(), payload));
                     return Ok(());

@@ -23,11 +23,11 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 
 use super::model;
+use crate::config::Resolved;
 use crate::http::paginate::cursor;
 use crate::http::{Auth, HeaderName, HeaderValue, HttpClient, HttpError, StatusCode};
 use crate::model::{GROUPS, MEMBERSHIPS, USERS};
 use crate::scim::list::Dedupe;
-use crate::vendors::Resolved;
 use crate::vendors::source::{
     Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, client_config,
     cursor_text, sequential,

@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value};
 
-use crate::vendors::sink::{
+use crate::sink::{
     Acks, Action, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
-    SinkError, Transport, Verdict, WireAuth, WireRequest, WireStats, object, path_keys, segment,
-    send_and_settle, verdict,
+    SinkError, Transport, WireAuth, WireRequest, WireStats, WriteVerdict, key_segment, object,
+    path_keys, send_and_settle, verdict,
 };
 
 use self::wire::{GroupRef, MembershipRef, is_change_object};
@@ -75,8 +75,8 @@ impl UserflowSink {
                 acks.skipped(op, "already absent at userflow (404)");
             }
             Err(err) => match verdict(VENDOR, err) {
-                Verdict::Reject(refusal) => acks.rejected(op, refusal, None),
-                Verdict::Fatal(fatal) => return Err(fatal),
+                WriteVerdict::Reject(refusal) => acks.rejected(op, refusal, None),
+                WriteVerdict::Fatal(fatal) => return Err(fatal),
             },
         }
         Ok(())
@@ -97,7 +97,7 @@ impl UserflowSink {
         };
         let lookup = WireRequest::new(
             Method::Get,
-            format!("/users/{}?expand=memberships", segment(user)),
+            format!("/users/{}?expand=memberships", key_segment(user)),
         );
         let response = match self.transport.send(lookup).await {
             Ok(response) => response,
@@ -110,8 +110,8 @@ impl UserflowSink {
             }
             Err(err) => {
                 match verdict(VENDOR, err) {
-                    Verdict::Reject(refusal) => acks.rejected(op, refusal, None),
-                    Verdict::Fatal(fatal) => return Err(fatal),
+                    WriteVerdict::Reject(refusal) => acks.rejected(op, refusal, None),
+                    WriteVerdict::Fatal(fatal) => return Err(fatal),
                 }
                 return Ok(());
             }
@@ -294,12 +294,12 @@ impl Sink for UserflowSink {
             match (item.kind, item.action) {
                 (Kind::Users, Action::Delete) => {
                     let id = item.id.as_deref().unwrap_or_default();
-                    self.delete(op, format!("/users/{}", segment(id)), acks)
+                    self.delete(op, format!("/users/{}", key_segment(id)), acks)
                         .await?;
                 }
                 (Kind::Groups, Action::Delete) => {
                     let id = item.id.as_deref().unwrap_or_default();
-                    self.delete(op, format!("/groups/{}", segment(id)), acks)
+                    self.delete(op, format!("/groups/{}", key_segment(id)), acks)
                         .await?;
                 }
                 (Kind::Memberships, Action::Delete) => self.remove_membership(op, acks).await?,
@@ -324,10 +324,10 @@ impl Sink for UserflowSink {
         {
             Ok(_) => Ok(()),
             Err(err) => match verdict(VENDOR, err) {
-                Verdict::Fatal(fatal) => Err(fatal),
+                WriteVerdict::Fatal(fatal) => Err(fatal),
                 // Anything else (a 4xx on a listing the key may not cover) is not a reason to stop
                 // before trying to write.
-                Verdict::Reject(_) => Ok(()),
+                WriteVerdict::Reject(_) => Ok(()),
             },
         }
     }
@@ -336,8 +336,8 @@ impl Sink for UserflowSink {
         self.transport.stats()
     }
 
-    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
-        crate::vendors::sink::NestedRule::ScalarsAnd(is_change_object)
+    fn nested_rule(&self) -> crate::sink::NestedRule {
+        crate::sink::NestedRule::ScalarsAnd(is_change_object)
     }
 }
 
@@ -415,7 +415,7 @@ pub mod wire {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendors::sink::{
+    use crate::sink::{
         Item, Origin, ScriptedTransport, SendError, SendFailure, Ticket, WireResponse,
     };
     use serde_json::json;
@@ -461,7 +461,7 @@ mod tests {
         assert_eq!((r.method, r.path.as_str()), (Method::Post, "/users"));
         assert_eq!(
             r.body,
-            crate::vendors::sink::WireBody::Json(
+            crate::sink::WireBody::Json(
                 json!({"id": "u/1", "attributes": {"email": "a@x.io", "name": null, "plan": "pro"}})
             )
         );
@@ -474,7 +474,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             m.body,
-            crate::vendors::sink::WireBody::Json(json!({"id": "u1", "groups": [{"id": "g1"}]}))
+            crate::sink::WireBody::Json(json!({"id": "u1", "groups": [{"id": "g1"}]}))
         );
         let m = request(&op(
             Kind::Memberships,
@@ -484,7 +484,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             m.body,
-            crate::vendors::sink::WireBody::Json(
+            crate::sink::WireBody::Json(
                 json!({"id": "u1", "memberships": [{"group": {"id": "g1"}, "attributes": {"role": "admin"}}]})
             )
         );
@@ -497,7 +497,7 @@ mod tests {
         assert!(!e.idempotent);
         assert_eq!(
             e.body,
-            crate::vendors::sink::WireBody::Json(json!({"user_id": "u1", "name": "signed_up"}))
+            crate::sink::WireBody::Json(json!({"user_id": "u1", "name": "signed_up"}))
         );
         // Userflow documents no time field: the time is not sent, the rest is.
         let e = request(&op(
@@ -508,7 +508,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             e.body,
-            crate::vendors::sink::WireBody::Json(
+            crate::sink::WireBody::Json(
                 json!({"user_id": "u1", "name": "paid", "group_id": "g1", "attributes": {"plan": "pro"}})
             )
         );
@@ -558,13 +558,13 @@ mod tests {
         assert_eq!(requests[0].path, "/users/u1?expand=memberships");
         assert_eq!(
             requests[1].body,
-            crate::vendors::sink::WireBody::Json(
+            crate::sink::WireBody::Json(
                 json!({"id": "u1", "groups": [{"id": "g2"}], "prune_memberships": true})
             )
         );
         assert!(matches!(
             rx.recv().await.unwrap().outcome,
-            crate::vendors::sink::Outcome::Accepted
+            crate::sink::Outcome::Accepted
         ));
     }
 
@@ -598,7 +598,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             rx.recv().await.unwrap().outcome,
-            crate::vendors::sink::Outcome::Skipped(_)
+            crate::sink::Outcome::Skipped(_)
         ));
         let err = sink
             .write(

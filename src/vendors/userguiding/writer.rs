@@ -31,7 +31,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
-use crate::vendors::sink::{
+use crate::sink::{
     Acks, Action, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
     SinkError, Transport, WireAuth, WireRequest, WireResponse, WireStats, scalars_only,
     send_and_settle,
@@ -132,7 +132,7 @@ impl UserGuidingSink {
         }
         let mut accepted = false;
         while let Ok(settlement) = rx.try_recv() {
-            accepted = matches!(settlement.outcome, crate::vendors::sink::Outcome::Accepted);
+            accepted = matches!(settlement.outcome, crate::sink::Outcome::Accepted);
             acks.settle(settlement);
         }
         Ok(accepted)
@@ -227,7 +227,7 @@ impl UserGuidingSink {
                 delivered = true;
                 self.groups.lock().entry(id.clone()).or_default().carrier = Some(user);
             } else if let Ok(settlement) = rx.try_recv()
-                && let crate::vendors::sink::Outcome::Rejected(refusal) = settlement.outcome
+                && let crate::sink::Outcome::Rejected(refusal) = settlement.outcome
             {
                 failed.get_or_insert(refusal);
             }
@@ -344,17 +344,15 @@ impl Sink for UserGuidingSink {
         self.transport.stats()
     }
 
-    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
-        crate::vendors::sink::NestedRule::ScalarsOnly
+    fn nested_rule(&self) -> crate::sink::NestedRule {
+        crate::sink::NestedRule::ScalarsOnly
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendors::sink::{
-        Item, Origin, Outcome, ScriptedTransport, Settlement, Ticket, WireBody,
-    };
+    use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Settlement, Ticket, WireBody};
     use serde_json::json;
 
     fn op(

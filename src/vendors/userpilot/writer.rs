@@ -36,10 +36,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::vendors::sink::{
+use crate::sink::{
     Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash, Plan,
-    Refusal, Sink, SinkContext, SinkError, Ticket, Transport, Verdict, WireAuth, WireBody,
-    WireRequest, WireStats, scalars_only, send_and_settle, stringify, verdict,
+    Refusal, Sink, SinkContext, SinkError, Ticket, Transport, WireAuth, WireBody, WireRequest,
+    WireStats, WriteVerdict, scalars_only, send_and_settle, stringify, verdict,
 };
 
 /// The vendor's name.
@@ -189,9 +189,9 @@ impl UserpilotSink {
                 self.folded.fetch_add(1, Ordering::Relaxed);
             }
             Err(err) => match verdict(VENDOR, err) {
-                Verdict::Fatal(fatal) => return Err(fatal),
+                WriteVerdict::Fatal(fatal) => return Err(fatal),
                 // The company may be what was refused: the user alone, the membership on its own.
-                Verdict::Reject(_) => {
+                WriteVerdict::Reject(_) => {
                     send_and_settle(VENDOR, self.transport.as_ref(), op, request, acks).await?;
                 }
             },
@@ -243,10 +243,10 @@ impl UserpilotSink {
             Ok(_) => batch.iter().for_each(|op| acks.accepted(op, None)),
             Err(err) => match verdict(VENDOR, err) {
                 // All or nothing: the batch is one request.
-                Verdict::Reject(refusal) => batch
+                WriteVerdict::Reject(refusal) => batch
                     .iter()
                     .for_each(|op| acks.rejected(op, refusal.clone(), None)),
-                Verdict::Fatal(fatal) => return Err(fatal),
+                WriteVerdict::Fatal(fatal) => return Err(fatal),
             },
         }
         Ok(())
@@ -384,8 +384,8 @@ impl Sink for UserpilotSink {
         {
             Ok(_) => Ok(()),
             Err(err) => match verdict(VENDOR, err) {
-                Verdict::Fatal(fatal) => Err(fatal),
-                Verdict::Reject(_) => Ok(()),
+                WriteVerdict::Fatal(fatal) => Err(fatal),
+                WriteVerdict::Reject(_) => Ok(()),
             },
         }
     }
@@ -394,8 +394,8 @@ impl Sink for UserpilotSink {
         self.transport.stats()
     }
 
-    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
-        crate::vendors::sink::NestedRule::ScalarsOnly
+    fn nested_rule(&self) -> crate::sink::NestedRule {
+        crate::sink::NestedRule::ScalarsOnly
     }
 }
 
@@ -423,7 +423,7 @@ fn key(kind: Kind, id: &str) -> OrderKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendors::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket, WireBody};
+    use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket, WireBody};
 
     fn op(
         kind: Kind,
@@ -583,15 +583,15 @@ mod tests {
     async fn a_refused_combined_identify_sends_the_user_alone() {
         let t = Arc::new(ScriptedTransport::new(|r| match &r.body {
             WireBody::Json(b) if b.get("company").is_some() && b.get("metadata").is_some() => {
-                Err(crate::vendors::sink::SendError {
-                    failure: crate::vendors::sink::SendFailure::Refused,
+                Err(crate::sink::SendError {
+                    failure: crate::sink::SendFailure::Refused,
                     status: Some(400),
                     body_excerpt: None,
                     message: "answered 400".into(),
                     maybe_processed: false,
                 })
             }
-            _ => Ok(crate::vendors::sink::WireResponse::ok(Value::Null)),
+            _ => Ok(crate::sink::WireResponse::ok(Value::Null)),
         }));
         let sink = UserpilotSink::new(t.clone());
         let mut user = op(

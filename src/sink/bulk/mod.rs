@@ -42,9 +42,9 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use crate::http::Shutdown;
-use crate::vendors::sink::{
+use crate::sink::{
     Acks, Method, Op, OrderKey, Outcome, PayloadHash, Refusal, SendError, Settlement, SinkError,
-    Transport, Verdict, WireBody, WireRequest, segment, verdict,
+    Transport, WireBody, WireRequest, WriteVerdict, key_segment, verdict,
 };
 
 use self::job::{Backoff, JobStatus, Phase};
@@ -777,8 +777,8 @@ impl Uploader {
                 }
                 Err(err) => {
                     return match verdict(self.vendor(), err) {
-                        Verdict::Fatal(fatal) => Err(fatal),
-                        Verdict::Reject(refusal) => Ok(Upload::Refused(refusal)),
+                        WriteVerdict::Fatal(fatal) => Err(fatal),
+                        WriteVerdict::Reject(refusal) => Ok(Upload::Refused(refusal)),
                     };
                 }
             }
@@ -787,7 +787,7 @@ impl Uploader {
 
     /// Polls a job until it ends; `Err` when it outlives the timeout or the vendor is gone.
     async fn poll(&self, lane: &Lane, id: &str, rows: usize) -> Result<JobStatus, SinkError> {
-        let path = format!("{}/{}", self.config.poll_prefix, segment(id));
+        let path = format!("{}/{}", self.config.poll_prefix, key_segment(id));
         let started = Instant::now();
         let mut wait = Backoff::new(job::POLL_FIRST, job::POLL_CAP, self.config.zero_delays);
         let mut unknown: Vec<String> = Vec::new();
@@ -874,8 +874,8 @@ impl Uploader {
                     }
                 }
                 Err(err) => match verdict(self.vendor(), err) {
-                    Verdict::Fatal(fatal) => return Err(fatal),
-                    Verdict::Reject(refusal) => {
+                    WriteVerdict::Fatal(fatal) => return Err(fatal),
+                    WriteVerdict::Reject(refusal) => {
                         tracing::warn!(
                             vendor = self.vendor(),
                             job = %id,
