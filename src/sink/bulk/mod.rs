@@ -31,25 +31,23 @@
 
 pub mod job;
 pub mod spool;
+mod upload;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
-use crate::http::Shutdown;
 use crate::sink::{
-    Acks, Method, Op, OrderKey, Outcome, PayloadHash, Refusal, SendError, Settlement, SinkError,
-    Transport, WireBody, WireRequest, WriteVerdict, key_segment, verdict,
+    Acks, Op, OrderKey, Outcome, PayloadHash, Refusal, Settlement, SinkError, Transport,
 };
 
-use self::job::{Backoff, JobStatus, Phase};
 pub use self::spool::Framing;
 use self::spool::{Sealed, Spool};
+use self::upload::Uploader;
 
 /// Sealed files waiting for the uploader besides the one it works on: one keeps the vendor busy
 /// while the next file fills, and bounds the disk a slow vendor can make roster use.
@@ -329,34 +327,10 @@ impl Pipeline {
             spooler.acks = Some(acks.clone());
         }
         for row in rows {
-            let alone = lane.framing.size(1, row.bytes.len() as u64);
-            if alone > lane.max_bytes() {
-                acks.settle(Settlement {
-                    ticket: row.op.ticket,
-                    outcome: Outcome::Rejected(Refusal::new(format!(
-                        "the row is {alone} bytes, more than one {} upload may hold ({} bytes)",
-                        lane.name,
-                        lane.max_bytes()
-                    ))),
-                    payload: Some(PayloadHash::of_bytes(&row.bytes)),
-                    origin: Some(row.op.origin.clone()),
-                });
+            if self.reject_oversized(lane, &row, acks) {
                 continue;
             }
-            // Rows for these keys waiting in another lane's open file must reach the vendor
-            // first: that file goes to the queue now.
-            let others: Vec<String> = {
-                let pending = self.shared.pending.lock();
-                row.keys
-                    .iter()
-                    .filter_map(|k| pending.get(k))
-                    .filter_map(|id| spooler.lane_of_open_file(*id))
-                    .filter(|name| *name != lane.name)
-                    .collect()
-            };
-            for name in others {
-                self.seal(&mut spooler, &name).await?;
-            }
+            self.seal_other_lanes(&mut spooler, lane, &row.keys).await?;
             let full = spooler.open.get(&lane.name).is_some_and(|f| {
                 f.spool.rows() >= lane.max_rows
                     || f.spool.size_with(row.bytes.len()) > lane.max_bytes()
@@ -364,24 +338,7 @@ impl Pipeline {
             if full {
                 self.seal(&mut spooler, &lane.name).await?;
             }
-            if !spooler.open.contains_key(&lane.name) {
-                let spool = Spool::new(lane.framing)
-                    .map_err(|e| self.io_error("cannot create a spool file", e))?;
-                spooler.next_file += 1;
-                let id = spooler.next_file;
-                spooler.open.insert(
-                    lane.name.clone(),
-                    OpenFile {
-                        id,
-                        lane: lane.clone(),
-                        spool,
-                        keys: Vec::new(),
-                    },
-                );
-            }
-            let Some(file) = spooler.open.get_mut(&lane.name) else {
-                continue;
-            };
+            let file = self.open_file(&mut spooler, lane)?;
             file.spool
                 .push(&row.bytes, row.op.ticket, &row.op.origin)
                 .map_err(|e| self.io_error("cannot write a spool file", e))?;
@@ -400,6 +357,77 @@ impl Pipeline {
             self.seal(&mut spooler, &lane.name).await?;
         }
         Ok(())
+    }
+
+    /// Rejects a row too large for any upload of its lane at once; true when it did.
+    fn reject_oversized(&self, lane: &Lane, row: &Row<'_>, acks: &Acks) -> bool {
+        let alone = lane.framing.size(1, row.bytes.len() as u64);
+        if alone <= lane.max_bytes() {
+            return false;
+        }
+        acks.settle(Settlement {
+            ticket: row.op.ticket,
+            outcome: Outcome::Rejected(Refusal::new(format!(
+                "the row is {alone} bytes, more than one {} upload may hold ({} bytes)",
+                lane.name,
+                lane.max_bytes()
+            ))),
+            payload: Some(PayloadHash::of_bytes(&row.bytes)),
+            origin: Some(row.op.origin.clone()),
+        });
+        true
+    }
+
+    /// Rows for `keys` waiting in another lane's open file must reach the vendor first: that
+    /// file goes to the queue now.
+    async fn seal_other_lanes(
+        &self,
+        spooler: &mut Spooler,
+        lane: &Lane,
+        keys: &[OrderKey],
+    ) -> Result<(), SinkError> {
+        let others: Vec<String> = {
+            let pending = self.shared.pending.lock();
+            keys.iter()
+                .filter_map(|k| pending.get(k))
+                .filter_map(|id| spooler.lane_of_open_file(*id))
+                .filter(|name| *name != lane.name)
+                .collect()
+        };
+        for name in others {
+            self.seal(spooler, &name).await?;
+        }
+        Ok(())
+    }
+
+    /// The lane's open file, opening a new spool file when it has none.
+    fn open_file<'s>(
+        &self,
+        spooler: &'s mut Spooler,
+        lane: &Arc<Lane>,
+    ) -> Result<&'s mut OpenFile, SinkError> {
+        if !spooler.open.contains_key(&lane.name) {
+            let spool = Spool::new(lane.framing)
+                .map_err(|e| self.io_error("cannot create a spool file", e))?;
+            spooler.next_file += 1;
+            let id = spooler.next_file;
+            spooler.open.insert(
+                lane.name.clone(),
+                OpenFile {
+                    id,
+                    lane: lane.clone(),
+                    spool,
+                    keys: Vec::new(),
+                },
+            );
+        }
+        spooler
+            .open
+            .get_mut(&lane.name)
+            .ok_or_else(|| SinkError::Vendor {
+                vendor: self.config.vendor,
+                detail: "bulk: a spool file vanished while open (a bug)".into(),
+            })
     }
 
     /// Seals the lane's open file and queues it (waiting while the queue is full).
@@ -572,463 +600,6 @@ fn excerpt(body: &[u8]) -> String {
     match text.char_indices().nth(BODY_EXCERPT) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.into_owned(),
-    }
-}
-
-/// How an upload went.
-enum Upload {
-    /// The vendor took it and started this job.
-    Job(String),
-    /// `--dry-run`: nothing was sent.
-    DryRun,
-    /// 413: the file is too large for the vendor.
-    TooLarge(SendError),
-    /// Refused, or the retry budget ran out: the rows are rejected with this.
-    Refused(Refusal),
-    /// A success without a job id to follow.
-    NoJobId(String),
-}
-
-/// One file (or part of one) on its way through the vendor.
-struct Part {
-    sealed: Sealed,
-    /// The rows of a failed job the vendor did not blame, sent again once.
-    resent: bool,
-}
-
-/// The background task that uploads, polls and settles, one file at a time.
-struct Uploader {
-    config: Arc<JobsConfig>,
-    transport: Arc<dyn Transport>,
-    shared: Arc<Shared>,
-}
-
-impl Uploader {
-    async fn run(self, mut queue: mpsc::Receiver<Queued>) {
-        while let Some(file) = queue.recv().await {
-            let result = self.process(&file.lane, file.sealed, &file.acks).await;
-            {
-                let mut pending = self.shared.pending.lock();
-                for key in &file.keys {
-                    if pending.get(key) == Some(&file.id) {
-                        pending.remove(key);
-                    }
-                }
-            }
-            self.shared.sealed.lock().remove(&file.id);
-            match result {
-                Ok(()) => self.shared.progress.send_modify(|p| p.done = file.seq),
-                Err(err) => {
-                    tracing::error!(vendor = self.config.vendor, "bulk: {err}");
-                    self.shared.fatal.lock().get_or_insert(err);
-                    self.shared.progress.send_modify(|p| p.dead = true);
-                    queue.close();
-                    return;
-                }
-            }
-        }
-    }
-
-    fn vendor(&self) -> &'static str {
-        self.config.vendor
-    }
-
-    fn io_error(&self, context: &str, source: std::io::Error) -> SinkError {
-        SinkError::Io {
-            context: format!("{} bulk: {context}", self.vendor()),
-            source,
-        }
-    }
-
-    async fn process(&self, lane: &Lane, sealed: Sealed, acks: &Acks) -> Result<(), SinkError> {
-        let mut work = VecDeque::from([Part {
-            sealed,
-            resent: false,
-        }]);
-        while let Some(mut part) = work.pop_front() {
-            let rows = part.sealed.rows();
-            let size = part.sealed.size();
-            match self.upload(lane, &mut part.sealed).await? {
-                Upload::DryRun => self.settle(&mut part.sealed, acks, |_| Some(None))?,
-                Upload::Job(id) => {
-                    self.shared.totals.jobs.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(
-                        vendor = self.vendor(),
-                        job = %id,
-                        rows,
-                        bytes = size,
-                        "{}: job started",
-                        lane.name
-                    );
-                    let started = Instant::now();
-                    let status = self.poll(lane, &id, rows).await?;
-                    self.conclude(lane, &id, part, status, started, acks, &mut work)?;
-                }
-                Upload::TooLarge(_) if rows > 1 => {
-                    let half = rows / 2;
-                    lane.lower_max_bytes(size / 2);
-                    tracing::warn!(
-                        vendor = self.vendor(),
-                        rows,
-                        bytes = size,
-                        "{}: the vendor refused a {size}-byte upload as too large (413); sending it in halves and keeping later files under {} bytes",
-                        lane.name,
-                        lane.max_bytes()
-                    );
-                    let parts = part
-                        .sealed
-                        .split(2, |i| Some(usize::from(i >= half)))
-                        .map_err(|e| self.io_error("cannot split a spool file", e))?;
-                    for sealed in parts.into_iter().rev().flatten() {
-                        work.push_front(Part {
-                            sealed,
-                            resent: part.resent,
-                        });
-                    }
-                }
-                Upload::TooLarge(err) => {
-                    let refusal = Refusal::vendor(
-                        format!(
-                            "{} refused a {} upload of this one row as too large: {}",
-                            self.vendor(),
-                            lane.name,
-                            err.message
-                        ),
-                        err.status,
-                        err.body_excerpt,
-                    );
-                    self.settle(&mut part.sealed, acks, |_| Some(Some(refusal.clone())))?;
-                }
-                Upload::Refused(refusal) => {
-                    self.settle(&mut part.sealed, acks, |_| Some(Some(refusal.clone())))?;
-                }
-                Upload::NoJobId(body) => {
-                    let refusal = Refusal::vendor(
-                        format!(
-                            "{} took the {} upload but named no job to follow, so whether these rows were applied is unknown (replay them if they are missing)",
-                            self.vendor(),
-                            lane.name
-                        ),
-                        None,
-                        Some(body),
-                    );
-                    self.settle(&mut part.sealed, acks, |_| Some(Some(refusal.clone())))?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Uploads a file; waits and tries again while the vendor answers 409 (another job runs).
-    async fn upload(&self, lane: &Lane, sealed: &mut Sealed) -> Result<Upload, SinkError> {
-        let body: Bytes = sealed
-            .body()
-            .map_err(|e| self.io_error("cannot read a spool file", e))?;
-        let started = Instant::now();
-        let mut wait = Backoff::new(job::BUSY_FIRST, job::BUSY_CAP, self.config.zero_delays);
-        let mut said_busy = false;
-        loop {
-            // Every row is an upsert by key (segment additions and removals too): sending a
-            // file twice leaves the same result, so the HTTP engine may retry it.
-            let mut request = WireRequest::new(Method::Post, lane.path.clone()).idempotent();
-            request.body = WireBody::Bytes {
-                content_type: lane.framing.content_type.to_string(),
-                bytes: body.clone(),
-            };
-            match self.transport.send(request).await {
-                Ok(answer) if answer.dry_run => return Ok(Upload::DryRun),
-                Ok(answer) => {
-                    return Ok(match job::job_id(&answer.json()) {
-                        Some(id) => Upload::Job(id),
-                        None => Upload::NoJobId(excerpt(&answer.body)),
-                    });
-                }
-                Err(err) if err.status == Some(413) => return Ok(Upload::TooLarge(err)),
-                Err(err) if err.status == Some(409) => {
-                    if started.elapsed() >= self.config.timeout {
-                        return Err(SinkError::Vendor {
-                            vendor: self.vendor(),
-                            detail: format!(
-                                "{}: another bulk job kept the account busy (409) for {} s, the job timeout; the last answer: {}",
-                                lane.name,
-                                self.config.timeout.as_secs(),
-                                err.body_excerpt.unwrap_or_default()
-                            ),
-                        });
-                    }
-                    if !said_busy {
-                        said_busy = true;
-                        tracing::info!(
-                            vendor = self.vendor(),
-                            "{}: another bulk job is running (409: {}); waiting for it to end",
-                            lane.name,
-                            err.body_excerpt.as_deref().unwrap_or("")
-                        );
-                    }
-                    if Shutdown::process().sleep(wait.next_wait()).await.is_err() {
-                        return Err(SinkError::Vendor {
-                            vendor: self.vendor(),
-                            detail: format!(
-                                "{}: stopped by a signal while another bulk job kept the account busy; nothing was uploaded",
-                                lane.name
-                            ),
-                        });
-                    }
-                }
-                Err(err) => {
-                    return match verdict(self.vendor(), err) {
-                        WriteVerdict::Fatal(fatal) => Err(fatal),
-                        WriteVerdict::Reject(refusal) => Ok(Upload::Refused(refusal)),
-                    };
-                }
-            }
-        }
-    }
-
-    /// Polls a job until it ends; `Err` when it outlives the timeout or the vendor is gone.
-    async fn poll(&self, lane: &Lane, id: &str, rows: usize) -> Result<JobStatus, SinkError> {
-        let path = format!("{}/{}", self.config.poll_prefix, key_segment(id));
-        let started = Instant::now();
-        let mut wait = Backoff::new(job::POLL_FIRST, job::POLL_CAP, self.config.zero_delays);
-        let mut unknown: Vec<String> = Vec::new();
-        let mut missing = 0;
-        let mut last = String::from("(not read yet)");
-        loop {
-            if Shutdown::process().sleep(wait.next_wait()).await.is_err() {
-                return Err(SinkError::Vendor {
-                    vendor: self.vendor(),
-                    detail: format!(
-                        "stopped by a signal while waiting for {} job {id}; its {rows} record(s) are covered by no state, so a rerun from the last state sends them again",
-                        lane.name
-                    ),
-                });
-            }
-            if started.elapsed() >= self.config.timeout {
-                return Err(SinkError::Vendor {
-                    vendor: self.vendor(),
-                    detail: format!(
-                        "{} job {id} did not end within {} s (last status: {last}); its {rows} record(s) are covered by no state, so a rerun from the last state sends them again",
-                        lane.name,
-                        self.config.timeout.as_secs()
-                    ),
-                });
-            }
-            match self
-                .transport
-                .send(WireRequest::new(Method::Get, path.clone()))
-                .await
-            {
-                Ok(answer) => {
-                    missing = 0;
-                    let body = answer.json();
-                    let mut status = job::read(&body);
-                    match status.phase {
-                        Phase::Completed | Phase::Failed => {
-                            if status.phase == Phase::Failed && status.error.is_none() {
-                                status.error = Some(excerpt(&answer.body));
-                            }
-                            return Ok(status);
-                        }
-                        Phase::Unknown => {
-                            if !unknown.contains(&status.status) {
-                                tracing::warn!(
-                                    vendor = self.vendor(),
-                                    job = %id,
-                                    body = %String::from_utf8_lossy(&answer.body),
-                                    "{}: job status {:?} is not one roster knows; taking it as still running until the job timeout ({} s)",
-                                    lane.name,
-                                    status.status,
-                                    self.config.timeout.as_secs()
-                                );
-                                unknown.push(status.status.clone());
-                            }
-                        }
-                        Phase::Running => {
-                            tracing::debug!(
-                                vendor = self.vendor(),
-                                job = %id,
-                                status = %status.status,
-                                completed_rows = status.completed_rows,
-                                total_rows = status.total_rows,
-                                "{}: job running",
-                                lane.name
-                            );
-                        }
-                    }
-                    last = status.status;
-                }
-                Err(err) if err.status == Some(404) => {
-                    missing += 1;
-                    if missing >= MAX_MISSING_POLLS {
-                        return Ok(JobStatus {
-                            phase: Phase::Failed,
-                            status: "(not found)".into(),
-                            completed_rows: None,
-                            total_rows: None,
-                            row_errors: Vec::new(),
-                            error: Some(format!(
-                                "the job vanished: {MAX_MISSING_POLLS} polls in a row answered 404 ({})",
-                                err.message
-                            )),
-                        });
-                    }
-                }
-                Err(err) => match verdict(self.vendor(), err) {
-                    WriteVerdict::Fatal(fatal) => return Err(fatal),
-                    WriteVerdict::Reject(refusal) => {
-                        tracing::warn!(
-                            vendor = self.vendor(),
-                            job = %id,
-                            "{}: polling the job failed ({refusal}); polling again",
-                            lane.name
-                        );
-                    }
-                },
-            }
-        }
-    }
-
-    /// Settles a finished job's rows; queues the rows of a failed job that the vendor did not
-    /// blame for one more try.
-    #[allow(clippy::too_many_arguments)]
-    fn conclude(
-        &self,
-        lane: &Lane,
-        id: &str,
-        mut part: Part,
-        status: JobStatus,
-        started: Instant,
-        acks: &Acks,
-        work: &mut VecDeque<Part>,
-    ) -> Result<(), SinkError> {
-        let rows = part.sealed.rows();
-        let blamed: HashMap<usize, String> = status
-            .row_errors
-            .iter()
-            .filter(|e| e.row <= rows)
-            .map(|e| (e.row - 1, e.message.clone()))
-            .collect();
-        let vendor = self.vendor();
-        let row_refusal = |index: usize, message: &str| {
-            Refusal::vendor(
-                format!(
-                    "{vendor} {} job {id} refused row {}: {message}",
-                    lane.name,
-                    index + 1
-                ),
-                None,
-                None,
-            )
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        match status.phase {
-            Phase::Failed if !blamed.is_empty() && blamed.len() < rows && !part.resent => {
-                tracing::warn!(
-                    vendor,
-                    job = %id,
-                    "{}: job failed after {seconds:.1} s blaming {} of its {rows} rows; rejecting those and sending the other {} again",
-                    lane.name,
-                    blamed.len(),
-                    rows - blamed.len()
-                );
-                self.settle(&mut part.sealed, acks, |i| {
-                    blamed.get(&i).map(|m| Some(row_refusal(i, m)))
-                })?;
-                let kept = part
-                    .sealed
-                    .split(1, |i| (!blamed.contains_key(&i)).then_some(0))
-                    .map_err(|e| self.io_error("cannot rebuild a spool file", e))?;
-                for sealed in kept.into_iter().flatten() {
-                    self.shared
-                        .totals
-                        .resent_rows
-                        .fetch_add(sealed.rows() as u64, Ordering::Relaxed);
-                    work.push_front(Part {
-                        sealed,
-                        resent: true,
-                    });
-                }
-            }
-            Phase::Failed => {
-                let error = status.error.as_deref().unwrap_or("no reason given");
-                tracing::warn!(
-                    vendor,
-                    job = %id,
-                    "{}: job failed after {seconds:.1} s: {error}; its {rows} record(s) go to the reject file",
-                    lane.name
-                );
-                let failed = Refusal::vendor(
-                    format!("{vendor} {} job {id} failed: {error}", lane.name),
-                    None,
-                    Some(excerpt(error.as_bytes())),
-                );
-                self.settle(&mut part.sealed, acks, |i| {
-                    Some(Some(match blamed.get(&i) {
-                        Some(message) => row_refusal(i, message),
-                        None => failed.clone(),
-                    }))
-                })?;
-            }
-            _ => {
-                tracing::info!(
-                    vendor,
-                    job = %id,
-                    rows,
-                    refused = blamed.len(),
-                    "{}: job completed in {seconds:.1} s",
-                    lane.name
-                );
-                self.settle(&mut part.sealed, acks, |i| {
-                    Some(blamed.get(&i).map(|m| row_refusal(i, m)))
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Settles rows: `outcome(index)` is `None` to leave the row for later, `Some(None)` to
-    /// accept it, `Some(Some(refusal))` to reject it (its record is read back for the reject).
-    fn settle(
-        &self,
-        sealed: &mut Sealed,
-        acks: &Acks,
-        mut outcome: impl FnMut(usize) -> Option<Option<Refusal>>,
-    ) -> Result<(), SinkError> {
-        let outcomes: Vec<Option<Option<Refusal>>> = (0..sealed.rows()).map(&mut outcome).collect();
-        if !outcomes.iter().any(|o| matches!(o, Some(Some(_)))) {
-            for (meta, outcome) in sealed.metas().iter().zip(&outcomes) {
-                if outcome.is_some() {
-                    acks.settle(Settlement {
-                        ticket: meta.ticket,
-                        outcome: Outcome::Accepted,
-                        payload: Some(meta.payload),
-                        origin: None,
-                    });
-                }
-            }
-            return Ok(());
-        }
-        let mut outcomes = outcomes.into_iter();
-        sealed
-            .for_each_row(|_, back| {
-                match outcomes.next().flatten() {
-                    None => {}
-                    Some(None) => acks.settle(Settlement {
-                        ticket: back.meta.ticket,
-                        outcome: Outcome::Accepted,
-                        payload: Some(back.meta.payload),
-                        origin: None,
-                    }),
-                    Some(Some(refusal)) => acks.settle(Settlement {
-                        ticket: back.meta.ticket,
-                        outcome: Outcome::Rejected(refusal),
-                        payload: Some(back.meta.payload),
-                        origin: Some(Arc::new(back.origin()?)),
-                    }),
-                }
-                Ok(())
-            })
-            .map_err(|e| self.io_error("cannot read a spool file back", e))
     }
 }
 

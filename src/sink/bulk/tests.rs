@@ -9,7 +9,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::sink::{Action, Item, Kind, Origin, SendFailure, Ticket, WireResponse, WireStats};
+use crate::sink::{
+    Action, Item, Kind, Method, Origin, SendError, SendFailure, Ticket, WireBody, WireRequest,
+    WireResponse, WireStats,
+};
 
 /// How the fake vendor treats the next job.
 #[derive(Debug, Clone, Default)]
