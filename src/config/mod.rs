@@ -325,14 +325,14 @@ pub const COMMON_SETTINGS: &[Setting] = &[
     Setting::new(
         "max_concurrency",
         Kind::Integer,
-        "Ceiling for adaptive concurrency (requests in flight)",
+        "Ceiling for adaptive concurrency (requests in flight), in the tap and the target alike",
     )
     .default("16")
     .range(1.0, MAX_CONCURRENCY_CEILING),
     Setting::new(
         "requests_per_second",
         Kind::Number,
-        "Client-side rate limit; defaults to the vendor's documented limit, 0 turns it off",
+        "Client-side rate limit (requests per second), one rule for the tap and the target: unset is the rate roster keeps to for the vendor's calls where it has one (the writers of Userpilot, UserGuiding, Appcues, Guru and Guru SCIM; the tap's listings have none), otherwise no fixed limit and the HTTP engine slows down on 429s; 0 turns the limit off",
     )
     .range(0.01, 10_000.0)
     .or_zero(),

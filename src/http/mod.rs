@@ -44,7 +44,7 @@ pub use client::{
     ClassifyFn, HttpClient, MAX_BODY_BYTES, RequestBuilder, Response, method_is_idempotent,
 };
 pub use config::{
-    Auth, BucketConfig, ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
+    Auth, BucketConfig, ClientConfig, ClientSpec, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Rate, ZERO_DELAYS_ENV, default_user_agent,
 };
 pub use error::{HttpError, TransportKind};

@@ -42,6 +42,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{ConfigError, Resolved, TargetSettings};
 
+pub use crate::http::{Auth, ClientSpec};
 pub use crate::model::{Action, Item, Kind};
 pub use guard::{path_key, path_keys, scalars_only, single_email};
 pub use hash::PayloadHash;
@@ -50,7 +51,7 @@ pub use settle::{
     Acks, Outcome, Refusal, Settlement, WriteVerdict, fatal_or, send_and_settle, verdict,
 };
 pub use testing::ScriptedTransport;
-pub use transport::{BuiltTransport, ClientSpec, HttpTransport, Transport, WireAuth};
+pub use transport::{BuiltTransport, HttpTransport, Transport};
 pub use wire::{
     Method, SendError, SendFailure, WireBody, WireRequest, WireResponse, WireStats, key_segment,
     object, stringify,

@@ -3,13 +3,13 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 
-use super::wire::{Method, SendError, SendFailure, WireBody, WireRequest, WireResponse, WireStats};
+use super::wire::{SendError, SendFailure, WireBody, WireRequest, WireResponse, WireStats};
 use super::{SinkContext, SinkError};
-use crate::config::{Resolved, Secret};
+use crate::config::Resolved;
+use crate::http::{ClientConfig, ClientSpec, HttpClient};
 
 /// The one way a sink reaches the vendor: the vendor's HTTP client in a real run, a recorder in
 /// `--dry-run`, a fake in tests.
@@ -20,56 +20,6 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
 
     /// The counters so far.
     fn stats(&self) -> WireStats;
-}
-
-/// How a vendor's requests authenticate.
-#[derive(Debug, Clone)]
-pub enum WireAuth {
-    /// `Authorization: Bearer <token>`.
-    Bearer(Secret),
-    /// `Authorization: Basic base64(username:password)`.
-    Basic {
-        /// The user (an email, an API key).
-        username: String,
-        /// The secret.
-        password: Secret,
-    },
-    /// `Authorization: Token <key>`.
-    Token(Secret),
-}
-
-/// What a writer asks of its HTTP client: auth, fixed headers and the vendor's documented
-/// limits. The common config keys (`max_concurrency`, `requests_per_second`, `timeout_seconds`,
-/// `max_retries`) are applied on top.
-#[derive(Debug, Clone)]
-pub struct ClientSpec {
-    /// Auth.
-    pub auth: WireAuth,
-    /// Fixed headers on every request.
-    pub headers: Vec<(&'static str, &'static str)>,
-    /// The vendor's documented rate, used when `requests_per_second` is not configured.
-    pub requests_per_second: Option<f64>,
-    /// The least the whole client pauses after a 429 without `Retry-After`.
-    pub default_429_wait: Option<Duration>,
-    /// Named buckets with their own rate (requests per second).
-    pub buckets: Vec<(&'static str, f64)>,
-    /// The vendor documents JSON answers to its writes: a write answered 2xx (but 204) with a
-    /// body that is not JSON (an HTML page, a body cut short) is not counted as applied.
-    pub json_answers: bool,
-}
-
-impl ClientSpec {
-    /// A spec with this auth and nothing else.
-    pub fn new(auth: WireAuth) -> Self {
-        ClientSpec {
-            auth,
-            headers: Vec::new(),
-            requests_per_second: None,
-            default_429_wait: None,
-            buckets: Vec::new(),
-            json_answers: false,
-        }
-    }
 }
 
 impl SinkContext<'_> {
@@ -92,51 +42,19 @@ impl SinkContext<'_> {
 /// Where [`SinkContext::transport`] leaves the HTTP transport it built (see `built`).
 pub type BuiltTransport = parking_lot::Mutex<Option<Arc<dyn Transport>>>;
 
-/// The vendor's HTTP client as a [`Transport`]: `spec` plus the common keys
-/// (`requests_per_second` overrides the vendor's documented rate, `0` turns pacing off;
-/// `max_concurrency`, `timeout_seconds`, `max_retries`).
+/// The vendor's HTTP client as a [`Transport`], built by the one client builder
+/// ([`ClientConfig::for_vendor`]: `spec` plus the common keys).
 fn http_transport(config: &Resolved, spec: ClientSpec) -> Result<Arc<dyn Transport>, SinkError> {
-    use crate::http::{Auth, ClientConfig, HeaderName, HeaderValue, HttpClient, Rate};
-    let vendor = config.spec.name;
-    let auth = match spec.auth {
-        WireAuth::Bearer(token) => Auth::Bearer(token),
-        WireAuth::Token(token) => Auth::Token(token),
-        WireAuth::Basic { username, password } => Auth::Basic { username, password },
-    };
-    let mut cfg = ClientConfig::new(vendor, config.base_url()?, auth);
-    for (name, value) in spec.headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|err| SinkError::Vendor {
-            vendor,
-            detail: format!("invalid header name {name:?}: {err}"),
-        })?;
-        cfg = cfg.header(name, HeaderValue::from_static(value));
-    }
-    let common = &config.common;
-    cfg.requests_per_second = match common.requests_per_second {
-        Some(rate) if rate > 0.0 => Some(rate),
-        Some(_) => None,
-        None => spec.requests_per_second,
-    };
-    if let Some(max) = common.max_concurrency {
-        cfg.max_concurrency = max.max(1);
-    }
-    if let Some(secs) = common.timeout_seconds.filter(|s| *s > 0.0) {
-        cfg.timeout = Duration::from_secs_f64(secs);
-    }
-    if let Some(retries) = common.max_retries {
-        cfg.max_retries = retries;
-    }
-    cfg.default_429_wait = spec.default_429_wait;
-    for (name, per_second) in spec.buckets {
-        cfg = cfg.bucket(name, Some(Rate::per_second(per_second)));
-    }
-    let client = HttpClient::new(cfg).map_err(|err| SinkError::Vendor {
-        vendor,
-        detail: err.to_string(),
+    let json_answers = spec.json_answers;
+    let client = HttpClient::new(ClientConfig::for_vendor(config, spec)?).map_err(|err| {
+        SinkError::Vendor {
+            vendor: config.spec.name,
+            detail: err.to_string(),
+        }
     })?;
     Ok(Arc::new(HttpTransport {
         client,
-        json_answers: spec.json_answers,
+        json_answers,
     }))
 }
 
@@ -186,14 +104,7 @@ fn unconfirmed_answer(response: &crate::http::Response, fields: &[&str]) -> Opti
 #[async_trait::async_trait]
 impl Transport for HttpTransport {
     async fn send(&self, request: WireRequest) -> Result<WireResponse, SendError> {
-        use crate::http::Method as M;
-        let method = match request.method {
-            Method::Get => M::GET,
-            Method::Post => M::POST,
-            Method::Put => M::PUT,
-            Method::Patch => M::PATCH,
-            Method::Delete => M::DELETE,
-        };
+        let method: crate::http::Method = request.method.into();
         let write = crate::http::client::is_write(&method);
         let shown = format!("{method} {}", request.path);
         let expect_fields = request.expect_fields;

@@ -44,6 +44,18 @@ impl Method {
     }
 }
 
+impl From<Method> for crate::http::Method {
+    fn from(method: Method) -> Self {
+        match method {
+            Method::Get => crate::http::Method::GET,
+            Method::Post => crate::http::Method::POST,
+            Method::Put => crate::http::Method::PUT,
+            Method::Patch => crate::http::Method::PATCH,
+            Method::Delete => crate::http::Method::DELETE,
+        }
+    }
+}
+
 impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -98,14 +110,15 @@ pub struct WireRequest {
 }
 
 impl WireRequest {
-    /// A request without a body. GET, PUT and DELETE count as idempotent, POST and PATCH do
-    /// not (RFC 9110) until marked with [`WireRequest::idempotent`].
+    /// A request without a body. Idempotent by the HTTP engine's one rule
+    /// ([`crate::http::method_is_idempotent`], RFC 9110: GET, PUT and DELETE are, POST and PATCH
+    /// are not) until marked with [`WireRequest::idempotent`] or [`WireRequest::not_idempotent`].
     pub fn new(method: Method, path: impl Into<String>) -> Self {
         WireRequest {
             method,
             path: path.into(),
             body: WireBody::None,
-            idempotent: !matches!(method, Method::Post | Method::Patch),
+            idempotent: crate::http::method_is_idempotent(&method.into()),
             bucket: None,
             headers: Vec::new(),
             expect_fields: &[],
@@ -290,6 +303,25 @@ pub fn key_segment(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wire_request_is_idempotent_by_the_http_engines_rule() {
+        for method in [
+            Method::Get,
+            Method::Post,
+            Method::Put,
+            Method::Patch,
+            Method::Delete,
+        ] {
+            assert_eq!(
+                WireRequest::new(method, "/x").idempotent,
+                crate::http::method_is_idempotent(&method.into()),
+                "{method}"
+            );
+        }
+        assert!(!WireRequest::new(Method::Post, "/x").idempotent);
+        assert!(WireRequest::new(Method::Post, "/x").idempotent().idempotent);
+    }
 
     #[test]
     fn path_segments_are_encoded() {

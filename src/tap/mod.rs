@@ -19,7 +19,7 @@ use crate::vendors::source::SourceError;
 use crate::vendors::{self, Resolved};
 
 pub use select::{SelectedStream, Selection};
-pub use sync::{StreamCounts, Summary, SyncError};
+pub use sync::{ReadCounts, Summary, SyncError};
 
 /// What the tap was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,8 +24,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::sink::{
-    Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal,
-    Sink, SinkContext, SinkError, Transport, WireAuth, WireRequest, WireStats, WriteVerdict,
+    Acks, Action, Auth, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, Plan,
+    Refusal, Sink, SinkContext, SinkError, Transport, WireRequest, WireStats, WriteVerdict,
     key_segment, path_keys, scalars_only, send_and_settle, verdict,
 };
 
@@ -62,7 +62,7 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
 /// What the Appcues HTTP client needs: Basic `api_key:api_secret` and the CLI's pace (shared
 /// with the bulk writer, which sends through the same client).
 pub fn client_spec(config: &super::config::Config) -> ClientSpec {
-    let mut spec = ClientSpec::new(WireAuth::Basic {
+    let mut spec = ClientSpec::new(Auth::Basic {
         username: config.api_key.expose().to_string(),
         password: config.api_secret.clone(),
     });

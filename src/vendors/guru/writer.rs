@@ -51,9 +51,9 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::sink::{
-    Acks, Action, BatchKey, BatchLimits, ClientSpec, Item, Kind, Method, Op, OrderKey, Plan,
-    Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, WireAuth,
-    WireRequest, WireStats, WriteVerdict, fatal_or, key_segment, single_email, verdict,
+    Acks, Action, Auth, BatchKey, BatchLimits, ClientSpec, Item, Kind, Method, Op, OrderKey, Plan,
+    Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, WireRequest,
+    WireStats, WriteVerdict, fatal_or, key_segment, single_email, verdict,
 };
 
 use self::wire::{GuruGroup, InviteStatus};
@@ -126,7 +126,7 @@ pub struct Options {
 /// The registry's factory.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: Config = ctx.config.typed()?;
-    let mut spec = ClientSpec::new(WireAuth::Basic {
+    let mut spec = ClientSpec::new(Auth::Basic {
         username: config.username.clone(),
         password: config.api_token.clone(),
     });

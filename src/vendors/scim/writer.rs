@@ -43,12 +43,12 @@ use crate::scim::patch::{self, MemberChange, Operation};
 use crate::scim::types::{get, id_of};
 use crate::scim::{ACCEPT, ServiceProviderConfig};
 use crate::sink::{
-    Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash, Plan,
-    Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, WireAuth,
-    WireRequest, WireStats, WriteVerdict, fatal_or, key_segment, verdict,
+    Acks, Action, Auth, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash,
+    Plan, Refusal, SendError, SendFailure, Sink, SinkContext, SinkError, Transport, WireRequest,
+    WireStats, WriteVerdict, fatal_or, key_segment, verdict,
 };
 
-use super::config::{Config, Credentials};
+use super::config::Config;
 use super::directory::{Attr, Directory, Found, Res, is_inactive, member_ids};
 use super::model::{self, Change, GROUP_SCHEMA, USER_SCHEMA};
 
@@ -110,10 +110,7 @@ pub struct ScimSink {
 /// The generic SCIM vendor's factory.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: Config = ctx.config.typed()?;
-    let auth = match config.credentials()? {
-        Credentials::Bearer(token) => WireAuth::Bearer(token),
-        Credentials::Basic { username, password } => WireAuth::Basic { username, password },
-    };
+    let auth = config.credentials()?;
     build("scim", ctx, auth, None, config.membership_chunk_size)
 }
 
@@ -121,7 +118,7 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
 pub fn build(
     vendor: &'static str,
     ctx: &SinkContext<'_>,
-    auth: WireAuth,
+    auth: Auth,
     requests_per_second: Option<f64>,
     chunk_size: Option<usize>,
 ) -> Result<Arc<dyn Sink>, SinkError> {

@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::{Map, Value};
 
 use crate::sink::{
-    Acks, Action, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
-    SinkError, Transport, WireAuth, WireRequest, WireStats, WriteVerdict, key_segment, object,
-    path_keys, send_and_settle, verdict,
+    Acks, Action, Auth, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
+    SinkError, Transport, WireRequest, WireStats, WriteVerdict, key_segment, object, path_keys,
+    send_and_settle, verdict,
 };
 
 use self::wire::{GroupRef, MembershipRef, is_change_object};
@@ -43,7 +43,7 @@ pub struct UserflowSink {
 /// The registry's factory.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: super::config::Config = ctx.config.typed()?;
-    let mut spec = ClientSpec::new(WireAuth::Bearer(config.api_key));
+    let mut spec = ClientSpec::new(Auth::Bearer(config.api_key));
     spec.headers.push(("Userflow-Version", super::API_VERSION));
     // Userflow answers every write with the JSON object it wrote.
     spec.json_answers = true;

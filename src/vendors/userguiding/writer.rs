@@ -32,9 +32,8 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
 use crate::sink::{
-    Acks, Action, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
-    SinkError, Transport, WireAuth, WireRequest, WireResponse, WireStats, scalars_only,
-    send_and_settle,
+    Acks, Action, Auth, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
+    SinkError, Transport, WireRequest, WireResponse, WireStats, scalars_only, send_and_settle,
 };
 
 use super::model::{Company, Identify};
@@ -77,7 +76,7 @@ pub struct UserGuidingSink {
 /// The registry's factory.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: super::config::Config = ctx.config.typed()?;
-    let mut spec = ClientSpec::new(WireAuth::Bearer(config.api_key));
+    let mut spec = ClientSpec::new(Auth::Bearer(config.api_key));
     spec.requests_per_second = Some(REQUESTS_PER_SECOND);
     spec.default_429_wait = Some(BLOCK_AFTER_429);
     // The vendor documents `{"success": true}` as the answer to identify.

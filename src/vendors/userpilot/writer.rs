@@ -37,8 +37,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::sink::{
-    Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash, Plan,
-    Refusal, Sink, SinkContext, SinkError, Ticket, Transport, WireAuth, WireBody, WireRequest,
+    Acks, Action, Auth, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash,
+    Plan, Refusal, Sink, SinkContext, SinkError, Ticket, Transport, WireBody, WireRequest,
     WireStats, WriteVerdict, scalars_only, send_and_settle, stringify, verdict,
 };
 
@@ -87,7 +87,7 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
 /// pace and the delete bucket (shared with the bulk writer, which sends through the same
 /// client).
 pub fn client_spec(config: &super::config::Config) -> ClientSpec {
-    let mut spec = ClientSpec::new(WireAuth::Token(config.api_key.clone()));
+    let mut spec = ClientSpec::new(Auth::Token(config.api_key.clone()));
     spec.headers.push(("X-API-Version", super::API_VERSION));
     spec.requests_per_second = Some(REQUESTS_PER_SECOND);
     spec.buckets
