@@ -43,7 +43,7 @@ fn check(resolved: &Resolved, binary: Applies) {
             "plain http to {url}"
         );
         let auth = Auth::Bearer(roster::config::Secret::new("k".to_string()));
-        if let Ok(cfg) = roster::vendors::source::client_config(resolved, auth) {
+        if let Ok(cfg) = roster::http::ClientConfig::for_vendor(resolved, roster::http::ClientSpec::new(auth)) {
             let _ = HttpClient::new(cfg);
         }
     }
