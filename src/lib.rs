@@ -11,6 +11,8 @@
 //! - [`model`]: the record model: the `users`, `groups`, `memberships` and `events` streams,
 //!   their keys and JSON Schemas, defined once for the tap and the target.
 //! - [`scim`]: SCIM 2.0 client pieces shared by Guru SCIM and generic SCIM.
+//! - [`sink`]: the target's contract every writer shares (scheduling, settling, wire types, the
+//!   transport, bulk jobs), beside the vendor rooms.
 //! - [`vendors`]: one room per vendor (config, streams, writer) and the registry that names them.
 //! - [`tap`]: the tap engine: selection, paging, SCHEMA/RECORD/STATE.
 //! - [`load`]: the target engine: routing, validation, ordered delivery, ack-ordered STATE.
@@ -21,7 +23,8 @@
 //! (`crates/roster-sandbox`): the library links none of its server dependencies, and the tap and
 //! target never import it.
 //!
-//! Dependencies point down only: `bin → tap/load → vendors → scim/http/singer → config`.
+//! Dependencies point down only: `bin → tap/load → vendors → sink/scim/http/singer →
+//! model/config`.
 
 pub mod cli;
 pub mod config;
@@ -32,5 +35,6 @@ pub mod load;
 pub mod model;
 pub mod scim;
 pub mod singer;
+pub mod sink;
 pub mod tap;
 pub mod vendors;

@@ -14,7 +14,7 @@
 use libfuzzer_sys::fuzz_target;
 use roster::config::{Applies, ConfigError, RawConfig, Setting, is_local_test_host};
 use roster::http::{Auth, HttpClient};
-use roster::vendors::bulk::{BulkSettings, FileLimits};
+use roster::sink::bulk::{BulkSettings, FileLimits};
 use roster::vendors::{self, REGISTRY, Resolved};
 use serde_json::{Map, Value};
 
@@ -43,7 +43,7 @@ fn check(resolved: &Resolved, binary: Applies) {
             "plain http to {url}"
         );
         let auth = Auth::Bearer(roster::config::Secret::new("k".to_string()));
-        if let Ok(cfg) = roster::vendors::source::client_config(resolved, auth) {
+        if let Ok(cfg) = roster::http::ClientConfig::for_vendor(resolved, roster::http::ClientSpec::new(auth)) {
             let _ = HttpClient::new(cfg);
         }
     }

@@ -10,6 +10,7 @@
 
 mod secret;
 pub mod settings;
+pub mod vendor;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,8 @@ use serde_json::{Map, Value};
 use url::Url;
 
 pub use secret::{REDACTED, Secret};
-pub use settings::{Applies, Kind, Setting};
+pub use settings::{Applies, COMMON_SETTINGS, Kind, Setting, TAP_SETTINGS, TARGET_SETTINGS};
+pub use vendor::{Resolved, Vendor};
 
 /// Why a config could not be used. Every variant maps to exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -296,83 +298,6 @@ pub enum Region {
     /// The EU data centre (Userflow, Userpilot, Appcues).
     Eu,
 }
-
-/// The largest `max_concurrency`: far above any vendor's documented limit, and small enough
-/// for every semaphore and window that is sized from it.
-const MAX_CONCURRENCY_CEILING: f64 = 1024.0;
-
-/// Keys every vendor takes.
-pub const COMMON_SETTINGS: &[Setting] = &[
-    Setting::new(
-        "vendor",
-        Kind::String,
-        "Which vendor to read or write (see the vendor table)",
-    )
-    .required(),
-    Setting::new(
-        "base_url",
-        Kind::Url,
-        "The vendor's origin plus the fixed path prefix; defaults per vendor and region (point it at roster-sandbox for tests)",
-    ),
-    Setting::new(
-        "region",
-        Kind::Options(&["us", "eu"]),
-        "The vendor's data centre, where it has more than one",
-    )
-    .default("\"us\""),
-    Setting::new(
-        "max_concurrency",
-        Kind::Integer,
-        "Ceiling for adaptive concurrency (requests in flight)",
-    )
-    .default("16")
-    .range(1.0, MAX_CONCURRENCY_CEILING),
-    Setting::new(
-        "requests_per_second",
-        Kind::Number,
-        "Client-side rate limit; defaults to the vendor's documented limit, 0 turns it off",
-    )
-    .range(0.01, 10_000.0)
-    .or_zero(),
-    Setting::new(
-        "timeout_seconds",
-        Kind::Number,
-        "Timeout of one HTTP request",
-    )
-    .default("60")
-    .range(0.1, 3600.0),
-    Setting::new(
-        "max_retries",
-        Kind::Integer,
-        "Retries per request for 429, 408, 5xx, timeouts and dropped connections",
-    )
-    .default("5")
-    .range(0.0, 100_000.0),
-    Setting::new(
-        "allow_insecure_http",
-        Kind::Boolean,
-        "Allow a plain http:// base_url to a host other than loopback (127.0.0.0/8, ::1, localhost, *.localhost) or a reserved test name (*.test); credentials then travel in the clear, and every run warns",
-    )
-    .default("false"),
-];
-
-/// Keys only the tap takes: the Singer SDK's `schema-flattening` capability (docs/tap.md).
-pub const TAP_SETTINGS: &[Setting] = &[
-    Setting::new("flattening_enabled", Kind::Boolean, "Flatten nested objects into columns named parent__child (attributes__plan), for warehouse loaders").default("false").only(Applies::Tap),
-    Setting::new("flattening_max_depth", Kind::Integer, "With flattening_enabled: how many levels of nested objects become columns (deeper objects and arrays become JSON text)").default("1").range(0.0, 100.0).only(Applies::Tap),
-];
-
-/// Keys only the target takes.
-pub const TARGET_SETTINGS: &[Setting] = &[
-    Setting::new("mode", Kind::Options(&["realtime", "bulk"]), "realtime upserts, or NDJSON bulk import jobs (Appcues, Userpilot)").default("\"realtime\"").only(Applies::Target),
-    Setting::new("reject_file", Kind::Path, "NDJSON file that receives every rejected record with its reason (replayable); created 0600 at the first reject, appended to, never truncated (a replay moves it aside)").only(Applies::Target),
-    Setting::new("on_invalid", Kind::Options(&["reject", "fail"]), "What to do with a record that fails validation or is refused: write it to the reject file and go on, or stop").default("\"reject\"").only(Applies::Target),
-    Setting::new("hard_delete", Kind::Boolean, "SCIM: delete users instead of deactivating them (active=false)").default("false").only(Applies::Target),
-    Setting::new("max_reject_ratio", Kind::Number, "Fail the run (exit 1, after the last safe state) when more than this share (0 to 1) of the records is rejected; checked at the end of the input, and during the run once 1000 records have an outcome. Unset: no limit").range(0.0, 1.0).only(Applies::Target),
-    Setting::new("nested_values", Kind::Options(&["json_string", "reject", "drop"]), "An array or object where the vendor takes only scalars (Appcues, Userpilot, UserGuiding; Userflow but for change objects): send it as its JSON text, reject the record, or leave the field out; warned once per field. streams.<name>.nested_values overrides it").default("\"json_string\"").only(Applies::Target),
-    Setting::new("null_values", Kind::Options(&["clear", "skip"]), "A null value in a record: clear the vendor's value, or leave it alone (as if the field were absent). streams.<name>.null_values overrides it").default("\"clear\"").only(Applies::Target),
-    Setting::new("streams", Kind::Object, "Per-stream overrides: {\"<stream>\": {\"kind\", \"key\", \"rename\", \"include\", \"exclude\", \"constants\", \"group_key\", \"nested_values\", \"null_values\"}}").only(Applies::Target),
-];
 
 /// The typed common keys.
 #[derive(Debug, Clone, Deserialize)]

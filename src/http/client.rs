@@ -6,26 +6,25 @@
 //! the wire at once. Answers feed the
 //! adaptive concurrency and the pacer of the bucket the request used.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::time::Instant;
-use tracing::{debug, warn};
 use url::Url;
 
 use super::concurrency::Concurrency;
 use super::config::ClientConfig;
 use super::error::{HttpError, TransportKind};
+use super::path::resolve;
 use super::rate::{AdaptiveRate, Slot};
 use super::redact;
+pub use super::response::Response;
 use super::retry::{self, Verdict};
 use super::shutdown::{Shutdown, Stopped};
 use super::stats::{self, Counters, HttpStats};
@@ -46,7 +45,7 @@ const MAX_REDIRECTS: usize = 5;
 /// Why a write answered with a redirect fails: following it would turn a POST into a GET (301,
 /// 302, 303) that "succeeds" without the vendor applying anything, or re-send the body to
 /// wherever `Location` points (307, 308), possibly another host.
-const WRITE_REDIRECTED: &str =
+pub(super) const WRITE_REDIRECTED: &str =
     "a write is never sent on to a redirect, so the vendor did not apply it; check base_url";
 
 /// True for a method that changes something at the vendor. Writes never follow redirects: the
@@ -62,7 +61,7 @@ pub type ClassifyFn = Arc<dyn Fn(&Response) -> Option<Verdict> + Send + Sync>;
 
 /// One pacer and the FIFO queue in front of it.
 #[derive(Debug)]
-struct Gate {
+pub(super) struct Gate {
     turn: tokio::sync::Mutex<()>,
     rate: Mutex<AdaptiveRate>,
 }
@@ -81,28 +80,28 @@ impl Gate {
         }
     }
 
-    fn with_rate<T>(&self, f: impl FnOnce(&mut AdaptiveRate) -> T) -> T {
+    pub(super) fn with_rate<T>(&self, f: impl FnOnce(&mut AdaptiveRate) -> T) -> T {
         f(&mut self.rate.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
-struct Inner {
-    vendor: &'static str,
-    base: Url,
-    http: reqwest::Client,
+pub(super) struct Inner {
+    pub(super) vendor: &'static str,
+    pub(super) base: Url,
+    pub(super) http: reqwest::Client,
     /// The same pool settings without redirects, for writes.
-    http_writes: reqwest::Client,
-    timeout: Duration,
-    max_retries: u32,
-    default_429_wait: Option<Duration>,
-    zero_delays: bool,
-    shutdown: Shutdown,
-    secrets: Arc<[String]>,
-    pause_until: Mutex<Option<Instant>>,
-    global: Gate,
-    buckets: Mutex<HashMap<String, Arc<Gate>>>,
-    concurrency: Concurrency,
-    counters: Counters,
+    pub(super) http_writes: reqwest::Client,
+    pub(super) timeout: Duration,
+    pub(super) max_retries: u32,
+    pub(super) default_429_wait: Option<Duration>,
+    pub(super) zero_delays: bool,
+    pub(super) shutdown: Shutdown,
+    pub(super) secrets: Arc<[String]>,
+    pub(super) pause_until: Mutex<Option<Instant>>,
+    pub(super) global: Gate,
+    pub(super) buckets: Mutex<HashMap<String, Arc<Gate>>>,
+    pub(super) concurrency: Concurrency,
+    pub(super) counters: Counters,
 }
 
 /// The HTTP client for one vendor connection. Cheap to clone (shared state inside): every clone
@@ -126,48 +125,8 @@ impl HttpClient {
     /// auth and fixed headers on every request.
     pub fn new(cfg: ClientConfig) -> Result<Self, HttpError> {
         let vendor = cfg.vendor;
-        let build = |detail: String| HttpError::Build { vendor, detail };
-        if !matches!(cfg.base_url.scheme(), "http" | "https") || cfg.base_url.cannot_be_a_base() {
-            return Err(build(format!(
-                "base url {} must be an http or https url",
-                redact::display_url(&cfg.base_url)
-            )));
-        }
-        let mut base = cfg.base_url.clone();
-        let _ = base.set_username("");
-        let _ = base.set_password(None);
-        base.set_fragment(None);
-
-        let mut headers = HeaderMap::new();
-        for (name, value) in &cfg.headers {
-            headers.insert(name.clone(), value.clone());
-        }
-        if let Some(auth) = cfg.auth.header_value().map_err(build)? {
-            headers.insert(reqwest::header::AUTHORIZATION, auth);
-        }
-        let builder = || {
-            reqwest::Client::builder()
-                .use_rustls_tls()
-                .https_only(false)
-                .gzip(true)
-                .user_agent(cfg.user_agent.clone())
-                .default_headers(headers.clone())
-                .connect_timeout(cfg.connect_timeout)
-                .timeout(cfg.timeout)
-                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                .pool_max_idle_per_host(cfg.max_concurrency.max(1))
-                .tcp_keepalive(TCP_KEEPALIVE)
-                .tcp_nodelay(true)
-        };
-        let http = builder()
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-            .build()
-            .map_err(|e| build(error_chain(&e.without_url(), &[])))?;
-        let http_writes = builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| build(error_chain(&e.without_url(), &[])))?;
-
+        let base = checked_base(&cfg)?;
+        let (http, http_writes) = reqwest_clients(&cfg)?;
         // A very low configured rate is legal but slow: say so rather than seem to hang.
         if let Some(rate) = cfg.requests_per_second.filter(|r| *r < 1.0) {
             tracing::info!(
@@ -180,19 +139,6 @@ impl HttpClient {
         if let Some(pw) = cfg.base_url.password() {
             secrets.push(pw.to_owned());
         }
-        let buckets = cfg
-            .buckets
-            .iter()
-            .map(|b| {
-                (
-                    b.name.clone(),
-                    Arc::new(Gate::new(
-                        b.rate.map(|r| r.as_per_second()),
-                        cfg.zero_delays,
-                    )),
-                )
-            })
-            .collect();
         Ok(Self {
             inner: Arc::new(Inner {
                 vendor,
@@ -207,7 +153,7 @@ impl HttpClient {
                 secrets: secrets.into(),
                 pause_until: Mutex::new(None),
                 global: Gate::new(cfg.requests_per_second, cfg.zero_delays),
-                buckets: Mutex::new(buckets),
+                buckets: Mutex::new(bucket_gates(&cfg)),
                 concurrency: Concurrency::new(cfg.max_concurrency),
                 counters: Counters::default(),
             }),
@@ -305,7 +251,7 @@ impl HttpClient {
 }
 
 impl Inner {
-    fn pause(&self, until: Instant) {
+    pub(super) fn pause(&self, until: Instant) {
         {
             let mut p = self
                 .pause_until
@@ -330,7 +276,7 @@ impl Inner {
         }
     }
 
-    fn paused_until(&self) -> Option<Instant> {
+    pub(super) fn paused_until(&self) -> Option<Instant> {
         let p = *self
             .pause_until
             .lock()
@@ -339,7 +285,7 @@ impl Inner {
     }
 
     /// Sleeps through the client-wide pause, if any; returns the time slept.
-    async fn wait_pause(&self) -> Duration {
+    pub(super) async fn wait_pause(&self) -> Duration {
         let mut slept = Duration::ZERO;
         while let Some(until) = self.paused_until() {
             let t0 = Instant::now();
@@ -349,7 +295,7 @@ impl Inner {
         slept
     }
 
-    fn gate(&self, name: &str) -> Arc<Gate> {
+    pub(super) fn gate(&self, name: &str) -> Arc<Gate> {
         self.buckets
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -359,7 +305,7 @@ impl Inner {
     }
 
     /// Waits for the pause, then for a slot of the bucket's pacer and of the client-wide pacer.
-    async fn pace(&self, gate: &Gate) -> Duration {
+    pub(super) async fn pace(&self, gate: &Gate) -> Duration {
         let mut paused = Duration::ZERO;
         let _turn = gate.turn.lock().await;
         loop {
@@ -371,7 +317,7 @@ impl Inner {
         }
     }
 
-    async fn admit(&self, bucket: Option<&Gate>) {
+    pub(super) async fn admit(&self, bucket: Option<&Gate>) {
         let t0 = Instant::now();
         let mut paused = Duration::ZERO;
         loop {
@@ -392,7 +338,7 @@ impl Inner {
     }
 
     /// Backoff before a retry; `Err` when a signal ends it (and with it the request).
-    async fn sleep(&self, d: Duration) -> Result<(), Stopped> {
+    pub(super) async fn sleep(&self, d: Duration) -> Result<(), Stopped> {
         if self.shutdown.is_begun() {
             return Err(Stopped);
         }
@@ -404,7 +350,7 @@ impl Inner {
     }
 
     /// One attempt on the wire: the answer with its whole body, or what went wrong.
-    async fn attempt(
+    pub(super) async fn attempt(
         &self,
         method: &Method,
         url: &Url,
@@ -465,7 +411,7 @@ impl Inner {
     /// whole client for exactly that long (the admission step then holds every request, this one
     /// included); a 429 without one pauses the client for `default_429_wait` if configured; other
     /// answers back off with full jitter.
-    fn plan_wait(
+    pub(super) fn plan_wait(
         &self,
         attempt: u32,
         status: StatusCode,
@@ -487,9 +433,80 @@ impl Inner {
         retry::backoff(attempt)
     }
 
-    fn describe(&self, e: &reqwest::Error) -> String {
+    pub(super) fn describe(&self, e: &reqwest::Error) -> String {
         error_chain(e, &self.secrets)
     }
+}
+
+/// The base URL requests are joined onto: http or https, without credentials or fragment.
+fn checked_base(cfg: &ClientConfig) -> Result<Url, HttpError> {
+    if !matches!(cfg.base_url.scheme(), "http" | "https") || cfg.base_url.cannot_be_a_base() {
+        return Err(HttpError::Build {
+            vendor: cfg.vendor,
+            detail: format!(
+                "base url {} must be an http or https url",
+                redact::display_url(&cfg.base_url)
+            ),
+        });
+    }
+    let mut base = cfg.base_url.clone();
+    let _ = base.set_username("");
+    let _ = base.set_password(None);
+    base.set_fragment(None);
+    Ok(base)
+}
+
+/// The two reqwest clients of a connection, with auth and fixed headers on every request: one
+/// that follows redirects (reads), one that never does (writes; see [`is_write`]).
+fn reqwest_clients(cfg: &ClientConfig) -> Result<(reqwest::Client, reqwest::Client), HttpError> {
+    let vendor = cfg.vendor;
+    let build = |detail: String| HttpError::Build { vendor, detail };
+    let mut headers = HeaderMap::new();
+    for (name, value) in &cfg.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    if let Some(auth) = cfg.auth.header_value().map_err(build)? {
+        headers.insert(reqwest::header::AUTHORIZATION, auth);
+    }
+    let builder = || {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .https_only(false)
+            .gzip(true)
+            .user_agent(cfg.user_agent.clone())
+            .default_headers(headers.clone())
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.timeout)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(cfg.max_concurrency.max(1))
+            .tcp_keepalive(TCP_KEEPALIVE)
+            .tcp_nodelay(true)
+    };
+    let http = builder()
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .build()
+        .map_err(|e| build(error_chain(&e.without_url(), &[])))?;
+    let http_writes = builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| build(error_chain(&e.without_url(), &[])))?;
+    Ok((http, http_writes))
+}
+
+/// The pacers of the configured named buckets.
+fn bucket_gates(cfg: &ClientConfig) -> HashMap<String, Arc<Gate>> {
+    cfg.buckets
+        .iter()
+        .map(|b| {
+            (
+                b.name.clone(),
+                Arc::new(Gate::new(
+                    b.rate.map(|r| r.as_per_second()),
+                    cfg.zero_delays,
+                )),
+            )
+        })
+        .collect()
 }
 
 /// A reqwest error and its sources, without the URL (printed separately, redacted).
@@ -552,73 +569,13 @@ fn transport_kind(e: &reqwest::Error, reading_body: bool) -> TransportKind {
     }
 }
 
-fn shorten(s: &str) -> String {
+pub(super) fn shorten(s: &str) -> String {
     const MAX: usize = 200;
     if s.chars().count() > MAX {
         format!("{}…", s.chars().take(MAX).collect::<String>())
     } else {
         s.to_owned()
     }
-}
-
-/// See [`HttpClient::url`].
-pub(crate) fn resolve(base: &Url, input: &str) -> Result<Url, String> {
-    let s = input.trim();
-    if s.starts_with("//") {
-        return Err("protocol-relative urls are not accepted".to_owned());
-    }
-    if let Ok(abs) = Url::parse(s) {
-        if matches!(abs.scheme(), "http" | "https") {
-            if abs.origin() != base.origin() {
-                return Err(format!(
-                    "absolute urls must stay on {}, so credentials never go to another host",
-                    base.origin().ascii_serialization()
-                ));
-            }
-            if !abs.username().is_empty() || abs.password().is_some() {
-                return Err("urls with embedded credentials are not accepted".to_owned());
-            }
-            let mut abs = abs;
-            abs.set_fragment(None);
-            return Ok(abs);
-        }
-        // `bulk:jobs:1` parses as a URL with scheme `bulk`; it is a relative path here.
-    }
-    let without_fragment = s.split('#').next().unwrap_or("");
-    let (path, query) = match without_fragment.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (without_fragment, None),
-    };
-    // A dot segment (a key `..` put into `/users/{key}`) would be resolved away and address
-    // another resource: refuse it rather than send the request somewhere else.
-    if path.split('/').any(super::is_dot_segment) {
-        return Err(format!(
-            "the path {:?} has a . or .. segment, which would address another resource",
-            shorten(path)
-        ));
-    }
-    let prefix = base.path().trim_end_matches('/');
-    let full = if path.is_empty() {
-        base.path().to_owned()
-    } else {
-        let path = if path.starts_with('/') {
-            Cow::Borrowed(path)
-        } else {
-            Cow::Owned(format!("/{path}"))
-        };
-        let already_prefixed = !prefix.is_empty()
-            && (path.as_ref() == prefix || path.starts_with(&format!("{prefix}/")));
-        if already_prefixed {
-            path.into_owned()
-        } else {
-            format!("{prefix}{path}")
-        }
-    };
-    let mut url = base.clone();
-    url.set_path(&full);
-    url.set_query(query.filter(|q| !q.is_empty()));
-    url.set_fragment(None);
-    Ok(url)
 }
 
 /// RFC 9110 §9.2.2: POST and PATCH are not idempotent; every other method is.
@@ -755,16 +712,21 @@ impl RequestBuilder {
         result
     }
 
+    /// The retry loop ([`retry::RetryLoop`], in `retry.rs`), over this request's attempts.
     async fn run(self) -> Result<Response, HttpError> {
+        let (call, tries) = self.into_call()?;
+        call.run(tries).await
+    }
+
+    /// What every attempt of this request needs, and its retry loop's start.
+    fn into_call(self) -> Result<(retry::Call, retry::RetryLoop), HttpError> {
         let inner = self.client.inner.clone();
-        let vendor = inner.vendor;
-        let method = self.method.clone();
         let url = self.url?;
         let shown = redact::scrub(&redact::display_url(&url), &inner.secrets);
         if let Some(detail) = self.error {
             return Err(HttpError::Encode {
-                vendor,
-                method,
+                vendor: inner.vendor,
+                method: self.method,
                 url: shown,
                 detail,
             });
@@ -772,419 +734,31 @@ impl RequestBuilder {
         let gate = self.bucket.as_deref().map(|b| inner.gate(b));
         let idempotent = self
             .idempotent
-            .unwrap_or_else(|| method_is_idempotent(&method));
-        let budget = self.max_retries.unwrap_or(inner.max_retries);
-        let own_budget = self.max_retries.is_some();
+            .unwrap_or_else(|| method_is_idempotent(&self.method));
+        let tries = retry::RetryLoop::new(
+            self.max_retries.unwrap_or(inner.max_retries),
+            self.max_retries.is_some(),
+            idempotent,
+        );
         let timeout = self.timeout.unwrap_or(inner.timeout);
-        let mut maybe_processed = false;
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            // The concurrency slot first, the pacer last: a slot taken from the pacer is used at
-            // once, so a rate cut applies to every request not yet on the wire.
-            // Every wait before the request goes out ends when a signal stops the run.
-            let stopped = |on_the_wire: bool, attempts: u32, maybe: bool| HttpError::Stopped {
-                vendor,
-                method: method.clone(),
-                url: shown.clone(),
-                attempts,
-                on_the_wire,
-                maybe_processed: maybe,
-            };
-            let waiting = Instant::now();
-            let Ok(permit) = inner
-                .shutdown
-                .unless_begun(async {
-                    let permit = inner.concurrency.acquire().await;
-                    stats::add_wait(&inner.counters.concurrency_wait_ns, waiting.elapsed());
-                    inner.admit(gate.as_deref()).await;
-                    permit
-                })
-                .await
-            else {
-                return Err(stopped(false, attempt - 1, maybe_processed));
-            };
-            stats::add(&inner.counters.attempts, 1);
-            if attempt > 1 {
-                stats::add(&inner.counters.retries, 1);
-            }
-            let sent_at = Instant::now();
-            // On the wire: the answer may come up to the grace after a signal, then it is
-            // abandoned (a rerun from the last state sends its record again).
-            let outcome = tokio::select! {
-                biased;
-                outcome = inner.attempt(&method, &url, &self.headers, self.body.as_ref(), timeout) => outcome,
-                () = inner.shutdown.grace_over() => {
-                    return Err(stopped(true, attempt, maybe_processed || !idempotent));
-                }
-            };
-            // Free the slot before any backoff sleep.
-            drop(permit);
-            let now = Instant::now();
-            let rtt = now.saturating_duration_since(sent_at);
-            let pacer = gate.as_deref().unwrap_or(&inner.global);
-            let paced = inner.global.with_rate(|r| r.rate());
-            match outcome {
-                Ok((status, headers, body, final_url)) => {
-                    inner.counters.status(status.as_u16());
-                    let response = Response {
-                        status,
-                        headers,
-                        body,
-                        url: strip_credentials(final_url),
-                        attempts: attempt,
-                        vendor,
-                        secrets: inner.secrets.clone(),
-                    };
-                    if status.is_redirection() && is_write(&method) {
-                        inner.concurrency.on_response(rtt, false, paced);
-                        let location = response.header("location").map_or_else(
-                            || "none".to_owned(),
-                            |l| redact::scrub(&shorten(l), &inner.secrets),
-                        );
-                        return Err(HttpError::Status {
-                            vendor,
-                            method: method.clone(),
-                            url: shown.clone(),
-                            status,
-                            excerpt: format!("Location: {location}"),
-                            attempts: attempt,
-                            maybe_processed,
-                            why: Some(WRITE_REDIRECTED.to_string()),
-                        });
-                    }
-                    let hook_verdict = self.classify.as_ref().and_then(|hook| hook(&response));
-                    let verdict = hook_verdict.unwrap_or_else(|| retry::classify_status(status));
-                    let throttled = status == StatusCode::TOO_MANY_REQUESTS;
-                    inner
-                        .concurrency
-                        .on_response(rtt, verdict == Verdict::Retry, paced);
-                    // With zero delays (tests) the pacer keeps its configured rate: a 429 must not slow the
-                    // rest of a test down.
-                    if !inner.zero_delays {
-                        pacer.with_rate(|r| r.on_response(now, sent_at, throttled));
-                    }
-                    debug!(
-                        vendor,
-                        method = %method,
-                        url = %shown,
-                        attempt,
-                        status = status.as_u16(),
-                        elapsed_ms = rtt.as_millis() as u64,
-                        "http attempt"
-                    );
-                    let status_error = |why: Option<String>, maybe: bool| HttpError::Status {
-                        vendor,
-                        method: method.clone(),
-                        url: shown.clone(),
-                        status,
-                        excerpt: redact::excerpt(&response.body, &inner.secrets),
-                        attempts: attempt,
-                        maybe_processed: maybe,
-                        why,
-                    };
-                    match verdict {
-                        Verdict::Success => return Ok(response),
-                        Verdict::Fail => return Err(status_error(None, maybe_processed)),
-                        Verdict::Retry => {
-                            let retry_after = retry::retry_after(
-                                &response.headers,
-                                SystemTime::now(),
-                            )
-                            .or_else(|| {
-                                if throttled {
-                                    retry::rate_limit_reset(&response.headers, SystemTime::now())
-                                } else {
-                                    None
-                                }
-                            });
-                            let hook_said_retry = hook_verdict == Some(Verdict::Retry);
-                            let safe =
-                                retry::certainly_not_processed(status, retry_after.is_some());
-                            if !safe {
-                                maybe_processed = true;
-                            }
-                            if !idempotent && !safe && !hook_said_retry {
-                                return Err(status_error(
-                                    Some(NOT_IDEMPOTENT.into()),
-                                    maybe_processed,
-                                ));
-                            }
-                            if attempt > budget {
-                                return Err(status_error(
-                                    Some(budget_spent(budget, own_budget)),
-                                    maybe_processed,
-                                ));
-                            }
-                            let reason = format!("status {}", status.as_u16());
-                            let wait = inner.plan_wait(attempt, status, retry_after);
-                            warn!(
-                                vendor,
-                                method = %method,
-                                url = %shown,
-                                attempt,
-                                reason = %reason,
-                                wait_ms = wait.as_millis() as u64,
-                                retry_after_s = retry_after.map(|d| d.as_secs_f64()),
-                                "retrying"
-                            );
-                            if inner.sleep(wait).await.is_err() {
-                                return Err(stopped(false, attempt, maybe_processed));
-                            }
-                        }
-                    }
-                }
-                Err((kind, detail)) => {
-                    stats::add(&inner.counters.transport_errors, 1);
-                    if kind == TransportKind::Timeout {
-                        stats::add(&inner.counters.timeouts, 1);
-                    }
-                    inner.concurrency.on_response(rtt, true, paced);
-                    debug!(
-                        vendor,
-                        method = %method,
-                        url = %shown,
-                        attempt,
-                        error = %kind,
-                        elapsed_ms = rtt.as_millis() as u64,
-                        "http attempt"
-                    );
-                    let safe = kind == TransportKind::Connect;
-                    if !safe {
-                        maybe_processed = true;
-                    }
-                    let transport_error = |why: Option<String>, maybe: bool| HttpError::Transport {
-                        vendor,
-                        method: method.clone(),
-                        url: shown.clone(),
-                        kind,
-                        detail: detail.clone(),
-                        attempts: attempt,
-                        maybe_processed: maybe,
-                        why,
-                    };
-                    if matches!(kind, TransportKind::TooLarge | TransportKind::Other) {
-                        return Err(transport_error(None, maybe_processed));
-                    }
-                    if !idempotent && !safe {
-                        return Err(transport_error(
-                            Some(NOT_IDEMPOTENT.into()),
-                            maybe_processed,
-                        ));
-                    }
-                    if attempt > budget {
-                        return Err(transport_error(
-                            Some(budget_spent(budget, own_budget)),
-                            maybe_processed,
-                        ));
-                    }
-                    let wait = retry::backoff(attempt);
-                    warn!(
-                        vendor,
-                        method = %method,
-                        url = %shown,
-                        attempt,
-                        reason = %kind,
-                        wait_ms = if inner.zero_delays { 0 } else { wait.as_millis() as u64 },
-                        "retrying"
-                    );
-                    if inner.sleep(wait).await.is_err() {
-                        return Err(stopped(false, attempt, maybe_processed));
-                    }
-                }
-            }
-        }
-    }
-}
-
-const NOT_IDEMPOTENT: &str = "not retried: the request is not idempotent and the server may have acted on it; look it up before trying again";
-/// The retry budget ran out: every retry `max_retries` (or the request's own budget) allows.
-fn budget_spent(budget: u32, own: bool) -> String {
-    let retries = if budget == 1 { "retry" } else { "retries" };
-    if own {
-        format!("the retry budget is spent: {budget} {retries}, this request's own limit")
-    } else {
-        format!("the retry budget is spent: {budget} {retries}, as max_retries allows")
-    }
-}
-
-fn strip_credentials(mut url: Url) -> Url {
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url
-}
-
-/// A complete answer: status, headers and the whole body.
-#[derive(Clone)]
-pub struct Response {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    /// The final URL (after redirects), without credentials.
-    pub url: Url,
-    /// Attempts it took, 1 when the first one succeeded.
-    pub attempts: u32,
-    vendor: &'static str,
-    secrets: Arc<[String]>,
-}
-
-impl fmt::Debug for Response {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Response")
-            .field("vendor", &self.vendor)
-            .field("status", &self.status)
-            .field("url", &redact::display_url(&self.url))
-            .field("body_bytes", &self.body.len())
-            .field("attempts", &self.attempts)
-            .finish()
-    }
-}
-
-impl Response {
-    /// Builds a response by hand (for classify hooks' unit tests and fakes).
-    pub fn new(
-        vendor: &'static str,
-        status: StatusCode,
-        headers: HeaderMap,
-        body: impl Into<Bytes>,
-        url: Url,
-    ) -> Self {
-        Self {
-            status,
-            headers,
-            body: body.into(),
-            url: strip_credentials(url),
-            attempts: 1,
-            vendor,
-            secrets: Arc::from(Vec::new()),
-        }
-    }
-
-    /// Decodes the body as JSON; the error names the vendor and URL and shows an excerpt.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, HttpError> {
-        serde_json::from_slice(&self.body).map_err(|e| HttpError::Decode {
-            vendor: self.vendor,
-            url: redact::display_url(&self.url),
-            detail: e.to_string(),
-            excerpt: redact::excerpt(&self.body, &self.secrets),
-        })
-    }
-
-    /// A short excerpt of the body, credentials scrubbed (for messages).
-    pub fn excerpt(&self) -> String {
-        redact::excerpt(&self.body, &self.secrets)
-    }
-
-    /// The body as text (invalid UTF-8 replaced).
-    pub fn text(&self) -> Cow<'_, str> {
-        String::from_utf8_lossy(&self.body)
-    }
-
-    /// The next page from the `Link` header(s) (`rel="next-page"`, `rel="next"` or no rel),
-    /// resolved against this response's URL.
-    pub fn next_link(&self) -> Option<Url> {
-        super::paginate::link::next_link(&self.headers, &self.url)
-    }
-
-    /// A header as text, if present and printable.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        let call = retry::Call {
+            inner,
+            method: self.method,
+            url,
+            shown,
+            headers: self.headers,
+            body: self.body,
+            gate,
+            classify: self.classify,
+            timeout,
+        };
+        Ok((call, tries))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resolves_paths_keeping_the_prefix() {
-        let base = Url::parse("https://api.getguru.com/api/v1").unwrap();
-        let slash = Url::parse("https://api.getguru.com/api/v1/").unwrap();
-        let bare = Url::parse("https://api.userflow.com").unwrap();
-        for (b, input, want) in [
-            (&base, "/members", "https://api.getguru.com/api/v1/members"),
-            (&base, "members", "https://api.getguru.com/api/v1/members"),
-            (&slash, "/members", "https://api.getguru.com/api/v1/members"),
-            (
-                &base,
-                "/members?token=a%20b",
-                "https://api.getguru.com/api/v1/members?token=a%20b",
-            ),
-            (
-                &base,
-                "/api/v1/members?token=x",
-                "https://api.getguru.com/api/v1/members?token=x",
-            ),
-            (
-                &base,
-                "/api/v10/x",
-                "https://api.getguru.com/api/v1/api/v10/x",
-            ),
-            (&base, "", "https://api.getguru.com/api/v1"),
-            (
-                &base,
-                "/members#frag",
-                "https://api.getguru.com/api/v1/members",
-            ),
-            (
-                &base,
-                "https://api.getguru.com/api/v1/members?token=t",
-                "https://api.getguru.com/api/v1/members?token=t",
-            ),
-            (
-                &bare,
-                "/users?limit=1&starting_after=u9",
-                "https://api.userflow.com/users?limit=1&starting_after=u9",
-            ),
-            (
-                &bare,
-                "/v1/background_jobs/bulk:jobs:NX-1",
-                "https://api.userflow.com/v1/background_jobs/bulk:jobs:NX-1",
-            ),
-            (&bare, "bulk:jobs:1", "https://api.userflow.com/bulk:jobs:1"),
-        ] {
-            assert_eq!(resolve(b, input).unwrap().as_str(), want, "{b} + {input}");
-        }
-    }
-
-    #[test]
-    fn refuses_other_origins_and_credentials() {
-        let base = Url::parse("https://api.getguru.com/api/v1").unwrap();
-        for input in [
-            "https://evil.example.com/api/v1/members",
-            "http://api.getguru.com/api/v1/members",
-            "https://api.getguru.com:8443/api/v1/members",
-            "//evil.example.com/x",
-            "https://u:p@api.getguru.com/api/v1/members",
-        ] {
-            assert!(resolve(&base, input).is_err(), "{input}");
-        }
-    }
-
-    #[test]
-    fn refuses_dot_segments_that_would_address_another_resource() {
-        let base = Url::parse("https://api.userflow.com").unwrap();
-        for input in [
-            "/users/..",
-            "/users/.",
-            "/users/%2e%2e",
-            "/users/.%2E/x",
-            "/groups/../members",
-            "/v2/accounts/1/users/../profile?x=1",
-        ] {
-            let err = resolve(&base, input).unwrap_err();
-            assert!(err.contains(". or .. segment"), "{input}: {err}");
-        }
-        // Dots inside a segment, or an encoded slash around them, are one segment.
-        for input in [
-            "/users/...",
-            "/users/a.b",
-            "/users/a%2F..%2Fb",
-            "/users/x?q=..",
-        ] {
-            assert!(resolve(&base, input).is_ok(), "{input}");
-        }
-    }
 
     #[test]
     fn idempotency_follows_rfc_9110() {

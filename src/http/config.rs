@@ -1,5 +1,10 @@
 //! How one vendor connection is set up: [`Auth`], [`ClientConfig`] and named rate buckets, with
 //! the engine's defaults in named consts.
+//!
+//! Both binaries build a vendor's client the same way: the vendor room says what the vendor
+//! documents ([`ClientSpec`]: auth, fixed headers, its rate, its 429 pause, named buckets), and
+//! [`ClientConfig::for_vendor`] applies the common config keys over it, one rule per key
+//! (documented once, in the keys' descriptions in `crate::config`).
 
 use std::fmt;
 use std::time::Duration;
@@ -7,7 +12,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
 
-use crate::config::Secret;
+use crate::config::{ConfigError, Resolved, Secret};
 
 /// Request timeout per attempt; Vector's `TowerRequestConfig` uses the same 60 s.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -250,6 +255,85 @@ impl ClientConfig {
     }
 }
 
+/// What a vendor room asks of its HTTP client, in both binaries: auth, fixed headers and the
+/// vendor's documented limits. [`ClientConfig::for_vendor`] applies the common config keys on
+/// top.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// Auth.
+    pub auth: Auth,
+    /// Fixed headers on every request.
+    pub headers: Vec<(&'static str, &'static str)>,
+    /// The vendor's documented rate, used when `requests_per_second` is not configured.
+    pub requests_per_second: Option<f64>,
+    /// The least the whole client pauses after a 429 without `Retry-After`.
+    pub default_429_wait: Option<Duration>,
+    /// Named buckets with their own rate (requests per second).
+    pub buckets: Vec<(&'static str, f64)>,
+    /// The vendor documents JSON answers to its writes: a write answered 2xx (but 204) with a
+    /// body that is not JSON (an HTML page, a body cut short) is not counted as applied (the
+    /// target's transport checks it).
+    pub json_answers: bool,
+}
+
+impl ClientSpec {
+    /// A spec with this auth and nothing else.
+    pub fn new(auth: Auth) -> Self {
+        ClientSpec {
+            auth,
+            headers: Vec::new(),
+            requests_per_second: None,
+            default_429_wait: None,
+            buckets: Vec::new(),
+            json_answers: false,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The one client builder both binaries use: the vendor's base URL and `spec`, with the
+    /// common keys applied by one rule each:
+    /// - `requests_per_second`: unset is the vendor's documented rate (`spec`; none: no
+    ///   client-side limit, the engine discovers one from 429s); `0` turns the limit off; any
+    ///   other value is the limit;
+    /// - `max_concurrency`: the ceiling of adaptive concurrency, at least 1 (the config refuses
+    ///   0 when it loads); unset is [`DEFAULT_MAX_CONCURRENCY`];
+    /// - `timeout_seconds`: per attempt; unset (or not above 0) is [`DEFAULT_TIMEOUT`];
+    /// - `max_retries`: retries per request; unset is [`DEFAULT_MAX_RETRIES`].
+    pub fn for_vendor(config: &Resolved, spec: ClientSpec) -> Result<ClientConfig, ConfigError> {
+        let vendor = config.spec.name;
+        let mut cfg = ClientConfig::new(vendor, config.base_url()?, spec.auth);
+        for (name, value) in spec.headers {
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|err| ConfigError::Invalid {
+                    key: "vendor".into(),
+                    problem: format!("{vendor} sends an invalid header name {name:?}: {err}"),
+                })?;
+            cfg = cfg.header(name, HeaderValue::from_static(value));
+        }
+        let common = &config.common;
+        cfg.requests_per_second = match common.requests_per_second {
+            Some(rate) if rate > 0.0 => Some(rate),
+            Some(_) => None,
+            None => spec.requests_per_second,
+        };
+        if let Some(max) = common.max_concurrency {
+            cfg.max_concurrency = max.max(1);
+        }
+        if let Some(seconds) = common.timeout_seconds.filter(|s| *s > 0.0) {
+            cfg.timeout = Duration::from_secs_f64(seconds);
+        }
+        if let Some(retries) = common.max_retries {
+            cfg.max_retries = retries;
+        }
+        cfg.default_429_wait = spec.default_429_wait;
+        for (name, per_second) in spec.buckets {
+            cfg = cfg.bucket(name, Some(Rate::per_second(per_second)));
+        }
+        Ok(cfg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +402,67 @@ mod tests {
                 .header_value()
                 .is_err()
         );
+    }
+
+    /// A vendor with a documented rate of 10 requests/s, for the builder's rules.
+    static ACME: crate::config::Vendor = crate::config::Vendor {
+        name: "acme",
+        title: "Acme",
+        reads_summary: "",
+        writes_summary: "writes nothing",
+        base_url_us: Some("https://api.acme.test/v1"),
+        base_url_eu: None,
+        settings: &[],
+        reads: &[],
+        writes: &[],
+        bulk: false,
+    };
+
+    fn built(common: serde_json::Value) -> ClientConfig {
+        let mut values = serde_json::json!({"vendor": "acme"});
+        for (key, value) in common.as_object().unwrap() {
+            values[key] = value.clone();
+        }
+        let values = values.as_object().unwrap().clone();
+        let config = Resolved {
+            spec: &ACME,
+            common: crate::config::typed(&values).unwrap(),
+            values,
+        };
+        let mut spec = ClientSpec::new(Auth::Bearer(Secret::new("t")));
+        spec.requests_per_second = Some(10.0);
+        ClientConfig::for_vendor(&config, spec).unwrap()
+    }
+
+    #[test]
+    fn one_rule_per_common_key_for_both_binaries() {
+        // Unset: the vendor's documented rate and the engine's defaults.
+        let cfg = built(serde_json::json!({}));
+        assert_eq!(cfg.requests_per_second, Some(10.0));
+        assert_eq!(cfg.max_concurrency, DEFAULT_MAX_CONCURRENCY);
+        assert_eq!(cfg.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(cfg.max_retries, DEFAULT_MAX_RETRIES);
+        // 0 turns the rate limit off; a value is the limit.
+        assert_eq!(
+            built(serde_json::json!({"requests_per_second": 0})).requests_per_second,
+            None
+        );
+        assert_eq!(
+            built(serde_json::json!({"requests_per_second": 2.5})).requests_per_second,
+            Some(2.5)
+        );
+        // max_concurrency is at least 1 (the config refuses 0 when it loads).
+        assert_eq!(
+            built(serde_json::json!({"max_concurrency": 0})).max_concurrency,
+            1
+        );
+        assert_eq!(
+            built(serde_json::json!({"max_concurrency": 3})).max_concurrency,
+            3
+        );
+        let cfg = built(serde_json::json!({"timeout_seconds": 2.5, "max_retries": 0}));
+        assert_eq!(cfg.timeout, Duration::from_millis(2500));
+        assert_eq!(cfg.max_retries, 0);
     }
 
     #[test]

@@ -34,20 +34,21 @@ pub mod concurrency;
 pub mod config;
 pub mod error;
 pub mod paginate;
+pub mod path;
 pub mod rate;
 pub mod redact;
+pub mod response;
 pub mod retry;
 pub mod shutdown;
 pub mod stats;
 
-pub use client::{
-    ClassifyFn, HttpClient, MAX_BODY_BYTES, RequestBuilder, Response, method_is_idempotent,
-};
+pub use client::{ClassifyFn, HttpClient, MAX_BODY_BYTES, RequestBuilder, method_is_idempotent};
 pub use config::{
-    Auth, BucketConfig, ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
+    Auth, BucketConfig, ClientConfig, ClientSpec, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Rate, ZERO_DELAYS_ENV, default_user_agent,
 };
 pub use error::{HttpError, TransportKind};
+pub use response::Response;
 pub use retry::Verdict;
 pub use shutdown::{Shutdown, Stopped};
 pub use stats::HttpStats;

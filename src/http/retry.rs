@@ -1,5 +1,6 @@
-//! Retry policy: which answers are retried, how long to wait between attempts, and how
-//! `Retry-After` is read.
+//! Retry policy and the one retry loop: which answers are retried, how long to wait between
+//! attempts, how `Retry-After` is read, and the loop itself ([`RetryLoop`] decides, `Call` runs
+//! the attempts through the client's slots, pacers and pool).
 //!
 //! Classification follows Vector's HTTP `RetryStrategy::Default` (429, 408, 5xx except 501) plus
 //! transport failures. Backoff is "full jitter" from AWS's "Exponential Backoff And Jitter":
@@ -7,11 +8,22 @@
 //! scheme in that study. `Retry-After` is the exception: the server said when, so the engine
 //! waits exactly that long (capped), with no jitter below it.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use rand::Rng as _;
-use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+use url::Url;
+
+use super::client::{ClassifyFn, Gate, Inner, WRITE_REDIRECTED, is_write, shorten};
+use super::error::{HttpError, TransportKind};
+use super::redact;
+use super::response::{Response, strip_credentials};
+use super::stats;
 
 /// First backoff step; Userpilot's documented ladder starts at 1 s (1, 2, 4, 8).
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -56,6 +68,66 @@ pub fn certainly_not_processed(status: StatusCode, has_retry_after: bool) -> boo
     status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
         || (status == StatusCode::SERVICE_UNAVAILABLE && has_retry_after)
+}
+
+/// Why a request that is not idempotent is not repeated after an ambiguous failure.
+pub const NOT_IDEMPOTENT: &str = "not retried: the request is not idempotent and the server may have acted on it; look it up before trying again";
+
+/// The retry budget ran out: every retry `max_retries` (or the request's own budget) allows.
+pub fn budget_spent(budget: u32, own: bool) -> String {
+    let retries = if budget == 1 { "retry" } else { "retries" };
+    if own {
+        format!("the retry budget is spent: {budget} {retries}, this request's own limit")
+    } else {
+        format!("the retry budget is spent: {budget} {retries}, as max_retries allows")
+    }
+}
+
+/// Where one request's retry loop stands (`crate::http::client` runs the attempts): the
+/// attempt, the budget, whether the request may be repeated, and whether the server may have
+/// acted on it already.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryLoop {
+    /// The attempt under way (1 for the first).
+    pub attempt: u32,
+    /// Retries allowed after the first attempt.
+    pub budget: u32,
+    /// True when the budget is the request's own, not `max_retries`.
+    pub own_budget: bool,
+    /// True when the request may be repeated after an ambiguous failure.
+    pub idempotent: bool,
+    /// True once an attempt failed in a way that leaves open whether the server acted on it.
+    pub maybe_processed: bool,
+}
+
+impl RetryLoop {
+    /// A loop before its first attempt.
+    pub fn new(budget: u32, own_budget: bool, idempotent: bool) -> Self {
+        RetryLoop {
+            attempt: 0,
+            budget,
+            own_budget,
+            idempotent,
+            maybe_processed: false,
+        }
+    }
+
+    /// An attempt failed in a retryable way (`safe`: the server certainly did not act on it;
+    /// `forced`: the request's own hook asked for the retry). `Ok` when the loop may try again,
+    /// `Err` with why not: a request that is not idempotent after an ambiguous failure, or the
+    /// budget spent.
+    pub fn after_failure(&mut self, safe: bool, forced: bool) -> Result<(), String> {
+        if !safe {
+            self.maybe_processed = true;
+        }
+        if !self.idempotent && !safe && !forced {
+            return Err(NOT_IDEMPOTENT.into());
+        }
+        if self.attempt > self.budget {
+            return Err(budget_spent(self.budget, self.own_budget));
+        }
+        Ok(())
+    }
 }
 
 /// The full-jitter backoff before retry number `retry` (1 for the first retry):
@@ -124,9 +196,319 @@ pub fn parse_retry_after(raw: &str, now: SystemTime) -> Option<Duration> {
     Some(wait.min(RETRY_AFTER_CAP))
 }
 
+/// One request on its way through the retry loop (built by `RequestBuilder::send`).
+pub(super) struct Call {
+    pub(super) inner: Arc<Inner>,
+    pub(super) method: Method,
+    pub(super) url: Url,
+    /// The URL as logs and errors show it (no credentials).
+    pub(super) shown: String,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Option<Bytes>,
+    pub(super) gate: Option<Arc<Gate>>,
+    pub(super) classify: Option<ClassifyFn>,
+    pub(super) timeout: Duration,
+}
+
+/// How an attempt left the request.
+enum Step {
+    /// Settled: hand the response to the caller.
+    Done(Box<Response>),
+    /// Try again after this wait.
+    Again(Duration),
+}
+
+/// An answer as it came off the wire: status, headers, body, final URL.
+type Answer = (StatusCode, HeaderMap, Bytes, Url);
+
+impl Call {
+    /// The retry loop: one attempt after another until one settles the request.
+    pub(super) async fn run(&self, mut tries: RetryLoop) -> Result<Response, HttpError> {
+        loop {
+            tries.attempt += 1;
+            match self.attempt(&mut tries).await? {
+                Step::Done(response) => return Ok(*response),
+                Step::Again(wait) => {
+                    if self.inner.sleep(wait).await.is_err() {
+                        return Err(self.stopped(false, tries.attempt, tries.maybe_processed));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A signal stopped the request (`on_the_wire`: while an attempt was out).
+    fn stopped(&self, on_the_wire: bool, attempts: u32, maybe_processed: bool) -> HttpError {
+        HttpError::Stopped {
+            vendor: self.inner.vendor,
+            method: self.method.clone(),
+            url: self.shown.clone(),
+            attempts,
+            on_the_wire,
+            maybe_processed,
+        }
+    }
+
+    /// One attempt: a concurrency slot, the pacer, the request on the wire, and what its answer
+    /// (or failure) means for the loop.
+    async fn attempt(&self, tries: &mut RetryLoop) -> Result<Step, HttpError> {
+        let inner = &*self.inner;
+        // The concurrency slot first, the pacer last: a slot taken from the pacer is used at
+        // once, so a rate cut applies to every request not yet on the wire.
+        // Every wait before the request goes out ends when a signal stops the run.
+        let waiting = Instant::now();
+        let Ok(permit) = inner
+            .shutdown
+            .unless_begun(async {
+                let permit = inner.concurrency.acquire().await;
+                stats::add_wait(&inner.counters.concurrency_wait_ns, waiting.elapsed());
+                inner.admit(self.gate.as_deref()).await;
+                permit
+            })
+            .await
+        else {
+            return Err(self.stopped(false, tries.attempt - 1, tries.maybe_processed));
+        };
+        stats::add(&inner.counters.attempts, 1);
+        if tries.attempt > 1 {
+            stats::add(&inner.counters.retries, 1);
+        }
+        let sent_at = Instant::now();
+        // On the wire: the answer may come up to the grace after a signal, then it is
+        // abandoned (a rerun from the last state sends its record again).
+        let outcome = tokio::select! {
+            biased;
+            outcome = inner.attempt(&self.method, &self.url, &self.headers, self.body.as_ref(), self.timeout) => outcome,
+            () = inner.shutdown.grace_over() => {
+                return Err(self.stopped(true, tries.attempt, tries.maybe_processed || !tries.idempotent));
+            }
+        };
+        // Free the slot before any backoff sleep.
+        drop(permit);
+        match outcome {
+            Ok(answer) => self.on_answer(answer, tries, sent_at),
+            Err((kind, detail)) => self.on_failure(kind, detail, tries, sent_at),
+        }
+    }
+
+    /// An answer came: success, a status error, or a wait before the next attempt.
+    fn on_answer(
+        &self,
+        (status, headers, body, final_url): Answer,
+        tries: &mut RetryLoop,
+        sent_at: Instant,
+    ) -> Result<Step, HttpError> {
+        let inner = &*self.inner;
+        inner.counters.status(status.as_u16());
+        let response = Response {
+            status,
+            headers,
+            body,
+            url: strip_credentials(final_url),
+            attempts: tries.attempt,
+            vendor: inner.vendor,
+            secrets: inner.secrets.clone(),
+        };
+        if status.is_redirection() && is_write(&self.method) {
+            let rtt = Instant::now().saturating_duration_since(sent_at);
+            let paced = inner.global.with_rate(|r| r.rate());
+            inner.concurrency.on_response(rtt, false, paced);
+            return Err(self.redirected(&response, tries));
+        }
+        let hook_verdict = self.classify.as_ref().and_then(|hook| hook(&response));
+        let verdict = hook_verdict.unwrap_or_else(|| classify_status(status));
+        self.observe(status, verdict, tries.attempt, sent_at);
+        match verdict {
+            Verdict::Success => Ok(Step::Done(Box::new(response))),
+            Verdict::Fail => Err(self.status_error(&response, tries, None)),
+            Verdict::Retry => {
+                self.retry_answer(&response, tries, hook_verdict == Some(Verdict::Retry))
+            }
+        }
+    }
+
+    /// Feeds an answer to adaptive concurrency and the pacer, and logs the attempt.
+    fn observe(&self, status: StatusCode, verdict: Verdict, attempt: u32, sent_at: Instant) {
+        let inner = &*self.inner;
+        let now = Instant::now();
+        let rtt = now.saturating_duration_since(sent_at);
+        let paced = inner.global.with_rate(|r| r.rate());
+        let throttled = status == StatusCode::TOO_MANY_REQUESTS;
+        inner
+            .concurrency
+            .on_response(rtt, verdict == Verdict::Retry, paced);
+        // With zero delays (tests) the pacer keeps its configured rate: a 429 must not slow the
+        // rest of a test down.
+        if !inner.zero_delays {
+            let pacer = self.gate.as_deref().unwrap_or(&inner.global);
+            pacer.with_rate(|r| r.on_response(now, sent_at, throttled));
+        }
+        debug!(
+            vendor = inner.vendor,
+            method = %self.method,
+            url = %self.shown,
+            attempt,
+            status = status.as_u16(),
+            elapsed_ms = rtt.as_millis() as u64,
+            "http attempt"
+        );
+    }
+
+    /// A write answered with a redirect: never followed, a failure naming the `Location`.
+    fn redirected(&self, response: &Response, tries: &RetryLoop) -> HttpError {
+        let location = response.header("location").map_or_else(
+            || "none".to_owned(),
+            |l| redact::scrub(&shorten(l), &self.inner.secrets),
+        );
+        HttpError::Status {
+            vendor: self.inner.vendor,
+            method: self.method.clone(),
+            url: self.shown.clone(),
+            status: response.status,
+            excerpt: format!("Location: {location}"),
+            attempts: tries.attempt,
+            maybe_processed: tries.maybe_processed,
+            why: Some(WRITE_REDIRECTED.to_string()),
+        }
+    }
+
+    /// The request failed with this answer.
+    fn status_error(
+        &self,
+        response: &Response,
+        tries: &RetryLoop,
+        why: Option<String>,
+    ) -> HttpError {
+        HttpError::Status {
+            vendor: self.inner.vendor,
+            method: self.method.clone(),
+            url: self.shown.clone(),
+            status: response.status,
+            excerpt: redact::excerpt(&response.body, &self.inner.secrets),
+            attempts: tries.attempt,
+            maybe_processed: tries.maybe_processed,
+            why,
+        }
+    }
+
+    /// A retryable answer: the wait before the next attempt, or the error when the loop may not
+    /// go on (`forced`: the request's own hook asked for the retry).
+    fn retry_answer(
+        &self,
+        response: &Response,
+        tries: &mut RetryLoop,
+        forced: bool,
+    ) -> Result<Step, HttpError> {
+        let status = response.status;
+        let retry_after = retry_after(&response.headers, SystemTime::now()).or_else(|| {
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                rate_limit_reset(&response.headers, SystemTime::now())
+            } else {
+                None
+            }
+        });
+        let safe = certainly_not_processed(status, retry_after.is_some());
+        if let Err(why) = tries.after_failure(safe, forced) {
+            return Err(self.status_error(response, tries, Some(why)));
+        }
+        let wait = self.inner.plan_wait(tries.attempt, status, retry_after);
+        warn!(
+            vendor = self.inner.vendor,
+            method = %self.method,
+            url = %self.shown,
+            attempt = tries.attempt,
+            reason = %format!("status {}", status.as_u16()),
+            wait_ms = wait.as_millis() as u64,
+            retry_after_s = retry_after.map(|d| d.as_secs_f64()),
+            "retrying"
+        );
+        Ok(Step::Again(wait))
+    }
+
+    /// No answer (connect failure, reset, timeout, a body too large): the wait before the next
+    /// attempt, or the error.
+    fn on_failure(
+        &self,
+        kind: TransportKind,
+        detail: String,
+        tries: &mut RetryLoop,
+        sent_at: Instant,
+    ) -> Result<Step, HttpError> {
+        let inner = &*self.inner;
+        let rtt = Instant::now().saturating_duration_since(sent_at);
+        stats::add(&inner.counters.transport_errors, 1);
+        if kind == TransportKind::Timeout {
+            stats::add(&inner.counters.timeouts, 1);
+        }
+        let paced = inner.global.with_rate(|r| r.rate());
+        inner.concurrency.on_response(rtt, true, paced);
+        debug!(
+            vendor = inner.vendor,
+            method = %self.method,
+            url = %self.shown,
+            attempt = tries.attempt,
+            error = %kind,
+            elapsed_ms = rtt.as_millis() as u64,
+            "http attempt"
+        );
+        let safe = kind == TransportKind::Connect;
+        let fatal = matches!(kind, TransportKind::TooLarge | TransportKind::Other);
+        let next = tries.after_failure(safe, false);
+        let error = |why: Option<String>| HttpError::Transport {
+            vendor: inner.vendor,
+            method: self.method.clone(),
+            url: self.shown.clone(),
+            kind,
+            detail: detail.clone(),
+            attempts: tries.attempt,
+            maybe_processed: tries.maybe_processed,
+            why,
+        };
+        if fatal {
+            return Err(error(None));
+        }
+        if let Err(why) = next {
+            return Err(error(Some(why)));
+        }
+        let wait = backoff(tries.attempt);
+        warn!(
+            vendor = inner.vendor,
+            method = %self.method,
+            url = %self.shown,
+            attempt = tries.attempt,
+            reason = %kind,
+            wait_ms = if inner.zero_delays { 0 } else { wait.as_millis() as u64 },
+            "retrying"
+        );
+        Ok(Step::Again(wait))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_loop_repeats_only_what_it_may_within_the_budget() {
+        let mut tries = RetryLoop::new(2, false, false);
+        tries.attempt = 1;
+        // A 429 proves nothing happened: even a create is tried again.
+        assert_eq!(tries.after_failure(true, false), Ok(()));
+        assert!(!tries.maybe_processed);
+        // A 500 may have been acted on: a create is not repeated, unless its hook says so.
+        assert_eq!(
+            tries.after_failure(false, false),
+            Err(NOT_IDEMPOTENT.to_string())
+        );
+        assert!(tries.maybe_processed);
+        assert_eq!(tries.after_failure(false, true), Ok(()));
+        let mut tries = RetryLoop::new(2, true, true);
+        tries.attempt = 3;
+        assert_eq!(
+            tries.after_failure(false, false),
+            Err("the retry budget is spent: 2 retries, this request's own limit".to_string())
+        );
+    }
 
     #[test]
     fn default_classification() {

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use serde_json::Value;
 
-use crate::vendors::sink::Ticket;
+use crate::sink::Ticket;
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {

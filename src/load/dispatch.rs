@@ -23,7 +23,7 @@ use futures::FutureExt;
 use futures::future::Shared;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::vendors::sink::{Acks, BatchKey, Op, OrderKey, Plan, Sink, SinkError};
+use crate::sink::{Acks, BatchKey, Op, OrderKey, Plan, Sink, SinkError};
 
 type Done = Shared<oneshot::Receiver<()>>;
 

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::singer::Object;
-use crate::vendors::sink::{
+use crate::sink::{
     Method, Refusal, SendError, SendFailure, Transport, WireBody, WireRequest, WireResponse,
     WireStats,
 };

@@ -25,9 +25,7 @@ use crate::http::shutdown::{STOP_DEADLINE, Shutdown, Signals};
 use crate::singer::{
     Message, Object, ReadError, ReadMessage, RecordMessage, SchemaMessage, SingerWriter,
 };
-use crate::vendors::sink::{
-    Acks, Kind, Op, Origin, Outcome, Refusal, Settlement, Sink, SinkError, Ticket,
-};
+use crate::sink::{Acks, Kind, Op, Origin, Outcome, Refusal, Settlement, Sink, SinkError, Ticket};
 
 use super::TargetError;
 use super::ack::AckTracker;

@@ -3,7 +3,7 @@
 //! Writers that must find a membership's group and user at the vendor (SCIM, Guru) cannot write
 //! it before the groups or users record that creates them, and taps do not all send groups and
 //! users first (a SCIM tap's memberships ride on its groups listing, before the users). So for
-//! those writers ([`crate::vendors::sink::Sink::holds_memberships`]) the engine holds a
+//! those writers ([`crate::sink::Sink::holds_memberships`]) the engine holds a
 //! membership whose group key or user key has not come in this run yet:
 //!
 //! - it is released (planned and handed to the writer, in input order) as soon as both keys
@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::singer::Object;
-use crate::vendors::sink::{Action, Item, Kind, Op, Origin, Ticket};
+use crate::sink::{Action, Item, Kind, Op, Origin, Ticket};
 
 /// Held memberships kept in memory before the rest go to a temporary file: a held op is about
 /// a kilobyte (the record, its item and its origin), so this is about 10 MB.

@@ -13,7 +13,7 @@
 //! - [`report`]: counts, the stderr summary, `--report FILE`, the progress bar.
 //! - [`dry_run`]: `--dry-run`'s recording transport and output.
 //!
-//! The vendor side of the contract is [`crate::vendors::sink`].
+//! The vendor side of the contract is [`crate::sink`].
 
 pub mod ack;
 pub mod dispatch;
@@ -39,11 +39,11 @@ pub use engine::{
     MAX_CONSECUTIVE_TRANSIENT, MAX_IN_FLIGHT, REJECT_RATIO_MIN_OUTCOMES, STATE_MIN_INTERVAL,
 };
 
+use crate::config::Resolved;
 use crate::config::{ConfigError, Mode, OnInvalid, TargetSettings};
 use crate::exit::ExitStatus;
 use crate::singer::{ReadError, ReadMessage, SingerWriter, WriteError};
-use crate::vendors::Resolved;
-use crate::vendors::sink::{BuiltTransport, Sink, SinkContext, SinkError, Transport};
+use crate::sink::{BuiltTransport, Sink, SinkContext, SinkError, Transport};
 
 use self::dry_run::{DryRunOutput, DryRunTransport};
 use self::reject::{RejectFile, RejectFileError};
@@ -102,8 +102,9 @@ pub enum TargetError {
         /// Why.
         reason: String,
     },
-    /// The vendor refused the credentials or could not be reached.
-    #[error(transparent)]
+    /// The vendor refused the credentials (the message names the keys to check) or could not
+    /// be reached.
+    #[error("{}", sink_message(.0))]
     Sink(#[from] SinkError),
     /// SIGTERM or SIGINT.
     #[error("stopped by {signal}; {}", if *.state_printed {
@@ -409,6 +410,18 @@ pub fn build_sink_into(
     build(config, settings, None, Some(built))
 }
 
+/// A fatal sink error as the run reports it: refused credentials name the config keys to check
+/// (the registry knows them; the sink machinery below it does not).
+fn sink_message(err: &SinkError) -> String {
+    match err {
+        SinkError::Credentials { vendor, detail } => format!(
+            "{vendor} refused the credentials ({}): {detail}",
+            crate::vendors::credentials_hint(vendor)
+        ),
+        other => other.to_string(),
+    }
+}
+
 fn build(
     config: &Resolved,
     settings: &TargetSettings,
@@ -416,7 +429,7 @@ fn build(
     built: Option<&BuiltTransport>,
 ) -> Result<Arc<dyn Sink>, TargetError> {
     let spec = config.spec;
-    let Some(factory) = spec.sink else {
+    let Some(factory) = crate::vendors::entry(config).and_then(|entry| entry.sink) else {
         return Err(TargetError::NotWritable { vendor: spec.name });
     };
     if settings.mode == Mode::Bulk && !spec.bulk {

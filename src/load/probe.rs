@@ -3,16 +3,16 @@
 //!
 //! The request goes through the vendor writer's own HTTP client (its auth, fixed headers and
 //! rate limit), built by the writer's factory and handed back through
-//! [`SinkContext::built`](crate::vendors::sink::SinkContext::built), so the test cannot pass
+//! [`SinkContext::built`](crate::sink::SinkContext::built), so the test cannot pass
 //! with credentials a real run would send differently. It is read-only wherever the vendor's
 //! API document has a read endpoint; UserGuiding has none, so its request is an identify with
 //! no `userId`, which the vendor refuses (400) after it accepted the token and creates nothing.
 //! Which request each vendor gets, and what it proves, is in docs/target.md.
 
+use crate::config::Resolved;
 use crate::config::{ConfigError, TargetSettings};
 use crate::exit::ExitStatus;
-use crate::vendors::Resolved;
-use crate::vendors::sink::{BuiltTransport, Method, SendFailure, WireRequest};
+use crate::sink::{BuiltTransport, Method, SendFailure, WireRequest};
 
 /// The retry budget of the test request: enough to ride out one 429 or 503, few enough that an
 /// unreachable host fails within seconds, not after the run's full backoff.
@@ -77,7 +77,7 @@ pub enum TestError {
     Config(#[from] ConfigError),
     /// The writer could not be built.
     #[error("connection test failed: {0}")]
-    Sink(#[from] crate::vendors::sink::SinkError),
+    Sink(#[from] crate::sink::SinkError),
     /// 401 or 403.
     #[error("connection test failed: {vendor} refused the credentials: check {keys} ({detail})")]
     Credentials {

@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::singer::{Object, SchemaMessage};
-use crate::vendors::sink::Refusal;
+use crate::sink::Refusal;
 
 /// Where rejects go when `reject_file` is not set.
 pub const DEFAULT_REJECT_FILE: &str = "target-roster-rejects.ndjson";

@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::vendors::sink::WireStats;
+use crate::sink::WireStats;
 
 /// Counts for one input stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

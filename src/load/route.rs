@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 use crate::config::{ConfigError, NestedValues, NullValues, StreamOverride};
 use crate::model::{self, FieldType, StreamDef};
 use crate::singer::Object;
-use crate::vendors::sink::{Action, Item, Kind, NestedRule, Refusal};
+use crate::sink::{Action, Item, Kind, NestedRule, Refusal};
 
 pub use crate::model::{ATTRIBUTES, SDC_DELETED_AT as DELETED_AT};
 
@@ -304,7 +304,7 @@ impl Router {
         self
     }
 
-    /// Which nested values the vendor's writer takes ([`crate::vendors::sink::Sink::nested_rule`]).
+    /// Which nested values the vendor's writer takes ([`crate::sink::Sink::nested_rule`]).
     pub fn nested_rule(mut self, rule: NestedRule) -> Self {
         self.rule = rule;
         self

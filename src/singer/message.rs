@@ -5,10 +5,10 @@
 //! case-insensitively, as the Singer spec says, and unknown types are skipped with a warning.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-/// A JSON object: a record, a schema, a config.
-pub type Object = Map<String, Value>;
+/// A JSON object: a record, a schema, a config (the record model's [`crate::model::Object`]).
+pub use crate::model::Object;
 
 /// One Singer message.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -19,7 +19,7 @@ use crate::vendors::source::SourceError;
 use crate::vendors::{self, Resolved};
 
 pub use select::{SelectedStream, Selection};
-pub use sync::{StreamCounts, Summary, SyncError};
+pub use sync::{ReadCounts, Summary, SyncError};
 
 /// What the tap was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +125,9 @@ pub async fn run_with<W: std::io::Write>(
             Err(err) => Err(err.into()),
         };
     }
-    let factory = spec.source.ok_or_else(not_listable)?;
+    let factory = vendors::entry(&request.config)
+        .and_then(|entry| entry.source)
+        .ok_or_else(not_listable)?;
     let source = factory(&request.config)?;
     if request.action == TapAction::Test {
         source.check().await?;

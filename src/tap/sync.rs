@@ -37,9 +37,9 @@ use crate::vendors::source::{ListRequest, Listing, Page, Source, SourceError, cu
 /// answer, few enough that memory stays a handful of pages.
 pub const PREFETCH_PAGES: usize = 2;
 
-/// What one stream produced.
+/// What the tap read for one stream (the target's are `crate::load::report::StreamCounts`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StreamCounts {
+pub struct ReadCounts {
     /// RECORDs written.
     pub records: u64,
     /// Vendor resources that could not be made into records (each warned about).
@@ -52,7 +52,7 @@ pub struct StreamCounts {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Per selected stream, in sync order.
-    pub streams: Vec<(&'static str, StreamCounts)>,
+    pub streams: Vec<(&'static str, ReadCounts)>,
     /// Pages read.
     pub pages: u64,
     /// Listings that started over because the vendor rejected the stored cursor.
@@ -65,7 +65,7 @@ pub struct Summary {
 
 impl Summary {
     /// The counts of `stream`.
-    pub fn counts(&self, stream: &str) -> StreamCounts {
+    pub fn counts(&self, stream: &str) -> ReadCounts {
         self.streams
             .iter()
             .find(|(s, _)| *s == stream)
@@ -73,11 +73,11 @@ impl Summary {
             .unwrap_or_default()
     }
 
-    fn counts_mut(&mut self, stream: &'static str) -> &mut StreamCounts {
+    fn counts_mut(&mut self, stream: &'static str) -> &mut ReadCounts {
         let at = match self.streams.iter().position(|(s, _)| *s == stream) {
             Some(at) => at,
             None => {
-                self.streams.push((stream, StreamCounts::default()));
+                self.streams.push((stream, ReadCounts::default()));
                 self.streams.len() - 1
             }
         };
@@ -132,7 +132,7 @@ pub async fn sync<W: Write>(
 ) -> Result<Summary, SyncError> {
     let mut summary = Summary::default();
     for name in selection.names() {
-        summary.streams.push((name, StreamCounts::default()));
+        summary.streams.push((name, ReadCounts::default()));
     }
     let mut listings = source.listings();
     // The interrupted listing goes first.

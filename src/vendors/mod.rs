@@ -1,23 +1,27 @@
 //! One room per vendor, and the registry that names them.
 //!
-//! Every room has the same files: `mod.rs` (its [`VendorSpec`]), `config.rs` (its settings and
-//! typed config), `streams.rs` when the tap can list it, `writer.rs` for the target, and
-//! `model.rs` for its wire types. Adding a vendor is one line in [`REGISTRY`].
+//! Every room has the same files: `mod.rs` (its [`VendorSpec`] and the mode dispatch),
+//! `config.rs` (its settings and typed config), `wire.rs` (its wire types, both directions),
+//! `read.rs` when the tap can list it, `write.rs` for the target, `bulk.rs` where it has a bulk
+//! mode, and `tests.rs`. Write patterns several rooms share are in `patterns.rs`. Adding a vendor
+//! is one line in [`REGISTRY`] (docs/adding-a-vendor.md).
+//!
+//! A [`VendorSpec`] is the vendor's description ([`Vendor`], in `crate::config`, which the
+//! shared machinery may read) plus its factories (the tap's source, the target's sink), which
+//! only this registry names: nothing in `crate::sink`, `crate::http` or [`source`] imports it.
 
-use serde_json::{Map, Value};
+use std::ops::Deref;
 
-use crate::config::{
-    Applies, COMMON_SETTINGS, CommonSettings, ConfigError, RawConfig, Setting, TAP_SETTINGS,
-    TARGET_SETTINGS, typed,
-};
+use serde_json::Value;
+
+use crate::config::{Applies, CommonSettings, ConfigError, RawConfig, Setting, typed};
+pub use crate::config::{Resolved, Vendor};
 
 pub mod appcues;
-pub mod bulk;
 pub mod guru;
 pub mod guru_scim;
 pub mod patterns;
 pub mod scim;
-pub mod sink;
 pub mod source;
 pub mod userflow;
 pub mod userguiding;
@@ -25,50 +29,36 @@ pub mod userpilot;
 
 /// Every vendor roster knows, one line each.
 pub const REGISTRY: &[&VendorSpec] = &[
-    &userguiding::VENDOR,
-    &userflow::VENDOR,
-    &userpilot::VENDOR,
-    &appcues::VENDOR,
-    &guru::VENDOR,
-    &guru_scim::VENDOR,
-    &scim::VENDOR,
+    &userguiding::SPEC,
+    &userflow::SPEC,
+    &userpilot::SPEC,
+    &appcues::SPEC,
+    &guru::SPEC,
+    &guru_scim::SPEC,
+    &scim::SPEC,
 ];
 
-/// What roster knows about a vendor before connecting to it.
+/// A registry entry: the vendor's description and the factories of its tap source and target
+/// sink. Derefs to the description, so `spec.name` reads as before.
 #[derive(Debug)]
 pub struct VendorSpec {
-    /// The `vendor` config value.
-    pub name: &'static str,
-    /// The vendor's product name.
-    pub title: &'static str,
-    /// One line on what tap-roster reads from it, starting "reads"; empty when not listable.
-    pub reads_summary: &'static str,
-    /// One line on what target-roster writes to it, starting "writes".
-    pub writes_summary: &'static str,
-    /// Default base URL (origin + fixed prefix), if the vendor has one.
-    pub base_url_us: Option<&'static str>,
-    /// Default base URL in the EU region, if offered.
-    pub base_url_eu: Option<&'static str>,
-    /// The vendor's own settings (credentials and options), besides the common ones.
-    pub settings: &'static [Setting],
+    /// What describes the vendor (name, base URLs, settings).
+    pub vendor: Vendor,
     /// How the tap reads it; `None` when the vendor has no list API.
     pub source: Option<source::SourceFactory>,
-    /// Streams the tap reads; empty when the vendor has no list API.
-    pub reads: &'static [&'static str],
-    /// Kinds of objects the target writes.
-    pub writes: &'static [&'static str],
-    /// True when the target offers `mode: bulk`.
-    pub bulk: bool,
     /// Builds the target's writer; `None` while the vendor cannot be written yet.
-    pub sink: Option<sink::SinkFactory>,
+    pub sink: Option<crate::sink::SinkFactory>,
+}
+
+impl Deref for VendorSpec {
+    type Target = Vendor;
+
+    fn deref(&self) -> &Vendor {
+        &self.vendor
+    }
 }
 
 impl VendorSpec {
-    /// True when the tap can read this vendor.
-    pub fn listable(&self) -> bool {
-        !self.reads.is_empty()
-    }
-
     /// True when `binary` can use this vendor: the tap reads listable vendors, the target writes
     /// those with a writer.
     pub fn serves(&self, binary: Applies) -> bool {
@@ -78,25 +68,15 @@ impl VendorSpec {
             Applies::Both => true,
         }
     }
+}
 
-    /// The one-line summary that fits `binary`: what the tap reads, or what the target writes.
-    pub fn summary(&self, binary: Applies) -> &'static str {
-        match binary {
-            Applies::Tap => self.reads_summary,
-            _ => self.writes_summary,
-        }
-    }
-
-    /// Every setting this vendor takes in `binary`: common, binary-specific, its own.
-    pub fn all_settings(&self, binary: Applies) -> Vec<&'static Setting> {
-        COMMON_SETTINGS
-            .iter()
-            .chain(TAP_SETTINGS)
-            .chain(TARGET_SETTINGS)
-            .chain(self.settings)
-            .filter(|s| s.applies_to(binary))
-            .collect()
-    }
+/// The registry entry of a checked config's vendor (`None` only for a description that is not
+/// in the registry, which [`resolve`] never returns).
+pub fn entry(config: &Resolved) -> Option<&'static VendorSpec> {
+    REGISTRY
+        .iter()
+        .copied()
+        .find(|v| std::ptr::eq(&v.vendor, config.spec) || v.name == config.spec.name)
 }
 
 /// The vendors `binary` can use, in registry order.
@@ -124,7 +104,7 @@ pub fn listable_names() -> String {
 }
 
 /// Why the tap refuses a vendor without a list API.
-pub fn not_listable_message(spec: &VendorSpec) -> String {
+pub fn not_listable_message(spec: &Vendor) -> String {
     format!(
         "vendor {} has no list API, so tap-roster cannot read it (the tap reads: {})",
         spec.name,
@@ -132,24 +112,13 @@ pub fn not_listable_message(spec: &VendorSpec) -> String {
     )
 }
 
-/// Settings that name who is calling without being secret.
-const IDENTITY_KEYS: &[&str] = &["username", "scim_username", "account_id", "auth_scheme"];
-
 /// What to check when `vendor` refuses the credentials: its credential keys and `base_url`
 /// (a sandbox or EU URL with production keys is refused too).
 pub fn credentials_hint(vendor: &str) -> String {
-    let keys: Vec<&str> = find(vendor)
-        .map(|spec| {
-            spec.settings
-                .iter()
-                .filter(|s| s.secret || IDENTITY_KEYS.contains(&s.name))
-                .map(|s| s.name)
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut names: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
-    names.push("`base_url`/`region`".to_string());
-    format!("check the config keys {}", names.join(", "))
+    match find(vendor) {
+        Ok(spec) => spec.credentials_hint(),
+        Err(_) => "check the config keys `base_url`/`region`".to_string(),
+    }
 }
 
 /// Looks a vendor up by its `vendor` config value.
@@ -164,54 +133,6 @@ pub fn find(name: &str) -> Result<&'static VendorSpec, ConfigError> {
         })
 }
 
-/// A config checked against its vendor's settings.
-#[derive(Clone)]
-pub struct Resolved {
-    /// The vendor.
-    pub spec: &'static VendorSpec,
-    /// The common keys, typed.
-    pub common: CommonSettings,
-    /// Every key given, checked. Vendors deserialise their own typed view from it.
-    pub values: Map<String, Value>,
-}
-
-impl std::fmt::Debug for Resolved {
-    /// Prints the config with every secret setting redacted.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let values: Map<String, Value> = self
-            .values
-            .iter()
-            .map(|(key, value)| {
-                let secret = self.spec.settings.iter().any(|s| s.secret && s.name == key);
-                let shown = if secret {
-                    Value::from(crate::config::REDACTED)
-                } else {
-                    value.clone()
-                };
-                (key.clone(), shown)
-            })
-            .collect();
-        f.debug_struct("Resolved")
-            .field("vendor", &self.spec.name)
-            .field("common", &self.common)
-            .field("values", &values)
-            .finish()
-    }
-}
-
-impl Resolved {
-    /// The vendor's typed view of the config.
-    pub fn typed<T: for<'de> serde::Deserialize<'de>>(&self) -> Result<T, ConfigError> {
-        typed(&self.values)
-    }
-
-    /// The base URL to use (explicit, or the vendor's default for the region).
-    pub fn base_url(&self) -> Result<url::Url, ConfigError> {
-        self.common
-            .base_url_or(self.spec.base_url_us, self.spec.base_url_eu)
-    }
-}
-
 /// Checks a loaded config for `binary`. With `require`, missing credentials are an error.
 pub fn resolve(raw: &RawConfig, binary: Applies, require: bool) -> Result<Resolved, ConfigError> {
     let name = raw
@@ -224,7 +145,7 @@ pub fn resolve(raw: &RawConfig, binary: Applies, require: bool) -> Result<Resolv
     let common: CommonSettings = typed(&values)?;
     common.check_base_url()?;
     Ok(Resolved {
-        spec,
+        spec: &spec.vendor,
         common,
         values,
     })
@@ -335,6 +256,7 @@ fn shared_description(name: &str, vendors: &[&VendorSpec], binary: Applies) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{COMMON_SETTINGS, TAP_SETTINGS, TARGET_SETTINGS};
     use serde_json::json;
 
     fn raw(value: Value) -> RawConfig {

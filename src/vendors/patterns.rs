@@ -4,22 +4,22 @@
 //! fresh look shows it never happened, a read-modify-write that reads again after a `412`, and
 //! a stack of chunks in which a refused chunk is put back as two halves.
 //!
-//! These sit on the writers' shared machinery ([`crate::vendors::sink`]) and know nothing of any
+//! These sit on the writers' shared machinery ([`crate::sink`]) and know nothing of any
 //! one vendor.
 
 use std::future::Future;
 
-use crate::vendors::sink::{
-    Acks, Op, PayloadHash, Refusal, SendError, SendFailure, SinkError, Transport, Verdict,
-    WireRequest, WireResponse, verdict,
+use crate::sink::{
+    Acks, Op, PayloadHash, Refusal, SendError, SendFailure, SinkError, Transport, WireRequest,
+    WireResponse, WriteVerdict, verdict,
 };
 
 /// A failed request for records, read the standard way ([`verdict`]): the refusal to reject
 /// them with, or (as `Err`, for `?`) the error that stops the run.
 pub fn refusal(vendor: &'static str, err: SendError) -> Result<Refusal, SinkError> {
     match verdict(vendor, err) {
-        Verdict::Reject(refusal) => Ok(refusal),
-        Verdict::Fatal(fatal) => Err(fatal),
+        WriteVerdict::Reject(refusal) => Ok(refusal),
+        WriteVerdict::Fatal(fatal) => Err(fatal),
     }
 }
 
@@ -168,7 +168,7 @@ where
     loop {
         let err = match transport.send(request.clone()).await {
             Ok(response) => return Ok(Created::Answered(response)),
-            Err(err) => crate::vendors::sink::fatal_or(vendor, err)?,
+            Err(err) => crate::sink::fatal_or(vendor, err)?,
         };
         if !unconfirmed(&err) {
             return Ok(Created::Failed(err));

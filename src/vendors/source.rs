@@ -14,17 +14,16 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use serde_json::Value;
 
 use crate::config::ConfigError;
+use crate::config::Resolved;
 use crate::exit::ExitStatus;
-use crate::http::{Auth, ClientConfig, HttpError};
+use crate::http::HttpError;
 use crate::model::Object;
-use crate::vendors::Resolved;
 
 /// Builds a vendor's source from its checked config.
 pub type SourceFactory = fn(&Resolved) -> Result<Box<dyn Source>, SourceError>;
@@ -208,26 +207,6 @@ impl ExitStatus for SourceError {
             _ => 1,
         }
     }
-}
-
-/// The HTTP client config for a vendor: its base URL and auth, with the common keys
-/// (`timeout_seconds`, `max_retries`, `max_concurrency`, `requests_per_second`) applied over the
-/// engine's defaults.
-pub fn client_config(config: &Resolved, auth: Auth) -> Result<ClientConfig, ConfigError> {
-    let mut client = ClientConfig::new(config.spec.name, config.base_url()?, auth);
-    let common = &config.common;
-    if let Some(seconds) = common.timeout_seconds.filter(|s| *s > 0.0) {
-        client.timeout = Duration::from_secs_f64(seconds);
-    }
-    if let Some(retries) = common.max_retries {
-        client.max_retries = retries;
-    }
-    if let Some(max) = common.max_concurrency.filter(|m| *m > 0) {
-        client.max_concurrency = max;
-    }
-    // 0 means "no client-side limit".
-    client.requests_per_second = common.requests_per_second.filter(|r| *r > 0.0);
-    Ok(client)
 }
 
 /// A listing whose pages come one after another, each from the cursor the previous one gave.

@@ -19,7 +19,7 @@ use super::reject::RejectFile;
 use super::route::Router;
 use super::*;
 use crate::config::StreamOverride;
-use crate::vendors::sink::{
+use crate::sink::{
     Acks, BatchKey, BatchLimits, Kind, Op, OrderKey, Plan, Refusal, Sink, SinkError, WireStats,
 };
 

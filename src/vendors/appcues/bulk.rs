@@ -9,7 +9,7 @@
 //! 20 MB POST body limit), POSTed as `application/x-ndjson` to
 //! `/v2/accounts/{account}{import_path}` (`/import/profiles` by default; the seed's
 //! `/import/users` also works) and polled at `/jobs/{id}` until it ends
-//! ([`crate::vendors::bulk`]). A profile delete waits for the import job holding that user's
+//! ([`crate::sink::bulk`]). A profile delete waits for the import job holding that user's
 //! row, so an import never brings back a user deleted after it.
 
 use std::sync::Arc;
@@ -19,10 +19,10 @@ use serde_json::{Map, Value};
 
 use super::segments::Segments;
 use super::write::{AppcuesSink, client_spec};
-use crate::vendors::bulk::{BulkSettings, FileLimits, Framing, JobsConfig, Lane, Pipeline, Row};
-use crate::vendors::sink::{
+use crate::sink::bulk::{BulkSettings, FileLimits, Framing, JobsConfig, Lane, Pipeline, Row};
+use crate::sink::{
     Acks, Action, BatchKey, BatchLimits, Kind, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
-    SinkError, Transport, WireStats, segment,
+    SinkError, Transport, WireStats, key_segment,
 };
 
 /// The vendor's name.
@@ -83,7 +83,7 @@ impl Parts {
                 max_bytes: DOCUMENTED_MAX_BYTES,
             },
         );
-        let account = format!("/v2/accounts/{}", segment(&config.account_id));
+        let account = format!("/v2/accounts/{}", key_segment(&config.account_id));
         let mut jobs = JobsConfig::new(VENDOR, format!("{account}/jobs"));
         jobs.timeout = settings.timeout();
         let pipeline = Arc::new(Pipeline::new(jobs, transport.clone()));
@@ -237,7 +237,7 @@ impl Sink for JobsSink {
         self.realtime.stats()
     }
 
-    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
-        crate::vendors::sink::NestedRule::ScalarsOnly
+    fn nested_rule(&self) -> crate::sink::NestedRule {
+        crate::sink::NestedRule::ScalarsOnly
     }
 }

@@ -82,7 +82,7 @@ impl Config {
     /// would put every request under `/v2/` instead of the account), and an `import_path` with
     /// a `.` or `..` segment, are config errors rather than requests sent elsewhere.
     pub fn check_paths(&self) -> Result<(), crate::config::ConfigError> {
-        if let Err(refusal) = crate::vendors::sink::path_key("value", self.account_id.trim()) {
+        if let Err(refusal) = crate::sink::path_key("value", self.account_id.trim()) {
             return Err(crate::config::ConfigError::Invalid {
                 key: "account_id".into(),
                 problem: refusal.reason,

@@ -10,23 +10,25 @@ pub mod write;
 
 use std::sync::Arc;
 
-use super::VendorSpec;
-use super::sink::{Sink, SinkContext, SinkError};
+use super::{Vendor, VendorSpec};
 use crate::config::Mode;
+use crate::sink::{Sink, SinkContext, SinkError};
 
 /// The registry entry.
-pub const VENDOR: VendorSpec = VendorSpec {
-    name: "appcues",
-    title: "Appcues",
-    reads_summary: "",
-    writes_summary: "writes user and group profiles, memberships, events, segments, and NDJSON bulk import jobs",
-    base_url_us: Some("https://api.appcues.com"),
-    base_url_eu: Some("https://api.eu.appcues.com"),
-    settings: config::SETTINGS,
+pub const SPEC: VendorSpec = VendorSpec {
+    vendor: Vendor {
+        name: "appcues",
+        title: "Appcues",
+        reads_summary: "",
+        writes_summary: "writes user and group profiles, memberships, events, segments, and NDJSON bulk import jobs",
+        base_url_us: Some("https://api.appcues.com"),
+        base_url_eu: Some("https://api.eu.appcues.com"),
+        settings: config::SETTINGS,
+        reads: &[],
+        writes: &["users", "groups", "memberships", "events", "segments"],
+        bulk: true,
+    },
     source: None,
-    reads: &[],
-    writes: &["users", "groups", "memberships", "events", "segments"],
-    bulk: true,
     sink: Some(sink),
 };
 

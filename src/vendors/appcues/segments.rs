@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::vendors::bulk::{FileLimits, Framing, Lane, Pipeline, Row};
-use crate::vendors::patterns;
-use crate::vendors::sink::{
+use crate::sink::bulk::{FileLimits, Framing, Lane, Pipeline, Row};
+use crate::sink::{
     Acks, Action, BatchKey, BatchLimits, Method, Op, OrderKey, Plan, Refusal, SendError, SinkError,
-    Transport, WireRequest, segment,
+    Transport, WireRequest, key_segment,
 };
+use crate::vendors::patterns;
 
 /// The vendor's name.
 const VENDOR: &str = "appcues";
@@ -190,7 +190,7 @@ impl Segments {
                 };
                 Lane::new(
                     format!("appcues segment {name:?} {verb}"),
-                    format!("{}/segments/{}/{call}", self.account, segment(id)),
+                    format!("{}/segments/{}/{call}", self.account, key_segment(id)),
                     CSV_UPLOAD,
                     self.limits,
                 )
@@ -317,8 +317,8 @@ mod tests {
 
     #[test]
     fn csv_uploads_split_and_read_back_row_by_row() {
-        use crate::vendors::bulk::spool::Spool;
-        use crate::vendors::sink::{Origin, Ticket};
+        use crate::sink::bulk::spool::Spool;
+        use crate::sink::{Origin, Ticket};
         let mut spool = Spool::new(CSV_UPLOAD).unwrap();
         for (n, id) in ["u1", "a,b", "u3"].iter().enumerate() {
             let origin = Origin {

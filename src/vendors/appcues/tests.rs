@@ -1,7 +1,7 @@
 //! The Appcues writer's unit tests (a child of `write.rs`, over a scripted transport).
 
 use super::*;
-use crate::vendors::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket, WireBody};
+use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket, WireBody};
 
 fn op(
     kind: Kind,

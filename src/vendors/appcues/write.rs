@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::vendors::patterns;
-use crate::vendors::sink::{
-    Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal,
-    Sink, SinkContext, SinkError, Transport, WireAuth, WireRequest, WireStats, path_keys,
-    scalars_only, segment, send_and_settle,
+use crate::sink::{
+    Acks, Action, Auth, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, Plan,
+    Refusal, Sink, SinkContext, SinkError, Transport, WireRequest, WireStats, key_segment,
+    path_keys, scalars_only, send_and_settle,
 };
+use crate::vendors::patterns;
 
 /// The vendor's name.
 const VENDOR: &str = "appcues";
@@ -59,7 +59,7 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
 /// What the Appcues HTTP client needs: Basic `api_key:api_secret` and the CLI's pace (shared
 /// with the bulk writer, which sends through the same client).
 pub fn client_spec(config: &super::config::Config) -> ClientSpec {
-    let mut spec = ClientSpec::new(WireAuth::Basic {
+    let mut spec = ClientSpec::new(Auth::Basic {
         username: config.api_key.expose().to_string(),
         password: config.api_secret.clone(),
     });
@@ -72,7 +72,7 @@ impl AppcuesSink {
     pub fn new(transport: Arc<dyn Transport>, account: &str) -> Self {
         AppcuesSink {
             transport,
-            account: format!("/v2/accounts/{}", segment(account)),
+            account: format!("/v2/accounts/{}", key_segment(account)),
             warned_membership_attributes: AtomicBool::new(false),
         }
     }
@@ -85,7 +85,7 @@ impl AppcuesSink {
             Kind::Users => Some(
                 WireRequest::new(
                     Method::Patch,
-                    format!("{a}/users/{}/profile", segment(item.id.as_deref()?)),
+                    format!("{a}/users/{}/profile", key_segment(item.id.as_deref()?)),
                 )
                 .json(Value::Object(item.properties()))
                 .idempotent(),
@@ -93,7 +93,7 @@ impl AppcuesSink {
             Kind::Groups => Some(
                 WireRequest::new(
                     Method::Patch,
-                    format!("{a}/groups/{}/profile", segment(item.id.as_deref()?)),
+                    format!("{a}/groups/{}/profile", key_segment(item.id.as_deref()?)),
                 )
                 .json(Value::Object(item.properties()))
                 .idempotent(),
@@ -117,7 +117,7 @@ impl AppcuesSink {
                 Some(
                     WireRequest::new(
                         Method::Post,
-                        format!("{a}/users/{}/events", segment(item.user_id.as_deref()?)),
+                        format!("{a}/users/{}/events", key_segment(item.user_id.as_deref()?)),
                     )
                     .json(Value::Object(body)),
                 )
@@ -150,7 +150,7 @@ impl AppcuesSink {
         // Associating users with a group is idempotent: a repeat changes nothing.
         let request = WireRequest::new(
             Method::Post,
-            format!("{}/groups/{}/users", self.account, segment(&group)),
+            format!("{}/groups/{}/users", self.account, key_segment(&group)),
         )
         .json(json!({ "user_ids": users }))
         .idempotent();
@@ -166,7 +166,7 @@ impl AppcuesSink {
         let id = op.item.id.as_deref().unwrap_or_default();
         let request = WireRequest::new(
             Method::Delete,
-            format!("{}/users/{}/profile", self.account, segment(id)),
+            format!("{}/users/{}/profile", self.account, key_segment(id)),
         );
         let absent = || "no such user profile at appcues (404)".to_string();
         patterns::delete(VENDOR, self.transport.as_ref(), op, request, acks, absent).await?;
@@ -271,8 +271,8 @@ impl Sink for AppcuesSink {
         self.transport.stats()
     }
 
-    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
-        crate::vendors::sink::NestedRule::ScalarsOnly
+    fn nested_rule(&self) -> crate::sink::NestedRule {
+        crate::sink::NestedRule::ScalarsOnly
     }
 }
 

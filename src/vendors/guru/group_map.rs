@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 
 use crate::config::ConfigError;
-use crate::vendors::sink::SinkError;
+use crate::sink::SinkError;
 
 /// Source group key → Guru group id, kept in memory and, with a file, on disk.
 #[derive(Debug)]

@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
-use crate::vendors::patterns::{self, Created, Deleted, Looked, Pending, create_once, reject_all};
-use crate::vendors::sink::{
+use crate::sink::{
     Acks, Method, Op, Refusal, SendError, SendFailure, SinkError, WireRequest, WireResponse,
-    fatal_or, segment,
+    fatal_or, key_segment,
 };
+use crate::vendors::patterns::{self, Created, Deleted, Looked, Pending, create_once, reject_all};
 
 use super::wire::{self, GuruGroup};
 use super::write::{
@@ -232,7 +232,7 @@ impl GuruSink {
             );
             return Ok(());
         }
-        let request = WireRequest::new(Method::Put, format!("/groups/{}", segment(&group.id)))
+        let request = WireRequest::new(Method::Put, format!("/groups/{}", key_segment(&group.id)))
             .json(json!({"id": group.id, "name": name}))
             .idempotent();
         let payload = request.payload_hash();
@@ -392,7 +392,10 @@ impl GuruSink {
                 return Ok(());
             }
         };
-        let request = WireRequest::new(Method::Delete, format!("/groups/{}", segment(&group.id)));
+        let request = WireRequest::new(
+            Method::Delete,
+            format!("/groups/{}", key_segment(&group.id)),
+        );
         let gone = || format!("guru group {:?} is gone already", group.name);
         match patterns::delete(VENDOR, self.transport.as_ref(), op, request, acks, gone).await? {
             Deleted::Done { dry_run } => {
@@ -491,7 +494,7 @@ impl GuruSink {
             let emails: Vec<&str> = chunk.iter().map(|(e, _)| e.as_str()).collect();
             let request = WireRequest::new(
                 Method::Post,
-                format!("/groups/{}/members", segment(&group.id)),
+                format!("/groups/{}/members", key_segment(&group.id)),
             )
             .json(json!(emails))
             // Adding someone who is in the group already changes nothing.
@@ -563,7 +566,11 @@ impl GuruSink {
         };
         let request = WireRequest::new(
             Method::Delete,
-            format!("/groups/{}/members/{}", segment(&group.id), segment(&email)),
+            format!(
+                "/groups/{}/members/{}",
+                key_segment(&group.id),
+                key_segment(&email)
+            ),
         );
         match self.transport.send(request).await {
             Ok(_) => acks.accepted(op, None),

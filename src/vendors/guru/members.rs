@@ -6,10 +6,10 @@ use std::collections::HashSet;
 
 use serde_json::json;
 
-use crate::vendors::patterns::{self, Deleted, reject_all};
-use crate::vendors::sink::{
-    Acks, Method, Op, PayloadHash, Refusal, SinkError, WireRequest, WireResponse, segment,
+use crate::sink::{
+    Acks, Method, Op, PayloadHash, Refusal, SinkError, WireRequest, WireResponse, key_segment,
 };
+use crate::vendors::patterns::{self, Deleted, reject_all};
 
 use super::config::{InactiveUsers, TeamMemberType};
 use super::wire::{self, InviteStatus};
@@ -126,10 +126,13 @@ impl GuruSink {
             TeamMemberType::Core => "upgrade",
             TeamMemberType::Light => "downgrade",
         };
-        let request = WireRequest::new(Method::Post, format!("/members/{}/{call}", segment(email)))
-            .json(json!({}))
-            // Making a core member core again changes nothing.
-            .idempotent();
+        let request = WireRequest::new(
+            Method::Post,
+            format!("/members/{}/{call}", key_segment(email)),
+        )
+        .json(json!({}))
+        // Making a core member core again changes nothing.
+        .idempotent();
         let payload = request.payload_hash();
         match self.transport.send(request).await {
             Ok(_) => acks.accepted(op, payload),
@@ -203,10 +206,10 @@ impl GuruSink {
             }
         };
         let request = match &self.replace_verifier {
-            None => WireRequest::new(Method::Delete, format!("/members/{}", segment(&email))),
+            None => WireRequest::new(Method::Delete, format!("/members/{}", key_segment(&email))),
             Some(body) => WireRequest::new(
                 Method::Delete,
-                format!("/members/{}/replaceverifier", segment(&email)),
+                format!("/members/{}/replaceverifier", key_segment(&email)),
             )
             .json(body.clone()),
         };

@@ -11,20 +11,22 @@ pub mod read;
 pub mod wire;
 pub mod write;
 
-use super::VendorSpec;
+use super::{Vendor, VendorSpec};
 
 /// The registry entry.
-pub const VENDOR: VendorSpec = VendorSpec {
-    name: "guru",
-    title: "Guru (REST)",
-    reads_summary: "reads team members (keyed by email), groups and group members with Link-header paging",
-    writes_summary: "writes team members (invited by email), groups and group members",
-    base_url_us: Some("https://api.getguru.com/api/v1"),
-    base_url_eu: None,
-    settings: config::SETTINGS,
+pub const SPEC: VendorSpec = VendorSpec {
+    vendor: Vendor {
+        name: "guru",
+        title: "Guru (REST)",
+        reads_summary: "reads team members (keyed by email), groups and group members with Link-header paging",
+        writes_summary: "writes team members (invited by email), groups and group members",
+        base_url_us: Some("https://api.getguru.com/api/v1"),
+        base_url_eu: None,
+        settings: config::SETTINGS,
+        reads: &["users", "groups", "memberships"],
+        writes: &["users", "groups", "memberships"],
+        bulk: false,
+    },
     source: Some(read::source),
-    reads: &["users", "groups", "memberships"],
-    writes: &["users", "groups", "memberships"],
-    bulk: false,
     sink: Some(write::sink),
 };

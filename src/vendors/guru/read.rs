@@ -35,13 +35,15 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::wire;
-use crate::http::{Auth, HttpClient, HttpError, Response, StatusCode, path_segment};
+use crate::config::Resolved;
+use crate::http::{
+    Auth, ClientConfig, ClientSpec, HttpClient, HttpError, Response, StatusCode, path_segment,
+};
 use crate::model::{GROUPS, MEMBERSHIPS, USERS};
 use crate::scim::list::{Dedupe, MAX_FILL_PASSES};
-use crate::vendors::Resolved;
 use crate::vendors::source::{
-    Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, client_config,
-    cursor_text, sequential,
+    Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, cursor_text,
+    sequential,
 };
 
 /// Groups whose members are read at once: enough to hide round trips behind the writer, few
@@ -55,7 +57,7 @@ pub fn source(config: &Resolved) -> Result<Box<dyn Source>, SourceError> {
         username: typed.username,
         password: typed.api_token,
     };
-    let client = HttpClient::new(client_config(config, auth)?)?;
+    let client = HttpClient::new(ClientConfig::for_vendor(config, ClientSpec::new(auth))?)?;
     let concurrency = config
         .common
         .max_concurrency

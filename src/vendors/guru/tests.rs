@@ -1,8 +1,8 @@
 //! The Guru REST writer's unit tests (a child of `write.rs`, over a scripted transport).
 
 use super::*;
-use crate::vendors::sink::SendFailure;
-use crate::vendors::sink::{
+use crate::sink::SendFailure;
+use crate::sink::{
     Item, Origin, Outcome, ScriptedTransport, Settlement, Ticket, WireBody, WireResponse,
 };
 use serde_json::Map;

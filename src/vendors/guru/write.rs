@@ -50,9 +50,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::vendors::sink::{
-    Acks, Action, BatchKey, BatchLimits, ClientSpec, Item, Kind, Method, Op, OrderKey, Plan,
-    Refusal, SendError, Sink, SinkContext, SinkError, Transport, WireAuth, WireRequest, WireStats,
+use crate::sink::{
+    Acks, Action, Auth, BatchKey, BatchLimits, ClientSpec, Item, Kind, Method, Op, OrderKey, Plan,
+    Refusal, SendError, Sink, SinkContext, SinkError, Transport, WireRequest, WireStats,
     single_email,
 };
 
@@ -123,7 +123,7 @@ pub struct Options {
 /// The registry's factory.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: Config = ctx.config.typed()?;
-    let mut spec = ClientSpec::new(WireAuth::Basic {
+    let mut spec = ClientSpec::new(Auth::Basic {
         username: config.username.clone(),
         password: config.api_token.clone(),
     });

@@ -6,20 +6,22 @@ pub mod config;
 pub mod read;
 pub mod write;
 
-use super::VendorSpec;
+use super::{Vendor, VendorSpec};
 
 /// The registry entry.
-pub const VENDOR: VendorSpec = VendorSpec {
-    name: "guru_scim",
-    title: "Guru SCIM",
-    reads_summary: "reads users, groups and memberships over SCIM 2.0 with Guru's SCIM credentials",
-    writes_summary: "writes users, groups and memberships over SCIM 2.0 with Guru's SCIM credentials",
-    base_url_us: Some("https://api.getguru.com/api/scim/v2"),
-    base_url_eu: None,
-    settings: config::SETTINGS,
+pub const SPEC: VendorSpec = VendorSpec {
+    vendor: Vendor {
+        name: "guru_scim",
+        title: "Guru SCIM",
+        reads_summary: "reads users, groups and memberships over SCIM 2.0 with Guru's SCIM credentials",
+        writes_summary: "writes users, groups and memberships over SCIM 2.0 with Guru's SCIM credentials",
+        base_url_us: Some("https://api.getguru.com/api/scim/v2"),
+        base_url_eu: None,
+        settings: config::SETTINGS,
+        reads: &["users", "groups", "memberships"],
+        writes: &["users", "groups", "memberships"],
+        bulk: false,
+    },
     source: Some(read::source),
-    reads: &["users", "groups", "memberships"],
-    writes: &["users", "groups", "memberships"],
-    bulk: false,
     sink: Some(write::sink),
 };

@@ -4,15 +4,15 @@
 //! `Bearer username:token`).
 
 use super::config::Config;
-use crate::http::HttpClient;
-use crate::vendors::Resolved;
+use crate::config::Resolved;
+use crate::http::{ClientConfig, ClientSpec, HttpClient};
 use crate::vendors::scim::read::ScimSource;
-use crate::vendors::source::{Source, SourceError, client_config};
+use crate::vendors::source::{Source, SourceError};
 
 /// Builds the Guru SCIM source (the registry's `source`).
 pub fn source(config: &Resolved) -> Result<Box<dyn Source>, SourceError> {
     let typed: Config = config.typed()?;
     let auth = typed.auth()?;
-    let client = HttpClient::new(client_config(config, auth)?)?;
+    let client = HttpClient::new(ClientConfig::for_vendor(config, ClientSpec::new(auth))?)?;
     Ok(Box::new(ScimSource::new(client)))
 }

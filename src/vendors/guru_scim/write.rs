@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use crate::http::Auth;
+use crate::sink::{Sink, SinkContext, SinkError};
 use crate::vendors::scim::write::build;
-use crate::vendors::sink::{Sink, SinkContext, SinkError, WireAuth};
 
 use super::config::Config;
 
@@ -27,13 +27,12 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     )
 }
 
-/// How the SCIM credentials go on the wire.
-pub fn auth(config: &Config) -> Result<WireAuth, SinkError> {
+/// How the SCIM credentials go on the wire (the tap's [`Config::auth`], with the token alone as
+/// the reading of an unset scheme).
+pub fn auth(config: &Config) -> Result<Auth, SinkError> {
     Ok(match config.auth()? {
-        Auth::Basic { username, password } => WireAuth::Basic { username, password },
-        Auth::Token(token) => WireAuth::Token(token),
-        Auth::Bearer(token) => WireAuth::Bearer(token),
         // Never comes out of `Config::auth`; the token alone is the safe reading.
-        Auth::None => WireAuth::Bearer(config.scim_token.clone()),
+        Auth::None => Auth::Bearer(config.scim_token.clone()),
+        auth => auth,
     })
 }

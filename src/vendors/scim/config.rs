@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use crate::config::{Applies, ConfigError, Kind, Secret, Setting};
+use crate::http::Auth;
 
 /// SCIM's own keys. `base_url` (a common key) is required for this vendor.
 pub const SETTINGS: &[Setting] = &[
@@ -36,20 +37,6 @@ pub const MEMBERSHIP_CHUNK_SIZE: Setting = Setting::new(
 .range(1.0, 10_000.0)
 .only(Applies::Target);
 
-/// How to authenticate.
-#[derive(Debug, Clone)]
-pub enum Credentials {
-    /// `Authorization: Bearer <token>`.
-    Bearer(Secret),
-    /// `Authorization: Basic base64(user:password)`.
-    Basic {
-        /// The user.
-        username: String,
-        /// The password.
-        password: Secret,
-    },
-}
-
 /// Typed SCIM config.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
@@ -69,10 +56,10 @@ pub struct Config {
 
 impl Config {
     /// Exactly one way to authenticate.
-    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+    pub fn credentials(&self) -> Result<Auth, ConfigError> {
         match (&self.bearer_token, &self.username, &self.password) {
-            (Some(token), None, None) => Ok(Credentials::Bearer(token.clone())),
-            (None, Some(username), Some(password)) => Ok(Credentials::Basic {
+            (Some(token), None, None) => Ok(Auth::Bearer(token.clone())),
+            (None, Some(username), Some(password)) => Ok(Auth::Basic {
                 username: username.clone(),
                 password: password.clone(),
             }),

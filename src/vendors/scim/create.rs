@@ -6,10 +6,8 @@
 use serde_json::Value;
 
 use crate::scim::types::id_of;
+use crate::sink::{Method, PayloadHash, Refusal, SendError, SendFailure, SinkError, WireResponse};
 use crate::vendors::patterns::{Created, Looked, create_once, unconfirmed};
-use crate::vendors::sink::{
-    Method, PayloadHash, Refusal, SendError, SendFailure, SinkError, WireResponse,
-};
 
 use super::directory::{Attr, Found, Res};
 use super::wire::{self, Change, GROUP_SCHEMA, USER_SCHEMA};

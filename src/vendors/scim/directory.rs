@@ -23,7 +23,7 @@ use crate::model::lenient_bool;
 use crate::scim::error::ScimError;
 use crate::scim::filter;
 use crate::scim::types::{get, id_of};
-use crate::vendors::sink::{Method, SendError, SinkError, Transport, WireRequest, fatal_or};
+use crate::sink::{Method, SendError, SinkError, Transport, WireRequest, fatal_or};
 
 /// Resources per page when the index lists a resource type (what Okta asks for).
 pub const INDEX_PAGE_SIZE: u64 = 100;
@@ -424,7 +424,7 @@ pub fn member_ids(resource: &Map<String, Value>) -> Option<BTreeSet<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendors::sink::{ScriptedTransport, SendFailure, WireResponse};
+    use crate::sink::{ScriptedTransport, SendFailure, WireResponse};
     use serde_json::json;
 
     fn page(resources: Value) -> WireResponse {

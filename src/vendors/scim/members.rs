@@ -18,10 +18,10 @@ use serde_json::{Map, Value, json};
 use crate::scim::error::ScimError;
 use crate::scim::patch::{self, MemberChange};
 use crate::scim::types::get;
-use crate::vendors::patterns::{self, Attempt, Pending, reject_all};
-use crate::vendors::sink::{
-    Acks, Action, Method, Op, PayloadHash, Refusal, SendError, SinkError, fatal_or, segment,
+use crate::sink::{
+    Acks, Action, Method, Op, PayloadHash, Refusal, SendError, SinkError, fatal_or, key_segment,
 };
+use crate::vendors::patterns::{self, Attempt, Pending, reject_all};
 
 use super::directory::{Attr, Found, Res, member_ids};
 use super::write::{Resolution, ScimSink, detail_of, scim_error, with_body};
@@ -321,7 +321,7 @@ impl ScimSink {
         while let Some(chunk) = pending.next_chunk() {
             let request = with_body(
                 Method::Patch,
-                format!("/Groups/{}", segment(group_id)),
+                format!("/Groups/{}", key_segment(group_id)),
                 patch::body(&patch::member_operations(&chunk)),
             )
             // Adding a member twice changes nothing; removing one twice is a noTarget, read below.
@@ -473,7 +473,7 @@ impl ScimSink {
             "members".into(),
             Value::Array(with_changes(members, changes)),
         );
-        let path = format!("{}/{}", Res::Group.endpoint(), segment(group_id));
+        let path = format!("{}/{}", Res::Group.endpoint(), key_segment(group_id));
         // Setting the same members again changes nothing (a repeat after a lost answer
         // meets a 412 at worst, which reads the group again).
         let mut request = with_body(Method::Put, path, Value::Object(resource)).idempotent();

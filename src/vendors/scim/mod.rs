@@ -10,20 +10,22 @@ mod update;
 pub mod wire;
 pub mod write;
 
-use super::VendorSpec;
+use super::{Vendor, VendorSpec};
 
 /// The registry entry.
-pub const VENDOR: VendorSpec = VendorSpec {
-    name: "scim",
-    title: "SCIM 2.0",
-    reads_summary: "reads users, groups and memberships from any SCIM 2.0 service provider",
-    writes_summary: "writes users, groups and memberships to any SCIM 2.0 service provider",
-    base_url_us: None,
-    base_url_eu: None,
-    settings: config::SETTINGS,
+pub const SPEC: VendorSpec = VendorSpec {
+    vendor: Vendor {
+        name: "scim",
+        title: "SCIM 2.0",
+        reads_summary: "reads users, groups and memberships from any SCIM 2.0 service provider",
+        writes_summary: "writes users, groups and memberships to any SCIM 2.0 service provider",
+        base_url_us: None,
+        base_url_eu: None,
+        settings: config::SETTINGS,
+        reads: &["users", "groups", "memberships"],
+        writes: &["users", "groups", "memberships"],
+        bulk: false,
+    },
     source: Some(read::source),
-    reads: &["users", "groups", "memberships"],
-    writes: &["users", "groups", "memberships"],
-    bulk: false,
     sink: Some(write::sink),
 };

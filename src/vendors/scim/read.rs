@@ -18,25 +18,22 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use super::config::{Config, Credentials};
-use crate::http::{Auth, HttpClient, StatusCode};
+use super::config::Config;
+use crate::config::Resolved;
+use crate::http::{ClientConfig, ClientSpec, HttpClient, StatusCode};
 use crate::model::{GROUPS, MEMBERSHIPS, USERS};
 use crate::scim::list::{self, Cursor, ListError, ListQuery, PAGE_SIZE, Pass};
 use crate::scim::{ACCEPT, ServiceProviderConfig, types};
-use crate::vendors::Resolved;
 use crate::vendors::source::{
-    Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, client_config,
-    cursor_text, sequential,
+    Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, cursor_text,
+    sequential,
 };
 
 /// Builds the generic SCIM source (the registry's `source`).
 pub fn source(config: &Resolved) -> Result<Box<dyn Source>, SourceError> {
     let typed: Config = config.typed()?;
-    let auth = match typed.credentials()? {
-        Credentials::Bearer(token) => Auth::Bearer(token),
-        Credentials::Basic { username, password } => Auth::Basic { username, password },
-    };
-    let client = HttpClient::new(client_config(config, auth)?)?;
+    let auth = typed.credentials()?;
+    let client = HttpClient::new(ClientConfig::for_vendor(config, ClientSpec::new(auth))?)?;
     Ok(Box::new(ScimSource::new(client)))
 }
 

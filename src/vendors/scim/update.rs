@@ -6,8 +6,8 @@
 use serde_json::{Map, Value};
 
 use crate::scim::patch::{self, Operation};
+use crate::sink::{Method, PayloadHash, Refusal, SinkError, key_segment};
 use crate::vendors::patterns::{self, Attempt};
-use crate::vendors::sink::{Method, PayloadHash, Refusal, SinkError, segment};
 
 use super::directory::{Found, Res};
 use super::members::version_of;
@@ -62,7 +62,7 @@ impl ScimSink {
             .collect();
         let request = with_body(
             Method::Patch,
-            format!("{}/{}", res.endpoint(), segment(&found.id)),
+            format!("{}/{}", res.endpoint(), key_segment(&found.id)),
             patch::body(&operations),
         )
         // Replacing values with the same values again changes nothing.
@@ -155,7 +155,7 @@ impl ScimSink {
         let body = wire::merged(&resource, &todo);
         let mut request = with_body(
             Method::Put,
-            format!("{}/{}", res.endpoint(), segment(id)),
+            format!("{}/{}", res.endpoint(), key_segment(id)),
             body.clone(),
         );
         if etag && let Some(version) = version_of(&resource) {

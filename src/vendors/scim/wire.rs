@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::lenient_bool;
 use crate::scim::types::get;
-use crate::vendors::sink::Item;
+use crate::sink::Item;
 
 /// The core User schema.
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -487,7 +487,7 @@ pub fn merged(resource: &Map<String, Value>, changes: &[&Change]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendors::sink::{Action, Kind};
+    use crate::sink::{Action, Kind};
 
     const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 

@@ -42,13 +42,13 @@ use tokio::sync::OnceCell;
 
 use crate::scim::error::ScimError;
 use crate::scim::{ACCEPT, ServiceProviderConfig};
-use crate::vendors::sink::{
-    Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash, Plan,
-    Refusal, SendError, Sink, SinkContext, SinkError, Transport, WireAuth, WireRequest, WireStats,
-    fatal_or, segment,
+use crate::sink::{
+    Acks, Action, Auth, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash,
+    Plan, Refusal, SendError, Sink, SinkContext, SinkError, Transport, WireRequest, WireStats,
+    fatal_or, key_segment,
 };
 
-use super::config::{Config, Credentials};
+use super::config::Config;
 use super::directory::{Attr, Directory, Found, Res, is_inactive};
 use super::wire::{self, Change};
 use crate::vendors::patterns::{self, Deleted};
@@ -104,10 +104,7 @@ pub struct ScimSink {
 /// The generic SCIM vendor's factory.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: Config = ctx.config.typed()?;
-    let auth = match config.credentials()? {
-        Credentials::Bearer(token) => WireAuth::Bearer(token),
-        Credentials::Basic { username, password } => WireAuth::Basic { username, password },
-    };
+    let auth = config.credentials()?;
     build("scim", ctx, auth, None, config.membership_chunk_size)
 }
 
@@ -115,7 +112,7 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
 pub fn build(
     vendor: &'static str,
     ctx: &SinkContext<'_>,
-    auth: WireAuth,
+    auth: Auth,
     requests_per_second: Option<f64>,
     chunk_size: Option<usize>,
 ) -> Result<Arc<dyn Sink>, SinkError> {
@@ -325,7 +322,7 @@ impl ScimSink {
         res: Res,
         id: &str,
     ) -> Result<Result<Option<(Map<String, Value>, bool)>, SendError>, SinkError> {
-        let path = format!("{}/{}", res.endpoint(), segment(id));
+        let path = format!("{}/{}", res.endpoint(), key_segment(id));
         match self
             .transport
             .send(WireRequest::new(Method::Get, path))
@@ -428,7 +425,7 @@ impl ScimSink {
         op: &Op,
         acks: &Acks,
     ) -> Result<(), SinkError> {
-        let path = format!("{}/{}", res.endpoint(), segment(id));
+        let path = format!("{}/{}", res.endpoint(), key_segment(id));
         let request = WireRequest::new(Method::Delete, path);
         let gone = || format!("{} {id} is gone from {} already", res.noun(), self.vendor);
         let transport = self.transport.as_ref();

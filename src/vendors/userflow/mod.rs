@@ -8,23 +8,25 @@ pub mod read;
 pub mod wire;
 pub mod write;
 
-use super::VendorSpec;
+use super::{Vendor, VendorSpec};
 
 /// The `Userflow-Version` header every request carries (the only dated API version).
 pub const API_VERSION: &str = "2020-01-03";
 
 /// The registry entry.
-pub const VENDOR: VendorSpec = VendorSpec {
-    name: "userflow",
-    title: "Userflow",
-    reads_summary: "reads users, groups and memberships with cursor paging",
-    writes_summary: "writes users, groups, memberships and events as merging upserts",
-    base_url_us: Some("https://api.userflow.com"),
-    base_url_eu: Some("https://api.eu.userflow.com"),
-    settings: config::SETTINGS,
+pub const SPEC: VendorSpec = VendorSpec {
+    vendor: Vendor {
+        name: "userflow",
+        title: "Userflow",
+        reads_summary: "reads users, groups and memberships with cursor paging",
+        writes_summary: "writes users, groups, memberships and events as merging upserts",
+        base_url_us: Some("https://api.userflow.com"),
+        base_url_eu: Some("https://api.eu.userflow.com"),
+        settings: config::SETTINGS,
+        reads: &["users", "groups", "memberships"],
+        writes: &["users", "groups", "memberships", "events"],
+        bulk: false,
+    },
     source: Some(read::source),
-    reads: &["users", "groups", "memberships"],
-    writes: &["users", "groups", "memberships", "events"],
-    bulk: false,
     sink: Some(write::sink),
 };

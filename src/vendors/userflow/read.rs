@@ -23,16 +23,17 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 
 use super::wire;
+use crate::config::Resolved;
 use crate::http::paginate::cursor;
 use crate::http::{
-    Auth, HeaderName, HeaderValue, HttpClient, HttpError, RequestBuilder, Response, StatusCode,
+    Auth, ClientConfig, ClientSpec, HeaderName, HeaderValue, HttpClient, HttpError, RequestBuilder,
+    Response, StatusCode,
 };
 use crate::model::{GROUPS, MEMBERSHIPS, USERS};
 use crate::scim::list::Dedupe;
-use crate::vendors::Resolved;
 use crate::vendors::source::{
-    Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, client_config,
-    cursor_text, sequential,
+    Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, cursor_text,
+    sequential,
 };
 
 /// Records per page: Userflow's maximum (its default is 20).
@@ -44,10 +45,11 @@ const ORDER_BY: &str = "created_at";
 /// Builds the Userflow source (the registry's `source`).
 pub fn source(config: &Resolved) -> Result<Box<dyn Source>, SourceError> {
     let typed: super::config::Config = config.typed()?;
-    let client = client_config(config, Auth::Bearer(typed.api_key))?.header(
-        HeaderName::from_static("userflow-version"),
-        HeaderValue::from_static(super::API_VERSION),
-    );
+    let client = ClientConfig::for_vendor(config, ClientSpec::new(Auth::Bearer(typed.api_key)))?
+        .header(
+            HeaderName::from_static("userflow-version"),
+            HeaderValue::from_static(super::API_VERSION),
+        );
     Ok(Box::new(Userflow {
         client: HttpClient::new(client)?,
     }))

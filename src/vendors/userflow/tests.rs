@@ -1,9 +1,7 @@
 //! The Userflow writer's unit tests (a child of `write.rs`, over a scripted transport).
 
 use super::*;
-use crate::vendors::sink::{
-    Item, Origin, ScriptedTransport, SendError, SendFailure, Ticket, WireResponse,
-};
+use crate::sink::{Item, Origin, ScriptedTransport, SendError, SendFailure, Ticket, WireResponse};
 use serde_json::json;
 
 fn op(kind: Kind, action: Action, v: Value) -> Op {
@@ -47,7 +45,7 @@ fn upserts_put_the_id_in_the_body_and_keep_nulls() {
     assert_eq!((r.method, r.path.as_str()), (Method::Post, "/users"));
     assert_eq!(
         r.body,
-        crate::vendors::sink::WireBody::Json(
+        crate::sink::WireBody::Json(
             json!({"id": "u/1", "attributes": {"email": "a@x.io", "name": null, "plan": "pro"}})
         )
     );
@@ -60,7 +58,7 @@ fn upserts_put_the_id_in_the_body_and_keep_nulls() {
     .unwrap();
     assert_eq!(
         m.body,
-        crate::vendors::sink::WireBody::Json(json!({"id": "u1", "groups": [{"id": "g1"}]}))
+        crate::sink::WireBody::Json(json!({"id": "u1", "groups": [{"id": "g1"}]}))
     );
     let m = request(&op(
         Kind::Memberships,
@@ -70,7 +68,7 @@ fn upserts_put_the_id_in_the_body_and_keep_nulls() {
     .unwrap();
     assert_eq!(
         m.body,
-        crate::vendors::sink::WireBody::Json(
+        crate::sink::WireBody::Json(
             json!({"id": "u1", "memberships": [{"group": {"id": "g1"}, "attributes": {"role": "admin"}}]})
         )
     );
@@ -83,7 +81,7 @@ fn upserts_put_the_id_in_the_body_and_keep_nulls() {
     assert!(!e.idempotent);
     assert_eq!(
         e.body,
-        crate::vendors::sink::WireBody::Json(json!({"user_id": "u1", "name": "signed_up"}))
+        crate::sink::WireBody::Json(json!({"user_id": "u1", "name": "signed_up"}))
     );
     // Userflow documents no time field: the time is not sent, the rest is.
     let e = request(&op(
@@ -94,7 +92,7 @@ fn upserts_put_the_id_in_the_body_and_keep_nulls() {
     .unwrap();
     assert_eq!(
         e.body,
-        crate::vendors::sink::WireBody::Json(
+        crate::sink::WireBody::Json(
             json!({"user_id": "u1", "name": "paid", "group_id": "g1", "attributes": {"plan": "pro"}})
         )
     );
@@ -144,13 +142,13 @@ async fn removing_a_membership_prunes_with_the_other_groups() {
     assert_eq!(requests[0].path, "/users/u1?expand=memberships");
     assert_eq!(
         requests[1].body,
-        crate::vendors::sink::WireBody::Json(
+        crate::sink::WireBody::Json(
             json!({"id": "u1", "groups": [{"id": "g2"}], "prune_memberships": true})
         )
     );
     assert!(matches!(
         rx.recv().await.unwrap().outcome,
-        crate::vendors::sink::Outcome::Accepted
+        crate::sink::Outcome::Accepted
     ));
 }
 
@@ -184,7 +182,7 @@ async fn deletes_of_absent_things_are_skipped_and_401_is_fatal() {
     .unwrap();
     assert!(matches!(
         rx.recv().await.unwrap().outcome,
-        crate::vendors::sink::Outcome::Skipped(_)
+        crate::sink::Outcome::Skipped(_)
     ));
     let err = sink
         .write(

@@ -22,12 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value};
 
-use crate::vendors::patterns;
-use crate::vendors::sink::{
-    Acks, Action, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
-    SinkError, Transport, WireAuth, WireRequest, WireStats, object, path_keys, segment,
-    send_and_settle,
+use crate::sink::{
+    Acks, Action, Auth, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
+    SinkError, Transport, WireRequest, WireStats, key_segment, object, path_keys, send_and_settle,
 };
+use crate::vendors::patterns;
 
 use super::wire::{self, GroupRef, MembershipRef, is_change_object};
 
@@ -44,7 +43,7 @@ pub struct UserflowSink {
 /// The registry's factory.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: super::config::Config = ctx.config.typed()?;
-    let mut spec = ClientSpec::new(WireAuth::Bearer(config.api_key));
+    let mut spec = ClientSpec::new(Auth::Bearer(config.api_key));
     spec.headers.push(("Userflow-Version", super::API_VERSION));
     // Userflow answers every write with the JSON object it wrote.
     spec.json_answers = true;
@@ -90,7 +89,7 @@ impl UserflowSink {
         };
         let lookup = WireRequest::new(
             Method::Get,
-            format!("/users/{}?expand=memberships", segment(user)),
+            format!("/users/{}?expand=memberships", key_segment(user)),
         );
         let response = match self.transport.send(lookup).await {
             Ok(response) => response,
@@ -281,12 +280,12 @@ impl Sink for UserflowSink {
             match (item.kind, item.action) {
                 (Kind::Users, Action::Delete) => {
                     let id = item.id.as_deref().unwrap_or_default();
-                    self.delete(op, format!("/users/{}", segment(id)), acks)
+                    self.delete(op, format!("/users/{}", key_segment(id)), acks)
                         .await?;
                 }
                 (Kind::Groups, Action::Delete) => {
                     let id = item.id.as_deref().unwrap_or_default();
-                    self.delete(op, format!("/groups/{}", segment(id)), acks)
+                    self.delete(op, format!("/groups/{}", key_segment(id)), acks)
                         .await?;
                 }
                 (Kind::Memberships, Action::Delete) => self.remove_membership(op, acks).await?,
@@ -312,8 +311,8 @@ impl Sink for UserflowSink {
         self.transport.stats()
     }
 
-    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
-        crate::vendors::sink::NestedRule::ScalarsAnd(is_change_object)
+    fn nested_rule(&self) -> crate::sink::NestedRule {
+        crate::sink::NestedRule::ScalarsAnd(is_change_object)
     }
 }
 

@@ -6,20 +6,22 @@ pub mod config;
 pub mod wire;
 pub mod write;
 
-use super::VendorSpec;
+use super::{Vendor, VendorSpec};
 
 /// The registry entry.
-pub const VENDOR: VendorSpec = VendorSpec {
-    name: "userguiding",
-    title: "UserGuiding",
-    reads_summary: "",
-    writes_summary: "writes users with identify upserts, each user's company nested in the same call",
-    base_url_us: Some("https://api.userguiding.com/v1"),
-    base_url_eu: None,
-    settings: config::SETTINGS,
+pub const SPEC: VendorSpec = VendorSpec {
+    vendor: Vendor {
+        name: "userguiding",
+        title: "UserGuiding",
+        reads_summary: "",
+        writes_summary: "writes users with identify upserts, each user's company nested in the same call",
+        base_url_us: Some("https://api.userguiding.com/v1"),
+        base_url_eu: None,
+        settings: config::SETTINGS,
+        reads: &[],
+        writes: &["users", "groups", "memberships"],
+        bulk: false,
+    },
     source: None,
-    reads: &[],
-    writes: &["users", "groups", "memberships"],
-    bulk: false,
     sink: Some(write::sink),
 };

@@ -1,9 +1,7 @@
 //! The UserGuiding writer's unit tests (a child of `write.rs`, over a scripted transport).
 
 use super::*;
-use crate::vendors::sink::{
-    Item, Origin, Outcome, ScriptedTransport, Settlement, Ticket, WireBody,
-};
+use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Settlement, Ticket, WireBody};
 use serde_json::json;
 
 fn op(

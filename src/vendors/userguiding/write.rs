@@ -31,10 +31,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
-use crate::vendors::sink::{
-    Acks, Action, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
-    SinkError, Transport, WireAuth, WireRequest, WireResponse, WireStats, scalars_only,
-    send_and_settle,
+use crate::sink::{
+    Acks, Action, Auth, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
+    SinkError, Transport, WireRequest, WireResponse, WireStats, scalars_only, send_and_settle,
 };
 
 use super::wire::{Company, Identify};
@@ -77,7 +76,7 @@ pub struct UserGuidingSink {
 /// The registry's factory.
 pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
     let config: super::config::Config = ctx.config.typed()?;
-    let mut spec = ClientSpec::new(WireAuth::Bearer(config.api_key));
+    let mut spec = ClientSpec::new(Auth::Bearer(config.api_key));
     spec.requests_per_second = Some(REQUESTS_PER_SECOND);
     spec.default_429_wait = Some(BLOCK_AFTER_429);
     // The vendor documents `{"success": true}` as the answer to identify.
@@ -132,7 +131,7 @@ impl UserGuidingSink {
         }
         let mut accepted = false;
         while let Ok(settlement) = rx.try_recv() {
-            accepted = matches!(settlement.outcome, crate::vendors::sink::Outcome::Accepted);
+            accepted = matches!(settlement.outcome, crate::sink::Outcome::Accepted);
             acks.settle(settlement);
         }
         Ok(accepted)
@@ -227,7 +226,7 @@ impl UserGuidingSink {
                 delivered = true;
                 self.groups.lock().entry(id.clone()).or_default().carrier = Some(user);
             } else if let Ok(settlement) = rx.try_recv()
-                && let crate::vendors::sink::Outcome::Rejected(refusal) = settlement.outcome
+                && let crate::sink::Outcome::Rejected(refusal) = settlement.outcome
             {
                 failed.get_or_insert(refusal);
             }
@@ -344,8 +343,8 @@ impl Sink for UserGuidingSink {
         self.transport.stats()
     }
 
-    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
-        crate::vendors::sink::NestedRule::ScalarsOnly
+    fn nested_rule(&self) -> crate::sink::NestedRule {
+        crate::sink::NestedRule::ScalarsOnly
     }
 }
 

@@ -13,7 +13,7 @@
 //! answers 413 and the file is halved. Only one bulk job (user or company) runs per account: a
 //! 409 means wait and try again. Jobs are polled at `/v1/background_jobs/{id}` with the id
 //! percent-encoded (ids look like `bulk:jobs:NX-ac54070e:c6f91301-…`) until `completed` or
-//! `failed` ([`crate::vendors::bulk`]). A delete waits for the job holding that user's or
+//! `failed` ([`crate::sink::bulk`]). A delete waits for the job holding that user's or
 //! company's row, so a job never brings back what was deleted after it.
 
 use std::sync::Arc;
@@ -22,8 +22,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::write::{UserpilotSink, client_spec, request};
-use crate::vendors::bulk::{BulkSettings, FileLimits, Framing, JobsConfig, Lane, Pipeline, Row};
-use crate::vendors::sink::{
+use crate::sink::bulk::{BulkSettings, FileLimits, Framing, JobsConfig, Lane, Pipeline, Row};
+use crate::sink::{
     Acks, Action, BatchKey, BatchLimits, Kind, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
     SinkError, WireBody, WireStats,
 };
@@ -226,7 +226,7 @@ impl Sink for BulkSink {
         self.realtime.stats()
     }
 
-    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
-        crate::vendors::sink::NestedRule::ScalarsOnly
+    fn nested_rule(&self) -> crate::sink::NestedRule {
+        crate::sink::NestedRule::ScalarsOnly
     }
 }

@@ -9,26 +9,28 @@ pub mod write;
 
 use std::sync::Arc;
 
-use super::VendorSpec;
-use super::sink::{Sink, SinkContext, SinkError};
+use super::{Vendor, VendorSpec};
 use crate::config::Mode;
+use crate::sink::{Sink, SinkContext, SinkError};
 
 /// The `X-API-Version` header every request carries.
 pub const API_VERSION: &str = "2020-09-22";
 
 /// The registry entry.
-pub const VENDOR: VendorSpec = VendorSpec {
-    name: "userpilot",
-    title: "Userpilot",
-    reads_summary: "",
-    writes_summary: "writes users and companies with identify upserts, events, and bulk identify jobs",
-    base_url_us: Some("https://analytex.userpilot.io"),
-    base_url_eu: Some("https://analytex-eu.userpilot.io"),
-    settings: config::SETTINGS,
+pub const SPEC: VendorSpec = VendorSpec {
+    vendor: Vendor {
+        name: "userpilot",
+        title: "Userpilot",
+        reads_summary: "",
+        writes_summary: "writes users and companies with identify upserts, events, and bulk identify jobs",
+        base_url_us: Some("https://analytex.userpilot.io"),
+        base_url_eu: Some("https://analytex-eu.userpilot.io"),
+        settings: config::SETTINGS,
+        reads: &[],
+        writes: &["users", "groups", "memberships", "events"],
+        bulk: true,
+    },
     source: None,
-    reads: &[],
-    writes: &["users", "groups", "memberships", "events"],
-    bulk: true,
     sink: Some(sink),
 };
 

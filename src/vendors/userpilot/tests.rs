@@ -1,7 +1,7 @@
 //! The Userpilot writer's unit tests (a child of `write.rs`, over a scripted transport).
 
 use super::*;
-use crate::vendors::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket, WireBody};
+use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket, WireBody};
 
 fn op(
     kind: Kind,
@@ -161,15 +161,15 @@ async fn a_membership_rides_in_its_users_identify() {
 async fn a_refused_combined_identify_sends_the_user_alone() {
     let t = Arc::new(ScriptedTransport::new(|r| match &r.body {
         WireBody::Json(b) if b.get("company").is_some() && b.get("metadata").is_some() => {
-            Err(crate::vendors::sink::SendError {
-                failure: crate::vendors::sink::SendFailure::Refused,
+            Err(crate::sink::SendError {
+                failure: crate::sink::SendFailure::Refused,
                 status: Some(400),
                 body_excerpt: None,
                 message: "answered 400".into(),
                 maybe_processed: false,
             })
         }
-        _ => Ok(crate::vendors::sink::WireResponse::ok(Value::Null)),
+        _ => Ok(crate::sink::WireResponse::ok(Value::Null)),
     }));
     let sink = UserpilotSink::new(t.clone());
     let mut user = op(

@@ -36,12 +36,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::vendors::patterns;
-use crate::vendors::sink::{
-    Acks, Action, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash, Plan,
-    Refusal, Sink, SinkContext, SinkError, Ticket, Transport, WireAuth, WireBody, WireRequest,
+use crate::sink::{
+    Acks, Action, Auth, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, PayloadHash,
+    Plan, Refusal, Sink, SinkContext, SinkError, Ticket, Transport, WireBody, WireRequest,
     WireStats, scalars_only, send_and_settle, stringify,
 };
+use crate::vendors::patterns;
 
 /// The vendor's name.
 const VENDOR: &str = "userpilot";
@@ -88,7 +88,7 @@ pub fn sink(ctx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, SinkError> {
 /// pace and the delete bucket (shared with the bulk writer, which sends through the same
 /// client).
 pub fn client_spec(config: &super::config::Config) -> ClientSpec {
-    let mut spec = ClientSpec::new(WireAuth::Token(config.api_key.clone()));
+    let mut spec = ClientSpec::new(Auth::Token(config.api_key.clone()));
     spec.headers.push(("X-API-Version", super::API_VERSION));
     spec.requests_per_second = Some(REQUESTS_PER_SECOND);
     spec.buckets
@@ -379,8 +379,8 @@ impl Sink for UserpilotSink {
         self.transport.stats()
     }
 
-    fn nested_rule(&self) -> crate::vendors::sink::NestedRule {
-        crate::vendors::sink::NestedRule::ScalarsOnly
+    fn nested_rule(&self) -> crate::sink::NestedRule {
+        crate::sink::NestedRule::ScalarsOnly
     }
 }
 

@@ -9,8 +9,9 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::vendors::sink::{
-    Action, Item, Kind, Origin, SendFailure, Ticket, WireResponse, WireStats,
+use crate::sink::{
+    Action, Item, Kind, Method, Origin, SendError, SendFailure, Ticket, WireBody, WireRequest,
+    WireResponse, WireStats,
 };
 
 /// How the fake vendor treats the next job.
@@ -518,7 +519,7 @@ async fn a_row_whose_key_waits_in_another_lane_goes_after_it() {
 
 #[tokio::test]
 async fn a_dry_run_accepts_without_polling() {
-    let fake = Arc::new(crate::vendors::sink::ScriptedTransport::new(|_| {
+    let fake = Arc::new(crate::sink::ScriptedTransport::new(|_| {
         Ok(WireResponse {
             status: 200,
             body: Default::default(),
@@ -540,7 +541,7 @@ async fn a_dry_run_accepts_without_polling() {
 
 #[tokio::test]
 async fn refused_credentials_stop_the_run() {
-    let fake = Arc::new(crate::vendors::sink::ScriptedTransport::new(|_| {
+    let fake = Arc::new(crate::sink::ScriptedTransport::new(|_| {
         Err(SendError {
             failure: SendFailure::Credentials,
             status: Some(401),

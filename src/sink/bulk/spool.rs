@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::singer::Object;
-use crate::vendors::sink::{Origin, PayloadHash, Ticket};
+use crate::sink::{Origin, PayloadHash, Ticket};
 
 /// Write buffer of each spool file: large enough that a row is rarely a system call.
 const WRITE_BUFFER: usize = 256 * 1024;

@@ -23,7 +23,11 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{Map, Value, json};
 
-/// A JSON object: one record.
+mod item;
+
+pub use item::{Action, Item, Kind};
+
+/// A JSON object: one record (the one definition; `crate::singer::Object` is this).
 pub type Object = Map<String, Value>;
 
 /// The `users` stream name.
@@ -39,19 +43,6 @@ pub const EVENTS: &str = "events";
 pub const ATTRIBUTES: &str = "attributes";
 /// Set on a record to ask the target to delete or deactivate it (Singer convention).
 pub const SDC_DELETED_AT: &str = "_sdc_deleted_at";
-
-/// What kind of object a stream carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StreamKind {
-    /// People.
-    Users,
-    /// Groups, companies, teams.
-    Groups,
-    /// A user in a group.
-    Memberships,
-    /// Something a user did (target only).
-    Events,
-}
 
 /// The type of one field, which decides its JSON Schema and how values are typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +84,7 @@ pub struct StreamDef {
     /// The stream's name in SCHEMA and RECORD messages.
     pub name: &'static str,
     /// What it carries.
-    pub kind: StreamKind,
+    pub kind: Kind,
     /// One line for the catalog and the docs.
     pub description: &'static str,
     /// Its key (`key_properties`).
@@ -120,7 +111,7 @@ const ATTRS: Field = field(
 /// `users`: people, keyed by the vendor's user key (Userflow id, Guru email, SCIM id).
 pub const USERS_DEF: StreamDef = StreamDef {
     name: USERS,
-    kind: StreamKind::Users,
+    kind: Kind::Users,
     description: "People, keyed by the vendor's user key: the Userflow id, the Guru email, the SCIM id",
     key_properties: &["id"],
     required: &["id"],
@@ -163,7 +154,7 @@ pub const USERS_DEF: StreamDef = StreamDef {
 /// `groups`: groups, companies and teams.
 pub const GROUPS_DEF: StreamDef = StreamDef {
     name: GROUPS,
-    kind: StreamKind::Groups,
+    kind: Kind::Groups,
     description: "Groups, companies and teams, keyed by the vendor's group id",
     key_properties: &["id"],
     required: &["id"],
@@ -189,7 +180,7 @@ pub const GROUPS_DEF: StreamDef = StreamDef {
 /// `memberships`: a user in a group. Ids are the same keys as the `users` and `groups` records.
 pub const MEMBERSHIPS_DEF: StreamDef = StreamDef {
     name: MEMBERSHIPS,
-    kind: StreamKind::Memberships,
+    kind: Kind::Memberships,
     description: "A user in a group, keyed by the group's and the user's keys",
     key_properties: &["group_id", "user_id"],
     required: &["group_id", "user_id"],
@@ -209,7 +200,7 @@ pub const MEMBERSHIPS_DEF: StreamDef = StreamDef {
 /// `events`: something a user did. The target writes them; no vendor lists them.
 pub const EVENTS_DEF: StreamDef = StreamDef {
     name: EVENTS,
-    kind: StreamKind::Events,
+    kind: Kind::Events,
     description: "Something a user did (target only)",
     key_properties: &[],
     required: &["user_id", "name"],

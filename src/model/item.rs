@@ -1,0 +1,173 @@
+//! The record model as the target sees it: a record's [`Kind`], the [`Action`] it asks for,
+//! and the [`Item`] the engine hands every writer after routing and field mapping, before any
+//! vendor shape. The tap's streams ([`super::StreamDef`]) carry the same kinds.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// The kind of object a stream carries: one enum for the tap's streams, the target's routing
+/// and every writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// People.
+    Users,
+    /// Groups, companies, accounts, teams.
+    Groups,
+    /// A user in a group.
+    Memberships,
+    /// Something a user did.
+    Events,
+    /// A named list of user ids (Appcues segments).
+    Segments,
+}
+
+impl Kind {
+    /// Every kind, in the order the docs list them.
+    pub const ALL: [Kind; 5] = [
+        Kind::Users,
+        Kind::Groups,
+        Kind::Memberships,
+        Kind::Events,
+        Kind::Segments,
+    ];
+
+    /// The kind's name as config and docs write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Users => "users",
+            Kind::Groups => "groups",
+            Kind::Memberships => "memberships",
+            Kind::Events => "events",
+            Kind::Segments => "segments",
+        }
+    }
+
+    /// A kind by its config name.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a record asks of the vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Create or update (merge: absent fields are kept, `null` clears).
+    Upsert,
+    /// `_sdc_deleted_at` was set: delete, deactivate or remove the membership.
+    Delete,
+}
+
+/// A record in roster's record model (CONTRACT.md), after routing and field mapping and before
+/// any vendor shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// What it is.
+    pub kind: Kind,
+    /// Upsert or delete.
+    pub action: Action,
+    /// The key of a user or group; the segment's name for segments.
+    pub id: Option<String>,
+    /// Memberships, events and segments: the user's key.
+    pub user_id: Option<String>,
+    /// Memberships: the group's key; events: the group it happened in, if any.
+    pub group_id: Option<String>,
+    /// The standard fields that were given, by their model names: users `email`, `name`,
+    /// `first_name`, `last_name`, `external_id`, `active`, `status`, `created_at`; groups `name`,
+    /// `external_id`, `created_at`; events `name`, `timestamp`. `null` is kept (it clears).
+    pub fields: Map<String, Value>,
+    /// Custom attributes: every non-reserved top-level field of a flat row, then the record's
+    /// own `attributes` object (which wins on a clash). `null` is kept (it clears).
+    pub attributes: Map<String, Value>,
+}
+
+impl Item {
+    /// The standard fields the vendors that take free-form properties store as properties of
+    /// the same name (`email`, `name`, `first_name`, `last_name`, `created_at`; CONTRACT.md),
+    /// followed by `external_id`, `active` and `status` when given, then the attributes: the
+    /// property map Userflow, Appcues, Userpilot and UserGuiding receive.
+    pub fn properties(&self) -> Map<String, Value> {
+        let mut out = Map::with_capacity(self.fields.len() + self.attributes.len());
+        for (k, v) in &self.fields {
+            out.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &self.attributes {
+            out.insert(k.clone(), v.clone());
+        }
+        out
+    }
+
+    /// The entries of [`Item::properties`] without copying them (an attribute wins over a
+    /// standard field of the same name), for the writers' checks: building the map only to
+    /// check it cost a clone of every record.
+    pub fn property_entries(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.fields
+            .iter()
+            .filter(|(k, _)| !self.attributes.contains_key(k.as_str()))
+            .chain(&self.attributes)
+    }
+
+    /// The user key of a membership, event or segment, or the key of a user.
+    pub fn user_key(&self) -> Option<&str> {
+        match self.kind {
+            Kind::Users => self.id.as_deref(),
+            _ => self.user_id.as_deref(),
+        }
+    }
+
+    /// The group key of a membership or event, or the key of a group.
+    pub fn group_key(&self) -> Option<&str> {
+        match self.kind {
+            Kind::Groups => self.id.as_deref(),
+            _ => self.group_id.as_deref(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kinds_round_trip_their_names() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(Kind::parse("people"), None);
+    }
+
+    #[test]
+    fn properties_put_standard_fields_first_and_attributes_win() {
+        let item = Item {
+            kind: Kind::Users,
+            action: Action::Upsert,
+            id: Some("u1".into()),
+            user_id: None,
+            group_id: None,
+            fields: json!({"email": "a@x.io", "name": null})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            attributes: json!({"plan": "pro", "email": "b@x.io"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        };
+        assert_eq!(
+            Value::Object(item.properties()),
+            json!({"email": "b@x.io", "name": null, "plan": "pro"})
+        );
+        assert_eq!(item.user_key(), Some("u1"));
+        assert_eq!(item.group_key(), None);
+    }
+}
