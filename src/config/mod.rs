@@ -371,6 +371,8 @@ pub const TARGET_SETTINGS: &[Setting] = &[
     Setting::new("max_reject_ratio", Kind::Number, "Fail the run (exit 1, after the last safe state) when more than this share (0 to 1) of the records is rejected; checked at the end of the input, and during the run once 1000 records have an outcome. Unset: no limit").range(0.0, 1.0).only(Applies::Target),
     Setting::new("nested_values", Kind::Options(&["json_string", "reject", "drop"]), "An array or object where the vendor takes only scalars (Appcues, Userpilot, UserGuiding; Userflow but for change objects): send it as its JSON text, reject the record, or leave the field out; warned once per field. streams.<name>.nested_values overrides it").default("\"json_string\"").only(Applies::Target),
     Setting::new("null_values", Kind::Options(&["clear", "skip"]), "A null value in a record: clear the vendor's value, or leave it alone (as if the field were absent). streams.<name>.null_values overrides it").default("\"clear\"").only(Applies::Target),
+    Setting::new("sync_log", Kind::Path, "File that receives the run's sync log as Singer messages (streams _roster_sync_log: one row per record with its action and reason; _roster_rejects: the rejected records), for `target-postgres < FILE`; created 0600, one per run: an existing file is renamed to FILE.<its time> first. Unset: none").only(Applies::Target),
+    Setting::new("on_duplicate_identity", Kind::Options(&["warn", "reject"]), "One email on several user keys, or user keys that differ only in case or surrounding whitespace: warn (and send), or reject the later records to the reject file, naming the earlier key and line").default("\"warn\"").only(Applies::Target),
     Setting::new("streams", Kind::Object, "Per-stream overrides: {\"<stream>\": {\"kind\", \"key\", \"rename\", \"include\", \"exclude\", \"constants\", \"group_key\", \"nested_values\", \"null_values\"}}").only(Applies::Target),
 ];
 
@@ -569,6 +571,23 @@ pub struct TargetSettings {
     /// Per-stream overrides.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamOverride>,
+    /// Where the Singer sync log goes (`None`: nowhere).
+    #[serde(default)]
+    pub sync_log: Option<PathBuf>,
+    /// What to do with a duplicate identity.
+    #[serde(default)]
+    pub on_duplicate_identity: OnDuplicateIdentity,
+}
+
+/// What the target does with a users record whose identity duplicates an earlier one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDuplicateIdentity {
+    /// Warn and send it.
+    #[default]
+    Warn,
+    /// Write it to the reject file.
+    Reject,
 }
 
 /// Overrides for one incoming stream.
