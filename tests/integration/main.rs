@@ -61,4 +61,5 @@ mod meltano;
 mod reverse_etl;
 mod scim_interop;
 mod singer_tools;
+mod sync_log;
 mod wheel;
