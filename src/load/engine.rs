@@ -893,6 +893,10 @@ impl<W: Write> Engine<W> {
                 self.stop(TargetError::RejectFile(err));
                 return;
             }
+            // sync_log hook: its rows so far reach the disk with each state.
+            if let Some(log) = self.sync_log.as_mut() {
+                log.flush();
+            }
             if let Err(err) = self.out.write_state_value(&value) {
                 self.stop(TargetError::Stdout(err));
                 return;

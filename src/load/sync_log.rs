@@ -22,8 +22,9 @@
 //!
 //! The engine calls this module at a few marked hooks (`// sync_log hook`): when a record is
 //! routed to an op ([`SyncLog::routed`]), when its outcome is settled ([`SyncLog::settled`],
-//! [`SyncLog::skipped`], [`SyncLog::rejected`]), and when a two-op record's first half is
-//! folded into its second ([`SyncLog::forget`]). A write error is kept and reported by
+//! [`SyncLog::skipped`], [`SyncLog::rejected`]), when a two-op record's first half is folded
+//! into its second ([`SyncLog::forget`]), with each state printed ([`SyncLog::flush`]) and at
+//! the end ([`SyncLog::finish`]). A write error is kept and reported by
 //! [`SyncLog::finish`]; it never stops the records themselves.
 
 use std::collections::HashMap;
@@ -380,6 +381,16 @@ impl SyncLog {
             "complete": complete,
         }});
         if let Err(e) = self.out.write_state(&value) {
+            self.error = Some(std::io::Error::other(e));
+        }
+    }
+
+    /// Hook: flushes the rows written so far (the engine calls it with each state it prints,
+    /// so a killed run leaves whole lines behind, up to its last state at least).
+    pub fn flush(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.out.flush()
+        {
             self.error = Some(std::io::Error::other(e));
         }
     }
