@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 pub const PRIVATE_MODE: u32 = 0o600;
 
 /// Opens `path` for writing, created `0600` when new: appended to with `append`, else
-/// truncated. An existing file that others can read is narrowed to `0600` too (a warning when
-/// that is not allowed), since what roster writes into it is personal data.
+/// truncated. An existing regular file that others can read is narrowed to `0600` too (a
+/// warning when that is not allowed), since what roster writes into it is personal data; a
+/// device or FIFO (`/dev/null`) keeps its mode.
 pub fn open_private(path: &Path, append: bool) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.write(true).create(true);
@@ -31,8 +32,12 @@ pub fn open_private(path: &Path, append: bool) -> io::Result<File> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata()?.permissions().mode();
-        if mode & 0o077 != 0
+        let meta = file.metadata()?;
+        let mode = meta.permissions().mode();
+        // Only a regular file is narrowed: `--report /dev/null` run as root must not make
+        // /dev/null (or a FIFO, a terminal) unusable for everyone else.
+        if meta.is_file()
+            && mode & 0o077 != 0
             && let Err(err) = file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_MODE))
         {
             tracing::warn!(
@@ -135,6 +140,33 @@ mod tests {
             assert_eq!(mode, 0o600, "{}", path.display());
         }
         assert_eq!(std::fs::read(&wide).unwrap(), b"{}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_or_device_keeps_its_mode() {
+        // Run as root, narrowing `--report /dev/null` made /dev/null 0600 for the whole machine
+        // (initdb's shell then failed). A FIFO stands in for the device here.
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg("-m")
+            .arg("0644")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(&fifo).unwrap())
+        };
+        let mut file = open_private(&fifo, true).unwrap();
+        std::io::Write::write_all(&mut file, b"x").unwrap();
+        drop(file);
+        assert_eq!(reader.join().unwrap(), b"x");
+        let mode = std::fs::metadata(&fifo).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
     }
 
     #[test]

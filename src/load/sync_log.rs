@@ -217,7 +217,7 @@ impl SyncLog {
             source,
         };
         let mut rotated = None;
-        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0) {
             let to = rotated_name(path);
             std::fs::rename(path, &to).map_err(err)?;
             rotated = Some(to);
