@@ -391,3 +391,60 @@ fn the_sync_log_lands_in_postgres_through_target_postgres() {
     assert_eq!(rejects[0][0], "8");
     assert_eq!(rejects[0][1], "users");
 }
+
+#[test]
+fn a_users_row_with_a_group_key_membership_is_one_row_sent_or_rejected() {
+    let sb = Sandbox::builder()
+        .users(0)
+        .groups(0)
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sb.config(Vendor::Appcues);
+    config["reject_file"] = json!(dir.path().join("rejects.ndjson"));
+    config["sync_log"] = json!(dir.path().join("sync.singer"));
+    config["streams"] = json!({"users": {"group_key": "company_id"}});
+    let config = support::write_json(&dir.path().join("config.json"), &config);
+    // Appcues adds members with POST /groups/{id}/users: refuse the one for c2.
+    sb.faults().fail_next(
+        roster_sandbox::FailRule::new("/appcues/v2/accounts/10001/groups/c2/users", 1)
+            .method("POST")
+            .status(422),
+    );
+    let schema = r#"{"type":"SCHEMA","stream":"users","schema":{"type":"object","properties":{"id":{"type":"string"},"company_id":{"type":["string","null"]}}},"key_properties":["id"]}"#;
+    let rec = |id: &str, company: &str| {
+        json!({"type": "RECORD", "stream": "users", "record": {"id": id, "company_id": company}})
+            .to_string()
+    };
+    let input = dir.path().join("in.singer");
+    std::fs::write(
+        &input,
+        [schema.to_string(), rec("u1", "c1"), rec("u2", "c2")].join("\n") + "\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), &config, &input);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = assert_singer(&read_lines(&dir.path().join("sync.singer")));
+    let log = &records["_roster_sync_log"];
+    assert_eq!(log.len(), 2, "one row per record, not per op: {log:?}");
+    assert_eq!(
+        log.iter().find(|r| r["line"] == 2).unwrap()["action"],
+        "sent"
+    );
+    let u2 = log.iter().find(|r| r["line"] == 3).unwrap();
+    assert_eq!(u2["action"], "rejected");
+    assert_eq!(u2["key"], "u2");
+    assert!(
+        u2["reason"]
+            .as_str()
+            .unwrap()
+            .contains("membership in group \"c2\""),
+        "{u2}"
+    );
+    assert_eq!(records["_roster_rejects"].len(), 1);
+}
