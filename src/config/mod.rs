@@ -494,6 +494,23 @@ pub struct TargetSettings {
     /// Per-stream overrides.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamOverride>,
+    /// Where the Singer sync log goes (`None`: nowhere).
+    #[serde(default)]
+    pub sync_log: Option<PathBuf>,
+    /// What to do with a duplicate identity.
+    #[serde(default)]
+    pub on_duplicate_identity: OnDuplicateIdentity,
+}
+
+/// What the target does with a users record whose identity duplicates an earlier one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDuplicateIdentity {
+    /// Warn and send it.
+    #[default]
+    Warn,
+    /// Write it to the reject file.
+    Reject,
 }
 
 /// Overrides for one incoming stream.

@@ -32,10 +32,12 @@ use super::ack::AckTracker;
 use super::dispatch::{Dispatcher, Written};
 use super::dry_run::DryRunOutput;
 use super::hold::Held;
+use super::identity::{IdentityGuard, Screened};
 use super::reject::{Reject, RejectFile};
 use super::report::{Report, StreamCounts, Tally};
 use super::route::{Route, Router};
 use super::schema::StreamSchema;
+use super::sync_log::SyncLog;
 
 /// Ops handed to the sink and not yet written, at most: bounds memory and keeps the reader from
 /// running far ahead of a slow vendor.
@@ -82,6 +84,10 @@ pub struct Parts<W: Write> {
     pub hold_bound: usize,
     /// The share of rejects past which the run fails (`None`: no limit).
     pub max_reject_ratio: Option<f64>,
+    /// `sync_log`: every record's outcome as Singer messages (`None`: off).
+    pub sync_log: Option<SyncLog>,
+    /// The duplicate-identity guard (`None`: off).
+    pub identity: Option<IdentityGuard>,
 }
 
 struct Stream {
@@ -133,6 +139,8 @@ struct Engine<W: Write> {
     pairs: HashMap<Ticket, (Ticket, Option<String>)>,
     /// The first half of a pair to settle, waiting for the other.
     halves: HashMap<Ticket, Settlement>,
+    sync_log: Option<SyncLog>,
+    identity: Option<IdentityGuard>,
 }
 
 /// Runs the engine over `input` until the input ends, a protocol error, a fatal error or a
@@ -178,6 +186,8 @@ pub async fn run<W: Write>(
         input_ended: false,
         pairs: HashMap::new(),
         halves: HashMap::new(),
+        sync_log: parts.sync_log,
+        identity: parts.identity,
     };
     let mut signals = Signals::new();
     let mut flush: Option<JoinHandle<Result<(), SinkError>>> = None;
@@ -517,6 +527,10 @@ impl<W: Write> Engine<W> {
             Route::Skip(why) => {
                 self.skipped += 1;
                 stream.counts.skipped += 1;
+                // sync_log hook: skipped before routing.
+                if let Some(log) = self.sync_log.as_mut() {
+                    log.skipped(&stream.name, line, why.as_ref());
+                }
                 if stream.counts.skip_reason.is_none() {
                     stream.counts.skip_reason = Some(why.to_string());
                 }
@@ -550,12 +564,27 @@ impl<W: Write> Engine<W> {
                         return;
                     }
                 };
+                // identity hook: the duplicate-identity guard, before anything is sent.
+                if let Some(guard) = self.identity.as_mut() {
+                    let screened = guard.screen(&self.streams[index].name, line, &item);
+                    if screened != Screened::Clear {
+                        self.streams[index].counts.duplicate_identities += 1;
+                    }
+                    if let Screened::Reject(reason) = screened {
+                        self.book_reject(index, ticket, line, &record, Refusal::new(reason));
+                        return;
+                    }
+                }
                 let membership = map.membership(&mut item);
                 let origin = Arc::new(Origin {
                     stream: self.streams[index].name.clone(),
                     line,
                     record,
                 });
+                // sync_log hook: the record is an op (two with a `group_key` membership).
+                if let Some(log) = self.sync_log.as_mut() {
+                    log.routed(ticket, &origin.stream, line, &item);
+                }
                 let op = Op {
                     ticket,
                     item,
@@ -570,6 +599,10 @@ impl<W: Write> Engine<W> {
                     };
                     (second, group)
                 });
+                // sync_log hook: either half may settle last and book the row.
+                if let (Some(log), Some((second, _))) = (self.sync_log.as_mut(), &second) {
+                    log.routed(second.ticket, &second.origin.stream, line, &op.item);
+                }
                 let Some(held) = self.held.as_mut() else {
                     match second {
                         None => self.submit(op),
@@ -620,6 +653,10 @@ impl<W: Write> Engine<W> {
             Ok(plan) => plan,
             Err(refusal) => {
                 self.tracker.settle(second.ticket);
+                // sync_log hook: the row is booked under the first half.
+                if let Some(log) = self.sync_log.as_mut() {
+                    log.forget(second.ticket);
+                }
                 self.book_reject(index, ticket, line, &op.origin.record, refusal);
                 return;
             }
@@ -633,6 +670,10 @@ impl<W: Write> Engine<W> {
             }
             Err(refusal) => {
                 self.tracker.settle(second.ticket);
+                // sync_log hook: the row is booked under the first half.
+                if let Some(log) = self.sync_log.as_mut() {
+                    log.forget(second.ticket);
+                }
                 let refusal = Refusal {
                     reason: membership_reason(&group, &refusal.reason),
                     ..refusal
@@ -697,6 +738,10 @@ impl<W: Write> Engine<W> {
                 return;
             }
         }
+        // sync_log hook: rejected.
+        if let Some(log) = self.sync_log.as_mut() {
+            log.rejected(ticket, &stream.name, line, record, &refusal);
+        }
         tracing::debug!(line, stream = %stream.name, "rejected: {refusal}");
         if self.on_invalid == OnInvalid::Fail {
             // Like a protocol error: what came before is finished, nothing after is sent. The
@@ -729,12 +774,20 @@ impl<W: Write> Engine<W> {
         };
         match settlement.outcome {
             Outcome::Accepted => {
+                // sync_log hook: sent (or deleted).
+                if let Some(log) = self.sync_log.as_mut() {
+                    log.settled(settlement.ticket, None, None);
+                }
                 self.consecutive_transient = 0;
                 self.totals.1 += 1;
                 self.streams[index].counts.sent += 1;
                 self.tracker.settle(settlement.ticket);
             }
             Outcome::Skipped(why) => {
+                // sync_log hook: skipped by the writer.
+                if let Some(log) = self.sync_log.as_mut() {
+                    log.settled(settlement.ticket, None, Some(&why));
+                }
                 self.skipped += 1;
                 let counts = &mut self.streams[index].counts;
                 counts.skipped += 1;
@@ -778,6 +831,12 @@ impl<W: Write> Engine<W> {
             && let Outcome::Rejected(refusal) = &mut settlement.outcome
         {
             refusal.reason = membership_reason(group, &refusal.reason);
+        }
+        // sync_log hook: the row is booked under the half that settles last.
+        if self.halves.contains_key(&other)
+            && let Some(log) = self.sync_log.as_mut()
+        {
+            log.forget(other);
         }
         let Some(first) = self.halves.remove(&other) else {
             self.tracker.settle(settlement.ticket);
@@ -832,6 +891,10 @@ impl<W: Write> Engine<W> {
                 self.stop(TargetError::RejectFile(err));
                 return;
             }
+            // sync_log hook: its rows so far reach the disk with each state.
+            if let Some(log) = self.sync_log.as_mut() {
+                log.flush();
+            }
             if let Err(err) = self.out.write_state_value(&value) {
                 self.stop(TargetError::Stdout(err));
                 return;
@@ -869,6 +932,13 @@ impl<W: Write> Engine<W> {
             && self.failure.is_none()
         {
             self.failure = Some(TargetError::RejectFile(err));
+        }
+        // sync_log hook: the closing STATE.
+        if let Some(log) = self.sync_log.take()
+            && let Err(err) = log.finish()
+            && self.failure.is_none()
+        {
+            self.failure = Some(TargetError::SyncLog(err));
         }
         if let Some(dry) = &self.dry {
             if let Some(state) = &self.last_state {

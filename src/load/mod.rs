@@ -12,6 +12,8 @@
 //! - [`reject`]: the replayable NDJSON reject file.
 //! - [`report`]: counts, the stderr summary, `--report FILE`, the progress bar.
 //! - [`dry_run`]: `--dry-run`'s recording transport and output.
+//! - [`sync_log`]: `sync_log`, every record's outcome and the rejects as Singer messages.
+//! - [`identity`]: the duplicate-identity guard (`on_duplicate_identity`).
 //!
 //! The vendor side of the contract is [`crate::sink`].
 
@@ -20,12 +22,14 @@ pub mod dispatch;
 pub mod dry_run;
 mod engine;
 pub mod hold;
+pub mod identity;
 pub mod input;
 pub mod probe;
 pub mod reject;
 pub mod report;
 pub mod route;
 pub mod schema;
+pub mod sync_log;
 #[cfg(test)]
 mod tests;
 
@@ -154,6 +158,9 @@ pub enum TargetError {
     /// The dry-run output could not be written.
     #[error("cannot write the dry-run output: {0}")]
     DryRunOutput(#[source] std::io::Error),
+    /// The sync log could not be written.
+    #[error(transparent)]
+    SyncLog(#[from] sync_log::SyncLogError),
     /// The report could not be written.
     #[error("cannot write the report {path}: {source}")]
     Report {
@@ -263,6 +270,26 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         }
     }
     let input = input::spawn(input_path.as_deref(), request.max_line_bytes)?;
+    // sync_log hook: opened after the input, so a bad input path creates no log. A dry run
+    // writes none.
+    let sync_log = match settings.sync_log.as_deref() {
+        Some(path) if !request.dry_run => {
+            let (log, rotated) = sync_log::SyncLog::open(path)?;
+            if let Some(rotated) = rotated {
+                tracing::info!(
+                    "the sync log of an earlier run was moved to {}; this run's is {}",
+                    rotated.display(),
+                    path.display()
+                );
+            }
+            Some(log)
+        }
+        Some(path) => {
+            tracing::info!("dry run: no sync log is written to {}", path.display());
+            None
+        }
+        None => None,
+    };
     let parts = engine::Parts {
         sink,
         router,
@@ -282,6 +309,10 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         },
         hold_bound: hold::memory_bound_from_env(),
         max_reject_ratio: settings.max_reject_ratio,
+        sync_log,
+        identity: Some(identity::IdentityGuard::with_policy(
+            settings.on_duplicate_identity == crate::config::OnDuplicateIdentity::Reject,
+        )),
     };
     let (result, report) = engine::run(parts, input).await;
     if let Some(aside) = replayed {
@@ -323,6 +354,17 @@ fn target_settings(config: &Resolved) -> Result<TargetSettings, TargetError> {
         route::check_overrides(streams)?;
     }
     let settings: TargetSettings = config.typed()?;
+    if settings
+        .sync_log
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        return Err(ConfigError::Invalid {
+            key: "sync_log".into(),
+            problem: "is empty: name a file, or leave the key out for no sync log".into(),
+        }
+        .into());
+    }
     if settings
         .reject_file
         .as_ref()
@@ -367,6 +409,9 @@ fn check_paths(request: &TargetRequest, settings: &TargetSettings) -> Result<(),
         }
     } else {
         outputs.push(("reject_file", &reject_file));
+        if let Some(path) = settings.sync_log.as_deref() {
+            outputs.push(("sync_log", path));
+        }
     }
     for (i, (name, path)) in outputs.iter().enumerate() {
         let is_input = match request.input.as_deref() {
@@ -478,6 +523,8 @@ pub async fn run_parts<W: Write>(
             write_window: crate::http::DEFAULT_MAX_CONCURRENCY,
             hold_bound: hold::memory_bound_from_env(),
             max_reject_ratio: None,
+            sync_log: None,
+            identity: None,
         },
         input,
     )

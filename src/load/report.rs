@@ -34,6 +34,10 @@ pub struct StreamCounts {
     /// Why records were skipped (the first reason seen).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
+    /// Users records whose email or key duplicates an earlier record's identity
+    /// (`on_duplicate_identity`; counted whether warned about or rejected).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub duplicate_identities: u64,
 }
 
 /// The run report.
@@ -186,6 +190,7 @@ impl Tally {
             totals.rejected += c.rejected;
             totals.skipped += c.skipped;
             totals.unprocessed += c.unprocessed;
+            totals.duplicate_identities += c.duplicate_identities;
         }
         Report {
             vendor,
@@ -265,6 +270,12 @@ impl Report {
             out.push_str(&format!(
                 "  unprocessed: {} read but not sent because the run stopped first; no state covers them, so a rerun sends them\n",
                 plural(self.totals.unprocessed, "record")
+            ));
+        }
+        if self.totals.duplicate_identities > 0 {
+            out.push_str(&format!(
+                "  duplicate identities: {} (one email on several user keys, or keys that differ only in case or whitespace; see on_duplicate_identity)\n",
+                plural(self.totals.duplicate_identities, "record")
             ));
         }
         let h = &self.http;

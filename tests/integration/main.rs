@@ -69,4 +69,5 @@ mod meltano;
 mod reverse_etl;
 mod scim_interop;
 mod singer_tools;
+mod sync_log;
 mod wheel;

@@ -28,16 +28,16 @@ use serde_json::{Map, Value, json};
 const TAP_POSTGRES: &[&str] = &["meltanolabs-tap-postgres==0.10.0"];
 
 /// Generous: a cold Python and a debug build on a loaded 2-core machine.
-const STEP_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The password of the throwaway cluster's superuser (`roster`).
-const PG_PASSWORD: &str = "reverse-etl-test";
+pub(crate) const PG_PASSWORD: &str = "reverse-etl-test";
 
 /// A PostgreSQL cluster in a temporary directory, stopped when dropped.
-struct Postgres {
+pub(crate) struct Postgres {
     bin: PathBuf,
     data: PathBuf,
-    port: u16,
+    pub(crate) port: u16,
     /// `Some("postgres")` when the server must run as that user (the test runs as root).
     run_as: Option<&'static str>,
     _dir: tempfile::TempDir,
@@ -45,7 +45,7 @@ struct Postgres {
 
 /// The directory with `initdb`, `pg_ctl` and `psql`: `ROSTER_PG_BINDIR`, Debian's
 /// `/usr/lib/postgresql/<newest>/bin`, or PATH.
-fn pg_bindir() -> Option<PathBuf> {
+pub(crate) fn pg_bindir() -> Option<PathBuf> {
     let has_all = |d: &Path| {
         ["initdb", "pg_ctl", "postgres", "psql"]
             .iter()
@@ -87,7 +87,7 @@ fn user_ids(user: &str) -> Option<(u32, u32)> {
 
 impl Postgres {
     /// initdb + start on a free port of 127.0.0.1, password auth over TCP.
-    fn start(bin: PathBuf) -> Postgres {
+    pub(crate) fn start(bin: PathBuf) -> Postgres {
         let run_as = is_root().then_some("postgres");
         // Under /tmp, not the target dir: the postgres user must be able to reach it.
         let dir = tempfile::Builder::new()
@@ -192,7 +192,7 @@ impl Postgres {
     }
 
     /// The rows `sql` returns, each as its columns' text (psql's unaligned output).
-    fn query(&self, sql: &str) -> Vec<Vec<String>> {
+    pub(crate) fn query(&self, sql: &str) -> Vec<Vec<String>> {
         let out = support::run(
             Command::new(self.bin.join("psql"))
                 .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
@@ -532,7 +532,7 @@ fn assert_fixture_rows(rows: &[Value]) {
 }
 
 /// Pinned so a new upstream release cannot change what passes here.
-const TARGET_POSTGRES: &[&str] = &["meltanolabs-target-postgres==0.8.1"];
+pub(crate) const TARGET_POSTGRES: &[&str] = &["meltanolabs-target-postgres==0.8.1"];
 
 /// The other direction: tap-roster (Userflow, with schema flattening) → meltanolabs
 /// target-postgres (PyPI) lands users, groups and memberships as tables with one column per

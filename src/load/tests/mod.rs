@@ -302,6 +302,8 @@ async fn run_full(
             write_window: crate::http::DEFAULT_MAX_CONCURRENCY,
             hold_bound,
             max_reject_ratio,
+            sync_log: None,
+            identity: None,
         },
         rx,
     )
