@@ -379,10 +379,8 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// Every field any message type may carry, borrowed from the line: only the fields the message
-/// type needs are decoded (a RECORD line builds its record and stream name, nothing else).
-/// Unknown fields are ignored; a repeated envelope field is a JSON error; `null` counts as
-/// absent (but see `value`).
+/// Every field any message type may carry, borrowed from the line: a RECORD line builds only
+/// its record and stream name. Unknown fields are ignored, a repeated one is a JSON error.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(rename = "type", borrow)]
