@@ -10,6 +10,8 @@
 //!
 //! A dry run prints no STATE on stdout, so it never advances anybody's bookmark.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +27,9 @@ use crate::sink::{
     Method, Refusal, SendError, SendFailure, Transport, WireBody, WireRequest, WireResponse,
     WireStats,
 };
+
+/// The largest line buffer a thread keeps for its next line.
+const LINE_BUFFER_KEEP: usize = 64 * 1024;
 
 /// The shared dry-run output.
 #[derive(Clone)]
@@ -57,11 +62,24 @@ impl DryRunOutput {
         }
     }
 
+    /// Writes one line: serialised into this thread's reused buffer outside the lock, then
+    /// copied to the output in one piece.
     fn line<T: Serialize>(&self, value: &T) {
-        let mut out = self.out.lock();
-        let result = serde_json::to_writer(&mut *out, value)
-            .map_err(io::Error::from)
-            .and_then(|()| out.write_all(b"\n"));
+        thread_local! {
+            static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        let result = BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            serde_json::to_writer(&mut *buffer, value).map_err(io::Error::from)?;
+            buffer.push(b'\n');
+            let written = self.out.lock().write_all(&buffer);
+            // A rare huge line does not pin its memory to the thread.
+            if buffer.capacity() > LINE_BUFFER_KEEP {
+                *buffer = Vec::new();
+            }
+            written
+        });
         if let Err(err) = result {
             self.failed.lock().get_or_insert(err);
         }
@@ -110,6 +128,31 @@ impl DryRunOutput {
     }
 }
 
+/// One would-be request, as the dry-run output writes it.
+#[derive(Serialize)]
+struct RequestLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    method: Method,
+    url: JoinedUrl<'a>,
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Cow<'a, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'a str>,
+}
+
+/// The base URL and a path, serialised as one string without building it first.
+struct JoinedUrl<'a>(&'a str, &'a str);
+
+impl Serialize for JoinedUrl<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}{}", self.0, self.1))
+    }
+}
+
 /// The recording transport.
 #[derive(Debug)]
 pub struct DryRunTransport {
@@ -133,29 +176,18 @@ impl DryRunTransport {
 #[async_trait::async_trait]
 impl Transport for DryRunTransport {
     async fn send(&self, request: WireRequest) -> Result<WireResponse, SendError> {
-        #[derive(Serialize)]
-        struct Line<'a> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            method: Method,
-            url: String,
-            path: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            body: Option<Value>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            body_file: Option<String>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            content_type: Option<&'a str>,
-        }
         self.requests.fetch_add(1, Ordering::Relaxed);
+        // The body is written from where it is (no copy of the record's value tree per request).
         let (body, body_file, content_type) = match &request.body {
             WireBody::None => (None, None, None),
-            WireBody::Json(v) => (Some(v.clone()), None, None),
+            WireBody::Json(v) => (Some(Cow::Borrowed(v)), None, None),
             WireBody::Bytes {
                 content_type,
                 bytes,
             } => (
-                Some(Value::String(String::from_utf8_lossy(bytes).into_owned())),
+                Some(Cow::Owned(Value::String(
+                    String::from_utf8_lossy(bytes).into_owned(),
+                ))),
                 None,
                 Some(content_type.as_str()),
             ),
@@ -165,10 +197,10 @@ impl Transport for DryRunTransport {
                 Some(content_type.as_str()),
             ),
         };
-        let line = Line {
+        let line = RequestLine {
             kind: "request",
             method: request.method,
-            url: format!("{}{}", self.base, request.path),
+            url: JoinedUrl(&self.base, &request.path),
             path: &request.path,
             body,
             body_file,

@@ -1,14 +1,23 @@
-//! The input side: a blocking thread reads Singer lines (stdin or `--input`) and feeds the async
-//! engine through a bounded channel, so parsing runs beside validation and delivery and a slow
-//! vendor slows the reader down instead of filling memory.
+//! The input side: threads read Singer lines (stdin or `--input`), parse them on every core and
+//! feed the async engine through a bounded channel in input order, so parsing runs beside
+//! validation and delivery and a slow vendor slows the reader down instead of filling memory.
+//!
+//! - **singer-input** reads lines (one copy, into a pooled chunk buffer) and deals chunks of up
+//!   to [`CHUNK_LINES`] lines round-robin to the parse workers;
+//! - **singer-parse-N** (one per core, at most [`MAX_PARSE_WORKERS`]) parse their chunks and
+//!   hand the emptied buffers back to the reader;
+//! - **singer-order** takes the parsed chunks back in the same round-robin order, so the
+//!   engine sees every message in input order, and stops at the first fatal error (nothing after
+//!   it is delivered). Each queue is bounded: memory stays flat whatever the input's size.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
 
 use tokio::sync::mpsc;
 
-use crate::singer::{MessageReader, ReadError, ReadMessage};
+use crate::singer::{MessageReader, ParsedLine, ReadError, ReadMessage, UnknownTypes, parse_read};
 
 /// Messages parsed ahead of the engine (each at most `max_line_bytes`, usually a few hundred
 /// bytes): enough to keep the engine busy, small enough to keep memory flat.
@@ -50,24 +59,167 @@ pub fn spawn(
     })
 }
 
-/// Starts the reader thread over any input (tests).
+/// Starts the reader threads over any input (tests).
 pub fn spawn_reader(
     source: Box<dyn BufRead + Send>,
     max_line_bytes: usize,
 ) -> io::Result<mpsc::Receiver<Result<ReadMessage, ReadError>>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, MAX_PARSE_WORKERS);
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+    let (pool_tx, pool_rx) = std_mpsc::channel::<Vec<u8>>();
+    let mut to_workers = Vec::with_capacity(workers);
+    let mut from_workers = Vec::with_capacity(workers);
+    for n in 0..workers {
+        let (chunk_tx, chunk_rx) = std_mpsc::sync_channel::<Chunk>(CHUNKS_QUEUED);
+        let (parsed_tx, parsed_rx) = std_mpsc::sync_channel::<Vec<Parsed>>(CHUNKS_QUEUED);
+        let pool = pool_tx.clone();
+        std::thread::Builder::new()
+            .name(format!("singer-parse-{n}"))
+            .spawn(move || {
+                for mut chunk in chunk_rx {
+                    let parsed = chunk.parse();
+                    // The buffer goes back to the reader (gone when the reader has stopped).
+                    let _ = pool.send(chunk.text);
+                    if parsed_tx.send(parsed).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        to_workers.push(chunk_tx);
+        from_workers.push(parsed_rx);
+    }
+    drop(pool_tx);
+    std::thread::Builder::new()
+        .name("singer-order".into())
+        .spawn(move || deliver(&from_workers, &tx))?;
     std::thread::Builder::new()
         .name("singer-input".into())
         .spawn(move || {
-            let reader = MessageReader::with_limit(source, max_line_bytes);
-            for message in reader {
-                let fatal = message.as_ref().is_err_and(|err| !err.is_record_level());
-                if tx.blocking_send(message).is_err() || fatal {
+            let mut reader = MessageReader::with_limit(source, max_line_bytes);
+            let mut next = 0usize;
+            loop {
+                let mut text = pool_rx.try_recv().unwrap_or_default();
+                text.clear();
+                let (chunk, more) = Chunk::read(&mut reader, text);
+                if !chunk.lines.is_empty() {
+                    if to_workers[next % to_workers.len()].send(chunk).is_err() {
+                        break;
+                    }
+                    next += 1;
+                }
+                if !more {
                     break;
                 }
             }
         })?;
     Ok(rx)
+}
+
+/// Parse workers at most: past a few, the engine is the bottleneck.
+pub const MAX_PARSE_WORKERS: usize = 4;
+
+/// Lines a reader hands a parse worker at once.
+pub const CHUNK_LINES: usize = 256;
+
+/// Bytes after which a chunk is handed over before it has [`CHUNK_LINES`] lines.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// A chunk buffer larger than this is not kept for reuse (one huge line does not pin memory).
+const CHUNK_KEEP: usize = 1024 * 1024;
+
+/// Chunks queued for each parse worker, and parsed chunks queued from it.
+const CHUNKS_QUEUED: usize = 2;
+
+/// A line's outcome.
+type Parsed = Result<ParsedLine, ReadError>;
+
+/// Lines read and not parsed yet: their text back to back, and where each one is.
+struct Chunk {
+    text: Vec<u8>,
+    lines: Vec<Slot>,
+}
+
+enum Slot {
+    /// A line: its number and its bytes in the chunk's text.
+    Line { line: u64, start: usize, end: usize },
+    /// A line that could not be read (too long, an I/O error): reading stops after it.
+    Failed(ReadError),
+}
+
+impl Chunk {
+    /// Reads up to [`CHUNK_LINES`] lines into `text`; false with it when the input is done.
+    fn read<R: BufRead>(reader: &mut MessageReader<R>, mut text: Vec<u8>) -> (Chunk, bool) {
+        if text.capacity() > CHUNK_KEEP {
+            text = Vec::new();
+        }
+        let mut lines = Vec::with_capacity(CHUNK_LINES);
+        let mut more = true;
+        while lines.len() < CHUNK_LINES && text.len() < CHUNK_BYTES {
+            match reader.next_text() {
+                None => {
+                    more = false;
+                    break;
+                }
+                Some(Ok((line, bytes))) => {
+                    let start = text.len();
+                    text.extend_from_slice(bytes);
+                    lines.push(Slot::Line {
+                        line,
+                        start,
+                        end: text.len(),
+                    });
+                }
+                Some(Err(err)) => {
+                    lines.push(Slot::Failed(err));
+                    more = false;
+                    break;
+                }
+            }
+        }
+        (Chunk { text, lines }, more)
+    }
+
+    /// Parses every line; a line that could not be read stays the error it is.
+    fn parse(&mut self) -> Vec<Parsed> {
+        let text = &self.text;
+        self.lines
+            .drain(..)
+            .map(|slot| match slot {
+                Slot::Line { line, start, end } => parse_read(line, &text[start..end]),
+                Slot::Failed(err) => Err(err),
+            })
+            .collect()
+    }
+}
+
+/// Hands the parsed chunks to the engine in input order, until the first fatal error, the end
+/// of the input, or the engine dropping its receiver.
+fn deliver(
+    from_workers: &[std_mpsc::Receiver<Vec<Parsed>>],
+    tx: &mpsc::Sender<Result<ReadMessage, ReadError>>,
+) {
+    let mut unknown = UnknownTypes::default();
+    for next in 0usize.. {
+        let Ok(parsed) = from_workers[next % from_workers.len()].recv() else {
+            return;
+        };
+        for outcome in parsed {
+            let message = match outcome {
+                Ok(ParsedLine::Message(message)) => Ok(message),
+                Ok(ParsedLine::Unknown { line, kind }) => {
+                    unknown.skip(line, kind);
+                    continue;
+                }
+                Err(err) => Err(err),
+            };
+            let fatal = message.as_ref().is_err_and(|err| !err.is_record_level());
+            if tx.blocking_send(message).is_err() || fatal {
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -86,5 +238,63 @@ mod tests {
             rx.recv().await.is_none(),
             "nothing is read after a fatal error"
         );
+    }
+
+    #[tokio::test]
+    async fn messages_arrive_in_input_order_across_chunks_and_workers() {
+        // Enough lines for many chunks on every worker, with blank lines, unknown types and a
+        // record-level error among them; then a fatal error, then lines that must not arrive.
+        let mut text = String::new();
+        let mut expected = Vec::new();
+        let mut line = 0u64;
+        for i in 0..(CHUNK_LINES * MAX_PARSE_WORKERS * 3 + 17) {
+            line += 1;
+            match i % 97 {
+                5 => text.push('\n'),
+                6 => text.push_str("{\"type\":\"METRIC\",\"value\":1}\n"),
+                7 => {
+                    text.push_str(
+                        "{\"type\":\"RECORD\",\"stream\":\"s\",\"record\":{\"a\":1,\"a\":2}}\n",
+                    );
+                    expected.push(line);
+                }
+                _ => {
+                    text.push_str(&format!("{{\"type\":\"STATE\",\"value\":{i}}}\n"));
+                    expected.push(line);
+                }
+            }
+        }
+        text.push_str("not json\n{\"type\":\"STATE\",\"value\":-1}\n");
+        let fatal_line = line + 1;
+        let mut rx = spawn_reader(Box::new(io::Cursor::new(text.into_bytes())), 1 << 20).unwrap();
+        let mut seen = Vec::new();
+        while let Some(message) = rx.recv().await {
+            match message {
+                Ok(read) => seen.push(read.line),
+                Err(err) if err.is_record_level() => seen.push(err.line()),
+                Err(err) => {
+                    assert_eq!(err.line(), fatal_line, "{err}");
+                    assert!(
+                        rx.recv().await.is_none(),
+                        "a line after the fatal error arrived"
+                    );
+                    break;
+                }
+            }
+        }
+        assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn an_over_long_line_stops_the_input_at_its_place() {
+        let text = format!(
+            "{{\"type\":\"STATE\",\"value\":1}}\n{{\"type\":\"STATE\",\"value\":\"{}\"}}\n{{\"type\":\"STATE\",\"value\":3}}\n",
+            "x".repeat(5000)
+        );
+        let mut rx = spawn_reader(Box::new(io::Cursor::new(text.into_bytes())), 1000).unwrap();
+        assert_eq!(rx.recv().await.unwrap().unwrap().line, 1);
+        let err = rx.recv().await.unwrap().unwrap_err();
+        assert!(matches!(err, ReadError::TooLong { line: 2, .. }), "{err}");
+        assert!(rx.recv().await.is_none());
     }
 }

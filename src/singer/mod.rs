@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod message;
 pub mod reader;
 pub mod state;
+mod strict;
 pub mod writer;
 
 pub use catalog::{Catalog, CatalogEntry, MetadataEntry, Properties};
@@ -12,6 +13,9 @@ pub use message::{
     ActivateVersionMessage, BatchMessage, Message, Object, RecordMessage, SchemaMessage,
     StateMessage,
 };
-pub use reader::{DEFAULT_MAX_LINE_BYTES, MessageReader, ReadError, ReadMessage};
+pub use reader::{
+    DEFAULT_MAX_LINE_BYTES, MessageReader, ParsedLine, ReadError, ReadMessage, UnknownTypes,
+    parse_read,
+};
 pub use state::{Bookmark, TapState};
 pub use writer::{SingerWriter, WriteError};

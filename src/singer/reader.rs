@@ -5,14 +5,15 @@
 //! misread: malformed JSON, invalid UTF-8, a missing field, an over-long line and duplicate keys
 //! inside a record are errors that carry the line number and a short excerpt.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
-use std::fmt;
 use std::io::{self, BufRead};
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::map::Entry;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::strict::StrictValue;
 
 use super::message::{
     ActivateVersionMessage, BatchMessage, Message, Object, RecordMessage, SchemaMessage,
@@ -137,7 +138,7 @@ pub struct MessageReader<R> {
     line: u64,
     buf: Vec<u8>,
     max_line_bytes: usize,
-    warned_types: HashSet<String>,
+    unknown: UnknownTypes,
 }
 
 impl<R: BufRead> MessageReader<R> {
@@ -153,7 +154,7 @@ impl<R: BufRead> MessageReader<R> {
             line: 0,
             buf: Vec::with_capacity(4096),
             max_line_bytes,
-            warned_types: HashSet::new(),
+            unknown: UnknownTypes::default(),
         }
     }
 
@@ -164,6 +165,23 @@ impl<R: BufRead> MessageReader<R> {
 
     /// Reads the next message. `None` at the end of the input.
     pub fn read(&mut self) -> Option<Result<ReadMessage, ReadError>> {
+        loop {
+            let parsed = match self.next_text()? {
+                Ok((line, bytes)) => parse_read(line, bytes),
+                Err(err) => Err(err),
+            };
+            match parsed {
+                Ok(ParsedLine::Message(message)) => return Some(Ok(message)),
+                Ok(ParsedLine::Unknown { line, kind }) => self.unknown.skip(line, kind),
+                Err(err) => return Some(Err(err)),
+            }
+        }
+    }
+
+    /// Reads the next line that is not blank, without its line ending (and without a byte order
+    /// mark on line 1), with its number; `None` at the end of the input. For readers that parse
+    /// elsewhere ([`parse_read`]).
+    pub fn next_text(&mut self) -> Option<Result<(u64, &[u8]), ReadError>> {
         loop {
             self.line += 1;
             let line = self.line;
@@ -183,33 +201,15 @@ impl<R: BufRead> MessageReader<R> {
                 Ok(LineRead::Line) => {}
                 Err(source) => return Some(Err(ReadError::Io { line, source })),
             }
-            let mut bytes = trim_line(&self.buf);
-            if line == 1 {
-                // A UTF-8 byte order mark, as some Windows tools write before the first line.
-                bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
-            }
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let len = bytes.len();
-            match parse_line(line, bytes) {
-                Ok(Parsed::Message(message)) => {
-                    return Some(Ok(ReadMessage {
-                        line,
-                        bytes: len,
-                        message,
-                    }));
-                }
-                Ok(Parsed::Unknown(kind)) => {
-                    if self.warned_types.insert(kind.clone()) {
-                        tracing::warn!(
-                            line,
-                            message_type = %kind,
-                            "skipping messages of unknown type (warned once per type)"
-                        );
-                    }
-                }
-                Err(err) => return Some(Err(err)),
+            let end = trim_line(&self.buf).len();
+            // A UTF-8 byte order mark, as some Windows tools write before the first line.
+            let start = if line == 1 && self.buf[..end].starts_with(UTF8_BOM) {
+                UTF8_BOM.len()
+            } else {
+                0
+            };
+            if !self.buf[start..end].iter().all(u8::is_ascii_whitespace) {
+                return Some(Ok((line, &self.buf[start..end])));
             }
         }
     }
@@ -287,6 +287,50 @@ enum Parsed {
     Unknown(String),
 }
 
+/// One line, parsed.
+#[derive(Debug)]
+pub enum ParsedLine {
+    /// A message.
+    Message(ReadMessage),
+    /// A message type roster does not know: skipped ([`UnknownTypes`] warns once per type).
+    Unknown {
+        /// The line.
+        line: u64,
+        /// Its `type`.
+        kind: String,
+    },
+}
+
+/// Parses one line (as [`MessageReader::next_text`] gives it) into a message with its place.
+pub fn parse_read(line: u64, bytes: &[u8]) -> Result<ParsedLine, ReadError> {
+    Ok(match parse_line(line, bytes)? {
+        Parsed::Message(message) => ParsedLine::Message(ReadMessage {
+            line,
+            bytes: bytes.len(),
+            message,
+        }),
+        Parsed::Unknown(kind) => ParsedLine::Unknown { line, kind },
+    })
+}
+
+/// The unknown message types seen so far: each is warned about once.
+#[derive(Debug, Default)]
+pub struct UnknownTypes(HashSet<String>);
+
+impl UnknownTypes {
+    /// Skips a message of an unknown type, warning the first time the type is seen.
+    pub fn skip(&mut self, line: u64, kind: String) {
+        if !self.0.contains(&kind) {
+            tracing::warn!(
+                line,
+                message_type = %kind,
+                "skipping messages of unknown type (warned once per type)"
+            );
+            self.0.insert(kind);
+        }
+    }
+}
+
 fn trim_line(buf: &[u8]) -> &[u8] {
     buf.strip_suffix(b"\r").unwrap_or(buf)
 }
@@ -335,291 +379,218 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// Every field any message type may carry. Unknown fields are ignored; a repeated envelope
-/// field is a JSON error.
+/// Every field any message type may carry, borrowed from the line: a RECORD line builds only
+/// its record and stream name. Unknown fields are ignored, a repeated one is a JSON error.
 #[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    stream: Option<Value>,
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
     record: Option<StrictValue>,
-    schema: Option<Value>,
-    key_properties: Option<Value>,
-    bookmark_properties: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    value: Option<Value>,
-    time_extracted: Option<Value>,
-    version: Option<Value>,
-    encoding: Option<Value>,
-    manifest: Option<Value>,
+    #[serde(borrow)]
+    schema: Option<&'a RawValue>,
+    #[serde(borrow)]
+    key_properties: Option<&'a RawValue>,
+    #[serde(borrow)]
+    bookmark_properties: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    value: Option<&'a RawValue>,
+    #[serde(borrow)]
+    time_extracted: Option<&'a RawValue>,
+    #[serde(borrow)]
+    version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    encoding: Option<&'a RawValue>,
+    #[serde(borrow)]
+    manifest: Option<&'a RawValue>,
 }
 
 /// Keeps an explicit `null` apart from a missing field.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(deserializer).map(Some)
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
-impl Envelope {
+/// A raw JSON value as a string, when it is one.
+fn raw_string(raw: &RawValue) -> Option<String> {
+    if raw.get().starts_with('"') {
+        serde_json::from_str(raw.get()).ok()
+    } else {
+        None
+    }
+}
+
+/// Names the line and message type in a field error.
+struct FieldCheck<'a> {
+    line: u64,
+    bytes: &'a [u8],
+    kind: &'static str,
+}
+
+impl FieldCheck<'_> {
+    fn error(&self, problem: impl Into<String>) -> ReadError {
+        ReadError::Field {
+            line: self.line,
+            kind: self.kind.to_string(),
+            problem: problem.into(),
+            excerpt: excerpt(self.bytes),
+        }
+    }
+
+    /// A field of the envelope as a JSON value (the rarer message types only). Its text was
+    /// checked as JSON already; a number out of range is still an error, at its column.
+    fn decoded(&self, raw: Option<&RawValue>) -> Result<Option<Value>, ReadError> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        serde_json::from_str(raw.get())
+            .map(Some)
+            .map_err(|err| ReadError::Json {
+                line: self.line,
+                column: (raw.get().as_ptr() as usize).saturating_sub(self.bytes.as_ptr() as usize)
+                    + err.column(),
+                reason: strip_position(&err.to_string()),
+                excerpt: excerpt(self.bytes),
+            })
+    }
+
+    /// The `stream` field: a non-empty string.
+    fn stream(&self, stream: Option<&RawValue>) -> Result<String, ReadError> {
+        let Some(raw) = stream else {
+            return Err(self.error("has no \"stream\" field"));
+        };
+        match raw_string(raw) {
+            Some(s) if !s.is_empty() => Ok(s),
+            Some(_) => Err(self.error("has an empty \"stream\"")),
+            None => Err(self.error("has a \"stream\" that is not a string")),
+        }
+    }
+
+    /// An optional array of strings (`key_properties`, `manifest`, …).
+    fn strings(&self, field: &str, value: Option<&RawValue>) -> Result<Vec<String>, ReadError> {
+        match self.decoded(value)? {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s),
+                    _ => Err(self.error(format!("has a non-string item in \"{field}\""))),
+                })
+                .collect(),
+            Some(_) => Err(self.error(format!("has a \"{field}\" that is not an array"))),
+        }
+    }
+
+    /// `version`: a non-negative integer (a float without a fraction too).
+    fn version(&self, value: Option<&RawValue>, required: bool) -> Result<Option<u64>, ReadError> {
+        match self.decoded(value)? {
+            None | Some(Value::Null) if !required => Ok(None),
+            None | Some(Value::Null) => Err(self.error("has no \"version\" field")),
+            Some(v) => v
+                .as_u64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                        .map(|f| f as u64)
+                })
+                .map(Some)
+                .ok_or_else(|| self.error("has a \"version\" that is not a non-negative integer")),
+        }
+    }
+}
+
+/// The message types, by their upper-case names.
+const KINDS: [&str; 5] = ["RECORD", "SCHEMA", "STATE", "ACTIVATE_VERSION", "BATCH"];
+
+impl Envelope<'_> {
     fn into_message(self, line: u64, bytes: &[u8]) -> Result<Parsed, ReadError> {
-        let field_error = |kind: &str, problem: String| ReadError::Field {
+        let Some(kind) = self.kind.as_deref() else {
+            let check = FieldCheck {
+                line,
+                bytes,
+                kind: "Singer",
+            };
+            return Err(check.error("has no \"type\" field"));
+        };
+        // Message types in any case, without an upper-cased copy per line.
+        let Some(known) = KINDS.into_iter().find(|k| k.eq_ignore_ascii_case(kind)) else {
+            return Ok(Parsed::Unknown(kind.to_string()));
+        };
+        let check = FieldCheck {
             line,
-            kind: kind.to_string(),
-            problem,
-            excerpt: excerpt(bytes),
+            bytes,
+            kind: known,
         };
-        let Some(kind) = self.kind else {
-            return Err(field_error("Singer", "has no \"type\" field".into()));
-        };
-        let upper = kind.to_ascii_uppercase();
-        let kind_name = upper.as_str();
-        let stream = |stream: Option<Value>| -> Result<String, ReadError> {
-            match stream {
-                Some(Value::String(s)) if !s.is_empty() => Ok(s),
-                Some(Value::String(_)) => {
-                    Err(field_error(kind_name, "has an empty \"stream\"".into()))
-                }
-                Some(_) => Err(field_error(
-                    kind_name,
-                    "has a \"stream\" that is not a string".into(),
-                )),
-                None => Err(field_error(kind_name, "has no \"stream\" field".into())),
-            }
-        };
-        let strings = |field: &str, value: Option<Value>| -> Result<Vec<String>, ReadError> {
-            match value {
-                None | Some(Value::Null) => Ok(Vec::new()),
-                Some(Value::Array(items)) => items
-                    .into_iter()
-                    .map(|item| match item {
-                        Value::String(s) => Ok(s),
-                        _ => Err(field_error(
-                            kind_name,
-                            format!("has a non-string item in \"{field}\""),
-                        )),
-                    })
-                    .collect(),
-                Some(_) => Err(field_error(
-                    kind_name,
-                    format!("has a \"{field}\" that is not an array"),
-                )),
-            }
-        };
-        let version = |value: Option<Value>, required: bool| -> Result<Option<u64>, ReadError> {
-            match value {
-                None | Some(Value::Null) if !required => Ok(None),
-                None | Some(Value::Null) => {
-                    Err(field_error(kind_name, "has no \"version\" field".into()))
-                }
-                Some(v) => v
-                    .as_u64()
-                    .or_else(|| {
-                        v.as_f64()
-                            .filter(|f| *f >= 0.0 && f.fract() == 0.0)
-                            .map(|f| f as u64)
-                    })
-                    .map(Some)
-                    .ok_or_else(|| {
-                        field_error(
-                            kind_name,
-                            "has a \"version\" that is not a non-negative integer".into(),
-                        )
-                    }),
-            }
-        };
-        let message = match kind_name {
-            "RECORD" => {
-                let stream = stream(self.stream)?;
-                let Some(record) = self.record else {
-                    return Err(field_error("RECORD", "has no \"record\" field".into()));
-                };
-                let Value::Object(object) = record.value else {
-                    return Err(field_error(
-                        "RECORD",
-                        "has a \"record\" that is not a JSON object".into(),
-                    ));
-                };
-                if let Some(pointer) = record.duplicate {
-                    return Err(ReadError::DuplicateKey {
-                        line,
-                        stream,
-                        pointer,
-                        record: Box::new(object),
-                    });
-                }
-                Message::Record(RecordMessage {
-                    stream,
-                    record: object,
-                    time_extracted: match self.time_extracted {
-                        Some(Value::String(s)) => Some(s),
-                        _ => None,
-                    },
-                    version: version(self.version, false)?,
-                })
-            }
-            "SCHEMA" => {
-                let stream = stream(self.stream)?;
-                let schema = match self.schema {
-                    Some(schema @ Value::Object(_)) => schema,
-                    Some(_) => {
-                        return Err(field_error(
-                            "SCHEMA",
-                            "has a \"schema\" that is not a JSON object".into(),
-                        ));
-                    }
-                    None => return Err(field_error("SCHEMA", "has no \"schema\" field".into())),
-                };
-                Message::Schema(SchemaMessage {
-                    stream,
-                    schema,
-                    key_properties: strings("key_properties", self.key_properties)?,
-                    bookmark_properties: strings("bookmark_properties", self.bookmark_properties)?,
-                })
-            }
+        let message = match known {
+            "RECORD" => self.record(&check)?,
+            "SCHEMA" => self.schema(&check)?,
             "STATE" => match self.value {
-                Some(value) => Message::State(StateMessage { value }),
-                None => return Err(field_error("STATE", "has no \"value\" field".into())),
+                Some(raw) => Message::State(StateMessage {
+                    value: check.decoded(Some(raw))?.unwrap_or(Value::Null),
+                }),
+                None => return Err(check.error("has no \"value\" field")),
             },
             "ACTIVATE_VERSION" => Message::ActivateVersion(ActivateVersionMessage {
-                stream: stream(self.stream)?,
-                version: version(self.version, true)?.unwrap_or_default(),
+                stream: check.stream(self.stream)?,
+                version: check.version(self.version, true)?.unwrap_or_default(),
             }),
-            "BATCH" => {
-                let stream = stream(self.stream)?;
-                let Some(encoding) = self.encoding else {
-                    return Err(field_error("BATCH", "has no \"encoding\" field".into()));
-                };
-                if self.manifest.is_none() {
-                    return Err(field_error("BATCH", "has no \"manifest\" field".into()));
-                }
-                Message::Batch(BatchMessage {
-                    stream,
-                    encoding,
-                    manifest: strings("manifest", self.manifest)?,
-                })
-            }
-            _ => return Ok(Parsed::Unknown(kind)),
+            _ => self.batch(&check)?,
         };
         Ok(Parsed::Message(message))
     }
-}
 
-/// A JSON value that remembers the first repeated object key inside it, as a JSON pointer.
-struct StrictValue {
-    value: Value,
-    duplicate: Option<String>,
-}
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor)
-    }
-}
-
-struct StrictVisitor;
-
-impl StrictVisitor {
-    fn plain(value: Value) -> StrictValue {
-        StrictValue {
-            value,
-            duplicate: None,
+    fn record(self, check: &FieldCheck<'_>) -> Result<Message, ReadError> {
+        let stream = check.stream(self.stream)?;
+        let Some(record) = self.record else {
+            return Err(check.error("has no \"record\" field"));
+        };
+        let Value::Object(object) = record.value else {
+            return Err(check.error("has a \"record\" that is not a JSON object"));
+        };
+        if let Some(pointer) = record.duplicate {
+            return Err(ReadError::DuplicateKey {
+                line: check.line,
+                stream,
+                pointer,
+                record: Box::new(object),
+            });
         }
-    }
-}
-
-/// Escapes a key for a JSON pointer (RFC 6901).
-fn pointer_token(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
-}
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = StrictValue;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
+        Ok(Message::Record(RecordMessage {
+            stream,
+            record: object,
+            time_extracted: self.time_extracted.and_then(raw_string),
+            version: check.version(self.version, false)?,
+        }))
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<StrictValue, E> {
-        Ok(Self::plain(Value::Bool(v)))
+    fn schema(self, check: &FieldCheck<'_>) -> Result<Message, ReadError> {
+        let stream = check.stream(self.stream)?;
+        let schema = match check.decoded(self.schema)? {
+            Some(schema @ Value::Object(_)) => schema,
+            Some(_) => return Err(check.error("has a \"schema\" that is not a JSON object")),
+            None => return Err(check.error("has no \"schema\" field")),
+        };
+        Ok(Message::Schema(SchemaMessage {
+            stream,
+            schema,
+            key_properties: check.strings("key_properties", self.key_properties)?,
+            bookmark_properties: check.strings("bookmark_properties", self.bookmark_properties)?,
+        }))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<StrictValue, E> {
-        Ok(Self::plain(Value::from(v)))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<StrictValue, E> {
-        Ok(Self::plain(Value::from(v)))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<StrictValue, E> {
-        Ok(Self::plain(
-            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
-        ))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<StrictValue, E> {
-        Ok(Self::plain(Value::String(v.to_owned())))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<StrictValue, E> {
-        Ok(Self::plain(Value::String(v)))
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<StrictValue, E> {
-        Ok(Self::plain(Value::Null))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<StrictValue, E> {
-        Ok(Self::plain(Value::Null))
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<StrictValue, D::Error> {
-        StrictValue::deserialize(deserializer)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrictValue, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        let mut duplicate = None;
-        while let Some(item) = seq.next_element::<StrictValue>()? {
-            if duplicate.is_none() {
-                if let Some(inner) = item.duplicate {
-                    duplicate = Some(format!("/{}{inner}", items.len()));
-                }
-            }
-            items.push(item.value);
+    fn batch(self, check: &FieldCheck<'_>) -> Result<Message, ReadError> {
+        let stream = check.stream(self.stream)?;
+        let Some(encoding) = check.decoded(self.encoding)? else {
+            return Err(check.error("has no \"encoding\" field"));
+        };
+        if self.manifest.is_none() {
+            return Err(check.error("has no \"manifest\" field"));
         }
-        Ok(StrictValue {
-            value: Value::Array(items),
-            duplicate,
-        })
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictValue, A::Error> {
-        let mut object = Map::new();
-        let mut duplicate = None;
-        while let Some(key) = map.next_key::<String>()? {
-            let item: StrictValue = map.next_value()?;
-            if duplicate.is_none()
-                && let Some(inner) = &item.duplicate
-            {
-                duplicate = Some(format!("/{}{inner}", pointer_token(&key)));
-            }
-            // One hash per key (the entry), not two (a lookup, then an insert).
-            match object.entry(key) {
-                Entry::Vacant(slot) => {
-                    slot.insert(item.value);
-                }
-                Entry::Occupied(mut slot) => {
-                    if duplicate.is_none() {
-                        duplicate = Some(format!("/{}", pointer_token(slot.key())));
-                    }
-                    slot.insert(item.value);
-                }
-            }
-        }
-        Ok(StrictValue {
-            value: Value::Object(object),
-            duplicate,
-        })
+        Ok(Message::Batch(BatchMessage {
+            stream,
+            encoding,
+            manifest: check.strings("manifest", self.manifest)?,
+        }))
     }
 }
 
