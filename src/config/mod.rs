@@ -371,6 +371,9 @@ pub const TARGET_SETTINGS: &[Setting] = &[
     Setting::new("max_reject_ratio", Kind::Number, "Fail the run (exit 1, after the last safe state) when more than this share (0 to 1) of the records is rejected; checked at the end of the input, and during the run once 1000 records have an outcome. Unset: no limit").range(0.0, 1.0).only(Applies::Target),
     Setting::new("nested_values", Kind::Options(&["json_string", "reject", "drop"]), "An array or object where the vendor takes only scalars (Appcues, Userpilot, UserGuiding; Userflow but for change objects): send it as its JSON text, reject the record, or leave the field out; warned once per field. streams.<name>.nested_values overrides it").default("\"json_string\"").only(Applies::Target),
     Setting::new("null_values", Kind::Options(&["clear", "skip"]), "A null value in a record: clear the vendor's value, or leave it alone (as if the field were absent). streams.<name>.null_values overrides it").default("\"clear\"").only(Applies::Target),
+    Setting::new("ledger", Kind::PathOrOff, "The sync ledger (SQLite, created 0600): what each vendor account accepted, so the next run sends only what changed (docs/sync.md). A file; false turns it off; unset: $XDG_STATE_HOME/roster/ledger.sqlite (~/.local/state/roster/ledger.sqlite). Keep it on a volume: without it every record is sent once and the ledger is rebuilt").only(Applies::Target),
+    Setting::new("change_detection", Kind::Boolean, "With a ledger: skip a record whose payload the vendor already accepted (counted skipped, reason unchanged); --full-resync sends everything for one run").default("true").only(Applies::Target),
+    Setting::new("sync_mode", Kind::Options(&["upsert", "update_only", "create_only", "mirror"]), "upsert: create or update; update_only: never create what the destination does not hold; create_only: never change what it holds; mirror: upsert (deletes driven by ACTIVATE_VERSION are the next step). What the destination holds comes from the ledger; records a mode leaves out are skipped with the mode as the reason").default("\"upsert\"").only(Applies::Target),
     Setting::new("streams", Kind::Object, "Per-stream overrides: {\"<stream>\": {\"kind\", \"key\", \"rename\", \"include\", \"exclude\", \"constants\", \"group_key\", \"nested_values\", \"null_values\"}}").only(Applies::Target),
 ];
 
@@ -569,6 +572,53 @@ pub struct TargetSettings {
     /// Per-stream overrides.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamOverride>,
+    /// The sync ledger: a file, `false` (off), or absent (the default file).
+    #[serde(default)]
+    pub ledger: Option<LedgerSetting>,
+    /// Skip records whose payload the vendor already accepted (default: on with a ledger).
+    #[serde(default)]
+    pub change_detection: Option<bool>,
+    /// What a run may create or change.
+    #[serde(default)]
+    pub sync_mode: SyncMode,
+}
+
+/// The `ledger` key: a file, or `true`/`false` for the default file or none.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum LedgerSetting {
+    /// `true`: the default file; `false`: no ledger.
+    On(bool),
+    /// This file (the strings `"false"` and `"off"`, as Meltano and the environment pass them,
+    /// mean no ledger).
+    Path(PathBuf),
+}
+
+/// What a target run may create or change (docs/sync.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Create or update.
+    #[default]
+    Upsert,
+    /// Never create what the destination does not hold.
+    UpdateOnly,
+    /// Never change what the destination holds.
+    CreateOnly,
+    /// Upsert; deletes come with ACTIVATE_VERSION handling.
+    Mirror,
+}
+
+impl SyncMode {
+    /// The mode as config writes it (also the skip reason of a record it leaves out).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Upsert => "upsert",
+            SyncMode::UpdateOnly => "update_only",
+            SyncMode::CreateOnly => "create_only",
+            SyncMode::Mirror => "mirror",
+        }
+    }
 }
 
 /// Overrides for one incoming stream.

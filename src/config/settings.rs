@@ -14,6 +14,8 @@ pub enum Kind {
     Url,
     /// A file path.
     Path,
+    /// A file path, or `true`/`false` (the default file, or none).
+    PathOrOff,
     /// A whole number ≥ 0.
     Integer,
     /// A number ≥ 0.
@@ -172,6 +174,7 @@ impl Setting {
     pub fn schema(&self) -> Value {
         let mut schema = match self.kind {
             Kind::String | Kind::Path => json!({"type": "string"}),
+            Kind::PathOrOff => json!({"type": ["string", "boolean"]}),
             Kind::Url => json!({"type": "string", "format": "uri"}),
             Kind::Integer => json!({"type": "integer", "minimum": 0}),
             Kind::Number => json!({"type": "number", "minimum": 0}),
@@ -241,6 +244,11 @@ impl Setting {
                 .ok()
                 .filter(Value::is_object)
                 .ok_or_else(|| bad("a JSON object")),
+            Kind::PathOrOff => Ok(match raw.trim().to_ascii_lowercase().as_str() {
+                "true" | "on" | "yes" => Value::Bool(true),
+                "false" | "off" | "no" => Value::Bool(false),
+                _ => Value::String(raw.to_string()),
+            }),
             Kind::String | Kind::Url | Kind::Path | Kind::Options(_) => {
                 Ok(Value::String(raw.to_string()))
             }
@@ -274,6 +282,9 @@ impl Setting {
                 .is_string()
                 .then_some(())
                 .ok_or_else(|| problem("a string".into())),
+            Kind::PathOrOff => (value.is_string() || value.is_boolean())
+                .then_some(())
+                .ok_or_else(|| problem("a file path, or true or false".into())),
             Kind::Url => match value.as_str() {
                 Some(text) => url::Url::parse(text)
                     .ok()
@@ -349,6 +360,7 @@ pub fn markdown_table<'a>(settings: impl IntoIterator<Item = &'a Setting>) -> St
             Kind::String => "string".to_string(),
             Kind::Url => "URL".into(),
             Kind::Path => "path".into(),
+            Kind::PathOrOff => "path \\| false".into(),
             Kind::Integer => "integer".into(),
             Kind::Number => "number".into(),
             Kind::Boolean => "boolean".into(),

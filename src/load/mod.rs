@@ -12,6 +12,7 @@
 //! - [`reject`]: the replayable NDJSON reject file.
 //! - [`report`]: counts, the stderr summary, `--report FILE`, the progress bar.
 //! - [`dry_run`]: `--dry-run`'s recording transport and output.
+//! - [`sync`]: the ledger's side of the engine: change detection, `sync_mode`, created/updated.
 //!
 //! The vendor side of the contract is [`crate::vendors::sink`].
 
@@ -26,6 +27,7 @@ pub mod reject;
 pub mod report;
 pub mod route;
 pub mod schema;
+pub mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -65,6 +67,8 @@ pub struct TargetRequest {
     pub report: Option<PathBuf>,
     /// `--max-line-bytes`.
     pub max_line_bytes: usize,
+    /// `--full-resync`: send every record, unchanged or not, and refresh the ledger.
+    pub full_resync: bool,
 }
 
 /// Why a target run failed.
@@ -150,6 +154,9 @@ pub enum TargetError {
     /// The temporary file of held memberships failed.
     #[error(transparent)]
     Hold(#[from] hold::SpillError),
+    /// The ledger could not be read or committed.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
     /// The dry-run output could not be written.
     #[error("cannot write the dry-run output: {0}")]
     DryRunOutput(#[source] std::io::Error),
@@ -203,6 +210,12 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
     )?
     .defaults(settings.nested_values, settings.null_values);
     let sink = build_sink(&request.config, &settings, dry_run.as_ref())?;
+    let sync = sync::Sync::open(
+        &request.config,
+        &settings,
+        request.dry_run,
+        request.full_resync,
+    )?;
     if dry_run.is_none()
         && let Err(err) = sink.check().await
     {
@@ -281,6 +294,7 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         },
         hold_bound: hold::memory_bound_from_env(),
         max_reject_ratio: settings.max_reject_ratio,
+        sync,
     };
     let (result, report) = engine::run(parts, input).await;
     if let Some(aside) = replayed {
@@ -366,6 +380,13 @@ fn check_paths(request: &TargetRequest, settings: &TargetSettings) -> Result<(),
         }
     } else {
         outputs.push(("reject_file", &reject_file));
+    }
+    let ledger = match &settings.ledger {
+        Some(crate::config::LedgerSetting::Path(path)) => Some(path.clone()),
+        _ => None,
+    };
+    if let Some(path) = ledger.as_deref() {
+        outputs.push(("ledger", path));
     }
     for (i, (name, path)) in outputs.iter().enumerate() {
         let is_input = match request.input.as_deref() {
@@ -465,6 +486,7 @@ pub async fn run_parts<W: Write>(
             write_window: crate::http::DEFAULT_MAX_CONCURRENCY,
             hold_bound: hold::memory_bound_from_env(),
             max_reject_ratio: None,
+            sync: sync::Sync::off(),
         },
         input,
     )

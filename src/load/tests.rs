@@ -296,6 +296,7 @@ async fn run_full(
             write_window: crate::http::DEFAULT_MAX_CONCURRENCY,
             hold_bound,
             max_reject_ratio,
+            sync: super::sync::Sync::off(),
         },
         rx,
     )
