@@ -428,74 +428,17 @@ impl Ledger {
                 .conn
                 .transaction()
                 .map_err(sql(&path, "starting a commit"))?;
-            {
-                let mut write = tx
-                    .prepare_cached(
-                        "INSERT INTO entries (scope, kind, key, group_key, stream, hash, held, written_at, version)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                         ON CONFLICT (scope, kind, key, group_key) DO UPDATE SET
-                           stream = excluded.stream, hash = excluded.hash, held = excluded.held,
-                           written_at = excluded.written_at,
-                           version = COALESCE(excluded.version, entries.version)",
-                    )
-                    .map_err(sql(&path, "preparing a commit"))?;
-                let mut seen = tx
-                    .prepare_cached(
-                        "UPDATE entries SET version = ?5
-                         WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
-                    )
-                    .map_err(sql(&path, "preparing a commit"))?;
-                let mut unknown = tx
-                    .prepare_cached(
-                        "UPDATE entries SET hash = NULL
-                         WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
-                    )
-                    .map_err(sql(&path, "preparing a commit"))?;
-                for change in &self.staged {
-                    match change {
-                        Change::Written {
-                            key,
-                            stream,
-                            entry,
-                            at,
-                        } => write.execute(params![
-                            self.scope,
-                            key.kind.as_str(),
-                            key.key,
-                            key.group,
-                            stream,
-                            hash_bytes(entry.hash),
-                            i64::from(entry.held),
-                            at,
-                            version_sql(entry.version),
-                        ]),
-                        Change::Seen { key, version } => seen.execute(params![
-                            self.scope,
-                            key.kind.as_str(),
-                            key.key,
-                            key.group,
-                            version_sql(Some(*version)),
-                        ]),
-                        Change::Unknown { key } => unknown.execute(params![
-                            self.scope,
-                            key.kind.as_str(),
-                            key.key,
-                            key.group,
-                        ]),
-                    }
-                    .map_err(sql(&path, "writing an entry"))?;
-                }
-                if let Some(state) = state {
-                    tx.execute(
-                        "UPDATE scopes SET state = ?2, state_at = ?3 WHERE id = ?1",
-                        params![
-                            self.scope,
-                            state.to_string(),
-                            chrono::Utc::now().timestamp()
-                        ],
-                    )
-                    .map_err(sql(&path, "writing the state"))?;
-                }
+            write_changes(&tx, self.scope, &self.staged).map_err(sql(&path, "writing entries"))?;
+            if let Some(state) = state {
+                tx.execute(
+                    "UPDATE scopes SET state = ?2, state_at = ?3 WHERE id = ?1",
+                    params![
+                        self.scope,
+                        state.to_string(),
+                        chrono::Utc::now().timestamp()
+                    ],
+                )
+                .map_err(sql(&path, "writing the state"))?;
             }
             tx.commit().map_err(sql(&path, "committing"))?;
         }
@@ -582,6 +525,61 @@ impl Ledger {
             .flatten();
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
+}
+
+/// Applies staged changes inside a transaction.
+fn write_changes(
+    tx: &rusqlite::Transaction<'_>,
+    scope: i64,
+    changes: &[Change],
+) -> Result<(), rusqlite::Error> {
+    let mut write = tx.prepare_cached(
+        "INSERT INTO entries (scope, kind, key, group_key, stream, hash, held, written_at, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (scope, kind, key, group_key) DO UPDATE SET
+           stream = excluded.stream, hash = excluded.hash, held = excluded.held,
+           written_at = excluded.written_at,
+           version = COALESCE(excluded.version, entries.version)",
+    )?;
+    let mut seen = tx.prepare_cached(
+        "UPDATE entries SET version = ?5
+         WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
+    )?;
+    let mut unknown = tx.prepare_cached(
+        "UPDATE entries SET hash = NULL
+         WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
+    )?;
+    for change in changes {
+        match change {
+            Change::Written {
+                key,
+                stream,
+                entry,
+                at,
+            } => write.execute(params![
+                scope,
+                key.kind.as_str(),
+                key.key,
+                key.group,
+                stream,
+                hash_bytes(entry.hash),
+                i64::from(entry.held),
+                at,
+                version_sql(entry.version),
+            ])?,
+            Change::Seen { key, version } => seen.execute(params![
+                scope,
+                key.kind.as_str(),
+                key.key,
+                key.group,
+                version_sql(Some(*version)),
+            ])?,
+            Change::Unknown { key } => {
+                unknown.execute(params![scope, key.kind.as_str(), key.key, key.group])?
+            }
+        };
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -56,6 +56,8 @@ pub fn run_args(config: &Path, input: &str, args: &[&str], env: &[(&str, &str)])
         .args(args)
         .env("ROSTER_LOG", "warn")
         .env_remove("ROSTER_ZERO_DELAYS")
+        // The default ledger lives beside the config: one per test, kept across its runs.
+        .env("XDG_STATE_HOME", config.parent().unwrap_or(Path::new(".")))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -214,6 +216,7 @@ pub fn assert_state_follows_writes(
         .arg(config)
         .env("ROSTER_LOG", "warn")
         .env_remove("ROSTER_ZERO_DELAYS")
+        .env("XDG_STATE_HOME", config.parent().unwrap_or(Path::new(".")))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
