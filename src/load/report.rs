@@ -282,20 +282,19 @@ impl Report {
             // Stream names and reasons come from the input: escaped like every log value.
             let name = crate::cli::logging::escape(name);
             out.push_str(&format!(
-                "  {name} → {}: {} in, {} {sent}{}, {} rejected, {} skipped{}{}{}\n",
+                "  {name} → {}: {} in, {} {sent}, {} rejected, {} skipped{}{}{}\n",
                 c.kind.unwrap_or("not written"),
                 c.records_in,
                 c.sent,
-                sent_parts(c),
                 c.rejected,
                 c.skipped,
-                skipped_parts(c),
                 unprocessed(c.unprocessed),
                 c.skip_reason
                     .as_deref()
                     .filter(|r| !matches!(*r, UNCHANGED | "update_only" | "create_only"))
                     .map(|r| format!(" ({})", crate::cli::logging::escape_max(r, 4096)))
                     .unwrap_or_default(),
+                breakdown(c),
             ));
         }
         if self.totals.unprocessed > 0 {
@@ -320,17 +319,16 @@ impl Report {
         // The columns always add up to the records read: what the run stopped before giving an
         // outcome is shown as "unprocessed".
         format!(
-            "target-roster {verb} to {}: {} in {:.1} s ({:.0}/s): {} {sent}{}, {} rejected, {} skipped{}{}\n",
+            "target-roster {verb} to {}: {} in {:.1} s ({:.0}/s): {} {sent}, {} rejected, {} skipped{}{}\n",
             self.vendor,
             plural(self.totals.records_in, "record"),
             self.duration_seconds,
             rate,
             self.totals.sent,
-            sent_parts(&self.totals),
             self.totals.rejected,
             self.totals.skipped,
-            skipped_parts(&self.totals),
             unprocessed(self.totals.unprocessed),
+            breakdown(&self.totals),
         )
     }
 
@@ -411,37 +409,26 @@ fn unprocessed(n: u64) -> String {
     }
 }
 
-/// ` (1 created, 2 updated)`: the parts of `sent` that are not zero.
-fn sent_parts(c: &StreamCounts) -> String {
-    let parts: Vec<String> = [
+/// `; 1 created, 2 updated, 27 unchanged, 1 update_only`: how the ledger and the sync mode
+/// split `sent` and `skipped` (only the parts that are not zero; nothing without any).
+fn breakdown(c: &StreamCounts) -> String {
+    let mut parts: Vec<String> = [
         (c.created, "created"),
         (c.updated, "updated"),
         (c.deleted, "deleted"),
+        (c.unchanged, "unchanged"),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)
     .map(|(n, what)| format!("{n} {what}"))
     .collect();
-    if parts.is_empty() || c.upserted == c.sent {
-        String::new()
-    } else {
-        format!(" ({})", parts.join(", "))
-    }
-}
-
-/// ` (5 unchanged, 1 update_only)`: the parts of `skipped` the ledger and the mode decided.
-fn skipped_parts(c: &StreamCounts) -> String {
-    let mut parts = Vec::new();
-    if c.unchanged > 0 {
-        parts.push(format!("{} unchanged", c.unchanged));
-    }
     for (mode, n) in &c.left_out {
         parts.push(format!("{n} {mode}"));
     }
     if parts.is_empty() {
         String::new()
     } else {
-        format!(" ({})", parts.join(", "))
+        format!("; {}", parts.join(", "))
     }
 }
 

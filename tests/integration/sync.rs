@@ -78,7 +78,10 @@ fn a_second_run_over_the_same_input_sends_no_write() {
     assert_eq!(users["skipped"], 20, "{report}");
     assert_eq!(users["unchanged"], 20, "{report}");
     assert_eq!(users["skip_reason"], "unchanged", "{report}");
-    assert!(stderr.contains("20 skipped (20 unchanged)"), "{stderr}");
+    assert!(
+        stderr.contains("0 sent, 0 rejected, 20 skipped; 20 unchanged"),
+        "{stderr}"
+    );
     // The state still moves on: every record has an outcome.
     assert_eq!(
         target_common::last_state(&out).as_deref(),

@@ -56,7 +56,9 @@ pub fn run_args(config: &Path, input: &str, args: &[&str], env: &[(&str, &str)])
         .args(args)
         .env("ROSTER_LOG", "warn")
         .env_remove("ROSTER_ZERO_DELAYS")
-        // The default ledger lives beside the config: one per test, kept across its runs.
+        // The default ledger (docs/sync.md) lives beside the config: one per test, kept across
+        // its runs (.cargo/config.toml turns the default off for every other test).
+        .env_remove("ROSTER_NO_DEFAULT_LEDGER")
         .env("XDG_STATE_HOME", config.parent().unwrap_or(Path::new(".")))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -69,7 +71,10 @@ pub fn run_args(config: &Path, input: &str, args: &[&str], env: &[(&str, &str)])
     let input = input.to_string();
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
+    // A target that stops before reading all of its input (refused credentials) closes stdin.
+    if let Err(err) = writer.join().unwrap() {
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+    }
     out
 }
 
@@ -216,6 +221,7 @@ pub fn assert_state_follows_writes(
         .arg(config)
         .env("ROSTER_LOG", "warn")
         .env_remove("ROSTER_ZERO_DELAYS")
+        .env_remove("ROSTER_NO_DEFAULT_LEDGER")
         .env("XDG_STATE_HOME", config.parent().unwrap_or(Path::new(".")))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
