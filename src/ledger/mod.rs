@@ -413,9 +413,11 @@ impl Ledger {
         self.staged.push(Change::Seen { key, version });
     }
 
-    /// Changes staged and not committed.
+    /// Changes staged and not committed, or half the keys this run remembers (a dry run stages
+    /// nothing but remembers what it would have sent; in-flight keys stay), whichever is more:
+    /// what a commit frees.
     pub fn staged(&self) -> usize {
-        self.staged.len()
+        self.staged.len().max(self.expected.len() / 2)
     }
 
     /// Commits every staged change in one transaction, with `state` (the STATE the engine is
