@@ -175,3 +175,19 @@ fn without_a_ledger_everything_is_sent_and_counted_as_upserted() {
         Some(Class::Upserted)
     );
 }
+
+#[test]
+fn the_ledger_key_takes_a_file_or_false_as_json_meltano_and_the_environment_write_it() {
+    let settings = |value: serde_json::Value| -> TargetSettings {
+        crate::config::typed(json!({"ledger": value}).as_object().unwrap()).unwrap()
+    };
+    assert_eq!(ledger_path(&settings(json!(false))).unwrap(), None);
+    assert_eq!(ledger_path(&settings(json!("false"))).unwrap(), None);
+    assert_eq!(ledger_path(&settings(json!("off"))).unwrap(), None);
+    assert_eq!(
+        ledger_path(&settings(json!("/data/l.sqlite"))).unwrap(),
+        Some(PathBuf::from("/data/l.sqlite"))
+    );
+    let err = ledger_path(&settings(json!(""))).unwrap_err().to_string();
+    assert!(err.contains("\"ledger\""), "{err}");
+}
