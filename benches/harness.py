@@ -20,6 +20,8 @@ Sections (each measured whole-process: wall time, CPU time, peak RSS from wait4'
   5,000 upserts, not told R (requests_per_second: 0, adaptive discovery) and told it.
 - bulk: benches/bulk.sh (1,000,000 users through Appcues and Userpilot bulk), when present.
 - sandbox: benches/sandbox_upserts.rs against the release roster-sandbox process.
+- ledger: the second run over N unchanged Userflow users (docs/sync.md): it must send no write;
+  its time and peak RSS beside a dry run of the same input, and the ledger's size on disk.
 
 Every comparison is a ratio of figures measured in the same run.
 """
@@ -41,7 +43,7 @@ import common  # noqa: E402
 import tap_userflow  # noqa: E402
 from common import BENCH, OUT, PEERS, ROOT, Sandbox, check, log, measure, median  # noqa: E402
 
-SECTIONS = ["protocol", "tap", "upserts", "rate", "bulk", "sandbox"]
+SECTIONS = ["protocol", "tap", "upserts", "rate", "bulk", "sandbox", "ledger"]
 USERFLOW_KEY = "sandbox-userflow-key"
 USERPILOT_KEY = "sandbox-userpilot-key"
 
@@ -431,6 +433,56 @@ def parse_bulk(text):
     return rows
 
 
+# --- the ledger: a second run over unchanged users ------------------------------------------
+def ledger(args, release, work, table, results):
+    n = args.ledger_users
+    path = input_file(n)
+    log(f"== ledger: {n:,} Userflow users, then the same again (unchanged)")
+    db = work / "ledger.sqlite"
+    env = roster_env()
+    env.pop("ROSTER_NO_DEFAULT_LEDGER", None)
+    with Sandbox(release / "roster-sandbox", "--users", 0, "--groups", 0, "--log-capacity", 1000) as sandbox:
+        config = work / "roster-ledger.json"
+        config.write_text(json.dumps(
+            {"vendor": "userflow", "base_url": f"{sandbox.base}/userflow", "api_key": USERFLOW_KEY,
+             "reject_file": str(work / "rejects-ledger.ndjson"), "ledger": str(db)}))
+        argv = [str(release / "target-roster"), "--config", str(config)]
+        first = check(measure(argv, work / "ledger-first.out", stdin_path=path, env=env), argv, work / "ledger-first.out")
+        log(f"   first run (fills the ledger): {first['wall_s']:.2f} s, {first['peak_rss_mb']:.1f} MB")
+
+        def writes_before():
+            stats = sandbox.admin("GET", "stats")["vendors"].get("userflow", {})
+            counts["before"] = stats.get("requests", 0)
+
+        def no_writes(out, result):
+            stats = sandbox.admin("GET", "stats")["vendors"].get("userflow", {})
+            # The connection check is one GET; anything more would be a write.
+            result["requests"] = stats.get("requests", 0) - counts["before"]
+            if result["requests"] > 1:
+                raise SystemExit(f"the second run sent {result['requests']} requests, expected the one connection check")
+
+        counts = {}
+        second = summarize(runs_of(argv, args.runs, work, "ledger-second", stdin_path=path, env=env,
+                                   before=writes_before, after=no_writes), n)
+        plain = dict(env, ROSTER_NO_DEFAULT_LEDGER="1")
+        dry_config = work / "roster-ledger-dry.json"
+        dry_config.write_text(json.dumps(
+            {"vendor": "userflow", "base_url": f"{sandbox.base}/userflow", "api_key": USERFLOW_KEY, "ledger": False}))
+        dry_argv = [str(release / "target-roster"), "--config", str(dry_config), "--dry-run", "--dry-run-output", "/dev/null"]
+        dry = summarize(runs_of(dry_argv, args.runs, work, "ledger-dry", stdin_path=path, env=plain), n)
+    size = sum(f.stat().st_size for f in work.glob("ledger.sqlite*"))
+    requests = max(r["requests"] for r in second["runs"])
+    table.add("ledger", "target-roster, second run", f"{n:,} unchanged Userflow users, ledger {size / 1e6:.0f} MB on disk "
+              f"({size / n:.0f} B per user)", fmt(second["median_wall_s"], 2), f"{fmt(second['records_per_s'])} rec/s",
+              fmt(second["median_cpu_s"], 1), fmt(second["median_peak_rss_mb"], 1),
+              f"{requests} request(s) (the connection check), 0 writes; dry run of the same input without a ledger: "
+              f"{dry['median_wall_s']:.2f} s, {dry['median_peak_rss_mb']:.1f} MB",
+              "0 writes, no slower than the dry run, RSS < 100 MB: "
+              + verdict(requests <= 1 and second["median_wall_s"] <= dry["median_wall_s"] * 1.05
+                        and second["median_peak_rss_mb"] < 100))
+    results["ledger"] = {"users": n, "first": first, "second": second, "dry_run": dry, "ledger_bytes": size}
+
+
 # --- sandbox throughput (benches/sandbox_upserts.rs) ----------------------------------------
 
 def sandbox(args, release, work, table, results):
@@ -485,6 +537,7 @@ def main():
                    help="run the rate cases one after another (default: all at once, each with its own sandbox)")
     p.add_argument("--bulk-users", type=int, help="bulk users (default 1,000,000)")
     p.add_argument("--sandbox-requests", type=int, help="sandbox throughput requests (default 200,000)")
+    p.add_argument("--ledger-users", type=int, help="users of the ledger's second run (default 1,000,000)")
     p.add_argument("--parallel-peers", action="store_true",
                    help="run the two single-threaded Python peers of the protocol section side by side "
                         "(one core each; halves the section's time on 2 cores)")
@@ -494,7 +547,7 @@ def main():
     defaults = dict(runs=1 if quick else 3, records=20_000 if quick else 1_000_000, users=2_000 if quick else 100_000,
                     tap_big_users=0 if quick else 500_000, upserts=2_000 if quick else 50_000,
                     rate_n=200 if quick else 5_000, bulk_users=20_000 if quick else 1_000_000,
-                    sandbox_requests=20_000 if quick else 200_000)
+                    sandbox_requests=20_000 if quick else 200_000, ledger_users=20_000 if quick else 1_000_000)
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)

@@ -16,6 +16,8 @@
 //! - [`vendors`]: one room per vendor (config, streams, writer) and the registry that names them.
 //! - [`tap`]: the tap engine: selection, paging, SCHEMA/RECORD/STATE.
 //! - [`load`]: the target engine: routing, validation, ordered delivery, ack-ordered STATE.
+//! - [`ledger`]: the sync ledger (SQLite): what each vendor account accepted, for change
+//!   detection and sync modes.
 //! - [`fsutil`]: private (0600) output files, and telling whether two paths are one file.
 //! - [`cli`]: the command lines, `--about`, logging to stderr; [`exit`]: exit codes.
 //!
@@ -31,6 +33,7 @@ pub mod config;
 pub mod exit;
 pub mod fsutil;
 pub mod http;
+pub mod ledger;
 pub mod load;
 pub mod model;
 pub mod scim;

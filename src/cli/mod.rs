@@ -115,6 +115,10 @@ pub struct TargetArgs {
     /// The longest input line accepted, in bytes (Meltano's default limit is 50 MiB).
     #[arg(long, value_name = "BYTES", default_value_t = crate::singer::DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
+    /// Send every record for this run, unchanged or not, and refresh the ledger (change
+    /// detection is off for the run).
+    #[arg(long, conflicts_with = "test")]
+    pub full_resync: bool,
     /// Send one request that checks the credentials and the base URL, read-only where the
     /// vendor has a read endpoint; read no input, then exit 0 (it worked) or 1.
     #[arg(long, conflicts_with_all = ["dry_run", "input"])]
@@ -286,6 +290,7 @@ pub fn run_target(args: TargetArgs) -> ExitCode {
         dry_run_output: args.dry_run_output.clone(),
         report: args.report.clone(),
         max_line_bytes: args.max_line_bytes,
+        full_resync: args.full_resync,
     };
     exit::finish(
         "target-roster",

@@ -500,6 +500,53 @@ pub struct TargetSettings {
     /// What to do with a duplicate identity.
     #[serde(default)]
     pub on_duplicate_identity: OnDuplicateIdentity,
+    /// The sync ledger: a file, `false` (off), or absent (the default file).
+    #[serde(default)]
+    pub ledger: Option<LedgerSetting>,
+    /// Skip records whose payload the vendor already accepted (default: on with a ledger).
+    #[serde(default)]
+    pub change_detection: Option<bool>,
+    /// What a run may create or change.
+    #[serde(default)]
+    pub sync_mode: SyncMode,
+}
+
+/// The `ledger` key: a file, or `true`/`false` for the default file or none.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum LedgerSetting {
+    /// `true`: the default file; `false`: no ledger.
+    On(bool),
+    /// This file (the strings `"false"` and `"off"`, as Meltano and the environment pass them,
+    /// mean no ledger).
+    Path(PathBuf),
+}
+
+/// What a target run may create or change (docs/sync.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Create or update.
+    #[default]
+    Upsert,
+    /// Never create what the destination does not hold.
+    UpdateOnly,
+    /// Never change what the destination holds.
+    CreateOnly,
+    /// Upsert; deletes come with ACTIVATE_VERSION handling.
+    Mirror,
+}
+
+impl SyncMode {
+    /// The mode as config writes it (also the skip reason of a record it leaves out).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Upsert => "upsert",
+            SyncMode::UpdateOnly => "update_only",
+            SyncMode::CreateOnly => "create_only",
+            SyncMode::Mirror => "mirror",
+        }
+    }
 }
 
 /// What the target does with a users record whose identity duplicates an earlier one's.

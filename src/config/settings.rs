@@ -14,6 +14,8 @@ pub enum Kind {
     Url,
     /// A file path.
     Path,
+    /// A file path, or `true`/`false` (the default file, or none).
+    PathOrOff,
     /// A whole number ≥ 0.
     Integer,
     /// A number ≥ 0.
@@ -172,6 +174,7 @@ impl Setting {
     pub fn schema(&self) -> Value {
         let mut schema = match self.kind {
             Kind::String | Kind::Path => json!({"type": "string"}),
+            Kind::PathOrOff => json!({"type": ["string", "boolean"]}),
             Kind::Url => json!({"type": "string", "format": "uri"}),
             Kind::Integer => json!({"type": "integer", "minimum": 0}),
             Kind::Number => json!({"type": "number", "minimum": 0}),
@@ -241,6 +244,11 @@ impl Setting {
                 .ok()
                 .filter(Value::is_object)
                 .ok_or_else(|| bad("a JSON object")),
+            Kind::PathOrOff => Ok(match raw.trim().to_ascii_lowercase().as_str() {
+                "true" | "on" | "yes" => Value::Bool(true),
+                "false" | "off" | "no" => Value::Bool(false),
+                _ => Value::String(raw.to_string()),
+            }),
             Kind::String | Kind::Url | Kind::Path | Kind::Options(_) => {
                 Ok(Value::String(raw.to_string()))
             }
@@ -274,6 +282,9 @@ impl Setting {
                 .is_string()
                 .then_some(())
                 .ok_or_else(|| problem("a string".into())),
+            Kind::PathOrOff => (value.is_string() || value.is_boolean())
+                .then_some(())
+                .ok_or_else(|| problem("a file path, or true or false".into())),
             Kind::Url => match value.as_str() {
                 Some(text) => url::Url::parse(text)
                     .ok()
@@ -349,6 +360,7 @@ pub fn markdown_table<'a>(settings: impl IntoIterator<Item = &'a Setting>) -> St
             Kind::String => "string".to_string(),
             Kind::Url => "URL".into(),
             Kind::Path => "path".into(),
+            Kind::PathOrOff => "path \\| false".into(),
             Kind::Integer => "integer".into(),
             Kind::Number => "number".into(),
             Kind::Boolean => "boolean".into(),
@@ -448,6 +460,9 @@ pub const TARGET_SETTINGS: &[Setting] = &[
     Setting::new("null_values", Kind::Options(&["clear", "skip"]), "A null value in a record: clear the vendor's value, or leave it alone (as if the field were absent). streams.<name>.null_values overrides it").default("\"clear\"").only(Applies::Target),
     Setting::new("sync_log", Kind::Path, "File that receives the run's sync log as Singer messages (streams _roster_sync_log: one row per record with its action and reason; _roster_rejects: the rejected records), for `target-postgres < FILE`; created 0600, one per run: an existing file is renamed to FILE.<its time> first. Unset: none").only(Applies::Target),
     Setting::new("on_duplicate_identity", Kind::Options(&["warn", "reject"]), "One email on several user keys, or user keys that differ only in case or surrounding whitespace: warn (and send), or reject the later records to the reject file, naming the earlier key and line").default("\"warn\"").only(Applies::Target),
+    Setting::new("ledger", Kind::PathOrOff, "The sync ledger (SQLite, created 0600): what each vendor account accepted, so the next run sends only what changed (docs/sync.md). A file; false turns it off; unset: $XDG_STATE_HOME/roster/ledger.sqlite (~/.local/state/roster/ledger.sqlite). Keep it on a volume: without it every record is sent once and the ledger is rebuilt").only(Applies::Target),
+    Setting::new("change_detection", Kind::Boolean, "With a ledger: skip a record whose payload the vendor already accepted (counted skipped, reason unchanged); --full-resync sends everything for one run").default("true").only(Applies::Target),
+    Setting::new("sync_mode", Kind::Options(&["upsert", "update_only", "create_only", "mirror"]), "upsert: create or update; update_only: never create what the destination does not hold; create_only: never change what it holds; mirror: upsert (deletes driven by ACTIVATE_VERSION are the next step). What the destination holds comes from the ledger; records a mode leaves out are skipped with the mode as the reason").default("\"upsert\"").only(Applies::Target),
     Setting::new("streams", Kind::Object, "Per-stream overrides: {\"<stream>\": {\"kind\", \"key\", \"rename\", \"include\", \"exclude\", \"constants\", \"group_key\", \"nested_values\", \"null_values\"}}").only(Applies::Target),
 ];
 

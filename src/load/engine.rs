@@ -10,7 +10,11 @@
 //! is sent, writes in flight finish, the last safe state is printed. A second signal stops at
 //! once.
 
-use std::collections::{BTreeMap, HashMap};
+mod close;
+mod outcomes;
+mod pairs;
+
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +29,9 @@ use crate::http::shutdown::{STOP_DEADLINE, Shutdown, Signals};
 use crate::singer::{
     Message, Object, ReadError, ReadMessage, RecordMessage, SchemaMessage, SingerWriter,
 };
-use crate::sink::{Acks, Kind, Op, Origin, Outcome, Refusal, Settlement, Sink, SinkError, Ticket};
+use crate::sink::{
+    Acks, Kind, Op, Origin, Outcome, Plan, Refusal, Settlement, Sink, SinkError, Ticket,
+};
 
 use super::TargetError;
 use super::ack::AckTracker;
@@ -33,10 +39,11 @@ use super::dispatch::{Dispatcher, Written};
 use super::dry_run::DryRunOutput;
 use super::hold::Held;
 use super::identity::{IdentityGuard, Screened};
-use super::reject::{Reject, RejectFile};
+use super::reject::RejectFile;
 use super::report::{Report, StreamCounts, Tally};
-use super::route::{Route, Router};
+use super::route::{Route, Router, StreamMap};
 use super::schema::StreamSchema;
+use super::sync::{Class, Decision, Sync};
 use super::sync_log::SyncLog;
 
 /// Ops handed to the sink and not yet written, at most: bounds memory and keeps the reader from
@@ -56,11 +63,6 @@ pub const MAX_CONSECUTIVE_TRANSIENT: u32 = 20;
 /// checked at the end of the input): enough that a few bad rows at the top of a file do not stop
 /// a run whose rest is fine.
 pub const REJECT_RATIO_MIN_OUTCOMES: u64 = 1000;
-/// A reject reason for the membership a users row's `group_key` names.
-fn membership_reason(group: &str, reason: &str) -> String {
-    format!("its membership in group {group:?} (from group_key): {reason}")
-}
-
 /// How often the loop wakes up with nothing to do (progress bar, lingering batches).
 const HEARTBEAT: Duration = Duration::from_millis(250);
 
@@ -84,6 +86,8 @@ pub struct Parts<W: Write> {
     pub hold_bound: usize,
     /// The share of rejects past which the run fails (`None`: no limit).
     pub max_reject_ratio: Option<f64>,
+    /// The ledger, change detection and the sync mode.
+    pub sync: Sync,
     /// `sync_log`: every record's outcome as Singer messages (`None`: off).
     pub sync_log: Option<SyncLog>,
     /// The duplicate-identity guard (`None`: off).
@@ -97,6 +101,8 @@ struct Stream {
     route: Route,
     kind: Option<&'static str>,
     counts: StreamCounts,
+    /// The Singer `version` of the stream's latest RECORD.
+    version: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,8 +143,9 @@ struct Engine<W: Write> {
     /// Records written as two ops (a users row and the membership its `group_key` names): each
     /// op's ticket → the other's, and whether it is the membership half.
     pairs: HashMap<Ticket, (Ticket, Option<String>)>,
-    /// The first half of a pair to settle, waiting for the other.
-    halves: HashMap<Ticket, Settlement>,
+    /// The first half of a pair to settle, waiting for the other, and how it counts.
+    halves: HashMap<Ticket, (Settlement, Option<Class>)>,
+    sync: Sync,
     sync_log: Option<SyncLog>,
     identity: Option<IdentityGuard>,
 }
@@ -151,44 +158,7 @@ pub async fn run<W: Write>(
 ) -> (Result<(), TargetError>, Report) {
     let (acks, mut settled) = Acks::channel();
     let (written_tx, mut written) = mpsc::unbounded_channel::<Written>();
-    let held = parts
-        .sink
-        .holds_memberships()
-        .then(|| Held::new(parts.hold_bound));
-    let mut engine = Engine {
-        held,
-        dispatcher: Dispatcher::new(
-            parts.sink.clone(),
-            acks.clone(),
-            written_tx,
-            parts.write_window,
-        ),
-        router: parts.router.nested_rule(parts.sink.nested_rule()),
-        sink: parts.sink,
-        on_invalid: parts.on_invalid,
-        rejects: parts.rejects,
-        dry: parts.dry_run,
-        out: parts.out,
-        tracker: AckTracker::new(),
-        tally: Tally::new(),
-        acks,
-        streams: Vec::new(),
-        by_name: HashMap::new(),
-        last_emit: None,
-        last_state: None,
-        consecutive_transient: 0,
-        totals: (0, 0, 0),
-        phase: Phase::Reading,
-        failure: None,
-        warned_activate_version: false,
-        max_reject_ratio: parts.max_reject_ratio,
-        skipped: 0,
-        input_ended: false,
-        pairs: HashMap::new(),
-        halves: HashMap::new(),
-        sync_log: parts.sync_log,
-        identity: parts.identity,
-    };
+    let mut engine = Engine::new(parts, acks, written_tx);
     let mut signals = Signals::new();
     let mut flush: Option<JoinHandle<Result<(), SinkError>>> = None;
     let mut hard_stop = false;
@@ -212,20 +182,11 @@ pub async fn run<W: Write>(
         tokio::select! {
             biased;
             Some(signal) = signals.recv() => {
-                if engine.phase == Phase::Stopping {
-                    tracing::warn!("{signal} again: stopping without waiting for requests in flight");
+                if engine.signalled(signal, &mut flush) {
                     hard_stop = true;
                     break;
                 }
-                tracing::warn!("{signal}: sending nothing new, waiting for requests in flight, then writing the last safe state");
-                // Every wait (Retry-After, backoff, pacing, job polls) ends now; a request on
-                // the wire gets the grace to answer.
-                Shutdown::process().begin();
                 stop_by = Some(Instant::now() + STOP_DEADLINE);
-                if let Some(task) = flush.take() {
-                    task.abort();
-                }
-                engine.stop(TargetError::Stopped { signal, state_printed: true });
             }
             () = sleep_until_or_never(stop_by) => {
                 tracing::warn!(
@@ -239,27 +200,13 @@ pub async fn run<W: Write>(
             Some(settlement) = settled.recv() => engine.settled(settlement),
             Some(done) = written.recv() => engine.written(done),
             message = input.recv(), if can_read => match message {
-                None => {
-                    engine.input_ended = true;
-                    if engine.held.as_ref().is_some_and(|h| !h.is_empty()) {
-                        engine.phase = Phase::Releasing;
-                        engine.release_at_end();
-                    } else {
-                        engine.dispatcher.dispatch_all();
-                        engine.phase = Phase::Draining;
-                    }
-                }
+                None => engine.input_end(),
                 Some(message) => engine.message(message),
             },
             Some(result) = OptionFuture::from(flush.as_mut()), if flush.is_some() => {
                 flush = None;
-                match result {
-                    Ok(Ok(())) => break,
-                    Ok(Err(err)) => engine.stop(TargetError::Sink(err)),
-                    Err(join) => engine.stop(TargetError::Sink(SinkError::Vendor {
-                        vendor: engine.sink.vendor(),
-                        detail: format!("the writer's flush did not finish: {join}"),
-                    })),
+                if engine.flushed(result) {
+                    break;
                 }
             }
             () = tokio::time::sleep_until(wake.into()) => {
@@ -274,22 +221,119 @@ pub async fn run<W: Write>(
         while let Ok(settlement) = settled.try_recv() {
             engine.settled(settlement);
         }
-        let unsettled = engine.tracker.unsettled();
-        if engine.failure.is_none() && unsettled > 0 {
-            engine.failure = Some(TargetError::Unsettled {
-                vendor: engine.sink.vendor(),
-                count: unsettled,
-            });
-        }
-        if engine.failure.is_none() {
-            engine.check_reject_ratio(true);
-        }
+        engine.check_at_end();
     }
     engine.emit(true);
     engine.finish()
 }
 
 impl<W: Write> Engine<W> {
+    fn new(parts: Parts<W>, acks: Acks, written: mpsc::UnboundedSender<Written>) -> Self {
+        let held = parts
+            .sink
+            .holds_memberships()
+            .then(|| Held::new(parts.hold_bound));
+        Engine {
+            held,
+            dispatcher: Dispatcher::new(
+                parts.sink.clone(),
+                acks.clone(),
+                written,
+                parts.write_window,
+            ),
+            router: parts.router.nested_rule(parts.sink.nested_rule()),
+            sink: parts.sink,
+            on_invalid: parts.on_invalid,
+            rejects: parts.rejects,
+            dry: parts.dry_run,
+            out: parts.out,
+            tracker: AckTracker::new(),
+            tally: Tally::new(),
+            acks,
+            streams: Vec::new(),
+            by_name: HashMap::new(),
+            last_emit: None,
+            last_state: None,
+            consecutive_transient: 0,
+            totals: (0, 0, 0),
+            phase: Phase::Reading,
+            failure: None,
+            warned_activate_version: false,
+            max_reject_ratio: parts.max_reject_ratio,
+            skipped: 0,
+            input_ended: false,
+            pairs: HashMap::new(),
+            halves: HashMap::new(),
+            sync: parts.sync,
+            sync_log: parts.sync_log,
+            identity: parts.identity,
+        }
+    }
+
+    /// A signal: true when it is the second (stop at once). The first ends every wait
+    /// (Retry-After, backoff, pacing, job polls) and lets a request on the wire answer.
+    fn signalled(
+        &mut self,
+        signal: &'static str,
+        flush: &mut Option<JoinHandle<Result<(), SinkError>>>,
+    ) -> bool {
+        if self.phase == Phase::Stopping {
+            tracing::warn!("{signal} again: stopping without waiting for requests in flight");
+            return true;
+        }
+        tracing::warn!(
+            "{signal}: sending nothing new, waiting for requests in flight, then writing the last safe state"
+        );
+        Shutdown::process().begin();
+        if let Some(task) = flush.take() {
+            task.abort();
+        }
+        self.stop(TargetError::Stopped {
+            signal,
+            state_printed: true,
+        });
+        false
+    }
+
+    /// The input ended: release held memberships, or drain.
+    fn input_end(&mut self) {
+        self.input_ended = true;
+        if self.held.as_ref().is_some_and(|h| !h.is_empty()) {
+            self.phase = Phase::Releasing;
+            self.release_at_end();
+        } else {
+            self.dispatcher.dispatch_all();
+            self.phase = Phase::Draining;
+        }
+    }
+
+    /// The sink's flush returned: true when the run is done.
+    fn flushed(&mut self, result: Result<Result<(), SinkError>, tokio::task::JoinError>) -> bool {
+        match result {
+            Ok(Ok(())) => return true,
+            Ok(Err(err)) => self.stop(TargetError::Sink(err)),
+            Err(join) => self.stop(TargetError::Sink(SinkError::Vendor {
+                vendor: self.sink.vendor(),
+                detail: format!("the writer's flush did not finish: {join}"),
+            })),
+        }
+        false
+    }
+
+    /// After the loop: records no settlement covered, and the reject ratio at the end.
+    fn check_at_end(&mut self) {
+        let unsettled = self.tracker.unsettled();
+        if self.failure.is_none() && unsettled > 0 {
+            self.failure = Some(TargetError::Unsettled {
+                vendor: self.sink.vendor(),
+                count: unsettled,
+            });
+        }
+        if self.failure.is_none() {
+            self.check_reject_ratio(true);
+        }
+    }
+
     fn next_wake(&self) -> Instant {
         let mut wake = Instant::now() + HEARTBEAT;
         if let Some(deadline) = self.dispatcher.next_deadline() {
@@ -331,7 +375,7 @@ impl<W: Write> Engine<W> {
     /// Plans an op and hands it to the dispatcher, or rejects it.
     fn submit(&mut self, op: Op) {
         match self.sink.plan(&op) {
-            Ok(plan) => self.dispatcher.submit(op, plan),
+            Ok(plan) => self.dispatch(op, plan),
             // Settled like a vendor's refusal, so a `group_key` half books its row once.
             Err(refusal) => self.settled(Settlement {
                 ticket: op.ticket,
@@ -342,37 +386,23 @@ impl<W: Write> Engine<W> {
         }
     }
 
-    /// Stops the run when the share of rejects passed `max_reject_ratio`: at the end of the
-    /// input (`at_end`), or during the run once [`REJECT_RATIO_MIN_OUTCOMES`] records have an
-    /// outcome.
-    fn check_reject_ratio(&mut self, at_end: bool) {
-        let Some(max) = self.max_reject_ratio else {
-            return;
-        };
-        let (_, sent, rejected) = self.totals;
-        let outcomes = sent + rejected + self.skipped;
-        if outcomes == 0 || (!at_end && outcomes < REJECT_RATIO_MIN_OUTCOMES) {
-            return;
-        }
-        let ratio = rejected as f64 / outcomes as f64;
-        if ratio <= max {
-            return;
-        }
-        let err = TargetError::RejectRatio {
-            rejected,
-            outcomes,
-            ratio,
-            max,
-            at_end,
-            reject_file: self
-                .rejects
-                .as_ref()
-                .map(|r| r.path().display().to_string()),
-        };
-        if at_end {
-            self.failure.get_or_insert(err);
-        } else {
-            self.stop(err);
+    /// Hands a planned op to the dispatcher, or settles it as skipped when the ledger says it
+    /// is unchanged or the sync mode leaves it out.
+    fn dispatch(&mut self, op: Op, plan: Plan) {
+        let version = self
+            .tracker
+            .stream_of(op.ticket)
+            .and_then(|i| self.streams.get(i as usize))
+            .and_then(|s| s.version);
+        match self.sync.decide(&op, version) {
+            Ok(Decision::Send) => self.dispatcher.submit(op, plan),
+            Ok(Decision::Skip(reason)) => self.settled(Settlement {
+                ticket: op.ticket,
+                outcome: Outcome::Skipped(reason.to_string()),
+                payload: None,
+                origin: None,
+            }),
+            Err(err) => self.stop(TargetError::Ledger(err)),
         }
     }
 
@@ -502,6 +532,7 @@ impl<W: Write> Engine<W> {
                         kind,
                         ..StreamCounts::default()
                     },
+                    version: None,
                 });
             }
         }
@@ -522,17 +553,17 @@ impl<W: Write> Engine<W> {
         self.totals.0 += 1;
         let stream = &mut self.streams[index];
         stream.counts.records_in += 1;
+        if message.version.is_some() {
+            stream.version = message.version;
+        }
         let (route, schema) = (stream.route.clone(), stream.schema.clone());
         match route {
             Route::Skip(why) => {
                 self.skipped += 1;
-                stream.counts.skipped += 1;
+                stream.counts.skip(why.to_string());
                 // sync_log hook: skipped before routing.
                 if let Some(log) = self.sync_log.as_mut() {
                     log.skipped(&stream.name, line, why.as_ref());
-                }
-                if stream.counts.skip_reason.is_none() {
-                    stream.counts.skip_reason = Some(why.to_string());
                 }
                 self.tracker.settle(ticket);
             }
@@ -557,304 +588,112 @@ impl<W: Write> Engine<W> {
                     }
                     None => message.record,
                 };
-                let mut item = match map.item(&record) {
-                    Ok(item) => item,
-                    Err(refusal) => {
-                        self.book_reject(index, ticket, line, &record, refusal);
-                        return;
-                    }
-                };
-                // identity hook: the duplicate-identity guard, before anything is sent.
-                if let Some(guard) = self.identity.as_mut() {
-                    let screened = guard.screen(&self.streams[index].name, line, &item);
-                    if screened != Screened::Clear {
-                        self.streams[index].counts.duplicate_identities += 1;
-                    }
-                    if let Screened::Reject(reason) = screened {
-                        self.book_reject(index, ticket, line, &record, Refusal::new(reason));
-                        return;
-                    }
-                }
-                let membership = map.membership(&mut item);
-                let origin = Arc::new(Origin {
-                    stream: self.streams[index].name.clone(),
-                    line,
-                    record,
-                });
-                // sync_log hook: the record is an op (two with a `group_key` membership).
-                if let Some(log) = self.sync_log.as_mut() {
-                    log.routed(ticket, &origin.stream, line, &item);
-                }
-                let op = Op {
-                    ticket,
-                    item,
-                    origin: origin.clone(),
-                };
-                let second = membership.map(|membership| {
-                    let group = membership.group_id.clone().unwrap_or_default();
-                    let second = Op {
-                        ticket: self.tracker.issue(index as u32),
-                        item: membership,
-                        origin,
-                    };
-                    (second, group)
-                });
-                // sync_log hook: either half may settle last and book the row.
-                if let (Some(log), Some((second, _))) = (self.sync_log.as_mut(), &second) {
-                    log.routed(second.ticket, &second.origin.stream, line, &op.item);
-                }
-                let Some(held) = self.held.as_mut() else {
-                    match second {
-                        None => self.submit(op),
-                        Some((second, group)) => self.submit_pair(index, op, second, group),
-                    }
-                    return;
-                };
-                // A users or groups record goes first, then the memberships it completes.
-                let released = match op.item.kind {
-                    Kind::Users => op.item.id.clone().map(|k| held.user_came(&k)),
-                    Kind::Groups => op.item.id.clone().map(|k| held.group_came(&k)),
-                    Kind::Memberships => {
-                        match held.offer(op) {
-                            Ok(Some(op)) => self.submit(op),
-                            Ok(None) => {}
-                            Err(err) => self.stop(TargetError::Hold(err)),
-                        }
-                        return;
-                    }
-                    _ => None,
-                };
-                self.submit(op);
-                for op in released.unwrap_or_default() {
-                    self.submit(op);
-                }
-                // A users row's `group_key` membership waits like any other membership; the
-                // row is booked once both halves are settled.
-                if let Some((second, group)) = second {
-                    self.pairs.insert(ticket, (second.ticket, None));
-                    self.pairs.insert(second.ticket, (ticket, Some(group)));
-                    let offered = self.held.as_mut().map(|held| held.offer(second));
-                    match offered {
-                        Some(Ok(Some(op))) => self.submit(op),
-                        Some(Err(err)) => self.stop(TargetError::Hold(err)),
-                        Some(Ok(None)) | None => {}
-                    }
-                }
+                self.write_record(index, ticket, line, &map, record);
             }
         }
     }
 
-    /// A users row and the membership its `group_key` names, written as two ops: planned both
-    /// first, so that a membership that cannot be written rejects the row whole and neither
-    /// goes (a replay sends both).
-    fn submit_pair(&mut self, index: usize, op: Op, second: Op, group: String) {
-        let (ticket, line) = (op.ticket, op.origin.line);
-        let plan = match self.sink.plan(&op) {
-            Ok(plan) => plan,
-            Err(refusal) => {
-                self.tracker.settle(second.ticket);
-                // sync_log hook: the row is booked under the first half.
-                if let Some(log) = self.sync_log.as_mut() {
-                    log.forget(second.ticket);
-                }
-                self.book_reject(index, ticket, line, &op.origin.record, refusal);
-                return;
-            }
-        };
-        match self.sink.plan(&second) {
-            Ok(second_plan) => {
-                self.pairs.insert(ticket, (second.ticket, None));
-                self.pairs.insert(second.ticket, (ticket, Some(group)));
-                self.dispatcher.submit(op, plan);
-                self.dispatcher.submit(second, second_plan);
-            }
-            Err(refusal) => {
-                self.tracker.settle(second.ticket);
-                // sync_log hook: the row is booked under the first half.
-                if let Some(log) = self.sync_log.as_mut() {
-                    log.forget(second.ticket);
-                }
-                let refusal = Refusal {
-                    reason: membership_reason(&group, &refusal.reason),
-                    ..refusal
-                };
-                self.book_reject(index, ticket, line, &op.origin.record, refusal);
-            }
-        }
-    }
-
-    fn duplicate_key(&mut self, line: u64, stream: &str, pointer: &str, record: Object) {
-        let Some(&index) = self.by_name.get(stream) else {
-            self.protocol(TargetError::Protocol {
-                line,
-                detail: format!(
-                    "RECORD for stream {stream:?} before any SCHEMA for it (and its record repeats the key {pointer})"
-                ),
-            });
-            return;
-        };
-        let ticket = self.tracker.issue(index as u32);
-        self.totals.0 += 1;
-        self.streams[index].counts.records_in += 1;
-        self.book_reject(
-            index,
-            ticket,
-            line,
-            &record,
-            Refusal::new(format!(
-                "the record repeats the key {pointer}, so which value is meant is ambiguous"
-            )),
-        );
-    }
-
-    fn book_reject(
+    /// A valid record of a written stream: mapped to roster's model, then handed over.
+    fn write_record(
         &mut self,
         index: usize,
         ticket: Ticket,
         line: u64,
-        record: &Object,
-        refusal: Refusal,
+        map: &StreamMap,
+        record: Object,
     ) {
-        self.totals.2 += 1;
-        let stream = &mut self.streams[index];
-        stream.counts.rejected += 1;
-        if let Some(dry) = &self.dry {
-            dry.reject(&stream.name, line, record, &refusal);
-        } else if let Some(rejects) = self.rejects.as_mut() {
-            let schema = stream
-                .schema
-                .as_ref()
-                .map(|s| (&s.message, stream.generation));
-            let written = rejects.write(&Reject {
-                stream: &stream.name,
-                schema,
-                line,
-                record,
-                refusal: &refusal,
-                kind: stream.kind,
-            });
-            if let Err(err) = written {
-                self.stop(TargetError::RejectFile(err));
+        let mut item = match map.item(&record) {
+            Ok(item) => item,
+            Err(refusal) => {
+                self.book_reject(index, ticket, line, &record, refusal);
+                return;
+            }
+        };
+        // identity hook: the duplicate-identity guard, before anything is sent.
+        if let Some(guard) = self.identity.as_mut() {
+            let screened = guard.screen(&self.streams[index].name, line, &item);
+            if screened != Screened::Clear {
+                self.streams[index].counts.duplicate_identities += 1;
+            }
+            if let Screened::Reject(reason) = screened {
+                self.book_reject(index, ticket, line, &record, Refusal::new(reason));
                 return;
             }
         }
-        // sync_log hook: rejected.
+        let membership = map.membership(&mut item);
+        let origin = Arc::new(Origin {
+            stream: self.streams[index].name.clone(),
+            line,
+            record,
+        });
+        // sync_log hook: the record is an op (two with a `group_key` membership).
         if let Some(log) = self.sync_log.as_mut() {
-            log.rejected(ticket, &stream.name, line, record, &refusal);
+            log.routed(ticket, &origin.stream, line, &item);
         }
-        tracing::debug!(line, stream = %stream.name, "rejected: {refusal}");
-        if self.on_invalid == OnInvalid::Fail {
-            // Like a protocol error: what came before is finished, nothing after is sent. The
-            // record stays unsettled, so no state covers it and a rerun sends it again.
-            let name = stream.name.to_string();
-            self.protocol(TargetError::Invalid {
-                line,
-                stream: name,
-                reason: refusal.to_string(),
-            });
+        let op = Op {
+            ticket,
+            item,
+            origin: origin.clone(),
+        };
+        let second = membership.map(|membership| {
+            let group = membership.group_id.clone().unwrap_or_default();
+            let second = Op {
+                ticket: self.tracker.issue(index as u32),
+                item: membership,
+                origin,
+            };
+            (second, group)
+        });
+        // sync_log hook: either half may settle last and book the row.
+        if let (Some(log), Some((second, _))) = (self.sync_log.as_mut(), &second) {
+            log.routed(second.ticket, &second.origin.stream, line, &op.item);
+        }
+        if self.held.is_none() {
+            match second {
+                None => self.submit(op),
+                Some((second, group)) => self.submit_pair(index, op, second, group),
+            }
             return;
         }
-        self.tracker.settle(ticket);
-        if self.phase != Phase::Stopping {
-            self.check_reject_ratio(false);
-        }
+        self.hand_over_held(op, second);
     }
 
-    fn settled(&mut self, settlement: Settlement) {
-        let Some(index) = self.tracker.stream_of(settlement.ticket) else {
-            tracing::debug!(
-                ticket = settlement.ticket.0,
-                "ignoring a repeated settlement"
-            );
+    /// For writers that hold memberships: a users or groups record goes first, then the
+    /// memberships it completes; a membership waits for its group and user.
+    fn hand_over_held(&mut self, op: Op, second: Option<(Op, String)>) {
+        let Some(held) = self.held.as_mut() else {
             return;
         };
-        let index = index as usize;
-        let Some(settlement) = self.pair_settled(settlement) else {
-            return;
+        let ticket = op.ticket;
+        let released = match op.item.kind {
+            Kind::Users => op.item.id.clone().map(|k| held.user_came(&k)),
+            Kind::Groups => op.item.id.clone().map(|k| held.group_came(&k)),
+            Kind::Memberships => {
+                match held.offer(op) {
+                    Ok(Some(op)) => self.submit(op),
+                    Ok(None) => {}
+                    Err(err) => self.stop(TargetError::Hold(err)),
+                }
+                return;
+            }
+            _ => None,
         };
-        match settlement.outcome {
-            Outcome::Accepted => {
-                // sync_log hook: sent (or deleted).
-                if let Some(log) = self.sync_log.as_mut() {
-                    log.settled(settlement.ticket, None, None);
-                }
-                self.consecutive_transient = 0;
-                self.totals.1 += 1;
-                self.streams[index].counts.sent += 1;
-                self.tracker.settle(settlement.ticket);
-            }
-            Outcome::Skipped(why) => {
-                // sync_log hook: skipped by the writer.
-                if let Some(log) = self.sync_log.as_mut() {
-                    log.settled(settlement.ticket, None, Some(&why));
-                }
-                self.skipped += 1;
-                let counts = &mut self.streams[index].counts;
-                counts.skipped += 1;
-                if counts.skip_reason.is_none() {
-                    counts.skip_reason = Some(why);
-                }
-                self.tracker.settle(settlement.ticket);
-            }
-            Outcome::Rejected(refusal) => {
-                let transient = refusal.transient;
-                let (line, record) = match &settlement.origin {
-                    Some(origin) => (origin.line, origin.record.clone()),
-                    None => (0, Object::new()),
-                };
-                self.book_reject(index, settlement.ticket, line, &record, refusal);
-                if transient {
-                    self.consecutive_transient += 1;
-                    if self.consecutive_transient >= MAX_CONSECUTIVE_TRANSIENT {
-                        self.stop(TargetError::Sink(SinkError::Unreachable {
-                            vendor: self.sink.vendor(),
-                            detail: format!(
-                                "{MAX_CONSECUTIVE_TRANSIENT} records in a row failed past the retry budget (the last at line {line})"
-                            ),
-                        }));
-                    }
-                } else {
-                    self.consecutive_transient = 0;
-                }
+        self.submit(op);
+        for op in released.unwrap_or_default() {
+            self.submit(op);
+        }
+        // A users row's `group_key` membership waits like any other membership; the row is
+        // booked once both halves are settled.
+        if let Some((second, group)) = second {
+            self.pairs.insert(ticket, (second.ticket, None));
+            self.pairs.insert(second.ticket, (ticket, Some(group)));
+            let offered = self.held.as_mut().map(|held| held.offer(second));
+            match offered {
+                Some(Ok(Some(op))) => self.submit(op),
+                Some(Err(err)) => self.stop(TargetError::Hold(err)),
+                Some(Ok(None)) | None => {}
             }
         }
-    }
-
-    /// Half of a record written as two ops: the first half waits (its ticket settled, nothing
-    /// booked); the second books the record once, rejected if either half was. Any other
-    /// settlement passes through.
-    fn pair_settled(&mut self, mut settlement: Settlement) -> Option<Settlement> {
-        let Some((other, group)) = self.pairs.remove(&settlement.ticket) else {
-            return Some(settlement);
-        };
-        if let Some(group) = &group
-            && let Outcome::Rejected(refusal) = &mut settlement.outcome
-        {
-            refusal.reason = membership_reason(group, &refusal.reason);
-        }
-        // sync_log hook: the row is booked under the half that settles last.
-        if self.halves.contains_key(&other)
-            && let Some(log) = self.sync_log.as_mut()
-        {
-            log.forget(other);
-        }
-        let Some(first) = self.halves.remove(&other) else {
-            self.tracker.settle(settlement.ticket);
-            self.halves.insert(settlement.ticket, settlement);
-            return None;
-        };
-        let (outcome, origin) = match (first.outcome, settlement.outcome) {
-            (Outcome::Rejected(refusal), _) => (Outcome::Rejected(refusal), first.origin),
-            (_, Outcome::Rejected(refusal)) => (Outcome::Rejected(refusal), settlement.origin),
-            (Outcome::Accepted, _) | (_, Outcome::Accepted) => (Outcome::Accepted, None),
-            (Outcome::Skipped(why), Outcome::Skipped(_)) => (Outcome::Skipped(why), None),
-        };
-        Some(Settlement {
-            ticket: settlement.ticket,
-            outcome,
-            payload: settlement.payload,
-            origin,
-        })
     }
 
     fn written(&mut self, written: Written) {
@@ -883,6 +722,10 @@ impl<W: Write> Engine<W> {
         if self.last_state.as_ref() == Some(&value) {
             return;
         }
+        // The ledger entries the state covers are committed before it is printed.
+        if !self.commit_ledger(Some(&value)) {
+            return;
+        }
         if self.dry.is_none() {
             // Rejects the state covers must be on disk before the state is.
             if let Some(rejects) = self.rejects.as_mut()
@@ -904,99 +747,22 @@ impl<W: Write> Engine<W> {
         self.last_state = Some(value);
     }
 
+    /// Commits the ledger (with the state about to be printed); false when that failed and the
+    /// run is stopping.
+    fn commit_ledger(&mut self, state: Option<&Value>) -> bool {
+        match self.sync.commit(state) {
+            Ok(()) => true,
+            Err(err) => {
+                self.stop(TargetError::Ledger(err));
+                false
+            }
+        }
+    }
+
     fn progress(&mut self) {
         let (records, sent, rejected) = self.totals;
         self.tally
             .progress(records, sent, rejected, self.dispatcher.in_flight());
-    }
-
-    fn finish(mut self) -> (Result<(), TargetError>, Report) {
-        if let Some(TargetError::Stopped { state_printed, .. }) = &mut self.failure {
-            *state_printed = self.tally.states_out > 0;
-        }
-        if self.input_ended {
-            let seen: Vec<&str> = self.streams.iter().map(|s| &*s.name).collect();
-            for key in self.router.unused(&seen) {
-                tracing::warn!(
-                    "streams.{key} in the config matched no stream of the input (streams read: {})",
-                    if seen.is_empty() {
-                        "none".to_string()
-                    } else {
-                        seen.join(", ")
-                    }
-                );
-            }
-        }
-        if let Some(rejects) = self.rejects.as_mut()
-            && let Err(err) = rejects.flush()
-            && self.failure.is_none()
-        {
-            self.failure = Some(TargetError::RejectFile(err));
-        }
-        // sync_log hook: the closing STATE.
-        if let Some(log) = self.sync_log.take()
-            && let Err(err) = log.finish()
-            && self.failure.is_none()
-        {
-            self.failure = Some(TargetError::SyncLog(err));
-        }
-        if let Some(dry) = &self.dry {
-            if let Some(state) = &self.last_state {
-                dry.state(state);
-            }
-            if let Err(err) = dry.finish()
-                && self.failure.is_none()
-            {
-                self.failure = Some(TargetError::DryRunOutput(err));
-            }
-        }
-        if let Err(err) = self.out.flush()
-            && self.failure.is_none()
-        {
-            self.failure = Some(TargetError::Stdout(err));
-        }
-        let streams: BTreeMap<String, StreamCounts> = self
-            .streams
-            .iter()
-            .map(|s| {
-                let mut counts = s.counts.clone();
-                counts.unprocessed = counts
-                    .records_in
-                    .saturating_sub(counts.sent + counts.rejected + counts.skipped);
-                (s.name.to_string(), counts)
-            })
-            .collect();
-        if let Some(held) = &self.held {
-            self.tally.held_memberships = held.held;
-            self.tally.spilled_memberships = held.spilled;
-        }
-        let reject_file = self
-            .rejects
-            .as_ref()
-            .filter(|r| r.exists())
-            .map(|r| r.path().display().to_string());
-        let (outcome, code) = match &self.failure {
-            None => ("ok".to_string(), 0),
-            Some(err) => (
-                crate::exit::one_line(err),
-                crate::exit::ExitStatus::exit_code(err),
-            ),
-        };
-        let report = self.tally.report(
-            streams,
-            self.sink.vendor(),
-            self.dry.is_some(),
-            self.sink.stats(),
-            self.last_state.clone(),
-            reject_file,
-            outcome,
-            code,
-        );
-        let result = match self.failure {
-            None => Ok(()),
-            Some(err) => Err(err),
-        };
-        (result, report)
     }
 }
 

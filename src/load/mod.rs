@@ -14,6 +14,7 @@
 //! - [`dry_run`]: `--dry-run`'s recording transport and output.
 //! - [`sync_log`]: `sync_log`, every record's outcome and the rejects as Singer messages.
 //! - [`identity`]: the duplicate-identity guard (`on_duplicate_identity`).
+//! - [`sync`]: the ledger's side of the engine: change detection, `sync_mode`, created/updated.
 //!
 //! The vendor side of the contract is [`crate::sink`].
 
@@ -29,6 +30,7 @@ pub mod reject;
 pub mod report;
 pub mod route;
 pub mod schema;
+pub mod sync;
 pub mod sync_log;
 #[cfg(test)]
 mod tests;
@@ -69,6 +71,8 @@ pub struct TargetRequest {
     pub report: Option<PathBuf>,
     /// `--max-line-bytes`.
     pub max_line_bytes: usize,
+    /// `--full-resync`: send every record, unchanged or not, and refresh the ledger.
+    pub full_resync: bool,
 }
 
 /// Why a target run failed.
@@ -155,6 +159,9 @@ pub enum TargetError {
     /// The temporary file of held memberships failed.
     #[error(transparent)]
     Hold(#[from] hold::SpillError),
+    /// The ledger could not be read or committed.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
     /// The dry-run output could not be written.
     #[error("cannot write the dry-run output: {0}")]
     DryRunOutput(#[source] std::io::Error),
@@ -211,6 +218,12 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
     )?
     .defaults(settings.nested_values, settings.null_values);
     let sink = build_sink(&request.config, &settings, dry_run.as_ref())?;
+    let sync = sync::Sync::open(
+        &request.config,
+        &settings,
+        request.dry_run,
+        request.full_resync,
+    )?;
     if dry_run.is_none()
         && let Err(err) = sink.check().await
     {
@@ -313,6 +326,7 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         identity: Some(identity::IdentityGuard::with_policy(
             settings.on_duplicate_identity == crate::config::OnDuplicateIdentity::Reject,
         )),
+        sync,
     };
     let (result, report) = engine::run(parts, input).await;
     if let Some(aside) = replayed {
@@ -412,6 +426,13 @@ fn check_paths(request: &TargetRequest, settings: &TargetSettings) -> Result<(),
         if let Some(path) = settings.sync_log.as_deref() {
             outputs.push(("sync_log", path));
         }
+    }
+    let ledger = match &settings.ledger {
+        Some(crate::config::LedgerSetting::Path(path)) => Some(path.clone()),
+        _ => None,
+    };
+    if let Some(path) = ledger.as_deref() {
+        outputs.push(("ledger", path));
     }
     for (i, (name, path)) in outputs.iter().enumerate() {
         let is_input = match request.input.as_deref() {
@@ -525,6 +546,7 @@ pub async fn run_parts<W: Write>(
             max_reject_ratio: None,
             sync_log: None,
             identity: None,
+            sync: sync::Sync::off(),
         },
         input,
     )

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::sync::{Class, SyncSummary, UNCHANGED};
 use crate::sink::WireStats;
 
 /// Counts for one input stream.
@@ -34,10 +35,69 @@ pub struct StreamCounts {
     /// Why records were skipped (the first reason seen).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
+    /// Of `sent`: upserts of records the ledger did not hold, and events.
+    pub created: u64,
+    /// Of `sent`: upserts of records the ledger held.
+    pub updated: u64,
+    /// Of `sent`: deletes.
+    pub deleted: u64,
+    /// Of `sent`: upserts without a ledger (created or updated, roster cannot tell).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub upserted: u64,
+    /// Of `skipped`: the vendor already accepted this exact payload (the ledger).
+    pub unchanged: u64,
+    /// Of `skipped`: left out by `sync_mode`, per mode.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub left_out: BTreeMap<&'static str, u64>,
     /// Users records whose email or key duplicates an earlier record's identity
     /// (`on_duplicate_identity`; counted whether warned about or rejected).
     #[serde(skip_serializing_if = "is_zero")]
     pub duplicate_identities: u64,
+}
+
+impl StreamCounts {
+    /// One record accepted, counted as `class` says (`None`: as an upsert of unknown kind).
+    pub fn accepted(&mut self, class: Option<Class>) {
+        self.sent += 1;
+        match class.unwrap_or(Class::Upserted) {
+            Class::Created => self.created += 1,
+            Class::Updated => self.updated += 1,
+            Class::Deleted => self.deleted += 1,
+            Class::Upserted => self.upserted += 1,
+        }
+    }
+
+    /// One record skipped for `why`.
+    pub fn skip(&mut self, why: String) {
+        self.skipped += 1;
+        match why.as_str() {
+            UNCHANGED => self.unchanged += 1,
+            "update_only" => *self.left_out.entry("update_only").or_default() += 1,
+            "create_only" => *self.left_out.entry("create_only").or_default() += 1,
+            _ => {}
+        }
+        if self.skip_reason.is_none() {
+            self.skip_reason = Some(why);
+        }
+    }
+
+    /// Adds `other`'s counts (not its kind or first reason).
+    fn add(&mut self, other: &StreamCounts) {
+        self.records_in += other.records_in;
+        self.sent += other.sent;
+        self.rejected += other.rejected;
+        self.skipped += other.skipped;
+        self.unprocessed += other.unprocessed;
+        self.duplicate_identities += other.duplicate_identities;
+        self.created += other.created;
+        self.updated += other.updated;
+        self.deleted += other.deleted;
+        self.upserted += other.upserted;
+        self.unchanged += other.unchanged;
+        for (mode, n) in &other.left_out {
+            *self.left_out.entry(mode).or_default() += n;
+        }
+    }
 }
 
 /// The run report.
@@ -76,6 +136,10 @@ pub struct Report {
     pub outcome: String,
     /// The exit code.
     pub exit_code: u8,
+    /// The ledger, change detection and the sync mode (absent when the run stopped before
+    /// they were set up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncSummary>,
 }
 
 /// Live counters plus the progress bar.
@@ -185,12 +249,7 @@ impl Tally {
         }
         let mut totals = StreamCounts::default();
         for c in streams.values() {
-            totals.records_in += c.records_in;
-            totals.sent += c.sent;
-            totals.rejected += c.rejected;
-            totals.skipped += c.skipped;
-            totals.unprocessed += c.unprocessed;
-            totals.duplicate_identities += c.duplicate_identities;
+            totals.add(c);
         }
         Report {
             vendor,
@@ -208,6 +267,7 @@ impl Tally {
             reject_file,
             outcome,
             exit_code,
+            sync: None,
         }
     }
 }
@@ -221,7 +281,39 @@ impl Default for Tally {
 impl Report {
     /// The summary for stderr, one line per stream.
     pub fn summary(&self) -> String {
-        let mut out = String::new();
+        let mut out = self.headline();
+        let sent = if self.dry_run { "mapped" } else { "sent" };
+        for (name, c) in &self.streams {
+            // Stream names and reasons come from the input: escaped like every log value.
+            let name = crate::cli::logging::escape(name);
+            out.push_str(&format!(
+                "  {name} → {}: {} in, {} {sent}, {} rejected, {} skipped{}{}{}\n",
+                c.kind.unwrap_or("not written"),
+                c.records_in,
+                c.sent,
+                c.rejected,
+                c.skipped,
+                unprocessed(c.unprocessed),
+                c.skip_reason
+                    .as_deref()
+                    .filter(|r| !matches!(*r, UNCHANGED | "update_only" | "create_only"))
+                    .map(|r| format!(" ({})", crate::cli::logging::escape_max(r, 4096)))
+                    .unwrap_or_default(),
+                breakdown(c),
+            ));
+        }
+        if self.totals.unprocessed > 0 {
+            out.push_str(&format!(
+                "  unprocessed: {} read but not sent because the run stopped first; no state covers them, so a rerun sends them\n",
+                plural(self.totals.unprocessed, "record")
+            ));
+        }
+        self.footer(&mut out);
+        out
+    }
+
+    /// The first line: the run, its speed and the totals.
+    fn headline(&self) -> String {
         let verb = if self.dry_run { "dry run" } else { "run" };
         let rate = if self.duration_seconds > 0.0 {
             self.totals.records_in as f64 / self.duration_seconds
@@ -231,15 +323,8 @@ impl Report {
         let sent = if self.dry_run { "mapped" } else { "sent" };
         // The columns always add up to the records read: what the run stopped before giving an
         // outcome is shown as "unprocessed".
-        let unprocessed = |n: u64| {
-            if n > 0 {
-                format!(", {n} unprocessed")
-            } else {
-                String::new()
-            }
-        };
-        out.push_str(&format!(
-            "target-roster {verb} to {}: {} in {:.1} s ({:.0}/s): {} {sent}, {} rejected, {} skipped{}\n",
+        format!(
+            "target-roster {verb} to {}: {} in {:.1} s ({:.0}/s): {} {sent}, {} rejected, {} skipped{}{}\n",
             self.vendor,
             plural(self.totals.records_in, "record"),
             self.duration_seconds,
@@ -248,30 +333,12 @@ impl Report {
             self.totals.rejected,
             self.totals.skipped,
             unprocessed(self.totals.unprocessed),
-        ));
-        for (name, c) in &self.streams {
-            // Stream names and reasons come from the input: escaped like every log value.
-            let name = crate::cli::logging::escape(name);
-            out.push_str(&format!(
-                "  {name} → {}: {} in, {} {sent}, {} rejected, {} skipped{}{}\n",
-                c.kind.unwrap_or("not written"),
-                c.records_in,
-                c.sent,
-                c.rejected,
-                c.skipped,
-                unprocessed(c.unprocessed),
-                c.skip_reason
-                    .as_deref()
-                    .map(|r| format!(" ({})", crate::cli::logging::escape_max(r, 4096)))
-                    .unwrap_or_default(),
-            ));
-        }
-        if self.totals.unprocessed > 0 {
-            out.push_str(&format!(
-                "  unprocessed: {} read but not sent because the run stopped first; no state covers them, so a rerun sends them\n",
-                plural(self.totals.unprocessed, "record")
-            ));
-        }
+            breakdown(&self.totals),
+        )
+    }
+
+    /// The wire, state, held-membership, ledger and reject lines.
+    fn footer(&self, out: &mut String) {
         if self.totals.duplicate_identities > 0 {
             out.push_str(&format!(
                 "  duplicate identities: {} (one email on several user keys, or keys that differ only in case or whitespace; see on_duplicate_identity)\n",
@@ -306,15 +373,24 @@ impl Report {
                 self.spilled_memberships
             ));
         }
-        if self.totals.rejected > 0 {
-            if let Some(path) = &self.reject_file {
-                out.push_str(&format!(
-                    "  rejects: {} in {path} (replay them with --input {path})\n",
-                    plural(self.totals.rejected, "record")
-                ));
-            }
+        if let Some(sync) = &self.sync
+            && let Some(ledger) = &sync.ledger
+        {
+            out.push_str(&format!(
+                "  ledger: {}, change detection {}, sync_mode {}\n",
+                crate::cli::logging::escape(ledger),
+                if sync.change_detection { "on" } else { "off" },
+                sync.sync_mode
+            ));
         }
-        out
+        if self.totals.rejected > 0
+            && let Some(path) = &self.reject_file
+        {
+            out.push_str(&format!(
+                "  rejects: {} in {path} (replay them with --input {path})\n",
+                plural(self.totals.rejected, "record")
+            ));
+        }
     }
 
     /// Writes the summary to stderr.
@@ -333,6 +409,38 @@ impl Report {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// `, 2 unprocessed`, or nothing.
+fn unprocessed(n: u64) -> String {
+    if n > 0 {
+        format!(", {n} unprocessed")
+    } else {
+        String::new()
+    }
+}
+
+/// `; 1 created, 2 updated, 27 unchanged, 1 update_only`: how the ledger and the sync mode
+/// split `sent` and `skipped` (only the parts that are not zero; nothing without any).
+fn breakdown(c: &StreamCounts) -> String {
+    let mut parts: Vec<String> = [
+        (c.created, "created"),
+        (c.updated, "updated"),
+        (c.deleted, "deleted"),
+        (c.unchanged, "unchanged"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    for (mode, n) in &c.left_out {
+        parts.push(format!("{n} {mode}"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join(", "))
+    }
 }
 
 #[cfg(test)]

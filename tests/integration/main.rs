@@ -44,6 +44,7 @@ mod tap_userflow;
 
 // target-roster.
 mod pipes;
+mod sync;
 mod target_appcues;
 mod target_bulk_appcues;
 mod target_bulk_userpilot;

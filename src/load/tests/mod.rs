@@ -302,6 +302,7 @@ async fn run_full(
             write_window: crate::http::DEFAULT_MAX_CONCURRENCY,
             hold_bound,
             max_reject_ratio,
+            sync: crate::load::sync::Sync::off(),
             sync_log: None,
             identity: None,
         },

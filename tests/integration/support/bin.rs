@@ -143,6 +143,17 @@ impl Bin {
         self
     }
 
+    /// target-roster's default ledger (docs/sync.md) in `dir`, kept across a test's runs: the
+    /// way users run it. `.cargo/config.toml` turns the default ledger off for every other run,
+    /// since tests start sandboxes on recycled ports and a shared ledger would skip records a
+    /// later test expects to be sent.
+    pub fn default_ledger_in(mut self, dir: impl AsRef<Path>) -> Self {
+        self.command
+            .env_remove("ROSTER_NO_DEFAULT_LEDGER")
+            .env("XDG_STATE_HOME", dir.as_ref());
+        self
+    }
+
     /// The working directory.
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.command.current_dir(dir);

@@ -55,6 +55,7 @@ pub fn run(config: &Path, input: &str) -> Output {
 pub fn run_real_delays(config: &Path, input: &str) -> Output {
     bin::target()
         .config(config)
+        .default_ledger_in(config.parent().unwrap_or(Path::new(".")))
         .log("warn")
         .real_delays()
         .input_text(input)
@@ -65,6 +66,7 @@ pub fn run_real_delays(config: &Path, input: &str) -> Output {
 pub fn run_args(config: &Path, input: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     bin::target()
         .config(config)
+        .default_ledger_in(config.parent().unwrap_or(Path::new(".")))
         .args(args)
         .log("warn")
         .envs(env)
@@ -192,6 +194,7 @@ pub fn resume_after(input: &Input, state: Option<&Value>) -> Input {
 pub fn each_state(config: &Path, input: String, mut check: impl FnMut(&Value)) {
     let mut child = bin::target()
         .config(config)
+        .default_ledger_in(config.parent().unwrap_or(Path::new(".")))
         .log("warn")
         .real_delays()
         .command()

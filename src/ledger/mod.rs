@@ -1,0 +1,588 @@
+//! The sync ledger: what roster wrote to each vendor account, so the next run sends only what
+//! changed (docs/sync.md).
+//!
+//! One SQLite file (users can open it with `sqlite3`), created `0600`. Each entry is keyed by
+//! (vendor, account, kind, key) and holds the hash of the last payload the vendor *accepted*
+//! for it ([`PayloadHash`]), when that was, whether the vendor holds the record (an accepted
+//! delete leaves a tombstone that does not), the input stream that wrote it, and the last
+//! Singer `version` it was seen in.
+//!
+//! Writes are staged in memory and committed in one transaction ([`Ledger::commit`]): by the
+//! engine when it prints a STATE (before the state line, so the state never runs ahead of the
+//! entries), when [`COMMIT_EVERY`] changes are staged, and at the end of the run. Only a write
+//! the vendor acknowledged is ever staged, so a kill -9 can lose entries (the records are sent
+//! again next time) but never marks an unsent record as sent.
+//!
+//! Lookups see what this run has already dispatched ([`Ledger::expect`]), so a key written twice
+//! in one input is compared with the earlier write of the run, not with the file.
+//!
+//! The mirror deletes driven by `ACTIVATE_VERSION` read the ledger through
+//! [`Ledger::older_than`] (the records roster wrote for a stream whose last-seen version is
+//! older) and [`Ledger::held_counts`] (what the ledger holds per stream, for the guards).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use crate::sink::{Kind, PayloadHash};
+
+/// Staged changes past which the ledger commits without waiting for a STATE: bounds memory on
+/// an input with few or no STATE messages (a million-record file), and keeps each transaction
+/// short (about 10 ms of SQLite work).
+pub const COMMIT_EVERY: usize = 10_000;
+
+/// The ledger file's schema version (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS scopes (
+    id INTEGER PRIMARY KEY,
+    vendor TEXT NOT NULL,
+    account TEXT NOT NULL,
+    state TEXT,
+    state_at INTEGER,
+    UNIQUE (vendor, account)
+);
+CREATE TABLE IF NOT EXISTS entries (
+    scope INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    group_key TEXT NOT NULL DEFAULT '',
+    stream TEXT NOT NULL,
+    hash BLOB,
+    held INTEGER NOT NULL,
+    written_at INTEGER NOT NULL,
+    version INTEGER,
+    PRIMARY KEY (scope, kind, key, group_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_by_stream ON entries (scope, stream, version);
+";
+
+/// Why the ledger cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The file or its directory could not be created or opened.
+    #[error("cannot open the ledger {path}: {detail}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// A read or a commit failed.
+    #[error("the ledger {path}: {context}: {source}")]
+    Sql {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        context: &'static str,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// What an entry is about: a user or group key (the segment's name for segments), and for a
+/// membership the group's key too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EntryKey {
+    /// users, groups, memberships or segments.
+    pub kind: Kind,
+    /// The user's key (memberships: the member's), the group's, or the segment's name.
+    pub key: String,
+    /// Memberships: the group's key; empty otherwise.
+    pub group: String,
+}
+
+impl EntryKey {
+    /// A user, group or segment.
+    pub fn new(kind: Kind, key: impl Into<String>) -> Self {
+        EntryKey {
+            kind,
+            key: key.into(),
+            group: String::new(),
+        }
+    }
+
+    /// A membership of `user` in `group`.
+    pub fn membership(user: impl Into<String>, group: impl Into<String>) -> Self {
+        EntryKey {
+            kind: Kind::Memberships,
+            key: user.into(),
+            group: group.into(),
+        }
+    }
+}
+
+/// What the ledger knows of one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// The hash of the last payload the vendor accepted; `None` when unknown (a write was
+    /// refused or not confirmed, so the next one is sent whatever it holds).
+    pub hash: Option<PayloadHash>,
+    /// True when the vendor holds the record (roster created or updated it and has not deleted
+    /// it since).
+    pub held: bool,
+    /// The last Singer `version` the record was seen in.
+    pub version: Option<u64>,
+}
+
+/// An entry [`Ledger::older_than`] found: a record roster wrote whose last-seen version is
+/// older than the one asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleEntry {
+    /// Which record.
+    pub key: EntryKey,
+    /// Its last-seen version (`None`: written by a run whose input carried no version).
+    pub version: Option<u64>,
+}
+
+/// One staged change.
+#[derive(Debug, Clone)]
+enum Change {
+    /// The vendor accepted a write: the entry becomes `entry`, written by `stream`.
+    Written {
+        key: EntryKey,
+        stream: String,
+        entry: Entry,
+        at: i64,
+    },
+    /// The record was read again unchanged in `version`.
+    Seen { key: EntryKey, version: u64 },
+    /// A write was refused or its answer lost: what the vendor holds is unknown.
+    Unknown { key: EntryKey },
+}
+
+/// What this run expects a key to be once its dispatched writes are acknowledged, and how many
+/// of them are still in flight.
+#[derive(Debug, Clone, Copy)]
+struct Expected {
+    entry: Entry,
+    in_flight: u32,
+}
+
+/// An open ledger, scoped to one vendor account.
+#[derive(Debug)]
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+    scope: i64,
+    read_only: bool,
+    staged: Vec<Change>,
+    /// Keys this run dispatched or changed and has not committed yet (bounded by the writes in
+    /// flight plus [`COMMIT_EVERY`]).
+    expected: HashMap<EntryKey, Expected>,
+}
+
+fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) -> LedgerError + 'a {
+    move |source| LedgerError::Sql {
+        path: path.to_path_buf(),
+        context,
+        source,
+    }
+}
+
+fn hash_bytes(hash: Option<PayloadHash>) -> Option<[u8; 16]> {
+    hash.map(|h| h.0.to_be_bytes())
+}
+
+fn version_sql(version: Option<u64>) -> Option<i64> {
+    version.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+impl Ledger {
+    /// The default file: `$XDG_STATE_HOME/roster/ledger.sqlite`, else
+    /// `~/.local/state/roster/ledger.sqlite`; `None` without either variable.
+    pub fn default_path() -> Option<PathBuf> {
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|home| PathBuf::from(home).join(".local/state"))
+            })?;
+        Some(state.join("roster").join("ledger.sqlite"))
+    }
+
+    /// Opens (creating `0600` when new, its directory `0700`) the ledger at `path`, scoped to
+    /// `vendor` and `account`.
+    pub fn open(path: &Path, vendor: &str, account: &str) -> Result<Ledger, LedgerError> {
+        let open_err = |detail: String| LedgerError::Open {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                builder.mode(0o700);
+            }
+            builder
+                .create(dir)
+                .map_err(|err| open_err(format!("cannot create {}: {err}", dir.display())))?;
+        }
+        // Created (never truncated) through fsutil so it is 0600 whatever the umask; SQLite
+        // gives its -wal and -shm files the main file's mode.
+        crate::fsutil::open_private(path, true).map_err(|err| open_err(err.to_string()))?;
+        let conn = Connection::open(path).map_err(|err| open_err(err.to_string()))?;
+        Self::prepare(conn, path, vendor, account, false)
+    }
+
+    /// Opens an existing ledger read-only (`--dry-run`): `Ok(None)` when there is none.
+    pub fn open_read_only(
+        path: &Path,
+        vendor: &str,
+        account: &str,
+    ) -> Result<Option<Ledger>, LedgerError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|err| LedgerError::Open {
+                path: path.to_path_buf(),
+                detail: err.to_string(),
+            })?;
+        Self::prepare(conn, path, vendor, account, true).map(Some)
+    }
+
+    fn prepare(
+        conn: Connection,
+        path: &Path,
+        vendor: &str,
+        account: &str,
+        read_only: bool,
+    ) -> Result<Ledger, LedgerError> {
+        // Another run on the same file (two Meltano jobs) waits for the other's commit.
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(sql(path, "setting the busy timeout"))?;
+        let scope = if read_only {
+            conn.query_row(
+                "SELECT id FROM scopes WHERE vendor = ?1 AND account = ?2",
+                params![vendor, account],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sql(path, "reading the account"))?
+            .unwrap_or(-1)
+        } else {
+            // WAL: a commit is one append, and readers never block the writer. A kill -9
+            // keeps every committed transaction; a power cut may lose the last ones, which
+            // only means sending those records again.
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(sql(path, "switching to WAL"))?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(sql(path, "setting synchronous"))?;
+            let version: i64 = conn
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .map_err(sql(path, "reading the schema version"))?;
+            if version > SCHEMA_VERSION {
+                return Err(LedgerError::Open {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "it was written by a newer roster (schema {version}, this one knows {SCHEMA_VERSION})"
+                    ),
+                });
+            }
+            conn.execute_batch(SCHEMA)
+                .map_err(sql(path, "creating the tables"))?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(sql(path, "setting the schema version"))?;
+            conn.execute(
+                "INSERT INTO scopes (vendor, account) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![vendor, account],
+            )
+            .map_err(sql(path, "adding the account"))?;
+            conn.query_row(
+                "SELECT id FROM scopes WHERE vendor = ?1 AND account = ?2",
+                params![vendor, account],
+                |row| row.get(0),
+            )
+            .map_err(sql(path, "reading the account"))?
+        };
+        Ok(Ledger {
+            conn,
+            path: path.to_path_buf(),
+            scope,
+            read_only,
+            staged: Vec::new(),
+            expected: HashMap::new(),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the ledger knows of `key`: this run's expectation first, else the file.
+    pub fn get(&self, key: &EntryKey) -> Result<Option<Entry>, LedgerError> {
+        if let Some(expected) = self.expected.get(key) {
+            return Ok(Some(expected.entry));
+        }
+        self.stored(key)
+    }
+
+    fn stored(&self, key: &EntryKey) -> Result<Option<Entry>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT hash, held, version FROM entries
+                 WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
+            )
+            .map_err(sql(&self.path, "reading an entry"))?;
+        statement
+            .query_row(
+                params![self.scope, key.kind.as_str(), key.key, key.group],
+                |row| {
+                    let hash: Option<Vec<u8>> = row.get(0)?;
+                    let version: Option<i64> = row.get(2)?;
+                    Ok(Entry {
+                        hash: hash
+                            .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+                            .map(|b| PayloadHash(u128::from_be_bytes(b))),
+                        held: row.get::<_, i64>(1)? != 0,
+                        version: version.and_then(|v| u64::try_from(v).ok()),
+                    })
+                },
+            )
+            .optional()
+            .map_err(sql(&self.path, "reading an entry"))
+    }
+
+    /// A write of `key` was dispatched: until it is settled, lookups see `entry` (what the
+    /// vendor will hold once it accepts).
+    pub fn expect(&mut self, key: &EntryKey, entry: Entry) {
+        let expected = self.expected.entry(key.clone()).or_insert(Expected {
+            entry,
+            in_flight: 0,
+        });
+        expected.entry = entry;
+        expected.in_flight += 1;
+    }
+
+    fn landed(&mut self, key: &EntryKey) {
+        if let Some(expected) = self.expected.get_mut(key) {
+            expected.in_flight = expected.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// The vendor accepted the write of `key` that [`Ledger::expect`] announced: stages `entry`.
+    pub fn accepted(&mut self, key: EntryKey, stream: &str, entry: Entry) {
+        self.landed(&key);
+        if self.read_only {
+            return;
+        }
+        self.staged.push(Change::Written {
+            key,
+            stream: stream.to_string(),
+            entry,
+            at: chrono::Utc::now().timestamp(),
+        });
+    }
+
+    /// The write of `key` was refused, or its answer lost: the next write is sent whatever it
+    /// holds.
+    pub fn unknown(&mut self, key: EntryKey) {
+        self.landed(&key);
+        if let Some(expected) = self.expected.get_mut(&key) {
+            expected.entry.hash = None;
+        }
+        if !self.read_only {
+            self.staged.push(Change::Unknown { key });
+        }
+    }
+
+    /// `key` was read again, unchanged, in `version`.
+    pub fn seen(&mut self, key: EntryKey, entry: Entry, version: u64) {
+        if entry.version == Some(version) || self.read_only {
+            return;
+        }
+        let expected = self.expected.entry(key.clone()).or_insert(Expected {
+            entry,
+            in_flight: 0,
+        });
+        expected.entry.version = Some(version);
+        self.staged.push(Change::Seen { key, version });
+    }
+
+    /// Changes staged and not committed, or half the keys this run remembers (a dry run stages
+    /// nothing but remembers what it would have sent; in-flight keys stay), whichever is more:
+    /// what a commit frees.
+    pub fn staged(&self) -> usize {
+        self.staged.len().max(self.expected.len() / 2)
+    }
+
+    /// Commits every staged change in one transaction, with `state` (the STATE the engine is
+    /// about to print, which covers them) when given; then forgets this run's expectations of
+    /// keys with nothing in flight. Read-only (a dry run): only forgets.
+    pub fn commit(&mut self, state: Option<&Value>) -> Result<(), LedgerError> {
+        if !self.read_only && (!self.staged.is_empty() || state.is_some()) {
+            let path = self.path.clone();
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(sql(&path, "starting a commit"))?;
+            write_changes(&tx, self.scope, &self.staged).map_err(sql(&path, "writing entries"))?;
+            if let Some(state) = state {
+                tx.execute(
+                    "UPDATE scopes SET state = ?2, state_at = ?3 WHERE id = ?1",
+                    params![
+                        self.scope,
+                        state.to_string(),
+                        chrono::Utc::now().timestamp()
+                    ],
+                )
+                .map_err(sql(&path, "writing the state"))?;
+            }
+            tx.commit().map_err(sql(&path, "committing"))?;
+        }
+        self.staged.clear();
+        self.expected.retain(|_, e| e.in_flight > 0);
+        Ok(())
+    }
+
+    /// The records roster wrote for `stream` that the vendor still holds and whose last-seen
+    /// version is older than `version` (or unknown: written by a run whose input carried no
+    /// version), from the file (commit first). For mirror deletes.
+    pub fn older_than(&self, stream: &str, version: u64) -> Result<Vec<StaleEntry>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, key, group_key, version FROM entries
+                 WHERE scope = ?1 AND stream = ?2 AND held = 1
+                   AND (version IS NULL OR version < ?3)
+                 ORDER BY kind, key, group_key",
+            )
+            .map_err(sql(&self.path, "listing older entries"))?;
+        let rows = statement
+            .query_map(
+                params![self.scope, stream, version_sql(Some(version))],
+                |row| {
+                    let kind: String = row.get(0)?;
+                    let version: Option<i64> = row.get(3)?;
+                    Ok((
+                        kind,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        version,
+                    ))
+                },
+            )
+            .map_err(sql(&self.path, "listing older entries"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, key, group, version) =
+                row.map_err(sql(&self.path, "listing older entries"))?;
+            let Some(kind) = Kind::parse(&kind) else {
+                continue;
+            };
+            out.push(StaleEntry {
+                key: EntryKey { kind, key, group },
+                version: version.and_then(|v| u64::try_from(v).ok()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Per stream, how many records the vendor holds that roster wrote (the guards' base).
+    pub fn held_counts(&self) -> Result<BTreeMap<String, u64>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT stream, COUNT(*) FROM entries WHERE scope = ?1 AND held = 1 GROUP BY stream",
+            )
+            .map_err(sql(&self.path, "counting entries"))?;
+        let rows = statement
+            .query_map(params![self.scope], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(sql(&self.path, "counting entries"))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (stream, count) = row.map_err(sql(&self.path, "counting entries"))?;
+            out.insert(stream, u64::try_from(count).unwrap_or(0));
+        }
+        Ok(out)
+    }
+
+    /// The last STATE committed with entries for this account.
+    pub fn last_state(&self) -> Result<Option<Value>, LedgerError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT state FROM scopes WHERE id = ?1",
+                params![self.scope],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sql(&self.path, "reading the state"))?
+            .flatten();
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+}
+
+/// Applies staged changes inside a transaction.
+fn write_changes(
+    tx: &rusqlite::Transaction<'_>,
+    scope: i64,
+    changes: &[Change],
+) -> Result<(), rusqlite::Error> {
+    let mut write = tx.prepare_cached(
+        "INSERT INTO entries (scope, kind, key, group_key, stream, hash, held, written_at, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (scope, kind, key, group_key) DO UPDATE SET
+           stream = excluded.stream, hash = excluded.hash, held = excluded.held,
+           written_at = excluded.written_at,
+           version = COALESCE(excluded.version, entries.version)",
+    )?;
+    let mut seen = tx.prepare_cached(
+        "UPDATE entries SET version = ?5
+         WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
+    )?;
+    let mut unknown = tx.prepare_cached(
+        "UPDATE entries SET hash = NULL
+         WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
+    )?;
+    for change in changes {
+        match change {
+            Change::Written {
+                key,
+                stream,
+                entry,
+                at,
+            } => write.execute(params![
+                scope,
+                key.kind.as_str(),
+                key.key,
+                key.group,
+                stream,
+                hash_bytes(entry.hash),
+                i64::from(entry.held),
+                at,
+                version_sql(entry.version),
+            ])?,
+            Change::Seen { key, version } => seen.execute(params![
+                scope,
+                key.kind.as_str(),
+                key.key,
+                key.group,
+                version_sql(Some(*version)),
+            ])?,
+            Change::Unknown { key } => {
+                unknown.execute(params![scope, key.kind.as_str(), key.key, key.group])?
+            }
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use serde_json::json;
+
+fn entry(hash: u128, version: Option<u64>) -> Entry {
+    Entry {
+        hash: Some(PayloadHash(hash)),
+        held: true,
+        version,
+    }
+}
+
+#[test]
+fn entries_are_scoped_and_survive_a_reopen_only_once_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/roster/ledger.sqlite");
+    let u1 = EntryKey::new(Kind::Users, "u1");
+    let mut ledger = Ledger::open(&path, "userflow", "https://a").unwrap();
+    ledger.expect(&u1, entry(7, None));
+    assert_eq!(
+        ledger.get(&u1).unwrap(),
+        Some(entry(7, None)),
+        "this run sees what it sent"
+    );
+    ledger.accepted(u1.clone(), "users", entry(7, None));
+    drop(ledger);
+    // Never committed (a kill before the commit): the record is simply sent again.
+    let mut ledger = Ledger::open(&path, "userflow", "https://a").unwrap();
+    assert_eq!(ledger.get(&u1).unwrap(), None);
+    ledger.expect(&u1, entry(7, Some(3)));
+    ledger.accepted(u1.clone(), "users", entry(7, Some(3)));
+    ledger.commit(Some(&json!({"bookmarks": 1}))).unwrap();
+    drop(ledger);
+    let ledger = Ledger::open(&path, "userflow", "https://a").unwrap();
+    assert_eq!(ledger.get(&u1).unwrap(), Some(entry(7, Some(3))));
+    assert_eq!(ledger.last_state().unwrap(), Some(json!({"bookmarks": 1})));
+    let other = Ledger::open(&path, "userflow", "https://b").unwrap();
+    assert_eq!(other.get(&u1).unwrap(), None, "another account");
+    let other = Ledger::open(&path, "appcues", "https://a").unwrap();
+    assert_eq!(other.get(&u1).unwrap(), None, "another vendor");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_file_and_its_directory_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new/ledger.sqlite");
+    let mut ledger = Ledger::open(&path, "userflow", "x").unwrap();
+    let key = EntryKey::new(Kind::Users, "u1");
+    ledger.expect(&key, entry(1, None));
+    ledger.accepted(key, "users", entry(1, None));
+    ledger.commit(None).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    let wal = path.with_extension("sqlite-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600);
+    }
+}
+
+#[test]
+fn a_refused_write_forgets_the_hash_but_not_that_the_record_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let mut ledger = Ledger::open(&path, "scim", "x").unwrap();
+    let key = EntryKey::new(Kind::Users, "u1");
+    ledger.expect(&key, entry(1, None));
+    ledger.accepted(key.clone(), "users", entry(1, None));
+    ledger.commit(None).unwrap();
+    ledger.expect(&key, entry(2, None));
+    ledger.unknown(key.clone());
+    assert_eq!(ledger.get(&key).unwrap().unwrap().hash, None);
+    ledger.commit(None).unwrap();
+    let stored = ledger.get(&key).unwrap().unwrap();
+    assert_eq!((stored.hash, stored.held), (None, true));
+}
+
+#[test]
+fn older_versions_and_counts_per_stream_for_mirror_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let mut ledger = Ledger::open(&path, "userflow", "x").unwrap();
+    for (key, stream, version) in [
+        (EntryKey::new(Kind::Users, "old"), "users", Some(1)),
+        (EntryKey::new(Kind::Users, "new"), "users", Some(2)),
+        (EntryKey::new(Kind::Users, "none"), "users", None),
+        (EntryKey::membership("u", "g"), "members", Some(1)),
+    ] {
+        ledger.expect(&key, entry(1, version));
+        ledger.accepted(key, stream, entry(1, version));
+    }
+    // A deleted record (tombstone) is not held, so it is never deleted again.
+    let gone = EntryKey::new(Kind::Users, "gone");
+    let tombstone = Entry {
+        held: false,
+        ..entry(5, Some(1))
+    };
+    ledger.expect(&gone, tombstone);
+    ledger.accepted(gone, "users", tombstone);
+    ledger.commit(None).unwrap();
+    let stale: Vec<String> = ledger
+        .older_than("users", 2)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key.key)
+        .collect();
+    assert_eq!(stale, ["none", "old"]);
+    assert_eq!(
+        ledger.held_counts().unwrap(),
+        BTreeMap::from([("members".to_string(), 1), ("users".to_string(), 3)])
+    );
+    // Seen again unchanged in version 2: no longer older.
+    let old = EntryKey::new(Kind::Users, "old");
+    let current = ledger.get(&old).unwrap().unwrap();
+    ledger.seen(old, current, 2);
+    ledger.commit(None).unwrap();
+    assert_eq!(ledger.older_than("users", 2).unwrap().len(), 1);
+}
+
+#[test]
+fn a_dry_run_reads_and_never_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    assert!(Ledger::open_read_only(&path, "v", "a").unwrap().is_none());
+    assert!(!path.exists(), "a dry run creates no ledger");
+    let mut ledger = Ledger::open(&path, "v", "a").unwrap();
+    let key = EntryKey::new(Kind::Groups, "g1");
+    ledger.expect(&key, entry(9, None));
+    ledger.accepted(key.clone(), "groups", entry(9, None));
+    ledger.commit(None).unwrap();
+    drop(ledger);
+    let mut read = Ledger::open_read_only(&path, "v", "a").unwrap().unwrap();
+    assert_eq!(read.get(&key).unwrap(), Some(entry(9, None)));
+    read.expect(&key, entry(10, None));
+    read.accepted(key.clone(), "groups", entry(10, None));
+    read.commit(None).unwrap();
+    assert_eq!(read.get(&key).unwrap(), Some(entry(9, None)));
+}

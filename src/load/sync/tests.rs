@@ -1,0 +1,193 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+use crate::singer::Object;
+use crate::sink::{Origin, Refusal};
+
+fn op(ticket: u64, kind: Kind, id: &str, plan: &str) -> Op {
+    let mut item = Item {
+        kind,
+        action: Action::Upsert,
+        id: Some(id.to_string()),
+        user_id: None,
+        group_id: None,
+        fields: Map::new(),
+        attributes: Map::new(),
+    };
+    item.attributes.insert("plan".into(), json!(plan));
+    Op {
+        ticket: Ticket(ticket),
+        item,
+        origin: Arc::new(Origin {
+            stream: "users".into(),
+            line: ticket,
+            record: Object::new(),
+        }),
+    }
+}
+
+fn open(path: &std::path::Path, mode: SyncMode) -> Sync {
+    Sync::new(
+        Some(Ledger::open(path, "userflow", "acct").unwrap()),
+        true,
+        mode,
+    )
+}
+
+/// The ledger + ack seam: entries are staged only for acknowledged writes and reach the file
+/// only with a commit (which the engine makes before it prints the STATE covering them). A
+/// kill -9 at any point therefore never marks an unsent record as sent: at worst an accepted
+/// one is sent again.
+#[test]
+fn a_kill_between_acks_and_the_state_commit_never_marks_an_unsent_record_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let (a, b, c) = (
+        op(0, Kind::Users, "a", "pro"),
+        op(1, Kind::Users, "b", "pro"),
+        op(2, Kind::Users, "c", "pro"),
+    );
+    // Run 1: a accepted, b refused, c still in flight; killed before any commit.
+    let mut sync = open(&path, SyncMode::Upsert);
+    for op in [&a, &b, &c] {
+        assert_eq!(sync.decide(op, None).unwrap(), Decision::Send);
+    }
+    sync.settled(a.ticket, &Outcome::Accepted, "users");
+    sync.settled(b.ticket, &Outcome::Rejected(Refusal::new("no")), "users");
+    drop(sync);
+    let mut sync = open(&path, SyncMode::Upsert);
+    for op in [&a, &b, &c] {
+        assert_eq!(
+            sync.decide(op, None).unwrap(),
+            Decision::Send,
+            "nothing was committed: everything goes again"
+        );
+    }
+    // Run 2: a accepted and committed with the state; c accepted after it; killed.
+    sync.settled(a.ticket, &Outcome::Accepted, "users");
+    sync.commit(Some(&json!({"page": 1}))).unwrap();
+    sync.settled(c.ticket, &Outcome::Accepted, "users");
+    drop(sync);
+    let mut sync = open(&path, SyncMode::Upsert);
+    assert_eq!(sync.decide(&a, None).unwrap(), Decision::Skip(UNCHANGED));
+    assert_eq!(
+        sync.decide(&b, None).unwrap(),
+        Decision::Send,
+        "b was never accepted"
+    );
+    assert_eq!(
+        sync.decide(&c, None).unwrap(),
+        Decision::Send,
+        "c's ack was not committed"
+    );
+    assert_eq!(
+        sync.ledger().unwrap().last_state().unwrap(),
+        Some(json!({"page": 1}))
+    );
+}
+
+#[test]
+fn a_key_sent_twice_in_one_run_is_compared_with_the_run_not_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let mut sync = open(&path, SyncMode::Upsert);
+    let pro = op(0, Kind::Users, "u", "pro");
+    assert_eq!(sync.decide(&pro, None).unwrap(), Decision::Send);
+    sync.settled(pro.ticket, &Outcome::Accepted, "users");
+    sync.commit(None).unwrap();
+    // The file says "pro"; this run sends "free" and then "pro" again, which must go out.
+    let free = op(1, Kind::Users, "u", "free");
+    let pro_again = op(2, Kind::Users, "u", "pro");
+    assert_eq!(sync.decide(&free, None).unwrap(), Decision::Send);
+    assert_eq!(sync.decide(&pro_again, None).unwrap(), Decision::Send);
+    assert_eq!(
+        sync.settled(free.ticket, &Outcome::Accepted, "users"),
+        Some(Class::Updated)
+    );
+}
+
+#[test]
+fn modes_decide_from_what_the_ledger_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let mut sync = open(&path, SyncMode::Upsert);
+    let held = op(0, Kind::Users, "held", "pro");
+    sync.decide(&held, None).unwrap();
+    assert_eq!(
+        sync.settled(held.ticket, &Outcome::Accepted, "users"),
+        Some(Class::Created)
+    );
+    sync.commit(None).unwrap();
+    drop(sync);
+    let changed = op(1, Kind::Users, "held", "free");
+    let new = op(2, Kind::Users, "new", "pro");
+    let mut sync = open(&path, SyncMode::UpdateOnly);
+    assert_eq!(sync.decide(&changed, None).unwrap(), Decision::Send);
+    assert_eq!(
+        sync.decide(&new, None).unwrap(),
+        Decision::Skip("update_only")
+    );
+    let mut member = op(3, Kind::Memberships, "", "");
+    member.item.id = None;
+    member.item.user_id = Some("held".into());
+    member.item.group_id = Some("g".into());
+    assert_eq!(
+        sync.decide(&member, None).unwrap(),
+        Decision::Skip("update_only"),
+        "its group is not held"
+    );
+    drop(sync);
+    let mut sync = open(&path, SyncMode::CreateOnly);
+    assert_eq!(
+        sync.decide(&changed, None).unwrap(),
+        Decision::Skip("create_only")
+    );
+    assert_eq!(sync.decide(&new, None).unwrap(), Decision::Send);
+}
+
+#[test]
+fn the_hash_ignores_column_order_and_sees_every_value() {
+    let a = op(0, Kind::Users, "u", "pro");
+    let mut b = a.clone();
+    b.item.attributes.insert("seats".into(), json!(3));
+    let mut c = a.clone();
+    c.item.attributes = Map::new();
+    c.item.attributes.insert("seats".into(), json!(3));
+    c.item.attributes.insert("plan".into(), json!("pro"));
+    assert_ne!(canonical_hash(&a.item), canonical_hash(&b.item));
+    assert_eq!(canonical_hash(&b.item), canonical_hash(&c.item));
+    let mut deleted = a.clone();
+    deleted.item.action = Action::Delete;
+    assert_ne!(canonical_hash(&a.item), canonical_hash(&deleted.item));
+}
+
+#[test]
+fn without_a_ledger_everything_is_sent_and_counted_as_upserted() {
+    let mut sync = Sync::off();
+    let a = op(0, Kind::Users, "a", "pro");
+    assert_eq!(sync.decide(&a, None).unwrap(), Decision::Send);
+    assert_eq!(
+        sync.settled(a.ticket, &Outcome::Accepted, "users"),
+        Some(Class::Upserted)
+    );
+}
+
+#[test]
+fn the_ledger_key_takes_a_file_or_false_as_json_meltano_and_the_environment_write_it() {
+    let settings = |value: serde_json::Value| -> TargetSettings {
+        crate::config::typed(json!({"ledger": value}).as_object().unwrap()).unwrap()
+    };
+    assert_eq!(ledger_path(&settings(json!(false))).unwrap(), None);
+    assert_eq!(ledger_path(&settings(json!("false"))).unwrap(), None);
+    assert_eq!(ledger_path(&settings(json!("off"))).unwrap(), None);
+    assert_eq!(
+        ledger_path(&settings(json!("/data/l.sqlite"))).unwrap(),
+        Some(PathBuf::from("/data/l.sqlite"))
+    );
+    let err = ledger_path(&settings(json!(""))).unwrap_err().to_string();
+    assert!(err.contains("\"ledger\""), "{err}");
+}
