@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use url::Url;
 
-use super::concurrency::Concurrency;
+use super::concurrency::{Concurrency, Signal};
 use super::config::ClientConfig;
 use super::error::{HttpError, TransportKind};
 use super::rate::{AdaptiveRate, Slot};
@@ -837,7 +837,7 @@ impl RequestBuilder {
                         secrets: inner.secrets.clone(),
                     };
                     if status.is_redirection() && is_write(&method) {
-                        inner.concurrency.on_response(rtt, false, paced);
+                        inner.concurrency.on_response(rtt, Signal::Clean, paced);
                         let location = response.header("location").map_or_else(
                             || "none".to_owned(),
                             |l| redact::scrub(&shorten(l), &inner.secrets),
@@ -858,7 +858,7 @@ impl RequestBuilder {
                     let throttled = status == StatusCode::TOO_MANY_REQUESTS;
                     inner
                         .concurrency
-                        .on_response(rtt, verdict == Verdict::Retry, paced);
+                        .on_response(rtt, load_signal(status, verdict), paced);
                     // With zero delays (tests) the pacer keeps its configured rate: a 429 must not slow the
                     // rest of a test down.
                     if !inner.zero_delays {
@@ -939,7 +939,9 @@ impl RequestBuilder {
                     if kind == TransportKind::Timeout {
                         stats::add(&inner.counters.timeouts, 1);
                     }
-                    inner.concurrency.on_response(rtt, true, paced);
+                    inner
+                        .concurrency
+                        .on_response(rtt, Signal::BackPressure, paced);
                     debug!(
                         vendor,
                         method = %method,
@@ -994,6 +996,17 @@ impl RequestBuilder {
                 }
             }
         }
+    }
+}
+
+/// What an answer tells the concurrency controller: a retryable 5xx is a server error (back-
+/// pressure only while their share is high); any other retryable answer (429, 408, or one a
+/// vendor's hook says to retry) is back-pressure.
+fn load_signal(status: StatusCode, verdict: Verdict) -> Signal {
+    match verdict {
+        Verdict::Retry if status.is_server_error() => Signal::ServerError,
+        Verdict::Retry => Signal::BackPressure,
+        Verdict::Success | Verdict::Fail => Signal::Clean,
     }
 }
 
