@@ -36,6 +36,18 @@
 //!   requests back, until the next event measures properly. Between events the rate probes
 //!   upward by [`PROBE_PER_SECOND`], a little faster the longer it stays quiet, so an estimate
 //!   that came out low recovers.
+//! - **After a storm**: a decision that cuts the rate below [`RECOVERY_ARM`] of what the server
+//!   had been accepting steadily before the event (over [`RECOVERY_MEASURED`], as over the
+//!   [`RECOVERY_MEASURED`] before that, at least [`RECOVERY_SUSTAINED`] after the previous
+//!   decision), which is a 429 storm (the vendor
+//!   throttled for a while, far below its usual limit), remembers that rate. Probing at +0.3% a
+//!   second would take over 20 minutes to climb back from a fiftieth of it, so once the server
+//!   has gone [`RECOVERY_QUIET`] without a throttle event the engine slow-starts (doubling every
+//!   [`SLOW_START_INTERVAL`]) back to the remembered rate, or to no pacing at all if there was
+//!   none before. A throttle event during that climb (the storm goes on, or the limit really
+//!   fell) ends the attempt as any event does, and the next one waits twice as long; after the
+//!   wait passes [`RECOVERY_QUIET_MAX`] the engine gives up and keeps probing. A cut to the
+//!   measured rate at a steady limit (to 0.97 of it, or 0.8 across a pause) never arms this.
 //!
 //! Against a token bucket this settles into a shallow sawtooth at the true limit with one 429 per
 //! cycle. The constants were tuned with a discrete-event simulation (N=5,000; 50/s and 600/min
@@ -106,8 +118,36 @@ pub const PAUSE_DOUBT: f64 = 0.5;
 /// A doubted cut across a pause lowers the rate to this share of the rate in force (or to the
 /// estimate without the pause, less [`CUT_MARGIN`], if lower); probing goes on from there.
 pub const ACROSS_PAUSE_CUT: f64 = 0.8;
+/// A decision that cuts the rate below this share of the rate the server had been accepting
+/// before the event arms the recovery (see the module doc).
+pub const RECOVERY_ARM: f64 = 0.5;
+/// The accepted rate before an event counts for the recovery only when the previous decision (or
+/// the first request) was at least this long before it (a burst drained at the start is not a
+/// rate).
+pub const RECOVERY_SUSTAINED: Duration = Duration::from_secs(5);
+/// The rate before a storm is what the server accepted over this long before its first 429.
+pub const RECOVERY_MEASURED: Duration = Duration::from_secs(2);
+/// The two windows of [`RECOVERY_MEASURED`] before a storm must agree within this factor.
+pub const RECOVERY_STEADY: f64 = 1.5;
+/// The first recovery attempt starts after this long without a throttle event.
+pub const RECOVERY_QUIET: Duration = Duration::from_secs(4);
+/// Each failed attempt doubles the wait before the next; past this the engine gives up.
+pub const RECOVERY_QUIET_MAX: Duration = Duration::from_secs(8);
 /// Weight of a new sample in the smoothed round-trip time.
 const SRTT_WEIGHT: f64 = 0.2;
+
+/// The rate to climb back to after a storm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Recovery {
+    /// What the server accepted before the storm.
+    to: f64,
+    /// There was no pacing before the storm: return to none.
+    unlimited: bool,
+    /// How long without a throttle event before the next attempt.
+    quiet: Duration,
+    /// An attempt (a slow start towards `to`) is under way.
+    climbing: bool,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
@@ -170,6 +210,10 @@ pub struct AdaptiveRate {
     cuts: u64,
     /// The first poll (the cautious start's clock).
     started: Option<Instant>,
+    /// Armed after a storm's deep cut.
+    recovery: Option<Recovery>,
+    /// The last sustained rate measured before an event: (rate, unpaced then, when).
+    reference: Option<(f64, bool, Instant)>,
 }
 
 impl AdaptiveRate {
@@ -205,6 +249,8 @@ impl AdaptiveRate {
             recent: VecDeque::new(),
             cuts: 0,
             started: None,
+            recovery: None,
+            reference: None,
         }
     }
 
@@ -329,13 +375,30 @@ impl AdaptiveRate {
         if throttled {
             return;
         }
+        if let Some(rec) = self.recovery.as_mut() {
+            if !rec.climbing && now.saturating_duration_since(last_event) >= rec.quiet {
+                // Quiet long enough: climb back towards the rate before the storm.
+                rec.climbing = true;
+                self.phase = Phase::SlowStart;
+                self.last_adjust = Some(now);
+                return;
+            }
+        }
         let last_adjust = *self.last_adjust.get_or_insert(now);
         let since = now.saturating_duration_since(last_adjust);
         match self.phase {
             Phase::SlowStart if since >= SLOW_START_INTERVAL => {
+                let climbing = self.recovery.filter(|r| r.climbing);
                 if self.bound {
                     self.set_rate(self.rate.map(|r| r * 2.0));
                     self.raised_at = Some(now);
+                }
+                if let Some(rec) = climbing {
+                    // Back at the rate before the storm, or the rate no longer holds requests
+                    // back: the storm is over.
+                    if !self.bound || self.rate.is_none_or(|r| r >= rec.to) {
+                        self.recovered(now, rec);
+                    }
                 }
                 self.bound = false;
                 self.last_adjust = Some(now);
@@ -349,6 +412,49 @@ impl AdaptiveRate {
             }
             _ => {}
         }
+    }
+
+    /// The climb after a storm reached the rate before it.
+    fn recovered(&mut self, now: Instant, rec: Recovery) {
+        self.recovery = None;
+        self.reference = None;
+        self.raised_at = None;
+        self.held = false;
+        self.accepted = 0;
+        self.last_event = Some(now);
+        if rec.unlimited {
+            self.phase = Phase::Unlimited;
+            self.rate = None;
+            self.tat = None;
+        } else {
+            self.phase = Phase::Probe;
+            self.set_rate(Some(rec.to));
+        }
+    }
+
+    /// What the server accepted over the last [`RECOVERY_MEASURED`] before `until`, if that was a
+    /// steady rate: the last decision (or the first request) at least [`RECOVERY_SUSTAINED`]
+    /// before, and the [`RECOVERY_MEASURED`] before it within [`RECOVERY_STEADY`] of it (a large
+    /// burst draining at a falling rate is not a rate to return to).
+    fn sustained_rate(&self, now: Instant, last_event: Instant, until: Instant) -> Option<f64> {
+        if until.checked_sub(RECOVERY_SUSTAINED)? < last_event {
+            return None;
+        }
+        // Accepted answers are kept for the longest estimate window only.
+        let kept = ESTIMATE_WINDOWS.iter().max().copied().unwrap_or_default();
+        let horizon = now.checked_sub(kept)?;
+        let mid = until.checked_sub(RECOVERY_MEASURED)?;
+        let from = mid.checked_sub(RECOVERY_MEASURED)?.max(horizon);
+        if mid.saturating_duration_since(from) < RECOVERY_MEASURED / 4 || mid < horizon {
+            return None;
+        }
+        let rate_in = |a: Instant, b: Instant| {
+            let n = self.recent.iter().filter(|t| **t >= a && **t < b).count();
+            let time = self.unpaused(a, b).as_secs_f64();
+            (n >= EVENT_SAMPLES as usize && time > 0.0).then(|| n as f64 / time)
+        };
+        let (earlier, last) = (rate_in(from, mid)?, rate_in(mid, until)?);
+        (earlier.max(last) <= earlier.min(last) * RECOVERY_STEADY).then_some(last)
     }
 
     fn remember_accepted(&mut self, now: Instant) {
@@ -423,6 +529,19 @@ impl AdaptiveRate {
     }
 
     fn decide(&mut self, now: Instant, last_event: Instant) {
+        // What the server accepted before this storm began: measured now if the last decision
+        // was long enough ago, else as measured at the storm's first decision (a storm often
+        // takes two: the first cuts to the rate before it, the next to what it lets through).
+        if self.phase != Phase::Start {
+            let until = self.pending_since.unwrap_or(now);
+            if let Some(r) = self.sustained_rate(now, last_event, until) {
+                let unpaced = self.phase == Phase::Unlimited && self.ceiling.is_none();
+                self.reference = Some((r, unpaced, now));
+            }
+        }
+        self.reference = self
+            .reference
+            .filter(|r| now.saturating_duration_since(r.2) <= RECOVERY_QUIET_MAX);
         let measured = self.measure(now, last_event, 1.0, false);
         // Across a `Retry-After` pause the estimate above is right for a bucket whose burst
         // covers the pause, and far too low for one with a small burst (200/s with a burst of 5
@@ -454,6 +573,29 @@ impl AdaptiveRate {
             new = new.max(current.min(measured.max(FIRST_RATE_FLOOR)));
         }
         self.set_rate(Some(new));
+        match self.recovery.as_mut() {
+            Some(rec) if rec.climbing => {
+                // The attempt met the storm (or a limit that really fell): wait longer next time.
+                rec.climbing = false;
+                rec.quiet = rec.quiet.saturating_mul(2);
+                if rec.quiet > RECOVERY_QUIET_MAX {
+                    self.recovery = None;
+                }
+            }
+            Some(_) => {}
+            None => {
+                if let Some((to, unlimited, _)) =
+                    self.reference.filter(|r| new < r.0 * RECOVERY_ARM)
+                {
+                    self.recovery = Some(Recovery {
+                        to,
+                        unlimited,
+                        quiet: RECOVERY_QUIET,
+                        climbing: false,
+                    });
+                }
+            }
+        }
         self.cuts += 1;
         self.accepted = 0;
         self.throttled = 0;
@@ -1043,6 +1185,125 @@ mod tests {
             }
         }
         assert!(failed.is_empty(), "{failed:?}");
+    }
+
+    /// target-roster's shape: 16 writes at once at most and 5 ms round trips (3,200 requests a
+    /// second unthrottled), against a vendor that has no limit except `limit(t)`, a token bucket
+    /// with a one-second burst while it is `Some`. A 429 is retried after a full-jitter backoff
+    /// (up to 1 s, then 2 s, ...), during which the write keeps its place among the 16. Returns
+    /// the accepted answers of each second, and the 429 count.
+    fn storm_run(secs: u64, limit: impl Fn(f64) -> Option<f64>) -> (Vec<u32>, u32) {
+        let t0 = Instant::now();
+        let mut rate = AdaptiveRate::new(None);
+        let mut per_second = vec![0u32; secs as usize];
+        let mut throttled = 0;
+        let mut in_flight: VecDeque<(Instant, Instant, bool)> = VecDeque::new();
+        // Writes backing off: (when to send again, retries so far).
+        let mut backing_off: Vec<(Instant, u32)> = Vec::new();
+        let mut ready_retries: VecDeque<u32> = VecDeque::new();
+        let mut retries_of_sent: VecDeque<u32> = VecDeque::new();
+        let mut jitter = 0u64;
+        let (mut tokens, mut last_t, mut was_limited) = (0.0f64, 0.0f64, false);
+        for ms in 0..secs * 1000 {
+            let now = t0 + Duration::from_millis(ms);
+            while in_flight.front().is_some_and(|a| a.0 <= now) {
+                let Some((due, sent, limited)) = in_flight.pop_front() else {
+                    break;
+                };
+                let retries = retries_of_sent.pop_front().unwrap_or_default();
+                rate.on_response(due, sent, limited);
+                if limited {
+                    throttled += 1;
+                    jitter = jitter
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    let ceiling = 1000u64 << retries.min(5);
+                    let back = (jitter >> 33) % ceiling;
+                    backing_off.push((now + Duration::from_millis(back), retries + 1));
+                } else {
+                    per_second[(ms / 1000) as usize] += 1;
+                }
+            }
+            backing_off.retain(|(at, r)| {
+                if *at <= now {
+                    ready_retries.push_back(*r);
+                }
+                *at > now
+            });
+            while in_flight.len() + backing_off.len() < 16 {
+                if rate.poll(now) != Slot::Go {
+                    break;
+                }
+                retries_of_sent.push_back(ready_retries.pop_front().unwrap_or(0));
+                let t = ms as f64 / 1000.0;
+                let limited = match limit(t) {
+                    None => {
+                        was_limited = false;
+                        false
+                    }
+                    Some(l) => {
+                        if !was_limited {
+                            (tokens, last_t, was_limited) = (l, t, true);
+                        }
+                        tokens = (tokens + (t - last_t) * l).min(l);
+                        last_t = t;
+                        if tokens >= 1.0 {
+                            tokens -= 1.0;
+                            false
+                        } else {
+                            true
+                        }
+                    }
+                };
+                in_flight.push_back((now + Duration::from_millis(5), now, limited));
+            }
+        }
+        (per_second, throttled)
+    }
+
+    fn mean(xs: &[u32]) -> f64 {
+        f64::from(xs.iter().sum::<u32>()) / xs.len() as f64
+    }
+
+    #[test]
+    fn the_rate_comes_back_within_seconds_after_a_429_storm() {
+        // The soak's storms: 20 requests a second for 4 s, every 20 s. Before the recovery the
+        // rate stayed at the storm's ~20/s and probed upwards at 0.3% a second (the soak fell
+        // from thousands of records a second to about 100).
+        let storm = |t: f64| (t % 20.0 >= 10.0 && t % 20.0 < 14.0).then_some(20.0);
+        let (per_second, throttled) = storm_run(60, storm);
+        eprintln!("accepted per second: {per_second:?}; {throttled} 429s");
+        let before = mean(&per_second[5..10]);
+        // The storm ends at 14 s; back to the rate before it by 24 s at the latest (a first
+        // attempt during the storm fails, the next waits 4 s and doubles up in ~4 s), and again
+        // after the second storm (30-34 s).
+        for (from, to) in [(24, 30), (44, 50)] {
+            let after = mean(&per_second[from..to]);
+            assert!(
+                after >= before * 0.8,
+                "{from}-{to} s: {after:.0}/s after the storm, {before:.0}/s before it"
+            );
+        }
+        let total: u32 = per_second.iter().sum();
+        assert!(
+            f64::from(throttled) < f64::from(total) * 0.01,
+            "{throttled} 429s for {total} accepted"
+        );
+    }
+
+    #[test]
+    fn a_limit_that_really_fell_is_found_and_kept() {
+        // From 10 s on the vendor allows 50 requests a second for good: the recovery tries a few
+        // times (after 2, 4, 8, 16 and 32 s of quiet), then gives up; the 429s it costs are few.
+        let (per_second, throttled) = storm_run(140, |t| (t >= 10.0).then_some(50.0));
+        eprintln!("accepted per second: {per_second:?}; {throttled} 429s");
+        let late = mean(&per_second[80..140]);
+        assert!(late >= 50.0 * 0.9, "{late:.1}/s of 50");
+        let accepted_after: u32 = per_second[10..].iter().sum();
+        assert!(
+            f64::from(throttled) <= f64::from(accepted_after) * 0.03,
+            "{throttled} 429s for {accepted_after} accepted after the limit fell"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 use url::Url;
 
 use super::client::{ClassifyFn, Gate, Inner, WRITE_REDIRECTED, is_write, shorten};
+use super::concurrency::Signal;
 use super::error::{HttpError, TransportKind};
 use super::redact;
 use super::response::{Response, strip_credentials};
@@ -312,7 +313,7 @@ impl Call {
         if status.is_redirection() && is_write(&self.method) {
             let rtt = Instant::now().saturating_duration_since(sent_at);
             let paced = inner.global.with_rate(|r| r.rate());
-            inner.concurrency.on_response(rtt, false, paced);
+            inner.concurrency.on_response(rtt, Signal::Clean, paced);
             return Err(self.redirected(&response, tries));
         }
         let hook_verdict = self.classify.as_ref().and_then(|hook| hook(&response));
@@ -336,7 +337,7 @@ impl Call {
         let throttled = status == StatusCode::TOO_MANY_REQUESTS;
         inner
             .concurrency
-            .on_response(rtt, verdict == Verdict::Retry, paced);
+            .on_response(rtt, load_signal(status, verdict), paced);
         // With zero delays (tests) the pacer keeps its configured rate: a 429 must not slow the
         // rest of a test down.
         if !inner.zero_delays {
@@ -441,7 +442,9 @@ impl Call {
             stats::add(&inner.counters.timeouts, 1);
         }
         let paced = inner.global.with_rate(|r| r.rate());
-        inner.concurrency.on_response(rtt, true, paced);
+        inner
+            .concurrency
+            .on_response(rtt, Signal::BackPressure, paced);
         debug!(
             vendor = inner.vendor,
             method = %self.method,
@@ -481,6 +484,17 @@ impl Call {
             "retrying"
         );
         Ok(Step::Again(wait))
+    }
+}
+
+/// What an answer tells the concurrency controller: a retryable 5xx is a server error (back-
+/// pressure only while their share is high); any other retryable answer (429, 408, or one a
+/// vendor's hook says to retry) is back-pressure.
+fn load_signal(status: StatusCode, verdict: Verdict) -> Signal {
+    match verdict {
+        Verdict::Retry if status.is_server_error() => Signal::ServerError,
+        Verdict::Retry => Signal::BackPressure,
+        Verdict::Success | Verdict::Fail => Signal::Clean,
     }
 }
 
