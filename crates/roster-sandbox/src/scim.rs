@@ -694,7 +694,10 @@ fn list(sh: &Shared, c: &Ctx, k: Kind, p: ListParams) -> Response {
                 Some(h) => h,
                 None => coll
                     .iter()
-                    .filter(|(_, r)| scim_filter::matches_obj(f, &r.body))
+                    .filter(|(_, r)| {
+                        let meta = json!({"created": util::iso(r.created), "lastModified": util::iso(r.modified)});
+                        scim_filter::matches_with_meta(f, &r.body, &meta)
+                    })
                     .collect(),
             };
             let total = hits.len();
