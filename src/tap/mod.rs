@@ -119,14 +119,7 @@ pub async fn run_with<W: std::io::Write>(
         return Err(not_listable());
     }
     if request.action == TapAction::Discover {
-        // Building a source makes no request; a config it cannot be built from (no credentials
-        // yet) still discovers, offering FULL_TABLE only.
-        let incremental = spec
-            .source
-            .and_then(|factory| factory(&request.config).ok())
-            .map(|source| source.incremental_streams())
-            .unwrap_or_default();
-        let catalog = select::discover(spec.reads, incremental);
+        let catalog = select::discover(spec.reads, select::incremental_streams(spec.name));
         return match writer.write_json(&catalog) {
             Ok(()) | Err(WriteError::Closed) => Ok(()),
             Err(err) => Err(err.into()),
@@ -165,19 +158,21 @@ pub async fn run_with<W: std::io::Write>(
         .typed::<IncrementalSettings>()
         .map_err(SourceError::from)?
         .start_date()?;
-    let start_date = start_date.as_deref();
+    let options = sync::Options {
+        start_date: start_date.as_deref(),
+        incremental: select::incremental_streams(spec.name),
+    };
     let flattening = request
         .config
         .typed::<flatten::FlatteningSettings>()
         .map_err(SourceError::from)?
         .flattening();
     let summary = match flattening {
-        None => sync::sync(source.as_ref(), &selection, state, writer, start_date).await?,
+        None => sync::sync(source.as_ref(), &selection, state, writer, &options).await?,
         Some(mut flattening) => {
             flattening.attributes = source.attribute_schemas().await?;
             let mut flat = SingerWriter::new(flatten::FlattenWriter::new(writer, flattening));
-            let summary =
-                sync::sync(source.as_ref(), &selection, state, &mut flat, start_date).await;
+            let summary = sync::sync(source.as_ref(), &selection, state, &mut flat, &options).await;
             flat.flush()?;
             summary?
         }

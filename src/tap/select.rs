@@ -134,6 +134,18 @@ impl Selection {
     }
 }
 
+/// The streams of `vendor` whose listing can be filtered by modification time, for which
+/// INCREMENTAL replication by `updated_at` is offered: SCIM's `meta.lastModified gt` (when the
+/// server's ServiceProviderConfig says it filters, [`crate::vendors::source::Source::filters_now`]).
+/// Userflow and Guru REST list by cursor only (docs/tap.md). Static, so discovery needs no
+/// credentials.
+pub fn incremental_streams(vendor: &str) -> &'static [&'static str] {
+    match vendor {
+        "scim" | "guru_scim" => &[model::USERS, model::GROUPS],
+        _ => &[],
+    }
+}
+
 /// True when `entry` asks for INCREMENTAL replication by `updated_at` (the only replication key
 /// the tap keeps); another key is warned about and the stream stays FULL_TABLE.
 fn asks_incremental(entry: &CatalogEntry) -> bool {

@@ -124,15 +124,25 @@ pub enum SyncError {
     Truncated(&'static str),
 }
 
-/// Runs a sync of the selected streams, starting from `state`. `start_date` (RFC 3339) is where
-/// an INCREMENTAL stream without a bookmark starts.
+/// What a sync needs beyond the selection and the state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options<'a> {
+    /// Where an INCREMENTAL stream without a bookmark starts (RFC 3339).
+    pub start_date: Option<&'a str>,
+    /// The streams the vendor can list by modification time
+    /// ([`super::select::incremental_streams`]).
+    pub incremental: &'static [&'static str],
+}
+
+/// Runs a sync of the selected streams, starting from `state`.
 pub async fn sync<W: Write>(
     source: &dyn Source,
     selection: &Selection,
     mut state: TapState,
     writer: &mut SingerWriter<W>,
-    start_date: Option<&str>,
+    options: &Options<'_>,
 ) -> Result<Summary, SyncError> {
+    let start_date = options.start_date;
     let mut summary = Summary::default();
     for name in selection.names() {
         summary.streams.push((name, StreamCounts::default()));
@@ -150,7 +160,12 @@ pub async fn sync<W: Write>(
     }
     let now = Utc::now();
     let resuming = state.begin_run(now);
-    let filters = filters_now(source, selection).await?;
+    // The streams listed by modification time in this run.
+    let filtered: &[&str] = if filters_now(source, selection, options.incremental).await? {
+        options.incremental
+    } else {
+        &[]
+    };
     let version = timestamp_version(now);
     let mut plan = Vec::new();
     for listing in listings {
@@ -173,7 +188,7 @@ pub async fn sync<W: Write>(
         }
         let start = start_point(&state, &served);
         let mode = Mode::of(
-            &state, &served, selection, filters, &start, version, start_date,
+            &state, &served, selection, filtered, &start, version, start_date,
         );
         // Every listing is fetched at once (each a few pages ahead); they are written in order.
         let fetch = prefetch(listing.clone(), request(&served, start.clone(), &mode));
@@ -216,7 +231,11 @@ pub async fn sync<W: Write>(
 
 /// The streams whose listing will be filtered by modification time in this run: those the
 /// catalog asks INCREMENTAL for, when the vendor can filter them now.
-async fn filters_now(source: &dyn Source, selection: &Selection) -> Result<bool, SyncError> {
+async fn filters_now(
+    source: &dyn Source,
+    selection: &Selection,
+    can: &[&str],
+) -> Result<bool, SyncError> {
     let asked = selection
         .names()
         .into_iter()
@@ -225,7 +244,6 @@ async fn filters_now(source: &dyn Source, selection: &Selection) -> Result<bool,
     if asked.is_empty() {
         return Ok(false);
     }
-    let can = source.incremental_streams();
     let filters = asked.iter().any(|s| can.contains(s)) && source.filters_now().await?;
     for stream in asked {
         if !(filters && can.contains(&stream)) {
@@ -259,14 +277,14 @@ impl Mode {
         state: &TapState,
         served: &[&'static str],
         selection: &Selection,
-        filters: bool,
+        filtered: &[&str],
         start: &Option<Value>,
         version: u64,
         start_date: Option<&str>,
     ) -> Mode {
         let main = served[0];
         let bookmark = state.bookmarks.get(main);
-        if filters && selection.get(main).is_some_and(|s| s.incremental) {
+        if filtered.contains(&main) && selection.get(main).is_some_and(|s| s.incremental) {
             let since = bookmark.and_then(|b| b.replication_key_value.clone());
             return Mode::Incremental {
                 since: since.or_else(|| start_date.map(str::to_owned)),
@@ -416,6 +434,9 @@ impl<W: Write> Run<'_, W> {
                 }
                 Err(err) => return Err(err.into()),
             };
+            if first {
+                self.announce(&mode)?;
+            }
             first = false;
             self.summary.pages += 1;
             if page.next.is_some() && previous == page.next {
@@ -434,7 +455,24 @@ impl<W: Write> Run<'_, W> {
         }
     }
 
-    /// The listing's SCHEMAs, then ACTIVATE_VERSION for the streams whose first pass begins.
+    /// ACTIVATE_VERSION for the streams whose first pass begins: once the first page came, so a
+    /// vendor that cannot be read makes a loader drop nothing.
+    fn announce(&mut self, mode: &Mode) -> Result<(), SyncError> {
+        if let Mode::Full {
+            version: Some(version),
+            open,
+        } = mode
+        {
+            for stream in open {
+                self.writer
+                    .write_activate_version(stream, *version)
+                    .map_err(SyncError::Write)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The listing's SCHEMAs.
     fn open(
         &mut self,
         served: &[&'static str],
@@ -446,17 +484,6 @@ impl<W: Write> Run<'_, W> {
             if let Some(selected) = self.selection.get(stream) {
                 self.writer
                     .write(&Message::Schema(selected.schema_message()))
-                    .map_err(SyncError::Write)?;
-            }
-        }
-        if let Mode::Full {
-            version: Some(version),
-            open,
-        } = mode
-        {
-            for stream in open {
-                self.writer
-                    .write_activate_version(stream, *version)
                     .map_err(SyncError::Write)?;
             }
         }
@@ -588,6 +615,12 @@ mod tests {
     use serde_json::json;
     use std::sync::Mutex;
 
+    /// The fake vendor lists `users` by modification time.
+    const INCREMENTAL: Options<'static> = Options {
+        start_date: None,
+        incremental: &[USERS],
+    };
+
     /// A listing of `users` (and their memberships) paged by offset, three per page.
     #[derive(Debug)]
     struct Fake {
@@ -659,8 +692,8 @@ mod tests {
         fn listings(&self) -> Vec<Arc<dyn Listing>> {
             vec![self.0.clone()]
         }
-        fn incremental_streams(&self) -> &'static [&'static str] {
-            &[USERS]
+        async fn filters_now(&self) -> Result<bool, SourceError> {
+            Ok(true)
         }
     }
 
@@ -679,7 +712,7 @@ mod tests {
         state: TapState,
     ) -> (Vec<Message>, Summary) {
         let mut writer = SingerWriter::new(Vec::new());
-        let summary = sync(source, selection, state, &mut writer, None)
+        let summary = sync(source, selection, state, &mut writer, &INCREMENTAL)
             .await
             .unwrap();
         let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
@@ -870,7 +903,7 @@ mod tests {
             &Selection::all(&[USERS]),
             TapState::default(),
             &mut writer,
-            None,
+            &INCREMENTAL,
         )
         .await
         .unwrap();
@@ -996,7 +1029,10 @@ mod tests {
             &selection,
             state,
             &mut writer,
-            Some("2025-06-01T00:00:00.000Z"),
+            &Options {
+                start_date: Some("2025-06-01T00:00:00.000Z"),
+                incremental: &[USERS],
+            },
         )
         .await
         .unwrap();
@@ -1075,7 +1111,10 @@ mod tests {
             &incremental_users(),
             TapState::default(),
             &mut writer,
-            Some("2025-01-01"),
+            &Options {
+                start_date: Some("2025-01-01"),
+                incremental: &[USERS],
+            },
         )
         .await
         .unwrap();

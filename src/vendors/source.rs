@@ -39,16 +39,12 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// The vendor's listings, in the order a sync runs them.
     fn listings(&self) -> Vec<Arc<dyn Listing>>;
 
-    /// The streams whose listing can be filtered by modification time (`updated_at`, read with
-    /// [`ListRequest::since`]): INCREMENTAL replication is offered for them. Empty by default.
-    fn incremental_streams(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    /// True when the server can filter by modification time in this run (a SCIM server's
-    /// ServiceProviderConfig may say it cannot); read once, before the first listing.
+    /// True when the server can filter the listings of
+    /// [`crate::tap::select::incremental_streams`] by modification time in this run (a SCIM
+    /// server's ServiceProviderConfig may say it cannot); asked once, before the first listing,
+    /// and only when a catalog asks for INCREMENTAL. False by default.
     async fn filters_now(&self) -> Result<bool, SourceError> {
-        Ok(!self.incremental_streams().is_empty())
+        Ok(false)
     }
 
     /// The `attributes` keys the vendor declares, per stream, with each one's column schema
@@ -92,7 +88,7 @@ pub struct ListRequest {
     /// `expand=memberships` when memberships are not wanted, say).
     pub wanted: Vec<&'static str>,
     /// INCREMENTAL: list only what changed after this instant (RFC 3339); only asked of a
-    /// listing whose main stream is among [`Source::incremental_streams`].
+    /// listing whose main stream is among [`crate::tap::select::incremental_streams`].
     pub since: Option<String>,
 }
 

@@ -80,10 +80,6 @@ impl Source for ScimSource {
         Ok(())
     }
 
-    fn incremental_streams(&self) -> &'static [&'static str] {
-        &[USERS, GROUPS]
-    }
-
     /// `filter.supported` in the ServiceProviderConfig (RFC 7644 §5): `meta.lastModified gt`
     /// is then a filter the server must answer.
     async fn filters_now(&self) -> Result<bool, SourceError> {
