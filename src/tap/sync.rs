@@ -2,9 +2,15 @@
 //! and then one STATE, and resumes from bookmarks.
 //!
 //! - **Prefetch.** Each listing's pages are pulled by a task of their own into a small bounded
-//!   channel, so the next page is on the wire while the current one is written. Memory holds at
-//!   most [`PREFETCH_PAGES`] pages plus the one being fetched and the one being written,
-//!   whatever the account size.
+//!   channel, so the next page is on the wire while the current one is written. Every listing's
+//!   task starts at once (groups and users are separate listings), and the listings are written
+//!   one after the other, in order. Memory holds at most [`PREFETCH_PAGES`] pages plus the one
+//!   being fetched per listing, and the one being written, whatever the account size.
+//! - **Versions.** A FULL_TABLE pass carries a version (classic Singer `ACTIVATE_VERSION`):
+//!   announced before the first record of a stream's first pass, on every RECORD, kept in the
+//!   state while the pass is under way (a resumed pass continues it), and activated after the
+//!   pass's last page. An INCREMENTAL listing (by `updated_at`, where the vendor filters) asks
+//!   for what changed after the last finished pass's highest value and carries no version.
 //! - **State.** After each page: that page's RECORDs, then a STATE with the listing's cursor as
 //!   `next_page` of every selected stream it feeds and `currently_syncing` naming its main
 //!   stream. The last page marks those streams `completed_at` instead.
@@ -142,7 +148,6 @@ pub async fn sync<W: Write>(
     writer: &mut SingerWriter<W>,
     options: &Options<'_>,
 ) -> Result<Summary, SyncError> {
-    let start_date = options.start_date;
     let mut summary = Summary::default();
     for name in selection.names() {
         summary.streams.push((name, StreamCounts::default()));
@@ -166,39 +171,17 @@ pub async fn sync<W: Write>(
     } else {
         &[]
     };
-    let version = timestamp_version(now);
+    let pass = Pass {
+        selection,
+        filtered,
+        version: timestamp_version(now),
+        start_date: options.start_date,
+    };
     let mut plan = Vec::new();
     for listing in listings {
-        let served: Vec<&'static str> = listing
-            .streams()
-            .iter()
-            .copied()
-            .filter(|s| selection.contains(s))
-            .collect();
-        if served.is_empty() {
-            continue;
+        if let Some(planned) = pass.plan(listing, &state, resuming, &mut summary) {
+            plan.push(planned);
         }
-        if resuming && served.iter().all(|s| state.finished_in_this_run(s)) {
-            tracing::info!(
-                streams = %served.join(", "),
-                "finished in the interrupted run this one resumes; not read again"
-            );
-            summary.already_done.extend(&served);
-            continue;
-        }
-        let start = start_point(&state, &served);
-        let mode = Mode::of(
-            &state, &served, selection, filtered, &start, version, start_date,
-        );
-        // Every listing is fetched at once (each a few pages ahead); they are written in order.
-        let fetch = prefetch(listing.clone(), request(&served, start.clone(), &mode));
-        plan.push(Planned {
-            listing,
-            served,
-            start,
-            mode,
-            fetch,
-        });
     }
     if plan.is_empty() && resuming {
         // Every listing was done: this run only closes the interrupted one.
@@ -227,6 +210,65 @@ pub async fn sync<W: Write>(
         }
     }
     Ok(summary)
+}
+
+/// What planning a listing needs from the run.
+struct Pass<'a> {
+    selection: &'a Selection,
+    /// The streams listed by modification time in this run.
+    filtered: &'a [&'a str],
+    /// The version of the FULL_TABLE passes this run begins.
+    version: u64,
+    start_date: Option<&'a str>,
+}
+
+impl Pass<'_> {
+    /// Where a listing starts and how, with its fetch task started (every listing is fetched at
+    /// once, each a few pages ahead; they are written in order). `None` when it has nothing to
+    /// do: no selected stream, or finished within the interrupted run being resumed.
+    fn plan(
+        &self,
+        listing: Arc<dyn Listing>,
+        state: &TapState,
+        resuming: bool,
+        summary: &mut Summary,
+    ) -> Option<Planned> {
+        let served: Vec<&'static str> = listing
+            .streams()
+            .iter()
+            .copied()
+            .filter(|s| self.selection.contains(s))
+            .collect();
+        if served.is_empty() {
+            return None;
+        }
+        if resuming && served.iter().all(|s| state.finished_in_this_run(s)) {
+            tracing::info!(
+                streams = %served.join(", "),
+                "finished in the interrupted run this one resumes; not read again"
+            );
+            summary.already_done.extend(&served);
+            return None;
+        }
+        let start = start_point(state, &served);
+        let mode = Mode::of(
+            state,
+            &served,
+            self.selection,
+            self.filtered,
+            &start,
+            self.version,
+            self.start_date,
+        );
+        let fetch = prefetch(listing.clone(), request(&served, start.clone(), &mode));
+        Some(Planned {
+            listing,
+            served,
+            start,
+            mode,
+            fetch,
+        })
+    }
 }
 
 /// The streams whose listing will be filtered by modification time in this run: those the
