@@ -17,6 +17,7 @@ pub const TAP_CAPABILITIES: &[&str] = &[
     "about",
     "test",
     "schema-flattening",
+    "activate-version",
 ];
 
 /// Meltano capabilities of the target.
@@ -223,7 +224,8 @@ mod tests {
                 "state",
                 "about",
                 "test",
-                "schema-flattening"
+                "schema-flattening",
+                "activate-version"
             ])
         );
         assert!(markdown(Applies::Tap).contains("| `scim_token` | string | yes |  | Guru SCIM token (separate from REST tokens); alone it is sent as a Bearer token (Authorization: Bearer TOKEN) (secret) |"));

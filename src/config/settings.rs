@@ -443,10 +443,12 @@ pub const COMMON_SETTINGS: &[Setting] = &[
     .default("false"),
 ];
 
-/// Keys only the tap takes: the Singer SDK's `schema-flattening` capability (docs/tap.md).
+/// Keys only the tap takes: the Singer SDK's `schema-flattening` capability and INCREMENTAL
+/// replication's `start_date` (docs/tap.md).
 pub const TAP_SETTINGS: &[Setting] = &[
     Setting::new("flattening_enabled", Kind::Boolean, "Flatten nested objects into columns named parent__child (attributes__plan), for warehouse loaders").default("false").only(Applies::Tap),
     Setting::new("flattening_max_depth", Kind::Integer, "With flattening_enabled: how many levels of nested objects become columns (deeper objects and arrays become JSON text)").default("1").range(0.0, 100.0).only(Applies::Tap),
+    Setting::new("start_date", Kind::String, "INCREMENTAL streams (a catalog's replication-method INCREMENTAL, where the vendor can filter by modification time): read only what changed after this RFC 3339 date-time or date when the state holds no bookmark yet. Unset: the first pass reads everything").only(Applies::Tap),
 ];
 
 /// Keys only the target takes.

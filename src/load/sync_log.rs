@@ -359,7 +359,7 @@ impl SyncLog {
         if self.error.is_some() {
             return;
         }
-        if let Err(e) = self.out.write_record(stream, row, None) {
+        if let Err(e) = self.out.write_record(stream, row, None, None) {
             self.error = Some(std::io::Error::other(e));
             return;
         }

@@ -9,8 +9,8 @@
 //!
 //! | stream | key | fields |
 //! | --- | --- | --- |
-//! | `users` | `id` | `email`, `name`, `first_name`, `last_name`, `external_id`, `active`, `status`, `created_at`, `attributes`, `_sdc_deleted_at` |
-//! | `groups` | `id` | `name`, `external_id`, `created_at`, `attributes`, `_sdc_deleted_at` |
+//! | `users` | `id` | `email`, `name`, `first_name`, `last_name`, `external_id`, `active`, `status`, `created_at`, `updated_at`, `attributes`, `_sdc_deleted_at` |
+//! | `groups` | `id` | `name`, `external_id`, `created_at`, `updated_at`, `attributes`, `_sdc_deleted_at` |
 //! | `memberships` | `group_id`, `user_id` | `attributes`, `_sdc_deleted_at` |
 //! | `events` (target only) | — | `user_id`, `name`, `timestamp`, `group_id`, `attributes` |
 //!
@@ -41,6 +41,8 @@ pub const EVENTS: &str = "events";
 
 /// The field every stream has for vendor-specific values.
 pub const ATTRIBUTES: &str = "attributes";
+/// When the vendor last changed a user or group: the INCREMENTAL replication key.
+pub const UPDATED_AT: &str = "updated_at";
 /// Set on a record to ask the target to delete or deactivate it (Singer convention).
 pub const SDC_DELETED_AT: &str = "_sdc_deleted_at";
 
@@ -145,6 +147,11 @@ pub const USERS_DEF: StreamDef = StreamDef {
             FieldType::DateTime,
             "When the vendor created the user",
         ),
+        field(
+            UPDATED_AT,
+            FieldType::DateTime,
+            "When the vendor last changed the user, where it says (SCIM meta.lastModified, Userflow updated_at): the INCREMENTAL replication key",
+        ),
         ATTRS,
         DELETED,
     ],
@@ -170,6 +177,11 @@ pub const GROUPS_DEF: StreamDef = StreamDef {
             "created_at",
             FieldType::DateTime,
             "When the vendor created the group",
+        ),
+        field(
+            UPDATED_AT,
+            FieldType::DateTime,
+            "When the vendor last changed the group, where it says (SCIM meta.lastModified, Userflow updated_at): the INCREMENTAL replication key",
         ),
         ATTRS,
         DELETED,

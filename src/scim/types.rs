@@ -7,8 +7,9 @@
 //! A User becomes a `users` record: `id` → `id`; the primary (else the first) `emails` value,
 //! or a `userName` that looks like an email, → `email`; `displayName` (else `name.formatted`)
 //! → `name`; `name.givenName`/`name.familyName` → `first_name`/`last_name`; `externalId` →
-//! `external_id`; `active` → `active`; `meta.created` → `created_at`. Everything else the server
-//! sent goes into `attributes`, flattened (`userName`, `emails` as JSON text, `meta.lastModified`,
+//! `external_id`; `active` → `active`; `meta.created` → `created_at`; `meta.lastModified` →
+//! `updated_at`. Everything else the server sent goes into `attributes`, flattened (`userName`,
+//! `emails` as JSON text, `meta.version`,
 //! `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User.department`, …).
 //!
 //! A Group becomes a `groups` record (`displayName` → `name`) and each of its `members` a
@@ -121,11 +122,17 @@ pub fn user_record(resource: Value) -> Result<Object, String> {
     Ok(record.build())
 }
 
-/// `meta.created` → `created_at`; the rest of `meta` into the attributes.
+/// `meta.created` → `created_at`, `meta.lastModified` → `updated_at`; the rest of `meta` into
+/// the attributes.
 fn take_meta(object: &mut Object, record: &mut RecordBuilder) {
     match take(object, "meta") {
         Some(Value::Object(mut meta)) => {
             record.field_opt("created_at", "meta.created", take(&mut meta, "created"));
+            record.field_opt(
+                "updated_at",
+                "meta.lastModified",
+                take(&mut meta, "lastModified"),
+            );
             if !meta.is_empty() {
                 record.attribute("meta", Value::Object(meta));
             }
@@ -244,9 +251,10 @@ mod tests {
                 "id": "2819c223", "email": "bjensen@example.com", "name": "Babs Jensen",
                 "first_name": "Barbara", "last_name": "Jensen", "external_id": "hr-001",
                 "active": false, "created_at": "2010-01-23T04:56:22Z",
+                "updated_at": "2011-05-13T04:42:34Z",
                 "attributes": {
                     "name.formatted": "Ms. Barbara J Jensen III", "name.middleName": "Jane",
-                    "meta.resourceType": "User", "meta.lastModified": "2011-05-13T04:42:34Z", "meta.version": "W/\"3694e05e9dff591\"",
+                    "meta.resourceType": "User", "meta.version": "W/\"3694e05e9dff591\"",
                     "schemas": "[\"urn:ietf:params:scim:schemas:core:2.0:User\",\"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User\"]",
                     "userName": "bjensen",
                     "emails": "[{\"value\":\"bjensen@home.example\",\"type\":\"home\"},{\"value\":\"bjensen@example.com\",\"type\":\"work\",\"primary\":\"True\"}]",

@@ -115,6 +115,29 @@ impl CatalogEntry {
         }
     }
 
+    /// Offers INCREMENTAL replication by `key`: the stream-level metadata lists it in
+    /// `valid-replication-keys` instead of forcing FULL_TABLE (which stays the default).
+    pub fn with_replication_key(mut self, key: &str) -> Self {
+        if let Some(top) = self.metadata.iter_mut().find(|m| m.breadcrumb.is_empty()) {
+            top.metadata.remove("forced-replication-method");
+            top.metadata
+                .insert("valid-replication-keys".into(), json!([key]));
+        }
+        self
+    }
+
+    /// The replication method and key asked for: the stream-level metadata's
+    /// `replication-method` and `replication-key` (what Meltano's `metadata:` extra writes),
+    /// else the entry's own `replication_method` and `replication_key`.
+    pub fn replication(&self) -> (Option<&str>, Option<&str>) {
+        let top = self.metadata_at(&[]);
+        let text = |key: &str| top.and_then(|m| m.get(key)).and_then(Value::as_str);
+        (
+            text("replication-method").or(self.replication_method.as_deref()),
+            text("replication-key").or(self.replication_key.as_deref()),
+        )
+    }
+
     fn metadata_at(&self, breadcrumb: &[&str]) -> Option<&Map<String, Value>> {
         self.metadata
             .iter()

@@ -5,7 +5,15 @@
 //!  "currently_syncing": "users"}
 //! ```
 //! `next_page` is whatever the vendor pages by (a Userflow id, a Guru next-page URL, a SCIM
-//! startIndex). A finished stream drops its `next_page` and records `completed_at`. While a
+//! startIndex). A finished stream drops its `next_page` and records `completed_at`.
+//!
+//! A FULL_TABLE pass carries its `version` (the `ACTIVATE_VERSION` of classic Singer taps) while
+//! it is under way, so a resumed pass continues the same version; the pass's end drops it. An
+//! INCREMENTAL stream keeps `replication_key` and `replication_key_value` (the highest value of
+//! the last finished pass: the next pass reads what changed after it) and, during a pass,
+//! `progress_value` (the highest value seen so far, which becomes `replication_key_value` only
+//! when the pass finishes: a listing filtered by modification time is not ordered by it, so an
+//! interrupted pass must not move the bookmark). While a
 //! run is under way `sync_started_at` holds its start, and the run's last STATE sets it back to
 //! `null`: a state that still carries it comes from an interrupted run, whose streams completed
 //! since that instant need no second read. Unknown keys are kept, so a state written by a newer
@@ -45,6 +53,18 @@ pub struct Bookmark {
     /// When the stream last finished a full pass (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<String>,
+    /// The version of the FULL_TABLE pass under way (its RECORDs' `version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// INCREMENTAL: the field the bookmark is kept by (`updated_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_key: Option<String>,
+    /// INCREMENTAL: the highest replication key value of the last finished pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_key_value: Option<String>,
+    /// INCREMENTAL: the highest replication key value seen so far in the pass under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_value: Option<String>,
     /// Keys this version does not know.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -84,11 +104,21 @@ impl TapState {
         self.currently_syncing = Some(stream.to_string());
     }
 
-    /// Records that `stream` finished a full pass at `completed_at`.
+    /// The bookmark of `stream`, created empty if it has none.
+    pub fn bookmark_mut(&mut self, stream: &str) -> &mut Bookmark {
+        self.bookmarks.entry(stream.to_string()).or_default()
+    }
+
+    /// Records that `stream` finished a full pass at `completed_at`: the pass's version ends and
+    /// the highest replication key value seen becomes the bookmark.
     pub fn complete(&mut self, stream: &str, completed_at: String) {
         let bookmark = self.bookmarks.entry(stream.to_string()).or_default();
         bookmark.next_page = None;
         bookmark.completed_at = Some(completed_at);
+        bookmark.version = None;
+        if let Some(progress) = bookmark.progress_value.take() {
+            bookmark.replication_key_value = Some(progress);
+        }
         if self.currently_syncing.as_deref() == Some(stream) {
             self.currently_syncing = None;
         }
@@ -129,6 +159,28 @@ impl TapState {
     /// The state as a JSON value.
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+impl Bookmark {
+    /// Notes a replication key value seen in the pass under way: kept when it is the highest.
+    pub fn note_progress(&mut self, value: &str) {
+        if self
+            .progress_value
+            .as_deref()
+            .is_none_or(|best| is_later(value, best))
+        {
+            self.progress_value = Some(value.to_string());
+        }
+    }
+}
+
+/// True when replication key value `a` comes after `b`: compared as instants when both are
+/// RFC 3339 date-times (`…Z` and `…+00:00` and any precision compare right), else as text.
+pub fn is_later(a: &str, b: &str) -> bool {
+    match (parse_time(a), parse_time(b)) {
+        (Some(a), Some(b)) => a > b,
+        _ => a > b,
     }
 }
 
@@ -204,6 +256,44 @@ mod tests {
             TapState::default()
         );
         assert!(TapState::from_value(json!({"bookmarks": []})).is_err());
+    }
+
+    #[test]
+    fn a_finished_pass_drops_its_version_and_moves_the_replication_key_value() {
+        let mut state = TapState::default();
+        let users = state.bookmark_mut("users");
+        users.version = Some(7);
+        users.replication_key_value = Some("2026-01-01T00:00:00Z".into());
+        users.note_progress("2026-03-01T00:00:00.000Z");
+        users.note_progress("2026-02-01T00:00:00+00:00");
+        users.note_progress("2026-03-01T00:00:00.5Z");
+        assert_eq!(
+            users.progress_value.as_deref(),
+            Some("2026-03-01T00:00:00.5Z")
+        );
+        // Mid-pass the bookmark stays where the last finished pass left it.
+        let mid = TapState::from_value(state.to_value()).unwrap();
+        assert_eq!(mid.bookmarks["users"].version, Some(7));
+        assert_eq!(
+            mid.bookmarks["users"].replication_key_value.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+        state.complete("users", "2026-11-23T00:00:00Z".into());
+        let users = &state.bookmarks["users"];
+        assert_eq!(users.version, None);
+        assert_eq!(users.progress_value, None);
+        assert_eq!(
+            users.replication_key_value.as_deref(),
+            Some("2026-03-01T00:00:00.5Z")
+        );
+        assert!(is_later(
+            "2026-01-01T00:00:01+01:00",
+            "2025-12-31T22:00:00Z"
+        ));
+        assert!(!is_later(
+            "2026-01-01T00:00:00+01:00",
+            "2025-12-31T23:00:00Z"
+        ));
     }
 
     #[test]

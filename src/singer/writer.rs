@@ -89,6 +89,7 @@ impl<W: Write> SingerWriter<W> {
         stream: &str,
         record: &Object,
         time_extracted: Option<&str>,
+        version: Option<u64>,
     ) -> Result<(), WriteError> {
         #[derive(Serialize)]
         struct Record<'a> {
@@ -97,13 +98,32 @@ impl<W: Write> SingerWriter<W> {
             stream: &'a str,
             record: &'a Object,
             #[serde(skip_serializing_if = "Option::is_none")]
+            version: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
             time_extracted: Option<&'a str>,
         }
         self.line(&Record {
             kind: "RECORD",
             stream,
             record,
+            version,
             time_extracted,
+        })
+    }
+
+    /// Writes an ACTIVATE_VERSION message: `stream`'s records of older versions are obsolete.
+    pub fn write_activate_version(&mut self, stream: &str, version: u64) -> Result<(), WriteError> {
+        #[derive(Serialize)]
+        struct Activate<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            stream: &'a str,
+            version: u64,
+        }
+        self.line(&Activate {
+            kind: "ACTIVATE_VERSION",
+            stream,
+            version,
         })
     }
 
@@ -181,7 +201,7 @@ mod tests {
         let mut writer = SingerWriter::new(Vec::new());
         let record: Object = json!({"id": "u1"}).as_object().cloned().unwrap();
         writer
-            .write_record("users", &record, Some("2026-01-01T00:00:00+00:00"))
+            .write_record("users", &record, Some("2026-01-01T00:00:00+00:00"), None)
             .unwrap();
         writer.write_state(&json!({"bookmarks": {}})).unwrap();
         writer

@@ -288,8 +288,12 @@ impl<'a, W: Write> FlattenWriter<'a, W> {
                     );
                     self.inner.write_json(&shape.message())?;
                 }
-                self.inner
-                    .write_record(&stream, &flat, message["time_extracted"].as_str())?;
+                self.inner.write_record(
+                    &stream,
+                    &flat,
+                    message["time_extracted"].as_str(),
+                    message["version"].as_u64(),
+                )?;
             }
             _ => self.inner.write_json(&message)?,
         }
@@ -475,9 +479,10 @@ mod tests {
                 let mut record = Map::new();
                 record.insert("id".into(), json!("u"));
                 record.insert("attributes".into(), attributes);
-                flat.write_record("users", &record, Some("2026-01-01T00:00:00Z"))
+                flat.write_record("users", &record, Some("2026-01-01T00:00:00Z"), Some(3))
                     .unwrap();
             }
+            flat.write_activate_version("users", 3).unwrap();
             flat.write_state(&json!({"bookmarks": {}})).unwrap();
         }
         let text = String::from_utf8(out.into_inner().unwrap()).unwrap();
@@ -486,7 +491,17 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["SCHEMA", "RECORD", "SCHEMA", "RECORD", "STATE"]);
+        assert_eq!(
+            kinds,
+            [
+                "SCHEMA",
+                "RECORD",
+                "SCHEMA",
+                "RECORD",
+                "ACTIVATE_VERSION",
+                "STATE"
+            ]
+        );
         assert!(lines[0]["schema"]["properties"]["attributes__plan"].is_object());
         assert!(
             lines[0]["schema"]["properties"]
@@ -498,11 +513,16 @@ mod tests {
             json!({"id": "u", "attributes__plan": "pro"})
         );
         assert_eq!(lines[1]["time_extracted"], "2026-01-01T00:00:00Z");
+        assert_eq!(lines[1]["version"], 3, "the version passes through");
+        assert_eq!(
+            lines[4],
+            json!({"type": "ACTIVATE_VERSION", "stream": "users", "version": 3})
+        );
         assert_eq!(
             lines[2]["schema"]["properties"]["attributes__seats"]["type"],
             json!(["integer", "null"])
         );
         assert_eq!(lines[3]["record"]["attributes__seats"], 2);
-        assert_eq!(lines[4]["value"], json!({"bookmarks": {}}));
+        assert_eq!(lines[5]["value"], json!({"bookmarks": {}}));
     }
 }

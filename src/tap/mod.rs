@@ -119,7 +119,7 @@ pub async fn run_with<W: std::io::Write>(
         return Err(not_listable());
     }
     if request.action == TapAction::Discover {
-        let catalog = select::discover(spec.reads);
+        let catalog = select::discover(spec.reads, select::incremental_streams(spec.name));
         return match writer.write_json(&catalog) {
             Ok(()) | Err(WriteError::Closed) => Ok(()),
             Err(err) => Err(err.into()),
@@ -155,23 +155,63 @@ pub async fn run_with<W: std::io::Write>(
         Some(path) => read_state(path)?,
         None => TapState::default(),
     };
+    let start_date = request
+        .config
+        .typed::<IncrementalSettings>()
+        .map_err(SourceError::from)?
+        .start_date()?;
+    let options = sync::Options {
+        start_date: start_date.as_deref(),
+        incremental: select::incremental_streams(spec.name),
+    };
     let flattening = request
         .config
         .typed::<flatten::FlatteningSettings>()
         .map_err(SourceError::from)?
         .flattening();
     let summary = match flattening {
-        None => sync::sync(source.as_ref(), &selection, state, writer).await?,
+        None => sync::sync(source.as_ref(), &selection, state, writer, &options).await?,
         Some(mut flattening) => {
             flattening.attributes = source.attribute_schemas().await?;
             let mut flat = SingerWriter::new(flatten::FlattenWriter::new(writer, flattening));
-            let summary = sync::sync(source.as_ref(), &selection, state, &mut flat).await;
+            let summary = sync::sync(source.as_ref(), &selection, state, &mut flat, &options).await;
             flat.flush()?;
             summary?
         }
     };
     tracing::info!("tap-roster {}: {}", spec.name, summary.line());
     Ok(())
+}
+
+/// The tap's `start_date`: where an INCREMENTAL stream without a bookmark starts.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+struct IncrementalSettings {
+    #[serde(default)]
+    start_date: Option<String>,
+}
+
+impl IncrementalSettings {
+    /// `start_date` as RFC 3339 in UTC (a bare `YYYY-MM-DD` is that day's midnight UTC).
+    fn start_date(&self) -> Result<Option<String>, TapError> {
+        let Some(text) = self.start_date.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        let at = chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .or_else(|_| {
+                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+            })
+            .map_err(|_| {
+                SourceError::from(crate::config::ConfigError::Invalid {
+                    key: "start_date".into(),
+                    problem: format!(
+                        "must be an RFC 3339 date-time (2026-01-01T00:00:00Z) or a date (2026-01-01), got {text:?}"
+                    ),
+                })
+            })?;
+        Ok(Some(crate::singer::state::timestamp(at)))
+    }
 }
 
 fn read_json(what: &'static str, path: &Path) -> Result<serde_json::Value, TapError> {

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use crate::model::{self, Object, StreamDef};
+use crate::model::{self, Object, StreamDef, UPDATED_AT};
 use crate::singer::{Catalog, CatalogEntry, Properties, SchemaMessage};
 
 /// One selected stream.
@@ -19,6 +19,8 @@ pub struct SelectedStream {
     pub def: &'static StreamDef,
     /// The properties to emit.
     pub properties: Properties,
+    /// The catalog asks for INCREMENTAL replication by `updated_at` (else FULL_TABLE).
+    pub incremental: bool,
 }
 
 impl SelectedStream {
@@ -72,6 +74,7 @@ impl Selection {
                 .map(|def| SelectedStream {
                     def,
                     properties: Properties::All,
+                    incremental: false,
                 })
                 .collect(),
             unknown: Vec::new(),
@@ -95,6 +98,7 @@ impl Selection {
                 selected.push(SelectedStream {
                     def,
                     properties: entry.selected_properties(),
+                    incremental: asks_incremental(&entry),
                 });
             }
         }
@@ -130,13 +134,52 @@ impl Selection {
     }
 }
 
-/// The catalog `--discover` prints for a vendor that reads `streams`.
-pub fn discover(streams: &[&str]) -> Catalog {
+/// The streams of `vendor` whose listing can be filtered by modification time, for which
+/// INCREMENTAL replication by `updated_at` is offered: SCIM's `meta.lastModified gt` (when the
+/// server's ServiceProviderConfig says it filters, [`crate::vendors::source::Source::filters_now`]).
+/// Userflow and Guru REST list by cursor only (docs/tap.md). Static, so discovery needs no
+/// credentials.
+pub fn incremental_streams(vendor: &str) -> &'static [&'static str] {
+    match vendor {
+        "scim" | "guru_scim" => &[model::USERS, model::GROUPS],
+        _ => &[],
+    }
+}
+
+/// True when `entry` asks for INCREMENTAL replication by `updated_at` (the only replication key
+/// the tap keeps); another key is warned about and the stream stays FULL_TABLE.
+fn asks_incremental(entry: &CatalogEntry) -> bool {
+    let (method, key) = entry.replication();
+    if !method.is_some_and(|m| m.eq_ignore_ascii_case("INCREMENTAL")) {
+        return false;
+    }
+    match key {
+        None | Some(UPDATED_AT) => true,
+        Some(other) => {
+            tracing::warn!(
+                stream = %entry.tap_stream_id,
+                "replication-key {other} is not one the tap keeps (only {UPDATED_AT}); the stream stays FULL_TABLE"
+            );
+            false
+        }
+    }
+}
+
+/// The catalog `--discover` prints for a vendor that reads `streams`; those in `incremental`
+/// can be filtered by modification time and offer `updated_at` as their replication key.
+pub fn discover(streams: &[&str], incremental: &[&str]) -> Catalog {
     Catalog {
         streams: streams
             .iter()
             .filter_map(|name| model::find(name))
-            .map(|def| CatalogEntry::discovered(def.name, def.schema(), def.key_properties))
+            .map(|def| {
+                let entry = CatalogEntry::discovered(def.name, def.schema(), def.key_properties);
+                if incremental.contains(&def.name) {
+                    entry.with_replication_key(UPDATED_AT)
+                } else {
+                    entry
+                }
+            })
             .collect(),
     }
 }
@@ -149,7 +192,7 @@ mod tests {
     const READS: &[&str] = &["users", "groups", "memberships"];
 
     fn meltano_catalog(deselect: &[&str], deselect_props: &[(&str, &str)]) -> Catalog {
-        let mut catalog = discover(READS);
+        let mut catalog = discover(READS, &[]);
         for entry in &mut catalog.streams {
             let stream = entry.stream.clone();
             for meta in &mut entry.metadata {
@@ -197,7 +240,7 @@ mod tests {
 
     #[test]
     fn streams_missing_from_the_catalog_are_not_synced() {
-        let mut catalog = discover(READS);
+        let mut catalog = discover(READS, &[]);
         catalog.streams.retain(|e| e.stream == "groups");
         catalog.streams.push(CatalogEntry::discovered(
             "tickets",
@@ -211,7 +254,7 @@ mod tests {
 
     #[test]
     fn discovery_lists_the_model_streams_with_automatic_keys() {
-        let catalog = discover(READS);
+        let catalog = discover(READS, &[]);
         assert_eq!(catalog.streams.len(), 3);
         let memberships = catalog.find("memberships").unwrap();
         assert_eq!(memberships.key_properties, ["group_id", "user_id"]);

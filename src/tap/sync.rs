@@ -2,9 +2,15 @@
 //! and then one STATE, and resumes from bookmarks.
 //!
 //! - **Prefetch.** Each listing's pages are pulled by a task of their own into a small bounded
-//!   channel, so the next page is on the wire while the current one is written. Memory holds at
-//!   most [`PREFETCH_PAGES`] pages plus the one being fetched and the one being written,
-//!   whatever the account size.
+//!   channel, so the next page is on the wire while the current one is written. Every listing's
+//!   task starts at once (groups and users are separate listings), and the listings are written
+//!   one after the other, in order. Memory holds at most [`PREFETCH_PAGES`] pages plus the one
+//!   being fetched per listing, and the one being written, whatever the account size.
+//! - **Versions.** A FULL_TABLE pass carries a version (classic Singer `ACTIVATE_VERSION`):
+//!   announced before the first record of a stream's first pass, on every RECORD, kept in the
+//!   state while the pass is under way (a resumed pass continues it), and activated after the
+//!   pass's last page. An INCREMENTAL listing (by `updated_at`, where the vendor filters) asks
+//!   for what changed after the last finished pass's highest value and carries no version.
 //! - **State.** After each page: that page's RECORDs, then a STATE with the listing's cursor as
 //!   `next_page` of every selected stream it feeds and `currently_syncing` naming its main
 //!   stream. The last page marks those streams `completed_at` instead.
@@ -29,6 +35,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::select::Selection;
+use crate::model::UPDATED_AT;
 use crate::singer::state::timestamp;
 use crate::singer::{Message, SingerWriter, TapState, WriteError};
 use crate::vendors::source::{ListRequest, Listing, Page, Source, SourceError, cursor_text};
@@ -123,12 +130,23 @@ pub enum SyncError {
     Truncated(&'static str),
 }
 
+/// What a sync needs beyond the selection and the state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options<'a> {
+    /// Where an INCREMENTAL stream without a bookmark starts (RFC 3339).
+    pub start_date: Option<&'a str>,
+    /// The streams the vendor can list by modification time
+    /// ([`super::select::incremental_streams`]).
+    pub incremental: &'static [&'static str],
+}
+
 /// Runs a sync of the selected streams, starting from `state`.
 pub async fn sync<W: Write>(
     source: &dyn Source,
     selection: &Selection,
     mut state: TapState,
     writer: &mut SingerWriter<W>,
+    options: &Options<'_>,
 ) -> Result<Summary, SyncError> {
     let mut summary = Summary::default();
     for name in selection.names() {
@@ -145,27 +163,25 @@ pub async fn sync<W: Write>(
             listings.insert(0, listing);
         }
     }
-    let resuming = state.begin_run(Utc::now());
+    let now = Utc::now();
+    let resuming = state.begin_run(now);
+    // The streams listed by modification time in this run.
+    let filtered: &[&str] = if filters_now(source, selection, options.incremental).await? {
+        options.incremental
+    } else {
+        &[]
+    };
+    let pass = Pass {
+        selection,
+        filtered,
+        version: timestamp_version(now),
+        start_date: options.start_date,
+    };
     let mut plan = Vec::new();
     for listing in listings {
-        let served: Vec<&'static str> = listing
-            .streams()
-            .iter()
-            .copied()
-            .filter(|s| selection.contains(s))
-            .collect();
-        if served.is_empty() {
-            continue;
+        if let Some(planned) = pass.plan(listing, &state, resuming, &mut summary) {
+            plan.push(planned);
         }
-        if resuming && served.iter().all(|s| state.finished_in_this_run(s)) {
-            tracing::info!(
-                streams = %served.join(", "),
-                "finished in the interrupted run this one resumes; not read again"
-            );
-            summary.already_done.extend(&served);
-            continue;
-        }
-        plan.push((listing, served));
     }
     if plan.is_empty() && resuming {
         // Every listing was done: this run only closes the interrupted one.
@@ -175,19 +191,15 @@ pub async fn sync<W: Write>(
             .map_err(SyncError::Write)?;
     }
     let count = plan.len();
-    for (n, (listing, served)) in plan.into_iter().enumerate() {
-        let last = n + 1 == count;
-        match run_listing(
-            listing,
-            &served,
+    for (n, planned) in plan.into_iter().enumerate() {
+        let mut run = Run {
             selection,
-            &mut state,
-            writer,
-            &mut summary,
-            last,
-        )
-        .await
-        {
+            state: &mut state,
+            writer: &mut *writer,
+            summary: &mut summary,
+            last: n + 1 == count,
+        };
+        match run.listing(planned).await {
             Ok(()) => {}
             Err(SyncError::Write(WriteError::Closed)) => {
                 summary.stopped_early = true;
@@ -198,6 +210,177 @@ pub async fn sync<W: Write>(
         }
     }
     Ok(summary)
+}
+
+/// What planning a listing needs from the run.
+struct Pass<'a> {
+    selection: &'a Selection,
+    /// The streams listed by modification time in this run.
+    filtered: &'a [&'a str],
+    /// The version of the FULL_TABLE passes this run begins.
+    version: u64,
+    start_date: Option<&'a str>,
+}
+
+impl Pass<'_> {
+    /// Where a listing starts and how, with its fetch task started (every listing is fetched at
+    /// once, each a few pages ahead; they are written in order). `None` when it has nothing to
+    /// do: no selected stream, or finished within the interrupted run being resumed.
+    fn plan(
+        &self,
+        listing: Arc<dyn Listing>,
+        state: &TapState,
+        resuming: bool,
+        summary: &mut Summary,
+    ) -> Option<Planned> {
+        let served: Vec<&'static str> = listing
+            .streams()
+            .iter()
+            .copied()
+            .filter(|s| self.selection.contains(s))
+            .collect();
+        if served.is_empty() {
+            return None;
+        }
+        if resuming && served.iter().all(|s| state.finished_in_this_run(s)) {
+            tracing::info!(
+                streams = %served.join(", "),
+                "finished in the interrupted run this one resumes; not read again"
+            );
+            summary.already_done.extend(&served);
+            return None;
+        }
+        let start = start_point(state, &served);
+        let mode = Mode::of(
+            state,
+            &served,
+            self.selection,
+            self.filtered,
+            &start,
+            self.version,
+            self.start_date,
+        );
+        let fetch = prefetch(listing.clone(), request(&served, start.clone(), &mode));
+        Some(Planned {
+            listing,
+            served,
+            start,
+            mode,
+            fetch,
+        })
+    }
+}
+
+/// The streams whose listing will be filtered by modification time in this run: those the
+/// catalog asks INCREMENTAL for, when the vendor can filter them now.
+async fn filters_now(
+    source: &dyn Source,
+    selection: &Selection,
+    can: &[&str],
+) -> Result<bool, SyncError> {
+    let asked = selection
+        .names()
+        .into_iter()
+        .filter(|s| selection.get(s).is_some_and(|s| s.incremental))
+        .collect::<Vec<_>>();
+    if asked.is_empty() {
+        return Ok(false);
+    }
+    let filters = asked.iter().any(|s| can.contains(s)) && source.filters_now().await?;
+    for stream in asked {
+        if !(filters && can.contains(&stream)) {
+            tracing::warn!(
+                stream,
+                "INCREMENTAL replication was asked for, but the vendor cannot list this stream by modification time; it is read FULL_TABLE, with ACTIVATE_VERSION"
+            );
+        }
+    }
+    Ok(filters)
+}
+
+/// How a listing's streams are replicated in this run.
+#[derive(Debug, Clone, PartialEq)]
+enum Mode {
+    /// FULL_TABLE. `version` is the pass's (its RECORDs carry it, and the pass's end sends
+    /// ACTIVATE_VERSION); `None` for a pass resumed from a state that kept no version, whose
+    /// earlier records carry none: it activates nothing. `open`: the streams whose first pass
+    /// this is, announced with ACTIVATE_VERSION before their first record (the classic taps'
+    /// convention).
+    Full {
+        version: Option<u64>,
+        open: Vec<&'static str>,
+    },
+    /// INCREMENTAL by `updated_at`: only what changed after `since` (all when `None`).
+    Incremental { since: Option<String> },
+}
+
+impl Mode {
+    fn of(
+        state: &TapState,
+        served: &[&'static str],
+        selection: &Selection,
+        filtered: &[&str],
+        start: &Option<Value>,
+        version: u64,
+        start_date: Option<&str>,
+    ) -> Mode {
+        let main = served[0];
+        let bookmark = state.bookmarks.get(main);
+        if filtered.contains(&main) && selection.get(main).is_some_and(|s| s.incremental) {
+            let since = bookmark.and_then(|b| b.replication_key_value.clone());
+            return Mode::Incremental {
+                since: since.or_else(|| start_date.map(str::to_owned)),
+            };
+        }
+        if start.is_some() {
+            // A resumed pass continues its version.
+            return Mode::Full {
+                version: bookmark.and_then(|b| b.version),
+                open: Vec::new(),
+            };
+        }
+        let open = served
+            .iter()
+            .copied()
+            .filter(|s| {
+                state
+                    .bookmarks
+                    .get(*s)
+                    .is_none_or(|b| b.completed_at.is_none())
+            })
+            .collect();
+        Mode::Full {
+            version: Some(version),
+            open,
+        }
+    }
+
+    fn version(&self) -> Option<u64> {
+        match self {
+            Mode::Full { version, .. } => *version,
+            Mode::Incremental { .. } => None,
+        }
+    }
+}
+
+fn request(served: &[&'static str], start: Option<Value>, mode: &Mode) -> ListRequest {
+    ListRequest {
+        start,
+        wanted: served.to_vec(),
+        since: match mode {
+            Mode::Incremental { since } => since.clone(),
+            Mode::Full { .. } => None,
+        },
+    }
+}
+
+/// A listing with its fetch task under way.
+struct Planned {
+    listing: Arc<dyn Listing>,
+    served: Vec<&'static str>,
+    start: Option<Value>,
+    mode: Mode,
+    fetch: (mpsc::Receiver<Result<Page, SourceError>>, FetchTask),
 }
 
 /// Aborts a listing's fetch task when the listing is done with it.
@@ -240,41 +423,34 @@ fn start_point(state: &TapState, served: &[&'static str]) -> Option<Value> {
     }
 }
 
-async fn run_listing<W: Write>(
-    listing: Arc<dyn Listing>,
-    served: &[&'static str],
-    selection: &Selection,
-    state: &mut TapState,
-    writer: &mut SingerWriter<W>,
-    summary: &mut Summary,
+/// What writing one listing needs.
+struct Run<'a, W: Write> {
+    selection: &'a Selection,
+    state: &'a mut TapState,
+    writer: &'a mut SingerWriter<W>,
+    summary: &'a mut Summary,
+    /// The run's last listing: its last STATE ends the run.
     last: bool,
-) -> Result<(), SyncError> {
-    let main = served[0];
-    for stream in served {
-        if let Some(selected) = selection.get(stream) {
-            writer
-                .write(&Message::Schema(selected.schema_message()))
-                .map_err(SyncError::Write)?;
-        }
-    }
-    let mut start = start_point(state, served);
-    match &start {
-        Some(cursor) => tracing::info!(
-            stream = main,
-            cursor = %cursor_text(cursor),
-            "resuming from the stored bookmark"
-        ),
-        None => tracing::info!(stream = main, "reading from the beginning"),
-    }
-    'attempt: loop {
-        let request = ListRequest {
-            start: start.clone(),
-            wanted: served.to_vec(),
-        };
-        let (mut pages, _task) = prefetch(listing.clone(), request);
+}
+
+impl<W: Write> Run<'_, W> {
+    /// Writes one listing: SCHEMAs, then its pages, each followed by a STATE.
+    async fn listing(&mut self, planned: Planned) -> Result<(), SyncError> {
+        let Planned {
+            listing,
+            served,
+            mut start,
+            mut mode,
+            fetch: (mut pages, mut task),
+        } = planned;
+        let main = served[0];
+        self.open(&served, &start, &mode)?;
         let mut previous = start.clone();
         let mut first = true;
-        while let Some(item) = pages.recv().await {
+        loop {
+            let Some(item) = pages.recv().await else {
+                return Err(SyncError::Truncated(main));
+            };
             let page = match item {
                 Ok(page) => page,
                 Err(SourceError::CursorRejected {
@@ -287,92 +463,188 @@ async fn run_listing<W: Write>(
                         cursor = %cursor,
                         "the vendor rejected the stored cursor ({detail}); reading the stream from the beginning"
                     );
-                    summary.restarted.push(main);
+                    self.summary.restarted.push(main);
                     start = None;
-                    continue 'attempt;
+                    if let Mode::Full { version, .. } = &mut mode {
+                        // Read from the start, a pass without a version can take one.
+                        version.get_or_insert_with(|| timestamp_version(Utc::now()));
+                    }
+                    drop(task);
+                    (pages, task) = prefetch(listing.clone(), request(&served, None, &mode));
+                    previous = None;
+                    continue;
                 }
                 Err(err) => return Err(err.into()),
             };
+            if first {
+                self.announce(&mode)?;
+            }
             first = false;
-            summary.pages += 1;
-            if let Some(next) = &page.next {
-                if previous.as_ref() == Some(next) {
-                    return Err(SourceError::Loop {
-                        stream: main,
-                        cursor: cursor_text(next),
-                    }
-                    .into());
+            self.summary.pages += 1;
+            if page.next.is_some() && previous == page.next {
+                return Err(SourceError::Loop {
+                    stream: main,
+                    cursor: page.next.as_ref().map(cursor_text).unwrap_or_default(),
                 }
+                .into());
             }
-            let next = write_page(page, main, selection, writer, summary)?;
-            match &next {
-                Some(next) => {
-                    for stream in served {
-                        state.set_next_page(stream, next.clone());
-                    }
-                    state.currently_syncing = Some(main.to_string());
-                }
-                None => {
-                    let now = timestamp(Utc::now());
-                    for stream in served {
-                        state.complete(stream, now.clone());
-                    }
-                    state.currently_syncing = None;
-                    if last {
-                        state.end_run();
-                    }
-                }
-            }
-            writer
-                .write_state(&state.to_value())
-                .map_err(SyncError::Write)?;
+            let next = self.page(page, main, &mode)?;
+            self.settle(&served, next.clone(), &mode)?;
             if next.is_none() {
                 return Ok(());
             }
             previous = next;
         }
-        return Err(SyncError::Truncated(main));
+    }
+
+    /// ACTIVATE_VERSION for the streams whose first pass begins: once the first page came, so a
+    /// vendor that cannot be read makes a loader drop nothing.
+    fn announce(&mut self, mode: &Mode) -> Result<(), SyncError> {
+        if let Mode::Full {
+            version: Some(version),
+            open,
+        } = mode
+        {
+            for stream in open {
+                self.writer
+                    .write_activate_version(stream, *version)
+                    .map_err(SyncError::Write)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The listing's SCHEMAs.
+    fn open(
+        &mut self,
+        served: &[&'static str],
+        start: &Option<Value>,
+        mode: &Mode,
+    ) -> Result<(), SyncError> {
+        let main = served[0];
+        for stream in served {
+            if let Some(selected) = self.selection.get(stream) {
+                self.writer
+                    .write(&Message::Schema(selected.schema_message()))
+                    .map_err(SyncError::Write)?;
+            }
+        }
+        match (start, mode) {
+            (Some(cursor), _) => tracing::info!(
+                stream = main,
+                cursor = %cursor_text(cursor),
+                "resuming from the stored bookmark"
+            ),
+            (None, Mode::Incremental { since: Some(since) }) => {
+                tracing::info!(stream = main, "reading what changed after {since}")
+            }
+            (None, _) => tracing::info!(stream = main, "reading from the beginning"),
+        }
+        if let Mode::Full { version: None, .. } = mode {
+            tracing::info!(
+                stream = main,
+                "the stored state keeps no version for this pass (an older roster wrote it): its records carry none and its end sends no ACTIVATE_VERSION"
+            );
+        }
+        Ok(())
+    }
+
+    /// The STATE after a page: the next cursor and the pass's version or, after the last page,
+    /// ACTIVATE_VERSION and the finished streams.
+    fn settle(
+        &mut self,
+        served: &[&'static str],
+        next: Option<Value>,
+        mode: &Mode,
+    ) -> Result<(), SyncError> {
+        let state = &mut *self.state;
+        match next {
+            Some(next) => {
+                for stream in served {
+                    state.set_next_page(stream, next.clone());
+                    state.bookmark_mut(stream).version = mode.version();
+                }
+                state.currently_syncing = Some(served[0].to_string());
+            }
+            None => {
+                if let Some(version) = mode.version() {
+                    for stream in served {
+                        self.writer
+                            .write_activate_version(stream, version)
+                            .map_err(SyncError::Write)?;
+                    }
+                }
+                let now = timestamp(Utc::now());
+                for stream in served {
+                    state.complete(stream, now.clone());
+                }
+                state.currently_syncing = None;
+                if self.last {
+                    state.end_run();
+                }
+            }
+        }
+        self.writer
+            .write_state(&state.to_value())
+            .map_err(SyncError::Write)
+    }
+
+    /// Writes a page's records (projected to the selected properties) and returns its cursor.
+    fn page(
+        &mut self,
+        page: Page,
+        main: &'static str,
+        mode: &Mode,
+    ) -> Result<Option<Value>, SyncError> {
+        let extracted = page
+            .extracted_at
+            .to_rfc3339_opts(SecondsFormat::Micros, false);
+        let version = mode.version();
+        let incremental = matches!(mode, Mode::Incremental { .. });
+        for mut emit in page.records {
+            let Some(selected) = self.selection.get(emit.stream) else {
+                continue;
+            };
+            if incremental {
+                if let Some(Value::String(updated)) = emit.record.get(UPDATED_AT) {
+                    let bookmark = self.state.bookmark_mut(emit.stream);
+                    bookmark.replication_key = Some(UPDATED_AT.to_string());
+                    bookmark.note_progress(updated);
+                }
+            }
+            selected.project(&mut emit.record);
+            self.writer
+                .write_record(emit.stream, &emit.record, Some(&extracted), version)
+                .map_err(SyncError::Write)?;
+            self.summary.counts_mut(emit.stream).records += 1;
+        }
+        for skipped in page
+            .skipped
+            .iter()
+            .filter(|s| self.selection.contains(s.stream))
+        {
+            tracing::warn!(
+                stream = skipped.stream,
+                "skipped a vendor resource: {}",
+                skipped.reason
+            );
+            self.summary.counts_mut(skipped.stream).skipped += 1;
+        }
+        if page.duplicates > 0 {
+            tracing::debug!(
+                stream = main,
+                count = page.duplicates,
+                "left out resources an earlier page had"
+            );
+            self.summary.counts_mut(main).duplicates += page.duplicates;
+        }
+        Ok(page.next)
     }
 }
 
-/// Writes a page's records (projected to the selected properties) and returns its cursor.
-fn write_page<W: Write>(
-    page: Page,
-    main: &'static str,
-    selection: &Selection,
-    writer: &mut SingerWriter<W>,
-    summary: &mut Summary,
-) -> Result<Option<Value>, SyncError> {
-    let extracted = page
-        .extracted_at
-        .to_rfc3339_opts(SecondsFormat::Micros, false);
-    for mut emit in page.records {
-        let Some(selected) = selection.get(emit.stream) else {
-            continue;
-        };
-        selected.project(&mut emit.record);
-        writer
-            .write_record(emit.stream, &emit.record, Some(&extracted))
-            .map_err(SyncError::Write)?;
-        summary.counts_mut(emit.stream).records += 1;
-    }
-    for skipped in page.skipped.iter().filter(|s| selection.contains(s.stream)) {
-        tracing::warn!(
-            stream = skipped.stream,
-            "skipped a vendor resource: {}",
-            skipped.reason
-        );
-        summary.counts_mut(skipped.stream).skipped += 1;
-    }
-    if page.duplicates > 0 {
-        tracing::debug!(
-            stream = main,
-            count = page.duplicates,
-            "left out resources an earlier page had"
-        );
-        summary.counts_mut(main).duplicates += page.duplicates;
-    }
-    Ok(page.next)
+/// A pass's version: its start in milliseconds since the epoch, as classic Singer taps do.
+fn timestamp_version(at: chrono::DateTime<Utc>) -> u64 {
+    u64::try_from(at.timestamp_millis()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -384,6 +656,12 @@ mod tests {
     use crate::vendors::source::{Emit, PageStream, Skipped};
     use serde_json::json;
     use std::sync::Mutex;
+
+    /// The fake vendor lists `users` by modification time.
+    const INCREMENTAL: Options<'static> = Options {
+        start_date: None,
+        incremental: &[USERS],
+    };
 
     /// A listing of `users` (and their memberships) paged by offset, three per page.
     #[derive(Debug)]
@@ -420,7 +698,9 @@ mod tests {
                 let end = (at + PER_PAGE).min(total);
                 let mut records = Vec::new();
                 for i in at..end {
-                    let user = json!({"id": format!("u{i}"), "email": format!("u{i}@x.io"), "attributes": {}});
+                    // Modification times out of listing order, as a filtered listing has them.
+                    let updated = format!("2026-01-01T00:00:{:02}Z", (i * 5) % 11);
+                    let user = json!({"id": format!("u{i}"), "email": format!("u{i}@x.io"), "updated_at": updated, "attributes": {}});
                     records.push(Emit::new(USERS, user.as_object().cloned().unwrap()));
                     let m = json!({"group_id": "g1", "user_id": format!("u{i}"), "attributes": {}});
                     records.push(Emit::new(MEMBERSHIPS, m.as_object().cloned().unwrap()));
@@ -454,6 +734,9 @@ mod tests {
         fn listings(&self) -> Vec<Arc<dyn Listing>> {
             vec![self.0.clone()]
         }
+        async fn filters_now(&self) -> Result<bool, SourceError> {
+            Ok(true)
+        }
     }
 
     fn fake(users: usize, reject: Option<Value>) -> (FakeSource, Arc<Fake>) {
@@ -471,7 +754,9 @@ mod tests {
         state: TapState,
     ) -> (Vec<Message>, Summary) {
         let mut writer = SingerWriter::new(Vec::new());
-        let summary = sync(source, selection, state, &mut writer).await.unwrap();
+        let summary = sync(source, selection, state, &mut writer, &INCREMENTAL)
+            .await
+            .unwrap();
         let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
         let messages = text
             .lines()
@@ -506,10 +791,12 @@ mod tests {
                 Message::Schema(_) => 'S',
                 Message::Record(_) => 'R',
                 Message::State(_) => 'T',
+                Message::ActivateVersion(_) => 'A',
                 _ => '?',
             })
             .collect();
-        assert_eq!(kinds, "SSRRRRRRTRRRRRRTRRT");
+        // A first pass opens and closes with ACTIVATE_VERSION for each stream.
+        assert_eq!(kinds, "SSAARRRRRRTRRRRRRTRRAAT");
         let states = states(&messages);
         assert_eq!(states[0]["bookmarks"]["users"]["next_page"], 3);
         assert_eq!(states[0]["bookmarks"]["memberships"]["next_page"], 3);
@@ -627,7 +914,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unselected_listing_is_never_asked_for_pages() {
         let (source, listing) = fake(4, None);
-        let mut catalog: Catalog = discover(&[USERS, MEMBERSHIPS]);
+        let mut catalog: Catalog = discover(&[USERS, MEMBERSHIPS], &[]);
         for entry in &mut catalog.streams {
             entry.metadata[0]
                 .metadata
@@ -658,9 +945,223 @@ mod tests {
             &Selection::all(&[USERS]),
             TapState::default(),
             &mut writer,
+            &INCREMENTAL,
         )
         .await
         .unwrap();
         assert!(summary.stopped_early);
+    }
+
+    fn versions(messages: &[Message]) -> (Vec<Option<u64>>, Vec<(String, u64)>) {
+        let mut records = Vec::new();
+        let mut activations = Vec::new();
+        for m in messages {
+            match m {
+                Message::Record(r) => records.push(r.version),
+                Message::ActivateVersion(a) => activations.push((a.stream.clone(), a.version)),
+                _ => {}
+            }
+        }
+        (records, activations)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_pass_resumes_with_its_version_and_closes_once() {
+        let (source, _) = fake(7, None);
+        let selection = Selection::all(&[USERS, MEMBERSHIPS]);
+        let (messages, _) = run(&source, &selection, TapState::default()).await;
+        let (records, activations) = versions(&messages);
+        let v = records[0].unwrap();
+        assert!(records.iter().all(|r| *r == Some(v)), "{records:?}");
+        assert_eq!(
+            activations,
+            [
+                ("users".into(), v),
+                ("memberships".into(), v),
+                ("users".into(), v),
+                ("memberships".into(), v)
+            ]
+        );
+        let all = states(&messages);
+        assert_eq!(
+            all[0]["bookmarks"]["users"]["version"], v,
+            "the pass's version is kept"
+        );
+        assert!(
+            all[2]["bookmarks"]["users"].get("version").is_none(),
+            "and dropped at its end"
+        );
+        // Killed after the first page: the resumed pass goes on with the same version, sends no
+        // opening message and closes once, at its true end.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        let (messages, summary) = run(
+            &source,
+            &selection,
+            TapState::from_value(all[0].clone()).unwrap(),
+        )
+        .await;
+        assert_eq!(summary.counts(USERS).records, 4);
+        let (records, activations) = versions(&messages);
+        assert!(records.iter().all(|r| *r == Some(v)), "{records:?}");
+        assert_eq!(
+            activations,
+            [("users".into(), v), ("memberships".into(), v)]
+        );
+        let last = messages
+            .iter()
+            .rposition(|m| matches!(m, Message::ActivateVersion(_)))
+            .unwrap();
+        assert!(matches!(messages[last + 1], Message::State(_)));
+        assert_eq!(
+            last + 2,
+            messages.len(),
+            "the closing messages come after the last record"
+        );
+        // The next pass has a new version and, not being the first, no opening message.
+        let done = states(&messages).pop().unwrap();
+        let (messages, _) = run(&source, &selection, TapState::from_value(done).unwrap()).await;
+        let (records, activations) = versions(&messages);
+        let next = records[0].unwrap();
+        assert!(next > v);
+        assert_eq!(
+            activations,
+            [("users".into(), next), ("memberships".into(), next)]
+        );
+        assert!(
+            matches!(messages[2], Message::Record(_)),
+            "no opening ACTIVATE_VERSION"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_resumed_from_a_state_without_a_version_activates_nothing() {
+        let (source, _) = fake(7, None);
+        let state = TapState::from_value(json!({
+            "bookmarks": {"users": {"next_page": 3}, "memberships": {"next_page": 3}}
+        }))
+        .unwrap();
+        let (messages, summary) = run(&source, &Selection::all(&[USERS, MEMBERSHIPS]), state).await;
+        assert_eq!(summary.counts(USERS).records, 4);
+        let (records, activations) = versions(&messages);
+        assert!(records.iter().all(Option::is_none), "{records:?}");
+        assert!(
+            activations.is_empty(),
+            "records before the resume point carry no version"
+        );
+    }
+
+    fn incremental_users() -> Selection {
+        let mut catalog: Catalog = discover(&[USERS], &[USERS]);
+        let top = &mut catalog.streams[0].metadata[0].metadata;
+        assert!(top.get("forced-replication-method").is_none());
+        assert_eq!(top["valid-replication-keys"], json!(["updated_at"]));
+        top.insert("replication-method".into(), json!("INCREMENTAL"));
+        top.insert("replication-key".into(), json!("updated_at"));
+        Selection::from_catalog(&catalog, &[USERS])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_incremental_stream_keeps_the_highest_updated_at_once_its_pass_ends() {
+        let (source, listing) = fake(7, None);
+        let selection = incremental_users();
+        let mut writer = SingerWriter::new(Vec::new());
+        let state = TapState::default();
+        sync(
+            &source,
+            &selection,
+            state,
+            &mut writer,
+            &Options {
+                start_date: Some("2025-06-01T00:00:00.000Z"),
+                incremental: &[USERS],
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            listing.requests.lock().unwrap()[0].since.as_deref(),
+            Some("2025-06-01T00:00:00.000Z"),
+            "start_date where there is no bookmark"
+        );
+        let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+        let messages: Vec<Message> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| parse_message(i as u64 + 1, l.as_bytes()).unwrap().unwrap())
+            .collect();
+        let (records, activations) = versions(&messages);
+        assert_eq!(records.len(), 7);
+        assert!(
+            records.iter().all(Option::is_none) && activations.is_empty(),
+            "no versions"
+        );
+        let all = states(&messages);
+        // Mid-pass: the highest value so far is progress, not yet the bookmark.
+        assert_eq!(
+            all[0]["bookmarks"]["users"]["progress_value"],
+            "2026-01-01T00:00:10Z"
+        );
+        assert!(
+            all[0]["bookmarks"]["users"]
+                .get("replication_key_value")
+                .is_none()
+        );
+        let done = &all[2]["bookmarks"]["users"];
+        assert_eq!(done["replication_key"], "updated_at");
+        assert_eq!(done["replication_key_value"], "2026-01-01T00:00:10Z");
+        assert!(done.get("progress_value").is_none());
+        // The next run asks for what changed after it; an interrupted one for the same.
+        run(
+            &source,
+            &selection,
+            TapState::from_value(all[2].clone()).unwrap(),
+        )
+        .await;
+        run(
+            &source,
+            &selection,
+            TapState::from_value(all[0].clone()).unwrap(),
+        )
+        .await;
+        let requests = listing.requests.lock().unwrap();
+        assert_eq!(requests[1].since.as_deref(), Some("2026-01-01T00:00:10Z"));
+        assert_eq!(
+            requests[2].since, None,
+            "mid-pass the filter stays the pass's own"
+        );
+        assert_eq!(requests[2].start, Some(json!(3)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn incremental_falls_back_to_full_table_where_the_vendor_cannot_filter() {
+        #[derive(Debug)]
+        struct Unfiltered(Arc<Fake>);
+        #[async_trait::async_trait]
+        impl Source for Unfiltered {
+            async fn check(&self) -> Result<(), SourceError> {
+                Ok(())
+            }
+            fn listings(&self) -> Vec<Arc<dyn Listing>> {
+                vec![self.0.clone()]
+            }
+        }
+        let (_, listing) = fake(4, None);
+        let source = Unfiltered(listing.clone());
+        let mut writer = SingerWriter::new(Vec::new());
+        sync(
+            &source,
+            &incremental_users(),
+            TapState::default(),
+            &mut writer,
+            &Options {
+                start_date: Some("2025-01-01"),
+                incremental: &[USERS],
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(listing.requests.lock().unwrap()[0].since, None);
+        let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+        assert_eq!(text.matches("ACTIVATE_VERSION").count(), 2, "{text}");
     }
 }

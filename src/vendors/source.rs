@@ -38,6 +38,14 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// The vendor's listings, in the order a sync runs them.
     fn listings(&self) -> Vec<Arc<dyn Listing>>;
 
+    /// True when the server can filter the listings of
+    /// [`crate::tap::select::incremental_streams`] by modification time in this run (a SCIM
+    /// server's ServiceProviderConfig may say it cannot); asked once, before the first listing,
+    /// and only when a catalog asks for INCREMENTAL. False by default.
+    async fn filters_now(&self) -> Result<bool, SourceError> {
+        Ok(false)
+    }
+
     /// The `attributes` keys the vendor declares, per stream, with each one's column schema
     /// (for schema flattening). Empty for vendors without attribute definitions.
     async fn attribute_schemas(
@@ -78,6 +86,9 @@ pub struct ListRequest {
     /// The streams the engine will emit; a listing skips work for the others (no
     /// `expand=memberships` when memberships are not wanted, say).
     pub wanted: Vec<&'static str>,
+    /// INCREMENTAL: list only what changed after this instant (RFC 3339); only asked of a
+    /// listing whose main stream is among [`crate::tap::select::incremental_streams`].
+    pub since: Option<String>,
 }
 
 impl ListRequest {

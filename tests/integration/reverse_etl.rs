@@ -685,3 +685,89 @@ fn tap_roster_lands_people_in_postgres_through_target_postgres_and_updates_in_pl
         "the second run updated the row in place, with no duplicates"
     );
 }
+
+/// Mirror deletes in the warehouse: tap-roster sends ACTIVATE_VERSION the classic way, so
+/// meltanolabs target-postgres (`add_record_metadata: true`, `hard_delete: false`) soft-deletes
+/// the row of a user removed from Userflow between two runs (its `_sdc_deleted_at` is set)
+/// and leaves the others alone. The second run resumes from the state target-postgres handed
+/// back, as Meltano does.
+#[test]
+fn tap_roster_into_target_postgres_soft_deletes_a_removed_user() {
+    let Some(bin) = pg_bindir() else {
+        return support::skip_or_fail(
+            "PostgreSQL's server programs (initdb, pg_ctl) are needed: apt-get install postgresql",
+        );
+    };
+    let Some(venv) = support::venv("target-postgres", TARGET_POSTGRES) else {
+        return support::skip_or_fail("python3 with venv is needed for target-postgres");
+    };
+    let pg = Postgres::start(bin);
+    let sb = Sandbox::builder()
+        .seed(9)
+        .users(25)
+        .groups(3)
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tap_config =
+        support::write_json(&dir.path().join("tap.json"), &sb.config(Vendor::Userflow));
+    let target_config = support::write_json(
+        &dir.path().join("target-postgres.json"),
+        &json!({
+            "host": "127.0.0.1",
+            "port": pg.port,
+            "user": "roster",
+            "password": PG_PASSWORD,
+            "database": "postgres",
+            "default_target_schema": "mirror",
+            "load_method": "upsert",
+            "add_record_metadata": true,
+            "hard_delete": false,
+        }),
+    );
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, "{}").unwrap();
+    let run = |what: &str| {
+        let out = dir.path().join("target.out");
+        support::pipeline(
+            r#"tap-roster --config "$TAP_CONFIG" --state "$STATE" | target-postgres --config "$TARGET_CONFIG" > "$OUT""#,
+            &[&venv.join("bin")],
+            &[
+                ("TAP_CONFIG", &tap_config),
+                ("TARGET_CONFIG", &target_config),
+                ("STATE", &state),
+                ("OUT", &out),
+            ],
+            STEP_TIMEOUT,
+        )
+        .assert_success(what);
+        // The state target-postgres hands back is the next run's, as Meltano keeps it.
+        let text = std::fs::read_to_string(&out).unwrap();
+        if let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) {
+            std::fs::write(&state, last).unwrap();
+        }
+    };
+    let live = |pg: &Postgres| {
+        pg.query("SELECT id FROM mirror.users WHERE _sdc_deleted_at IS NULL ORDER BY id")
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect::<Vec<_>>()
+    };
+    run("tap-roster | target-postgres");
+    let before = live(&pg);
+    assert_eq!(before.len(), 25);
+    let removed = before[7].clone();
+    assert!(sb.delete_user(Vendor::Userflow, &removed));
+    run("the second tap-roster | target-postgres");
+    let mut expected = before.clone();
+    expected.retain(|id| *id != removed);
+    assert_eq!(live(&pg), expected, "only the removed user is soft-deleted");
+    let gone = pg.query(&format!(
+        "SELECT _sdc_deleted_at IS NOT NULL FROM mirror.users WHERE id = '{removed}'"
+    ));
+    assert_eq!(gone, [["t"]], "the row stays, marked deleted");
+    let memberships = pg.query(&format!(
+        "SELECT count(*) FROM mirror.memberships WHERE user_id = '{removed}' AND _sdc_deleted_at IS NULL"
+    ));
+    assert_eq!(memberships, [["0"]], "its memberships went with it");
+}

@@ -88,10 +88,7 @@ fn scim_records_map_the_standard_attributes() {
     assert_eq!(record["active"], wire["active"]);
     assert_eq!(record["created_at"], wire["meta"]["created"]);
     assert_eq!(record["attributes"]["userName"], wire["userName"]);
-    assert_eq!(
-        record["attributes"]["meta.lastModified"],
-        wire["meta"]["lastModified"]
-    );
+    assert_eq!(record["updated_at"], wire["meta"]["lastModified"]);
     let group = &dump["Groups"][0];
     let record = run
         .records("groups")
@@ -282,13 +279,16 @@ fn quirky_servers_are_read_leniently_deduplicated_and_paged_by_what_came_back() 
     assert_eq!(memberships.len(), 2);
     assert_eq!(memberships[1]["user_id"], "4");
     assert_eq!(run.records("groups").len(), 2);
-    let queries = server.queries.lock().unwrap().clone();
+    // The two listings are fetched concurrently, so their requests interleave; each listing's
+    // own go in order.
+    let mut queries = server.queries.lock().unwrap().clone();
+    queries.sort_by_key(|q| !q.starts_with("Groups"));
     assert_eq!(
         queries,
         [
-            // Groups come first. Each next page starts one early (a page of 5), and the server
-            // shifts it back by one more: the anchor is found either way, so nothing repeats. It
-            // also says 7 in all while 7 is past its last index, so the tap reads on to the end.
+            // Each next page starts one early (a page of 5), and the server shifts it back by one
+            // more: the anchor is found either way, so nothing repeats. It also says 7 in all
+            // while 7 is past its last index, so the tap reads on to the end.
             "Groups?startIndex=1&count=5",
             "Groups?startIndex=2&count=5",
             "Users?startIndex=1&count=5",
@@ -336,4 +336,126 @@ fn a_server_that_ignores_start_index_is_an_error_not_a_short_listing() {
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.stderr.contains("ignores startIndex"), "{}", run.stderr);
     assert!(run.records("users").len() <= 100);
+}
+
+/// The users stream of `catalog` with `replication-method: INCREMENTAL` by `updated_at`, as
+/// Meltano's `metadata:` extra writes it.
+fn incremental(mut catalog: Value) -> Value {
+    for entry in catalog["streams"].as_array_mut().unwrap() {
+        let users = entry["stream"] == "users";
+        let top = entry["metadata"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|m| m["breadcrumb"] == json!([]))
+            .unwrap();
+        if users {
+            assert_eq!(
+                top["metadata"]["valid-replication-keys"],
+                json!(["updated_at"])
+            );
+            assert!(top["metadata"].get("forced-replication-method").is_none());
+            top["metadata"]["replication-method"] = json!("INCREMENTAL");
+            top["metadata"]["replication-key"] = json!("updated_at");
+        }
+    }
+    catalog
+}
+
+/// INCREMENTAL: the first pass reads everything and keeps the highest `meta.lastModified`; the
+/// next asks `filter=meta.lastModified gt "<it>"` and gets only the users changed since. A
+/// server whose ServiceProviderConfig says it cannot filter is read FULL_TABLE, with versions.
+#[test]
+fn an_incremental_sync_reads_only_the_users_changed_after_the_bookmark() {
+    let sb = sandbox(50, false);
+    let config = sb.config(Vendor::Scim);
+    let catalog = incremental(catalog(&config, &["users"], &[]));
+    let first = sync(&config, None, Some(&catalog)).ok();
+    check_protocol(&first.messages);
+    let users = first.records("users");
+    assert_eq!(users.len(), 120);
+    assert!(
+        first
+            .messages
+            .iter()
+            .all(|m| m["type"] != "ACTIVATE_VERSION" && m.get("version").is_none()),
+        "no versions on an INCREMENTAL stream"
+    );
+    let highest = users
+        .iter()
+        .map(|u| u["updated_at"].as_str().unwrap().to_string())
+        .max()
+        .unwrap();
+    let state = first.states().pop().unwrap();
+    assert_eq!(state["bookmarks"]["users"]["replication_key"], "updated_at");
+    assert_eq!(
+        state["bookmarks"]["users"]["replication_key_value"],
+        json!(highest)
+    );
+
+    // Two users change; the next run reads exactly those.
+    let changed: Vec<String> = users[..2]
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect();
+    let api = crate::sandbox_common::api(&sb, Vendor::Scim);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        for id in &changed {
+            let r = api
+                .patch(
+                    &format!("/Users/{id}"),
+                    &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                            "Operations": [{"op": "replace", "path": "title", "value": "changed"}]}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    });
+    sb.clear_requests();
+    let second = sync(&config, Some(&state), Some(&catalog)).ok();
+    let ids: Vec<String> = second
+        .records("users")
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, changed);
+    let asked = queries(&sb, &format!("{}/Users", Vendor::Scim.prefix()));
+    assert!(asked[0].contains("filter=meta.lastModified"), "{asked:?}");
+    let moved =
+        second.states().pop().unwrap()["bookmarks"]["users"]["replication_key_value"].clone();
+    assert!(moved.as_str().unwrap() > highest.as_str(), "{moved}");
+
+    // start_date: where a stateless incremental run starts.
+    let mut later = config.clone();
+    later["start_date"] = json!("2999-01-01");
+    assert!(
+        sync(&later, None, Some(&catalog))
+            .ok()
+            .records("users")
+            .is_empty()
+    );
+    later["start_date"] = json!("not a date");
+    let refused = sync(&later, None, Some(&catalog));
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("start_date"), "{}", refused.stderr);
+
+    // A server that cannot filter: FULL_TABLE, warned about, with ACTIVATE_VERSION.
+    let plain = Sandbox::builder()
+        .seed(11)
+        .users(30)
+        .groups(2)
+        .scim_filter(false)
+        .start_background()
+        .unwrap();
+    let run = sync(&plain.config(Vendor::Scim), None, Some(&catalog)).ok();
+    assert_eq!(run.records("users").len(), 30);
+    assert!(run.stderr.contains("FULL_TABLE"), "{}", run.stderr);
+    assert_eq!(
+        run.messages
+            .iter()
+            .filter(|m| m["type"] == "ACTIVATE_VERSION")
+            .count(),
+        2,
+        "opened and closed"
+    );
 }

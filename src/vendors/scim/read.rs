@@ -6,7 +6,8 @@
 //!   Entra does, to keep the pages small.
 //!
 //! `count` is lowered to the ServiceProviderConfig's `maxPageSize`, which is read once per run
-//! when the first listing starts. Paging, leniency, the overlap that bridges deletions during a
+//! when the first listing starts. An INCREMENTAL listing adds `filter=meta.lastModified gt
+//! "<since>"` when the ServiceProviderConfig says the server filters. Paging, leniency, the overlap that bridges deletions during a
 //! run, fill passes and deduplication are [`crate::scim::list`]'s; turning resources into
 //! records is [`crate::scim::types`]'. The bookmark is a [`list::Cursor`]:
 //! `{"start_index", "after": [the page's last ids], "fill"}` (a bare `startIndex` from an older
@@ -52,6 +53,14 @@ impl ScimSource {
             spc: Arc::new(OnceCell::new()),
         }
     }
+
+    /// The ServiceProviderConfig, read once per run.
+    async fn spc(&self) -> &ServiceProviderConfig {
+        let client = &self.client;
+        self.spc
+            .get_or_init(|| ServiceProviderConfig::read(client))
+            .await
+    }
 }
 
 #[async_trait::async_trait]
@@ -66,6 +75,12 @@ impl Source for ScimSource {
             .send()
             .await?;
         Ok(())
+    }
+
+    /// `filter.supported` in the ServiceProviderConfig (RFC 7644 §5): `meta.lastModified gt`
+    /// is then a filter the server must answer.
+    async fn filters_now(&self) -> Result<bool, SourceError> {
+        Ok(self.spc().await.filter)
     }
 
     fn listings(&self) -> Vec<Arc<dyn Listing>> {
@@ -108,10 +123,19 @@ impl Listing for ScimList {
     fn pages(self: Arc<Self>, request: ListRequest) -> PageStream {
         let memberships = self.kind == Kind::Groups && request.wants(MEMBERSHIPS);
         let seen = Arc::new(Mutex::new(Pass::default()));
+        // RFC 7644 §3.4.2.2: dateTime attributes compare as instants.
+        let filter: Option<Arc<str>> = request
+            .since
+            .as_ref()
+            .map(|since| format!("meta.lastModified gt {}", Value::from(since.as_str())).into());
         sequential(&request, move |cursor, from_state| {
             let list = self.clone();
             let seen = seen.clone();
-            async move { list.page(cursor, from_state, memberships, &seen).await }
+            let filter = filter.clone();
+            async move {
+                list.page(cursor, from_state, memberships, filter.as_deref(), &seen)
+                    .await
+            }
         })
     }
 }
@@ -122,6 +146,7 @@ impl ScimList {
         cursor: Option<Value>,
         from_state: bool,
         memberships: bool,
+        filter: Option<&str>,
         pass: &Mutex<Pass>,
     ) -> Result<Page, SourceError> {
         let mut cursor = match &cursor {
@@ -133,11 +158,7 @@ impl ScimList {
         };
         let stored_start = cursor.start;
         let client = &self.source.client;
-        let spc = self
-            .source
-            .spc
-            .get_or_init(|| ServiceProviderConfig::read(client))
-            .await;
+        let spc = self.source.spc().await;
         let count = spc.page_size(PAGE_SIZE);
         if !cursor.anchored {
             // A bare startIndex: start a little earlier, as every next page does.
@@ -151,7 +172,7 @@ impl ScimList {
             },
             start,
             count,
-            filter: None,
+            filter,
             excluded: (self.kind == Kind::Groups && !memberships).then_some("members"),
         };
         let listed = list::list_page(client, &query)

@@ -90,6 +90,9 @@ pub fn user(wire: WireUser, memberships: bool) -> UserParts {
     if let Some(created) = object.shift_remove("created_at") {
         record.field("created_at", "created_at", created);
     }
+    if let Some(updated) = object.shift_remove("updated_at") {
+        record.field("updated_at", "updated_at", updated);
+    }
     merge_top_level(&mut rest, object, "user");
     record.attributes(rest);
     parts.user = Some(record.build());
@@ -182,6 +185,9 @@ pub fn group(value: Value) -> Result<Object, String> {
     }
     if let Some(created) = object.shift_remove("created_at") {
         record.field("created_at", "created_at", created);
+    }
+    if let Some(updated) = object.shift_remove("updated_at") {
+        record.field("updated_at", "updated_at", updated);
     }
     merge_top_level(&mut rest, object, "group");
     record.attributes(rest);
@@ -599,7 +605,8 @@ mod tests {
         assert_eq!(
             Value::Object(parts.user.unwrap()),
             json!({"id": "u1", "email": "a@x.io", "name": "Ann", "created_at": "2024-01-02T03:04:05.000Z",
-                   "attributes": {"plan": "pro", "signed_up_at": "2024-01-01T00:00:00Z", "seats": 3, "updated_at": "2024-03-01T00:00:00Z"}})
+                   "updated_at": "2024-03-01T00:00:00Z",
+                   "attributes": {"plan": "pro", "signed_up_at": "2024-01-01T00:00:00Z", "seats": 3}})
         );
         assert_eq!(
             parts

@@ -153,6 +153,14 @@ pub fn check_protocol(messages: &[Value]) {
                 pending = true;
             }
             "STATE" => pending = false,
+            "ACTIVATE_VERSION" => {
+                let stream = m["stream"].as_str().unwrap();
+                assert!(
+                    validators.contains_key(stream),
+                    "line {at}: {m} before its SCHEMA"
+                );
+                assert!(m["version"].is_u64(), "line {at}: {m}");
+            }
             other => panic!("unexpected message type {other}"),
         }
     }

@@ -297,8 +297,19 @@ fn case_exact(path: &[String]) -> bool {
         || path.last().is_some_and(|s| s == "$ref")
 }
 
+fn is_instant(s: &str) -> bool {
+    s.len() >= 20 && chrono::DateTime::parse_from_rfc3339(s).is_ok()
+}
+
 fn compare(have: &Value, op: Op, want: &Value, exact: bool) -> bool {
     match (have, want) {
+        // dateTime attributes compare as instants (RFC 7644 §3.4.2.2), whatever the precision.
+        (Value::String(h), Value::String(w))
+            if !matches!(op, Op::Co | Op::Sw | Op::Ew) && is_instant(h) && is_instant(w) =>
+        {
+            let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+            ord_matches(at(h).cmp(&at(w)), op)
+        }
         (Value::String(h), Value::String(w)) => {
             let (h, w) = if exact {
                 (h.clone(), w.clone())
@@ -358,8 +369,19 @@ pub(crate) fn matches(f: &Filter, v: &Value) -> bool {
 }
 
 /// Does the stored resource `o` match `f`? (No copy of the resource is made.)
+#[cfg(test)]
 pub(crate) fn matches_obj(f: &Filter, o: &Map<String, Value>) -> bool {
     eval(f, &|p: &[String]| match p.split_first() {
+        Some((first, rest)) => find_key(o, first).map_or_else(Vec::new, |k| resolve(&o[k], rest)),
+        None => Vec::new(),
+    })
+}
+
+/// Does the stored resource `o`, whose `meta` the server keeps apart, match `f`? So
+/// `meta.lastModified gt "…"` (an incremental read) and `meta.created` filter as RFC 7644 says.
+pub(crate) fn matches_with_meta(f: &Filter, o: &Map<String, Value>, meta: &Value) -> bool {
+    eval(f, &|p: &[String]| match p.split_first() {
+        Some((first, rest)) if first.eq_ignore_ascii_case("meta") => resolve(meta, rest),
         Some((first, rest)) => find_key(o, first).map_or_else(Vec::new, |k| resolve(&o[k], rest)),
         None => Vec::new(),
     })
@@ -448,6 +470,19 @@ mod tests {
             Some("A@x")
         );
         assert_eq!(user_name_eq(&parse(r#"userName co "A""#).unwrap()), None);
+    }
+
+    #[test]
+    fn meta_filters_compare_instants() {
+        let meta = json!({"created": "2026-01-01T00:00:00.000Z", "lastModified": "2026-03-01T10:00:00.250Z"});
+        let f = |s: &str| matches_with_meta(&parse(s).unwrap(), user().as_object().unwrap(), &meta);
+        assert!(f(r#"meta.lastModified gt "2026-03-01T10:00:00Z""#));
+        assert!(f(r#"meta.lastModified gt "2026-03-01T11:00:00+02:00""#));
+        assert!(!f(r#"meta.lastModified gt "2026-03-01T10:00:00.250Z""#));
+        assert!(f(
+            r#"meta.lastModified ge "2026-03-01T10:00:00.25Z" and userName sw "alice""#
+        ));
+        assert!(!f(r#"meta.created gt "2026-01-01T00:00:00Z""#));
     }
 
     #[test]

@@ -222,7 +222,7 @@ fn list(sh: &Shared, c: &Ctx, k: Kind, p: ListParams) -> Response {
                 Some(h) => h,
                 None => coll
                     .iter()
-                    .filter(|(_, r)| filter::matches_obj(f, &r.body))
+                    .filter(|(_, r)| filter::matches_with_meta(f, &r.body, &r.meta_times()))
                     .collect(),
             };
             let total = hits.len();

@@ -48,6 +48,14 @@ pub(super) struct Res {
     pub(super) version: u64,
 }
 
+impl Res {
+    /// The times the server keeps apart from the body, as `meta` shows them: what a
+    /// `meta.lastModified gt "…"` (an incremental read) or `meta.created` filter reads.
+    pub(super) fn meta_times(&self) -> Value {
+        serde_json::json!({"created": util::iso(self.created), "lastModified": util::iso(self.modified)})
+    }
+}
+
 /// A provider's users or groups, in creation order.
 pub(super) type Resources = Ordered<Res>;
 
