@@ -192,9 +192,44 @@ impl Pass {
             self.last_total = None;
         }
         let page_ids: Vec<String> = ids.iter().flatten().cloned().collect();
+        self.refuse_a_repeated_page(cursor, &page_ids)?;
+        let aligned = self.align(cursor, ids, total);
+        let (emit, duplicates) = self.new_on_the_page(cursor, ids, aligned);
+        self.previous = page_ids;
+        self.previous_start = cursor.start;
+        let seen = self.seen.len() as u64;
+        let short = self.from_first && total.is_some_and(|t| seen < t);
+        // `totalResults` reached by index, but fewer distinct resources read than it counts:
+        // the pages shifted later (a resource created before the index), so read on until an
+        // empty page before deciding anything.
+        let listed_next = listed_next
+            .or_else(|| (short && !ids.is_empty()).then(|| cursor.start + ids.len() as u64));
+        let mut verdict = PageVerdict {
+            emit,
+            duplicates,
+            next: None,
+            note: None,
+        };
+        if let Some(next) = listed_next {
+            verdict.next = Some(self.overlapping(cursor, next, count));
+            return Ok(verdict);
+        }
+        if !(self.unsure || short) {
+            return Ok(verdict);
+        }
+        self.at_an_unsure_end(cursor, verdict, short.then_some(total.unwrap_or_default()))
+    }
+
+    /// A page that repeats the previous page's ids at another index: the server ignores
+    /// `startIndex`, and reading on would never end or never see the rest.
+    fn refuse_a_repeated_page(
+        &self,
+        cursor: &Cursor,
+        page_ids: &[String],
+    ) -> Result<(), PassError> {
         if cursor.start > FIRST_INDEX
             && !page_ids.is_empty()
-            && page_ids == self.previous
+            && page_ids == self.previous.as_slice()
             && self.previous_start != cursor.start
         {
             return Err(PassError::IgnoresStartIndex {
@@ -203,7 +238,17 @@ impl Pass {
                 count: page_ids.len(),
             });
         }
-        // The last anchor found: everything after it is its successors now.
+        Ok(())
+    }
+
+    /// Where the page meets the overlap: the last anchor found (everything after it is its
+    /// successors now). A page that should hold an anchor and does not makes the pass unsure.
+    fn align(
+        &mut self,
+        cursor: &Cursor,
+        ids: &[Option<String>],
+        total: Option<u64>,
+    ) -> Option<usize> {
         let aligned = if cursor.after.is_empty() {
             None
         } else {
@@ -221,6 +266,17 @@ impl Pass {
             self.unsure = true;
         }
         self.last_total = total;
+        aligned
+    }
+
+    /// The positions on the page to emit (not seen before in this pass), and how many were
+    /// duplicates the server should not have sent (outside the overlap and a fill pass).
+    fn new_on_the_page(
+        &mut self,
+        cursor: &Cursor,
+        ids: &[Option<String>],
+        aligned: Option<usize>,
+    ) -> (Vec<usize>, u64) {
         let mut emit = Vec::with_capacity(ids.len());
         let mut duplicates = 0;
         for (i, id) in ids.iter().enumerate() {
@@ -234,54 +290,43 @@ impl Pass {
                 _ => emit.push(i),
             }
         }
-        self.previous = page_ids;
-        self.previous_start = cursor.start;
+        (emit, duplicates)
+    }
+
+    /// The next page, starting `overlap(count)` resources early with the page's last ids as
+    /// its anchors.
+    fn overlapping(&self, cursor: &Cursor, next: u64, count: u64) -> Cursor {
         let keep = overlap(count);
+        let after: Vec<String> = self
+            .previous
+            .iter()
+            .rev()
+            .take(keep as usize)
+            .rev()
+            .cloned()
+            .collect();
+        Cursor {
+            start: next.saturating_sub(keep).max(cursor.start + 1),
+            after,
+            fill: cursor.fill,
+            anchored: true,
+        }
+    }
+
+    /// The listing ended, but fewer distinct resources were read than the server counts
+    /// (`short_of`: its total), or it shifted by more than the overlap: read it again from the
+    /// start, leaving out what was read, up to `MAX_FILL_PASSES` times; then fail (short) or
+    /// say what may be missing.
+    fn at_an_unsure_end(
+        &self,
+        cursor: &Cursor,
+        mut verdict: PageVerdict,
+        short_of: Option<u64>,
+    ) -> Result<PageVerdict, PassError> {
         let seen = self.seen.len() as u64;
-        let short = self.from_first && total.is_some_and(|t| seen < t);
-        // `totalResults` reached by index, but fewer distinct resources read than it counts:
-        // the pages shifted later (a resource created before the index), so read on until an
-        // empty page before deciding anything.
-        let listed_next = listed_next
-            .or_else(|| (short && !ids.is_empty()).then(|| cursor.start + ids.len() as u64));
-        if let Some(next) = listed_next {
-            let after: Vec<String> = self
-                .previous
-                .iter()
-                .rev()
-                .take(keep as usize)
-                .rev()
-                .cloned()
-                .collect();
-            let start = next.saturating_sub(keep).max(cursor.start + 1);
-            return Ok(PageVerdict {
-                emit,
-                duplicates,
-                next: Some(Cursor {
-                    start,
-                    after,
-                    fill: cursor.fill,
-                    anchored: true,
-                }),
-                note: None,
-            });
-        }
-        let mut verdict = PageVerdict {
-            emit,
-            duplicates,
-            next: None,
-            note: None,
-        };
-        if !(self.unsure || short) {
-            return Ok(verdict);
-        }
-        let why = if short {
-            format!(
-                "{seen} distinct resources read but the server counts {}",
-                total.unwrap_or_default()
-            )
-        } else {
-            "the listing shifted under the read by more than the overlap (resources deleted meanwhile)".to_string()
+        let why = match short_of {
+            Some(total) => format!("{seen} distinct resources read but the server counts {total}"),
+            None => "the listing shifted under the read by more than the overlap (resources deleted meanwhile)".to_string(),
         };
         if cursor.fill < MAX_FILL_PASSES {
             verdict.note = Some(format!(
@@ -295,10 +340,10 @@ impl Pass {
             });
             return Ok(verdict);
         }
-        if short {
+        if let Some(total) = short_of {
             return Err(PassError::Short {
                 seen,
-                total: total.unwrap_or_default(),
+                total,
                 fills: cursor.fill,
             });
         }

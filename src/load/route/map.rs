@@ -106,53 +106,15 @@ impl StreamMap {
         } else {
             Action::Upsert
         };
-        let mut item = Item {
-            kind: self.kind,
-            action,
-            id: None,
-            user_id: None,
-            group_id: None,
-            // Sized up front: growing two hash maps per record was a measurable share.
-            fields: Map::with_capacity(record.len()),
-            attributes: Map::with_capacity(
-                record.len()
-                    + record
-                        .get(ATTRIBUTES)
-                        .and_then(Value::as_object)
-                        .map_or(0, Map::len),
-            ),
-        };
+        let mut item = self.empty_item(record, action);
         let def = model_def(self.kind);
-        let ids: &[&str] = match self.kind {
-            Kind::Users | Kind::Groups => &[],
-            Kind::Memberships => &["group_id", "user_id"],
-            Kind::Events => &["user_id", "group_id"],
-            Kind::Segments => &["user_id"],
-        };
         let mut nested: Option<&Map<String, Value>> = None;
         for (k, v) in record {
             let k = k.as_str();
-            if k == self.key_field
-                && matches!(self.kind, Kind::Users | Kind::Groups | Kind::Segments)
-            {
-                item.id = Some(key_value(&self.key_field, v)?);
-            } else if self.kind == Kind::Users && self.group_key.as_deref() == Some(k) {
-                // The group the user belongs to (taken out again by `membership`).
-                if !v.is_null() {
-                    item.group_id = Some(key_value(k, v)?);
-                }
-            } else if ids.contains(&k) {
-                let required = !(self.kind == Kind::Events && k == "group_id");
-                let value = if required || !v.is_null() {
-                    Some(key_value(k, v)?)
-                } else {
-                    None
-                };
-                match k {
-                    "user_id" => item.user_id = value,
-                    _ => item.group_id = value,
-                }
-            } else if k == ATTRIBUTES {
+            if self.take_key(&mut item, k, v)? {
+                continue;
+            }
+            if k == ATTRIBUTES {
                 match v {
                     Value::Object(map) => nested = Some(map),
                     Value::Null => {}
@@ -182,6 +144,59 @@ impl StreamMap {
         }
         self.require(&item)?;
         Ok(item)
+    }
+
+    /// An item of this stream's kind with no fields yet, its maps sized for `record`.
+    fn empty_item(&self, record: &Object, action: Action) -> Item {
+        Item {
+            kind: self.kind,
+            action,
+            id: None,
+            user_id: None,
+            group_id: None,
+            // Sized up front: growing two hash maps per record was a measurable share.
+            fields: Map::with_capacity(record.len()),
+            attributes: Map::with_capacity(
+                record.len()
+                    + record
+                        .get(ATTRIBUTES)
+                        .and_then(Value::as_object)
+                        .map_or(0, Map::len),
+            ),
+        }
+    }
+
+    /// Takes column `k` into the item's keys when it is one (the record's key, a users row's
+    /// `group_key`, a membership's or event's `user_id`/`group_id`); false for any other column.
+    fn take_key(&self, item: &mut Item, k: &str, v: &Value) -> Result<bool, Refusal> {
+        let ids: &[&str] = match self.kind {
+            Kind::Users | Kind::Groups => &[],
+            Kind::Memberships => &["group_id", "user_id"],
+            Kind::Events => &["user_id", "group_id"],
+            Kind::Segments => &["user_id"],
+        };
+        if k == self.key_field && matches!(self.kind, Kind::Users | Kind::Groups | Kind::Segments) {
+            item.id = Some(key_value(&self.key_field, v)?);
+        } else if self.kind == Kind::Users && self.group_key.as_deref() == Some(k) {
+            // The group the user belongs to (taken out again by `membership`).
+            if !v.is_null() {
+                item.group_id = Some(key_value(k, v)?);
+            }
+        } else if ids.contains(&k) {
+            let required = !(self.kind == Kind::Events && k == "group_id");
+            let value = if required || !v.is_null() {
+                Some(key_value(k, v)?)
+            } else {
+                None
+            };
+            match k {
+                "user_id" => item.user_id = value,
+                _ => item.group_id = value,
+            }
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// A property value under `null_values` and `nested_values`: `None` leaves it out.
