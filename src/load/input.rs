@@ -97,7 +97,7 @@ pub fn spawn_reader(
     std::thread::Builder::new()
         .name("singer-input".into())
         .spawn(move || {
-            let mut reader = MessageReader::with_limit(source, max_line_bytes);
+            let mut reader = MessageReader::with_limit(Tracked::new(source), max_line_bytes);
             let mut next = 0usize;
             loop {
                 let mut text = pool_rx.try_recv().unwrap_or_default();
@@ -150,7 +150,13 @@ enum Slot {
 
 impl Chunk {
     /// Reads up to [`CHUNK_LINES`] lines into `text`; false with it when the input is done.
-    fn read<R: BufRead>(reader: &mut MessageReader<R>, mut text: Vec<u8>) -> (Chunk, bool) {
+    /// A chunk is handed over early when no more input is buffered: the next read may wait
+    /// for the tap, and what came so far (a STATE to print, records to send) must not wait
+    /// with it.
+    fn read<R: BufRead>(
+        reader: &mut MessageReader<Tracked<R>>,
+        mut text: Vec<u8>,
+    ) -> (Chunk, bool) {
         if text.capacity() > CHUNK_KEEP {
             text = Vec::new();
         }
@@ -170,6 +176,9 @@ impl Chunk {
                         start,
                         end: text.len(),
                     });
+                    if reader.input_ref().buffered() == 0 {
+                        break;
+                    }
                 }
                 Some(Err(err)) => {
                     lines.push(Slot::Failed(err));
@@ -191,6 +200,45 @@ impl Chunk {
                 Slot::Failed(err) => Err(err),
             })
             .collect()
+    }
+}
+
+/// A `BufRead` that knows how much of its last fill is still unread: zero means the next line
+/// needs a read that may block (a tap that has not written it yet).
+struct Tracked<R> {
+    inner: R,
+    left: usize,
+}
+
+impl<R> Tracked<R> {
+    fn new(inner: R) -> Self {
+        Tracked { inner, left: 0 }
+    }
+
+    /// Bytes buffered and not consumed yet.
+    fn buffered(&self) -> usize {
+        self.left
+    }
+}
+
+impl<R: BufRead> io::Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Bypasses the count: unknown afterwards, so taken as empty.
+        self.left = 0;
+        self.inner.read(buf)
+    }
+}
+
+impl<R: BufRead> BufRead for Tracked<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let bytes = self.inner.fill_buf()?;
+        self.left = bytes.len();
+        Ok(bytes)
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt);
+        self.left = self.left.saturating_sub(amt);
     }
 }
 
@@ -225,6 +273,41 @@ fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tap that has written some lines and not the next: reads block until it does.
+    struct Trickle(std_mpsc::Receiver<Vec<u8>>);
+
+    impl io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.0.recv() {
+                Ok(bytes) => {
+                    buf[..bytes.len()].copy_from_slice(&bytes);
+                    Ok(bytes.len())
+                }
+                Err(_) => Ok(0),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn what_came_is_handed_over_while_the_tap_is_still_writing() {
+        // A STATE followed by silence (a tap waiting on its vendor) must reach the engine at
+        // once, not when a chunk fills: the parallel reader once held it until 256 lines came.
+        let (tx, rx_bytes) = std_mpsc::channel::<Vec<u8>>();
+        tx.send(b"{\"type\":\"STATE\",\"value\":1}\n{\"type\":\"STATE\",\"value\":2}\n".to_vec())
+            .unwrap();
+        let source = Box::new(io::BufReader::new(Trickle(rx_bytes)));
+        let mut rx = spawn_reader(source, 1 << 20).unwrap();
+        for _ in 0..2 {
+            let got = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await;
+            assert!(
+                matches!(got, Ok(Some(Ok(_)))),
+                "a line the tap wrote waited for more input"
+            );
+        }
+        drop(tx);
+        assert!(rx.recv().await.is_none());
+    }
 
     #[tokio::test]
     async fn reads_until_the_first_fatal_error() {

@@ -178,6 +178,11 @@ impl<R: BufRead> MessageReader<R> {
         }
     }
 
+    /// The input being read (to ask, say, how much of it is buffered).
+    pub fn input_ref(&self) -> &R {
+        &self.input
+    }
+
     /// Reads the next line that is not blank, without its line ending (and without a byte order
     /// mark on line 1), with its number; `None` at the end of the input. For readers that parse
     /// elsewhere ([`parse_read`]).
