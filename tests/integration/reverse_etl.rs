@@ -43,6 +43,22 @@ pub(crate) struct Postgres {
     _dir: tempfile::TempDir,
 }
 
+/// A throwaway PostgreSQL cluster and a virtualenv with meltanolabs target-postgres, or `None`
+/// when a prerequisite is missing (the test then skips, or fails under CI).
+pub(crate) fn postgres_and_target_postgres() -> Option<(Postgres, PathBuf)> {
+    let Some(bin) = pg_bindir() else {
+        support::skip_or_fail(
+            "PostgreSQL's server programs (initdb, pg_ctl) are needed: apt-get install postgresql",
+        );
+        return None;
+    };
+    let Some(venv) = support::venv("target-postgres", TARGET_POSTGRES) else {
+        support::skip_or_fail("python3 with venv is needed for target-postgres");
+        return None;
+    };
+    Some((Postgres::start(bin), venv))
+}
+
 /// The directory with `initdb`, `pg_ctl` and `psql`: `ROSTER_PG_BINDIR`, Debian's
 /// `/usr/lib/postgresql/<newest>/bin`, or PATH.
 pub(crate) fn pg_bindir() -> Option<PathBuf> {
@@ -540,15 +556,9 @@ pub(crate) const TARGET_POSTGRES: &[&str] = &["meltanolabs-target-postgres==0.8.
 /// (`load_method: upsert` on the streams' keys): no duplicate rows.
 #[test]
 fn tap_roster_lands_people_in_postgres_through_target_postgres_and_updates_in_place() {
-    let Some(bin) = pg_bindir() else {
-        return support::skip_or_fail(
-            "PostgreSQL's server programs (initdb, pg_ctl) are needed: apt-get install postgresql",
-        );
+    let Some((pg, venv)) = postgres_and_target_postgres() else {
+        return;
     };
-    let Some(venv) = support::venv("target-postgres", TARGET_POSTGRES) else {
-        return support::skip_or_fail("python3 with venv is needed for target-postgres");
-    };
-    let pg = Postgres::start(bin);
     let sb = Sandbox::builder()
         .seed(7)
         .users(40)
@@ -693,15 +703,9 @@ fn tap_roster_lands_people_in_postgres_through_target_postgres_and_updates_in_pl
 /// back, as Meltano does.
 #[test]
 fn tap_roster_into_target_postgres_soft_deletes_a_removed_user() {
-    let Some(bin) = pg_bindir() else {
-        return support::skip_or_fail(
-            "PostgreSQL's server programs (initdb, pg_ctl) are needed: apt-get install postgresql",
-        );
+    let Some((pg, venv)) = postgres_and_target_postgres() else {
+        return;
     };
-    let Some(venv) = support::venv("target-postgres", TARGET_POSTGRES) else {
-        return support::skip_or_fail("python3 with venv is needed for target-postgres");
-    };
-    let pg = Postgres::start(bin);
     let sb = Sandbox::builder()
         .seed(9)
         .users(25)

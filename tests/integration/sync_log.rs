@@ -20,7 +20,7 @@ use std::process::{Command, Output, Stdio};
 use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Value, json};
 
-use crate::reverse_etl::{PG_PASSWORD, Postgres, STEP_TIMEOUT, TARGET_POSTGRES, pg_bindir};
+use crate::reverse_etl::{PG_PASSWORD, STEP_TIMEOUT, postgres_and_target_postgres};
 use crate::support;
 
 const TARGET: &str = env!("CARGO_BIN_EXE_target-roster");
@@ -331,15 +331,9 @@ fn an_earlier_sync_log_is_moved_aside_and_a_sync_log_that_is_the_input_is_refuse
 
 #[test]
 fn the_sync_log_lands_in_postgres_through_target_postgres() {
-    let Some(bin) = pg_bindir() else {
-        return support::skip_or_fail(
-            "PostgreSQL's server programs (initdb, pg_ctl) are needed: apt-get install postgresql",
-        );
+    let Some((pg, venv)) = postgres_and_target_postgres() else {
+        return;
     };
-    let Some(venv) = support::venv("target-postgres", TARGET_POSTGRES) else {
-        return support::skip_or_fail("python3 with venv is needed for target-postgres");
-    };
-    let pg = Postgres::start(bin);
     let sb = Sandbox::builder()
         .users(0)
         .groups(0)
