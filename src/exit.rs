@@ -4,10 +4,15 @@
 //! - `1`: a runtime failure: the vendor unreachable past the retry budget, refused credentials,
 //!   a record rejected under `on_invalid: fail`, or a protocol error in the input.
 //! - `2`: a usage or config error, or a vendor without a list API given to the tap.
+//! - `3`: `target-roster --verify` found drift: records the run wrote that the vendor does not
+//!   hold, or holds with other values (the run itself succeeded).
 
 use std::process::ExitCode;
 
 use crate::config::ConfigError;
+
+/// The exit code of a run whose `--verify` read-back found drift.
+pub const DRIFT: u8 = 3;
 
 /// Anything that knows which exit code it stands for.
 pub trait ExitStatus {
@@ -27,6 +32,9 @@ pub enum RunError {
     /// The run started and failed.
     #[error("{0}")]
     Runtime(String),
+    /// The run succeeded and `--verify` found drift.
+    #[error("{0}")]
+    Drift(String),
 }
 
 impl ExitStatus for RunError {
@@ -34,6 +42,7 @@ impl ExitStatus for RunError {
         match self {
             RunError::Config(_) | RunError::Usage(_) => 2,
             RunError::Runtime(_) => 1,
+            RunError::Drift(_) => DRIFT,
         }
     }
 }
@@ -43,6 +52,7 @@ impl RunError {
     pub fn from_status<E: ExitStatus + std::error::Error + 'static>(err: &E) -> Self {
         match err.exit_code() {
             2 => RunError::Usage(one_line(err)),
+            DRIFT => RunError::Drift(one_line(err)),
             _ => RunError::Runtime(one_line(err)),
         }
     }
@@ -103,6 +113,7 @@ mod tests {
     fn maps_exit_codes() {
         assert_eq!(RunError::Usage("x".into()).exit_code(), 2);
         assert_eq!(RunError::Runtime("x".into()).exit_code(), 1);
+        assert_eq!(RunError::Drift("x".into()).exit_code(), 3);
         let config = ConfigError::NoVendor {
             valid: String::new(),
         };

@@ -119,6 +119,19 @@ pub struct TargetArgs {
     /// detection is off for the run).
     #[arg(long, conflicts_with = "test")]
     pub full_resync: bool,
+    /// Read the input and what the destination holds now (reads where the vendor can read, the
+    /// ledger elsewhere) and print per stream what a run would create, update (with the fields
+    /// that change), leave unchanged and delete, with the API calls and an ETA; send no write.
+    #[arg(long, conflicts_with_all = ["test", "dry_run"])]
+    pub plan: bool,
+    /// Where --plan writes one JSON line per record with its action and field diff (created
+    /// 0600).
+    #[arg(long, value_name = "FILE", requires = "plan")]
+    pub plan_output: Option<PathBuf>,
+    /// After the run, read back what it wrote where the vendor can read and report drift
+    /// (records missing, fields that differ); drift exits 3.
+    #[arg(long, conflicts_with_all = ["test", "dry_run", "plan"])]
+    pub verify: bool,
     /// Send one request that checks the credentials and the base URL, read-only where the
     /// vendor has a read endpoint; read no input, then exit 0 (it worked) or 1.
     #[arg(long, conflicts_with_all = ["dry_run", "input"])]
@@ -291,6 +304,9 @@ pub fn run_target(args: TargetArgs) -> ExitCode {
         report: args.report.clone(),
         max_line_bytes: args.max_line_bytes,
         full_resync: args.full_resync,
+        plan: args.plan,
+        plan_output: args.plan_output.clone(),
+        verify: args.verify,
     };
     exit::finish(
         "target-roster",

@@ -64,7 +64,7 @@ impl DryRunOutput {
 
     /// Writes one line: serialised into this thread's reused buffer outside the lock, then
     /// copied to the output in one piece.
-    fn line<T: Serialize>(&self, value: &T) {
+    pub(crate) fn line<T: Serialize>(&self, value: &T) {
         thread_local! {
             static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }

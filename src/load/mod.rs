@@ -15,6 +15,9 @@
 //! - [`sync_log`]: `sync_log`, every record's outcome and the rejects as Singer messages.
 //! - [`identity`]: the duplicate-identity guard (`on_duplicate_identity`).
 //! - [`sync`]: the ledger's side of the engine: change detection, `sync_mode`, created/updated.
+//! - [`holds`]: `update_only` / `create_only` decided by reads where the vendor can read.
+//! - [`plan`]: `--plan`, what a run would do against what the destination holds.
+//! - [`verify`]: `--verify`, the read-back after a run (drift exits 3).
 //!
 //! The vendor side of the contract is [`crate::sink`].
 
@@ -23,8 +26,10 @@ pub mod dispatch;
 pub mod dry_run;
 mod engine;
 pub mod hold;
+pub mod holds;
 pub mod identity;
 pub mod input;
+pub mod plan;
 pub mod probe;
 pub mod reject;
 pub mod report;
@@ -34,6 +39,7 @@ pub mod sync;
 pub mod sync_log;
 #[cfg(test)]
 mod tests;
+pub mod verify;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -73,6 +79,12 @@ pub struct TargetRequest {
     pub max_line_bytes: usize,
     /// `--full-resync`: send every record, unchanged or not, and refresh the ledger.
     pub full_resync: bool,
+    /// `--plan`: say what a run would do against what the destination holds; send no write.
+    pub plan: bool,
+    /// `--plan-output`: one JSON line per record with its planned action and field diff.
+    pub plan_output: Option<PathBuf>,
+    /// `--verify`: read back what the run wrote and report drift (exit 3).
+    pub verify: bool,
 }
 
 /// Why a target run failed.
@@ -177,6 +189,19 @@ pub enum TargetError {
         #[source]
         source: std::io::Error,
     },
+    /// `--verify` read back records that differ from what the run wrote, or are missing.
+    #[error(
+        "verify: {} of {} read back from {vendor} differ from what this run wrote or are missing (see the summary and the report)",
+        .drifted, report::plural(*.checked, "record")
+    )]
+    Drift {
+        /// Records missing or changed.
+        drifted: u64,
+        /// Records read back.
+        checked: u64,
+        /// The vendor.
+        vendor: &'static str,
+    },
     /// The writer left records without an outcome (a bug in the writer).
     #[error("the {vendor} writer left {} without an outcome; no state covers them", report::plural(*.count, "record"))]
     Unsettled {
@@ -194,6 +219,7 @@ impl ExitStatus for TargetError {
             | TargetError::NotWritable { .. }
             | TargetError::Paths(_)
             | TargetError::Sink(SinkError::Config(_)) => 2,
+            TargetError::Drift { .. } => crate::exit::DRIFT,
             _ => 1,
         }
     }
@@ -208,6 +234,12 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
             DryRunOutput::open(request.dry_run_output.as_deref())
                 .map_err(TargetError::DryRunOutput)?,
         )
+    } else if request.plan {
+        // The plan's lines (and its would-be rejects) go to --plan-output, else nowhere.
+        Some(match request.plan_output.as_deref() {
+            Some(path) => DryRunOutput::open(Some(path)).map_err(TargetError::DryRunOutput)?,
+            None => DryRunOutput::new(Box::new(std::io::sink())),
+        })
     } else {
         None
     };
@@ -217,14 +249,20 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         &settings.streams,
     )?
     .defaults(settings.nested_values, settings.null_values);
-    let sink = build_sink(&request.config, &settings, dry_run.as_ref())?;
+    let sink = build_sink(
+        &request.config,
+        &settings,
+        dry_run.as_ref().filter(|_| !request.plan),
+    )?;
+    // A plan reads the ledger as a dry run does, and applies change detection itself.
     let sync = sync::Sync::open(
         &request.config,
         &settings,
-        request.dry_run,
-        request.full_resync,
+        request.dry_run || request.plan,
+        request.full_resync || request.plan,
     )?;
-    if dry_run.is_none()
+    let (sink, sync, planning, verifier) = layers(&request, &settings, sink, sync, &dry_run)?;
+    if (dry_run.is_none() || request.plan)
         && let Err(err) = sink.check().await
     {
         // Refused credentials or an unreachable vendor still leave a `--report` behind, so a
@@ -286,7 +324,7 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
     // sync_log hook: opened after the input, so a bad input path creates no log. A dry run
     // writes none.
     let sync_log = match settings.sync_log.as_deref() {
-        Some(path) if !request.dry_run => {
+        Some(path) if !request.dry_run && !request.plan => {
             let (log, rotated) = sync_log::SyncLog::open(path)?;
             if let Some(rotated) = rotated {
                 tracing::info!(
@@ -328,11 +366,59 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         )),
         sync,
     };
-    let (result, report) = engine::run(parts, input).await;
+    let (result, mut report) = engine::run(parts, input).await;
+    if let Some(planning) = planning {
+        return planning.finish(result, report, request.report.as_deref());
+    }
     if let Some(aside) = replayed {
         settle_replayed(&aside, &result, &report);
     }
+    let result = match verifier {
+        Some(verifier) => verifier.finish(result, &mut report).await,
+        None => result,
+    };
     finish(result, &report, request.report.as_deref())
+}
+
+/// The layers over the vendor's writer: `--plan`'s (reads and counts, sends nothing), or the
+/// real run's `update_only` / `create_only` reads and `--verify`'s sample.
+#[allow(clippy::type_complexity)]
+fn layers(
+    request: &TargetRequest,
+    settings: &TargetSettings,
+    sink: Arc<dyn Sink>,
+    sync: sync::Sync,
+    dry_run: &Option<DryRunOutput>,
+) -> Result<
+    (
+        Arc<dyn Sink>,
+        sync::Sync,
+        Option<plan::Planning>,
+        Option<verify::Verifier>,
+    ),
+    TargetError,
+> {
+    if request.plan {
+        let out = dry_run
+            .clone()
+            .unwrap_or_else(|| DryRunOutput::new(Box::new(std::io::sink())));
+        let counted = DryRunOutput::new(Box::new(std::io::sink()));
+        let counter = build_sink(&request.config, settings, Some(&counted))?;
+        let (sink, sync, planning) =
+            plan::Planning::start(request, settings, sink, counter, sync, out)?;
+        return Ok((sink, sync, Some(planning), None));
+    }
+    if request.dry_run {
+        // A dry run reads nothing: the ledger decides what the destination holds.
+        return Ok((sink, sync, None, None));
+    }
+    let sync = sync.reading(holds::ReadKinds::of(sink.as_ref()));
+    let sink = holds::HoldsSink::wrap(sink, settings.sync_mode);
+    if request.verify {
+        let (sink, verifier) = verify::VerifySink::wrap(sink);
+        return Ok((sink, sync, None, Some(verifier)));
+    }
+    Ok((sink, sync, None, None))
 }
 
 /// After a replay: the moved-aside reject file goes once every record in it was sent or
@@ -417,7 +503,11 @@ fn check_paths(request: &TargetRequest, settings: &TargetSettings) -> Result<(),
     if let Some(path) = request.report.as_deref() {
         outputs.push(("--report", path));
     }
-    if request.dry_run {
+    if request.plan {
+        if let Some(path) = request.plan_output.as_deref() {
+            outputs.push(("--plan-output", path));
+        }
+    } else if request.dry_run {
         if let Some(path) = request.dry_run_output.as_deref() {
             outputs.push(("--dry-run-output", path));
         }

@@ -140,6 +140,12 @@ pub struct Report {
     /// they were set up).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncSummary>,
+    /// `--plan`: what a run would do, per stream (`super::plan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Value>,
+    /// `--verify`: what the read-back found (`super::verify`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Value>,
 }
 
 /// Live counters plus the progress bar.
@@ -268,6 +274,8 @@ impl Tally {
             outcome,
             exit_code,
             sync: None,
+            plan: None,
+            verify: None,
         }
     }
 }
@@ -339,6 +347,14 @@ impl Report {
 
     /// The wire, state, held-membership, ledger and reject lines.
     fn footer(&self, out: &mut String) {
+        if let Some(line) = self
+            .verify
+            .as_ref()
+            .and_then(|v| v.get("summary"))
+            .and_then(Value::as_str)
+        {
+            out.push_str(&format!("  verify: {line}\n"));
+        }
         if self.totals.duplicate_identities > 0 {
             out.push_str(&format!(
                 "  duplicate identities: {} (one email on several user keys, or keys that differ only in case or whitespace; see on_duplicate_identity)\n",

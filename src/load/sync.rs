@@ -4,8 +4,8 @@
 //! Before an op is handed to the dispatcher, [`Sync::decide`] looks its key up: a record whose
 //! canonical hash equals the one the vendor last accepted is skipped as [`UNCHANGED`]; a record
 //! the mode leaves out is skipped with the mode's name as the reason. Whether the destination
-//! "holds" a record is decided by the ledger for every vendor (reads at the vendor where it can
-//! read are the planned refinement). When the op settles, [`Sync::settled`] stages the ledger
+//! "holds" a record is decided by a read at the vendor for the kinds its writer can read
+//! (`super::holds`, after this check), by the ledger for the others. When the op settles, [`Sync::settled`] stages the ledger
 //! entry (only for a write the vendor accepted) and says how the record counts.
 //!
 //! The hash is computed once per op, here, over the record in roster's model as routed for this
@@ -69,6 +69,10 @@ pub struct Sync {
     change_detection: bool,
     mode: SyncMode,
     pending: HashMap<Ticket, Pending>,
+    /// The kinds whose "holds" the vendor's reads decide (`super::holds`); the ledger the rest.
+    reads: super::holds::ReadKinds,
+    /// `--plan`: each stream's latest Singer version, for the deletes it shows.
+    versions: Option<super::plan::Versions>,
 }
 
 /// The ledger's part of the report.
@@ -90,6 +94,8 @@ impl Sync {
             change_detection: false,
             mode: SyncMode::Upsert,
             pending: HashMap::new(),
+            reads: super::holds::ReadKinds::none(),
+            versions: None,
         }
     }
 
@@ -100,7 +106,21 @@ impl Sync {
             ledger,
             mode,
             pending: HashMap::new(),
+            reads: super::holds::ReadKinds::none(),
+            versions: None,
         }
+    }
+
+    /// Leaves `sync_mode`'s "holds" to the vendor's reads for the kinds in `reads`.
+    pub fn reading(mut self, reads: super::holds::ReadKinds) -> Self {
+        self.reads = reads;
+        self
+    }
+
+    /// Notes each stream's latest Singer version in `versions` (`--plan`).
+    pub fn noting_versions(mut self, versions: super::plan::Versions) -> Self {
+        self.versions = Some(versions);
+        self
     }
 
     /// Opens what the settings ask for: the ledger (read-only in a dry run, where a missing one
@@ -162,6 +182,9 @@ impl Sync {
     pub fn decide(&mut self, op: &Op, version: Option<u64>) -> Result<Decision, LedgerError> {
         let item = &op.item;
         let key = entry_key(item);
+        if let (Some(versions), Some(version)) = (&self.versions, version) {
+            versions.note(&op.origin.stream, version);
+        }
         let pending = |key, entry, existed| Pending {
             key,
             entry,
@@ -174,7 +197,9 @@ impl Sync {
                 .insert(op.ticket, pending(None, Entry::default(), false));
             return Ok(Decision::Send);
         };
-        if let Some(reason) = mode_skip(self.mode, ledger, item, key.as_ref())? {
+        if !self.reads.decides(self.mode, item)
+            && let Some(reason) = mode_skip(self.mode, ledger, item, key.as_ref())?
+        {
             return Ok(Decision::Skip(reason));
         }
         let Some(key) = key else {
@@ -315,7 +340,7 @@ pub fn account(config: &Resolved) -> Result<String, ConfigError> {
 
 /// The ledger key of a record: users, groups and segments by their key, memberships by user and
 /// group; events have none (each is new).
-fn entry_key(item: &Item) -> Option<EntryKey> {
+pub fn entry_key(item: &Item) -> Option<EntryKey> {
     match item.kind {
         Kind::Users | Kind::Groups | Kind::Segments => {
             item.id.as_deref().map(|id| EntryKey::new(item.kind, id))

@@ -31,6 +31,7 @@ pub mod bulk;
 pub mod guard;
 pub mod hash;
 pub mod plan;
+pub mod read;
 pub mod settle;
 pub mod testing;
 pub mod transport;
@@ -47,6 +48,7 @@ pub use crate::model::{Action, Item, Kind};
 pub use guard::{path_key, path_keys, scalars_only, single_email};
 pub use hash::PayloadHash;
 pub use plan::{BatchKey, BatchLimits, BatchLimitsKey, Op, OrderKey, Origin, Plan, Ticket};
+pub use read::{Current, FieldChange, Holding};
 pub use settle::{
     Acks, Outcome, Refusal, Settlement, WriteVerdict, fatal_or, send_and_settle, verdict,
 };
@@ -167,6 +169,23 @@ pub trait Sink: Send + Sync + 'static {
     /// `nested_values` to the rest).
     fn nested_rule(&self) -> NestedRule {
         NestedRule::Taken
+    }
+
+    /// True when [`Sink::read`] can tell what the vendor holds for records of `kind` (the
+    /// ledger decides for the others). CPU only.
+    fn reads(&self, kind: Kind) -> bool {
+        let _ = kind;
+        false
+    }
+
+    /// What the vendor holds now under `item`'s key, in roster's record model, with what an
+    /// upsert of `item` would change ([`read`] module). Sent through the writer's own
+    /// transport. `Err` is the failed request (the caller reads it as a refusal for the record,
+    /// or fatal, as [`verdict`] says). Vendors that cannot read answer
+    /// [`Holding::Unreadable`].
+    async fn read(&self, item: &Item) -> Result<Holding, SendError> {
+        let _ = item;
+        Ok(Holding::Unreadable)
     }
 }
 

@@ -240,4 +240,15 @@ impl Sink for JobsSink {
     fn nested_rule(&self) -> crate::sink::NestedRule {
         crate::sink::NestedRule::ScalarsOnly
     }
+
+    fn reads(&self, kind: crate::sink::Kind) -> bool {
+        self.realtime.reads(kind)
+    }
+
+    async fn read(
+        &self,
+        item: &crate::sink::Item,
+    ) -> Result<crate::sink::Holding, crate::sink::SendError> {
+        self.realtime.read_holding(item).await
+    }
 }

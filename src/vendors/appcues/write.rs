@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use crate::sink::read::{property_changes, split_properties};
 use crate::sink::{
-    Acks, Action, Auth, BatchKey, BatchLimits, ClientSpec, Kind, Method, Op, OrderKey, Plan,
-    Refusal, Sink, SinkContext, SinkError, Transport, WireRequest, WireStats, key_segment,
-    path_keys, scalars_only, send_and_settle,
+    Acks, Action, Auth, BatchKey, BatchLimits, ClientSpec, Holding, Item, Kind, Method, Op,
+    OrderKey, Plan, Refusal, SendError, Sink, SinkContext, SinkError, Transport, WireRequest,
+    WireStats, key_segment, path_keys, scalars_only, send_and_settle,
 };
 use crate::vendors::patterns;
 
@@ -162,6 +163,36 @@ impl AppcuesSink {
         Ok(())
     }
 
+    /// What Appcues holds for a user or group: `GET /users/{id}/profile` or
+    /// `GET /groups/{id}/profile` (404: absent), a flat map of properties. Appcues' API document
+    /// warns that a profile fed by a bulk import may not be current yet.
+    pub async fn read_holding(&self, item: &Item) -> Result<Holding, SendError> {
+        let (noun, key_field) = match item.kind {
+            Kind::Users => ("users", "user_id"),
+            Kind::Groups => ("groups", "group_id"),
+            _ => return Ok(Holding::Unreadable),
+        };
+        let id = item.id.as_deref().unwrap_or_default();
+        let path = format!("{}/{noun}/{}/profile", self.account, key_segment(id));
+        let response = match self
+            .transport
+            .send(WireRequest::new(Method::Get, path))
+            .await
+        {
+            Ok(response) => response,
+            Err(err) if err.status == Some(404) => return Ok(Holding::Absent),
+            Err(err) => return Err(err),
+        };
+        if response.dry_run {
+            return Ok(Holding::Unreadable);
+        }
+        let mut held = response.json().as_object().cloned().unwrap_or_default();
+        held.shift_remove(key_field);
+        let mut current = split_properties(item.kind, &held);
+        current.changes = property_changes(&item.properties(), &held);
+        Ok(Holding::Held(current))
+    }
+
     async fn delete_user(&self, op: &Op, acks: &Acks) -> Result<(), SinkError> {
         let id = op.item.id.as_deref().unwrap_or_default();
         let request = WireRequest::new(
@@ -273,6 +304,14 @@ impl Sink for AppcuesSink {
 
     fn nested_rule(&self) -> crate::sink::NestedRule {
         crate::sink::NestedRule::ScalarsOnly
+    }
+
+    fn reads(&self, kind: Kind) -> bool {
+        matches!(kind, Kind::Users | Kind::Groups)
+    }
+
+    async fn read(&self, item: &Item) -> Result<Holding, SendError> {
+        self.read_holding(item).await
     }
 }
 

@@ -256,3 +256,141 @@ impl ScimList {
         }
     }
 }
+
+/// The writer's read capability ([`crate::sink::Sink::read`]): what the server holds for a
+/// users or groups record, found as the writer finds it (the run's map, then `externalId`,
+/// then `userName` / `displayName`), and the changes the writer would PATCH. Memberships are
+/// not read (the ledger decides for them).
+impl super::write::ScimSink {
+    pub(super) async fn holding(
+        &self,
+        item: &crate::sink::Item,
+    ) -> Result<crate::sink::Holding, crate::sink::SendError> {
+        use super::directory::{Attr, Res};
+        use crate::sink::{Holding, Kind as ItemKind};
+        let key = item.id.clone().unwrap_or_default();
+        let text = |field: &str| {
+            item.fields
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let (res, fallback) = match item.kind {
+            ItemKind::Users => (
+                Res::User,
+                (Attr::UserName, text("email").unwrap_or_else(|| key.clone())),
+            ),
+            ItemKind::Groups => (
+                Res::Group,
+                (
+                    Attr::DisplayName,
+                    text("name").unwrap_or_else(|| key.clone()),
+                ),
+            ),
+            _ => return Ok(Holding::Unreadable),
+        };
+        let fallback = Some((fallback.0, fallback.1.as_str()));
+        let found = match self.resolve(res, &key, fallback).await {
+            Ok(Ok(Some(found))) => found,
+            Ok(Ok(None)) => return Ok(Holding::Absent),
+            Ok(Err(refusal)) => return Err(refusal_error(refusal)),
+            Err(fatal) => return Err(fatal_error(fatal)),
+        };
+        let resource = match found.resource {
+            Some(resource) => resource,
+            None => match self.read(res, &found.id).await {
+                Ok(Ok(Some((_, true)))) => return Ok(Holding::Unreadable),
+                Ok(Ok(Some((resource, false)))) => resource,
+                Ok(Ok(None)) => return Ok(Holding::Absent),
+                Ok(Err(err)) => return Err(err),
+                Err(fatal) => return Err(fatal_error(fatal)),
+            },
+        };
+        if self.dry_run_lookups() {
+            return Ok(Holding::Unreadable);
+        }
+        Ok(Holding::Held(current_of(item, &resource)))
+    }
+}
+
+/// A SCIM resource in roster's record model, and the changes the writer would make to it.
+fn current_of(
+    item: &crate::sink::Item,
+    resource: &serde_json::Map<String, Value>,
+) -> crate::sink::Current {
+    use super::wire;
+    use crate::sink::{Current, FieldChange, Kind as ItemKind};
+    let record = match item.kind {
+        ItemKind::Users => types::user_record(Value::Object(resource.clone())).ok(),
+        _ => types::group_records(Value::Object(resource.clone()), false).group,
+    }
+    .unwrap_or_default();
+    let mut current = Current::default();
+    for (name, value) in record {
+        match (name.as_str(), value) {
+            ("id", _) => {}
+            ("attributes", Value::Object(attributes)) => current.attributes = attributes,
+            (_, value) => {
+                current.fields.insert(name, value);
+            }
+        }
+    }
+    let changes = match item.kind {
+        ItemKind::Users => wire::user_changes(item, Some(resource)).0,
+        _ => wire::group_changes(item),
+    };
+    current.changes = wire::pending(&changes, resource)
+        .into_iter()
+        .map(|change| FieldChange {
+            field: model_name(&change.path.patch_path()),
+            from: change.path.get(resource).cloned().unwrap_or(Value::Null),
+            to: change.value.clone().unwrap_or(Value::Null),
+        })
+        .collect();
+    current
+}
+
+/// A SCIM attribute path by roster's model name, where it is one of the standard fields.
+fn model_name(path: &str) -> String {
+    match path {
+        "externalId" => "id (externalId)".into(),
+        "userName" => "email (userName)".into(),
+        "emails" => "email (emails)".into(),
+        "name.givenName" => "first_name".into(),
+        "name.familyName" => "last_name".into(),
+        "displayName" => "name".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A lookup that found several resources, or failed: the record cannot be planned.
+fn refusal_error(refusal: crate::sink::Refusal) -> crate::sink::SendError {
+    crate::sink::SendError {
+        failure: if refusal.transient {
+            crate::sink::SendFailure::Exhausted
+        } else {
+            crate::sink::SendFailure::Refused
+        },
+        status: refusal.vendor_status,
+        body_excerpt: refusal.vendor_body.clone(),
+        message: refusal.reason,
+        maybe_processed: false,
+    }
+}
+
+/// Refused credentials or an unreachable server, as the failed request it came from.
+fn fatal_error(err: crate::sink::SinkError) -> crate::sink::SendError {
+    let failure = match &err {
+        crate::sink::SinkError::Credentials { .. } => crate::sink::SendFailure::Credentials,
+        _ => crate::sink::SendFailure::Unreachable,
+    };
+    crate::sink::SendError {
+        failure,
+        status: None,
+        body_excerpt: None,
+        message: err.to_string(),
+        maybe_processed: false,
+    }
+}

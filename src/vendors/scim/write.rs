@@ -623,4 +623,12 @@ impl Sink for ScimSink {
     fn holds_memberships(&self) -> bool {
         true
     }
+
+    fn reads(&self, kind: Kind) -> bool {
+        matches!(kind, Kind::Users | Kind::Groups)
+    }
+
+    async fn read(&self, item: &crate::sink::Item) -> Result<crate::sink::Holding, SendError> {
+        self.holding(item).await
+    }
 }

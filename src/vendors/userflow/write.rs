@@ -22,9 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value};
 
+use crate::sink::read::{property_changes, split_properties};
 use crate::sink::{
-    Acks, Action, Auth, ClientSpec, Kind, Method, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
-    SinkError, Transport, WireRequest, WireStats, key_segment, object, path_keys, send_and_settle,
+    Acks, Action, Auth, ClientSpec, Current, Holding, Item, Kind, Method, Op, OrderKey, Plan,
+    Refusal, SendError, Sink, SinkContext, SinkError, Transport, WireRequest, WireStats,
+    key_segment, object, path_keys, send_and_settle,
 };
 use crate::vendors::patterns;
 
@@ -129,6 +131,79 @@ impl UserflowSink {
         )
         .await
     }
+}
+
+/// What Userflow holds for `item`: `GET /users/{id}` or `GET /groups/{id}` (404: absent), and
+/// for a membership the user's memberships (`?expand=memberships`). Other kinds are not read.
+pub async fn read_holding(transport: &dyn Transport, item: &Item) -> Result<Holding, SendError> {
+    let (path, membership_of) = match item.kind {
+        Kind::Users => (
+            format!(
+                "/users/{}",
+                key_segment(item.id.as_deref().unwrap_or_default())
+            ),
+            None,
+        ),
+        Kind::Groups => (
+            format!(
+                "/groups/{}",
+                key_segment(item.id.as_deref().unwrap_or_default())
+            ),
+            None,
+        ),
+        Kind::Memberships => (
+            format!(
+                "/users/{}?expand=memberships",
+                key_segment(item.user_id.as_deref().unwrap_or_default())
+            ),
+            item.group_id.as_deref(),
+        ),
+        _ => return Ok(Holding::Unreadable),
+    };
+    let response = match transport.send(WireRequest::new(Method::Get, path)).await {
+        Ok(response) => response,
+        Err(err) if err.status == Some(404) => return Ok(Holding::Absent),
+        Err(err) => return Err(err),
+    };
+    if response.dry_run {
+        return Ok(Holding::Unreadable);
+    }
+    let body = response.json();
+    let attributes_of = |v: &Value| {
+        v.get("attributes")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let Some(group) = membership_of else {
+        let held = attributes_of(&body);
+        let mut current = split_properties(item.kind, &held);
+        current.changes = property_changes(&item.properties(), &held);
+        return Ok(Holding::Held(current));
+    };
+    let membership = body
+        .get("memberships")
+        .and_then(Value::as_array)
+        .and_then(|list| {
+            list.iter().find(|m| {
+                m.get("group")
+                    .and_then(|g| g.get("id"))
+                    .or_else(|| m.get("group_id"))
+                    .and_then(Value::as_str)
+                    == Some(group)
+            })
+        });
+    Ok(match membership {
+        None => Holding::Absent,
+        Some(m) => {
+            let held = attributes_of(m);
+            Holding::Held(Current {
+                changes: property_changes(&item.attributes, &held),
+                attributes: held,
+                ..Current::default()
+            })
+        }
+    })
 }
 
 /// Userflow attribute values: a literal (string, number, boolean, null) or a change object
@@ -313,6 +388,14 @@ impl Sink for UserflowSink {
 
     fn nested_rule(&self) -> crate::sink::NestedRule {
         crate::sink::NestedRule::ScalarsAnd(is_change_object)
+    }
+
+    fn reads(&self, kind: Kind) -> bool {
+        matches!(kind, Kind::Users | Kind::Groups | Kind::Memberships)
+    }
+
+    async fn read(&self, item: &Item) -> Result<Holding, SendError> {
+        read_holding(self.transport.as_ref(), item).await
     }
 }
 

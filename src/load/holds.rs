@@ -1,0 +1,214 @@
+//! `sync_mode: update_only` / `create_only` decided by a read where the vendor can read.
+//!
+//! Whether the destination "holds" a record is asked of the vendor itself
+//! ([`Sink::read`]) for the kinds its writer can read, and of the ledger
+//! (`super::sync`) for the others. [`ReadKinds`] says which; the ledger's check skips the
+//! kinds it covers, and [`HoldsSink`] (a layer over the vendor's writer) reads each of their
+//! records just before it would be written, leaving out with the mode's name as the reason
+//! what the mode does not want. The read goes through the writer's own transport (paced,
+//! retried, counted), and for SCIM it also fills the writer's key → id map, so the write that
+//! follows needs no second lookup. A record created outside roster counts as held.
+
+use std::sync::Arc;
+
+use crate::config::SyncMode;
+use crate::sink::{
+    Acks, Action, Holding, Item, Kind, NestedRule, Op, Plan, Refusal, SendError, Sink, SinkError,
+    WireStats, WriteVerdict, verdict,
+};
+
+/// Which kinds the vendor's writer can read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadKinds {
+    users: bool,
+    groups: bool,
+    memberships: bool,
+    segments: bool,
+}
+
+impl ReadKinds {
+    /// What `sink` reads.
+    pub fn of(sink: &dyn Sink) -> Self {
+        ReadKinds {
+            users: sink.reads(Kind::Users),
+            groups: sink.reads(Kind::Groups),
+            memberships: sink.reads(Kind::Memberships),
+            segments: sink.reads(Kind::Segments),
+        }
+    }
+
+    /// Nothing is read: the ledger decides everything.
+    pub fn none() -> Self {
+        ReadKinds::default()
+    }
+
+    /// True when the vendor reads `kind`.
+    pub fn reads(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Users => self.users,
+            Kind::Groups => self.groups,
+            Kind::Memberships => self.memberships,
+            Kind::Segments => self.segments,
+            Kind::Events => false,
+        }
+    }
+
+    /// True when whether `mode` leaves `item` out is decided by reads (else by the ledger):
+    /// `update_only` asks whether the record (a membership: its user and group; an event: its
+    /// user) is held, `create_only` whether the record is.
+    pub fn decides(&self, mode: SyncMode, item: &Item) -> bool {
+        match mode {
+            SyncMode::Upsert | SyncMode::Mirror => false,
+            SyncMode::UpdateOnly if item.action == Action::Delete => false,
+            SyncMode::UpdateOnly => match item.kind {
+                Kind::Memberships => self.users && self.groups,
+                Kind::Events => self.users,
+                kind => self.reads(kind),
+            },
+            SyncMode::CreateOnly => item.kind != Kind::Events && self.reads(item.kind),
+        }
+    }
+}
+
+/// A users or groups record standing for `key` (what a membership or event names).
+fn stand_in(kind: Kind, key: &str) -> Item {
+    Item {
+        kind,
+        action: Action::Upsert,
+        id: Some(key.to_string()),
+        user_id: None,
+        group_id: None,
+        fields: Default::default(),
+        attributes: Default::default(),
+    }
+}
+
+/// True when the vendor holds `item` (a record it cannot read counts as not held).
+async fn held(sink: &dyn Sink, item: &Item) -> Result<bool, SendError> {
+    Ok(matches!(sink.read(item).await?, Holding::Held(_)))
+}
+
+/// The mode's reason to leave `item` out, decided by reads (call only where
+/// [`ReadKinds::decides`]).
+pub async fn left_out(
+    sink: &dyn Sink,
+    mode: SyncMode,
+    item: &Item,
+) -> Result<Option<&'static str>, SendError> {
+    let leave_out = match (mode, item.kind) {
+        (SyncMode::UpdateOnly, Kind::Memberships | Kind::Events) => {
+            let user = stand_in(Kind::Users, item.user_id.as_deref().unwrap_or_default());
+            let group = item.group_id.as_deref().map(|g| stand_in(Kind::Groups, g));
+            !held(sink, &user).await?
+                || match (item.kind, group) {
+                    (Kind::Memberships, Some(group)) => !held(sink, &group).await?,
+                    _ => false,
+                }
+        }
+        (SyncMode::UpdateOnly, _) => !held(sink, item).await?,
+        (SyncMode::CreateOnly, _) => held(sink, item).await?,
+        _ => false,
+    };
+    Ok(leave_out.then(|| mode.as_str()))
+}
+
+/// A failed read, as the record's refusal (or fatal: refused credentials, vendor unreachable).
+pub fn read_failed(vendor: &'static str, what: &str, err: SendError) -> Result<Refusal, SinkError> {
+    match verdict(vendor, err) {
+        WriteVerdict::Reject(mut refusal) => {
+            refusal.reason = format!("cannot tell {what}: {}", refusal.reason);
+            Ok(refusal)
+        }
+        WriteVerdict::Fatal(fatal) => Err(fatal),
+    }
+}
+
+/// The vendor's writer, with `update_only` / `create_only` decided by reads before each write.
+pub struct HoldsSink {
+    inner: Arc<dyn Sink>,
+    mode: SyncMode,
+    reads: ReadKinds,
+}
+
+impl HoldsSink {
+    /// `inner` with `mode` decided by its reads; `inner` itself when the mode needs no read.
+    pub fn wrap(inner: Arc<dyn Sink>, mode: SyncMode) -> Arc<dyn Sink> {
+        let reads = ReadKinds::of(inner.as_ref());
+        if !matches!(mode, SyncMode::UpdateOnly | SyncMode::CreateOnly)
+            || reads == ReadKinds::none()
+        {
+            return inner;
+        }
+        Arc::new(HoldsSink { inner, mode, reads })
+    }
+}
+
+impl std::fmt::Debug for HoldsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldsSink")
+            .field("vendor", &self.inner.vendor())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for HoldsSink {
+    fn vendor(&self) -> &'static str {
+        self.inner.vendor()
+    }
+
+    fn plan(&self, op: &Op) -> Result<Plan, Refusal> {
+        self.inner.plan(op)
+    }
+
+    async fn write(&self, batch: Vec<Op>, acks: &Acks) -> Result<(), SinkError> {
+        let mut kept = Vec::with_capacity(batch.len());
+        for op in batch {
+            if !self.reads.decides(self.mode, &op.item) {
+                kept.push(op);
+                continue;
+            }
+            match left_out(self.inner.as_ref(), self.mode, &op.item).await {
+                Ok(None) => kept.push(op),
+                Ok(Some(reason)) => acks.skipped(&op, reason),
+                Err(err) => {
+                    let what = format!("whether {} holds this record", self.vendor());
+                    let refusal = read_failed(self.vendor(), &what, err)?;
+                    acks.rejected(&op, refusal, None);
+                }
+            }
+        }
+        if kept.is_empty() {
+            return Ok(());
+        }
+        self.inner.write(kept, acks).await
+    }
+
+    async fn flush(&self, acks: &Acks) -> Result<(), SinkError> {
+        self.inner.flush(acks).await
+    }
+
+    async fn check(&self) -> Result<(), SinkError> {
+        self.inner.check().await
+    }
+
+    fn stats(&self) -> WireStats {
+        self.inner.stats()
+    }
+
+    fn holds_memberships(&self) -> bool {
+        self.inner.holds_memberships()
+    }
+
+    fn nested_rule(&self) -> NestedRule {
+        self.inner.nested_rule()
+    }
+
+    fn reads(&self, kind: Kind) -> bool {
+        self.inner.reads(kind)
+    }
+
+    async fn read(&self, item: &Item) -> Result<Holding, SendError> {
+        self.inner.read(item).await
+    }
+}
