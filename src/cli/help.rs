@@ -86,6 +86,12 @@ Examples:
   See the requests a run would send, sending nothing:
     target-roster --config samples/target-userpilot.json --dry-run --input users.singer
 
+  See what a run would create, update and delete against what the vendor holds now:
+    target-roster --config samples/target-userflow.json --plan --input users.singer
+
+  Read back what a run wrote (exit 3 when the vendor holds something else):
+    target-roster --config samples/target-userflow.json --input users.singer --verify
+
   Replay the records an earlier run rejected:
     target-roster --config samples/target-appcues.json --input rejects-appcues.ndjson
 
@@ -102,6 +108,7 @@ Exit status:
   1  runtime failure: the vendor unreachable past the retry budget, credentials refused, a
      record rejected under on_invalid: fail, a protocol error in the input, a failed --test
   2  usage or config error
+  3  --verify found drift: records the run wrote are missing or differ at the vendor
 
 Environment:
   ROSTER_LOG         log level or filter (error, warn, info, debug; default info);

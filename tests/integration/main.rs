@@ -44,6 +44,7 @@ mod tap_userflow;
 
 // target-roster.
 mod pipes;
+mod plan;
 mod sync;
 mod target_appcues;
 mod target_bulk_appcues;
@@ -57,6 +58,7 @@ mod target_scim;
 mod target_userflow;
 mod target_userguiding;
 mod target_userpilot;
+mod verify;
 
 // Reliability: kill -9, fault storms, bad input, security.
 mod bad_input;
