@@ -410,6 +410,12 @@ fn layers(
     }
     if request.dry_run {
         // A dry run reads nothing: the ledger decides what the destination holds.
+        let vendor = request.config.spec.name;
+        if matches!(vendor, "scim" | "guru_scim" | "guru") {
+            tracing::warn!(
+                "dry run: {vendor} is not read, so the writer's lookups find nothing: users and groups it already holds show as creates, and its ids as stand-ins (<… id of …>); --plan reads what it holds and says what a run would do"
+            );
+        }
         return Ok((sink, sync, None, None));
     }
     let sync = sync.reading(holds::ReadKinds::of(sink.as_ref()));

@@ -98,7 +98,7 @@ impl GuruSink {
     }
 
     /// The Guru groups named `name`.
-    async fn groups_named(
+    pub(super) async fn groups_named(
         &self,
         name: &str,
         fresh: bool,
@@ -121,7 +121,7 @@ impl GuruSink {
 
     /// The Guru group the group map holds for a source key, if it still exists (a key whose
     /// group is gone from Guru is forgotten).
-    async fn mapped_group(
+    pub(super) async fn mapped_group(
         &self,
         key: &str,
     ) -> Result<Result<Option<GuruGroup>, SendError>, SinkError> {

@@ -51,9 +51,9 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::sink::{
-    Acks, Action, Auth, BatchKey, BatchLimits, ClientSpec, Item, Kind, Method, Op, OrderKey, Plan,
-    Refusal, SendError, Sink, SinkContext, SinkError, Transport, WireRequest, WireStats,
-    single_email,
+    Acks, Action, Auth, BatchKey, BatchLimits, ClientSpec, Current, FieldChange, Holding, Item,
+    Kind, Method, Op, OrderKey, Plan, Refusal, SendError, Sink, SinkContext, SinkError, Transport,
+    WireRequest, WireStats, single_email,
 };
 
 use super::config::{Config, InactiveUsers, TeamMemberType};
@@ -568,6 +568,128 @@ impl Sink for GuruSink {
 
     fn holds_memberships(&self) -> bool {
         true
+    }
+
+    fn reads(&self, kind: Kind) -> bool {
+        matches!(kind, Kind::Users | Kind::Groups)
+    }
+
+    async fn read(&self, item: &Item) -> Result<Holding, SendError> {
+        match item.kind {
+            Kind::Users => self.read_member(item).await,
+            Kind::Groups => self.read_group(item).await,
+            _ => Ok(Holding::Unreadable),
+        }
+    }
+}
+
+/// A failure the read cannot turn into an answer, as a failed request.
+fn read_error(reason: String, failure: crate::sink::SendFailure) -> SendError {
+    SendError {
+        failure,
+        status: None,
+        body_excerpt: None,
+        message: reason,
+        maybe_processed: false,
+    }
+}
+
+impl GuruSink {
+    /// What Guru holds for a users record: the member with its email (`GET /members?search=`,
+    /// the first page of matches, compared ignoring case). Guru keeps names to the user's own
+    /// profile, so only the member type (core or light) can differ from what roster would send.
+    async fn read_member(&self, item: &Item) -> Result<Holding, SendError> {
+        let email = match user_email(item) {
+            Ok(Some(email)) => email,
+            Ok(None) => return Ok(Holding::Unreadable),
+            Err(refusal) => {
+                return Err(read_error(
+                    refusal.reason,
+                    crate::sink::SendFailure::Refused,
+                ));
+            }
+        };
+        let path = format!("/members?search={}", crate::sink::key_segment(&email));
+        let response = self
+            .transport
+            .send(WireRequest::new(Method::Get, path))
+            .await?;
+        if response.dry_run {
+            return Ok(Holding::Unreadable);
+        }
+        let body = response.json();
+        let member = body.as_array().and_then(|list| {
+            list.iter().find(|m| {
+                m.pointer("/user/email")
+                    .and_then(Value::as_str)
+                    .is_some_and(|e| e.eq_ignore_ascii_case(&email))
+            })
+        });
+        let Some(member) = member else {
+            return Ok(Holding::Absent);
+        };
+        let light = member
+            .pointer("/userAttributes/ACCESS_TYPE")
+            .and_then(Value::as_str)
+            == Some("READ_ONLY");
+        let record = super::wire::member(member.clone()).unwrap_or_default();
+        let mut current = crate::sink::read::split_properties(Kind::Users, &record);
+        current.attributes.shift_remove("id");
+        if let Some(attributes) = current.attributes.shift_remove("attributes")
+            && let Value::Object(attributes) = attributes
+        {
+            current.attributes.extend(attributes);
+        }
+        let held = if light { "light" } else { "core" };
+        if let Some(wanted) = self.record_member_type(item)
+            && wanted.as_str() != held
+        {
+            current.changes.push(FieldChange {
+                field: "member_type".into(),
+                from: json!(held),
+                to: json!(wanted.as_str()),
+            });
+        }
+        Ok(Holding::Held(current))
+    }
+
+    /// What Guru holds for a groups record: the group the group map holds for its key, else the
+    /// one with its name (`GET /groups`); a mapped group under another name would be renamed.
+    async fn read_group(&self, item: &Item) -> Result<Holding, SendError> {
+        let unreachable =
+            |err: SinkError| read_error(err.to_string(), crate::sink::SendFailure::Unreachable);
+        let key = item.id.clone().unwrap_or_default();
+        let name = group_name(item).unwrap_or_else(|| key.clone());
+        let group = match self.mapped_group(&key).await.map_err(unreachable)?? {
+            Some(group) => group,
+            None => {
+                let mut named = self
+                    .groups_named(&name, false)
+                    .await
+                    .map_err(unreachable)??;
+                match named.len() {
+                    0 => return Ok(Holding::Absent),
+                    1 => named.remove(0),
+                    n => {
+                        let why = format!("{n} guru groups are named {name:?}");
+                        return Err(read_error(why, crate::sink::SendFailure::Refused));
+                    }
+                }
+            }
+        };
+        if self.dry_run.load(Ordering::Relaxed) {
+            return Ok(Holding::Unreadable);
+        }
+        let mut current = Current::default();
+        current.fields.insert("name".into(), json!(group.name));
+        if group.name != name {
+            current.changes.push(FieldChange {
+                field: "name".into(),
+                from: json!(group.name),
+                to: json!(name),
+            });
+        }
+        Ok(Holding::Held(current))
     }
 }
 
