@@ -293,3 +293,79 @@ fn update_only_and_create_only_ask_userflow_what_it_holds() {
     assert_eq!(counts["left_out"]["create_only"], 1, "{report}");
     assert_eq!(counts["created"], 1, "{report}");
 }
+
+#[test]
+fn plan_against_guru_reads_members_and_groups() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&sb, Vendor::Guru, dir.path(), json!({"ledger": false}));
+    let member = |id: &str| rec("users", json!({"id": id, "email": format!("{id}@x.io")}));
+    let group = |id: &str, name: &str| rec("groups", json!({"id": id, "name": name}));
+    let first = lines(&[
+        schema("users"),
+        schema("groups"),
+        member("g0"),
+        group("t1", "Team One"),
+    ]);
+    succeeded(&run(&sb, &cfg, &first, &[]).0);
+    let out_file = dir.path().join("plan.ndjson");
+    let second = lines(&[
+        schema("users"),
+        schema("groups"),
+        member("g0"),
+        member("g1"),
+        group("t1", "Team One"),
+        group("t2", "Team Two"),
+    ]);
+    let (out, report) = run(
+        &sb,
+        &cfg,
+        &second,
+        &["--plan", "--plan-output", out_file.to_str().unwrap()],
+    );
+    succeeded(&out);
+    assert_eq!(writes(&sb), Vec::<String>::new(), "a plan sends no write");
+    let streams = &report["plan"]["streams"];
+    assert_eq!(streams["users"]["unchanged"], 1, "{report}");
+    assert_eq!(streams["users"]["create"], 1, "{report}");
+    assert_eq!(streams["groups"]["unchanged"], 1, "{report}");
+    assert_eq!(streams["groups"]["create"], 1, "{report}");
+    let lines = plan_lines(&out_file);
+    assert_eq!(line_for(&lines, "g0")["source"], "read");
+    assert_eq!(line_for(&lines, "t2")["action"], "create");
+}
+
+#[test]
+fn plan_under_mirror_counts_the_deletes_from_the_ledger() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &sb,
+        Vendor::Userflow,
+        dir.path(),
+        json!({"sync_mode": "mirror"}),
+    );
+    let pass = |version: u64, ids: &[&str]| {
+        let mut input = vec![schema("users")];
+        for id in ids {
+            input.push(
+                json!({"type": "RECORD", "stream": "users", "version": version,
+                              "record": {"id": id, "email": format!("{id}@x.io")}}),
+            );
+        }
+        lines(&input)
+    };
+    succeeded(&run(&sb, &cfg, &pass(1, &["m0", "m1", "m2", "m3"]), &[]).0);
+    let (out, report) = run(&sb, &cfg, &pass(2, &["m0", "m1", "m4"]), &["--plan"]);
+    let stderr = succeeded(&out);
+    assert_eq!(writes(&sb), Vec::<String>::new(), "a plan sends no write");
+    let users = &report["plan"]["streams"]["users"];
+    assert_eq!(users["mirror_deletes"], 2, "m2 and m3: {report}");
+    assert_eq!(users["unchanged"], 2, "{report}");
+    assert_eq!(users["create"], 1, "{report}");
+    assert!(stderr.contains("2 unchanged, 2 to delete"), "{stderr}");
+    assert_eq!(
+        report["plan"]["api_calls"], 3,
+        "one create, two deletes: {report}"
+    );
+}
