@@ -212,3 +212,112 @@ impl Sink for HoldsSink {
         self.inner.read(item).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::sink::{Origin, Outcome, ScriptedTransport, SendFailure, Ticket, WireResponse};
+    use crate::vendors::userflow::write::UserflowSink;
+    use serde_json::json;
+
+    fn item(kind: Kind, action: Action) -> Item {
+        Item {
+            kind,
+            action,
+            id: Some("k".into()),
+            user_id: Some("u".into()),
+            group_id: Some("g".into()),
+            fields: Default::default(),
+            attributes: Default::default(),
+        }
+    }
+
+    #[test]
+    fn reads_decide_only_for_the_kinds_the_vendor_reads() {
+        let userflow = ReadKinds {
+            users: true,
+            groups: true,
+            memberships: true,
+            segments: false,
+        };
+        let users_only = ReadKinds {
+            users: true,
+            ..ReadKinds::none()
+        };
+        let upsert = |k| item(k, Action::Upsert);
+        assert!(!userflow.decides(SyncMode::Upsert, &upsert(Kind::Users)));
+        assert!(userflow.decides(SyncMode::UpdateOnly, &upsert(Kind::Users)));
+        assert!(!userflow.decides(SyncMode::UpdateOnly, &item(Kind::Users, Action::Delete)));
+        assert!(userflow.decides(SyncMode::UpdateOnly, &upsert(Kind::Events)));
+        assert!(!userflow.decides(SyncMode::CreateOnly, &upsert(Kind::Events)));
+        assert!(!userflow.decides(SyncMode::CreateOnly, &upsert(Kind::Segments)));
+        // A membership under update_only needs both its user and its group read.
+        assert!(!users_only.decides(SyncMode::UpdateOnly, &upsert(Kind::Memberships)));
+        assert!(users_only.decides(SyncMode::UpdateOnly, &upsert(Kind::Events)));
+        assert!(!users_only.decides(SyncMode::CreateOnly, &upsert(Kind::Groups)));
+        assert!(!ReadKinds::none().decides(SyncMode::UpdateOnly, &upsert(Kind::Users)));
+    }
+
+    fn op(id: &str) -> Op {
+        Op {
+            ticket: Ticket(0),
+            item: Item {
+                id: Some(id.into()),
+                ..item(Kind::Users, Action::Upsert)
+            },
+            origin: Arc::new(Origin {
+                stream: "users".into(),
+                line: 1,
+                record: Default::default(),
+            }),
+        }
+    }
+
+    /// Userflow holds `held` (GET answers 200), not `absent` (404).
+    fn userflow() -> (Arc<ScriptedTransport>, Arc<dyn Sink>) {
+        let transport = Arc::new(ScriptedTransport::new(|request| {
+            if request.path.ends_with("/absent") {
+                return Err(SendError {
+                    failure: SendFailure::Refused,
+                    status: Some(404),
+                    body_excerpt: None,
+                    message: "GET /users/absent answered 404".into(),
+                    maybe_processed: false,
+                });
+            }
+            Ok(WireResponse::ok(json!({"id": "held", "attributes": {}})))
+        }));
+        let sink: Arc<dyn Sink> = Arc::new(UserflowSink::new(transport.clone()));
+        (transport, sink)
+    }
+
+    #[tokio::test]
+    async fn update_only_writes_what_the_vendor_holds_and_create_only_what_it_does_not() {
+        for (mode, id, written) in [
+            (SyncMode::UpdateOnly, "held", true),
+            (SyncMode::UpdateOnly, "absent", false),
+            (SyncMode::CreateOnly, "held", false),
+            (SyncMode::CreateOnly, "absent", true),
+        ] {
+            let (transport, inner) = userflow();
+            let sink = HoldsSink::wrap(inner, mode);
+            let (acks, mut settled) = Acks::channel();
+            sink.write(vec![op(id)], &acks).await.unwrap();
+            let posts = transport
+                .requests()
+                .iter()
+                .filter(|r| r.method == crate::sink::Method::Post)
+                .count();
+            assert_eq!(posts == 1, written, "{mode:?} {id}");
+            let outcome = settled.try_recv().unwrap().outcome;
+            if !written {
+                assert_eq!(
+                    outcome,
+                    Outcome::Skipped(mode.as_str().into()),
+                    "{mode:?} {id}"
+                );
+            }
+        }
+    }
+}
