@@ -113,6 +113,10 @@ impl Planned {
 pub struct StreamPlan {
     /// The kind it is routed to.
     pub kind: Option<&'static str>,
+    /// RECORD messages read.
+    pub records_in: u64,
+    /// Records a run would reject (validation, the vendor's rules), not counting `unknown`.
+    pub rejected: u64,
     /// Records the vendor does not hold.
     pub create: u64,
     /// Records the vendor holds, with changes.
@@ -499,6 +503,15 @@ impl Planning {
     ) -> Result<(), TargetError> {
         let deletes = self.mirror_deletes(report.vendor)?;
         let mut streams = std::mem::take(&mut *self.book.streams.lock());
+        // What the engine decided before the plan's sink saw a record: rejects, and what the
+        // ledger left out by `sync_mode` (the plan's own left-outs are counted there too).
+        for (stream, counts) in &report.streams {
+            let plan = streams.entry(stream.clone()).or_default();
+            plan.kind = plan.kind.or(counts.kind);
+            plan.records_in = counts.records_in;
+            plan.rejected = counts.rejected.saturating_sub(plan.unknown);
+            plan.left_out = counts.left_out.clone();
+        }
         for (stream, n) in &deletes {
             let plan = streams.entry(stream.clone()).or_default();
             plan.mirror_deletes = *n;
@@ -582,13 +595,17 @@ fn summary_text(
         for (mode, n) in &p.left_out {
             parts.push(format!("{n} left out by {mode}"));
         }
+        if p.rejected > 0 {
+            parts.push(format!("{} rejected", p.rejected));
+        }
         if p.unknown > 0 {
             parts.push(format!("{} not readable (see --plan-output)", p.unknown));
         }
         let sources: Vec<&str> = p.sources.iter().copied().collect();
         out.push_str(&format!(
-            "  {name} → {}: {}; what {vendor} holds from: {}\n",
+            "  {name} → {}: {} in: {}; what {vendor} holds from: {}\n",
             p.kind.unwrap_or("not written"),
+            p.records_in,
             parts.join(", "),
             if sources.is_empty() {
                 "-".to_string()

@@ -109,7 +109,7 @@ fn plan_against_userflow_reads_what_it_holds_and_sends_no_write() {
     assert!(out.stdout.is_empty(), "a plan prints no state");
     assert!(
         stderr.contains(
-            "users → users: 1 to create, 1 to update (plan ×1), 2 unchanged, 0 to delete"
+            "users → users: 4 in: 1 to create, 1 to update (plan ×1), 2 unchanged, 0 to delete"
         ),
         "{stderr}"
     );
@@ -269,7 +269,14 @@ fn update_only_and_create_only_ask_userflow_what_it_holds() {
         dir.path(),
         json!({"sync_mode": "update_only"}),
     );
-    let (out, report) = run(&sb, &cfg, &users(&[("out", "pro"), ("new", "pro")]), &[]);
+    // The plan says so first, and writes nothing.
+    let input = users(&[("out", "pro"), ("new", "pro")]);
+    let (out, report) = run(&sb, &cfg, &input, &["--plan"]);
+    let stderr = succeeded(&out);
+    assert_eq!(writes(&sb), Vec::<String>::new());
+    assert!(stderr.contains("1 left out by update_only"), "{stderr}");
+    assert_eq!(report["plan"]["streams"]["users"]["update"], 1, "{report}");
+    let (out, report) = run(&sb, &cfg, &input, &[]);
     succeeded(&out);
     assert_eq!(writes(&sb).len(), 1, "{:?}", writes(&sb));
     assert_eq!(plan_of("out"), Some(json!("pro")), "held, so updated");
