@@ -172,6 +172,8 @@ struct Book {
     streams: Mutex<BTreeMap<String, StreamPlan>>,
     /// `sync_mode: mirror`: hashes of the keys each stream's input holds (8 bytes a record).
     seen: Mutex<HashMap<String, Vec<u64>>>,
+    /// Reads the run itself would make to decide `sync_mode` (`super::holds`).
+    run_reads: std::sync::atomic::AtomicU64,
 }
 
 fn key_hash(key: &EntryKey) -> u64 {
@@ -227,6 +229,13 @@ impl PlanSink {
             return Ok(Planned::new(Act::Unchanged, LEDGER));
         }
         if self.reads.decides(self.mode, item) {
+            let reads = match (self.mode, item.kind) {
+                (SyncMode::UpdateOnly, Kind::Memberships) => 2,
+                _ => 1,
+            };
+            self.book
+                .run_reads
+                .fetch_add(reads, std::sync::atomic::Ordering::Relaxed);
             match holds::left_out(self.real.as_ref(), self.mode, item).await {
                 Ok(Some(mode)) => return Ok(Planned::new(Act::LeftOut(mode), READ)),
                 Ok(None) => {}
@@ -517,7 +526,12 @@ impl Planning {
             plan.mirror_deletes = *n;
         }
         let reads = report.http.requests;
-        let calls = self.counter.stats().requests + deletes.values().sum::<u64>();
+        let calls = self.counter.stats().requests
+            + deletes.values().sum::<u64>()
+            + self
+                .book
+                .run_reads
+                .load(std::sync::atomic::Ordering::Relaxed);
         let eta = self.rate.filter(|r| *r > 0.0).map(|r| calls as f64 / r);
         let summary = summary_text(report.vendor, &streams, calls, reads, self.rate, eta);
         let mut stderr = std::io::stderr().lock();

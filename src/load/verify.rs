@@ -292,7 +292,7 @@ pub struct Drift {
 pub struct Verified {
     /// One line for the summary.
     pub summary: String,
-    /// Upserts of readable kinds the run wrote.
+    /// Upserts of kinds the vendor can be read for that the run sent.
     pub written: u64,
     /// Of those, read back.
     pub checked: u64,
@@ -336,7 +336,7 @@ impl Verifier {
         let mut out = Verified {
             written: offered,
             checked: accepted.len() as u64,
-            sampled: offered > accepted.len() as u64 && offered > VERIFY_SAMPLE as u64,
+            sampled: offered > VERIFY_SAMPLE as u64,
             ..Verified::default()
         };
         let sink = self.sink.clone();
@@ -379,7 +379,7 @@ impl Verifier {
                 });
             }
         }
-        out.summary = summary_line(&out);
+        out.summary = summary_line(&out, sink.vendor());
         Ok(out)
     }
 
@@ -443,7 +443,12 @@ fn describe(drift: &Drift) -> String {
     }
 }
 
-fn summary_line(v: &Verified) -> String {
+fn summary_line(v: &Verified, vendor: &str) -> String {
+    if v.written == 0 {
+        return format!(
+            "nothing to read back (the run sent no upsert of a kind {vendor} can be read for)"
+        );
+    }
     let of = if v.sampled {
         format!("a sample of {} of the {} written", v.checked, v.written)
     } else {
