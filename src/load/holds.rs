@@ -259,6 +259,29 @@ mod tests {
         assert!(!ReadKinds::none().decides(SyncMode::UpdateOnly, &upsert(Kind::Users)));
     }
 
+    #[test]
+    fn the_ledger_leaves_the_kinds_reads_decide_to_the_reads() {
+        use crate::ledger::Ledger;
+        use crate::load::sync::{Decision, Sync};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let open = || Ledger::open(&path, "userflow", "acct").unwrap();
+        // A user the ledger does not hold: the ledger leaves it out...
+        let mut by_ledger = Sync::new(Some(open()), true, SyncMode::UpdateOnly);
+        assert_eq!(
+            by_ledger.decide(&op("x"), None).unwrap(),
+            Decision::Skip("update_only")
+        );
+        drop(by_ledger);
+        // ...unless the vendor's reads decide for users.
+        let reads = ReadKinds {
+            users: true,
+            ..ReadKinds::none()
+        };
+        let mut by_read = Sync::new(Some(open()), true, SyncMode::UpdateOnly).reading(reads);
+        assert_eq!(by_read.decide(&op("x"), None).unwrap(), Decision::Send);
+    }
+
     fn op(id: &str) -> Op {
         Op {
             ticket: Ticket(0),
