@@ -109,3 +109,52 @@ fn verify_finds_an_attribute_changed_behind_rosters_back_and_exits_3() {
         json!([{"field": "plan", "from": "enterprise", "to": "free"}])
     );
 }
+
+/// No false drift: what each readable writer sends reads back as sent.
+#[test]
+fn verify_reads_back_every_readable_vendor_without_false_drift() {
+    for vendor in [
+        Vendor::Userflow,
+        Vendor::Appcues,
+        Vendor::Scim,
+        Vendor::GuruScim,
+        Vendor::Guru,
+    ] {
+        let sb = sandbox();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = target_common::config(&sb, vendor, dir.path(), json!({"ledger": false}));
+        let report = dir.path().join("report.json");
+        let input = lines(&[
+            schema("users"),
+            schema("groups"),
+            rec(
+                "users",
+                json!({"id": "v1", "email": "v1@x.io", "first_name": "Vi", "last_name": "Ro",
+                       "created_at": "2024-01-02T03:04:05Z"}),
+            ),
+            rec(
+                "users",
+                json!({"id": "v2", "email": "v2@x.io", "name": "Val Two"}),
+            ),
+            rec("groups", json!({"id": "t1", "name": "Team One"})),
+            state(json!({"n": 3})),
+        ]);
+        let out = run_args(
+            &cfg,
+            &input,
+            &["--verify", "--report", report.to_str().unwrap()],
+            &[],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{vendor:?}: {stderr}");
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        let verify = &report["verify"];
+        assert_eq!(verify["missing"], 0, "{vendor:?}: {report}");
+        assert_eq!(verify["changed"], 0, "{vendor:?}: {report}");
+        assert!(
+            verify["checked"].as_u64().unwrap() >= 2,
+            "{vendor:?} read back too little: {report}"
+        );
+    }
+}
