@@ -510,7 +510,12 @@ impl Planning {
         mut report: Report,
         path: Option<&std::path::Path>,
     ) -> Result<(), TargetError> {
-        let deletes = self.mirror_deletes(report.vendor)?;
+        // An input that ends with an error deletes nothing, so it plans no delete either.
+        let deletes = if result.is_ok() {
+            self.mirror_deletes(report.vendor)?
+        } else {
+            BTreeMap::new()
+        };
         let mut streams = std::mem::take(&mut *self.book.streams.lock());
         // What the engine decided before the plan's sink saw a record: rejects, and what the
         // ledger left out by `sync_mode` (the plan's own left-outs are counted there too).
