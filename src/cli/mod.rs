@@ -119,6 +119,9 @@ pub struct TargetArgs {
     /// detection is off for the run).
     #[arg(long, conflicts_with = "test")]
     pub full_resync: bool,
+    /// sync_mode mirror: make this run's deletes even past max_deletes or max_delete_ratio.
+    #[arg(long, conflicts_with = "test")]
+    pub force_deletes: bool,
     /// Send one request that checks the credentials and the base URL, read-only where the
     /// vendor has a read endpoint; read no input, then exit 0 (it worked) or 1.
     #[arg(long, conflicts_with_all = ["dry_run", "input"])]
@@ -291,6 +294,7 @@ pub fn run_target(args: TargetArgs) -> ExitCode {
         report: args.report.clone(),
         max_line_bytes: args.max_line_bytes,
         full_resync: args.full_resync,
+        force_deletes: args.force_deletes,
     };
     exit::finish(
         "target-roster",

@@ -18,7 +18,8 @@
 //!
 //! The mirror deletes driven by `ACTIVATE_VERSION` read the ledger through
 //! [`Ledger::older_than`] (the records roster wrote for a stream whose last-seen version is
-//! older) and [`Ledger::held_counts`] (what the ledger holds per stream, for the guards).
+//! older) and [`Ledger::held_counts`] (what the ledger holds per stream, for the guards), and
+//! keep what they know of each stream's passes in [`Pass`] rows (`passes.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use crate::sink::{Kind, PayloadHash};
+
+mod passes;
+
+pub use passes::Pass;
 
 /// Staged changes past which the ledger commits without waiting for a STATE: bounds memory on
 /// an input with few or no STATE messages (a million-record file), and keeps each transaction
@@ -151,8 +156,11 @@ enum Change {
     },
     /// The record was read again unchanged in `version`.
     Seen { key: EntryKey, version: u64 },
-    /// A write was refused or its answer lost: what the vendor holds is unknown.
-    Unknown { key: EntryKey },
+    /// A write was refused or its answer lost: what the vendor holds is unknown. The record was
+    /// still read in `version` (it is in the source).
+    Unknown { key: EntryKey, version: Option<u64> },
+    /// What the ledger knows of a stream's passes.
+    Pass { stream: String, pass: Pass },
 }
 
 /// What this run expects a key to be once its dispatched writes are acknowledged, and how many
@@ -174,6 +182,8 @@ pub struct Ledger {
     /// Keys this run dispatched or changed and has not committed yet (bounded by the writes in
     /// flight plus [`COMMIT_EVERY`]).
     expected: HashMap<EntryKey, Expected>,
+    /// The passes of the streams this run looked at or changed.
+    passes: HashMap<String, Pass>,
 }
 
 fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) -> LedgerError + 'a {
@@ -293,6 +303,8 @@ impl Ledger {
             }
             conn.execute_batch(SCHEMA)
                 .map_err(sql(path, "creating the tables"))?;
+            conn.execute_batch(passes::SCHEMA)
+                .map_err(sql(path, "creating the tables"))?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(sql(path, "setting the schema version"))?;
             conn.execute(
@@ -314,6 +326,7 @@ impl Ledger {
             read_only,
             staged: Vec::new(),
             expected: HashMap::new(),
+            passes: HashMap::new(),
         })
     }
 
@@ -389,15 +402,30 @@ impl Ledger {
     }
 
     /// The write of `key` was refused, or its answer lost: the next write is sent whatever it
-    /// holds.
-    pub fn unknown(&mut self, key: EntryKey) {
+    /// holds. The record was read in `version` all the same (a mirror pass must not take it for
+    /// deleted).
+    pub fn unknown(&mut self, key: EntryKey, version: Option<u64>) {
         self.landed(&key);
         if let Some(expected) = self.expected.get_mut(&key) {
             expected.entry.hash = None;
+            expected.entry.version = version.or(expected.entry.version);
         }
         if !self.read_only {
-            self.staged.push(Change::Unknown { key });
+            self.staged.push(Change::Unknown { key, version });
         }
+    }
+
+    /// `key` was read in `version` and nothing was sent for it (rejected before it could be):
+    /// it is in the source, so a mirror pass must not take it for deleted. A key the ledger
+    /// has no entry for stays without one.
+    pub fn present(&mut self, key: EntryKey, version: u64) {
+        if self.read_only {
+            return;
+        }
+        if let Some(expected) = self.expected.get_mut(&key) {
+            expected.entry.version = Some(version);
+        }
+        self.staged.push(Change::Seen { key, version });
     }
 
     /// `key` was read again, unchanged, in `version`.
@@ -548,7 +576,7 @@ fn write_changes(
          WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
     )?;
     let mut unknown = tx.prepare_cached(
-        "UPDATE entries SET hash = NULL
+        "UPDATE entries SET hash = NULL, version = COALESCE(?5, version)
          WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
     )?;
     for change in changes {
@@ -576,8 +604,16 @@ fn write_changes(
                 key.group,
                 version_sql(Some(*version)),
             ])?,
-            Change::Unknown { key } => {
-                unknown.execute(params![scope, key.kind.as_str(), key.key, key.group])?
+            Change::Unknown { key, version } => unknown.execute(params![
+                scope,
+                key.kind.as_str(),
+                key.key,
+                key.group,
+                version_sql(*version),
+            ])?,
+            Change::Pass { stream, pass } => {
+                passes::write_pass(tx, scope, stream, pass)?;
+                1
             }
         };
     }

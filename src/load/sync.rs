@@ -213,9 +213,17 @@ impl Sync {
         if let (Some(ledger), Some(key)) = (self.ledger.as_mut(), pending.key.clone()) {
             match outcome {
                 Outcome::Accepted => ledger.accepted(key, stream, pending.entry),
+                // A delete the writer skipped found nothing to delete (gone already, inactive
+                // already, not a member): the vendor does not hold it, as after a delete.
+                Outcome::Skipped(_) if pending.action == Action::Delete => {
+                    ledger.accepted(key, stream, pending.entry)
+                }
                 // Refused, or skipped by the writer (nothing sent, or nothing it could send):
-                // what the vendor holds is not known, so the next run sends it.
-                Outcome::Rejected(_) | Outcome::Skipped(_) => ledger.unknown(key),
+                // what the vendor holds is not known, so the next run sends it. The record was
+                // read in its version all the same.
+                Outcome::Rejected(_) | Outcome::Skipped(_) => {
+                    ledger.unknown(key, pending.entry.version)
+                }
             }
         }
         Some(match (pending.action, pending.kind) {
@@ -245,6 +253,24 @@ impl Sync {
     /// The ledger, for what builds on it (mirror deletes).
     pub fn ledger(&self) -> Option<&Ledger> {
         self.ledger.as_ref()
+    }
+
+    /// The ledger, for the mirror deletes' pass rows.
+    pub fn ledger_mut(&mut self) -> Option<&mut Ledger> {
+        self.ledger.as_mut()
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> SyncMode {
+        self.mode
+    }
+
+    /// A record read in `version` was rejected before anything was sent for it: it is in the
+    /// source all the same, so a mirror pass must not take it for deleted.
+    pub fn present(&mut self, item: &Item, version: u64) {
+        if let (Some(ledger), Some(key)) = (self.ledger.as_mut(), entry_key(item)) {
+            ledger.present(key, version);
+        }
     }
 }
 
