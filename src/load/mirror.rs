@@ -79,6 +79,9 @@ pub struct Planned {
     pub version: u64,
     /// The records to delete: memberships first, then users, segments and groups.
     pub stale: Vec<StaleEntry>,
+    /// Memberships of a user or group deleted with them: not sent (the vendor drops them with
+    /// their user or group), marked not held once the deletes begin.
+    pub with_owner: Vec<StaleEntry>,
     /// What the ledger holds for the stream (the ratio's base).
     pub held: u64,
 }
@@ -288,41 +291,53 @@ impl Mirror {
 
     /// The deletes each due pass makes (the ledger committed first): the records roster wrote
     /// for the stream that the vendor still holds and whose last-seen version is older. A
-    /// membership of a user or group deleted with it is not sent (the vendor drops it with
-    /// them); its entry is marked not held.
-    pub fn plan(ledger: &mut Ledger, due: &[Due]) -> Result<Vec<Planned>, LedgerError> {
+    /// membership of a user or group deleted with it is set apart.
+    pub fn plan(ledger: &Ledger, due: &[Due]) -> Result<Vec<Planned>, LedgerError> {
         let held = ledger.held_counts()?;
         let mut planned = Vec::new();
         for Due { stream, version } in due {
-            let mut stale = ledger.older_than(stream, *version)?;
+            let stale = ledger.older_than(stream, *version)?;
             let gone: BTreeSet<(Kind, String)> = stale
                 .iter()
                 .filter(|s| matches!(s.key.kind, Kind::Users | Kind::Groups))
                 .map(|s| (s.key.kind, s.key.key.clone()))
                 .collect();
-            stale.retain(|s| {
-                let with_owner = s.key.kind == Kind::Memberships
-                    && (gone.contains(&(Kind::Users, s.key.key.clone()))
-                        || gone.contains(&(Kind::Groups, s.key.group.clone())));
-                if with_owner {
-                    let gone = Entry {
-                        hash: None,
-                        held: false,
-                        version: s.version,
-                    };
-                    ledger.accepted(s.key.clone(), stream, gone);
-                }
-                !with_owner
-            });
+            let (with_owner, mut stale): (Vec<StaleEntry>, Vec<StaleEntry>) =
+                stale.into_iter().partition(|s| {
+                    s.key.kind == Kind::Memberships
+                        && (gone.contains(&(Kind::Users, s.key.key.clone()))
+                            || gone.contains(&(Kind::Groups, s.key.group.clone())))
+                });
             stale.sort_by_key(|s| order(s.key.kind));
             planned.push(Planned {
                 stream: stream.clone(),
                 version: *version,
                 stale,
+                with_owner,
                 held: held.get(stream).copied().unwrap_or(0),
             });
         }
         Ok(planned)
+    }
+
+    /// The deletes of `planned` are about to be sent: each entry forgets its hash first (the
+    /// caller commits before the first delete), so that a delete the vendor made but whose
+    /// answer a kill -9 lost never makes the record, back in a later pass, look unchanged. The
+    /// memberships set apart are marked not held.
+    pub fn begin(ledger: &mut Ledger, planned: &[Planned]) {
+        for p in planned {
+            for s in &p.stale {
+                ledger.unknown(s.key.clone(), None);
+            }
+            for s in &p.with_owner {
+                let gone = Entry {
+                    hash: None,
+                    held: false,
+                    version: s.version,
+                };
+                ledger.accepted(s.key.clone(), &p.stream, gone);
+            }
+        }
     }
 
     /// Every delete of `done` settled (accepted, skipped or rejected): their passes are no

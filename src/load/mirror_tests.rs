@@ -65,7 +65,15 @@ fn a_classic_pass_is_read_through_at_its_closing_message_and_remembered_as_class
         (pass.closed, pass.pending, pass.classic),
         (Some(2), Some(2), true)
     );
-    let planned = Mirror::plan(&mut ledger, &found).unwrap();
+    let planned = Mirror::plan(&ledger, &found).unwrap();
+    Mirror::begin(&mut ledger, &planned);
+    ledger.commit(None).unwrap();
+    let gone = EntryKey::new(Kind::Users, "gone");
+    assert_eq!(
+        ledger.get(&gone).unwrap().unwrap().hash,
+        None,
+        "forgotten before the delete is sent"
+    );
     Mirror::settled(&mut ledger, &planned).unwrap();
     assert_eq!(ledger.pass("users").unwrap().pending, None);
 
@@ -191,7 +199,8 @@ fn memberships_of_a_deleted_user_are_not_sent_and_deletes_go_memberships_first()
     let key = EntryKey::membership("u2", "g");
     ledger.seen(key, entry, 2);
     ledger.commit(None).unwrap();
-    let planned = Mirror::plan(&mut ledger, &[due("users", 2)]).unwrap();
+    let planned = Mirror::plan(&ledger, &[due("users", 2)]).unwrap();
+    Mirror::begin(&mut ledger, &planned);
     let keys: Vec<(Kind, &str)> = planned[0]
         .stale
         .iter()
@@ -218,6 +227,7 @@ fn guards_name_the_first_limit_passed() {
                 version: None,
             })
             .collect(),
+        with_owner: Vec::new(),
         held,
     };
     let guards = Guards {

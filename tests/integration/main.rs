@@ -43,6 +43,7 @@ mod tap_scim;
 mod tap_userflow;
 
 // target-roster.
+mod mirror;
 mod pipes;
 mod sync;
 mod target_appcues;

@@ -165,6 +165,8 @@ impl<W: Write> Engine<W> {
         };
         let due = run.mirror.due(ledger, run.last_state.as_ref())?;
         let guards = run.mirror.guards;
+        // The last safe state, committed with the passes read through (pending until their
+        // deletes are settled).
         self.emit(true);
         if self.failure.is_some() || !self.commit_ledger(None) || due.is_empty() {
             return Ok(None);
@@ -204,8 +206,11 @@ impl<W: Write> Engine<W> {
                 );
             }
         }
+        Mirror::begin(ledger, &planned);
         if planned.iter().all(|p| p.stale.is_empty()) {
             Mirror::settled(ledger, &planned)?;
+        }
+        if !self.commit_ledger(None) || planned.iter().all(|p| p.stale.is_empty()) {
             return Ok(None);
         }
         Ok(Some(planned))
