@@ -294,27 +294,33 @@ impl Mirror {
     /// membership of a user or group deleted with it is set apart.
     pub fn plan(ledger: &Ledger, due: &[Due]) -> Result<Vec<Planned>, LedgerError> {
         let held = ledger.held_counts()?;
-        let mut planned = Vec::new();
+        let mut found = Vec::new();
         for Due { stream, version } in due {
-            let stale = ledger.older_than(stream, *version)?;
-            let gone: BTreeSet<(Kind, String)> = stale
-                .iter()
-                .filter(|s| matches!(s.key.kind, Kind::Users | Kind::Groups))
-                .map(|s| (s.key.kind, s.key.key.clone()))
-                .collect();
+            found.push((stream, *version, ledger.older_than(stream, *version)?));
+        }
+        // Users and groups deleted by any stream's pass (a memberships stream's entries name
+        // the users of a users stream).
+        let gone: BTreeSet<(Kind, &str)> = found
+            .iter()
+            .flat_map(|(_, _, stale)| stale)
+            .filter(|s| matches!(s.key.kind, Kind::Users | Kind::Groups))
+            .map(|s| (s.key.kind, s.key.key.as_str()))
+            .collect();
+        let mut planned = Vec::new();
+        for (stream, version, stale) in &found {
             let (with_owner, mut stale): (Vec<StaleEntry>, Vec<StaleEntry>) =
-                stale.into_iter().partition(|s| {
+                stale.iter().cloned().partition(|s| {
                     s.key.kind == Kind::Memberships
-                        && (gone.contains(&(Kind::Users, s.key.key.clone()))
-                            || gone.contains(&(Kind::Groups, s.key.group.clone())))
+                        && (gone.contains(&(Kind::Users, s.key.key.as_str()))
+                            || gone.contains(&(Kind::Groups, s.key.group.as_str())))
                 });
             stale.sort_by_key(|s| order(s.key.kind));
             planned.push(Planned {
-                stream: stream.clone(),
+                stream: stream.to_string(),
                 version: *version,
                 stale,
                 with_owner,
-                held: held.get(stream).copied().unwrap_or(0),
+                held: held.get(stream.as_str()).copied().unwrap_or(0),
             });
         }
         Ok(planned)

@@ -44,6 +44,7 @@ mod tap_userflow;
 
 // target-roster.
 mod mirror;
+mod mirror_pipes;
 mod pipes;
 mod sync;
 mod target_appcues;

@@ -119,8 +119,7 @@ fn expected(ids: impl IntoIterator<Item = usize>) -> Vec<String> {
 }
 
 #[test]
-fn mirror_classic_passes_delete_exactly_the_missing_records_and_never_what_roster_did_not_write()
-{
+fn mirror_classic_passes_delete_exactly_the_missing_records_and_never_what_roster_did_not_write() {
     let sb = sandbox();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&sb, dir.path(), json!({}));
@@ -132,7 +131,12 @@ fn mirror_classic_passes_delete_exactly_the_missing_records_and_never_what_roste
     assert_eq!(held(&sb), expected(0..10));
     // The next pass (no opening message, as classic taps do): m3 is gone from the source; the
     // rest are unchanged, skipped, and not deleted.
-    let (out, report) = run(&sb, &cfg, &pass((0..10).filter(|i| *i != 3), 2, false, true), &[]);
+    let (out, report) = run(
+        &sb,
+        &cfg,
+        &pass((0..10).filter(|i| *i != 3), 2, false, true),
+        &[],
+    );
     ok(&out);
     assert_eq!(deletes(&sb), ["m3"]);
     assert_eq!(held(&sb), expected((0..10).filter(|i| *i != 3)));
@@ -149,7 +153,12 @@ fn mirror_classic_passes_delete_exactly_the_missing_records_and_never_what_roste
         "{report}"
     );
     // The same pass again: m3 is gone already, nothing else goes.
-    let (out, _) = run(&sb, &cfg, &pass((0..10).filter(|i| *i != 3), 3, false, true), &[]);
+    let (out, _) = run(
+        &sb,
+        &cfg,
+        &pass((0..10).filter(|i| *i != 3), 3, false, true),
+        &[],
+    );
     ok(&out);
     assert_eq!(deletes(&sb), Vec::<String>::new());
 }
@@ -256,7 +265,9 @@ fn mirror_an_input_that_ends_with_an_error_deletes_nothing() {
     assert_eq!(deletes(&sb), Vec::<String>::new());
     // A start-only pass cut by a RECORD before its SCHEMA.
     let mut input = pass(0..5, 3, true, false);
-    input.push_str(&lines(&[json!({"type": "RECORD", "stream": "other", "record": {}})]));
+    input.push_str(&lines(&[
+        json!({"type": "RECORD", "stream": "other", "record": {}}),
+    ]));
     let (out, _) = run(&sb, &cfg, &input, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(deletes(&sb), Vec::<String>::new());
@@ -307,7 +318,8 @@ fn mirror_kill_9_in_the_middle_of_the_deletes_then_a_rerun_loses_none_and_makes_
     sb.clear_requests();
     sb.faults()
         .latency(Some(Vendor::Userflow), Duration::from_millis(150));
-    let input = support::files::write_text(&dir.path().join("pass2.jsonl"), pass(0..10, 2, true, false));
+    let input =
+        support::files::write_text(&dir.path().join("pass2.jsonl"), pass(0..10, 2, true, false));
     let mut child = bin::target()
         .config(&cfg)
         .input(&input)
@@ -320,7 +332,10 @@ fn mirror_kill_9_in_the_middle_of_the_deletes_then_a_rerun_loses_none_and_makes_
     let deadline = Instant::now() + Duration::from_secs(120);
     while deletes(&sb).len() < 4 {
         assert!(Instant::now() < deadline, "no deletes came");
-        assert!(child.try_wait().unwrap().is_none(), "it ended before the kill");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "it ended before the kill"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap();
