@@ -21,7 +21,12 @@ pub const TAP_CAPABILITIES: &[&str] = &[
 ];
 
 /// Meltano capabilities of the target.
-pub const TARGET_CAPABILITIES: &[&str] = &["about", "validate-records", "hard-delete"];
+pub const TARGET_CAPABILITIES: &[&str] = &[
+    "about",
+    "validate-records",
+    "hard-delete",
+    "activate-version",
+];
 
 fn identity(binary: Applies) -> (&'static str, &'static str, &'static [&'static str]) {
     match binary {

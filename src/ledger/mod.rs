@@ -184,6 +184,9 @@ pub struct Ledger {
     expected: HashMap<EntryKey, Expected>,
     /// The passes of the streams this run looked at or changed.
     passes: HashMap<String, Pass>,
+    /// A read-only ledger under `sync_mode: mirror` (a dry run): the version each key was read
+    /// in, which it cannot write, so [`Ledger::older_than`] shows what a real run would delete.
+    read_in: Option<HashMap<EntryKey, u64>>,
 }
 
 fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) -> LedgerError + 'a {
@@ -327,6 +330,7 @@ impl Ledger {
             staged: Vec::new(),
             expected: HashMap::new(),
             passes: HashMap::new(),
+            read_in: None,
         })
     }
 
@@ -370,9 +374,24 @@ impl Ledger {
             .map_err(sql(&self.path, "reading an entry"))
     }
 
+    /// A read-only ledger (a dry run) under `sync_mode: mirror` remembers the version each key
+    /// was read in, in memory (tens of bytes per key), since it cannot write it.
+    pub fn remember_versions(&mut self) {
+        if self.read_only {
+            self.read_in.get_or_insert_with(HashMap::new);
+        }
+    }
+
+    fn read_in(&mut self, key: &EntryKey, version: Option<u64>) {
+        if let (Some(read_in), Some(version)) = (self.read_in.as_mut(), version) {
+            read_in.insert(key.clone(), version);
+        }
+    }
+
     /// A write of `key` was dispatched: until it is settled, lookups see `entry` (what the
     /// vendor will hold once it accepts).
     pub fn expect(&mut self, key: &EntryKey, entry: Entry) {
+        self.read_in(key, entry.version);
         let expected = self.expected.entry(key.clone()).or_insert(Expected {
             entry,
             in_flight: 0,
@@ -406,6 +425,7 @@ impl Ledger {
     /// deleted).
     pub fn unknown(&mut self, key: EntryKey, version: Option<u64>) {
         self.landed(&key);
+        self.read_in(&key, version);
         if let Some(expected) = self.expected.get_mut(&key) {
             expected.entry.hash = None;
             expected.entry.version = version.or(expected.entry.version);
@@ -420,6 +440,7 @@ impl Ledger {
     /// has no entry for stays without one.
     pub fn present(&mut self, key: EntryKey, version: u64) {
         if self.read_only {
+            self.read_in(&key, Some(version));
             return;
         }
         if let Some(expected) = self.expected.get_mut(&key) {
@@ -430,7 +451,11 @@ impl Ledger {
 
     /// `key` was read again, unchanged, in `version`.
     pub fn seen(&mut self, key: EntryKey, entry: Entry, version: u64) {
-        if entry.version == Some(version) || self.read_only {
+        if self.read_only {
+            self.read_in(&key, Some(version));
+            return;
+        }
+        if entry.version == Some(version) {
             return;
         }
         let expected = self.expected.entry(key.clone()).or_insert(Expected {
@@ -507,14 +532,20 @@ impl Ledger {
             .map_err(sql(&self.path, "listing older entries"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (kind, key, group, version) =
+            let (kind, key, group, last_seen) =
                 row.map_err(sql(&self.path, "listing older entries"))?;
             let Some(kind) = Kind::parse(&kind) else {
                 continue;
             };
+            let key = EntryKey { kind, key, group };
+            if let Some(read_in) = &self.read_in
+                && read_in.get(&key).is_some_and(|v| *v >= version)
+            {
+                continue;
+            }
             out.push(StaleEntry {
-                key: EntryKey { kind, key, group },
-                version: version.and_then(|v| u64::try_from(v).ok()),
+                key,
+                version: last_seen.and_then(|v| u64::try_from(v).ok()),
             });
         }
         Ok(out)

@@ -136,6 +136,12 @@ impl Sync {
                 }
             }
         };
+        let mut ledger = ledger;
+        if settings.sync_mode == SyncMode::Mirror
+            && let Some(ledger) = ledger.as_mut()
+        {
+            ledger.remember_versions();
+        }
         let detect = settings.change_detection.unwrap_or(true) && !full_resync;
         if let Some(ledger) = &ledger {
             tracing::info!(

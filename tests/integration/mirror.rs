@@ -176,6 +176,24 @@ fn mirror_start_only_passes_delete_at_the_clean_end_of_the_input() {
     assert_eq!(deletes(&sb), ["m0"]);
     assert_eq!(held(&sb), expected(1..10));
     assert_eq!(report["streams"]["users"]["deleted"], 1, "{report}");
+    // A dry run shows the delete the next pass would make (1 of 9: past the ratio, forced), and
+    // makes none.
+    let (out, report) = run(
+        &sb,
+        &cfg,
+        &pass(2..10, 1700000003, true, false),
+        &["--dry-run", "--force-deletes"],
+    );
+    let stderr = ok(&out);
+    assert_eq!(deletes(&sb), Vec::<String>::new());
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("DELETE") && l.contains("/users/m1")),
+        "{stderr}"
+    );
+    assert_eq!(report["streams"]["users"]["mirror_deletes"], 1, "{report}");
+    assert_eq!(held(&sb), expected(1..10));
 }
 
 #[test]
