@@ -202,7 +202,12 @@ impl Mirror {
         stream: &str,
         version: Option<u64>,
     ) -> Result<(), LedgerError> {
-        let track = self.streams.entry(stream.to_string()).or_default();
+        if !self.streams.contains_key(stream) {
+            self.streams.insert(stream.to_string(), Track::default());
+        }
+        let Some(track) = self.streams.get_mut(stream) else {
+            return Ok(());
+        };
         match version {
             None => {
                 if track.version.is_some() {
@@ -253,17 +258,28 @@ impl Mirror {
     /// The input ended cleanly: the passes whose records were all read, with the ledger's
     /// pending passes of streams that had an `ACTIVATE_VERSION` in this input. Stages each
     /// stream's pass row (the caller commits it with the last state). `last_state` is the
-    /// input's last STATE.
+    /// input's last STATE; `written` says which streams were written (a stream skipped or
+    /// rejected by its route had no record's version recorded, so no pass of it counts).
     pub fn due(
         &mut self,
         ledger: &mut Ledger,
         last_state: Option<&Value>,
+        written: impl Fn(&str) -> bool,
     ) -> Result<Vec<Due>, LedgerError> {
         let mut due = Vec::new();
         let mut names: Vec<&String> = self.streams.keys().collect();
         names.sort();
         for stream in names {
             let track = &self.streams[stream];
+            if !written(stream) {
+                if track.activated {
+                    tracing::warn!(
+                        stream = stream.as_str(),
+                        "mirror: deleting nothing for this stream: it is not written (its route skips or rejects it)"
+                    );
+                }
+                continue;
+            }
             let mut pass = ledger.pass(stream)?;
             let read = read_through(stream, track, &pass, last_state);
             if let Some(closed) = track.closed {

@@ -443,6 +443,18 @@ fn breakdown(c: &StreamCounts) -> String {
     for (mode, n) in &c.left_out {
         parts.push(format!("{n} {mode}"));
     }
+    if c.mirror_deletes > 0 {
+        // Ops the target made itself: why the outcomes add up to more than the records read.
+        parts.push(format!(
+            "{} mirror {} (not in the input)",
+            c.mirror_deletes,
+            if c.mirror_deletes == 1 {
+                "delete"
+            } else {
+                "deletes"
+            }
+        ));
+    }
     if parts.is_empty() {
         String::new()
     } else {

@@ -270,6 +270,30 @@ fn mirror_inputs_without_activate_version_delete_nothing_even_empty_ones() {
 }
 
 #[test]
+fn mirror_a_stream_the_config_skips_deletes_nothing() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    ok(&run(
+        &sb,
+        &config(&sb, dir.path(), json!({})),
+        &pass(0..10, 1, true, true),
+        &[],
+    )
+    .0);
+    // The stream is left out on purpose for a while: its records are not read, so the pass
+    // says nothing about what the source holds.
+    let skipping = config(
+        &sb,
+        dir.path(),
+        json!({"max_delete_ratio": 1, "streams": {"users": {"kind": "skip"}}}),
+    );
+    let (out, report) = run(&sb, &skipping, &pass(0..10, 2, false, true), &[]);
+    ok(&out);
+    assert_eq!(deletes(&sb), Vec::<String>::new(), "{report}");
+    assert_eq!(held(&sb), expected(0..10));
+}
+
+#[test]
 fn mirror_an_input_that_ends_with_an_error_deletes_nothing() {
     let sb = sandbox();
     let dir = tempfile::tempdir().unwrap();

@@ -163,7 +163,13 @@ impl<W: Write> Engine<W> {
         let (Some(run), Some(ledger)) = (self.mirror.as_mut(), self.sync.ledger_mut()) else {
             return Ok(None);
         };
-        let due = run.mirror.due(ledger, run.last_state.as_ref())?;
+        let (by_name, streams) = (&self.by_name, &self.streams);
+        let written = |name: &str| {
+            by_name
+                .get(name)
+                .is_some_and(|&i| matches!(streams[i].route, Route::Write(_)))
+        };
+        let due = run.mirror.due(ledger, run.last_state.as_ref(), written)?;
         let guards = run.mirror.guards;
         // The last safe state, committed with the passes read through (pending until their
         // deletes are settled).
