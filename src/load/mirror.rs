@@ -160,12 +160,20 @@ impl Mirror {
         stream: &str,
         version: u64,
     ) -> Result<bool, LedgerError> {
+        let pass = ledger.pass(stream)?;
         let track = self.streams.entry(stream.to_string()).or_default();
         track.activated = true;
-        if track.version == Some(version) && (track.records > 0 || track.opened) {
+        let read_here = track.version == Some(version) && (track.records > 0 || track.opened);
+        // A pass this target began reading in an earlier run and never saw end, resumed with
+        // nothing left to read: the message closes it. (A start-only tap's pass that ended
+        // is closed already: its next run, should it start in the same second, opens again.)
+        let resumed = track.version.is_none()
+            && pass.reading == Some(version)
+            && pass.closed != Some(version);
+        if read_here || resumed {
             track.closed = Some(Closed {
                 version,
-                from_start: track.from_start,
+                from_start: track.from_start || resumed,
                 tainted: track.tainted,
             });
             let closed = track.closed;
@@ -184,7 +192,6 @@ impl Mirror {
             activated: true,
             ..Track::default()
         };
-        let pass = ledger.pass(stream)?;
         ledger.set_pass(
             stream,
             Pass {

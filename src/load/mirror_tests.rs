@@ -145,6 +145,41 @@ fn a_resumed_pass_closes_when_this_target_read_its_start() {
 }
 
 #[test]
+fn a_resumed_pass_with_nothing_left_closes_at_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = ledger(&dir);
+    let mut mirror = Mirror::new(GUARDS);
+    mirror.activate(&mut ledger, "users", 9).unwrap();
+    mirror.record(&mut ledger, "users", Some(9)).unwrap();
+    ledger.commit(None).unwrap();
+    // Resumed after its last page: the closing message alone.
+    let mut mirror = Mirror::new(GUARDS);
+    assert!(mirror.activate(&mut ledger, "users", 9).unwrap(), "closes");
+    assert_eq!(
+        mirror.due(&mut ledger, None, |_| true).unwrap(),
+        [due("users", 9)]
+    );
+    assert!(ledger.pass("users").unwrap().classic);
+}
+
+#[test]
+fn a_start_only_run_in_the_same_second_as_the_last_opens_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = ledger(&dir);
+    for _ in 0..2 {
+        let mut mirror = Mirror::new(GUARDS);
+        assert!(!mirror.activate(&mut ledger, "users", 5).unwrap(), "opens");
+        mirror.record(&mut ledger, "users", Some(5)).unwrap();
+        assert_eq!(
+            mirror.due(&mut ledger, None, |_| true).unwrap(),
+            [due("users", 5)]
+        );
+        ledger.commit(None).unwrap();
+    }
+    assert!(!ledger.pass("users").unwrap().classic);
+}
+
+#[test]
 fn no_activate_version_no_delete_even_with_a_pending_pass() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = ledger(&dir);

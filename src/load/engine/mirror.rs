@@ -193,6 +193,16 @@ impl<W: Write> Engine<W> {
         let tripped: Vec<Tripped> = planned.iter().filter_map(|p| guards.check(p)).collect();
         if let Some(first) = tripped.first() {
             if !guards.force {
+                for t in &tripped[1..] {
+                    tracing::warn!(
+                        "mirror: stream {:?} too: {} deletes of {} held ({:.1}%), past {}",
+                        t.stream,
+                        t.deletes,
+                        t.held,
+                        t.ratio * 100.0,
+                        t.limit
+                    );
+                }
                 return Err(TargetError::DeleteGuard {
                     stream: first.stream.clone(),
                     deletes: first.deletes,
