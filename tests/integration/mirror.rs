@@ -406,3 +406,45 @@ fn mirror_kill_9_in_the_middle_of_the_deletes_then_a_rerun_loses_none_and_makes_
     );
     assert_eq!(held(&sb), expected((0..10).chain(back)), "{report}");
 }
+
+/// `mode: bulk` (Userpilot): the pass's upserts go as import jobs, the deletes after them
+/// through the vendor's delete call, and the writer flushes twice (the input's work, then the
+/// deletes).
+#[test]
+fn mirror_in_bulk_mode_deletes_after_the_jobs() {
+    let sb = Sandbox::builder()
+        .users(0)
+        .groups(0)
+        .job_step(Duration::from_millis(10))
+        .start_background()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sb.config(Vendor::Userpilot);
+    config["mode"] = json!("bulk");
+    config["sync_mode"] = json!("mirror");
+    config["ledger"] = json!(dir.path().join("ledger.sqlite"));
+    config["max_delete_ratio"] = json!(0.5);
+    let cfg = crate::target_common::write_config(dir.path(), &config);
+    let userpilot = |sb: &Sandbox| -> Vec<String> {
+        let mut ids: Vec<String> = support::holdings::actual(sb, Vendor::Userpilot)
+            .users
+            .into_keys()
+            .collect();
+        ids.sort();
+        ids
+    };
+    let (out, report) = run(&sb, &cfg, &pass(0..6, 1, true, true), &[]);
+    ok(&out);
+    let all: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    assert_eq!(userpilot(&sb), all, "{report}");
+    let (out, report) = run(&sb, &cfg, &pass(2..6, 2, false, true), &[]);
+    ok(&out);
+    // Userpilot schedules deletions (daily): the users stay until then.
+    assert_eq!(
+        sb.dump(Vendor::Userpilot)["scheduled_deletions"]["users"],
+        json!(["m0", "m1"]),
+        "{report}"
+    );
+    assert_eq!(report["streams"]["users"]["deleted"], 2, "{report}");
+    assert_eq!(report["streams"]["users"]["unchanged"], 4, "{report}");
+}
