@@ -448,3 +448,46 @@ fn mirror_in_bulk_mode_deletes_after_the_jobs() {
     assert_eq!(report["streams"]["users"]["deleted"], 2, "{report}");
     assert_eq!(report["streams"]["users"]["unchanged"], 4, "{report}");
 }
+
+/// SCIM (a writer that looks users up and holds memberships until their group and user came):
+/// a user gone from the pass is deactivated, with `hard_delete` deleted.
+#[test]
+fn mirror_at_scim_deactivates_or_with_hard_delete_deletes() {
+    for hard in [false, true] {
+        let sb = Sandbox::builder()
+            .users(0)
+            .groups(0)
+            .start_background()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = sb.config(Vendor::Scim);
+        config["sync_mode"] = json!("mirror");
+        config["ledger"] = json!(dir.path().join("ledger.sqlite"));
+        config["max_delete_ratio"] = json!(0.5);
+        config["hard_delete"] = json!(hard);
+        let cfg = crate::target_common::write_config(dir.path(), &config);
+        let active = |sb: &Sandbox| -> Vec<(String, bool)> {
+            let dump = sb.dump(Vendor::Scim);
+            let mut users: Vec<(String, bool)> = crate::target_common::items(&dump, "Users")
+                .iter()
+                .map(|u| {
+                    (
+                        u["externalId"].as_str().unwrap().to_string(),
+                        u["active"] != json!(false),
+                    )
+                })
+                .collect();
+            users.sort();
+            users
+        };
+        ok(&run(&sb, &cfg, &pass(0..4, 1, true, true), &[]).0);
+        let (out, report) = run(&sb, &cfg, &pass(1..4, 2, false, true), &[]);
+        ok(&out);
+        let mut expected: Vec<(String, bool)> = (1..4).map(|i| (format!("m{i}"), true)).collect();
+        if !hard {
+            expected.insert(0, ("m0".into(), false));
+        }
+        assert_eq!(active(&sb), expected, "hard_delete {hard}: {report}");
+        assert_eq!(report["streams"]["users"]["deleted"], 1, "{report}");
+    }
+}
