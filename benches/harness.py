@@ -22,6 +22,9 @@ Sections (each measured whole-process: wall time, CPU time, peak RSS from wait4'
 - sandbox: benches/sandbox_upserts.rs against the release roster-sandbox process.
 - ledger: the second run over N unchanged Userflow users (docs/sync.md): it must send no write;
   its time and peak RSS beside a dry run of the same input, and the ledger's size on disk.
+- mirror: a sync_mode mirror run over N Userflow users of which 1% left the source (a
+  start-only pass, docs/sync.md#mirror-deletes): its time, requests and deletes, beside the same
+  pass under sync_mode upsert.
 
 Every comparison is a ratio of figures measured in the same run.
 """
@@ -43,7 +46,7 @@ import common  # noqa: E402
 import tap_userflow  # noqa: E402
 from common import BENCH, OUT, PEERS, ROOT, Sandbox, check, log, measure, median  # noqa: E402
 
-SECTIONS = ["protocol", "tap", "upserts", "rate", "bulk", "sandbox", "ledger"]
+SECTIONS = ["protocol", "tap", "upserts", "rate", "bulk", "sandbox", "ledger", "mirror"]
 USERFLOW_KEY = "sandbox-userflow-key"
 USERPILOT_KEY = "sandbox-userpilot-key"
 
@@ -483,6 +486,87 @@ def ledger(args, release, work, table, results):
     results["ledger"] = {"users": n, "first": first, "second": second, "dry_run": dry, "ledger_bytes": size}
 
 
+# --- mirror deletes (sync_mode: mirror) ----------------------------------------------------
+
+def mirror_pass(n, version, drop_every=0):
+    """The protocol input of n users as one start-only full pass (ACTIVATE_VERSION at the start,
+    `version` on every RECORD), without every `drop_every`-th user (0: all of them)."""
+    path = OUT / f"mirror-{n}-v{version}-drop{drop_every}.jsonl"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp")
+    with open(input_file(n)) as src, open(tmp, "w") as out:
+        i = 0
+        for line in src:
+            message = json.loads(line)
+            if message["type"] == "SCHEMA":
+                out.write(line)
+                out.write(json.dumps({"type": "ACTIVATE_VERSION", "stream": message["stream"], "version": version}) + "\n")
+                continue
+            if message["type"] == "RECORD":
+                i += 1
+                if drop_every and i % drop_every == 0:
+                    continue
+                message["version"] = version
+                line = json.dumps(message) + "\n"
+            out.write(line)
+    tmp.rename(path)
+    return path
+
+
+def mirror(args, release, work, table, results):
+    n = args.mirror_users
+    full = mirror_pass(n, 1)
+    # Every hundredth user left the source: 1% deletes, within max_delete_ratio's default 10%.
+    less = mirror_pass(n, 2, drop_every=100)
+    gone = n // 100
+    log(f"== mirror: {n:,} Userflow users, then a pass without {gone:,} of them")
+    env = roster_env()
+    env.pop("ROSTER_NO_DEFAULT_LEDGER", None)
+    with Sandbox(release / "roster-sandbox", "--users", 0, "--groups", 0, "--log-capacity", 1000) as sandbox:
+        def config(name, mode):
+            path = work / f"roster-{name}.json"
+            path.write_text(json.dumps(
+                {"vendor": "userflow", "base_url": f"{sandbox.base}/userflow", "api_key": USERFLOW_KEY,
+                 "reject_file": str(work / f"rejects-{name}.ndjson"), "ledger": str(work / f"{name}.sqlite"),
+                 "sync_mode": mode}))
+            return path
+
+        report = work / "mirror-report.json"
+        mirror_argv = [str(release / "target-roster"), "--config", str(config("mirror", "mirror")), "--report", str(report)]
+        upsert_argv = [str(release / "target-roster"), "--config", str(config("upsert", "upsert"))]
+        counts = {}
+
+        def requests():
+            return sandbox.admin("GET", "stats")["vendors"].get("userflow", {}).get("requests", 0)
+
+        def full_pass():
+            # Every user back at the vendor and in the ledger (the 1% re-created), not measured.
+            check(measure(mirror_argv, work / "mirror-full.out", stdin_path=full, env=env), mirror_argv,
+                  work / "mirror-full.out")
+            counts["before"] = requests()
+
+        def deleted(out, result):
+            result["requests"] = requests() - counts["before"]
+            result["deleted"] = json.loads(report.read_text())["totals"]["deleted"]
+            if result["deleted"] != gone:
+                raise SystemExit(f"the mirror run deleted {result['deleted']}, expected {gone}")
+
+        runs = summarize(runs_of(mirror_argv, args.runs, work, "mirror", stdin_path=less, env=env,
+                                 before=full_pass, after=deleted), n - gone)
+        check(measure(upsert_argv, work / "upsert-full.out", stdin_path=full, env=env), upsert_argv,
+              work / "upsert-full.out")
+        upsert = summarize(runs_of(upsert_argv, args.runs, work, "mirror-upsert", stdin_path=less, env=env), n - gone)
+    requests_made = max(r["requests"] for r in runs["runs"])
+    table.add("mirror", "target-roster, sync_mode mirror", f"{n:,} Userflow users, {gone:,} (1%) gone from the pass",
+              fmt(runs["median_wall_s"], 2), f"{fmt(runs['records_per_s'])} rec/s", fmt(runs["median_cpu_s"], 1),
+              fmt(runs["median_peak_rss_mb"], 1),
+              f"{requests_made:,} requests (the connection check and {gone:,} DELETEs), {gone:,} deleted; "
+              f"the same pass under sync_mode upsert (no deletes): {upsert['median_wall_s']:.2f} s, "
+              f"{upsert['median_peak_rss_mb']:.1f} MB", "")
+    results["mirror"] = {"users": n, "gone": gone, "mirror": runs, "upsert": upsert}
+
+
 # --- sandbox throughput (benches/sandbox_upserts.rs) ----------------------------------------
 
 def sandbox(args, release, work, table, results):
@@ -538,6 +622,7 @@ def main():
     p.add_argument("--bulk-users", type=int, help="bulk users (default 1,000,000)")
     p.add_argument("--sandbox-requests", type=int, help="sandbox throughput requests (default 200,000)")
     p.add_argument("--ledger-users", type=int, help="users of the ledger's second run (default 1,000,000)")
+    p.add_argument("--mirror-users", type=int, help="users of the mirror run with 1%% deletes (default 100,000)")
     p.add_argument("--parallel-peers", action="store_true",
                    help="run the two single-threaded Python peers of the protocol section side by side "
                         "(one core each; halves the section's time on 2 cores)")
@@ -547,7 +632,8 @@ def main():
     defaults = dict(runs=1 if quick else 3, records=20_000 if quick else 1_000_000, users=2_000 if quick else 100_000,
                     tap_big_users=0 if quick else 500_000, upserts=2_000 if quick else 50_000,
                     rate_n=200 if quick else 5_000, bulk_users=20_000 if quick else 1_000_000,
-                    sandbox_requests=20_000 if quick else 200_000, ledger_users=20_000 if quick else 1_000_000)
+                    sandbox_requests=20_000 if quick else 200_000, ledger_users=20_000 if quick else 1_000_000,
+                    mirror_users=2_000 if quick else 100_000)
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)

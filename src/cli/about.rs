@@ -21,13 +21,18 @@ pub const TAP_CAPABILITIES: &[&str] = &[
 ];
 
 /// Meltano capabilities of the target.
-pub const TARGET_CAPABILITIES: &[&str] = &["about", "validate-records", "hard-delete"];
+pub const TARGET_CAPABILITIES: &[&str] = &[
+    "about",
+    "validate-records",
+    "hard-delete",
+    "activate-version",
+];
 
 fn identity(binary: Applies) -> (&'static str, &'static str, &'static [&'static str]) {
     match binary {
         Applies::Target => (
             "target-roster",
-            "Writes Singer users, groups, memberships and events to UserGuiding, Userflow, Userpilot, Appcues, Guru or any SCIM 2.0 service, and emits STATE only after the vendor accepted every earlier record.",
+            "Writes Singer users, groups, memberships and events to UserGuiding, Userflow, Userpilot, Appcues, Guru or any SCIM 2.0 service, and emits STATE only after the vendor accepted every earlier record. With sync_mode mirror (capability activate-version), deletes at the vendor what it wrote and a full pass (ACTIVATE_VERSION) no longer holds, behind max_deletes and max_delete_ratio.",
             TARGET_CAPABILITIES,
         ),
         _ => (

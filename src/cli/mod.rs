@@ -132,6 +132,9 @@ pub struct TargetArgs {
     /// (records missing, fields that differ); drift exits 3.
     #[arg(long, conflicts_with_all = ["test", "dry_run", "plan"])]
     pub verify: bool,
+    /// sync_mode mirror: make this run's deletes even past max_deletes or max_delete_ratio.
+    #[arg(long, conflicts_with = "test")]
+    pub force_deletes: bool,
     /// Send one request that checks the credentials and the base URL, read-only where the
     /// vendor has a read endpoint; read no input, then exit 0 (it worked) or 1.
     #[arg(long, conflicts_with_all = ["dry_run", "input"])]
@@ -307,6 +310,7 @@ pub fn run_target(args: TargetArgs) -> ExitCode {
         plan: args.plan,
         plan_output: args.plan_output.clone(),
         verify: args.verify,
+        force_deletes: args.force_deletes,
     };
     exit::finish(
         "target-roster",

@@ -509,6 +509,13 @@ pub struct TargetSettings {
     /// What a run may create or change.
     #[serde(default)]
     pub sync_mode: SyncMode,
+    /// `sync_mode: mirror`: the most deletes one stream's pass may make (`None`: no limit).
+    #[serde(default)]
+    pub max_deletes: Option<u64>,
+    /// `sync_mode: mirror`: the largest share of what the ledger holds for a stream that its
+    /// pass may delete (`None`: the default, 0.1).
+    #[serde(default)]
+    pub max_delete_ratio: Option<f64>,
 }
 
 /// The `ledger` key: a file, or `true`/`false` for the default file or none.
@@ -533,7 +540,7 @@ pub enum SyncMode {
     UpdateOnly,
     /// Never change what the destination holds.
     CreateOnly,
-    /// Upsert; deletes come with ACTIVATE_VERSION handling.
+    /// Upsert, and delete what a full pass (ACTIVATE_VERSION) no longer holds.
     Mirror,
 }
 

@@ -35,6 +35,10 @@ pub struct Vendor {
     pub writes: &'static [&'static str],
     /// True when the target offers `mode: bulk`.
     pub bulk: bool,
+    /// The request rate the vendor's API document sets, which target-roster paces its writes
+    /// at when `requests_per_second` is unset (`None`: none documented; the rate is found from
+    /// 429s).
+    pub write_rate: Option<f64>,
 }
 
 /// Settings that name who is calling without being secret.

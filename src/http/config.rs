@@ -416,6 +416,7 @@ mod tests {
         reads: &[],
         writes: &[],
         bulk: false,
+        write_rate: None,
     };
 
     fn built(common: serde_json::Value) -> ClientConfig {

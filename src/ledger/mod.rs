@@ -18,7 +18,8 @@
 //!
 //! The mirror deletes driven by `ACTIVATE_VERSION` read the ledger through
 //! [`Ledger::older_than`] (the records roster wrote for a stream whose last-seen version is
-//! older) and [`Ledger::held_counts`] (what the ledger holds per stream, for the guards).
+//! older) and [`Ledger::held_counts`] (what the ledger holds per stream, for the guards), and
+//! keep what they know of each stream's passes in [`Pass`] rows (`passes.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use crate::sink::{Kind, PayloadHash};
+
+mod passes;
+
+pub use passes::Pass;
 
 /// Staged changes past which the ledger commits without waiting for a STATE: bounds memory on
 /// an input with few or no STATE messages (a million-record file), and keeps each transaction
@@ -151,8 +156,11 @@ enum Change {
     },
     /// The record was read again unchanged in `version`.
     Seen { key: EntryKey, version: u64 },
-    /// A write was refused or its answer lost: what the vendor holds is unknown.
-    Unknown { key: EntryKey },
+    /// A write was refused or its answer lost: what the vendor holds is unknown. The record was
+    /// still read in `version` (it is in the source).
+    Unknown { key: EntryKey, version: Option<u64> },
+    /// What the ledger knows of a stream's passes.
+    Pass { stream: String, pass: Pass },
 }
 
 /// What this run expects a key to be once its dispatched writes are acknowledged, and how many
@@ -174,6 +182,11 @@ pub struct Ledger {
     /// Keys this run dispatched or changed and has not committed yet (bounded by the writes in
     /// flight plus [`COMMIT_EVERY`]).
     expected: HashMap<EntryKey, Expected>,
+    /// The passes of the streams this run looked at or changed.
+    passes: HashMap<String, Pass>,
+    /// A read-only ledger under `sync_mode: mirror` (a dry run): the version each key was read
+    /// in, which it cannot write, so [`Ledger::older_than`] shows what a real run would delete.
+    read_in: Option<HashMap<EntryKey, u64>>,
 }
 
 fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) -> LedgerError + 'a {
@@ -293,6 +306,8 @@ impl Ledger {
             }
             conn.execute_batch(SCHEMA)
                 .map_err(sql(path, "creating the tables"))?;
+            conn.execute_batch(passes::SCHEMA)
+                .map_err(sql(path, "creating the tables"))?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(sql(path, "setting the schema version"))?;
             conn.execute(
@@ -314,6 +329,8 @@ impl Ledger {
             read_only,
             staged: Vec::new(),
             expected: HashMap::new(),
+            passes: HashMap::new(),
+            read_in: None,
         })
     }
 
@@ -357,9 +374,24 @@ impl Ledger {
             .map_err(sql(&self.path, "reading an entry"))
     }
 
+    /// A read-only ledger (a dry run) under `sync_mode: mirror` remembers the version each key
+    /// was read in, in memory (tens of bytes per key), since it cannot write it.
+    pub fn remember_versions(&mut self) {
+        if self.read_only {
+            self.read_in.get_or_insert_with(HashMap::new);
+        }
+    }
+
+    fn read_in(&mut self, key: &EntryKey, version: Option<u64>) {
+        if let (Some(read_in), Some(version)) = (self.read_in.as_mut(), version) {
+            read_in.insert(key.clone(), version);
+        }
+    }
+
     /// A write of `key` was dispatched: until it is settled, lookups see `entry` (what the
     /// vendor will hold once it accepts).
     pub fn expect(&mut self, key: &EntryKey, entry: Entry) {
+        self.read_in(key, entry.version);
         let expected = self.expected.entry(key.clone()).or_insert(Expected {
             entry,
             in_flight: 0,
@@ -389,20 +421,41 @@ impl Ledger {
     }
 
     /// The write of `key` was refused, or its answer lost: the next write is sent whatever it
-    /// holds.
-    pub fn unknown(&mut self, key: EntryKey) {
+    /// holds. The record was read in `version` all the same (a mirror pass must not take it for
+    /// deleted).
+    pub fn unknown(&mut self, key: EntryKey, version: Option<u64>) {
         self.landed(&key);
+        self.read_in(&key, version);
         if let Some(expected) = self.expected.get_mut(&key) {
             expected.entry.hash = None;
+            expected.entry.version = version.or(expected.entry.version);
         }
         if !self.read_only {
-            self.staged.push(Change::Unknown { key });
+            self.staged.push(Change::Unknown { key, version });
         }
+    }
+
+    /// `key` was read in `version` and nothing was sent for it (rejected before it could be):
+    /// it is in the source, so a mirror pass must not take it for deleted. A key the ledger
+    /// has no entry for stays without one.
+    pub fn present(&mut self, key: EntryKey, version: u64) {
+        if self.read_only {
+            self.read_in(&key, Some(version));
+            return;
+        }
+        if let Some(expected) = self.expected.get_mut(&key) {
+            expected.entry.version = Some(version);
+        }
+        self.staged.push(Change::Seen { key, version });
     }
 
     /// `key` was read again, unchanged, in `version`.
     pub fn seen(&mut self, key: EntryKey, entry: Entry, version: u64) {
-        if entry.version == Some(version) || self.read_only {
+        if self.read_only {
+            self.read_in(&key, Some(version));
+            return;
+        }
+        if entry.version == Some(version) {
             return;
         }
         let expected = self.expected.entry(key.clone()).or_insert(Expected {
@@ -479,14 +532,20 @@ impl Ledger {
             .map_err(sql(&self.path, "listing older entries"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (kind, key, group, version) =
+            let (kind, key, group, last_seen) =
                 row.map_err(sql(&self.path, "listing older entries"))?;
             let Some(kind) = Kind::parse(&kind) else {
                 continue;
             };
+            let key = EntryKey { kind, key, group };
+            if let Some(read_in) = &self.read_in
+                && read_in.get(&key).is_some_and(|v| *v >= version)
+            {
+                continue;
+            }
             out.push(StaleEntry {
-                key: EntryKey { kind, key, group },
-                version: version.and_then(|v| u64::try_from(v).ok()),
+                key,
+                version: last_seen.and_then(|v| u64::try_from(v).ok()),
             });
         }
         Ok(out)
@@ -548,7 +607,7 @@ fn write_changes(
          WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
     )?;
     let mut unknown = tx.prepare_cached(
-        "UPDATE entries SET hash = NULL
+        "UPDATE entries SET hash = NULL, version = COALESCE(?5, version)
          WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
     )?;
     for change in changes {
@@ -576,8 +635,16 @@ fn write_changes(
                 key.group,
                 version_sql(Some(*version)),
             ])?,
-            Change::Unknown { key } => {
-                unknown.execute(params![scope, key.kind.as_str(), key.key, key.group])?
+            Change::Unknown { key, version } => unknown.execute(params![
+                scope,
+                key.kind.as_str(),
+                key.key,
+                key.group,
+                version_sql(*version),
+            ])?,
+            Change::Pass { stream, pass } => {
+                passes::write_pass(tx, scope, stream, pass)?;
+                1
             }
         };
     }

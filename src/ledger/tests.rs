@@ -71,7 +71,7 @@ fn a_refused_write_forgets_the_hash_but_not_that_the_record_is_held() {
     ledger.accepted(key.clone(), "users", entry(1, None));
     ledger.commit(None).unwrap();
     ledger.expect(&key, entry(2, None));
-    ledger.unknown(key.clone());
+    ledger.unknown(key.clone(), None);
     assert_eq!(ledger.get(&key).unwrap().unwrap().hash, None);
     ledger.commit(None).unwrap();
     let stored = ledger.get(&key).unwrap().unwrap();
@@ -138,4 +138,72 @@ fn a_dry_run_reads_and_never_writes() {
     read.accepted(key.clone(), "groups", entry(10, None));
     read.commit(None).unwrap();
     assert_eq!(read.get(&key).unwrap(), Some(entry(9, None)));
+}
+
+#[test]
+fn passes_are_committed_with_the_entries_and_a_refused_write_keeps_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let mut ledger = Ledger::open(&path, "userflow", "x").unwrap();
+    let (kept, refused, dropped) = (
+        EntryKey::new(Kind::Users, "kept"),
+        EntryKey::new(Kind::Users, "refused"),
+        EntryKey::new(Kind::Users, "dropped"),
+    );
+    for key in [&kept, &refused, &dropped] {
+        ledger.expect(key, entry(1, Some(1)));
+        ledger.accepted(key.clone(), "users", entry(1, Some(1)));
+    }
+    ledger.commit(None).unwrap();
+    // Pass 2: `kept` is rejected before anything is sent, `refused` is refused by the vendor:
+    // both are in the source, so neither may look deleted.
+    ledger.present(kept.clone(), 2);
+    ledger.expect(&refused, entry(2, Some(2)));
+    ledger.unknown(refused.clone(), Some(2));
+    ledger.present(EntryKey::new(Kind::Users, "never written"), 2);
+    let pass = Pass {
+        reading: Some(2),
+        closed: Some(2),
+        pending: Some(2),
+        classic: true,
+    };
+    ledger.set_pass("users", pass);
+    assert_eq!(
+        ledger.pass("users").unwrap(),
+        pass,
+        "this run sees its change"
+    );
+    drop(ledger);
+    let mut ledger = Ledger::open(&path, "userflow", "x").unwrap();
+    assert_eq!(
+        ledger.pass("users").unwrap(),
+        Pass::default(),
+        "not committed: not known"
+    );
+    assert_eq!(ledger.older_than("users", 2).unwrap().len(), 3);
+    ledger.present(kept.clone(), 2);
+    ledger.unknown(refused.clone(), Some(2));
+    ledger.set_pass("users", pass);
+    ledger.commit(Some(&json!({"s": 1}))).unwrap();
+    drop(ledger);
+    let mut ledger = Ledger::open(&path, "userflow", "x").unwrap();
+    let stale: Vec<String> = ledger
+        .older_than("users", 2)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key.key)
+        .collect();
+    assert_eq!(stale, ["dropped"]);
+    assert_eq!(ledger.pass("users").unwrap(), pass);
+    assert_eq!(ledger.pending_passes().unwrap(), [("users".to_string(), 2)]);
+    assert_eq!(
+        ledger
+            .get(&EntryKey::new(Kind::Users, "never written"))
+            .unwrap(),
+        None
+    );
+    let mut read = Ledger::open_read_only(&path, "userflow", "x")
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.pass("users").unwrap(), pass);
 }

@@ -5,12 +5,15 @@
 //! so a slow vendor slows the reader) → *releasing* (input ended: memberships still held for
 //! their group or user, [`super::hold`], go to the writer, at most [`MAX_IN_FLIGHT`] unwritten at
 //! a time) → *draining* (input ended or a protocol error: open batches go out and in-flight
-//! writes finish) → *flushing* ([`Sink::flush`] settles deferred work) → done. A fatal error, a
+//! writes finish) → *flushing* ([`Sink::flush`] settles deferred work) → under `sync_mode:
+//! mirror`, *deleting* (the deletes of the passes read through, `mirror.rs`) → draining and
+//! flushing again → done. A fatal error, a
 //! record refused under `on_invalid: fail`, or SIGTERM/SIGINT switch to *stopping*: nothing new
 //! is sent, writes in flight finish, the last safe state is printed. A second signal stops at
 //! once.
 
 mod close;
+mod mirror;
 mod outcomes;
 mod pairs;
 
@@ -92,6 +95,8 @@ pub struct Parts<W: Write> {
     pub sync_log: Option<SyncLog>,
     /// The duplicate-identity guard (`None`: off).
     pub identity: Option<IdentityGuard>,
+    /// `sync_mode: mirror`: the passes and their deletes (`None`: another mode).
+    pub mirror: Option<super::mirror::Mirror>,
 }
 
 struct Stream {
@@ -103,6 +108,8 @@ struct Stream {
     counts: StreamCounts,
     /// The Singer `version` of the stream's latest RECORD.
     version: Option<u64>,
+    /// Each version the stream took, from the ticket of its first record on.
+    versions: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +118,7 @@ enum Phase {
     Releasing,
     Draining,
     Flushing,
+    Deleting,
     Stopping,
 }
 
@@ -148,6 +156,7 @@ struct Engine<W: Write> {
     sync: Sync,
     sync_log: Option<SyncLog>,
     identity: Option<IdentityGuard>,
+    mirror: Option<mirror::MirrorRun>,
 }
 
 /// Runs the engine over `input` until the input ends, a protocol error, a fatal error or a
@@ -174,6 +183,7 @@ pub async fn run<W: Write>(
             }
             Phase::Stopping if engine.dispatcher.in_flight() == 0 => break,
             Phase::Releasing => engine.release_at_end(),
+            Phase::Deleting => engine.feed_deletes(),
             _ => {}
         }
         let wake = engine.next_wake();
@@ -205,6 +215,9 @@ pub async fn run<W: Write>(
             },
             Some(result) = OptionFuture::from(flush.as_mut()), if flush.is_some() => {
                 flush = None;
+                while let Ok(settlement) = settled.try_recv() {
+                    engine.settled(settlement);
+                }
                 if engine.flushed(result) {
                     break;
                 }
@@ -267,6 +280,7 @@ impl<W: Write> Engine<W> {
             sync: parts.sync,
             sync_log: parts.sync_log,
             identity: parts.identity,
+            mirror: parts.mirror.map(mirror::MirrorRun::new),
         }
     }
 
@@ -310,7 +324,7 @@ impl<W: Write> Engine<W> {
     /// The sink's flush returned: true when the run is done.
     fn flushed(&mut self, result: Result<Result<(), SinkError>, tokio::task::JoinError>) -> bool {
         match result {
-            Ok(Ok(())) => return true,
+            Ok(Ok(())) => return self.after_flush(),
             Ok(Err(err)) => self.stop(TargetError::Sink(err)),
             Err(join) => self.stop(TargetError::Sink(SinkError::Vendor {
                 vendor: self.sink.vendor(),
@@ -393,7 +407,7 @@ impl<W: Write> Engine<W> {
             .tracker
             .stream_of(op.ticket)
             .and_then(|i| self.streams.get(i as usize))
-            .and_then(|s| s.version);
+            .and_then(|s| s.version_of(op.ticket));
         match self.sync.decide(&op, version) {
             Ok(Decision::Send) => self.dispatcher.submit(op, plan),
             Ok(Decision::Skip(reason)) => self.settled(Settlement {
@@ -454,18 +468,10 @@ impl<W: Write> Engine<W> {
             Message::Record(record) => self.record(line, record),
             Message::State(state) => {
                 self.tally.states_in += 1;
+                self.state_in(&state.value);
                 self.tracker.state(state.value);
             }
-            Message::ActivateVersion(m) => {
-                if !self.warned_activate_version {
-                    self.warned_activate_version = true;
-                    tracing::info!(
-                        line,
-                        stream = %m.stream,
-                        "ignoring ACTIVATE_VERSION: the vendors keep no table versions (deletes come as _sdc_deleted_at)"
-                    );
-                }
-            }
+            Message::ActivateVersion(m) => self.activate_version(line, &m.stream, m.version),
             Message::Batch(m) => self.protocol(TargetError::Protocol {
                 line,
                 detail: format!(
@@ -533,6 +539,7 @@ impl<W: Write> Engine<W> {
                         ..StreamCounts::default()
                     },
                     version: None,
+                    versions: Vec::new(),
                 });
             }
         }
@@ -551,11 +558,9 @@ impl<W: Write> Engine<W> {
         };
         let ticket = self.tracker.issue(index as u32);
         self.totals.0 += 1;
+        self.record_version(index, ticket, message.version);
         let stream = &mut self.streams[index];
         stream.counts.records_in += 1;
-        if message.version.is_some() {
-            stream.version = message.version;
-        }
         let (route, schema) = (stream.route.clone(), stream.schema.clone());
         match route {
             Route::Skip(why) => {

@@ -29,6 +29,7 @@ pub mod hold;
 pub mod holds;
 pub mod identity;
 pub mod input;
+pub mod mirror;
 pub mod plan;
 pub mod probe;
 pub mod reject;
@@ -85,6 +86,9 @@ pub struct TargetRequest {
     pub plan_output: Option<PathBuf>,
     /// `--verify`: read back what the run wrote and report drift (exit 3).
     pub verify: bool,
+    /// `--force-deletes`: `sync_mode: mirror` deletes past `max_deletes` or `max_delete_ratio`
+    /// for this run.
+    pub force_deletes: bool,
 }
 
 /// Why a target run failed.
@@ -201,6 +205,24 @@ pub enum TargetError {
         checked: u64,
         /// The vendor.
         vendor: &'static str,
+    },
+    /// `sync_mode: mirror`: a pass would delete more than `max_deletes` or `max_delete_ratio`
+    /// allows; no delete was sent.
+    #[error(
+        "mirror deletes stopped before the first was sent: stream {stream:?}: {deletes} deletes of {held} records held ({:.1}%), past {limit}; nothing was deleted and the last safe state was written; check the source, then rerun with --force-deletes to delete them",
+        .ratio * 100.0
+    )]
+    DeleteGuard {
+        /// The stream.
+        stream: String,
+        /// The deletes its pass would make.
+        deletes: u64,
+        /// What the ledger holds for it.
+        held: u64,
+        /// deletes / held.
+        ratio: f64,
+        /// The limit passed (`max_delete_ratio 0.1`).
+        limit: String,
     },
     /// The writer left records without an outcome (a bug in the writer).
     #[error("the {vendor} writer left {} without an outcome; no state covers them", report::plural(*.count, "record"))]
@@ -364,6 +386,16 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         identity: Some(identity::IdentityGuard::with_policy(
             settings.on_duplicate_identity == crate::config::OnDuplicateIdentity::Reject,
         )),
+        mirror: (sync.mode() == crate::config::SyncMode::Mirror).then(|| {
+            mirror::Mirror::new(mirror::Guards {
+                max_deletes: settings.max_deletes,
+                max_ratio: settings
+                    .max_delete_ratio
+                    .unwrap_or(mirror::DEFAULT_MAX_DELETE_RATIO),
+                force: request.force_deletes,
+                plan: request.plan,
+            })
+        }),
         sync,
     };
     let (result, mut report) = engine::run(parts, input).await;
@@ -642,6 +674,7 @@ pub async fn run_parts<W: Write>(
             max_reject_ratio: None,
             sync_log: None,
             identity: None,
+            mirror: None,
             sync: sync::Sync::off(),
         },
         input,

@@ -9,14 +9,15 @@
 //! (unchanged) or deleted, or left out by `sync_mode`. The records that would be sent go
 //! through a second copy of the writer whose transport only counts requests, so the API-call
 //! count is the writer's own (batching, lookups, jobs), not a guess. Under `sync_mode: mirror`
-//! the deletes are the ledger's entries of the stream older than the input's version
-//! ([`crate::ledger::Ledger::older_than`]) that the input does not hold.
+//! the engine's mirror ([`super::mirror`]) decides the deletes by the same rules as a run (a
+//! pass read through to its close or a clean end; nothing without `ACTIVATE_VERSION`) and
+//! sends them through this sink too; a guard that would stop them is named, not enforced.
 //!
 //! The per-stream summary goes to stderr, and into `--report`'s `plan` object;
 //! `--plan-output FILE` gets one JSON line per record (its action and field diff) and the
 //! would-be rejects.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -24,7 +25,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::{Resolved, SyncMode, TargetSettings};
-use crate::ledger::{EntryKey, Ledger, LedgerError};
+use crate::ledger::Ledger;
 use crate::sink::{
     Acks, Action, FieldChange, Holding, Item, Kind, NestedRule, Op, Plan, Refusal, SendError, Sink,
     SinkError, WireStats,
@@ -35,25 +36,6 @@ use super::holds::{self, ReadKinds};
 use super::report::{Report, plural};
 use super::sync::{Sync, canonical_hash, entry_key};
 use super::{TargetError, TargetRequest};
-
-/// Each stream's latest Singer `version`, as the engine's ledger side saw it (`--plan`'s
-/// mirror deletes).
-#[derive(Debug, Clone, Default)]
-pub struct Versions(Arc<Mutex<HashMap<String, u64>>>);
-
-impl Versions {
-    /// `stream`'s records carry `version`.
-    pub fn note(&self, stream: &str, version: u64) {
-        let mut map = self.0.lock();
-        if map.get(stream) != Some(&version) {
-            map.insert(stream.to_string(), version);
-        }
-    }
-
-    fn all(&self) -> Vec<(String, u64)> {
-        self.0.lock().iter().map(|(s, v)| (s.clone(), *v)).collect()
-    }
-}
 
 /// What the plan says of one record.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,10 +107,15 @@ pub struct StreamPlan {
     pub upsert: u64,
     /// Records the vendor already holds as they are.
     pub unchanged: u64,
-    /// The input's own deletes (`_sdc_deleted_at`).
+    /// The input's deletes and, under `sync_mode: mirror`, the target's own.
     pub delete: u64,
-    /// `sync_mode: mirror`: ledger entries older than the input's version it no longer holds.
+    /// Of `delete`: the target's own under `sync_mode: mirror` (records roster wrote that a
+    /// pass read through no longer holds).
     pub mirror_deletes: u64,
+    /// The guard that would stop this stream's mirror deletes (a run exits 1 there unless
+    /// `--force-deletes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_guard: Option<String>,
     /// Left out by `sync_mode`, per mode.
     pub left_out: BTreeMap<&'static str, u64>,
     /// Records whose read failed.
@@ -170,15 +157,8 @@ struct Change<'a> {
 #[derive(Debug, Default)]
 struct Book {
     streams: Mutex<BTreeMap<String, StreamPlan>>,
-    /// `sync_mode: mirror`: hashes of the keys each stream's input holds (8 bytes a record).
-    seen: Mutex<HashMap<String, Vec<u64>>>,
     /// Reads the run itself would make to decide `sync_mode` (`super::holds`).
     run_reads: std::sync::atomic::AtomicU64,
-}
-
-fn key_hash(key: &EntryKey) -> u64 {
-    let text = format!("{}\u{1f}{}\u{1f}{}", key.kind.as_str(), key.key, key.group);
-    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
 
 /// The plan's sink: reads, decides, writes plan lines, counts the requests a run would send.
@@ -288,14 +268,6 @@ impl PlanSink {
                 *plan.fields.entry(change.field.clone()).or_default() += 1;
             }
         }
-        if self.mode == SyncMode::Mirror
-            && let Some(key) = entry_key(item)
-        {
-            let mut seen = self.book.seen.lock();
-            seen.entry(stream.to_string())
-                .or_default()
-                .push(key_hash(&key));
-        }
         let reason = match &planned.act {
             Act::Unknown(refusal) => Some(refusal.reason.as_str()),
             Act::LeftOut(mode) => Some(*mode),
@@ -395,10 +367,6 @@ impl Sink for PlanSink {
 pub struct Planning {
     book: Arc<Book>,
     counter: Arc<dyn Sink>,
-    versions: Versions,
-    ledger: Option<std::path::PathBuf>,
-    account: String,
-    mode: SyncMode,
     rate: Option<f64>,
     out: DryRunOutput,
 }
@@ -414,23 +382,12 @@ impl std::fmt::Debug for Planning {
 /// The requests per second a run would go at: `requests_per_second`, else the vendor's
 /// documented rate (`None`: the vendor documents none, and the run finds it from 429s).
 pub fn run_rate(config: &Resolved) -> Option<f64> {
-    use crate::vendors::{appcues, guru, guru_scim, userguiding, userpilot};
-    config
-        .common
-        .requests_per_second
-        .or(match config.spec.name {
-            "userguiding" => Some(userguiding::write::REQUESTS_PER_SECOND),
-            "userpilot" => Some(userpilot::write::REQUESTS_PER_SECOND),
-            "appcues" => Some(appcues::write::REQUESTS_PER_SECOND),
-            "guru" => Some(guru::write::REQUESTS_PER_SECOND),
-            "guru_scim" => Some(guru_scim::write::REQUESTS_PER_SECOND),
-            _ => None,
-        })
+    config.common.requests_per_second.or(config.spec.write_rate)
 }
 
 impl Planning {
     /// Builds the plan's sink over `real` (the vendor's writer with its real transport) and
-    /// `counter` (the same writer over a counting transport), and lets `sync` note versions.
+    /// `counter` (the same writer over a counting transport).
     pub fn start(
         request: &TargetRequest,
         settings: &TargetSettings,
@@ -446,9 +403,8 @@ impl Planning {
             Some(path) => Ledger::open_read_only(path, vendor, &account)?.map(Mutex::new),
             None => None,
         };
-        let versions = Versions::default();
         let reads = ReadKinds::of(real.as_ref());
-        let sync = sync.reading(reads).noting_versions(versions.clone());
+        let sync = sync.reading(reads);
         let book = Arc::new(Book::default());
         let (counter_acks, settlements) = Acks::channel();
         // The counter's settlements are of no interest: with the receiver gone they are dropped.
@@ -469,38 +425,10 @@ impl Planning {
         let planning = Planning {
             book,
             counter,
-            versions,
-            ledger: ledger_path,
-            account,
-            mode: settings.sync_mode,
             rate: run_rate(&request.config),
             out,
         };
         Ok((Arc::new(sink), sync, planning))
-    }
-
-    /// Under `sync_mode: mirror`: per stream, the ledger's entries older than the input's
-    /// version that the input does not hold.
-    fn mirror_deletes(&self, vendor: &str) -> Result<BTreeMap<String, u64>, LedgerError> {
-        let mut out = BTreeMap::new();
-        let (SyncMode::Mirror, Some(path)) = (self.mode, &self.ledger) else {
-            return Ok(out);
-        };
-        let Some(ledger) = Ledger::open_read_only(path, vendor, &self.account)? else {
-            return Ok(out);
-        };
-        let mut seen = std::mem::take(&mut *self.book.seen.lock());
-        for (stream, version) in self.versions.all() {
-            let keys = seen.entry(stream.clone()).or_default();
-            keys.sort_unstable();
-            let stale = ledger.older_than(&stream, version)?;
-            let gone = stale
-                .iter()
-                .filter(|e| keys.binary_search(&key_hash(&e.key)).is_err())
-                .count() as u64;
-            out.insert(stream, gone);
-        }
-        Ok(out)
     }
 
     /// The end of a plan: the summary on stderr, the report (with its `plan`), the output file.
@@ -510,12 +438,6 @@ impl Planning {
         mut report: Report,
         path: Option<&std::path::Path>,
     ) -> Result<(), TargetError> {
-        // An input that ends with an error deletes nothing, so it plans no delete either.
-        let deletes = if result.is_ok() {
-            self.mirror_deletes(report.vendor)?
-        } else {
-            BTreeMap::new()
-        };
         let mut streams = std::mem::take(&mut *self.book.streams.lock());
         // What the engine decided before the plan's sink saw a record: rejects, and what the
         // ledger left out by `sync_mode` (the plan's own left-outs are counted there too).
@@ -525,14 +447,12 @@ impl Planning {
             plan.records_in = counts.records_in;
             plan.rejected = counts.rejected.saturating_sub(plan.unknown);
             plan.left_out = counts.left_out.clone();
-        }
-        for (stream, n) in &deletes {
-            let plan = streams.entry(stream.clone()).or_default();
-            plan.mirror_deletes = *n;
+            // The engine's mirror deletes went through the plan's sink (counted in `delete`).
+            plan.mirror_deletes = counts.mirror_deletes;
+            plan.delete_guard = counts.delete_guard.clone();
         }
         let reads = report.http.requests;
         let calls = self.counter.stats().requests
-            + deletes.values().sum::<u64>()
             + self
                 .book
                 .run_reads
@@ -610,7 +530,10 @@ fn summary_text(
             parts.push(format!("{} to create or update", p.upsert));
         }
         parts.push(format!("{} unchanged", p.unchanged));
-        parts.push(format!("{} to delete", p.delete + p.mirror_deletes));
+        parts.push(format!("{} to delete", p.delete));
+        if let Some(guard) = &p.delete_guard {
+            parts.push(format!("deletes stopped by a guard in a run: {guard}"));
+        }
         for (mode, n) in &p.left_out {
             parts.push(format!("{n} left out by {mode}"));
         }

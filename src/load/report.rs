@@ -30,7 +30,8 @@ pub struct StreamCounts {
     /// Skipped: unrouted streams, `kind: "skip"`, or nothing to send.
     pub skipped: u64,
     /// Read but given no outcome, because the run stopped first (a fatal error, a signal): no
-    /// state covers them, so a rerun sends them. `in = sent + rejected + skipped + unprocessed`.
+    /// state covers them, so a rerun sends them.
+    /// `in + mirror_deletes = sent + rejected + skipped + unprocessed`.
     pub unprocessed: u64,
     /// Why records were skipped (the first reason seen).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,6 +50,15 @@ pub struct StreamCounts {
     /// Of `skipped`: left out by `sync_mode`, per mode.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub left_out: BTreeMap<&'static str, u64>,
+    /// Deletes the target made itself for records a full pass no longer holds (`sync_mode:
+    /// mirror`): ops without an input record, counted in `sent` (as `deleted`), `rejected` or
+    /// `skipped` like the records.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mirror_deletes: u64,
+    /// `sync_mode: mirror`: the guard that stopped (or, under `--plan`, would stop) this
+    /// stream's deletes, in its one line's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_guard: Option<String>,
     /// Users records whose email or key duplicates an earlier record's identity
     /// (`on_duplicate_identity`; counted whether warned about or rejected).
     #[serde(skip_serializing_if = "is_zero")]
@@ -89,6 +99,7 @@ impl StreamCounts {
         self.skipped += other.skipped;
         self.unprocessed += other.unprocessed;
         self.duplicate_identities += other.duplicate_identities;
+        self.mirror_deletes += other.mirror_deletes;
         self.created += other.created;
         self.updated += other.updated;
         self.deleted += other.deleted;
@@ -451,6 +462,18 @@ fn breakdown(c: &StreamCounts) -> String {
     .collect();
     for (mode, n) in &c.left_out {
         parts.push(format!("{n} {mode}"));
+    }
+    if c.mirror_deletes > 0 {
+        // Ops the target made itself: why the outcomes add up to more than the records read.
+        parts.push(format!(
+            "{} mirror {} (not in the input)",
+            c.mirror_deletes,
+            if c.mirror_deletes == 1 {
+                "delete"
+            } else {
+                "deletes"
+            }
+        ));
     }
     if parts.is_empty() {
         String::new()

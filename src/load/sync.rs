@@ -71,8 +71,6 @@ pub struct Sync {
     pending: HashMap<Ticket, Pending>,
     /// The kinds whose "holds" the vendor's reads decide (`super::holds`); the ledger the rest.
     reads: super::holds::ReadKinds,
-    /// `--plan`: each stream's latest Singer version, for the deletes it shows.
-    versions: Option<super::plan::Versions>,
 }
 
 /// The ledger's part of the report.
@@ -95,7 +93,6 @@ impl Sync {
             mode: SyncMode::Upsert,
             pending: HashMap::new(),
             reads: super::holds::ReadKinds::none(),
-            versions: None,
         }
     }
 
@@ -107,19 +104,12 @@ impl Sync {
             mode,
             pending: HashMap::new(),
             reads: super::holds::ReadKinds::none(),
-            versions: None,
         }
     }
 
     /// Leaves `sync_mode`'s "holds" to the vendor's reads for the kinds in `reads`.
     pub fn reading(mut self, reads: super::holds::ReadKinds) -> Self {
         self.reads = reads;
-        self
-    }
-
-    /// Notes each stream's latest Singer version in `versions` (`--plan`).
-    pub fn noting_versions(mut self, versions: super::plan::Versions) -> Self {
-        self.versions = Some(versions);
         self
     }
 
@@ -156,6 +146,12 @@ impl Sync {
                 }
             }
         };
+        let mut ledger = ledger;
+        if settings.sync_mode == SyncMode::Mirror
+            && let Some(ledger) = ledger.as_mut()
+        {
+            ledger.remember_versions();
+        }
         let detect = settings.change_detection.unwrap_or(true) && !full_resync;
         if let Some(ledger) = &ledger {
             tracing::info!(
@@ -182,9 +178,6 @@ impl Sync {
     pub fn decide(&mut self, op: &Op, version: Option<u64>) -> Result<Decision, LedgerError> {
         let item = &op.item;
         let key = entry_key(item);
-        if let (Some(versions), Some(version)) = (&self.versions, version) {
-            versions.note(&op.origin.stream, version);
-        }
         let pending = |key, entry, existed| Pending {
             key,
             entry,
@@ -238,9 +231,17 @@ impl Sync {
         if let (Some(ledger), Some(key)) = (self.ledger.as_mut(), pending.key.clone()) {
             match outcome {
                 Outcome::Accepted => ledger.accepted(key, stream, pending.entry),
+                // A delete the writer skipped found nothing to delete (gone already, inactive
+                // already, not a member): the vendor does not hold it, as after a delete.
+                Outcome::Skipped(_) if pending.action == Action::Delete => {
+                    ledger.accepted(key, stream, pending.entry)
+                }
                 // Refused, or skipped by the writer (nothing sent, or nothing it could send):
-                // what the vendor holds is not known, so the next run sends it.
-                Outcome::Rejected(_) | Outcome::Skipped(_) => ledger.unknown(key),
+                // what the vendor holds is not known, so the next run sends it. The record was
+                // read in its version all the same.
+                Outcome::Rejected(_) | Outcome::Skipped(_) => {
+                    ledger.unknown(key, pending.entry.version)
+                }
             }
         }
         Some(match (pending.action, pending.kind) {
@@ -270,6 +271,24 @@ impl Sync {
     /// The ledger, for what builds on it (mirror deletes).
     pub fn ledger(&self) -> Option<&Ledger> {
         self.ledger.as_ref()
+    }
+
+    /// The ledger, for the mirror deletes' pass rows.
+    pub fn ledger_mut(&mut self) -> Option<&mut Ledger> {
+        self.ledger.as_mut()
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> SyncMode {
+        self.mode
+    }
+
+    /// A record read in `version` was rejected before anything was sent for it: it is in the
+    /// source all the same, so a mirror pass must not take it for deleted.
+    pub fn present(&mut self, item: &Item, version: u64) {
+        if let (Some(ledger), Some(key)) = (self.ledger.as_mut(), entry_key(item)) {
+            ledger.present(key, version);
+        }
     }
 }
 

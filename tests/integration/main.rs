@@ -43,6 +43,8 @@ mod tap_scim;
 mod tap_userflow;
 
 // target-roster.
+mod mirror;
+mod mirror_pipes;
 mod pipes;
 mod plan;
 mod sync;

@@ -343,7 +343,7 @@ fn plan_against_guru_reads_members_and_groups() {
 }
 
 #[test]
-fn plan_under_mirror_counts_the_deletes_from_the_ledger() {
+fn plan_under_mirror_shows_the_deletes_a_run_would_make() {
     let sb = sandbox();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
@@ -352,27 +352,66 @@ fn plan_under_mirror_counts_the_deletes_from_the_ledger() {
         dir.path(),
         json!({"sync_mode": "mirror"}),
     );
-    let pass = |version: u64, ids: &[&str]| {
+    // A classic pass: ACTIVATE_VERSION opens and closes it (`activate: false` leaves it out).
+    let pass = |version: u64, ids: &[&str], activate: bool| {
+        let av = json!({"type": "ACTIVATE_VERSION", "stream": "users", "version": version});
         let mut input = vec![schema("users")];
+        if activate {
+            input.push(av.clone());
+        }
         for id in ids {
             input.push(
                 json!({"type": "RECORD", "stream": "users", "version": version,
                               "record": {"id": id, "email": format!("{id}@x.io")}}),
             );
         }
+        if activate {
+            input.push(av);
+        }
         lines(&input)
     };
-    succeeded(&run(&sb, &cfg, &pass(1, &["m0", "m1", "m2", "m3"]), &[]).0);
-    let (out, report) = run(&sb, &cfg, &pass(2, &["m0", "m1", "m4"]), &["--plan"]);
+    succeeded(&run(&sb, &cfg, &pass(1, &["m0", "m1", "m2", "m3"], true), &[]).0);
+
+    // Without ACTIVATE_VERSION a run deletes nothing, so the plan shows no delete.
+    let (out, report) = run(&sb, &cfg, &pass(2, &["m0", "m1", "m4"], false), &["--plan"]);
+    succeeded(&out);
+    assert_eq!(report["plan"]["streams"]["users"]["delete"], 0, "{report}");
+    assert_eq!(report["plan"]["api_calls"], 1, "one create: {report}");
+
+    // A pass read through: m2 and m3 are gone. 2 of 4 held is past max_delete_ratio 0.1, so the
+    // plan names the guard a run would stop at, and still shows the deletes; it exits 0.
+    let (out, report) = run(&sb, &cfg, &pass(2, &["m0", "m1", "m4"], true), &["--plan"]);
     let stderr = succeeded(&out);
     assert_eq!(writes(&sb), Vec::<String>::new(), "a plan sends no write");
     let users = &report["plan"]["streams"]["users"];
-    assert_eq!(users["mirror_deletes"], 2, "m2 and m3: {report}");
+    assert_eq!(users["delete"], 2, "m2 and m3: {report}");
+    assert_eq!(users["mirror_deletes"], 2, "{report}");
     assert_eq!(users["unchanged"], 2, "{report}");
     assert_eq!(users["create"], 1, "{report}");
+    assert!(
+        users["delete_guard"]
+            .as_str()
+            .is_some_and(|g| g.contains("past max_delete_ratio 0.1")),
+        "{report}"
+    );
     assert!(stderr.contains("2 unchanged, 2 to delete"), "{stderr}");
+    assert!(
+        stderr.contains("a run would stop before the first delete"),
+        "{stderr}"
+    );
     assert_eq!(
         report["plan"]["api_calls"], 3,
         "one create, two deletes: {report}"
     );
+
+    // The plan wrote nothing to the ledger: the run it previewed makes those deletes.
+    let (out, report) = run(
+        &sb,
+        &cfg,
+        &pass(2, &["m0", "m1", "m4"], true),
+        &["--force-deletes"],
+    );
+    succeeded(&out);
+    assert_eq!(report["streams"]["users"]["deleted"], 2, "{report}");
+    assert_eq!(report["streams"]["users"]["created"], 1, "{report}");
 }

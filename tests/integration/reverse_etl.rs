@@ -25,7 +25,7 @@ use roster_sandbox::{Sandbox, Vendor};
 use serde_json::{Map, Value, json};
 
 /// Pinned so a new upstream release cannot change what passes here.
-const TAP_POSTGRES: &[&str] = &["meltanolabs-tap-postgres==0.10.0"];
+pub(crate) const TAP_POSTGRES: &[&str] = &["meltanolabs-tap-postgres==0.10.0"];
 
 /// Generous: a cold Python and a debug build on a loaded 2-core machine.
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -186,7 +186,7 @@ impl Postgres {
     }
 
     /// Runs an SQL file with psql over TCP, stopping at the first error.
-    fn psql_file(&self, file: &Path) {
+    pub(crate) fn psql_file(&self, file: &Path) {
         support::run(
             Command::new(self.bin.join("psql"))
                 .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
@@ -226,7 +226,7 @@ impl Postgres {
     }
 
     /// The config of meltanolabs-tap-postgres for this cluster.
-    fn tap_config(&self) -> Value {
+    pub(crate) fn tap_config(&self) -> Value {
         json!({
             "host": "127.0.0.1",
             "port": self.port,
@@ -253,7 +253,7 @@ impl Drop for Postgres {
 }
 
 /// tap-postgres's discovery with `public-users` selected, the way `meltano select` does it.
-fn selected_catalog(venv: &Path, tap_config: &Path, dir: &Path) -> PathBuf {
+pub(crate) fn selected_catalog(venv: &Path, tap_config: &Path, dir: &Path) -> PathBuf {
     let discovered = support::run(
         Command::new(venv.join("bin/tap-postgres"))
             .arg("--config")

@@ -26,8 +26,7 @@ impl<W: Write> Engine<W> {
             .iter()
             .map(|s| {
                 let mut counts = s.counts.clone();
-                counts.unprocessed = counts
-                    .records_in
+                counts.unprocessed = (counts.records_in + counts.mirror_deletes)
                     .saturating_sub(counts.sent + counts.rejected + counts.skipped);
                 (s.name.to_string(), counts)
             })

@@ -81,6 +81,7 @@ impl<W: Write> Engine<W> {
         refusal: Refusal,
     ) {
         self.totals.2 += 1;
+        self.mirror_rejected(index, ticket, record);
         let stream = &mut self.streams[index];
         stream.counts.rejected += 1;
         if let Some(dry) = &self.dry {

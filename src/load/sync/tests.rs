@@ -191,3 +191,46 @@ fn the_ledger_key_takes_a_file_or_false_as_json_meltano_and_the_environment_writ
     let err = ledger_path(&settings(json!(""))).unwrap_err().to_string();
     assert!(err.contains("\"ledger\""), "{err}");
 }
+
+/// A delete the vendor skipped (gone already, inactive already) leaves the record not held, as
+/// an accepted delete does; a refused upsert keeps the version it was read in.
+#[test]
+fn a_skipped_delete_leaves_a_tombstone_and_a_refused_write_keeps_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let mut sync = open(&path, SyncMode::Mirror);
+    let (a, b) = (
+        op(0, Kind::Users, "a", "pro"),
+        op(1, Kind::Users, "b", "pro"),
+    );
+    for op in [&a, &b] {
+        sync.decide(op, Some(1)).unwrap();
+        sync.settled(op.ticket, &Outcome::Accepted, "users");
+    }
+    sync.commit(None).unwrap();
+    let mut gone = op(2, Kind::Users, "a", "pro");
+    gone.item.action = Action::Delete;
+    assert_eq!(sync.decide(&gone, Some(2)).unwrap(), Decision::Send);
+    sync.settled(
+        gone.ticket,
+        &Outcome::Skipped("gone already".into()),
+        "users",
+    );
+    let changed = op(3, Kind::Users, "b", "free");
+    sync.decide(&changed, Some(2)).unwrap();
+    sync.settled(
+        changed.ticket,
+        &Outcome::Rejected(Refusal::new("no")),
+        "users",
+    );
+    sync.commit(None).unwrap();
+    let ledger = sync.ledger().unwrap();
+    assert!(
+        !ledger
+            .get(&EntryKey::new(Kind::Users, "a"))
+            .unwrap()
+            .unwrap()
+            .held
+    );
+    assert_eq!(ledger.older_than("users", 2).unwrap(), []);
+}

@@ -305,6 +305,7 @@ async fn run_full(
             sync: crate::load::sync::Sync::off(),
             sync_log: None,
             identity: None,
+            mirror: None,
         },
         rx,
     )

@@ -27,6 +27,7 @@ pub const SPEC: VendorSpec = VendorSpec {
         reads: &[],
         writes: &["users", "groups", "memberships", "events", "segments"],
         bulk: true,
+        write_rate: Some(write::REQUESTS_PER_SECOND),
     },
     source: None,
     sink: Some(sink),

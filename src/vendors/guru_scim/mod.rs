@@ -21,6 +21,7 @@ pub const SPEC: VendorSpec = VendorSpec {
         reads: &["users", "groups", "memberships"],
         writes: &["users", "groups", "memberships"],
         bulk: false,
+        write_rate: Some(write::REQUESTS_PER_SECOND),
     },
     source: Some(read::source),
     sink: Some(write::sink),

@@ -25,6 +25,7 @@ pub const SPEC: VendorSpec = VendorSpec {
         reads: &["users", "groups", "memberships"],
         writes: &["users", "groups", "memberships"],
         bulk: false,
+        write_rate: None,
     },
     source: Some(read::source),
     sink: Some(write::sink),

@@ -26,6 +26,7 @@ pub const SPEC: VendorSpec = VendorSpec {
         reads: &["users", "groups", "memberships"],
         writes: &["users", "groups", "memberships", "events"],
         bulk: false,
+        write_rate: None,
     },
     source: Some(read::source),
     sink: Some(write::sink),

@@ -21,6 +21,7 @@ pub const SPEC: VendorSpec = VendorSpec {
         reads: &[],
         writes: &["users", "groups", "memberships"],
         bulk: false,
+        write_rate: Some(write::REQUESTS_PER_SECOND),
     },
     source: None,
     sink: Some(write::sink),

@@ -29,6 +29,7 @@ pub const SPEC: VendorSpec = VendorSpec {
         reads: &[],
         writes: &["users", "groups", "memberships", "events"],
         bulk: true,
+        write_rate: Some(write::REQUESTS_PER_SECOND),
     },
     source: None,
     sink: Some(sink),
