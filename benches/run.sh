@@ -5,6 +5,7 @@
 #   benches/run.sh --quick                # small sizes, 1 run (a few minutes): does it all work?
 #   benches/run.sh --only protocol,tap    # some sections: protocol tap upserts rate bulk sandbox
 #                                         # ledger mirror
+#   benches/run.sh --only ledger          # the ledger row: 1,000,000 users written once, then unchanged
 #   benches/run.sh --help                 # every option (benches/harness.py)
 #
 # 1. builds the release binaries (tap-roster, target-roster, roster-sandbox) and the

@@ -84,6 +84,7 @@ pub struct Item {
     /// The standard fields that were given, by their model names: users `email`, `name`,
     /// `first_name`, `last_name`, `external_id`, `active`, `status`, `created_at`; groups `name`,
     /// `external_id`, `created_at`; events `name`, `timestamp`. `null` is kept (it clears).
+    /// `updated_at`, the source's change time, is never here: routing leaves it out.
     pub fields: Map<String, Value>,
     /// Custom attributes: every non-reserved top-level field of a flat row, then the record's
     /// own `attributes` object (which wins on a clash). `null` is kept (it clears).

@@ -14,8 +14,15 @@
 //!   [`MAX_FILL_PASSES`] times ([`Pass`]). A page that repeats the previous page exactly at
 //!   another `startIndex` means the server ignores `startIndex`: an error, never a short
 //!   listing that looks complete.
+//!
+//! Both binaries page through [`Pass`]: the tap one page per STATE (its bookmark is the
+//! [`Cursor`]), the target's SCIM directory a whole listing at once through [`read_all`] (the
+//! index it looks resources up in when the server takes no filters). Only the fetching differs
+//! (the tap's `HttpClient`, the writer's `Transport`); the query ([`ListQuery`]) and the paging
+//! rules are these.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 
 use serde_json::Value;
@@ -355,7 +362,7 @@ impl Pass {
 }
 
 /// One page request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListQuery<'a> {
     /// `/Users` or `/Groups`.
     pub path: &'a str,
@@ -369,6 +376,28 @@ pub struct ListQuery<'a> {
     pub excluded: Option<&'a str>,
 }
 
+impl ListQuery<'_> {
+    /// The request as a path with its query string (`/Users?startIndex=1&count=100…`), for a
+    /// transport that takes one; values percent-encoded.
+    pub fn path_and_query(&self) -> String {
+        let mut path = format!(
+            "{}?startIndex={}&count={}",
+            self.path,
+            self.start.max(FIRST_INDEX),
+            self.count
+        );
+        if let Some(filter) = self.filter {
+            path.push_str("&filter=");
+            path.push_str(&super::filter::encode(filter));
+        }
+        if let Some(excluded) = self.excluded {
+            path.push_str("&excludedAttributes=");
+            path.push_str(&super::filter::encode(excluded));
+        }
+        path
+    }
+}
+
 /// One page that came back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListedPage {
@@ -378,6 +407,26 @@ pub struct ListedPage {
     pub total_results: Option<u64>,
     /// The next `startIndex`; `None` when the listing is complete.
     pub next: Option<u64>,
+}
+
+impl ListedPage {
+    /// A decoded `ListResponse` asked at `start`, with the next `startIndex` by what came back.
+    pub fn from_scim(start: u64, page: paging::ScimPage) -> Self {
+        ListedPage {
+            next: paging::next_start_index(start.max(FIRST_INDEX), &page),
+            total_results: page.total_results,
+            resources: page.resources,
+        }
+    }
+
+    /// A page without resources (the end of a listing).
+    pub fn empty() -> Self {
+        ListedPage {
+            resources: Vec::new(),
+            total_results: None,
+            next: None,
+        }
+    }
 }
 
 /// Why a page could not be listed.
@@ -418,11 +467,84 @@ pub async fn list_page(
         url: response.url.to_string(),
         detail: err.to_string(),
     })?;
-    Ok(ListedPage {
-        next: paging::next_start_index(start, &page),
-        total_results: page.total_results,
-        resources: page.resources,
-    })
+    Ok(ListedPage::from_scim(start, page))
+}
+
+/// How a whole listing read by [`read_all`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadAll {
+    /// Distinct resources handed over.
+    pub distinct: u64,
+    /// Pages asked for (fill passes included).
+    pub pages: u64,
+}
+
+/// Reads a whole listing in this process through one [`Pass`], from the first page to the end
+/// (fill passes included): `fetch` asks the server for one page, `each` gets every resource
+/// the first time it comes (duplicates and the overlap's re-reads left out). `what` names the
+/// listing in the log (the vendor). `Err` is `fetch`'s error; `Ok(Err)` is the pass's verdict
+/// ([`PassError`]), after every resource read so far was handed over.
+pub async fn read_all<'q, E, F, Fut>(
+    what: &str,
+    query: ListQuery<'q>,
+    mut fetch: F,
+    mut each: impl FnMut(Value),
+) -> Result<Result<ReadAll, PassError>, E>
+where
+    F: FnMut(ListQuery<'q>) -> Fut,
+    Fut: Future<Output = Result<ListedPage, E>>,
+{
+    let mut pass = Pass::default();
+    let mut cursor = Cursor::first();
+    let mut pages = 0;
+    loop {
+        let asked = ListQuery {
+            start: cursor.start,
+            ..query
+        };
+        let listed = fetch(asked).await?;
+        pages += 1;
+        let ids: Vec<Option<String>> = listed
+            .resources
+            .iter()
+            .map(|r| r.as_object().and_then(super::types::id_of))
+            .collect();
+        let verdict = match pass.page(
+            &cursor,
+            &ids,
+            listed.next,
+            listed.total_results,
+            query.count,
+        ) {
+            Ok(verdict) => verdict,
+            Err(err) => return Ok(Err(err)),
+        };
+        if let Some(note) = &verdict.note {
+            tracing::warn!("{what}: listing {}: {note}", query.path);
+        }
+        if verdict.duplicates > 0 {
+            tracing::debug!(
+                "{what}: listing {}: {} resources came twice and were left out",
+                query.path,
+                verdict.duplicates
+            );
+        }
+        let mut emit = verdict.emit.into_iter().peekable();
+        for (i, resource) in listed.resources.into_iter().enumerate() {
+            if emit.next_if_eq(&i).is_some() {
+                each(resource);
+            }
+        }
+        match verdict.next {
+            Some(next) => cursor = next,
+            None => {
+                return Ok(Ok(ReadAll {
+                    distinct: pass.seen.len() as u64,
+                    pages,
+                }));
+            }
+        }
+    }
 }
 
 /// A stored `startIndex`: a number, or a numeric string (below 1 reads as 1).

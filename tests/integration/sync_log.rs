@@ -63,7 +63,12 @@ fn config(sb: &Sandbox, dir: &Path, extra: Value) -> PathBuf {
 }
 
 fn run(dir: &Path, config: &Path, input: &Path) -> Output {
+    run_with(dir, config, input, &[])
+}
+
+fn run_with(dir: &Path, config: &Path, input: &Path, env: &[(&str, &str)]) -> Output {
     Command::new(TARGET)
+        .envs(env.iter().copied())
         .arg("--config")
         .arg(config)
         .arg("--input")
@@ -221,6 +226,17 @@ fn the_sync_log_is_singer_with_a_row_per_record_and_stdout_stays_state_only() {
 
 #[test]
 fn on_duplicate_identity_reject_keeps_the_first_and_rejects_the_later_naming_it() {
+    reject_keeps_the_first(&[]);
+}
+
+/// The same findings and reports when the guard's index spills to disk at every value
+/// (`ROSTER_IDENTITY_IN_MEMORY=1`).
+#[test]
+fn on_duplicate_identity_finds_the_same_when_its_index_spills_to_disk() {
+    reject_keeps_the_first(&[("ROSTER_IDENTITY_IN_MEMORY", "1")]);
+}
+
+fn reject_keeps_the_first(env: &[(&str, &str)]) {
     let sb = Sandbox::builder()
         .users(0)
         .groups(0)
@@ -232,7 +248,7 @@ fn on_duplicate_identity_reject_keeps_the_first_and_rejects_the_later_naming_it(
     let text = input_text() + &user("u3", json!("  Ann@EXAMPLE.com ")) + "\n";
     std::fs::write(&input, text).unwrap();
     let config = config(&sb, dir.path(), json!({"on_duplicate_identity": "reject"}));
-    let out = run(dir.path(), &config, &input);
+    let out = run_with(dir.path(), &config, &input, env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let held: Vec<String> = sb.dump(Vendor::Userflow)["users"]

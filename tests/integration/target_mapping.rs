@@ -136,6 +136,35 @@ fn arrays_and_objects_in_flat_rows_go_as_json_text_by_default() {
     }
 }
 
+/// `updated_at` is the source's change time (its INCREMENTAL bookmark), not a trait of the
+/// user: it went to every free-form vendor as a property (an attribute of a flat row, then a
+/// standard field of the record model). It is sent only under another name the user gives it.
+#[test]
+fn updated_at_is_not_sent_as_a_property_unless_renamed() {
+    let row = json!({"id": "u1", "email": "a@x.io", "updated_at": "2020-01-02T03:04:05Z"});
+    for vendor in VENDORS {
+        let sb = sandbox();
+        let (_, rejected) = run_rows(&sb, vendor, json!({}), std::slice::from_ref(&row));
+        assert!(rejected.is_empty(), "{vendor:?}: {rejected:?}");
+        let dump = sb.dump(vendor);
+        assert!(
+            !dump.to_string().contains("2020-01-02T03:04:05"),
+            "{vendor:?}: {dump}"
+        );
+        assert_eq!(props(&sb, vendor, "u1")["email"], json!("a@x.io"));
+        let sb = sandbox();
+        let rename =
+            json!({"streams": {"public-users": {"rename": {"updated_at": "source_updated_at"}}}});
+        let (_, rejected) = run_rows(&sb, vendor, rename, std::slice::from_ref(&row));
+        assert!(rejected.is_empty(), "{vendor:?}: {rejected:?}");
+        assert_eq!(
+            props(&sb, vendor, "u1")["source_updated_at"],
+            json!("2020-01-02T03:04:05Z"),
+            "{vendor:?}"
+        );
+    }
+}
+
 #[test]
 fn nested_values_reject_or_drop_and_userflow_change_objects_pass() {
     for vendor in VENDORS {

@@ -127,6 +127,10 @@ impl StreamMap {
                 }
             } else if k.starts_with("_sdc_") {
                 // Singer metadata columns; _sdc_deleted_at was read above.
+            } else if k == model::UPDATED_AT {
+                // The source's change time (its INCREMENTAL bookmark), not a trait of the user
+                // or group: not sent, and not part of the hash change detection compares. A
+                // user who wants it at the vendor renames it (docs/contract.md).
             } else if is_standard(def, k) {
                 if let Some(v) = self.value(Field::Top(k), v)? {
                     item.fields.insert(k.to_string(), v);

@@ -453,6 +453,35 @@ mod tests {
     }
 
     #[test]
+    fn updated_at_is_the_sources_bookmark_and_not_sent_unless_renamed() {
+        for stream in ["users", "groups"] {
+            let m = write(router(json!({})).route(stream));
+            let at = |t: &str| {
+                m.item(&obj(
+                    json!({"id": "u1", "name": "N", "plan": "p", "updated_at": t}),
+                ))
+                .unwrap()
+            };
+            let item = at("2024-01-02T03:04:05Z");
+            assert_eq!(item.fields, obj(json!({"name": "N"})), "{stream}");
+            assert_eq!(item.attributes, obj(json!({"plan": "p"})), "{stream}");
+            // A record that differs only in it is the same record (change detection).
+            assert_eq!(item, at("2025-06-07T00:00:00Z"), "{stream}");
+        }
+        let r = router(json!({"users": {"rename": {"updated_at": "source_updated_at"}}}));
+        let item = write(r.route("users"))
+            .item(&obj(
+                json!({"id": "u1", "updated_at": "2024-01-02T03:04:05Z"}),
+            ))
+            .unwrap();
+        assert_eq!(
+            item.attributes,
+            obj(json!({"source_updated_at": "2024-01-02T03:04:05Z"}))
+        );
+        assert!(item.fields.is_empty());
+    }
+
+    #[test]
     fn required_ids_are_checked() {
         let r = router(json!({}));
         let users = write(r.route("users"));

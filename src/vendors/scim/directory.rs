@@ -9,7 +9,8 @@
 //!   ignoring case.
 //! - **Without filters** (the ServiceProviderConfig says `filter.supported: false`, or the
 //!   server refuses a filter with `invalidFilter`), the first lookup lists the whole resource
-//!   type once (`startIndex` paging) into an index of its keys, which the writer keeps current.
+//!   type once into an index of its keys, which the writer keeps current. The listing pages
+//!   the way the tap's does ([`crate::scim::list`]: one set of paging rules).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -22,11 +23,12 @@ use crate::http::paginate::scim::{self as paging, FIRST_INDEX};
 use crate::model::lenient_bool;
 use crate::scim::error::ScimError;
 use crate::scim::filter;
+use crate::scim::list::{self, ListQuery, ListedPage, PassError};
 use crate::scim::types::{get, id_of};
-use crate::sink::{Method, SendError, SinkError, Transport, WireRequest, fatal_or};
+use crate::sink::{Method, SendError, SendFailure, SinkError, Transport, WireRequest, fatal_or};
 
 /// Resources per page when the index lists a resource type (what Okta asks for).
-pub const INDEX_PAGE_SIZE: u64 = 100;
+pub const INDEX_PAGE_SIZE: u64 = list::PAGE_SIZE;
 
 /// Users or Groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -339,54 +341,52 @@ impl Directory {
         Ok(())
     }
 
-    /// Lists every resource of a type into an index.
+    /// Lists every resource of a type into an index, through the same paging as the tap
+    /// ([`list::read_all`]: the overlap, the anchors, deduplication and fill passes), so a
+    /// resource deleted or created while the listing is read hides no other one.
+    ///
+    /// A listing that stays short of `totalResults` after the fill passes is kept, with a
+    /// warning, as it always was: lookups may then miss what is there, and only the server's
+    /// 409 on a create stands between roster and a duplicate (seen with scim2-server when its
+    /// `filter.maxResults` is 0: `totalResults: 3` and no resources). A server that ignores
+    /// `startIndex` stops the run: no lookup could be trusted.
     async fn list_all(&self, res: Res) -> Result<Result<Index, LookupError>, SinkError> {
         let mut index = Index::default();
-        let mut start = FIRST_INDEX;
-        let count = *self.page_size.read();
-        // What the server said it has, against what it listed.
-        let mut total = None;
-        let mut listed: u64 = 0;
-        loop {
-            let mut path = format!("{}?startIndex={start}&count={count}", res.endpoint());
-            if res == Res::Group {
-                // Members are not needed to find a group, and make pages large.
-                path.push_str("&excludedAttributes=members");
-            }
-            let response = match self
-                .transport
-                .send(WireRequest::new(Method::Get, path))
-                .await
-            {
-                Ok(response) => response,
-                Err(err) => return Ok(Err(fatal_or(self.vendor, err)?)),
-            };
-            let Ok(page) = paging::from_value(response.json()) else {
-                break;
-            };
-            total = page.total_results.or(total);
-            listed += page.resources.len() as u64;
-            for resource in &page.resources {
+        let query = ListQuery {
+            path: res.endpoint(),
+            start: FIRST_INDEX,
+            count: *self.page_size.read(),
+            filter: None,
+            // Members are not needed to find a group, and make pages large.
+            excluded: (res == Res::Group).then_some("members"),
+        };
+        let read = list::read_all(
+            self.vendor,
+            query,
+            |asked| self.list_page(asked),
+            |resource| {
                 if let Some(object) = resource.as_object()
                     && let Some(id) = id_of(object)
                 {
                     index.put(&id, object);
                 }
-            }
-            match paging::next_start_index(start, &page) {
-                Some(next) => start = next,
-                None => break,
-            }
-        }
-        if let Some(total) = total.filter(|t| *t > listed) {
-            // Seen with scim2-server when its `filter.maxResults` is 0: `totalResults: 3` and
-            // no resources. Lookups then miss what is there, and only the server's 409 on a
-            // create stands between roster and a duplicate.
-            tracing::warn!(
-                "{}: the server says it has {total} {}s but listed {listed}; lookups without filters may miss existing ones (check the server's paging or maxResults)",
+            },
+        )
+        .await;
+        match read {
+            Err(err) => return Ok(Err(fatal_or(self.vendor, err)?)),
+            Ok(Ok(_)) => {}
+            Ok(Err(PassError::Short { seen, total, .. })) => tracing::warn!(
+                "{}: the server says it has {total} {}s but listed {seen}; lookups without filters may miss existing ones (check the server's paging or maxResults)",
                 self.vendor,
                 res.noun()
-            );
+            ),
+            Ok(Err(err @ PassError::IgnoresStartIndex { .. })) => {
+                return Err(SinkError::Vendor {
+                    vendor: self.vendor,
+                    detail: format!("listing {}: {err}", res.endpoint()),
+                });
+            }
         }
         tracing::debug!(
             "{}: indexed {} {}s",
@@ -395,6 +395,29 @@ impl Directory {
             res.noun()
         );
         Ok(Ok(index))
+    }
+
+    /// One page of a listing through the writer's transport. A dry run's stand-in answer
+    /// ends the listing (nothing was read).
+    async fn list_page(&self, query: ListQuery<'_>) -> Result<ListedPage, SendError> {
+        let request = WireRequest::new(Method::Get, query.path_and_query());
+        let response = self.transport.send(request).await?;
+        if response.dry_run {
+            return Ok(ListedPage::empty());
+        }
+        match paging::from_value(response.json()) {
+            Ok(page) => Ok(ListedPage::from_scim(query.start, page)),
+            Err(err) => Err(SendError {
+                failure: SendFailure::Refused,
+                status: Some(response.status),
+                body_excerpt: None,
+                message: format!(
+                    "{}: GET {} answered something that is not a SCIM ListResponse ({err}), so resources cannot be looked up in it",
+                    self.vendor, query.path
+                ),
+                maybe_processed: false,
+            }),
+        }
     }
 }
 
@@ -472,46 +495,79 @@ mod tests {
         );
     }
 
+    /// The `startIndex` a listing request asked for.
+    fn start_of(path: &str) -> usize {
+        path.split("startIndex=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn refuse_filters(r: &WireRequest) -> Option<Result<WireResponse, SendError>> {
+        r.path.contains("filter=").then(|| {
+            Err(SendError {
+                failure: SendFailure::Refused,
+                status: Some(400),
+                body_excerpt: Some(
+                    r#"{"status":"400","scimType":"invalidFilter","detail":"no filters here"}"#
+                        .into(),
+                ),
+                message: "GET answered 400".into(),
+                maybe_processed: false,
+            })
+        })
+    }
+
+    /// A server without filters whose `/Users` listing serves `dir` in pages of at most `cap`
+    /// (whatever `count` was asked), calling `change` with the number of pages served so far
+    /// after each one.
+    fn short_page_server(
+        dir: Vec<Value>,
+        cap: usize,
+        change: impl Fn(usize, &mut Vec<Value>) + Send + Sync + 'static,
+    ) -> Arc<ScriptedTransport> {
+        let dir = Mutex::new((dir, 0usize));
+        Arc::new(ScriptedTransport::new(move |r| {
+            if let Some(refused) = refuse_filters(r) {
+                return refused;
+            }
+            let mut guard = dir.lock();
+            let (users, served) = &mut *guard;
+            let start = start_of(&r.path);
+            let resources: Vec<Value> = users.iter().skip(start - 1).take(cap).cloned().collect();
+            let total = users.len();
+            *served += 1;
+            change(*served, users);
+            Ok(WireResponse::ok(
+                json!({"totalResults": total, "startIndex": start, "Resources": resources}),
+            ))
+        }))
+    }
+
+    fn paths(transport: &ScriptedTransport) -> Vec<String> {
+        transport
+            .requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect()
+    }
+
     #[tokio::test]
     async fn without_filters_one_listing_feeds_every_lookup() {
-        let transport = Arc::new(ScriptedTransport::new(|r| {
-            if r.path.contains("filter=") {
-                return Err(SendError {
-                    failure: SendFailure::Refused,
-                    status: Some(400),
-                    body_excerpt: Some(
-                        r#"{"status":"400","scimType":"invalidFilter","detail":"no filters here"}"#
-                            .into(),
-                    ),
-                    message: "GET answered 400".into(),
-                    maybe_processed: false,
-                });
-            }
-            let start: u64 = r
-                .path
-                .split("startIndex=")
-                .nth(1)
-                .unwrap()
-                .split('&')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            // Two users, one per page, whatever count was asked.
-            let all = [
+        // Three users, two per page whatever count was asked.
+        let transport = short_page_server(
+            vec![
                 json!({"id": "1", "userName": "bob@x.io", "externalId": "B", "displayName": "Bob"}),
                 json!({"id": "2", "userName": "alice@x.io", "externalId": "a"}),
-            ];
-            let resources: Vec<Value> = all
-                .iter()
-                .skip(start as usize - 1)
-                .take(1)
-                .cloned()
-                .collect();
-            Ok(WireResponse::ok(
-                json!({"totalResults": 2, "startIndex": start, "Resources": resources}),
-            ))
-        }));
+                json!({"id": "3", "userName": "dan@x.io", "externalId": "d"}),
+            ],
+            2,
+            |_, _| {},
+        );
         let dir = Directory::new("scim", transport.clone());
         let found = dir
             .find(Res::User, Attr::ExternalId, "a")
@@ -534,13 +590,18 @@ mod tests {
                 .len(),
             1
         );
-        let paths: Vec<String> = transport
-            .requests()
-            .iter()
-            .map(|r| r.path.clone())
-            .collect();
         assert_eq!(
-            paths,
+            dir.find(Res::User, Attr::ExternalId, "d")
+                .await
+                .unwrap()
+                .unwrap()
+                .len(),
+            1
+        );
+        // One listing for every lookup. The page after a short one starts one early (the
+        // tap's overlap) and finds the last user read in it, so it reads on, not again.
+        assert_eq!(
+            paths(&transport),
             vec![
                 "/Users?filter=externalId%20eq%20%22a%22",
                 "/Users?startIndex=1&count=100",
@@ -548,8 +609,8 @@ mod tests {
             ]
         );
         // What the writer creates is indexed too.
-        let created = json!({"id": "3", "userName": "carol@x.io", "externalId": "c"});
-        dir.remember(Res::User, "c", "3", created.as_object()).await;
+        let created = json!({"id": "4", "userName": "carol@x.io", "externalId": "c"});
+        dir.remember(Res::User, "c", "4", created.as_object()).await;
         assert_eq!(
             dir.find(Res::User, Attr::UserName, "carol@x.io")
                 .await
@@ -558,8 +619,8 @@ mod tests {
                 .len(),
             1
         );
-        assert_eq!(dir.mapped(Res::User, "c").as_deref(), Some("3"));
-        dir.forget(Res::User, "c", "3").await;
+        assert_eq!(dir.mapped(Res::User, "c").as_deref(), Some("4"));
+        dir.forget(Res::User, "c", "4").await;
         assert!(
             dir.find(Res::User, Attr::UserName, "carol@x.io")
                 .await
@@ -567,6 +628,119 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    fn users(n: usize) -> Vec<Value> {
+        (1..=n)
+            .map(|i| json!({"id": format!("id{i}"), "externalId": format!("u{i}")}))
+            .collect()
+    }
+
+    /// Deletions while the index is listed shift the pages under it, as they do under the tap:
+    /// the old loop went on at the index after the page read, which then held a later user, and
+    /// never indexed the ones in between (a lookup then missed them and the writer created
+    /// duplicates). Every user still held is found; the deleted ones may be (they were read).
+    #[tokio::test]
+    async fn a_listing_misses_no_user_when_users_are_deleted_mid_listing() {
+        // (what, users, page cap, after which page, how many deleted, from which position)
+        for (what, n, cap, after, deleted, from) in [
+            ("7 of 50 at the start, pages of 10", 50, 10, 1, 7, 0),
+            ("1 behind the index, pages of 10", 50, 10, 2, 1, 5),
+            (
+                "25 of 100 behind the index, short pages of 3",
+                100,
+                3,
+                3,
+                25,
+                0,
+            ),
+        ] {
+            let all = users(n);
+            let transport = short_page_server(all.clone(), cap, move |served, dir| {
+                if served == after {
+                    dir.drain(from..from + deleted);
+                }
+            });
+            let dir = Directory::new("scim", transport.clone());
+            dir.disable_filters();
+            dir.set_page_size(10);
+            for (i, user) in all.iter().enumerate() {
+                let key = user["externalId"].as_str().unwrap();
+                let found = dir
+                    .find(Res::User, Attr::ExternalId, key)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if !(from..from + deleted).contains(&i) {
+                    assert_eq!(found.len(), 1, "{what}: live user {key} not found");
+                    assert_eq!(Some(found[0].id.as_str()), user["id"].as_str(), "{what}");
+                }
+            }
+        }
+    }
+
+    /// scim2-server with `filter.maxResults: 0` says `totalResults: 3` and lists nothing. The
+    /// writer goes on as it always did (lookups find nothing; the server's 409 on a create is
+    /// what stops a duplicate), after reading the listing again as the tap's fill passes do.
+    #[tokio::test]
+    async fn a_listing_short_of_its_total_is_kept_with_a_warning() {
+        let transport = Arc::new(ScriptedTransport::new(|r| {
+            refuse_filters(r).unwrap_or_else(|| {
+                Ok(WireResponse::ok(
+                    json!({"totalResults": 3, "startIndex": 1, "Resources": []}),
+                ))
+            })
+        }));
+        let dir = Directory::new("scim", transport.clone());
+        dir.disable_filters();
+        for key in ["a", "b"] {
+            assert!(
+                dir.find(Res::User, Attr::ExternalId, key)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        // The first pass and two fill passes, once for both lookups.
+        assert_eq!(paths(&transport).len(), 1 + list::MAX_FILL_PASSES as usize);
+    }
+
+    /// A server that answers every `startIndex` with the first page: the old loop indexed the
+    /// first page only and looked complete; now the run stops, naming it.
+    #[tokio::test]
+    async fn a_server_that_ignores_start_index_stops_the_run() {
+        let all = users(30);
+        let transport = Arc::new(ScriptedTransport::new(move |_| {
+            Ok(WireResponse::ok(
+                json!({"totalResults": 30, "Resources": all[..10].to_vec()}),
+            ))
+        }));
+        let dir = Directory::new("scim", transport);
+        dir.disable_filters();
+        dir.set_page_size(10);
+        let err = dir
+            .find(Res::User, Attr::ExternalId, "u25")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("ignores startIndex"), "{err}");
+    }
+
+    /// A listing answer that is not a `ListResponse` rejects the lookup with the reason (the
+    /// old loop took it for the end of the listing and looked nothing up in an empty index).
+    #[tokio::test]
+    async fn a_listing_that_is_not_a_list_response_rejects_the_lookup() {
+        let transport = Arc::new(ScriptedTransport::new(|_| {
+            Ok(WireResponse::ok(json!(["not", "a", "list", "response"])))
+        }));
+        let dir = Directory::new("scim", transport);
+        dir.disable_filters();
+        let err = dir
+            .find(Res::User, Attr::ExternalId, "u1")
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.message.contains("not a SCIM ListResponse"), "{err}");
     }
 
     #[test]

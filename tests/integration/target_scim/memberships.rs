@@ -327,3 +327,60 @@ fn servers_without_filters_are_listed_once_per_resource_type() {
         .count();
     assert_eq!(listings, 3, "{:?}", sb.requests());
 }
+
+/// The writer's listing of a server without filters pages the way the tap does (issue 13): 7 of
+/// 50 users deleted once its first page (of 10) is served shifted the rest, so the old loop went
+/// on at index 11, which then held the 18th user, and never indexed the 11th to 17th. Their
+/// lookups missed, and each was POSTed again (a 409 and a re-listing later, adopted). Now every
+/// live user is found by the one listing and updated in place.
+#[test]
+fn a_listing_without_filters_misses_no_user_deleted_mid_listing() {
+    let sb = Sandbox::builder()
+        .seed(5)
+        .users(50)
+        .groups(1)
+        .scim_filter(false)
+        .scim_page_cap(10)
+        .start_background()
+        .unwrap();
+    let listed = users(&sb, Vendor::Scim);
+    let doomed: Vec<&str> = listed[..7]
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    // The writer's check reads one user first; the deletes follow the index's first page.
+    sb.delete_after_pages(Vendor::Scim, "/scim/v2/Users", 2, &doomed);
+    let mut input = users_input();
+    for u in &listed[7..20] {
+        input = input.record(
+            "users",
+            json!({"id": u["externalId"], "email": u["userName"], "first_name": "Kept"}),
+        );
+    }
+    let input = input.state(json!({"n": 13}));
+    sb.clear_requests();
+    let run = target(&sb.config(Vendor::Scim), &input).ok();
+    assert!(run.rejects.is_empty(), "{:?}", run.rejects);
+    let pages: Vec<String> = sb
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/scim/v2/Users")
+        .map(|r| r.query.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        pages.len() > 2 && pages[0].contains("count=1") && pages[1].contains("startIndex=1"),
+        "the deletes must follow the index's first page: {pages:?}"
+    );
+    assert_eq!(users(&sb, Vendor::Scim).len(), 43, "the deletes happened");
+    let posts: Vec<String> = sb
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| format!("{} {}", r.path, r.status))
+        .collect();
+    assert!(posts.is_empty(), "existing users created again: {posts:?}");
+    for u in &listed[7..20] {
+        let now = one_user(&sb, Vendor::Scim, "id", u["id"].as_str().unwrap());
+        assert_eq!(now["name"]["givenName"], json!("Kept"), "{}", u["id"]);
+    }
+}
