@@ -217,7 +217,13 @@ impl Sync {
             version: version.or(current.and_then(|c| c.version)),
         };
         ledger.expect(&key, entry);
-        let existed = current.is_some_and(|c| c.held);
+        // Where a read at the vendor decides the mode, what it found is what the mode lets
+        // through: held under update_only, absent under create_only.
+        let existed = match self.mode {
+            SyncMode::UpdateOnly if self.reads.decides(self.mode, item) => true,
+            SyncMode::CreateOnly if self.reads.decides(self.mode, item) => false,
+            _ => current.is_some_and(|c| c.held),
+        };
         self.pending
             .insert(op.ticket, pending(Some(key), entry, existed));
         Ok(Decision::Send)

@@ -284,6 +284,9 @@ fn update_only_and_create_only_ask_userflow_what_it_holds() {
     let counts = &report["streams"]["users"];
     assert_eq!(counts["left_out"]["update_only"], 1, "{report}");
     assert_eq!(counts["sent"], 1, "{report}");
+    // Userflow said it holds `out` (the ledger never saw it): an update, not a create.
+    assert_eq!(counts["updated"], 1, "{report}");
+    assert_eq!(counts["created"], 0, "{report}");
 
     let cfg = config(
         &sb,
