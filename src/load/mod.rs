@@ -688,6 +688,15 @@ fn finish(
     path: Option<&std::path::Path>,
 ) -> Result<(), TargetError> {
     report.print_summary();
+    write_report(result, report, path)
+}
+
+/// Writes `--report` (when asked); a failure to write it fails a run that had not failed.
+fn write_report(
+    result: Result<(), TargetError>,
+    report: &Report,
+    path: Option<&std::path::Path>,
+) -> Result<(), TargetError> {
     if let Some(path) = path
         && let Err(source) = report.write(path)
     {

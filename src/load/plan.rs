@@ -473,16 +473,7 @@ impl Planning {
         if let Err(err) = self.out.finish() {
             return result.and(Err(TargetError::DryRunOutput(err)));
         }
-        if let Some(path) = path
-            && let Err(source) = report.write(path)
-        {
-            let err = TargetError::Report {
-                path: path.to_path_buf(),
-                source,
-            };
-            return result.and(Err(err));
-        }
-        result
+        super::write_report(result, &report, path)
     }
 }
 
