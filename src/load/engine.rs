@@ -16,6 +16,7 @@ mod close;
 mod mirror;
 mod outcomes;
 mod pairs;
+mod stream;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -43,11 +44,12 @@ use super::dry_run::DryRunOutput;
 use super::hold::Held;
 use super::identity::{IdentityGuard, Screened};
 use super::reject::RejectFile;
-use super::report::{Report, StreamCounts, Tally};
+use super::report::{Report, Tally};
 use super::route::{Route, Router, StreamMap};
 use super::schema::StreamSchema;
 use super::sync::{Class, Decision, Sync};
 use super::sync_log::SyncLog;
+use stream::Stream;
 
 /// Ops handed to the sink and not yet written, at most: bounds memory and keeps the reader from
 /// running far ahead of a slow vendor.
@@ -97,19 +99,6 @@ pub struct Parts<W: Write> {
     pub identity: Option<IdentityGuard>,
     /// `sync_mode: mirror`: the passes and their deletes (`None`: another mode).
     pub mirror: Option<super::mirror::Mirror>,
-}
-
-struct Stream {
-    name: Arc<str>,
-    schema: Option<Arc<StreamSchema>>,
-    generation: u64,
-    route: Route,
-    kind: Option<&'static str>,
-    counts: StreamCounts,
-    /// The Singer `version` of the stream's latest RECORD.
-    version: Option<u64>,
-    /// Each version the stream took, from the ticket of its first record on.
-    versions: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -528,19 +517,8 @@ impl<W: Write> Engine<W> {
             }
             None => {
                 self.by_name.insert(name.clone(), self.streams.len());
-                self.streams.push(Stream {
-                    name: name.into(),
-                    schema: Some(compiled),
-                    generation: 1,
-                    route,
-                    kind,
-                    counts: StreamCounts {
-                        kind,
-                        ..StreamCounts::default()
-                    },
-                    version: None,
-                    versions: Vec::new(),
-                });
+                self.streams
+                    .push(Stream::new(name.into(), Some(compiled), route, kind));
             }
         }
     }

@@ -11,7 +11,6 @@ use serde_json::Value;
 
 use crate::load::TargetError;
 use crate::load::mirror::{Guards, Mirror, Planned, Tripped, delete_of};
-use crate::load::report::StreamCounts;
 use crate::load::route::Route;
 use crate::singer::Object;
 use crate::sink::{Op, Origin, Ticket};
@@ -316,19 +315,8 @@ impl<W: Write> Engine<W> {
             Route::Skip(_) | Route::Reject(_) => None,
         };
         self.by_name.insert(name.to_string(), self.streams.len());
-        self.streams.push(Stream {
-            name: name.into(),
-            schema: None,
-            generation: 0,
-            route,
-            kind,
-            counts: StreamCounts {
-                kind,
-                ..StreamCounts::default()
-            },
-            version: None,
-            versions: Vec::new(),
-        });
+        self.streams
+            .push(Stream::new(name.into(), None, route, kind));
         self.streams.len() - 1
     }
 }
