@@ -172,8 +172,10 @@ def main():
                  "--seed", 7, "--error-rate", f"userflow={args.error_rate}") as sb:
         (out / "config.json").write_text(json.dumps({
             "vendor": "userflow", "base_url": f"{sb.base}/userflow", "api_key": USERFLOW_KEY,
-            "max_retries": 50, "reject_file": str(out / "rejects.ndjson")}))
-        for f in ("rejects.ndjson", "report.json"):
+            "max_retries": 50, "reject_file": str(out / "rejects.ndjson"),
+            # Its own ledger, so a previous run's (the same records) cannot turn sends into skips.
+            "ledger": str(out / "ledger.sqlite")}))
+        for f in ("rejects.ndjson", "report.json", "ledger.sqlite"):
             (out / f).unlink(missing_ok=True)
         argv = [str(release / "target-roster"), "--config", str(out / "config.json"),
                 "--input", str(out / "input.singer"), "--report", str(out / "report.json")]
