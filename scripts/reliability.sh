@@ -191,6 +191,18 @@ if os.path.exists(soak_path):
         print(f"The run was stopped (SIGTERM) after {k['cut_short_after_s']:.0f} s, at the STATE covering "
               f"{k['covered']:,} of {k['records']:,} records (exit {k['exit']}); records lost counts what "
               "that STATE covers: the users missing or behind the revision it covers, and the rejects.")
+    if k.get("storms_judged"):
+        rec = k["storm_recovery"]
+        slow = [x for x in rec if not x["recovered"]]
+        print()
+        print(f"Recovery after the storms: the sandbox's accepted upserts per second from 8 s after a storm "
+              f"ended to the next one, against the 10 s before it: back to at least 80% after "
+              f"{k['storms_recovered']} of {k['storms_judged']} storms (median before "
+              f"{sorted(x['before_per_s'] for x in rec)[len(rec) // 2]}/s, after "
+              f"{sorted(x['after_per_s'] for x in rec)[len(rec) // 2]}/s)"
+              + (": not after the storms at " + ", ".join(f"{x['storm_at_s']} s ({x['before_per_s']}/s before, "
+                                                       f"{x['after_per_s']}/s after)" for x in slow[:8])
+                 + (" and more" if len(slow) > 8 else "") if slow else "") + ".")
     print()
     print(f"![target-roster RSS and open fds over the soak]({k['svg']})")
     if k["problems"]:

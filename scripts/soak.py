@@ -5,7 +5,8 @@ throttles Userflow for STORM_SECONDS (a 429 storm). Samples the target's RSS and
 descriptors every second from /proc, checks that nothing was lost, and writes:
 
   OUT/soak.json   the figures (scripts/reliability.sh puts them in RELIABILITY.md)
-  OUT/soak.csv    one line per second: seconds, RSS MB, open fds
+  OUT/soak.csv    one line per second: seconds, RSS MB, open fds, Userflow answers that second
+                  that were 2xx (what the sandbox accepted), and whether a storm was on
   SVG             the RSS and fd curves as a small SVG (default docs/reliability-soak.svg)
 
 The records are USERS distinct users, each upserted RECORDS / USERS times with a revision
@@ -53,7 +54,17 @@ def generate(path, records, users, state_every):
     return revs * users, revs
 
 
-def sample(pid, stop, rows, started):
+def accepted_so_far(sb):
+    """Userflow answers with a 2xx status so far (the sandbox's counters), or None."""
+    try:
+        statuses = sb.admin("GET", "stats")["vendors"].get("userflow", {}).get("statuses", {})
+    except (OSError, ValueError, KeyError):
+        return None
+    return sum(v for k, v in statuses.items() if k.startswith("2"))
+
+
+def sample(pid, stop, rows, started, sb, storm_on):
+    last = accepted_so_far(sb) or 0
     while not stop.is_set():
         try:
             status = Path(f"/proc/{pid}/status").read_text()
@@ -61,17 +72,42 @@ def sample(pid, stop, rows, started):
             fds = len(os.listdir(f"/proc/{pid}/fd"))
         except (OSError, StopIteration):
             break
-        rows.append((round(time.time() - started, 1), rss_kb / 1024, fds))
+        now = accepted_so_far(sb)
+        accepted = None if now is None else now - last
+        last = last if now is None else now
+        rows.append((round(time.time() - started, 1), rss_kb / 1024, fds, accepted, storm_on[0]))
         stop.wait(1.0)
 
 
-def storms(sb, stop, every, seconds, rate, count):
+def storms(sb, stop, every, seconds, rate, count, storm_on, started, spans):
     while not stop.wait(every):
         sb.admin("POST", "faults", {"rate_limit": {"userflow": rate}})
         count[0] += 1
+        storm_on[0] = 1
+        begun = time.time() - started
         if stop.wait(seconds):
             break
         sb.admin("POST", "faults", {"rate_limit": {"userflow": None}})
+        storm_on[0] = 0
+        spans.append((begun, time.time() - started))
+
+
+def recovery(rows, spans, every, settle=8.0):
+    """Per storm: the accepted rate over the 10 s before it and from `settle` s after it ends to
+    the next storm. A storm is recovered from when the rate after is at least 80% of the rate
+    before (a window with fewer than 3 samples is left out)."""
+    out = []
+    for begun, ended in spans:
+        def rate(a, b):
+            xs = [r[3] for r in rows if a <= r[0] < b and r[3] is not None]
+            return (sum(xs) / len(xs)) if len(xs) >= 3 else None
+        before = rate(begun - 10, begun)
+        after = rate(ended + settle, begun + every)
+        if before is None or after is None:
+            continue
+        out.append({"storm_at_s": round(begun), "before_per_s": round(before), "after_per_s": round(after),
+                    "recovered": after >= 0.8 * before})
+    return out
 
 
 def svg(rows, path, title):
@@ -82,8 +118,12 @@ def svg(rows, path, title):
     x = lambda t: pad + (w - 2 * pad) * t / t_max
     y_rss = lambda m: h - pad - (h - 2 * pad) * m / rss_max
     y_fd = lambda n: h - pad - (h - 2 * pad) * n / fd_max
-    rss_pts = " ".join(f"{x(t):.1f},{y_rss(m):.1f}" for t, m, _ in rows)
-    fd_pts = " ".join(f"{x(t):.1f},{y_fd(n):.1f}" for t, _, n in rows)
+    rss_pts = " ".join(f"{x(r[0]):.1f},{y_rss(r[1]):.1f}" for r in rows)
+    fd_pts = " ".join(f"{x(r[0]):.1f},{y_fd(r[2]):.1f}" for r in rows)
+    # Accepted answers per second, scaled to the plot's height (grey, no axis: its peak is named).
+    acc = [(r[0], r[3]) for r in rows if r[3] is not None]
+    acc_max = max((a for _, a in acc), default=0) or 1
+    acc_pts = " ".join(f"{x(t):.1f},{h - pad - (h - 2 * pad) * a / acc_max:.1f}" for t, a in acc)
     Path(path).write_text(f"""<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">
 <rect width="{w}" height="{h}" fill="white"/>
 <text x="{pad}" y="16">{title}</text>
@@ -95,10 +135,12 @@ def svg(rows, path, title):
 <text x="{w - pad + 4}" y="{pad}" fill="#c0392b">{fd_max:.0f}</text>
 <text x="{w - pad + 4}" y="{h - pad}" fill="#c0392b">0</text>
 <text x="{w / 2}" y="{h - 8}" text-anchor="middle">seconds (0 to {t_max:.0f})</text>
+<polyline fill="none" stroke="#bbbbbb" stroke-width="0.6" points="{acc_pts}"/>
 <polyline fill="none" stroke="#1f5fbf" stroke-width="1.5" points="{rss_pts}"/>
 <polyline fill="none" stroke="#c0392b" stroke-width="1.5" points="{fd_pts}"/>
 <text x="{pad + 8}" y="{pad + 12}" fill="#1f5fbf">target-roster RSS, MB (left axis)</text>
 <text x="{pad + 8}" y="{pad + 26}" fill="#c0392b">open file descriptors (right axis)</text>
+<text x="{pad + 8}" y="{pad + 40}" fill="#888888">upserts accepted per second (grey, peak {acc_max:.0f}/s)</text>
 </svg>
 """)
 
@@ -130,18 +172,21 @@ def main():
                  "--seed", 7, "--error-rate", f"userflow={args.error_rate}") as sb:
         (out / "config.json").write_text(json.dumps({
             "vendor": "userflow", "base_url": f"{sb.base}/userflow", "api_key": USERFLOW_KEY,
-            "max_retries": 50, "reject_file": str(out / "rejects.ndjson")}))
-        for f in ("rejects.ndjson", "report.json"):
+            "max_retries": 50, "reject_file": str(out / "rejects.ndjson"),
+            # Its own ledger, so a previous run's (the same records) cannot turn sends into skips.
+            "ledger": str(out / "ledger.sqlite")}))
+        for f in ("rejects.ndjson", "report.json", "ledger.sqlite"):
             (out / f).unlink(missing_ok=True)
         argv = [str(release / "target-roster"), "--config", str(out / "config.json"),
                 "--input", str(out / "input.singer"), "--report", str(out / "report.json")]
         started = time.time()
         with open(out / "stdout", "w") as so, open(out / "stderr", "w") as se:
             proc = subprocess.Popen(argv, stdout=so, stderr=se, env=dict(os.environ, ROSTER_LOG="warn"))
-        stop, rows, storm_count = threading.Event(), [], [0]
-        threads = [threading.Thread(target=sample, args=(proc.pid, stop, rows, started)),
+        stop, rows, storm_count, storm_on, spans = threading.Event(), [], [0], [0], []
+        threads = [threading.Thread(target=sample, args=(proc.pid, stop, rows, started, sb, storm_on)),
                    threading.Thread(target=storms, args=(sb, stop, args.storm_every, args.storm_seconds,
-                                                         args.storm_rate, storm_count))]
+                                                         args.storm_rate, storm_count, storm_on, started,
+                                                         spans))]
         for t in threads:
             t.start()
         cut = False
@@ -204,9 +249,10 @@ def main():
     flat = peak2 <= peak1 * RSS_TOLERANCE + 1
     fd_ok = fd4 <= fd1 + FD_SLACK
     with open(out / "soak.csv", "w") as f:
-        f.write("seconds,rss_mb,open_fds\n")
-        for t, m, n in rows:
-            f.write(f"{t},{m:.1f},{n}\n")
+        f.write("seconds,rss_mb,open_fds,accepted,storm\n")
+        for t, m, n, a, st in rows:
+            f.write(f"{t},{m:.1f},{n},{'' if a is None else a},{st}\n")
+    storms_judged = recovery(rows, spans, args.storm_every)
     svg(rows, args.svg, f"soak: {covered:,} of {total:,} upserts, {args.error_rate:.0%} 5xx, {storm_count[0]} 429 storms")
     figures = {"records": total, "covered": covered, "cut_short_after_s": args.deadline if cut else None,
                "users": users, "revisions": revs, "wall_s": round(wall, 1),
@@ -216,6 +262,8 @@ def main():
                "peak_rss_mb_first_half": round(peak1, 1), "peak_rss_mb_second_half": round(peak2, 1),
                "rss_flat": flat, "max_fds_first_quarter": fd1, "max_fds_last_quarter": fd4,
                "fds_flat": fd_ok, "samples": len(rows), "svg": os.path.relpath(args.svg, ROOT),
+               "storms_recovered": sum(1 for x in storms_judged if x["recovered"]),
+               "storms_judged": len(storms_judged), "storm_recovery": storms_judged,
                "problems": problems}
     (out / "soak.json").write_text(json.dumps(figures, indent=1))
     log(json.dumps(figures))

@@ -48,6 +48,16 @@
 //!   fell) ends the attempt as any event does, and the next one waits twice as long; after the
 //!   wait passes [`RECOVERY_QUIET_MAX`] the engine gives up and keeps probing. A cut to the
 //!   measured rate at a steady limit (to 0.97 of it, or 0.8 across a pause) never arms this.
+//! - **Which rate to return to**: the highest steady rate of the last [`REFERENCE_MEMORY`]
+//!   (sampled every second as the smaller of two adjacent seconds' accepted rates, and at each
+//!   decision as above), not the last one: a storm met while the machine was starved (or in a
+//!   stretch too uneven to count as steady) would otherwise arm nothing, or remember the starved
+//!   rate, and every later storm would remember the paced rate that followed (the
+//!   1,000,000-record soak sat at 80–115 records/s that way, with target-roster at 3% CPU). And
+//!   the climb does not stop at that rate while the pacer still holds requests back: slow start
+//!   goes on doubling until a 429 measures the limit or our own demand is met, so a remembered
+//!   rate that was too low costs a few seconds, not the rest of the run. Giving up (above)
+//!   forgets the remembered rates: the limit really fell.
 //!
 //! Against a token bucket this settles into a shallow sawtooth at the true limit with one 429 per
 //! cycle. The constants were tuned with a discrete-event simulation (N=5,000; 50/s and 600/min
@@ -133,6 +143,12 @@ pub const RECOVERY_STEADY: f64 = 1.5;
 pub const RECOVERY_QUIET: Duration = Duration::from_secs(4);
 /// Each failed attempt doubles the wait before the next; past this the engine gives up.
 pub const RECOVERY_QUIET_MAX: Duration = Duration::from_secs(8);
+/// The rate to return to after a storm is the highest steady rate of this long before it (a
+/// storm met while the machine was starved must not make the starved rate the one to return to).
+pub const REFERENCE_MEMORY: Duration = Duration::from_secs(180);
+/// The steady rate is sampled over whole seconds: the smaller of two adjacent seconds' accepted
+/// rates, neither of them holding a decision (a burst drained in one second is not a rate).
+pub const STEADY_SAMPLE: Duration = Duration::from_secs(1);
 /// Weight of a new sample in the smoothed round-trip time.
 const SRTT_WEIGHT: f64 = 0.2;
 
@@ -212,8 +228,15 @@ pub struct AdaptiveRate {
     started: Option<Instant>,
     /// Armed after a storm's deep cut.
     recovery: Option<Recovery>,
-    /// The last sustained rate measured before an event: (rate, unpaced then, when).
+    /// The highest sustained rate measured in the last [`REFERENCE_MEMORY`]: (rate, unpaced
+    /// then, when).
     reference: Option<(f64, bool, Instant)>,
+    /// The second being counted for the steady rate: (start, accepted answers in it).
+    second: Option<(Instant, u32)>,
+    /// The last whole second's accepted rate: (its start, rate).
+    last_second: Option<(Instant, f64)>,
+    /// When the storm that armed the recovery was met (for the log line when it ends).
+    storm_at: Option<Instant>,
 }
 
 impl AdaptiveRate {
@@ -251,6 +274,9 @@ impl AdaptiveRate {
             started: None,
             recovery: None,
             reference: None,
+            second: None,
+            last_second: None,
+            storm_at: None,
         }
     }
 
@@ -362,6 +388,7 @@ impl AdaptiveRate {
                 self.sampled = self.sampled.saturating_add(1);
             }
             self.remember_accepted(now);
+            self.count_second(now);
         }
         if self.pending {
             let since = self
@@ -392,12 +419,21 @@ impl AdaptiveRate {
                 if self.bound {
                     self.set_rate(self.rate.map(|r| r * 2.0));
                     self.raised_at = Some(now);
+                    tracing::debug!(rate = ?self.rate, "pacing: slow start doubles the rate");
                 }
                 if let Some(rec) = climbing {
-                    // Back at the rate before the storm, or the rate no longer holds requests
-                    // back: the storm is over.
-                    if !self.bound || self.rate.is_none_or(|r| r >= rec.to) {
+                    // The rate no longer holds requests back: the storm is over. Back at the
+                    // rate before it with no pacing then: none again. Back at a paced rate
+                    // before it while the pacer still holds requests back: the storm is over
+                    // too, but that rate may have been measured while the machine was starved
+                    // (or the vendor has since raised its limit), so slow start goes on past it
+                    // until a 429 measures the limit or our own demand is met.
+                    let reached = self.rate.is_none_or(|r| r >= rec.to);
+                    if !self.bound || (reached && rec.unlimited) {
                         self.recovered(now, rec);
+                    } else if reached {
+                        self.recovery = None;
+                        self.log_restored(now);
                     }
                 }
                 self.bound = false;
@@ -417,7 +453,6 @@ impl AdaptiveRate {
     /// The climb after a storm reached the rate before it.
     fn recovered(&mut self, now: Instant, rec: Recovery) {
         self.recovery = None;
-        self.reference = None;
         self.raised_at = None;
         self.held = false;
         self.accepted = 0;
@@ -428,7 +463,73 @@ impl AdaptiveRate {
             self.tat = None;
         } else {
             self.phase = Phase::Probe;
-            self.set_rate(Some(rec.to));
+            self.set_rate(Some(rec.to.max(self.rate.unwrap_or(0.0))));
+        }
+        self.log_restored(now);
+    }
+
+    /// The one-line note that a storm's cut is over.
+    fn log_restored(&mut self, now: Instant) {
+        let after = self
+            .storm_at
+            .take()
+            .map_or(0.0, |s| now.saturating_duration_since(s).as_secs_f64());
+        match self.rate {
+            Some(r) => tracing::info!(
+                "pacing: the rate is back to {r:.1} requests/s, {after:.0} s after a 429 storm cut it"
+            ),
+            None => tracing::info!(
+                "pacing: no pacing again, {after:.0} s after a 429 storm cut the rate"
+            ),
+        }
+    }
+
+    /// Counts one accepted answer into the current whole second; when a second ends, the
+    /// smaller of its rate and the previous second's (when adjacent, and no decision fell in
+    /// either) is a steady rate, and the highest of the last [`REFERENCE_MEMORY`] is kept.
+    fn count_second(&mut self, now: Instant) {
+        let (start, n) = *self.second.get_or_insert((now, 0));
+        if now < start + STEADY_SAMPLE {
+            self.second = Some((start, n.saturating_add(1)));
+            return;
+        }
+        let end = start + STEADY_SAMPLE;
+        let time = self.unpaused(start, end);
+        let rate = (time >= STEADY_SAMPLE / 2).then(|| f64::from(n) / time.as_secs_f64());
+        let clean = self.last_event.is_none_or(|e| e <= start)
+            && self
+                .started
+                .is_some_and(|s| start.saturating_duration_since(s) >= RECOVERY_SUSTAINED);
+        if let (Some(rate), Some((prev_start, prev))) = (rate, self.last_second) {
+            if clean
+                && prev_start + STEADY_SAMPLE == start
+                && self.last_event.is_none_or(|e| e <= prev_start)
+            {
+                let steady = rate.min(prev);
+                if steady * STEADY_SAMPLE.as_secs_f64() >= f64::from(EVENT_SAMPLES) {
+                    let unpaced = self.phase == Phase::Unlimited && self.ceiling.is_none();
+                    self.remember_reference(steady, unpaced, end);
+                }
+            }
+        }
+        self.last_second = rate.map(|r| (start, r));
+        // The next second starts where this answer falls (whole seconds after `start`).
+        let skipped = now.saturating_duration_since(start).as_nanos() / STEADY_SAMPLE.as_nanos();
+        let skipped = u32::try_from(skipped).unwrap_or(u32::MAX);
+        let next = start + STEADY_SAMPLE.saturating_mul(skipped);
+        if next != end {
+            self.last_second = None;
+        }
+        self.second = Some((next, 1));
+    }
+
+    /// Keeps the highest sustained rate of the last [`REFERENCE_MEMORY`].
+    fn remember_reference(&mut self, rate: f64, unpaced: bool, at: Instant) {
+        let keep_old = self.reference.is_some_and(|(old, _, when)| {
+            old >= rate && at.saturating_duration_since(when) <= REFERENCE_MEMORY
+        });
+        if !keep_old {
+            self.reference = Some((rate, unpaced, at));
         }
     }
 
@@ -536,12 +637,12 @@ impl AdaptiveRate {
             let until = self.pending_since.unwrap_or(now);
             if let Some(r) = self.sustained_rate(now, last_event, until) {
                 let unpaced = self.phase == Phase::Unlimited && self.ceiling.is_none();
-                self.reference = Some((r, unpaced, now));
+                self.remember_reference(r, unpaced, now);
             }
         }
         self.reference = self
             .reference
-            .filter(|r| now.saturating_duration_since(r.2) <= RECOVERY_QUIET_MAX);
+            .filter(|r| now.saturating_duration_since(r.2) <= REFERENCE_MEMORY);
         let measured = self.measure(now, last_event, 1.0, false);
         // Across a `Retry-After` pause the estimate above is right for a bucket whose burst
         // covers the pause, and far too low for one with a small burst (200/s with a burst of 5
@@ -572,21 +673,36 @@ impl AdaptiveRate {
             self.phase = Phase::SlowStart;
             new = new.max(current.min(measured.max(FIRST_RATE_FLOOR)));
         }
+        tracing::debug!(
+            from = ?self.rate,
+            to = new,
+            measured,
+            saturated,
+            phase = ?self.phase,
+            "pacing: a 429 decided the rate"
+        );
         self.set_rate(Some(new));
-        self.arm_recovery(new);
+        self.arm_recovery(now, new);
         self.start_measuring_after_cut(now);
     }
 
     /// After a cut to `new`: a recovery attempt that met the storm waits longer next time (or
     /// gives up); a cut far below what the server accepted steadily before arms one.
-    fn arm_recovery(&mut self, new: f64) {
+    fn arm_recovery(&mut self, now: Instant, new: f64) {
         match self.recovery.as_mut() {
             Some(rec) if rec.climbing => {
                 // The attempt met the storm (or a limit that really fell): wait longer next time.
                 rec.climbing = false;
                 rec.quiet = rec.quiet.saturating_mul(2);
                 if rec.quiet > RECOVERY_QUIET_MAX {
+                    // The limit really fell: the rates before it are not ones to return to.
                     self.recovery = None;
+                    self.reference = None;
+                    self.last_second = None;
+                    self.storm_at = None;
+                    tracing::info!(
+                        "pacing: the rate stays at {new:.1} requests/s: 429s ended every climb back after the storm"
+                    );
                 }
             }
             Some(_) => {}
@@ -600,6 +716,10 @@ impl AdaptiveRate {
                         quiet: RECOVERY_QUIET,
                         climbing: false,
                     });
+                    self.storm_at = Some(now);
+                    tracing::info!(
+                        "pacing: a 429 storm cut the rate to {new:.1} requests/s (the vendor had accepted {to:.1}/s); climbing back once it is quiet"
+                    );
                 }
             }
         }

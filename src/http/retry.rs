@@ -230,7 +230,15 @@ impl Call {
             match self.attempt(&mut tries).await? {
                 Step::Done(response) => return Ok(*response),
                 Step::Again(wait) => {
-                    if self.inner.sleep(wait).await.is_err() {
+                    // A backoff gives the write's place in the target's write window to the
+                    // next write while it sleeps (see `concurrency::WriteWindow`).
+                    let sleep = self.inner.sleep(wait);
+                    let slept = if wait.is_zero() || self.inner.zero_delays {
+                        sleep.await
+                    } else {
+                        super::concurrency::away_from_window(sleep).await
+                    };
+                    if slept.is_err() {
                         return Err(self.stopped(false, tries.attempt, tries.maybe_processed));
                     }
                 }

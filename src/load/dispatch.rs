@@ -10,7 +10,10 @@
 //!   the batch.
 //! - **Window.** At most `window` writes are inside [`Sink::write`] at once (the HTTP client's
 //!   `max_concurrency`, so the vendor's wire stays as full as the client allows). The rest wait
-//!   here rather than in the HTTP client's queue, so that a stop can still hold them back.
+//!   here rather than in the HTTP client's queue, so that a stop can still hold them back. A
+//!   write whose retry sleeps in backoff gives its place to the next one meanwhile, and takes a
+//!   place back first when it wakes (`http::concurrency::WriteWindow`: at most twice `window`
+//!   inside the sink then).
 //! - **Stop.** After [`Dispatcher::stop`], writes that have not started do not start (their ops
 //!   stay unsettled, so no STATE covers them); writes in flight finish.
 
@@ -21,7 +24,9 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use futures::future::Shared;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::http::concurrency::WriteWindow;
 
 use crate::sink::{Acks, BatchKey, Op, OrderKey, Plan, Sink, SinkError};
 
@@ -59,7 +64,7 @@ pub struct Dispatcher {
     key_open: HashMap<OrderKey, BatchKey>,
     next_batch: u64,
     stopped: Arc<AtomicBool>,
-    window: Arc<Semaphore>,
+    window: WriteWindow,
     in_flight: usize,
 }
 
@@ -90,7 +95,7 @@ impl Dispatcher {
             key_open: HashMap::new(),
             next_batch: 0,
             stopped: Arc::new(AtomicBool::new(false)),
-            window: Arc::new(Semaphore::new(window.max(1))),
+            window: WriteWindow::new(window),
             in_flight: 0,
         }
     }
@@ -254,21 +259,25 @@ impl Dispatcher {
                 let _ = pred.await;
             }
             // Predecessors first, then a place in the window: a write holding a place never
-            // waits for one that has none.
-            let permit = window.acquire_owned().await;
+            // waits for one that has none. A retry sleeping in backoff gives its place up
+            // meanwhile (`http::concurrency::WriteWindow`).
             let count = ops.len();
-            let result = if stopped.load(Ordering::SeqCst) {
-                Ok(())
-            } else {
-                sink.write(ops, &acks).await
-            };
-            // A fatal error (refused credentials, the vendor unreachable) stops every write not
-            // yet started at once: the next one waiting for this place must not go out before
-            // the engine has read this result.
-            if result.is_err() {
-                stopped.store(true, Ordering::SeqCst);
-            }
-            drop(permit);
+            let result = window
+                .run(async {
+                    let result = if stopped.load(Ordering::SeqCst) {
+                        Ok(())
+                    } else {
+                        sink.write(ops, &acks).await
+                    };
+                    // A fatal error (refused credentials, the vendor unreachable) stops every
+                    // write not yet started at once: the next one waiting for this place must
+                    // not go out before the engine has read this result.
+                    if result.is_err() {
+                        stopped.store(true, Ordering::SeqCst);
+                    }
+                    result
+                })
+                .await;
             let _ = done_tx.send(());
             let _ = written.send(Written {
                 batch: id,

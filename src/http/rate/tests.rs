@@ -554,6 +554,16 @@ fn a_short_run_starts_cautiously() {
 /// (up to 1 s, then 2 s, ...), during which the write keeps its place among the 16. Returns
 /// the accepted answers of each second, and the 429 count.
 fn storm_run(secs: u64, limit: impl Fn(f64) -> Option<f64>) -> (Vec<u32>, u32) {
+    storm_run_with(secs, limit, |_| 5)
+}
+
+/// [`storm_run`] with the round trip in milliseconds at each second given by `rtt` (a machine
+/// starved of CPU answers slowly: 16 writes at 100 ms is 160 a second).
+fn storm_run_with(
+    secs: u64,
+    limit: impl Fn(f64) -> Option<f64>,
+    rtt: impl Fn(f64) -> u64,
+) -> (Vec<u32>, u32) {
     let t0 = Instant::now();
     let mut rate = AdaptiveRate::new(None);
     let mut per_second = vec![0u32; secs as usize];
@@ -567,11 +577,11 @@ fn storm_run(secs: u64, limit: impl Fn(f64) -> Option<f64>) -> (Vec<u32>, u32) {
     let (mut tokens, mut last_t, mut was_limited) = (0.0f64, 0.0f64, false);
     for ms in 0..secs * 1000 {
         let now = t0 + Duration::from_millis(ms);
-        while in_flight.front().is_some_and(|a| a.0 <= now) {
-            let Some((due, sent, limited)) = in_flight.pop_front() else {
+        while let Some(i) = in_flight.iter().position(|a| a.0 <= now) {
+            let Some((due, sent, limited)) = in_flight.remove(i) else {
                 break;
             };
-            let retries = retries_of_sent.pop_front().unwrap_or_default();
+            let retries = retries_of_sent.remove(i).unwrap_or_default();
             rate.on_response(due, sent, limited);
             if limited {
                 throttled += 1;
@@ -616,7 +626,7 @@ fn storm_run(secs: u64, limit: impl Fn(f64) -> Option<f64>) -> (Vec<u32>, u32) {
                     }
                 }
             };
-            in_flight.push_back((now + Duration::from_millis(5), now, limited));
+            in_flight.push_back((now + Duration::from_millis(rtt(t)), now, limited));
         }
     }
     (per_second, throttled)
@@ -686,4 +696,62 @@ fn a_told_limit_is_used_fully_without_429s() {
         );
         assert_eq!(throttled, 0, "limit {limit} burst {burst}");
     }
+}
+
+#[test]
+fn a_storm_met_while_starved_aims_back_at_the_best_rate_of_the_last_minutes() {
+    // An unpaced client accepted 500 answers a second for 20 s, then the machine was starved
+    // and only 40 a second went out for 10 s; then a 429 storm. Before, the rate to return to
+    // was the 40/s of the last 4 s, and a cut to the storm's rate (~20/s) was not deep enough
+    // below it to arm a recovery: the rate stayed at the storm's once the machine was free. Now
+    // the recovery aims at the 500/s of before the starvation.
+    let mut r = unpaced();
+    let t0 = Instant::now();
+    let mut t = t0;
+    let answer = |r: &mut AdaptiveRate, t: Instant, throttled: bool| {
+        assert_eq!(r.poll(t), Slot::Go);
+        r.on_response(t + Duration::from_millis(5), t, throttled);
+    };
+    while t < t0 + Duration::from_secs(20) {
+        answer(&mut r, t, false);
+        t += Duration::from_millis(2);
+    }
+    while t < t0 + Duration::from_secs(30) {
+        answer(&mut r, t, false);
+        t += Duration::from_millis(25);
+    }
+    // The storm: the vendor lets 20 a second through; the rest is 429.
+    let mut n = 0u32;
+    while r.rate().is_none_or(|r| r >= 50.0) && t < t0 + Duration::from_secs(40) {
+        n += 1;
+        if r.poll(t) == Slot::Go {
+            r.on_response(t + Duration::from_millis(5), t, n % 2 == 0);
+        }
+        t += Duration::from_millis(25);
+    }
+    let rate = r.rate().unwrap_or(f64::INFINITY);
+    assert!(rate < 50.0, "cut to {rate:.1}/s");
+    let to = r.recovery.map(|rec| rec.to);
+    assert!(
+        to.is_some_and(|to| to > 400.0),
+        "the recovery aims at {to:?}, not at the 500/s of before the starvation"
+    );
+}
+
+#[test]
+fn the_climb_after_a_storm_goes_past_the_remembered_rate_while_the_pacer_holds_back() {
+    // A vendor limit of 100/s for 30 s (the client paces at it), a storm at 30-34 s, and no
+    // limit after it. Before, the climb stopped at the remembered ~100/s and probed upwards at
+    // 0.3% a second although the pacer held back a demand of thousands a second.
+    let limit = |t: f64| match t {
+        t if t < 30.0 => Some(100.0),
+        t if t < 34.0 => Some(10.0),
+        _ => None,
+    };
+    let (per_second, throttled) = storm_run(70, limit);
+    eprintln!("accepted per second: {per_second:?}; {throttled} 429s");
+    let paced = mean(&per_second[20..30]);
+    assert!(paced <= 110.0, "{paced:.0}/s under a limit of 100/s");
+    let after = mean(&per_second[50..70]);
+    assert!(after >= 1000.0, "{after:.0}/s once the limit is gone");
 }

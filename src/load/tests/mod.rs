@@ -46,6 +46,8 @@ struct Fake {
     script: Script,
     /// Every write, as the ids it carried, in the order writes started.
     writes: Mutex<Vec<Vec<String>>>,
+    /// When each write ended (virtual time in tests with a paused clock), by its first id.
+    ended: Mutex<Vec<(String, tokio::time::Instant)>>,
     /// (event, id): "start"/"end" marks, to see overlap.
     deferred: Mutex<Vec<Op>>,
     flushed: Mutex<bool>,
@@ -119,6 +121,24 @@ impl Sink for Fake {
             .and_then(Value::as_u64)
             .unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(pause)).await;
+        // A retry backing off, as the HTTP client's does: it gives the write's place in the
+        // engine's write window up while it sleeps.
+        let backoff = batch
+            .first()
+            .and_then(|op| op.item.attributes.get("backoff_ms"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if backoff > 0 {
+            crate::http::concurrency::away_from_window(tokio::time::sleep(Duration::from_millis(
+                backoff,
+            )))
+            .await;
+        }
+        if let Some(id) = ids.first() {
+            self.ended
+                .lock()
+                .push((id.clone(), tokio::time::Instant::now()));
+        }
         for op in batch {
             let id = id_of(&op);
             if self.script.fatal_on == Some(id.as_str()) {

@@ -185,3 +185,47 @@ async fn a_writer_that_forgets_a_record_fails_the_run_without_covering_it() {
     assert!(err.contains("left 1 record without an outcome"), "{err}");
     assert_eq!(r.stdout, vec![json!({"bookmarks": {"users": {"n": 1}}})]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_write_backing_off_does_not_hold_its_place_in_the_write_window() {
+    // As many writes as the window has places back off for 10 s (a 5xx, then a retry); the
+    // writes after them must not wait for those sleeps. Before, each sleeping write kept its
+    // place, so a steady few per cent of 5xx left most of the window asleep.
+    let t0 = tokio::time::Instant::now();
+    let mut input = vec![serde_json::from_str::<Value>(USERS_SCHEMA).unwrap()];
+    let window = crate::http::DEFAULT_MAX_CONCURRENCY;
+    for i in 0..window {
+        input.push(record(
+            "users",
+            json!({"id": format!("slow{i}"), "backoff_ms": 10_000}),
+        ));
+    }
+    for i in 0..window * 2 {
+        input.push(record("users", json!({"id": format!("fast{i}")})));
+    }
+    input.push(state(1));
+    let r = run(
+        lines(&input),
+        Script::default(),
+        OnInvalid::Reject,
+        json!({}),
+    )
+    .await;
+    r.result.unwrap();
+    assert_eq!(r.report.totals.sent, window as u64 * 3);
+    let ended = r.fake.ended.lock().clone();
+    for (id, at) in &ended {
+        let after = at.duration_since(t0);
+        if id.starts_with("fast") {
+            assert!(
+                after < Duration::from_secs(1),
+                "{id} waited {after:?} for the writes backing off"
+            );
+        } else {
+            assert!(
+                after >= Duration::from_secs(10),
+                "{id} ended after {after:?}"
+            );
+        }
+    }
+}

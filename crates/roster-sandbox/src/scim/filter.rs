@@ -368,8 +368,18 @@ pub(crate) fn matches(f: &Filter, v: &Value) -> bool {
     eval(f, &|p: &[String]| resolve(v, p))
 }
 
+/// Does `f` read the resource's `meta` (`meta.created`, `meta.lastModified`, ...)?
+pub(crate) fn mentions_meta(f: &Filter) -> bool {
+    let meta = |p: &[String]| p.first().is_some_and(|a| a.eq_ignore_ascii_case("meta"));
+    match f {
+        Filter::And(a, b) | Filter::Or(a, b) => mentions_meta(a) || mentions_meta(b),
+        Filter::Not(a) => mentions_meta(a),
+        Filter::Compare(p, _, _) | Filter::Present(p) => meta(p),
+        Filter::ValuePath(p, inner) => meta(p) || mentions_meta(inner),
+    }
+}
+
 /// Does the stored resource `o` match `f`? (No copy of the resource is made.)
-#[cfg(test)]
 pub(crate) fn matches_obj(f: &Filter, o: &Map<String, Value>) -> bool {
     eval(f, &|p: &[String]| match p.split_first() {
         Some((first, rest)) => find_key(o, first).map_or_else(Vec::new, |k| resolve(&o[k], rest)),
