@@ -22,6 +22,7 @@
 //! The vendor side of the contract is [`crate::sink`].
 
 pub mod ack;
+pub mod checked;
 pub mod dispatch;
 pub mod dry_run;
 mod engine;
@@ -284,7 +285,9 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         request.full_resync || request.plan,
     )?;
     let (sink, sync, planning, verifier) = layers(&request, &settings, sink, sync, &dry_run)?;
-    if (dry_run.is_none() || request.plan)
+    // A plan checks the connection before it reads anything; a run's writer checks it just
+    // before its first request (`checked.rs`), so a run with nothing to send sends nothing.
+    if request.plan
         && let Err(err) = sink.check().await
     {
         // Refused credentials or an unreachable vendor still leave a `--report` behind, so a
@@ -451,6 +454,7 @@ fn layers(
         return Ok((sink, sync, None, None));
     }
     let sync = sync.reading(holds::ReadKinds::of(sink.as_ref()));
+    let sink = checked::CheckFirst::wrap(sink);
     let sink = holds::HoldsSink::wrap(sink, settings.sync_mode);
     if request.verify {
         let (sink, verifier) = verify::VerifySink::wrap(sink);

@@ -73,6 +73,10 @@ fn a_second_run_over_the_same_input_sends_no_write() {
     let (out, report) = run(&sb, &cfg, &input, &[]);
     let stderr = succeeded(&out);
     assert_eq!(writes(&sb), Vec::<String>::new(), "nothing changed");
+    // Not even the connection check: it is made before the first request a run needs.
+    let requests: Vec<String> = sb.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(requests, Vec::<String>::new(), "no request at all");
+    assert_eq!(report["http"]["requests"], 0, "{report}");
     let users = &report["streams"]["users"];
     assert_eq!(users["sent"], 0, "{report}");
     assert_eq!(users["skipped"], 20, "{report}");
