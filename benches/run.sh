@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # roster's benchmarks from a clean clone, in one table (see BENCHMARKS.md for the figures).
 #
-#   benches/run.sh                        # everything: 3 runs each, full sizes (about 35 min)
+#   benches/run.sh                        # everything: 3 runs each, full sizes (about 45 min)
 #   benches/run.sh --quick                # small sizes, 1 run (a few minutes): does it all work?
 #   benches/run.sh --only protocol,tap    # some sections: protocol tap upserts rate bulk sandbox
 #                                         # ledger mirror
 #   benches/run.sh --only ledger          # the ledger row: 1,000,000 users written once, then unchanged
+#   benches/run.sh --only mirror          # the mirror row: 1,000,000 users, then a pass with 1% gone
 #   benches/run.sh --help                 # every option (benches/harness.py)
 #
 # 1. builds the release binaries (tap-roster, target-roster, roster-sandbox) and the

@@ -176,8 +176,7 @@ pub async fn run<W: Write>(
             _ => {}
         }
         let wake = engine.next_wake();
-        let can_read =
-            engine.phase == Phase::Reading && engine.dispatcher.in_flight() < MAX_IN_FLIGHT;
+        let can_read = engine.phase == Phase::Reading && engine.dispatcher.has_room(MAX_IN_FLIGHT);
         tokio::select! {
             biased;
             Some(signal) = signals.recv() => {
@@ -353,7 +352,7 @@ impl<W: Write> Engine<W> {
     /// The input ended: hands held memberships to the writer, in input order, while fewer than
     /// [`MAX_IN_FLIGHT`] ops are unwritten; then drains.
     fn release_at_end(&mut self) {
-        while self.phase == Phase::Releasing && self.dispatcher.in_flight() < MAX_IN_FLIGHT {
+        while self.phase == Phase::Releasing && self.dispatcher.has_room(MAX_IN_FLIGHT) {
             if self.failure.is_some() {
                 // A reject under `on_invalid: fail`: nothing after it is sent.
                 self.dispatcher.dispatch_all();

@@ -373,9 +373,10 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
         rejects,
         dry_run,
         out: SingerWriter::stdout(),
-        // A dry run has no wire to hold writes back from: let the recorder go as fast as it can.
+        // A dry run has no wire to hold writes back from: the recorder's window only has to keep
+        // the runtime's threads busy (a window of MAX_IN_FLIGHT let 4096 ops pile up).
         write_window: if request.dry_run {
-            MAX_IN_FLIGHT
+            dispatch::DRY_RUN_WINDOW
         } else {
             request
                 .config

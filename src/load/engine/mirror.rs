@@ -288,7 +288,7 @@ impl<W: Write> Engine<W> {
     /// Hands queued deletes to the writer while fewer than [`MAX_IN_FLIGHT`] ops are unwritten;
     /// then drains.
     pub(super) fn feed_deletes(&mut self) {
-        while self.phase == Phase::Deleting && self.dispatcher.in_flight() < MAX_IN_FLIGHT {
+        while self.phase == Phase::Deleting && self.dispatcher.has_room(MAX_IN_FLIGHT) {
             let next = match self.failure {
                 None => self.mirror.as_mut().and_then(|r| r.queue.pop_front()),
                 Some(_) => None,
