@@ -311,12 +311,20 @@ impl Inner {
     /// before first attempts.
     pub(super) async fn pace(&self, gate: &Gate, retry: bool) -> Duration {
         let mut paused = Duration::ZERO;
-        let _turn = gate.order.take(retry, || gate.turn.lock()).await;
-        loop {
-            paused += self.wait_pause().await;
-            match gate.with_rate(|r| r.poll(Instant::now())) {
-                Slot::Go => return paused,
-                Slot::WaitUntil(t) => tokio::time::sleep_until(t).await,
+        'turn: loop {
+            let _turn = gate.order.take(retry, || gate.turn.lock()).await;
+            loop {
+                paused += self.wait_pause().await;
+                // A first attempt that held the turn through a pause or a pacer wait hands it to
+                // a retry that came meanwhile (else it takes the pause's one token, and the retry
+                // the 429 after it).
+                if !retry && gate.order.retry_waiting() {
+                    continue 'turn;
+                }
+                match gate.with_rate(|r| r.poll(Instant::now())) {
+                    Slot::Go => return paused,
+                    Slot::WaitUntil(t) => tokio::time::sleep_until(t).await,
+                }
             }
         }
     }
@@ -327,7 +335,11 @@ impl Inner {
         let t0 = Instant::now();
         let mut paused = Duration::ZERO;
         loop {
-            paused += self.wait_pause().await;
+            // A retry queues for the pacer's turn at once, so the pacer knows it waits before
+            // the pause ends (the turn waits out the pause too).
+            if !retry {
+                paused += self.wait_pause().await;
+            }
             if let Some(b) = bucket {
                 paused += self.pace(b, retry).await;
             }

@@ -319,6 +319,11 @@ impl Drop for Waiting<'_> {
 }
 
 impl RetriesFirst {
+    /// True while a retry waits.
+    pub fn retry_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+
     /// Runs `take` (a FIFO wait) for a retry (`retry`) or a first attempt.
     pub async fn take<T, F, Fut>(&self, retry: bool, mut take: F) -> T
     where
