@@ -3,7 +3,8 @@
 //!
 //! Every attempt passes, in order: a concurrency slot, the client-wide pause (set by
 //! `Retry-After` or a 429 wait), the named bucket's pacer, then the client-wide pacer, and goes on
-//! the wire at once. Answers feed the
+//! the wire at once. A retry waits for the slot and the pacers before first attempts (retries
+//! FIFO among themselves; see `concurrency::RetriesFirst`). Answers feed the
 //! adaptive concurrency and the pacer of the bucket the request used.
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use url::Url;
 
-use super::concurrency::Concurrency;
+use super::concurrency::{Concurrency, RetriesFirst};
 use super::config::ClientConfig;
 use super::error::{HttpError, TransportKind};
 use super::path::resolve;
@@ -59,10 +60,11 @@ pub fn is_write(method: &Method) -> bool {
 /// the default classification.
 pub type ClassifyFn = Arc<dyn Fn(&Response) -> Option<Verdict> + Send + Sync>;
 
-/// One pacer and the FIFO queue in front of it.
+/// One pacer and the FIFO queue in front of it (retries ahead of first attempts).
 #[derive(Debug)]
 pub(super) struct Gate {
     turn: tokio::sync::Mutex<()>,
+    order: RetriesFirst,
     rate: Mutex<AdaptiveRate>,
 }
 
@@ -72,6 +74,7 @@ impl Gate {
         let rate = AdaptiveRate::new(rps);
         Self {
             turn: tokio::sync::Mutex::new(()),
+            order: RetriesFirst::default(),
             rate: Mutex::new(if zero_delays {
                 rate.without_cautious_start()
             } else {
@@ -304,28 +307,43 @@ impl Inner {
             .clone()
     }
 
-    /// Waits for the pause, then for a slot of the bucket's pacer and of the client-wide pacer.
-    pub(super) async fn pace(&self, gate: &Gate) -> Duration {
+    /// Waits for the pause, then for a slot of the gate's pacer; a retry (`retry`) takes its turn
+    /// before first attempts.
+    pub(super) async fn pace(&self, gate: &Gate, retry: bool) -> Duration {
         let mut paused = Duration::ZERO;
-        let _turn = gate.turn.lock().await;
-        loop {
-            paused += self.wait_pause().await;
-            match gate.with_rate(|r| r.poll(Instant::now())) {
-                Slot::Go => return paused,
-                Slot::WaitUntil(t) => tokio::time::sleep_until(t).await,
+        'turn: loop {
+            let _turn = gate.order.take(retry, || gate.turn.lock()).await;
+            loop {
+                paused += self.wait_pause().await;
+                // A first attempt that held the turn through a pause or a pacer wait hands it to
+                // a retry that came meanwhile (else it takes the pause's one token, and the retry
+                // the 429 after it).
+                if !retry && gate.order.retry_waiting() {
+                    continue 'turn;
+                }
+                match gate.with_rate(|r| r.poll(Instant::now())) {
+                    Slot::Go => return paused,
+                    Slot::WaitUntil(t) => tokio::time::sleep_until(t).await,
+                }
             }
         }
     }
 
-    pub(super) async fn admit(&self, bucket: Option<&Gate>) {
+    /// Waits for the pause, then for a slot of the bucket's pacer and of the client-wide pacer
+    /// (`retry`: the attempt is a retry, which goes before first attempts).
+    pub(super) async fn admit(&self, bucket: Option<&Gate>, retry: bool) {
         let t0 = Instant::now();
         let mut paused = Duration::ZERO;
         loop {
-            paused += self.wait_pause().await;
-            if let Some(b) = bucket {
-                paused += self.pace(b).await;
+            // A retry queues for the pacer's turn at once, so the pacer knows it waits before
+            // the pause ends (the turn waits out the pause too).
+            if !retry {
+                paused += self.wait_pause().await;
             }
-            paused += self.pace(&self.global).await;
+            if let Some(b) = bucket {
+                paused += self.pace(b, retry).await;
+            }
+            paused += self.pace(&self.global, retry).await;
             if self.paused_until().is_none() {
                 break;
             }

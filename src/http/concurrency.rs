@@ -20,10 +20,11 @@
 //! their own: they say "too much" (or say nothing, and waiting costs less than piling on).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Starting limit; Vector's ARC starts at 1 and climbs one per round trip.
@@ -286,6 +287,71 @@ pub async fn away_from_window<F: Future>(sleep: F) -> F::Output {
     out
 }
 
+/// Retries go before first attempts through a FIFO wait (a concurrency slot, a pacer's turn),
+/// and are served FIFO among themselves.
+///
+/// Why: behind a small bucket (Guru's 1 request/s with a burst of 1, answering 429 with
+/// `Retry-After: 1`) each pause ends with one token and a queue of waiters. A request whose retry
+/// re-entered the FIFO behind first attempts that queued while it was on the wire was the second
+/// in line after pause upon pause, met 429 each time, and spent its whole budget while the
+/// requests ahead of it went through (the tap's concurrent listings, 9 attempts in a row). A
+/// retry has already waited its turn once; it now waits only for the retries ahead of it.
+///
+/// How: a retry queues on the wait directly. First attempts queue one at a time (a door in front
+/// of the wait), and the one at the door hands what it got straight back (to the retry queued
+/// behind it, the wait being FIFO) while any retry waits, then tries again once none does.
+#[derive(Debug, Default)]
+pub struct RetriesFirst {
+    door: tokio::sync::Mutex<()>,
+    waiting: AtomicUsize,
+    none_waiting: Notify,
+}
+
+/// Counts a retry as waiting until it got what it waited for (or gave up).
+struct Waiting<'a>(&'a RetriesFirst);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.0.waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.none_waiting.notify_waiters();
+        }
+    }
+}
+
+impl RetriesFirst {
+    /// True while a retry waits.
+    pub fn retry_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+
+    /// Runs `take` (a FIFO wait) for a retry (`retry`) or a first attempt.
+    pub async fn take<T, F, Fut>(&self, retry: bool, mut take: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        if retry {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let _waiting = Waiting(self);
+            return take().await;
+        }
+        let _door = self.door.lock().await;
+        loop {
+            // Registered before the check, so a retry leaving in between still wakes us.
+            let gone = self.none_waiting.notified();
+            if self.waiting.load(Ordering::SeqCst) == 0 {
+                let got = take().await;
+                if self.waiting.load(Ordering::SeqCst) == 0 {
+                    return got;
+                }
+                // A retry queued behind us meanwhile: it goes first.
+                drop(got);
+            }
+            gone.await;
+        }
+    }
+}
+
 #[derive(Debug)]
 struct State {
     aimd: Aimd,
@@ -299,6 +365,7 @@ struct State {
 pub struct Concurrency {
     sem: Arc<Semaphore>,
     state: Arc<Mutex<State>>,
+    order: Arc<RetriesFirst>,
 }
 
 /// Held while a request is on the wire.
@@ -331,13 +398,24 @@ impl Concurrency {
                 in_flight: 0,
                 debt: 0,
             })),
+            order: Arc::new(RetriesFirst::default()),
         }
     }
 
-    /// Waits for a slot under the current limit.
+    /// Waits for a slot under the current limit (a first attempt).
     pub async fn acquire(&self) -> Permit {
+        self.acquire_for(false).await
+    }
+
+    /// Waits for a slot under the current limit; a retry (`retry`) goes before first attempts
+    /// (see [`RetriesFirst`]).
+    pub async fn acquire_for(&self, retry: bool) -> Permit {
         // The semaphore is never closed, so this only fails in theory; fall back to no permit.
-        let permit = self.sem.clone().acquire_owned().await.ok();
+        let permit = self
+            .order
+            .take(retry, || self.sem.clone().acquire_owned())
+            .await
+            .ok();
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         st.in_flight += 1;
         let n = st.in_flight;
@@ -651,6 +729,52 @@ mod tests {
         assert!(
             back.is_some_and(|w| w <= 25),
             "back to 16 after {back:?} windows: {limits:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_takes_the_next_slot_before_first_attempts_queued_earlier() {
+        // One slot, held. Two first attempts queue, then two retries: the slot goes to the
+        // retries first, in the order they came, then to the first attempts in theirs. (A plain
+        // FIFO served the first attempts first, and behind a one-token bucket the retry lost
+        // the token after every `Retry-After` pause.)
+        let c = Concurrency::new(1);
+        let held = c.acquire().await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, retry) in [
+            ("first-a", false),
+            ("first-b", false),
+            ("retry-a", true),
+            ("retry-b", true),
+        ] {
+            let (c, order) = (c.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let permit = c.acquire_for(retry).await;
+                order.lock().unwrap().push(name);
+                tokio::time::sleep(ms(10)).await;
+                drop(permit);
+            }));
+            tokio::time::sleep(ms(1)).await;
+        }
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["retry-a", "retry-b", "first-a", "first-b"]
+        );
+        // Nothing is left waiting or held.
+        assert!(
+            tokio::time::timeout(ms(5), c.acquire_for(false))
+                .await
+                .is_ok()
+        );
+        assert!(
+            tokio::time::timeout(ms(5), c.acquire_for(true))
+                .await
+                .is_ok()
         );
     }
 

@@ -346,7 +346,15 @@ impl AdaptiveRate {
         } else {
             interval.min(PACING_SLACK)
         };
-        let base = tat.max(now.checked_sub(slack).unwrap_or(now));
+        // A `Retry-After` pause is not lateness: the server's bucket refilled during it and the
+        // first request after it takes what it holds, so the next one waits a whole interval
+        // from the pause's end. With slack, the second request after every pause went early and
+        // met 429 behind a bucket with a burst of 1 (Guru's 1/s), pause after pause.
+        let mut earliest = now.checked_sub(slack).unwrap_or(now);
+        if let Some(p) = self.pause_end.filter(|p| *p <= now) {
+            earliest = earliest.max(p);
+        }
+        let base = tat.max(earliest);
         self.tat = Some(base + interval);
         Slot::Go
     }

@@ -265,13 +265,15 @@ impl Call {
         // The concurrency slot first, the pacer last: a slot taken from the pacer is used at
         // once, so a rate cut applies to every request not yet on the wire.
         // Every wait before the request goes out ends when a signal stops the run.
+        // A retry waits for both before first attempts (see `concurrency::RetriesFirst`).
         let waiting = Instant::now();
+        let retry = tries.attempt > 1;
         let Ok(permit) = inner
             .shutdown
             .unless_begun(async {
-                let permit = inner.concurrency.acquire().await;
+                let permit = inner.concurrency.acquire_for(retry).await;
                 stats::add_wait(&inner.counters.concurrency_wait_ns, waiting.elapsed());
-                inner.admit(self.gate.as_deref()).await;
+                inner.admit(self.gate.as_deref(), retry).await;
                 permit
             })
             .await

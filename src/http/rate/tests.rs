@@ -34,6 +34,28 @@ fn told_rate_is_kept_without_drift() {
 }
 
 #[test]
+fn the_second_request_after_a_pause_waits_a_whole_interval() {
+    // Guru: 1 request/s with a burst of 1, `Retry-After: 1`. The bucket holds one token when the
+    // pause ends; the slack let the next request go 0.1 s early, into a 429 and the next pause,
+    // after every pause.
+    let mut r = AdaptiveRate::new(Some(1.0));
+    let t0 = Instant::now();
+    let secs = |s: f64| t0 + Duration::from_secs_f64(s);
+    // The 429 comes after half a second (a loaded machine); the pause ends a second later.
+    assert_eq!(r.poll(t0), Slot::Go);
+    r.on_response(secs(0.5), t0, true);
+    r.on_pause(secs(1.5));
+    // The waiters wake at the pause's end: one goes, the next waits until a second after it
+    // (the slack let it go at 2.4 s).
+    assert_eq!(r.poll(secs(1.5)), Slot::Go);
+    assert_eq!(r.poll(secs(2.4)), Slot::WaitUntil(secs(2.5)));
+    assert_eq!(r.poll(secs(2.5)), Slot::Go);
+    // Lateness that is not a pause still keeps its slack (see the next test).
+    assert_eq!(r.poll(secs(5.0)), Slot::Go);
+    assert_eq!(r.poll(secs(5.95)), Slot::Go);
+}
+
+#[test]
 fn late_wake_ups_do_not_lower_a_told_rate() {
     // A busy machine: every fifth wait wakes 60 ms late instead of 1 ms.
     for rps in [10.0, 50.0, 200.0] {

@@ -221,3 +221,53 @@ async fn zero_delays_keep_the_rate_as_configured_after_429s() {
     told.get("/x").send().await.unwrap();
     assert_eq!(told.stats().rate_limit, Some(500.0));
 }
+
+#[tokio::test]
+async fn a_retry_after_a_pause_goes_before_requests_that_queued_while_it_was_out() {
+    // One slot. `/a` meets 429 with `Retry-After` while `/b` and `/c` queue for the slot: `/a`'s
+    // retry must go before `/c` (a plain
+    // queue put it behind `/c`, and behind every request that queued while it was out: behind a
+    // one-token bucket that cost it the token after every pause).
+    let first_a = AtomicUsize::new(0);
+    let server = Server::start(move |req, _| {
+        if req.path.ends_with("/a") && first_a.fetch_add(1, Ordering::SeqCst) == 0 {
+            Action::Slow(
+                Duration::from_millis(300),
+                Box::new(reply_with(429, &[("retry-after", "0.3")], "slow down")),
+            )
+        } else {
+            reply(200, "{}")
+        }
+    })
+    .await;
+    let c = client_with(&server, |cfg| {
+        cfg.zero_delays = false;
+        cfg.max_concurrency = 1;
+        cfg.requests_per_second = Some(1000.0);
+    });
+    let get = |path: &'static str| {
+        let c = c.clone();
+        tokio::spawn(async move { c.get(path).send().await.unwrap().attempts })
+    };
+    let a = get("/a");
+    while server.count() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let b = get("/b");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cc = get("/c");
+    assert_eq!(a.await.unwrap(), 2);
+    assert_eq!(b.await.unwrap(), 1);
+    assert_eq!(cc.await.unwrap(), 1);
+    let order: Vec<String> = server
+        .seen()
+        .iter()
+        .map(|s| s.path.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect();
+    // `/b` was handed the slot as `/a` gave it up, but had not taken it yet when `/a`'s retry
+    // queued, so it may hand it on to the retry: the retry comes before `/c` either way.
+    assert!(
+        order == ["a", "b", "a", "c"] || order == ["a", "a", "b", "c"],
+        "{order:?}"
+    );
+}
