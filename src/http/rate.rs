@@ -419,6 +419,12 @@ impl AdaptiveRate {
                 return;
             }
         }
+        self.climb(now, last_event);
+    }
+
+    /// No 429 and no decision pending: raise the rate as the phase says (slow start doubles it,
+    /// a probe grows it a little each second).
+    fn climb(&mut self, now: Instant, last_event: Instant) {
         let last_adjust = *self.last_adjust.get_or_insert(now);
         let since = now.saturating_duration_since(last_adjust);
         match self.phase {
