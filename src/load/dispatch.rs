@@ -366,7 +366,7 @@ mod tests {
             origin: Arc::new(Origin {
                 stream: "users".into(),
                 line: n + 1,
-                record: serde_json::Map::new(),
+                record: serde_json::Map::new().into(),
             }),
         }
     }

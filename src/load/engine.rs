@@ -34,15 +34,18 @@ use crate::singer::{
     Message, Object, ReadError, ReadMessage, RecordMessage, SchemaMessage, SingerWriter,
 };
 use crate::sink::{
-    Acks, Kind, Op, Origin, Outcome, Plan, Refusal, Settlement, Sink, SinkError, Ticket,
+    Acks, Item, Kind, Op, Origin, Outcome, Plan, RecordText, Refusal, Settlement, Sink, SinkError,
+    Ticket,
 };
 
 use super::TargetError;
 use super::ack::AckTracker;
 use super::dispatch::{Dispatcher, Written};
 use super::dry_run::DryRunOutput;
+use super::fast::{Prepared, Published};
 use super::hold::Held;
 use super::identity::{IdentityGuard, Screened};
+use super::input::{Input, Record};
 use super::reject::RejectFile;
 use super::report::{Report, Tally};
 use super::route::{Route, Router, StreamMap};
@@ -99,6 +102,8 @@ pub struct Parts<W: Write> {
     pub identity: Option<IdentityGuard>,
     /// `sync_mode: mirror`: the passes and their deletes (`None`: another mode).
     pub mirror: Option<super::mirror::Mirror>,
+    /// What the parse workers know of the streams (the input was spawned with it).
+    pub published: Published,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,13 +151,14 @@ struct Engine<W: Write> {
     sync_log: Option<SyncLog>,
     identity: Option<IdentityGuard>,
     mirror: Option<mirror::MirrorRun>,
+    published: Published,
 }
 
 /// Runs the engine over `input` until the input ends, a protocol error, a fatal error or a
 /// signal. Returns the outcome and the run report.
 pub async fn run<W: Write>(
     parts: Parts<W>,
-    mut input: mpsc::Receiver<Result<ReadMessage, ReadError>>,
+    mut input: super::input::Receiver,
 ) -> (Result<(), TargetError>, Report) {
     let (acks, mut settled) = Acks::channel();
     let (written_tx, mut written) = mpsc::unbounded_channel::<Written>();
@@ -269,6 +275,7 @@ impl<W: Write> Engine<W> {
             sync_log: parts.sync_log,
             identity: parts.identity,
             mirror: parts.mirror.map(mirror::MirrorRun::new),
+            published: parts.published,
         }
     }
 
@@ -430,7 +437,57 @@ impl<W: Write> Engine<W> {
         }
     }
 
-    fn message(&mut self, message: Result<ReadMessage, ReadError>) {
+    fn message(&mut self, input: Result<Input, ReadError>) {
+        match input {
+            Ok(Input::Record(record)) => self.record_in(*record),
+            Ok(Input::Message(read)) => self.read(Ok(read)),
+            Err(err) => self.read(Err(err)),
+        }
+    }
+
+    /// A RECORD from the parse workers: written with the item a worker made when the stream's
+    /// SCHEMA and route are still those it used, or judged here like any parsed message.
+    fn record_in(&mut self, record: Record) {
+        let Record { raw, prepared } = record;
+        if let Some((prepared, made)) = prepared
+            && let Some(&index) = self.by_name.get(&raw.stream)
+            && self.streams[index].is_current(&prepared)
+        {
+            let line = raw.line;
+            let ticket = self.tracker.issue(index as u32);
+            self.totals.0 += 1;
+            self.record_version(index, ticket, raw.version);
+            self.streams[index].counts.records_in += 1;
+            let text = RecordText::from(raw.record);
+            match made {
+                Ok(item) => self.write_item(index, ticket, line, &prepared.map, item, text),
+                Err(refusal) => self.book_reject(index, ticket, line, &text.object(), refusal),
+            }
+            return;
+        }
+        let text = RecordText::from(raw.record.clone());
+        match raw.into_message() {
+            Ok(ReadMessage {
+                line,
+                message: Message::Record(message),
+                ..
+            }) => self.record(line, message, text),
+            Ok(read) => self.read(Ok(read)),
+            Err(err) => self.read(Err(err)),
+        }
+    }
+
+    /// Publishes what the parse workers need to make the items of a stream's records.
+    fn publish(&self, index: usize) {
+        let stream = &self.streams[index];
+        let prepared = match (&stream.schema, &stream.route) {
+            (Some(schema), Route::Write(map)) => Prepared::new(schema.clone(), map.clone()),
+            _ => None,
+        };
+        self.published.set(&stream.name, prepared);
+    }
+
+    fn read(&mut self, message: Result<ReadMessage, ReadError>) {
         let read = match message {
             Ok(read) => read,
             Err(ReadError::DuplicateKey {
@@ -453,7 +510,10 @@ impl<W: Write> Engine<W> {
         let line = read.line;
         match read.message {
             Message::Schema(schema) => self.schema(line, schema),
-            Message::Record(record) => self.record(line, record),
+            Message::Record(record) => {
+                let text = RecordText::from(&record.record);
+                self.record(line, record, text);
+            }
             Message::State(state) => {
                 self.tally.states_in += 1;
                 self.state_in(&state.value);
@@ -513,16 +573,18 @@ impl<W: Write> Engine<W> {
                 stream.route = route;
                 stream.kind = kind;
                 stream.counts.kind = kind.or(stream.counts.kind);
+                self.publish(index);
             }
             None => {
                 self.by_name.insert(name.clone(), self.streams.len());
                 self.streams
                     .push(Stream::new(name.into(), Some(compiled), route, kind));
+                self.publish(self.streams.len() - 1);
             }
         }
     }
 
-    fn record(&mut self, line: u64, message: RecordMessage) {
+    fn record(&mut self, line: u64, message: RecordMessage, text: RecordText) {
         let Some(&index) = self.by_name.get(&message.stream) else {
             self.protocol(TargetError::Protocol {
                 line,
@@ -570,7 +632,7 @@ impl<W: Write> Engine<W> {
                     }
                     None => message.record,
                 };
-                self.write_record(index, ticket, line, &map, record);
+                self.write_record(index, ticket, line, &map, record, text);
             }
         }
     }
@@ -583,14 +645,24 @@ impl<W: Write> Engine<W> {
         line: u64,
         map: &StreamMap,
         record: Object,
+        text: RecordText,
     ) {
-        let mut item = match map.item(&record) {
-            Ok(item) => item,
-            Err(refusal) => {
-                self.book_reject(index, ticket, line, &record, refusal);
-                return;
-            }
-        };
+        match map.item(&record) {
+            Ok(item) => self.write_item(index, ticket, line, map, item, text),
+            Err(refusal) => self.book_reject(index, ticket, line, &record, refusal),
+        }
+    }
+
+    /// A record's item, checked and mapped: screened, then handed over.
+    fn write_item(
+        &mut self,
+        index: usize,
+        ticket: Ticket,
+        line: u64,
+        map: &StreamMap,
+        mut item: Item,
+        text: RecordText,
+    ) {
         // identity hook: the duplicate-identity guard, before anything is sent.
         if let Some(guard) = self.identity.as_mut() {
             let screened = guard.screen(&self.streams[index].name, line, &item);
@@ -598,7 +670,7 @@ impl<W: Write> Engine<W> {
                 self.streams[index].counts.duplicate_identities += 1;
             }
             if let Screened::Reject(reason) = screened {
-                self.book_reject(index, ticket, line, &record, Refusal::new(reason));
+                self.book_reject(index, ticket, line, &text.object(), Refusal::new(reason));
                 return;
             }
         }
@@ -606,7 +678,7 @@ impl<W: Write> Engine<W> {
         let origin = Arc::new(Origin {
             stream: self.streams[index].name.clone(),
             line,
-            record,
+            record: text,
         });
         // sync_log hook: the record is an op (two with a `group_key` membership).
         if let Some(log) = self.sync_log.as_mut() {

@@ -29,8 +29,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::singer::Object;
-use crate::sink::{Action, Item, Kind, Op, Origin, Ticket};
+use crate::sink::{Action, Item, Kind, Op, Origin, RecordText, Ticket};
 
 /// Held memberships kept in memory before the rest go to a temporary file: a held op is about
 /// a kilobyte (the record, its item and its origin), so this is about 10 MB.
@@ -57,7 +56,7 @@ struct Spilled {
     ticket: u64,
     stream: String,
     line: u64,
-    record: Object,
+    record: RecordText,
     delete: bool,
     user_id: Option<String>,
     group_id: Option<String>,
@@ -315,7 +314,8 @@ mod tests {
                 record: json!({"group_id": group, "user_id": user})
                     .as_object()
                     .cloned()
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .into(),
             }),
         }
     }

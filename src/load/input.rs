@@ -17,7 +17,46 @@ use std::sync::mpsc as std_mpsc;
 
 use tokio::sync::mpsc;
 
-use crate::singer::{MessageReader, ParsedLine, ReadError, ReadMessage, UnknownTypes, parse_read};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::load::fast::{Prepared, Published};
+use crate::singer::{
+    MessageReader, ParsedLine, RawRecord, ReadError, ReadMessage, UnknownTypes, parse_raw,
+};
+use crate::sink::{Item, Refusal};
+
+/// What the engine reads: a message, or a RECORD (its item already made when a parse worker
+/// could: `crate::load::fast`).
+#[derive(Debug)]
+pub enum Input {
+    /// Any message but a RECORD.
+    Message(ReadMessage),
+    /// A RECORD.
+    Record(Box<Record>),
+}
+
+impl Input {
+    /// Its line in the input.
+    pub fn line(&self) -> u64 {
+        match self {
+            Input::Message(read) => read.line,
+            Input::Record(record) => record.raw.line,
+        }
+    }
+}
+
+/// A RECORD as the parse workers hand it to the engine.
+#[derive(Debug)]
+pub struct Record {
+    /// The message, its record still raw JSON.
+    pub raw: RawRecord,
+    /// What a worker made of it, and with which SCHEMA and route (`None`: the engine judges).
+    pub prepared: Option<(Arc<Prepared>, Result<Item, Refusal>)>,
+}
+
+/// The engine's end of the input.
+pub type Receiver = mpsc::Receiver<Result<Input, ReadError>>;
 
 /// Messages parsed ahead of the engine (each at most `max_line_bytes`, usually a few hundred
 /// bytes): enough to keep the engine busy, small enough to keep memory flat.
@@ -42,7 +81,8 @@ pub struct InputError {
 pub fn spawn(
     input: Option<&Path>,
     max_line_bytes: usize,
-) -> Result<mpsc::Receiver<Result<ReadMessage, ReadError>>, InputError> {
+    published: Published,
+) -> Result<Receiver, InputError> {
     let source: Box<dyn BufRead + Send> = match input {
         Some(path) => Box::new(BufReader::with_capacity(
             READ_BUFFER,
@@ -53,17 +93,27 @@ pub fn spawn(
         )),
         None => Box::new(BufReader::with_capacity(READ_BUFFER, io::stdin())),
     };
-    spawn_reader(source, max_line_bytes).map_err(|source| InputError {
+    spawn_published(source, max_line_bytes, published).map_err(|source| InputError {
         path: input.map_or_else(|| PathBuf::from("-"), Path::to_path_buf),
         source,
     })
 }
 
-/// Starts the reader threads over any input (tests).
+/// Starts the reader threads over any input, nothing published (tests).
 pub fn spawn_reader(
     source: Box<dyn BufRead + Send>,
     max_line_bytes: usize,
-) -> io::Result<mpsc::Receiver<Result<ReadMessage, ReadError>>> {
+) -> io::Result<Receiver> {
+    spawn_published(source, max_line_bytes, Published::default())
+}
+
+/// Starts the reader threads over any input; the parse workers make the items of RECORDs of
+/// the streams the engine publishes.
+pub fn spawn_published(
+    source: Box<dyn BufRead + Send>,
+    max_line_bytes: usize,
+    published: Published,
+) -> io::Result<Receiver> {
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, MAX_PARSE_WORKERS);
@@ -75,11 +125,12 @@ pub fn spawn_reader(
         let (chunk_tx, chunk_rx) = std_mpsc::sync_channel::<Chunk>(CHUNKS_QUEUED);
         let (parsed_tx, parsed_rx) = std_mpsc::sync_channel::<Vec<Parsed>>(CHUNKS_QUEUED);
         let pool = pool_tx.clone();
+        let published = published.clone();
         std::thread::Builder::new()
             .name(format!("singer-parse-{n}"))
             .spawn(move || {
                 for mut chunk in chunk_rx {
-                    let parsed = chunk.parse();
+                    let parsed = chunk.parse(&published.snapshot());
                     // The buffer goes back to the reader (gone when the reader has stopped).
                     let _ = pool.send(chunk.text);
                     if parsed_tx.send(parsed).is_err() {
@@ -133,7 +184,13 @@ const CHUNK_KEEP: usize = 1024 * 1024;
 const CHUNKS_QUEUED: usize = 2;
 
 /// A line's outcome.
-type Parsed = Result<ParsedLine, ReadError>;
+type Parsed = Result<Line, ReadError>;
+
+/// A line, parsed.
+enum Line {
+    Input(Input),
+    Unknown { line: u64, kind: String },
+}
 
 /// Lines read and not parsed yet: their text back to back, and where each one is.
 struct Chunk {
@@ -190,13 +247,25 @@ impl Chunk {
         (Chunk { text, lines }, more)
     }
 
-    /// Parses every line; a line that could not be read stays the error it is.
-    fn parse(&mut self) -> Vec<Parsed> {
+    /// Parses every line; a line that could not be read stays the error it is. A RECORD of a
+    /// published stream becomes its item here.
+    fn parse(&mut self, streams: &HashMap<Box<str>, Arc<Prepared>>) -> Vec<Parsed> {
         let text = &self.text;
         self.lines
             .drain(..)
             .map(|slot| match slot {
-                Slot::Line { line, start, end } => parse_read(line, &text[start..end]),
+                Slot::Line { line, start, end } => {
+                    parse_raw(line, &text[start..end]).map(|parsed| match parsed {
+                        ParsedLine::Message(message) => Line::Input(Input::Message(message)),
+                        ParsedLine::Record(raw) => {
+                            let prepared = streams.get(raw.stream.as_str()).and_then(|p| {
+                                p.item(&raw.record).map(|item| (Arc::clone(p), item))
+                            });
+                            Line::Input(Input::Record(Box::new(Record { raw, prepared })))
+                        }
+                        ParsedLine::Unknown { line, kind } => Line::Unknown { line, kind },
+                    })
+                }
                 Slot::Failed(err) => Err(err),
             })
             .collect()
@@ -246,7 +315,7 @@ impl<R: BufRead> BufRead for Tracked<R> {
 /// of the input, or the engine dropping its receiver.
 fn deliver(
     from_workers: &[std_mpsc::Receiver<Vec<Parsed>>],
-    tx: &mpsc::Sender<Result<ReadMessage, ReadError>>,
+    tx: &mpsc::Sender<Result<Input, ReadError>>,
 ) {
     let mut unknown = UnknownTypes::default();
     for next in 0usize.. {
@@ -255,8 +324,8 @@ fn deliver(
         };
         for outcome in parsed {
             let message = match outcome {
-                Ok(ParsedLine::Message(message)) => Ok(message),
-                Ok(ParsedLine::Unknown { line, kind }) => {
+                Ok(Line::Input(input)) => Ok(input),
+                Ok(Line::Unknown { line, kind }) => {
                     unknown.skip(line, kind);
                     continue;
                 }
@@ -353,7 +422,7 @@ mod tests {
         let mut seen = Vec::new();
         while let Some(message) = rx.recv().await {
             match message {
-                Ok(read) => seen.push(read.line),
+                Ok(read) => seen.push(read.line()),
                 Err(err) if err.is_record_level() => seen.push(err.line()),
                 Err(err) => {
                     assert_eq!(err.line(), fatal_line, "{err}");
@@ -375,7 +444,7 @@ mod tests {
             "x".repeat(5000)
         );
         let mut rx = spawn_reader(Box::new(io::Cursor::new(text.into_bytes())), 1000).unwrap();
-        assert_eq!(rx.recv().await.unwrap().unwrap().line, 1);
+        assert_eq!(rx.recv().await.unwrap().unwrap().line(), 1);
         let err = rx.recv().await.unwrap().unwrap_err();
         assert!(matches!(err, ReadError::TooLong { line: 2, .. }), "{err}");
         assert!(rx.recv().await.is_none());

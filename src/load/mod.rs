@@ -26,6 +26,7 @@ pub mod checked;
 pub mod dispatch;
 pub mod dry_run;
 mod engine;
+pub mod fast;
 pub mod hold;
 pub mod holds;
 pub mod identity;
@@ -345,7 +346,12 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
             );
         }
     }
-    let input = input::spawn(input_path.as_deref(), request.max_line_bytes)?;
+    let published = fast::Published::default();
+    let input = input::spawn(
+        input_path.as_deref(),
+        request.max_line_bytes,
+        published.clone(),
+    )?;
     // sync_log hook: opened after the input, so a bad input path creates no log. A dry run
     // writes none.
     let sync_log = match settings.sync_log.as_deref() {
@@ -401,6 +407,7 @@ pub async fn run(request: TargetRequest) -> Result<(), TargetError> {
             })
         }),
         sync,
+        published,
     };
     let (result, mut report) = engine::run(parts, input).await;
     if let Some(planning) = planning {
@@ -681,10 +688,24 @@ pub async fn run_parts<W: Write>(
             identity: None,
             mirror: None,
             sync: sync::Sync::off(),
+            published: fast::Published::default(),
         },
-        input,
+        messages(input),
     )
     .await
+}
+
+/// Messages already parsed, as the engine reads its input.
+fn messages(mut input: mpsc::Receiver<Result<ReadMessage, ReadError>>) -> input::Receiver {
+    let (tx, rx) = mpsc::channel(input::INPUT_QUEUE);
+    tokio::spawn(async move {
+        while let Some(message) = input.recv().await {
+            if tx.send(message.map(input::Input::Message)).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 fn finish(

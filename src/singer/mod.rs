@@ -5,7 +5,7 @@ pub mod catalog;
 pub mod message;
 pub mod reader;
 pub mod state;
-mod strict;
+pub(crate) mod strict;
 pub mod writer;
 
 pub use catalog::{Catalog, CatalogEntry, MetadataEntry, Properties};
@@ -14,8 +14,8 @@ pub use message::{
     StateMessage,
 };
 pub use reader::{
-    DEFAULT_MAX_LINE_BYTES, MessageReader, ParsedLine, ReadError, ReadMessage, UnknownTypes,
-    parse_read,
+    DEFAULT_MAX_LINE_BYTES, MessageReader, ParsedLine, RawRecord, ReadError, ReadMessage,
+    UnknownTypes, parse_raw, parse_read,
 };
 pub use state::{Bookmark, TapState};
 pub use writer::{SingerWriter, WriteError};

@@ -173,6 +173,7 @@ impl<R: BufRead> MessageReader<R> {
             match parsed {
                 Ok(ParsedLine::Message(message)) => return Some(Ok(message)),
                 Ok(ParsedLine::Unknown { line, kind }) => self.unknown.skip(line, kind),
+                Ok(ParsedLine::Record(_)) => {}
                 Err(err) => return Some(Err(err)),
             }
         }
@@ -289,6 +290,7 @@ enum LineRead {
 
 enum Parsed {
     Message(Message),
+    Record(RawRecord),
     Unknown(String),
 }
 
@@ -304,18 +306,88 @@ pub enum ParsedLine {
         /// Its `type`.
         kind: String,
     },
+    /// A RECORD, its record unparsed (only from [`parse_raw`]).
+    Record(RawRecord),
 }
 
 /// Parses one line (as [`MessageReader::next_text`] gives it) into a message with its place.
 pub fn parse_read(line: u64, bytes: &[u8]) -> Result<ParsedLine, ReadError> {
+    match parse_raw(line, bytes)? {
+        ParsedLine::Record(raw) => raw.into_message().map(ParsedLine::Message),
+        other => Ok(other),
+    }
+}
+
+/// Like [`parse_read`], but a RECORD's record is left as its raw JSON text
+/// ([`ParsedLine::Record`]): the target's parse workers turn it straight into roster's record
+/// model, without a `serde_json` map in between.
+pub fn parse_raw(line: u64, bytes: &[u8]) -> Result<ParsedLine, ReadError> {
     Ok(match parse_line(line, bytes)? {
         Parsed::Message(message) => ParsedLine::Message(ReadMessage {
             line,
             bytes: bytes.len(),
             message,
         }),
+        Parsed::Record(raw) => ParsedLine::Record(raw),
         Parsed::Unknown(kind) => ParsedLine::Unknown { line, kind },
     })
+}
+
+/// A RECORD message whose record is still its raw JSON text (a JSON object: checked).
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    /// 1-based line number in the input.
+    pub line: u64,
+    /// Length of the line in bytes.
+    pub bytes: usize,
+    /// The stream's name.
+    pub stream: String,
+    /// The record, as the line wrote it.
+    pub record: Box<RawValue>,
+    /// When the tap read it.
+    pub time_extracted: Option<String>,
+    /// The stream version, with `ACTIVATE_VERSION`.
+    pub version: Option<u64>,
+}
+
+impl RawRecord {
+    /// The record parsed into a map, as [`parse_read`] gives it: a repeated key is a
+    /// [`ReadError::DuplicateKey`].
+    pub fn into_message(self) -> Result<ReadMessage, ReadError> {
+        let parsed: StrictValue =
+            serde_json::from_str(self.record.get()).map_err(|err| ReadError::Json {
+                line: self.line,
+                column: err.column(),
+                reason: strip_position(&err.to_string()),
+                excerpt: excerpt(self.record.get().as_bytes()),
+            })?;
+        let Value::Object(object) = parsed.value else {
+            return Err(ReadError::Field {
+                line: self.line,
+                kind: "RECORD".into(),
+                problem: "has a \"record\" that is not a JSON object".into(),
+                excerpt: excerpt(self.record.get().as_bytes()),
+            });
+        };
+        if let Some(pointer) = parsed.duplicate {
+            return Err(ReadError::DuplicateKey {
+                line: self.line,
+                stream: self.stream,
+                pointer,
+                record: Box::new(object),
+            });
+        }
+        Ok(ReadMessage {
+            line: self.line,
+            bytes: self.bytes,
+            message: Message::Record(RecordMessage {
+                stream: self.stream,
+                record: object,
+                time_extracted: self.time_extracted,
+                version: self.version,
+            }),
+        })
+    }
 }
 
 /// The unknown message types seen so far: each is warned about once.
@@ -357,6 +429,7 @@ fn excerpt(bytes: &[u8]) -> String {
 pub fn parse_message(line: u64, bytes: &[u8]) -> Result<Option<Message>, ReadError> {
     match parse_line(line, bytes)? {
         Parsed::Message(message) => Ok(Some(message)),
+        Parsed::Record(raw) => raw.into_message().map(|read| Some(read.message)),
         Parsed::Unknown(_) => Ok(None),
     }
 }
@@ -392,7 +465,8 @@ struct Envelope<'a> {
     kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
     stream: Option<&'a RawValue>,
-    record: Option<StrictValue>,
+    #[serde(borrow)]
+    record: Option<&'a RawValue>,
     #[serde(borrow)]
     schema: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -527,7 +601,7 @@ impl Envelope<'_> {
             kind: known,
         };
         let message = match known {
-            "RECORD" => self.record(&check)?,
+            "RECORD" => return self.record(&check).map(Parsed::Record),
             "SCHEMA" => self.schema(&check)?,
             "STATE" => match self.value {
                 Some(raw) => Message::State(StateMessage {
@@ -544,28 +618,22 @@ impl Envelope<'_> {
         Ok(Parsed::Message(message))
     }
 
-    fn record(self, check: &FieldCheck<'_>) -> Result<Message, ReadError> {
+    fn record(self, check: &FieldCheck<'_>) -> Result<RawRecord, ReadError> {
         let stream = check.stream(self.stream)?;
         let Some(record) = self.record else {
             return Err(check.error("has no \"record\" field"));
         };
-        let Value::Object(object) = record.value else {
+        if !record.get().starts_with('{') {
             return Err(check.error("has a \"record\" that is not a JSON object"));
-        };
-        if let Some(pointer) = record.duplicate {
-            return Err(ReadError::DuplicateKey {
-                line: check.line,
-                stream,
-                pointer,
-                record: Box::new(object),
-            });
         }
-        Ok(Message::Record(RecordMessage {
+        Ok(RawRecord {
+            line: check.line,
+            bytes: check.bytes.len(),
             stream,
-            record: object,
+            record: record.to_owned(),
             time_extracted: self.time_extracted.and_then(raw_string),
             version: check.version(self.version, false)?,
-        }))
+        })
     }
 
     fn schema(self, check: &FieldCheck<'_>) -> Result<Message, ReadError> {

@@ -9,9 +9,9 @@ use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 /// A JSON value that remembers the first repeated object key inside it, as a JSON pointer.
-pub(super) struct StrictValue {
-    pub(super) value: Value,
-    pub(super) duplicate: Option<String>,
+pub(crate) struct StrictValue {
+    pub(crate) value: Value,
+    pub(crate) duplicate: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for StrictValue {

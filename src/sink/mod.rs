@@ -47,7 +47,9 @@ pub use crate::http::{Auth, ClientSpec};
 pub use crate::model::{Action, Item, Kind};
 pub use guard::{path_key, path_keys, scalars_only, single_email};
 pub use hash::PayloadHash;
-pub use plan::{BatchKey, BatchLimits, BatchLimitsKey, Op, OrderKey, Origin, Plan, Ticket};
+pub use plan::{
+    BatchKey, BatchLimits, BatchLimitsKey, Op, OrderKey, Origin, Plan, RecordText, Ticket,
+};
 pub use read::{Current, FieldChange, Holding};
 pub use settle::{
     Acks, Outcome, Refusal, Settlement, WriteVerdict, fatal_or, send_and_settle, verdict,

@@ -5,7 +5,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::model::{Item, Object};
 
@@ -22,7 +23,64 @@ pub struct Origin {
     /// The 1-based input line.
     pub line: u64,
     /// The record exactly as it came in.
-    pub record: Object,
+    pub record: RecordText,
+}
+
+/// A record as its line wrote it: the raw JSON text of an object, kept as bytes (a reject
+/// quotes it; nothing else reads it), so the record path builds no map of it.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RecordText(Box<RawValue>);
+
+impl RecordText {
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The record as a map (for a reject). The text was parsed as an object when it was read,
+    /// so this only fails on memory exhaustion; an empty map then.
+    pub fn object(&self) -> Object {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+}
+
+impl From<Box<RawValue>> for RecordText {
+    fn from(raw: Box<RawValue>) -> Self {
+        RecordText(raw)
+    }
+}
+
+impl From<&Object> for RecordText {
+    fn from(record: &Object) -> Self {
+        // A map with string keys always serialises; `null` is never taken.
+        RecordText(serde_json::value::to_raw_value(record).unwrap_or_default())
+    }
+}
+
+impl From<Object> for RecordText {
+    fn from(record: Object) -> Self {
+        RecordText::from(&record)
+    }
+}
+
+impl Default for RecordText {
+    /// `{}`.
+    fn default() -> Self {
+        RecordText::from(&Object::new())
+    }
+}
+
+impl PartialEq for RecordText {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl std::fmt::Debug for RecordText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.get())
+    }
 }
 
 /// One record handed to a sink.

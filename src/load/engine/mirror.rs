@@ -271,7 +271,7 @@ impl<W: Write> Engine<W> {
                 let origin = Arc::new(Origin {
                     stream: name.clone(),
                     line: 0,
-                    record,
+                    record: record.into(),
                 });
                 queue.push_back(Op {
                     ticket,

@@ -175,7 +175,7 @@ impl<W: Write> Engine<W> {
             Outcome::Rejected(refusal) => {
                 let transient = refusal.transient;
                 let (line, record) = match &settlement.origin {
-                    Some(origin) => (origin.line, origin.record.clone()),
+                    Some(origin) => (origin.line, origin.record.object()),
                     None => (0, Object::new()),
                 };
                 self.book_reject(index, settlement.ticket, line, &record, refusal);

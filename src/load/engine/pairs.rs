@@ -28,7 +28,7 @@ impl<W: Write> Engine<W> {
                 if let Some(log) = self.sync_log.as_mut() {
                     log.forget(second.ticket);
                 }
-                self.book_reject(index, ticket, line, &op.origin.record, refusal);
+                self.book_reject(index, ticket, line, &op.origin.record.object(), refusal);
                 return;
             }
         };
@@ -49,7 +49,7 @@ impl<W: Write> Engine<W> {
                     reason: membership_reason(&group, &refusal.reason),
                     ..refusal
                 };
-                self.book_reject(index, ticket, line, &op.origin.record, refusal);
+                self.book_reject(index, ticket, line, &op.origin.record.object(), refusal);
             }
         }
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::load::fast::Prepared;
 use crate::load::report::StreamCounts;
 use crate::load::route::Route;
 use crate::load::schema::StreamSchema;
@@ -27,6 +28,14 @@ pub(super) struct Stream {
 }
 
 impl Stream {
+    /// True when a parse worker made its item with the stream's SCHEMA and route of now.
+    pub(super) fn is_current(&self, prepared: &Prepared) -> bool {
+        self.schema
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &prepared.schema))
+            && matches!(&self.route, Route::Write(map) if Arc::ptr_eq(map, &prepared.map))
+    }
+
     /// A stream first met, routed (`kind`: what its route writes), with no record yet.
     pub(super) fn new(
         name: Arc<str>,

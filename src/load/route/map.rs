@@ -2,6 +2,8 @@
 //! `include`, `exclude`, `constants`), the split into keys, standard fields and attributes,
 //! `null_values` and `nested_values`, the required keys, and [`is_deletion`].
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::{ATTRIBUTES, DELETED_AT, StreamMap};
@@ -37,9 +39,40 @@ impl StreamMap {
     /// Turns a record into an item, or says why it cannot be one.
     pub fn item(&self, record: &Object) -> Result<Item, Refusal> {
         match &self.mapping {
-            None => self.normalize(record),
-            Some(mapping) => self.normalize(&self.apply(mapping, record)),
+            None => self.normalize(self.entries(record.clone())),
+            Some(mapping) => self.normalize(self.entries(self.apply(mapping, record))),
         }
+    }
+
+    /// Turns a record's top-level fields, in input order and with no key twice, into an item:
+    /// what [`StreamMap::item`] does, for records the parse workers have read field by field
+    /// (`crate::load::fast`). Only for streams without a field mapping.
+    pub fn item_of<'a>(&self, entries: Vec<(Cow<'a, str>, Entry<'a>)>) -> Result<Item, Refusal> {
+        debug_assert!(self.mapping.is_none());
+        self.normalize(entries)
+    }
+
+    /// True when the record's `attributes` object may be handed over as its entries
+    /// ([`Entry::Nested`]): it is not a key field of this stream.
+    pub fn nests_attributes(&self) -> bool {
+        self.key_field != ATTRIBUTES && self.group_key.as_deref() != Some(ATTRIBUTES)
+    }
+
+    /// A record as [`Self::normalize`] takes it.
+    fn entries(&self, record: Object) -> Vec<(Cow<'static, str>, Entry<'static>)> {
+        let nest = self.nests_attributes();
+        record
+            .into_iter()
+            .map(|(k, v)| {
+                let entry = match v {
+                    Value::Object(map) if nest && k == ATTRIBUTES => {
+                        Entry::Nested(map.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect())
+                    }
+                    v => Entry::Value(v),
+                };
+                (Cow::Owned(k), entry)
+            })
+            .collect()
     }
 
     /// The membership a users record names through `group_key`, taken out of `user` (whose
@@ -100,28 +133,41 @@ impl StreamMap {
         out
     }
 
-    fn normalize(&self, record: &Object) -> Result<Item, Refusal> {
-        let action = if is_deletion(record.get(DELETED_AT))? {
+    fn normalize<'a>(&self, entries: Vec<(Cow<'a, str>, Entry<'a>)>) -> Result<Item, Refusal> {
+        let deleted = entries.iter().find_map(|(k, e)| match e {
+            Entry::Value(v) if k == DELETED_AT => Some(v),
+            _ => None,
+        });
+        let action = if is_deletion(deleted)? {
             Action::Delete
         } else {
             Action::Upsert
         };
-        let mut item = self.empty_item(record, action);
+        let mut item = self.empty_item(&entries, action);
         let def = model_def(self.kind);
-        let mut nested: Option<&Map<String, Value>> = None;
-        for (k, v) in record {
-            let k = k.as_str();
-            if self.take_key(&mut item, k, v)? {
+        let mut nested: Option<Vec<(Cow<'a, str>, Value)>> = None;
+        for (k, entry) in entries {
+            let v = match entry {
+                Entry::Nested(map) => {
+                    nested = Some(map);
+                    continue;
+                }
+                Entry::Value(v) => v,
+            };
+            let k = k.as_ref();
+            if self.take_key(&mut item, k, &v)? {
                 continue;
             }
             if k == ATTRIBUTES {
                 match v {
-                    Value::Object(map) => nested = Some(map),
+                    Value::Object(map) => {
+                        nested = Some(map.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect());
+                    }
                     Value::Null => {}
                     other => {
                         return Err(Refusal::new(format!(
                             "field \"attributes\" must be an object, got {}",
-                            type_name(other)
+                            type_name(&other)
                         )));
                     }
                 }
@@ -141,8 +187,8 @@ impl StreamMap {
         }
         if let Some(nested) = nested {
             for (k, v) in nested {
-                if let Some(v) = self.value(Field::Attribute(k), v)? {
-                    item.attributes.insert(k.clone(), v);
+                if let Some(v) = self.value(Field::Attribute(&k), v)? {
+                    item.attributes.insert(k.into_owned(), v);
                 }
             }
         }
@@ -150,8 +196,16 @@ impl StreamMap {
         Ok(item)
     }
 
-    /// An item of this stream's kind with no fields yet, its maps sized for `record`.
-    fn empty_item(&self, record: &Object, action: Action) -> Item {
+    /// An item of this stream's kind with no fields yet, its maps sized for the record.
+    fn empty_item(&self, entries: &[(Cow<'_, str>, Entry<'_>)], action: Action) -> Item {
+        let nested = entries
+            .iter()
+            .map(|(k, e)| match e {
+                Entry::Nested(map) => map.len(),
+                Entry::Value(Value::Object(map)) if k == ATTRIBUTES => map.len(),
+                Entry::Value(_) => 0,
+            })
+            .sum::<usize>();
         Item {
             kind: self.kind,
             action,
@@ -159,14 +213,8 @@ impl StreamMap {
             user_id: None,
             group_id: None,
             // Sized up front: growing two hash maps per record was a measurable share.
-            fields: Map::with_capacity(record.len()),
-            attributes: Map::with_capacity(
-                record.len()
-                    + record
-                        .get(ATTRIBUTES)
-                        .and_then(Value::as_object)
-                        .map_or(0, Map::len),
-            ),
+            fields: Map::with_capacity(entries.len()),
+            attributes: Map::with_capacity(entries.len() + nested),
         }
     }
 
@@ -204,15 +252,15 @@ impl StreamMap {
     }
 
     /// A property value under `null_values` and `nested_values`: `None` leaves it out.
-    fn value(&self, field: Field<'_>, v: &Value) -> Result<Option<Value>, Refusal> {
+    fn value(&self, field: Field<'_>, v: Value) -> Result<Option<Value>, Refusal> {
         if v.is_null() {
             return Ok(match self.nulls {
                 NullValues::Clear => Some(Value::Null),
                 NullValues::Skip => None,
             });
         }
-        if !(v.is_array() || v.is_object()) || self.rule.takes(v) {
-            return Ok(Some(v.clone()));
+        if !(v.is_array() || v.is_object()) || self.rule.takes(&v) {
+            return Ok(Some(v));
         }
         let (outcome, out) = match self.nested {
             NestedValues::JsonString => {
@@ -220,7 +268,7 @@ impl StreamMap {
             }
             NestedValues::Drop => ("leaving it out", None),
             // The writer refuses it, naming the field and what the vendor takes.
-            NestedValues::Reject => return Ok(Some(v.clone())),
+            NestedValues::Reject => return Ok(Some(v)),
         };
         let first = self
             .warned
@@ -231,7 +279,7 @@ impl StreamMap {
             tracing::warn!(
                 stream = %self.stream,
                 "field {field:?} holds {}, which {} does not take: {outcome} (nested_values; said once per field)",
-                type_name(v),
+                type_name(&v),
                 self.vendor,
             );
         }
@@ -272,6 +320,15 @@ impl StreamMap {
             _ => Ok(()),
         }
     }
+}
+
+/// A top-level value of a record as [`StreamMap::item_of`] takes it.
+#[derive(Debug)]
+pub enum Entry<'a> {
+    /// The value.
+    Value(Value),
+    /// The record's `attributes` object, as its entries in input order (no key twice).
+    Nested(Vec<(Cow<'a, str>, Value)>),
 }
 
 /// A property's name for warnings, built only when one is written (a `format!` per nested

@@ -34,6 +34,7 @@ use crate::config::{ConfigError, NestedValues, NullValues, StreamOverride};
 use crate::sink::{Kind, NestedRule};
 
 mod map;
+pub use map::Entry;
 
 pub use self::map::{is_deletion, type_name};
 pub use crate::model::{ATTRIBUTES, SDC_DELETED_AT as DELETED_AT};

@@ -25,7 +25,7 @@ fn op(ticket: u64, kind: Kind, id: &str, plan: &str) -> Op {
         origin: Arc::new(Origin {
             stream: "users".into(),
             line: ticket,
-            record: Object::new(),
+            record: Object::new().into(),
         }),
     }
 }

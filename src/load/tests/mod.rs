@@ -310,7 +310,14 @@ async fn run_full(
     )
     .unwrap();
     let out = SharedBuf::default();
-    let rx = input::spawn_reader(Box::new(io::Cursor::new(input.into_bytes())), 1 << 20).unwrap();
+    // The parse workers make items of published streams, as in a real run.
+    let published = crate::load::fast::Published::default();
+    let rx = input::spawn_published(
+        Box::new(io::Cursor::new(input.into_bytes())),
+        1 << 20,
+        published.clone(),
+    )
+    .unwrap();
     let (result, report) = engine::run(
         engine::Parts {
             sink: fake.clone(),
@@ -326,6 +333,7 @@ async fn run_full(
             sync_log: None,
             identity: None,
             mirror: None,
+            published,
         },
         rx,
     )

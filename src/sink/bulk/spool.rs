@@ -20,8 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::singer::Object;
-use crate::sink::{Origin, PayloadHash, Ticket};
+use crate::sink::{Origin, PayloadHash, RecordText, Ticket};
 
 /// Write buffer of each spool file: large enough that a row is rarely a system call.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -181,7 +180,7 @@ pub struct RowBack {
 impl RowBack {
     /// The record the row came from.
     pub fn origin(&self) -> io::Result<Origin> {
-        let (stream, line, record): (String, u64, Object) =
+        let (stream, line, record): (String, u64, RecordText) =
             serde_json::from_slice(&self.origin_line)?;
         Ok(Origin {
             stream: Arc::from(stream),
@@ -318,7 +317,8 @@ mod tests {
             record: json!({"id": format!("u{line}"), "n": line})
                 .as_object()
                 .cloned()
-                .unwrap(),
+                .unwrap()
+                .into(),
         }
     }
 

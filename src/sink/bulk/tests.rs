@@ -153,7 +153,8 @@ fn op(n: u64) -> Op {
             record: json!({"id": format!("u{n}"), "plan": "pro"})
                 .as_object()
                 .cloned()
-                .unwrap(),
+                .unwrap()
+                .into(),
         }),
     }
 }
@@ -385,7 +386,7 @@ async fn a_failed_job_rejects_its_records_with_the_vendors_error() {
         assert!(why.contains("over its import quota"), "{why}");
         let origin = s.origin.as_ref().unwrap();
         assert_eq!(origin.line, n as u64 + 1);
-        assert_eq!(origin.record["id"], format!("u{n}"));
+        assert_eq!(origin.record.object()["id"], format!("u{n}"));
     }
 }
 

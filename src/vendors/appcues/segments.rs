@@ -324,7 +324,7 @@ mod tests {
             let origin = Origin {
                 stream: "segments".into(),
                 line: n as u64 + 2,
-                record: serde_json::Map::new(),
+                record: serde_json::Map::new().into(),
             };
             spool
                 .push(&csv_field(id), Ticket(n as u64), &origin)

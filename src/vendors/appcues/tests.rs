@@ -25,7 +25,7 @@ fn op(
         origin: Arc::new(Origin {
             stream: "s".into(),
             line: 1,
-            record: Map::new(),
+            record: Map::new().into(),
         }),
     }
 }

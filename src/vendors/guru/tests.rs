@@ -31,7 +31,7 @@ fn op(
         origin: Arc::new(Origin {
             stream: "s".into(),
             line: n,
-            record: Map::new(),
+            record: Map::new().into(),
         }),
     }
 }

@@ -29,7 +29,7 @@ fn op(kind: Kind, action: Action, v: Value) -> Op {
         origin: Arc::new(Origin {
             stream: "s".into(),
             line: 1,
-            record: o.clone(),
+            record: o.clone().into(),
         }),
     }
 }

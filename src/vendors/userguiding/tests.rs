@@ -26,7 +26,7 @@ fn op(
         origin: Arc::new(Origin {
             stream: "s".into(),
             line: ticket,
-            record: Map::new(),
+            record: Map::new().into(),
         }),
     }
 }
