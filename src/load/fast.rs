@@ -418,3 +418,6 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
         deserializer.deserialize_str(KeyVisitor)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -226,3 +226,41 @@ async fn duplicate_keys_reject_only_that_record() {
             .contains("repeats the key /id")
     );
 }
+
+#[tokio::test]
+async fn records_after_a_new_schema_are_judged_by_it_even_when_parsed_before_it_was_read() {
+    // The parse workers run ahead of the engine and check records against the SCHEMA the
+    // engine has published so far: records after the second SCHEMA are parsed (and passed) with
+    // the first one before the engine reads the second. The engine must judge them again.
+    let loose = json!({"type": "SCHEMA", "stream": "users", "key_properties": ["id"],
+        "schema": {"type": "object", "properties": {"id": {"type": "string"}}}});
+    let strict = json!({"type": "SCHEMA", "stream": "users", "key_properties": ["id"],
+        "schema": {"type": "object", "properties": {"id": {"type": "string"},
+        "seats": {"type": "integer"}}}});
+    let n = 3000;
+    let mut items = vec![loose];
+    items.extend((0..n).map(|i| record("users", json!({"id": format!("a{i}"), "seats": "many"}))));
+    items.push(strict);
+    items.extend((0..n).map(|i| record("users", json!({"id": format!("b{i}"), "seats": "many"}))));
+    items.push(state(1));
+    let r = run(
+        lines(&items),
+        Script::default(),
+        OnInvalid::Reject,
+        json!({}),
+    )
+    .await;
+    r.result.unwrap();
+    let t = &r.report.totals;
+    assert_eq!((t.records_in, t.sent, t.rejected), (2 * n, n, n));
+    let rejected_lines: Vec<u64> = r
+        .rejects
+        .iter()
+        .filter_map(|v| v["reject"]["line"].as_u64())
+        .collect();
+    assert_eq!(rejected_lines.len(), n as usize);
+    assert!(
+        rejected_lines.iter().all(|&line| line > n + 1),
+        "a record before the second SCHEMA was rejected"
+    );
+}
