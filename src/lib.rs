@@ -35,6 +35,7 @@ pub mod fsutil;
 pub mod http;
 pub mod ledger;
 pub mod load;
+pub mod maps;
 pub mod model;
 pub mod scim;
 pub mod singer;

@@ -21,7 +21,8 @@
 //! older) and [`Ledger::held_counts`] (what the ledger holds per stream, for the guards), and
 //! keep what they know of each stream's passes in [`Pass`] rows (`passes.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use crate::maps::FastMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -178,15 +179,17 @@ pub struct Ledger {
     path: PathBuf,
     scope: i64,
     read_only: bool,
+    /// Read-only, and the account had no entry when the ledger was opened.
+    none_stored: bool,
     staged: Vec<Change>,
     /// Keys this run dispatched or changed and has not committed yet (bounded by the writes in
     /// flight plus [`COMMIT_EVERY`]).
-    expected: HashMap<EntryKey, Expected>,
+    expected: FastMap<EntryKey, Expected>,
     /// The passes of the streams this run looked at or changed.
-    passes: HashMap<String, Pass>,
+    passes: FastMap<String, Pass>,
     /// A read-only ledger under `sync_mode: mirror` (a dry run): the version each key was read
     /// in, which it cannot write, so [`Ledger::older_than`] shows what a real run would delete.
-    read_in: Option<HashMap<EntryKey, u64>>,
+    read_in: Option<FastMap<EntryKey, u64>>,
 }
 
 fn sql<'a>(path: &'a Path, context: &'static str) -> impl Fn(rusqlite::Error) -> LedgerError + 'a {
@@ -322,14 +325,26 @@ impl Ledger {
             )
             .map_err(sql(path, "reading the account"))?
         };
+        // A read-only ledger (a dry run, a plan) never writes: when its account had no entry
+        // when it opened, no lookup can find one, and a dry run over a million records need not
+        // ask SQLite a million times.
+        let none_stored = read_only
+            && !conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM entries WHERE scope = ?1)",
+                    params![scope],
+                    |row| row.get::<_, bool>(0),
+                )
+                .map_err(sql(path, "reading the account"))?;
         Ok(Ledger {
             conn,
             path: path.to_path_buf(),
             scope,
             read_only,
+            none_stored,
             staged: Vec::new(),
-            expected: HashMap::new(),
-            passes: HashMap::new(),
+            expected: FastMap::default(),
+            passes: FastMap::default(),
             read_in: None,
         })
     }
@@ -348,6 +363,9 @@ impl Ledger {
     }
 
     fn stored(&self, key: &EntryKey) -> Result<Option<Entry>, LedgerError> {
+        if self.none_stored {
+            return Ok(None);
+        }
         let mut statement = self
             .conn
             .prepare_cached(
@@ -378,7 +396,7 @@ impl Ledger {
     /// was read in, in memory (tens of bytes per key), since it cannot write it.
     pub fn remember_versions(&mut self) {
         if self.read_only {
-            self.read_in.get_or_insert_with(HashMap::new);
+            self.read_in.get_or_insert_with(FastMap::default);
         }
     }
 

@@ -141,6 +141,26 @@ fn a_dry_run_reads_and_never_writes() {
 }
 
 #[test]
+fn a_dry_run_of_an_account_without_entries_still_sees_what_it_sent_itself() {
+    // Read-only over an account with no entry: lookups skip SQLite, but a key the run
+    // dispatched earlier (a record repeated in the input) is still found.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let mut ledger = Ledger::open(&path, "v", "other").unwrap();
+    let key = EntryKey::new(Kind::Users, "u1");
+    ledger.expect(&key, entry(9, None));
+    ledger.accepted(key.clone(), "users", entry(9, None));
+    ledger.commit(None).unwrap();
+    drop(Ledger::open(&path, "v", "a").unwrap());
+    let mut read = Ledger::open_read_only(&path, "v", "a").unwrap().unwrap();
+    assert_eq!(read.get(&key).unwrap(), None, "another account's entry");
+    read.expect(&key, entry(10, None));
+    assert_eq!(read.get(&key).unwrap(), Some(entry(10, None)));
+    let other = Ledger::open_read_only(&path, "v", "other").unwrap().unwrap();
+    assert_eq!(other.get(&key).unwrap(), Some(entry(9, None)));
+}
+
+#[test]
 fn passes_are_committed_with_the_entries_and_a_refused_write_keeps_its_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");

@@ -18,7 +18,7 @@ mod outcomes;
 mod pairs;
 mod stream;
 
-use std::collections::HashMap;
+use crate::maps::FastMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,7 +128,7 @@ struct Engine<W: Write> {
     dispatcher: Dispatcher,
     acks: Acks,
     streams: Vec<Stream>,
-    by_name: HashMap<String, usize>,
+    by_name: FastMap<String, usize>,
     last_emit: Option<Instant>,
     last_state: Option<Value>,
     consecutive_transient: u32,
@@ -144,9 +144,9 @@ struct Engine<W: Write> {
     input_ended: bool,
     /// Records written as two ops (a users row and the membership its `group_key` names): each
     /// op's ticket → the other's, and whether it is the membership half.
-    pairs: HashMap<Ticket, (Ticket, Option<String>)>,
+    pairs: FastMap<Ticket, (Ticket, Option<String>)>,
     /// The first half of a pair to settle, waiting for the other, and how it counts.
-    halves: HashMap<Ticket, (Settlement, Option<Class>)>,
+    halves: FastMap<Ticket, (Settlement, Option<Class>)>,
     sync: Sync,
     sync_log: Option<SyncLog>,
     identity: Option<IdentityGuard>,
@@ -258,7 +258,7 @@ impl<W: Write> Engine<W> {
             tally: Tally::new(),
             acks,
             streams: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: FastMap::default(),
             last_emit: None,
             last_state: None,
             consecutive_transient: 0,
@@ -269,8 +269,8 @@ impl<W: Write> Engine<W> {
             max_reject_ratio: parts.max_reject_ratio,
             skipped: 0,
             input_ended: false,
-            pairs: HashMap::new(),
-            halves: HashMap::new(),
+            pairs: FastMap::default(),
+            halves: FastMap::default(),
             sync: parts.sync,
             sync_log: parts.sync_log,
             identity: parts.identity,

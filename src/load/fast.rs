@@ -16,7 +16,6 @@
 //! makes the engine check the record again).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -27,23 +26,27 @@ use serde_json::value::RawValue;
 
 use crate::load::route::{ATTRIBUTES, Entry, StreamMap};
 use crate::load::schema::StreamSchema;
+use crate::maps::FastMap;
 use crate::singer::strict::StrictValue;
 use crate::sink::{Item, Refusal};
 
-/// What the workers know of each written stream, by name; replaced whole when a SCHEMA comes.
+/// The written streams the workers know, by name.
+pub type Streams = Arc<FastMap<Box<str>, Arc<Prepared>>>;
+
+/// What the workers know of each written stream; replaced whole when a SCHEMA comes.
 #[derive(Debug, Clone, Default)]
-pub struct Published(Arc<Mutex<Arc<HashMap<Box<str>, Arc<Prepared>>>>>);
+pub struct Published(Arc<Mutex<Streams>>);
 
 impl Published {
     /// The streams published now (a worker takes this once per chunk of lines).
-    pub fn snapshot(&self) -> Arc<HashMap<Box<str>, Arc<Prepared>>> {
+    pub fn snapshot(&self) -> Streams {
         self.0.lock().clone()
     }
 
     /// Publishes a stream, or withdraws it (`None`: its records go the engine's way).
     pub fn set(&self, stream: &str, prepared: Option<Prepared>) {
         let mut guard = self.0.lock();
-        let mut streams = HashMap::clone(&guard);
+        let mut streams = FastMap::clone(&guard);
         match prepared {
             Some(prepared) => streams.insert(stream.into(), Arc::new(prepared)),
             None => streams.remove(stream),

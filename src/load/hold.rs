@@ -22,7 +22,8 @@
 //! A held membership's ticket stays unsettled, so no STATE after it is printed until it is
 //! written or rejected.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::maps::{FastMap, FastSet};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
@@ -127,12 +128,12 @@ enum Spill {
 /// The held memberships.
 pub struct Held {
     bound: usize,
-    users: HashSet<u64>,
-    groups: HashSet<u64>,
+    users: FastSet<u64>,
+    groups: FastSet<u64>,
     /// Held in memory, by ticket.
     waiting: BTreeMap<u64, Op>,
-    by_user: HashMap<u64, Vec<u64>>,
-    by_group: HashMap<u64, Vec<u64>>,
+    by_user: FastMap<u64, Vec<u64>>,
+    by_group: FastMap<u64, Vec<u64>>,
     spill: Option<Spill>,
     /// Memberships held at any point in the run.
     pub held: u64,
@@ -155,11 +156,11 @@ impl Held {
     pub fn new(bound: usize) -> Self {
         Held {
             bound,
-            users: HashSet::new(),
-            groups: HashSet::new(),
+            users: FastSet::default(),
+            groups: FastSet::default(),
             waiting: BTreeMap::new(),
-            by_user: HashMap::new(),
-            by_group: HashMap::new(),
+            by_user: FastMap::default(),
+            by_group: FastMap::default(),
             spill: None,
             held: 0,
             spilled: 0,

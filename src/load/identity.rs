@@ -34,7 +34,7 @@
 //! where the run needs a Bloom probe and an insert into a hash map, and writes sequentially (the
 //! merge) once per 100,000 values.
 
-use std::collections::HashMap;
+use crate::maps::FastMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, Write};
 
@@ -137,7 +137,7 @@ const BLOOM_PROBES: u64 = 7;
 #[derive(Debug)]
 struct Index {
     bound: usize,
-    hot: HashMap<u64, u64>,
+    hot: FastMap<u64, u64>,
     run: Option<Run>,
 }
 
@@ -272,7 +272,7 @@ impl Index {
     fn new(bound: usize) -> Self {
         Index {
             bound: bound.max(1),
-            hot: HashMap::new(),
+            hot: FastMap::default(),
             run: None,
         }
     }

@@ -17,10 +17,9 @@ use std::sync::mpsc as std_mpsc;
 
 use tokio::sync::mpsc;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::load::fast::{Prepared, Published};
+use crate::load::fast::{Prepared, Published, Streams};
 use crate::singer::{
     MessageReader, ParsedLine, RawRecord, ReadError, ReadMessage, UnknownTypes, parse_raw,
 };
@@ -249,7 +248,7 @@ impl Chunk {
 
     /// Parses every line; a line that could not be read stays the error it is. A RECORD of a
     /// published stream becomes its item here.
-    fn parse(&mut self, streams: &HashMap<Box<str>, Arc<Prepared>>) -> Vec<Parsed> {
+    fn parse(&mut self, streams: &Streams) -> Vec<Parsed> {
         let text = &self.text;
         self.lines
             .drain(..)

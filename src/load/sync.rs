@@ -13,7 +13,7 @@
 //! before anything is sent, which the sinks' per-request hashes (one per batch for batched
 //! vendors) do not.
 
-use std::collections::HashMap;
+use crate::maps::FastMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -68,7 +68,7 @@ pub struct Sync {
     ledger: Option<Ledger>,
     change_detection: bool,
     mode: SyncMode,
-    pending: HashMap<Ticket, Pending>,
+    pending: FastMap<Ticket, Pending>,
     /// The kinds whose "holds" the vendor's reads decide (`super::holds`); the ledger the rest.
     reads: super::holds::ReadKinds,
 }
@@ -91,7 +91,7 @@ impl Sync {
             ledger: None,
             change_detection: false,
             mode: SyncMode::Upsert,
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             reads: super::holds::ReadKinds::none(),
         }
     }
@@ -102,7 +102,7 @@ impl Sync {
             change_detection: change_detection && ledger.is_some(),
             ledger,
             mode,
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             reads: super::holds::ReadKinds::none(),
         }
     }

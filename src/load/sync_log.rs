@@ -27,7 +27,7 @@
 //! the end ([`SyncLog::finish`]). A write error is kept and reported by
 //! [`SyncLog::finish`]; it never stops the records themselves.
 
-use std::collections::HashMap;
+use crate::maps::FastMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,7 +102,7 @@ pub struct SyncLog {
     path: PathBuf,
     out: SingerWriter<File>,
     run_id: String,
-    pending: HashMap<Ticket, Pending>,
+    pending: FastMap<Ticket, Pending>,
     records: u64,
     rejects: u64,
     since_state: u64,
@@ -232,7 +232,7 @@ impl SyncLog {
                 now.format("%Y%m%dT%H%M%S%.6fZ"),
                 std::process::id()
             ),
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             records: 0,
             rejects: 0,
             since_state: 0,
