@@ -123,10 +123,16 @@ def summarize(results, records):
     }
 
 
+# roster's default ledger lives in the user's state directory; every harness run gets a fresh
+# one, so a row never depends on what earlier runs (or the user's own syncs) left there.
+STATE_HOME = tempfile.mkdtemp(prefix="roster-bench-state-")
+
+
 def roster_env():
     env = dict(os.environ)
     for var in ("RUST_LOG", "ROSTER_LOG", "ROSTER_ZERO_DELAYS"):
         env.pop(var, None)
+    env["XDG_STATE_HOME"] = STATE_HOME
     return env
 
 

@@ -156,7 +156,9 @@ fn a_dry_run_of_an_account_without_entries_still_sees_what_it_sent_itself() {
     assert_eq!(read.get(&key).unwrap(), None, "another account's entry");
     read.expect(&key, entry(10, None));
     assert_eq!(read.get(&key).unwrap(), Some(entry(10, None)));
-    let other = Ledger::open_read_only(&path, "v", "other").unwrap().unwrap();
+    let other = Ledger::open_read_only(&path, "v", "other")
+        .unwrap()
+        .unwrap();
     assert_eq!(other.get(&key).unwrap(), Some(entry(9, None)));
 }
 

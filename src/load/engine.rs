@@ -154,6 +154,9 @@ struct Engine<W: Write> {
     published: Published,
 }
 
+/// Messages the engine reads in one turn of its loop at most (when they are already queued).
+const INPUT_BATCH: usize = 64;
+
 /// Runs the engine over `input` until the input ends, a protocol error, a fatal error or a
 /// signal. Returns the outcome and the run report.
 pub async fn run<W: Write>(
@@ -205,7 +208,10 @@ pub async fn run<W: Write>(
             Some(done) = written.recv() => engine.written(done),
             message = input.recv(), if can_read => match message {
                 None => engine.input_end(),
-                Some(message) => engine.message(message),
+                Some(message) => {
+                    engine.message(message);
+                    engine.read_more(&mut input);
+                }
             },
             Some(result) = OptionFuture::from(flush.as_mut()), if flush.is_some() => {
                 flush = None;
@@ -276,6 +282,24 @@ impl<W: Write> Engine<W> {
             identity: parts.identity,
             mirror: parts.mirror.map(mirror::MirrorRun::new),
             published: parts.published,
+        }
+    }
+
+    /// Reads on what is already queued, up to [`INPUT_BATCH`] messages, without a turn of the
+    /// loop per message: its `select!`, signal poll and STATE check cost more than a record.
+    fn read_more(&mut self, input: &mut super::input::Receiver) {
+        for _ in 0..INPUT_BATCH {
+            if self.phase != Phase::Reading || !self.dispatcher.has_room(MAX_IN_FLIGHT) {
+                return;
+            }
+            match input.try_recv() {
+                Ok(message) => self.message(message),
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.input_end();
+                    return;
+                }
+            }
         }
     }
 
