@@ -171,6 +171,8 @@ pub async fn run<W: Write>(
     let mut hard_stop = false;
     // Set by the first signal: past it, writes still in flight are abandoned.
     let mut stop_by: Option<Instant> = None;
+    // The rest of the batch of messages last read from the input.
+    let mut queued = Vec::new().into_iter();
     loop {
         match engine.phase {
             Phase::Draining if engine.dispatcher.in_flight() == 0 => {
@@ -206,11 +208,11 @@ pub async fn run<W: Write>(
             }
             Some(settlement) = settled.recv() => engine.settled(settlement),
             Some(done) = written.recv() => engine.written(done),
-            message = input.recv(), if can_read => match message {
+            batch = input.recv(), if can_read && queued.len() == 0 => match batch {
                 None => engine.input_end(),
-                Some(message) => {
-                    engine.message(message);
-                    engine.read_more(&mut input);
+                Some(batch) => {
+                    queued = batch.into_iter();
+                    engine.read_queued(&mut queued);
                 }
             },
             Some(result) = OptionFuture::from(flush.as_mut()), if flush.is_some() => {
@@ -224,6 +226,10 @@ pub async fn run<W: Write>(
             }
             () = tokio::time::sleep_until(wake.into()) => {
                 engine.dispatcher.dispatch_due(Instant::now());
+            }
+            // Messages of a batch already read: on with them once nothing else is ready.
+            () = std::future::ready(()), if can_read && queued.len() > 0 => {
+                engine.read_queued(&mut queued);
             }
         }
         engine.emit(false);
@@ -285,20 +291,16 @@ impl<W: Write> Engine<W> {
         }
     }
 
-    /// Reads on what is already queued, up to [`INPUT_BATCH`] messages, without a turn of the
-    /// loop per message: its `select!`, signal poll and STATE check cost more than a record.
-    fn read_more(&mut self, input: &mut super::input::Receiver) {
+    /// Reads on in the batch last read from the input, up to [`INPUT_BATCH`] messages in one
+    /// turn of the loop (its `select!`, signal poll and STATE check cost more than a record).
+    fn read_queued(&mut self, queued: &mut std::vec::IntoIter<Result<Input, ReadError>>) {
         for _ in 0..INPUT_BATCH {
             if self.phase != Phase::Reading || !self.dispatcher.has_room(MAX_IN_FLIGHT) {
                 return;
             }
-            match input.try_recv() {
-                Ok(message) => self.message(message),
-                Err(mpsc::error::TryRecvError::Empty) => return,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    self.input_end();
-                    return;
-                }
+            match queued.next() {
+                Some(message) => self.message(message),
+                None => return,
             }
         }
     }

@@ -54,8 +54,12 @@ pub struct Record {
     pub prepared: Option<(Arc<Prepared>, Result<Item, Refusal>)>,
 }
 
+/// What the engine reads at once: the messages of one parsed chunk, in input order (one send
+/// and one wake-up per chunk, not per message).
+pub type Batch = Vec<Result<Input, ReadError>>;
+
 /// The engine's end of the input.
-pub type Receiver = mpsc::Receiver<Result<Input, ReadError>>;
+pub type Receiver = mpsc::Receiver<Batch>;
 
 /// Messages parsed ahead of the engine (each at most `max_line_bytes`, usually a few hundred
 /// bytes): enough to keep the engine busy, small enough to keep memory flat.
@@ -116,7 +120,7 @@ pub fn spawn_published(
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, MAX_PARSE_WORKERS);
-    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+    let (tx, rx) = mpsc::channel(INPUT_QUEUE / CHUNK_LINES);
     let (pool_tx, pool_rx) = std_mpsc::channel::<Vec<u8>>();
     let mut to_workers = Vec::with_capacity(workers);
     let mut from_workers = Vec::with_capacity(workers);
@@ -312,15 +316,14 @@ impl<R: BufRead> BufRead for Tracked<R> {
 
 /// Hands the parsed chunks to the engine in input order, until the first fatal error, the end
 /// of the input, or the engine dropping its receiver.
-fn deliver(
-    from_workers: &[std_mpsc::Receiver<Vec<Parsed>>],
-    tx: &mpsc::Sender<Result<Input, ReadError>>,
-) {
+fn deliver(from_workers: &[std_mpsc::Receiver<Vec<Parsed>>], tx: &mpsc::Sender<Batch>) {
     let mut unknown = UnknownTypes::default();
     for next in 0usize.. {
         let Ok(parsed) = from_workers[next % from_workers.len()].recv() else {
             return;
         };
+        let mut batch = Vec::with_capacity(parsed.len());
+        let mut fatal = false;
         for outcome in parsed {
             let message = match outcome {
                 Ok(Line::Input(input)) => Ok(input),
@@ -330,10 +333,14 @@ fn deliver(
                 }
                 Err(err) => Err(err),
             };
-            let fatal = message.as_ref().is_err_and(|err| !err.is_record_level());
-            if tx.blocking_send(message).is_err() || fatal {
-                return;
+            fatal = message.as_ref().is_err_and(|err| !err.is_record_level());
+            batch.push(message);
+            if fatal {
+                break;
             }
+        }
+        if (!batch.is_empty() && tx.blocking_send(batch).is_err()) || fatal {
+            return;
         }
     }
 }
@@ -341,6 +348,30 @@ fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The input one message at a time, as the engine takes them from its batches.
+    struct Messages {
+        rx: Receiver,
+        queued: std::collections::VecDeque<Result<Input, ReadError>>,
+    }
+
+    impl Messages {
+        fn new(rx: Receiver) -> Self {
+            Messages {
+                rx,
+                queued: Default::default(),
+            }
+        }
+
+        async fn recv(&mut self) -> Option<Result<Input, ReadError>> {
+            while self.queued.is_empty() {
+                let batch = self.rx.recv().await?;
+                assert!(!batch.is_empty(), "an empty batch was sent");
+                self.queued.extend(batch);
+            }
+            self.queued.pop_front()
+        }
+    }
 
     /// A tap that has written some lines and not the next: reads block until it does.
     struct Trickle(std_mpsc::Receiver<Vec<u8>>);
@@ -365,7 +396,7 @@ mod tests {
         tx.send(b"{\"type\":\"STATE\",\"value\":1}\n{\"type\":\"STATE\",\"value\":2}\n".to_vec())
             .unwrap();
         let source = Box::new(io::BufReader::new(Trickle(rx_bytes)));
-        let mut rx = spawn_reader(source, 1 << 20).unwrap();
+        let mut rx = Messages::new(spawn_reader(source, 1 << 20).unwrap());
         for _ in 0..2 {
             let got = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await;
             assert!(
@@ -380,8 +411,9 @@ mod tests {
     #[tokio::test]
     async fn reads_until_the_first_fatal_error() {
         let text = "{\"type\":\"STATE\",\"value\":1}\nnot json\n{\"type\":\"STATE\",\"value\":2}\n";
-        let mut rx =
-            spawn_reader(Box::new(io::Cursor::new(text.as_bytes().to_vec())), 1 << 20).unwrap();
+        let mut rx = Messages::new(
+            spawn_reader(Box::new(io::Cursor::new(text.as_bytes().to_vec())), 1 << 20).unwrap(),
+        );
         assert!(rx.recv().await.unwrap().is_ok());
         let err = rx.recv().await.unwrap().unwrap_err();
         assert_eq!(err.line(), 2);
@@ -417,7 +449,9 @@ mod tests {
         }
         text.push_str("not json\n{\"type\":\"STATE\",\"value\":-1}\n");
         let fatal_line = line + 1;
-        let mut rx = spawn_reader(Box::new(io::Cursor::new(text.into_bytes())), 1 << 20).unwrap();
+        let mut rx = Messages::new(
+            spawn_reader(Box::new(io::Cursor::new(text.into_bytes())), 1 << 20).unwrap(),
+        );
         let mut seen = Vec::new();
         while let Some(message) = rx.recv().await {
             match message {
@@ -442,7 +476,9 @@ mod tests {
             "{{\"type\":\"STATE\",\"value\":1}}\n{{\"type\":\"STATE\",\"value\":\"{}\"}}\n{{\"type\":\"STATE\",\"value\":3}}\n",
             "x".repeat(5000)
         );
-        let mut rx = spawn_reader(Box::new(io::Cursor::new(text.into_bytes())), 1000).unwrap();
+        let mut rx = Messages::new(
+            spawn_reader(Box::new(io::Cursor::new(text.into_bytes())), 1000).unwrap(),
+        );
         assert_eq!(rx.recv().await.unwrap().unwrap().line(), 1);
         let err = rx.recv().await.unwrap().unwrap_err();
         assert!(matches!(err, ReadError::TooLong { line: 2, .. }), "{err}");

@@ -697,10 +697,14 @@ pub async fn run_parts<W: Write>(
 
 /// Messages already parsed, as the engine reads its input.
 fn messages(mut input: mpsc::Receiver<Result<ReadMessage, ReadError>>) -> input::Receiver {
-    let (tx, rx) = mpsc::channel(input::INPUT_QUEUE);
+    let (tx, rx) = mpsc::channel(input::INPUT_QUEUE / input::CHUNK_LINES);
     tokio::spawn(async move {
         while let Some(message) = input.recv().await {
-            if tx.send(message.map(input::Input::Message)).await.is_err() {
+            if tx
+                .send(vec![message.map(input::Input::Message)])
+                .await
+                .is_err()
+            {
                 return;
             }
         }
