@@ -86,14 +86,17 @@ origin=$(sed -nE 's/^roster-sandbox listening on (http:[^ ]+).*/\1/p' "$work/san
 
 config() { # config VENDOR
     case $1 in
-        appcues) echo "{\"vendor\":\"appcues\",\"mode\":\"bulk\",\"base_url\":\"$origin/appcues\",\"account_id\":\"10001\",\"api_key\":\"sandbox-appcues-key\",\"api_secret\":\"sandbox-appcues-secret\",\"reject_file\":\"$work/rejects.ndjson\"}" ;;
-        userpilot) echo "{\"vendor\":\"userpilot\",\"mode\":\"bulk\",\"base_url\":\"$origin/userpilot\",\"api_key\":\"sandbox-userpilot-key\",\"reject_file\":\"$work/rejects.ndjson\"}" ;;
+        appcues) echo "{\"vendor\":\"appcues\",\"mode\":\"bulk\",\"base_url\":\"$origin/appcues\",\"account_id\":\"10001\",\"api_key\":\"sandbox-appcues-key\",\"api_secret\":\"sandbox-appcues-secret\",\"reject_file\":\"$work/rejects.ndjson\",\"ledger\":\"$work/ledger.sqlite\"}" ;;
+        userpilot) echo "{\"vendor\":\"userpilot\",\"mode\":\"bulk\",\"base_url\":\"$origin/userpilot\",\"api_key\":\"sandbox-userpilot-key\",\"reject_file\":\"$work/rejects.ndjson\",\"ledger\":\"$work/ledger.sqlite\"}" ;;
     esac
 }
 
 run() { # run VENDOR INPUT EXPECTED_ROWS: prints "seconds peak_kb user_s sys_s bytes jobs"
     local vendor=$1 input=$2 rows=$3
     curl -fsS -X POST "$origin/_sandbox/reset" >/dev/null
+    # A fresh ledger each run: every run is a first sync (with the default ledger the second
+    # run would find every user unchanged and send nothing).
+    rm -f "$work"/ledger.sqlite*
     config "$vendor" >"$work/config.json"
     /usr/bin/time -f '%e %M %U %S' -o "$work/time.txt" \
         env ROSTER_LOG=info "$bin/target-roster" --config "$work/config.json" --input "$input" \

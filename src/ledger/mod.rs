@@ -185,6 +185,10 @@ pub struct Ledger {
     /// Keys this run dispatched or changed and has not committed yet (bounded by the writes in
     /// flight plus [`COMMIT_EVERY`]).
     expected: FastMap<EntryKey, Expected>,
+    /// Keys in `expected` with nothing in flight: what a commit frees. Counted, not measured
+    /// by the map's size: a bulk run keeps tens of thousands of keys in flight until their job
+    /// ends, and taking those for freeable made every settlement commit (and scan the map).
+    idle: usize,
     /// The passes of the streams this run looked at or changed.
     passes: FastMap<String, Pass>,
     /// A read-only ledger under `sync_mode: mirror` (a dry run): the version each key was read
@@ -344,6 +348,7 @@ impl Ledger {
             none_stored,
             staged: Vec::new(),
             expected: FastMap::default(),
+            idle: 0,
             passes: FastMap::default(),
             read_in: None,
         })
@@ -410,17 +415,34 @@ impl Ledger {
     /// vendor will hold once it accepts).
     pub fn expect(&mut self, key: &EntryKey, entry: Entry) {
         self.read_in(key, entry.version);
-        let expected = self.expected.entry(key.clone()).or_insert(Expected {
-            entry,
-            in_flight: 0,
-        });
-        expected.entry = entry;
-        expected.in_flight += 1;
+        match self.expected.get_mut(key) {
+            Some(expected) => {
+                if expected.in_flight == 0 {
+                    self.idle = self.idle.saturating_sub(1);
+                }
+                expected.entry = entry;
+                expected.in_flight += 1;
+            }
+            None => {
+                self.expected.insert(
+                    key.clone(),
+                    Expected {
+                        entry,
+                        in_flight: 1,
+                    },
+                );
+            }
+        }
     }
 
     fn landed(&mut self, key: &EntryKey) {
-        if let Some(expected) = self.expected.get_mut(key) {
-            expected.in_flight = expected.in_flight.saturating_sub(1);
+        if let Some(expected) = self.expected.get_mut(key)
+            && expected.in_flight > 0
+        {
+            expected.in_flight -= 1;
+            if expected.in_flight == 0 {
+                self.idle += 1;
+            }
         }
     }
 
@@ -476,19 +498,29 @@ impl Ledger {
         if entry.version == Some(version) {
             return;
         }
-        let expected = self.expected.entry(key.clone()).or_insert(Expected {
-            entry,
-            in_flight: 0,
-        });
-        expected.entry.version = Some(version);
+        match self.expected.get_mut(&key) {
+            Some(expected) => expected.entry.version = Some(version),
+            None => {
+                let mut entry = entry;
+                entry.version = Some(version);
+                self.expected.insert(
+                    key.clone(),
+                    Expected {
+                        entry,
+                        in_flight: 0,
+                    },
+                );
+                self.idle += 1;
+            }
+        }
         self.staged.push(Change::Seen { key, version });
     }
 
-    /// Changes staged and not committed, or half the keys this run remembers (a dry run stages
-    /// nothing but remembers what it would have sent; in-flight keys stay), whichever is more:
-    /// what a commit frees.
+    /// Changes staged and not committed, or the keys this run remembers with nothing in flight
+    /// (a dry run stages nothing but remembers what it would have sent), whichever is more:
+    /// what a commit frees. Keys still in flight do not count: a commit keeps them.
     pub fn staged(&self) -> usize {
-        self.staged.len().max(self.expected.len() / 2)
+        self.staged.len().max(self.idle)
     }
 
     /// Commits every staged change in one transaction, with `state` (the STATE the engine is
@@ -516,7 +548,10 @@ impl Ledger {
             tx.commit().map_err(sql(&path, "committing"))?;
         }
         self.staged.clear();
-        self.expected.retain(|_, e| e.in_flight > 0);
+        if self.idle > 0 {
+            self.expected.retain(|_, e| e.in_flight > 0);
+            self.idle = 0;
+        }
         Ok(())
     }
 

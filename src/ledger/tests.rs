@@ -229,3 +229,35 @@ fn passes_are_committed_with_the_entries_and_a_refused_write_keeps_its_version()
         .unwrap();
     assert_eq!(read.pass("users").unwrap(), pass);
 }
+
+#[test]
+fn keys_in_flight_do_not_make_a_commit_due() {
+    // A bulk run keeps a whole file of keys in flight until its job ends: those are not what
+    // a commit frees, so they must not make every settlement commit (and scan them all).
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("l.sqlite"), "appcues", "https://a").unwrap();
+    let keys: Vec<EntryKey> = (0..2 * COMMIT_EVERY + 2)
+        .map(|i| EntryKey::new(Kind::Users, format!("u{i}")))
+        .collect();
+    for key in &keys {
+        ledger.expect(key, entry(1, None));
+    }
+    ledger.accepted(keys[0].clone(), "users", entry(1, None));
+    assert_eq!(ledger.staged(), 1, "one change staged, the rest in flight");
+    ledger.commit(None).unwrap();
+    assert_eq!(ledger.staged(), 0);
+    for key in &keys[1..] {
+        ledger.accepted(key.clone(), "users", entry(1, None));
+    }
+    assert_eq!(ledger.staged(), keys.len() - 1);
+    ledger.commit(None).unwrap();
+    assert_eq!(ledger.staged(), 0, "a commit frees the keys that landed");
+    // Keys read again unchanged with nothing in flight count as freeable; sent again, not.
+    ledger.seen(keys[0].clone(), entry(1, None), 4);
+    assert_eq!(ledger.staged(), 1);
+    ledger.commit(None).unwrap();
+    ledger.seen(keys[1].clone(), entry(1, None), 5);
+    ledger.expect(&keys[1], entry(2, Some(5)));
+    ledger.commit(None).unwrap();
+    assert_eq!(ledger.get(&keys[1]).unwrap(), Some(entry(2, Some(5))));
+}

@@ -197,6 +197,163 @@ pub struct Row<'a> {
     pub keys: Vec<OrderKey>,
 }
 
+/// Rows for one lane, encoded into one buffer: a batch of 512 rows costs a few allocations, not
+/// a few per row. Build it with [`RowBatch::push`], spool it with [`Pipeline::push_batch`].
+#[derive(Debug, Default)]
+pub struct RowBatch<'a> {
+    bytes: Vec<u8>,
+    keys: Vec<OrderKey>,
+    rows: Vec<BatchRow<'a>>,
+}
+
+/// Where one row of a [`RowBatch`] ends in its buffers.
+#[derive(Debug)]
+struct BatchRow<'a> {
+    op: &'a Op,
+    end: usize,
+    keys_end: usize,
+}
+
+impl<'a> RowBatch<'a> {
+    /// An empty batch with room for `rows` rows of `bytes` bytes in all.
+    pub fn with_capacity(rows: usize, bytes: usize) -> Self {
+        RowBatch {
+            bytes: Vec::with_capacity(bytes),
+            keys: Vec::with_capacity(rows),
+            rows: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Adds `op`'s row: `encode` appends its bytes (one line, no newline) and returns the keys
+    /// whose later writes must wait for the row's job (see [`Pipeline::wait_for`]). When
+    /// `encode` fails nothing of the row is kept and its error is returned.
+    pub fn push<K, E>(
+        &mut self,
+        op: &'a Op,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<K, E>,
+    ) -> Result<(), E>
+    where
+        K: IntoIterator<Item = OrderKey>,
+    {
+        let start = self.bytes.len();
+        let keys = match encode(&mut self.bytes) {
+            Ok(keys) => keys,
+            Err(err) => {
+                self.bytes.truncate(start);
+                return Err(err);
+            }
+        };
+        self.keys.extend(keys);
+        self.rows.push(BatchRow {
+            op,
+            end: self.bytes.len(),
+            keys_end: self.keys.len(),
+        });
+        Ok(())
+    }
+
+    /// Rows in the batch.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when it holds no row.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Every row: its op, bytes and keys, in order.
+    fn iter(&self) -> impl Iterator<Item = (&'a Op, &[u8], &[OrderKey])> + '_ {
+        let mut start = 0;
+        let mut keys_start = 0;
+        self.rows.iter().map(move |row| {
+            let bytes = self.bytes.get(start..row.end).unwrap_or_default();
+            let keys = self.keys.get(keys_start..row.keys_end).unwrap_or_default();
+            start = row.end;
+            keys_start = row.keys_end;
+            (row.op, bytes, keys)
+        })
+    }
+}
+
+impl<'a> From<Vec<Row<'a>>> for RowBatch<'a> {
+    fn from(rows: Vec<Row<'a>>) -> Self {
+        let bytes = rows.iter().map(|r| r.bytes.len()).sum();
+        let mut batch = RowBatch::with_capacity(rows.len(), bytes);
+        for row in rows {
+            let pushed: Result<(), std::convert::Infallible> = batch.push(row.op, |out| {
+                out.extend_from_slice(&row.bytes);
+                Ok(row.keys)
+            });
+            let Ok(()) = pushed;
+        }
+        batch
+    }
+}
+
+/// The entries of [`crate::model::Item::properties`] in its order, without building it: the
+/// standard fields, each with the value of an attribute of the same name when there is one,
+/// then the other attributes. For writers that serialise rows straight from the item.
+pub fn properties_in_order(
+    item: &crate::sink::Item,
+) -> impl Iterator<Item = (&String, &serde_json::Value)> {
+    let clashes = !item.attributes.is_empty();
+    let fields = item.fields.iter().map(move |(key, value)| {
+        let value = match clashes {
+            true => item.attributes.get(key.as_str()).unwrap_or(value),
+            false => value,
+        };
+        (key, value)
+    });
+    let overlap = !item.fields.is_empty();
+    let attributes = item
+        .attributes
+        .iter()
+        .filter(move |(key, _)| !overlap || !item.fields.contains_key(key.as_str()));
+    fields.chain(attributes)
+}
+
+/// `,"key":value` (or without the comma when `first`), escaped as `serde_json` escapes a map's
+/// entries.
+pub fn write_entry(
+    out: &mut Vec<u8>,
+    first: bool,
+    key: &str,
+    value: &impl serde::Serialize,
+) -> Result<(), serde_json::Error> {
+    if !first {
+        out.push(b',');
+    }
+    serde_json::to_writer(&mut *out, key)?;
+    out.push(b':');
+    serde_json::to_writer(&mut *out, value)
+}
+
+/// A hasher for [`OrderKey`]s, which are hashes already: it only spreads their bits (SipHash
+/// on every spooled row, and again when its job ends, was a measurable share of a bulk run).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let mixed = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = mixed ^ (mixed >> 29);
+    }
+}
+
+/// A map keyed by [`OrderKey`]s.
+pub(crate) type KeyMap<V> = HashMap<OrderKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// Counters for the run's log line.
 #[derive(Debug, Default)]
 struct Totals {
@@ -219,7 +376,7 @@ struct Progress {
 #[derive(Debug)]
 struct Shared {
     /// Keys with rows in a file that is not finished, and that file's id.
-    pending: Mutex<HashMap<OrderKey, u64>>,
+    pending: Mutex<KeyMap<u64>>,
     /// Sealed, unfinished files: id → sequence number.
     sealed: Mutex<HashMap<u64, u64>>,
     progress: watch::Sender<Progress>,
@@ -248,7 +405,9 @@ struct Queued {
 
 #[derive(Debug, Default)]
 struct Spooler {
-    open: HashMap<String, OpenFile>,
+    /// The open file of each lane that has one (a few lanes: a scan beats hashing the name of
+    /// the lane for every row).
+    open: Vec<OpenFile>,
     next_file: u64,
     last_seq: u64,
     queue: Option<mpsc::Sender<Queued>>,
@@ -259,8 +418,18 @@ impl Spooler {
     fn lane_of_open_file(&self, id: u64) -> Option<String> {
         self.open
             .iter()
-            .find(|(_, f)| f.id == id)
-            .map(|(name, _)| name.clone())
+            .find(|f| f.id == id)
+            .map(|f| f.lane.name.clone())
+    }
+
+    /// The lane's open file.
+    fn file(&mut self, lane: &str) -> Option<&mut OpenFile> {
+        self.open.iter_mut().find(|f| f.lane.name == lane)
+    }
+
+    /// True when a lane other than `lane` has an open file.
+    fn others_open(&self, lane: &str) -> bool {
+        self.open.iter().any(|f| f.lane.name != lane)
     }
 }
 
@@ -282,7 +451,7 @@ impl Pipeline {
             transport,
             spooler: tokio::sync::Mutex::new(Spooler::default()),
             shared: Arc::new(Shared {
-                pending: Mutex::new(HashMap::new()),
+                pending: Mutex::new(KeyMap::default()),
                 sealed: Mutex::new(HashMap::new()),
                 progress,
                 fatal: Mutex::new(None),
@@ -321,34 +490,51 @@ impl Pipeline {
         acks: &Acks,
         seal: bool,
     ) -> Result<(), SinkError> {
+        self.push_batch(lane, &RowBatch::from(rows), acks, seal)
+            .await
+    }
+
+    /// [`Pipeline::push`] for rows encoded into one buffer.
+    pub async fn push_batch(
+        &self,
+        lane: &Arc<Lane>,
+        rows: &RowBatch<'_>,
+        acks: &Acks,
+        seal: bool,
+    ) -> Result<(), SinkError> {
         self.alive()?;
         let mut spooler = self.spooler.lock().await;
         if spooler.acks.is_none() {
             spooler.acks = Some(acks.clone());
         }
-        for row in rows {
-            if self.reject_oversized(lane, &row, acks) {
+        // Only this batch opens files while it runs, so once no other lane has an open file
+        // none will until it ends.
+        let mut others = spooler.others_open(&lane.name);
+        for (op, bytes, keys) in rows.iter() {
+            if self.reject_oversized(lane, op, bytes, acks) {
                 continue;
             }
-            self.seal_other_lanes(&mut spooler, lane, &row.keys).await?;
-            let full = spooler.open.get(&lane.name).is_some_and(|f| {
-                f.spool.rows() >= lane.max_rows
-                    || f.spool.size_with(row.bytes.len()) > lane.max_bytes()
+            if others {
+                self.seal_other_lanes(&mut spooler, lane, keys).await?;
+                others = spooler.others_open(&lane.name);
+            }
+            let full = spooler.file(&lane.name).is_some_and(|f| {
+                f.spool.rows() >= lane.max_rows || f.spool.size_with(bytes.len()) > lane.max_bytes()
             });
             if full {
                 self.seal(&mut spooler, &lane.name).await?;
             }
             let file = self.open_file(&mut spooler, lane)?;
             file.spool
-                .push(&row.bytes, row.op.ticket, &row.op.origin)
+                .push(bytes, op.ticket, &op.origin)
                 .map_err(|e| self.io_error("cannot write a spool file", e))?;
-            {
+            if !keys.is_empty() {
                 let mut pending = self.shared.pending.lock();
-                for key in &row.keys {
+                for key in keys {
                     pending.insert(*key, file.id);
                 }
             }
-            file.keys.extend(row.keys);
+            file.keys.extend_from_slice(keys);
             if file.spool.rows() >= lane.max_rows {
                 self.seal(&mut spooler, &lane.name).await?;
             }
@@ -360,20 +546,20 @@ impl Pipeline {
     }
 
     /// Rejects a row too large for any upload of its lane at once; true when it did.
-    fn reject_oversized(&self, lane: &Lane, row: &Row<'_>, acks: &Acks) -> bool {
-        let alone = lane.framing.size(1, row.bytes.len() as u64);
+    fn reject_oversized(&self, lane: &Lane, op: &Op, bytes: &[u8], acks: &Acks) -> bool {
+        let alone = lane.framing.size(1, bytes.len() as u64);
         if alone <= lane.max_bytes() {
             return false;
         }
         acks.settle(Settlement {
-            ticket: row.op.ticket,
+            ticket: op.ticket,
             outcome: Outcome::Rejected(Refusal::new(format!(
                 "the row is {alone} bytes, more than one {} upload may hold ({} bytes)",
                 lane.name,
                 lane.max_bytes()
             ))),
-            payload: Some(PayloadHash::of_bytes(&row.bytes)),
-            origin: Some(row.op.origin.clone()),
+            payload: Some(PayloadHash::of_bytes(bytes)),
+            origin: Some(op.origin.clone()),
         });
         true
     }
@@ -406,35 +592,33 @@ impl Pipeline {
         spooler: &'s mut Spooler,
         lane: &Arc<Lane>,
     ) -> Result<&'s mut OpenFile, SinkError> {
-        if !spooler.open.contains_key(&lane.name) {
-            let spool = Spool::new(lane.framing)
-                .map_err(|e| self.io_error("cannot create a spool file", e))?;
-            spooler.next_file += 1;
-            let id = spooler.next_file;
-            spooler.open.insert(
-                lane.name.clone(),
-                OpenFile {
-                    id,
+        let at = match spooler.open.iter().position(|f| f.lane.name == lane.name) {
+            Some(at) => at,
+            None => {
+                let spool = Spool::new(lane.framing)
+                    .map_err(|e| self.io_error("cannot create a spool file", e))?;
+                spooler.next_file += 1;
+                spooler.open.push(OpenFile {
+                    id: spooler.next_file,
                     lane: lane.clone(),
                     spool,
                     keys: Vec::new(),
-                },
-            );
-        }
-        spooler
-            .open
-            .get_mut(&lane.name)
-            .ok_or_else(|| SinkError::Vendor {
-                vendor: self.config.vendor,
-                detail: "bulk: a spool file vanished while open (a bug)".into(),
-            })
+                });
+                spooler.open.len() - 1
+            }
+        };
+        spooler.open.get_mut(at).ok_or_else(|| SinkError::Vendor {
+            vendor: self.config.vendor,
+            detail: "bulk: a spool file vanished while open (a bug)".into(),
+        })
     }
 
     /// Seals the lane's open file and queues it (waiting while the queue is full).
     async fn seal(&self, spooler: &mut Spooler, lane: &str) -> Result<(), SinkError> {
-        let Some(file) = spooler.open.remove(lane) else {
+        let Some(at) = spooler.open.iter().position(|f| f.lane.name == lane) else {
             return Ok(());
         };
+        let file = spooler.open.remove(at);
         if file.spool.rows() == 0 {
             return Ok(());
         }
@@ -542,7 +726,7 @@ impl Pipeline {
         let mut lanes: Vec<(u64, String)> = spooler
             .open
             .iter()
-            .map(|(name, f)| (f.id, name.clone()))
+            .map(|f| (f.id, f.lane.name.clone()))
             .collect();
         lanes.sort();
         for (_, lane) in lanes {

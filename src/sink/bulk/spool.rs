@@ -81,6 +81,8 @@ pub struct Spool {
     origins: BufWriter<File>,
     rows: Vec<RowMeta>,
     row_bytes: u64,
+    /// The origin line being built, reused from row to row.
+    scratch: Vec<u8>,
 }
 
 impl Spool {
@@ -94,6 +96,7 @@ impl Spool {
             origins: BufWriter::with_capacity(WRITE_BUFFER, tempfile::tempfile()?),
             rows: Vec::new(),
             row_bytes: 0,
+            scratch: Vec::with_capacity(1024),
         })
     }
 
@@ -115,17 +118,20 @@ impl Spool {
 
     /// Appends one row (one line, no newline in it) and the record it came from.
     pub fn push(&mut self, row: &[u8], ticket: Ticket, origin: &Origin) -> io::Result<()> {
-        let mut line = Vec::with_capacity(128);
+        let mut line = std::mem::take(&mut self.scratch);
+        line.clear();
         serde_json::to_writer(&mut line, &(&*origin.stream, origin.line, &origin.record))?;
         line.push(b'\n');
-        self.push_raw(
+        let pushed = self.push_raw(
             row,
             &line,
             RowMeta {
                 ticket,
                 payload: PayloadHash::of_bytes(row),
             },
-        )
+        );
+        self.scratch = line;
+        pushed
     }
 
     /// Appends a row and its origin line (with its newline) as they are.

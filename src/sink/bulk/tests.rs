@@ -563,3 +563,39 @@ async fn refused_credentials_stop_the_run() {
     assert!(matches!(err, SinkError::Credentials { .. }), "{err}");
     assert!(drain(&mut rx).is_empty());
 }
+
+#[tokio::test]
+async fn a_row_batch_keeps_no_byte_of_a_row_that_failed_to_encode() {
+    let fake = Arc::new(FakeVendor::default());
+    let p = pipeline(&fake, Script::default());
+    let ops: Vec<Op> = (0..4).map(op).collect();
+    let mut batch = RowBatch::with_capacity(0, 0);
+    for op in &ops {
+        let id = op.item.id.clone().unwrap();
+        let pushed = batch.push(op, |out| {
+            out.extend_from_slice(format!("{{\"user_id\":\"{id}\"").as_bytes());
+            if id == "u2" {
+                return Err("half a row");
+            }
+            out.push(b'}');
+            Ok([OrderKey::user(&id)])
+        });
+        assert_eq!(pushed.is_err(), id == "u2");
+    }
+    assert_eq!(batch.len(), 3);
+    let (acks, mut rx) = Acks::channel();
+    p.push_batch(&lane(10, 1 << 20), &batch, &acks, false)
+        .await
+        .unwrap();
+    p.wait_for(&[OrderKey::user("u3")]).await.unwrap();
+    let settled = drain(&mut rx);
+    assert_eq!(
+        settled.iter().map(|s| s.ticket).collect::<Vec<_>>(),
+        vec![Ticket(0), Ticket(1), Ticket(3)],
+        "waiting for u3's key sealed its file and waited for the job"
+    );
+    assert_eq!(
+        fake.state.lock().uploads[0].1,
+        "{\"user_id\":\"u0\"}\n{\"user_id\":\"u1\"}\n{\"user_id\":\"u3\"}\n"
+    );
+}

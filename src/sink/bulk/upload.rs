@@ -1,6 +1,7 @@
 //! The background task of a [`super::Pipeline`]: uploads sealed files one at a time, polls
 //! each job until it ends, and settles its rows (see the module docs of [`super`]).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -53,8 +54,10 @@ impl Uploader {
             {
                 let mut pending = self.shared.pending.lock();
                 for key in &file.keys {
-                    if pending.get(key) == Some(&file.id) {
-                        pending.remove(key);
+                    if let Entry::Occupied(entry) = pending.entry(*key)
+                        && *entry.get() == file.id
+                    {
+                        entry.remove();
                     }
                 }
             }

@@ -22,7 +22,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::write::{UserpilotSink, client_spec, request};
-use crate::sink::bulk::{BulkSettings, FileLimits, Framing, JobsConfig, Lane, Pipeline, Row};
+use crate::sink::bulk::{
+    BulkSettings, FileLimits, Framing, JobsConfig, Lane, Pipeline, RowBatch, properties_in_order,
+    write_entry,
+};
 use crate::sink::{
     Acks, Action, BatchKey, BatchLimits, Kind, Op, OrderKey, Plan, Refusal, Sink, SinkContext,
     SinkError, WireBody, WireStats,
@@ -49,6 +52,9 @@ pub const WRITE_BATCH: usize = 512;
 
 /// How long bulk ops gather before they are spooled.
 pub const WRITE_LINGER: Duration = Duration::from_millis(50);
+
+/// Bytes a row is expected to take, to size a batch's buffer once.
+const ROW_BYTES: usize = 256;
 
 /// The users file: `{"users": [` rows `]}`.
 pub const USERS_FILE: Framing = Framing {
@@ -135,6 +141,68 @@ pub fn row(op: &Op) -> Option<(Value, OrderKey)> {
     }
 }
 
+/// Appends [`row`]'s bytes to `out`, serialised straight from the item (no body `Value`, no
+/// stringified map); `None` when the record has no bulk row.
+pub fn write_row(op: &Op, out: &mut Vec<u8>) -> Option<Result<OrderKey, serde_json::Error>> {
+    let item = &op.item;
+    let (id_key, id, key) = match item.kind {
+        Kind::Memberships => {
+            let user = item.user_id.as_deref()?;
+            let group = item.group_id.as_deref()?;
+            let written = write_membership(out, user, group);
+            return Some(written.map(|()| OrderKey::user(user)));
+        }
+        Kind::Users => {
+            let id = item.id.as_deref()?;
+            ("user_id", id, OrderKey::user(id))
+        }
+        Kind::Groups => {
+            let id = item.id.as_deref()?;
+            ("company_id", id, OrderKey::group(id))
+        }
+        Kind::Events | Kind::Segments => return None,
+    };
+    Some(write_identify(out, id_key, id, item).map(|()| key))
+}
+
+/// `{"user_id": …, "company_id": …}`.
+fn write_membership(out: &mut Vec<u8>, user: &str, group: &str) -> Result<(), serde_json::Error> {
+    out.push(b'{');
+    write_entry(out, true, "user_id", &user)?;
+    write_entry(out, false, "company_id", &group)?;
+    out.push(b'}');
+    Ok(())
+}
+
+/// The real-time identify body: `{id_key: id, "metadata": {…properties as strings}}`.
+fn write_identify(
+    out: &mut Vec<u8>,
+    id_key: &str,
+    id: &str,
+    item: &crate::sink::Item,
+) -> Result<(), serde_json::Error> {
+    out.push(b'{');
+    write_entry(out, true, id_key, &id)?;
+    out.extend_from_slice(b",\"metadata\":{");
+    let mut first = true;
+    for (key, value) in properties_in_order(item) {
+        match value {
+            Value::String(_) | Value::Null => write_entry(out, first, key, value)?,
+            // A number or a boolean as a string: its JSON text needs no escaping.
+            Value::Number(_) | Value::Bool(_) => {
+                write_entry(out, first, key, &"")?;
+                out.pop();
+                serde_json::to_writer(&mut *out, value)?;
+                out.push(b'"');
+            }
+            other => write_entry(out, first, key, &other.to_string())?,
+        }
+        first = false;
+    }
+    out.extend_from_slice(b"}}");
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl Sink for BulkSink {
     fn vendor(&self) -> &'static str {
@@ -172,31 +240,21 @@ impl Sink for BulkSink {
                 Kind::Groups => &self.companies,
                 _ => &self.users,
             };
-            let mut rows = Vec::with_capacity(batch.len());
+            let mut rows = RowBatch::with_capacity(batch.len(), batch.len() * ROW_BYTES);
             for op in &batch {
-                let encoded = row(op).map(|(row, key)| (serde_json::to_vec(&row), key));
-                match encoded {
-                    Some((Ok(bytes), key)) => rows.push(Row {
-                        op,
-                        bytes,
-                        keys: vec![key],
-                    }),
-                    Some((Err(err), _)) => acks.rejected(
-                        op,
-                        Refusal::new(format!("cannot encode the bulk row: {err}")),
-                        None,
-                    ),
-                    None => acks.rejected(
-                        op,
-                        Refusal::new(format!(
-                            "userpilot cannot bulk identify this {} record",
-                            op.item.kind
-                        )),
-                        None,
-                    ),
+                let pushed = rows.push(op, |out| match write_row(op, out) {
+                    Some(Ok(key)) => Ok([key]),
+                    Some(Err(err)) => Err(format!("cannot encode the bulk row: {err}")),
+                    None => Err(format!(
+                        "userpilot cannot bulk identify this {} record",
+                        op.item.kind
+                    )),
+                });
+                if let Err(reason) = pushed {
+                    acks.rejected(op, Refusal::new(reason), None);
                 }
             }
-            return self.pipeline.push(lane, rows, acks, false).await;
+            return self.pipeline.push_batch(lane, &rows, acks, false).await;
         }
         // A (scheduled) delete must not overtake the job that identifies the same user or
         // company.
@@ -228,5 +286,68 @@ impl Sink for BulkSink {
 
     fn nested_rule(&self) -> crate::sink::NestedRule {
         crate::sink::NestedRule::ScalarsOnly
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::sink::{Item, Origin, Ticket};
+
+    fn op(kind: Kind, id: Option<&str>, fields: Value, attributes: Value) -> Op {
+        let map = |v: Value| v.as_object().cloned().unwrap_or_default();
+        Op {
+            ticket: Ticket(1),
+            item: Item {
+                kind,
+                action: Action::Upsert,
+                id: id.map(str::to_string),
+                user_id: Some("u\"1".into()),
+                group_id: Some("g/1".into()),
+                fields: map(fields),
+                attributes: map(attributes),
+            },
+            origin: Arc::new(Origin {
+                stream: "users".into(),
+                line: 1,
+                record: Default::default(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_row_written_in_place_is_the_real_time_body() {
+        let fields = json!({"email": "a@b.c", "name": "Ann \"Q\"\n", "created_at": null});
+        let attributes = json!({
+            "email": "wins@x", "plan": "pro", "seats": 12, "ratio": -0.25, "big": 1e300,
+            "active": false, "user_id": "kept in metadata", "tags": ["a", "\"b\""], "o": {"k": 1}
+        });
+        let ops = [
+            op(Kind::Users, Some("u1"), fields.clone(), attributes.clone()),
+            op(Kind::Users, Some("é\u{1}"), json!({}), json!({})),
+            op(Kind::Groups, Some("g1"), fields, attributes),
+            op(Kind::Memberships, None, json!({}), json!({})),
+        ];
+        for op in &ops {
+            let (row, key) = row(op).unwrap();
+            let mut written = b"left alone".to_vec();
+            let written_key = write_row(op, &mut written).unwrap().unwrap();
+            assert_eq!(
+                String::from_utf8(written[b"left alone".len()..].to_vec()).unwrap(),
+                serde_json::to_string(&row).unwrap(),
+                "{:?}",
+                op.item.kind
+            );
+            assert_eq!(written_key, key);
+        }
+        let no_id = op(Kind::Users, None, json!({}), json!({}));
+        assert!(write_row(&no_id, &mut Vec::new()).is_none());
+        assert!(row(&no_id).is_none());
+        let event = op(Kind::Events, Some("e"), json!({"name": "x"}), json!({}));
+        assert!(write_row(&event, &mut Vec::new()).is_none());
     }
 }
