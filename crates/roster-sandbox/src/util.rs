@@ -143,11 +143,9 @@ mod tests {
             now(),
         ];
         let mut t = 951_782_400_i64; // 2000-02-29
-        for step in 0..2_000 {
-            times.push(
-                Utc.timestamp_opt(t, (step * 7_919_113) % 1_000_000_000)
-                    .unwrap(),
-            );
+        for step in 0..2_000_u64 {
+            let nanos = u32::try_from(step * 7_919_113 % 1_000_000_000).unwrap();
+            times.push(Utc.timestamp_opt(t, nanos).unwrap());
             t += 86_400 * 3 + 3_671;
         }
         for time in times {
