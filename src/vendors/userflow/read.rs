@@ -251,8 +251,12 @@ impl List {
     ) -> Result<Scanned, SourceError> {
         let response = self.fetch(cursor, from_state, memberships, run).await?;
         let extracted_at = Utc::now();
-        let list: UsersScan = serde_json::from_slice(&response.body)
-            .map_err(|err| self.decode_error(&response, format!("not a Userflow list: {err}")))?;
+        let list: UsersScan = match quick_scan(&response.body) {
+            Some(list) => list,
+            None => serde_json::from_slice(&response.body).map_err(|err| {
+                self.decode_error(&response, format!("not a Userflow list: {err}"))
+            })?,
+        };
         let more = list.has_more();
         let ids = list.ids;
         let mut next = None;
@@ -545,7 +549,7 @@ fn cursor_refused(err: &HttpError) -> bool {
 /// A `GET /users` page scanned for what its cursor chain needs: each user's id (`None` for a
 /// user without a usable one, as `wire::id_of` reads it), `has_more` and `next_page_url`.
 /// Nothing else is built, so the next page can be asked for before this one is decoded.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, PartialEq, serde::Deserialize)]
 struct UsersScan {
     /// Per user, its id.
     #[serde(default, rename = "data", deserialize_with = "scan_ids")]
@@ -565,6 +569,219 @@ impl UsersScan {
             next_page_url: self.next_page_url.clone(),
         }
         .has_more()
+    }
+}
+
+/// [`UsersScan`] without a parser, for the cursor chain: a byte walk that finds the page's
+/// top-level keys and each user's own `id`, skipping everything else. Only for a body without
+/// a backslash (so no string holds an escape, and a string ends at the next quote); `None`
+/// for such a body, a numeric id, a repeated top-level key or anything else unexpected, which
+/// the serde scan then reads. It does not check what it skips: the page's decoding parses the
+/// whole answer and reports a malformed one.
+fn quick_scan(body: &[u8]) -> Option<UsersScan> {
+    if body.contains(&b'\\') {
+        return None;
+    }
+    let mut walk = Walk { bytes: body, at: 0 };
+    let mut scan = UsersScan::default();
+    let mut seen = [false; 3];
+    walk.open(b'{')?;
+    if !walk.close(b'}')? {
+        loop {
+            let key = walk.key()?;
+            let slot = match key {
+                b"data" => 0,
+                b"has_more" => 1,
+                b"next_page_url" => 2,
+                _ => {
+                    walk.skip()?;
+                    if walk.next(b'}')? {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if std::mem::replace(&mut seen[slot], true) {
+                return None;
+            }
+            match slot {
+                0 => scan.ids = walk.ids()?,
+                // `null` is `None`, as serde reads an `Option`.
+                1 => scan.has_more = Some(walk.value()?).filter(|v| !v.is_null()),
+                _ => scan.next_page_url = Some(walk.value()?).filter(|v| !v.is_null()),
+            }
+            if walk.next(b'}')? {
+                break;
+            }
+        }
+    }
+    walk.space();
+    (walk.at == body.len()).then_some(scan)
+}
+
+/// A position in a body without escapes.
+struct Walk<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn space(&mut self) {
+        while self
+            .bytes
+            .get(self.at)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.at += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.space();
+        self.bytes.get(self.at).copied()
+    }
+
+    /// Takes `byte`, which must come next.
+    fn open(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// Takes `byte` when it comes next (an empty object or array).
+    fn close(&mut self, byte: u8) -> Option<bool> {
+        let closes = self.peek()? == byte;
+        if closes {
+            self.at += 1;
+        }
+        Some(closes)
+    }
+
+    /// After a member: `,` (false) or the closing `byte` (true).
+    fn next(&mut self, byte: u8) -> Option<bool> {
+        match self.peek()? {
+            b',' => {
+                self.at += 1;
+                Some(false)
+            }
+            b if b == byte => {
+                self.at += 1;
+                Some(true)
+            }
+            _ => None,
+        }
+    }
+
+    /// A string's bytes, between its quotes.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.open(b'"')?;
+        let start = self.at;
+        let len = self.bytes.get(start..)?.iter().position(|b| *b == b'"')?;
+        self.at = start + len + 1;
+        self.bytes.get(start..start + len)
+    }
+
+    /// An object key and its colon.
+    fn key(&mut self) -> Option<&'a [u8]> {
+        let key = self.string()?;
+        self.open(b':')?;
+        Some(key)
+    }
+
+    /// Skips one value (not checking it).
+    fn skip(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    let b = *self.bytes.get(self.at)?;
+                    match b {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth -= 1,
+                        _ => {}
+                    }
+                    self.at += 1;
+                    if depth == 0 {
+                        return Some(());
+                    }
+                }
+            }
+            _ => {
+                while self.bytes.get(self.at).is_some_and(|b| {
+                    !matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                }) {
+                    self.at += 1;
+                }
+                Some(())
+            }
+        }
+    }
+
+    /// One value, parsed.
+    fn value(&mut self) -> Option<Value> {
+        self.space();
+        let start = self.at;
+        self.skip()?;
+        serde_json::from_slice(self.bytes.get(start..self.at)?).ok()
+    }
+
+    /// `data`: per user, its id (as `wire::id_of` reads it).
+    fn ids(&mut self) -> Option<Vec<Option<String>>> {
+        let mut ids = Vec::with_capacity(100);
+        match self.peek()? {
+            b'n' => {
+                self.value()?.is_null().then_some(())?;
+                return Some(ids);
+            }
+            b'[' => self.at += 1,
+            _ => return None,
+        }
+        if self.close(b']')? {
+            return Some(ids);
+        }
+        loop {
+            ids.push(self.id()?);
+            if self.next(b']')? {
+                return Some(ids);
+            }
+        }
+    }
+
+    /// One user's id: its last `id` member, a non-blank string; `None` for anything else.
+    fn id(&mut self) -> Option<Option<String>> {
+        if self.peek()? != b'{' {
+            self.skip()?;
+            return Some(None);
+        }
+        self.at += 1;
+        let mut id = None;
+        if self.close(b'}')? {
+            return Some(None);
+        }
+        loop {
+            if self.key()? == b"id" {
+                id = match self.peek()? {
+                    b'"' => {
+                        let text = std::str::from_utf8(self.string()?).ok()?;
+                        (!text.trim().is_empty()).then(|| text.to_string())
+                    }
+                    // A numeric id: the serde scan writes it as serde_json does.
+                    b'-' | b'0'..=b'9' => return None,
+                    _ => {
+                        self.skip()?;
+                        None
+                    }
+                };
+            } else {
+                self.skip()?;
+            }
+            if self.next(b'}')? {
+                return Some(id);
+            }
+        }
     }
 }
 
@@ -1039,6 +1256,58 @@ mod fast_tests {
         check(vec![without], &[true], true, true);
         // An empty page has no record to render either way.
         check(Vec::new(), &[], true, false);
+    }
+
+    /// The serde scan (what every page went through before the byte walk).
+    fn serde_scan(body: &[u8]) -> Option<UsersScan> {
+        serde_json::from_slice(body).ok()
+    }
+
+    #[test]
+    fn the_byte_walk_finds_what_the_serde_scan_finds() {
+        let mut group = user("u9", json!({}));
+        group["memberships"][0]["group"]["id"] = json!("not the user's");
+        let users = vec![
+            user("u1", json!({})),
+            group,
+            json!({"attributes": {"id": "nested"}, "id": "u3", "x": [1, {"id": "deep"}], "id": "u3b"}),
+            json!({"id": "u4", "id": null}),
+            json!({"id": "  "}),
+            json!({"id": {"v": 1}}),
+            json!({}),
+            json!("not a user"),
+            json!([{"id": "in an array"}]),
+            json!(null),
+            json!(12),
+        ];
+        let mut bodies = Vec::new();
+        for envelope in [
+            json!({"object": "list", "data": users.clone(), "has_more": true, "next_page_url": "/users?starting_after=u9"}),
+            json!({"has_more": "TRUE ", "data": users.clone(), "url": "/users"}),
+            json!({"data": null, "has_more": false, "next_page_url": null}),
+            json!({"data": [], "next_page_url": "/users?starting_after=x"}),
+            json!({"object": "list"}),
+            json!({}),
+        ] {
+            bodies.push(serde_json::to_vec(&envelope).unwrap());
+            bodies.push(serde_json::to_vec_pretty(&envelope).unwrap());
+        }
+        for body in &bodies {
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(quick_scan(body), serde_scan(body), "{text}");
+            assert!(quick_scan(body).is_some(), "{text}");
+        }
+        // Left to the serde scan: escapes, numeric ids, a repeated top-level key, not an object.
+        for body in [
+            &br#"{"data":[{"id":"u\u0031"}],"has_more":false}"#[..],
+            br#"{"data":[{"id":17}],"has_more":false}"#,
+            br#"{"data":[],"data":[]}"#,
+            br#"{"data":{"id":"u1"}}"#,
+            br#"[]"#,
+            br#"{"data":[]} trailing"#,
+        ] {
+            assert_eq!(quick_scan(body), None, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]
