@@ -579,7 +579,7 @@ impl UsersScan {
 /// the serde scan then reads. It does not check what it skips: the page's decoding parses the
 /// whole answer and reports a malformed one.
 fn quick_scan(body: &[u8]) -> Option<UsersScan> {
-    if body.contains(&b'\\') {
+    if memchr::memchr(b'\\', body).is_some() {
         return None;
     }
     let mut walk = Walk { bytes: body, at: 0 };
@@ -674,7 +674,7 @@ impl<'a> Walk<'a> {
     fn string(&mut self) -> Option<&'a [u8]> {
         self.open(b'"')?;
         let start = self.at;
-        let len = self.bytes.get(start..)?.iter().position(|b| *b == b'"')?;
+        let len = memchr::memchr(b'"', self.bytes.get(start..)?)?;
         self.at = start + len + 1;
         self.bytes.get(start..start + len)
     }
@@ -691,23 +691,26 @@ impl<'a> Walk<'a> {
         match self.peek()? {
             b'"' => self.string().map(|_| ()),
             b'{' | b'[' => {
+                // Strings (most of a page) are jumped over with memchr.
+                let rest = self.bytes.get(self.at..)?;
                 let mut depth = 0usize;
-                loop {
-                    let b = *self.bytes.get(self.at)?;
+                let mut i = 0;
+                while let Some(&b) = rest.get(i) {
                     match b {
-                        b'"' => {
-                            self.string()?;
-                            continue;
-                        }
+                        b'"' => i += 1 + memchr::memchr(b'"', rest.get(i + 1..)?)?,
                         b'{' | b'[' => depth += 1,
-                        b'}' | b']' => depth -= 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.at += i + 1;
+                                return Some(());
+                            }
+                        }
                         _ => {}
                     }
-                    self.at += 1;
-                    if depth == 0 {
-                        return Some(());
-                    }
+                    i += 1;
                 }
+                None
             }
             _ => {
                 while self.bytes.get(self.at).is_some_and(|b| {
