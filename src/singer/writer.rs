@@ -111,6 +111,31 @@ impl<W: Write> SingerWriter<W> {
         })
     }
 
+    /// Writes a RECORD whose record is already JSON text (an object, as `write_record` would
+    /// write it): the same line, with no map built for it.
+    pub fn write_record_json(
+        &mut self,
+        stream: &str,
+        record: &[u8],
+        time_extracted: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<(), WriteError> {
+        self.out.write_all(b"{\"type\":\"RECORD\",\"stream\":")?;
+        serde_json::to_writer(&mut self.out, stream)?;
+        self.out.write_all(b",\"record\":")?;
+        self.out.write_all(record)?;
+        if let Some(version) = version {
+            write!(self.out, ",\"version\":{version}")?;
+        }
+        if let Some(time) = time_extracted {
+            self.out.write_all(b",\"time_extracted\":")?;
+            serde_json::to_writer(&mut self.out, time)?;
+        }
+        self.out.write_all(b"}\n")?;
+        self.lines += 1;
+        Ok(())
+    }
+
     /// Writes an ACTIVATE_VERSION message: `stream`'s records of older versions are obsolete.
     pub fn write_activate_version(&mut self, stream: &str, version: u64) -> Result<(), WriteError> {
         #[derive(Serialize)]
@@ -235,6 +260,23 @@ mod tests {
                 "\n",
             )
         );
+    }
+
+    #[test]
+    fn a_record_given_as_json_text_is_the_same_line() {
+        let record: Object = json!({"id": "u1", "name": "Zoë \"Z\"", "attributes": {"n": 1.5}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let text = serde_json::to_vec(&record).unwrap();
+        for (time, version) in [(None, None), (Some("2026-01-01T00:00:00+00:00"), Some(7))] {
+            let mut a = SingerWriter::new(Vec::new());
+            a.write_record("users", &record, time, version).unwrap();
+            let mut b = SingerWriter::new(Vec::new());
+            b.write_record_json("users", &text, time, version).unwrap();
+            assert_eq!(b.lines(), 1);
+            assert_eq!(b.into_inner().unwrap(), a.into_inner().unwrap());
+        }
     }
 
     /// A sink that behaves like a pipe whose reader went away.

@@ -48,6 +48,18 @@ impl SelectedStream {
         }
     }
 
+    /// True when no property is deselected (a record is written as it is).
+    pub fn keeps_all(&self) -> bool {
+        match &self.properties {
+            Properties::All => true,
+            Properties::Only(keep) => self
+                .def
+                .fields
+                .iter()
+                .all(|f| keep.iter().any(|k| k == f.name)),
+        }
+    }
+
     /// Removes the deselected properties from a record.
     pub fn project(&self, record: &mut Object) {
         if let Properties::Only(keep) = &self.properties {

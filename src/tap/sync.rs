@@ -601,10 +601,31 @@ impl<W: Write> Run<'_, W> {
             .to_rfc3339_opts(SecondsFormat::Micros, false);
         let version = mode.version();
         let incremental = matches!(mode, Mode::Incremental { .. });
-        for mut emit in page.records {
+        let Page {
+            records,
+            next,
+            skipped,
+            duplicates,
+            rendered,
+            ..
+        } = page;
+        for mut emit in records {
             let Some(selected) = self.selection.get(emit.stream) else {
                 continue;
             };
+            if let Some(range) = emit.rendered.take() {
+                let text = rendered.get(range).unwrap_or_default();
+                if !incremental && selected.keeps_all() {
+                    // Written as the listing rendered it: no map, no second serialisation.
+                    self.writer
+                        .write_record_json(emit.stream, text, Some(&extracted), version)
+                        .map_err(SyncError::Write)?;
+                    self.summary.counts_mut(emit.stream).records += 1;
+                    continue;
+                }
+                emit.record = serde_json::from_slice(text)
+                    .map_err(|err| SyncError::Write(WriteError::Serialize(err)))?;
+            }
             if incremental {
                 if let Some(Value::String(updated)) = emit.record.get(UPDATED_AT) {
                     let bookmark = self.state.bookmark_mut(emit.stream);
@@ -618,11 +639,7 @@ impl<W: Write> Run<'_, W> {
                 .map_err(SyncError::Write)?;
             self.summary.counts_mut(emit.stream).records += 1;
         }
-        for skipped in page
-            .skipped
-            .iter()
-            .filter(|s| self.selection.contains(s.stream))
-        {
+        for skipped in skipped.iter().filter(|s| self.selection.contains(s.stream)) {
             tracing::warn!(
                 stream = skipped.stream,
                 "skipped a vendor resource: {}",
@@ -630,15 +647,15 @@ impl<W: Write> Run<'_, W> {
             );
             self.summary.counts_mut(skipped.stream).skipped += 1;
         }
-        if page.duplicates > 0 {
+        if duplicates > 0 {
             tracing::debug!(
                 stream = main,
-                count = page.duplicates,
+                count = duplicates,
                 "left out resources an earlier page had"
             );
-            self.summary.counts_mut(main).duplicates += page.duplicates;
+            self.summary.counts_mut(main).duplicates += duplicates;
         }
-        Ok(page.next)
+        Ok(next)
     }
 }
 

@@ -113,6 +113,8 @@ pub struct Page {
     /// Resources of the listing's main stream left out because an earlier page of this run
     /// already had them (SCIM offset paging shifts when data changes between pages).
     pub duplicates: u64,
+    /// Records a listing wrote as JSON text (see [`Emit::rendered`]), back to back.
+    pub rendered: Vec<u8>,
 }
 
 impl Page {
@@ -124,6 +126,7 @@ impl Page {
             extracted_at,
             skipped: Vec::new(),
             duplicates: 0,
+            rendered: Vec::new(),
         }
     }
 }
@@ -152,14 +155,22 @@ impl Skipped {
 pub struct Emit {
     /// The stream (one of the listing's [`Listing::streams`]).
     pub stream: &'static str,
-    /// The record, built with [`crate::model::RecordBuilder`].
+    /// The record, built with [`crate::model::RecordBuilder`]; empty when it is `rendered`.
     pub record: Object,
+    /// Where the page's `rendered` text holds the record as a JSON object instead: the same
+    /// object, keys in the same order, that `record` would serialise to (the Userflow users
+    /// listing's fast path).
+    pub rendered: Option<std::ops::Range<usize>>,
 }
 
 impl Emit {
     /// A record for `stream`.
     pub fn new(stream: &'static str, record: Object) -> Self {
-        Self { stream, record }
+        Self {
+            stream,
+            record,
+            rendered: None,
+        }
     }
 }
 

@@ -49,8 +49,40 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> 
 }
 
 /// RFC 3339 in UTC with milliseconds, as the vendors write timestamps.
+///
+/// Written digit by digit: list pages show several timestamps per user, and chrono's
+/// formatter was a good part of a Userflow users page. Years outside 0–9999 and leap seconds
+/// go through chrono (the same text).
 pub(crate) fn iso(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    let nanos = t.nanosecond();
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        return t.to_rfc3339_opts(SecondsFormat::Millis, true);
+    }
+    let mut out = [0u8; 24];
+    let mut put = |at: usize, value: u32, width: usize| {
+        let mut v = value;
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year.unsigned_abs(), 4);
+    put(5, t.month(), 2);
+    put(8, t.day(), 2);
+    put(11, t.hour(), 2);
+    put(14, t.minute(), 2);
+    put(17, t.second(), 2);
+    put(20, nanos / 1_000_000, 3);
+    out[4] = b'-';
+    out[7] = b'-';
+    out[10] = b'T';
+    out[13] = b':';
+    out[16] = b':';
+    out[19] = b'.';
+    out[23] = b'Z';
+    out.iter().map(|b| char::from(*b)).collect()
 }
 
 pub(crate) fn now() -> DateTime<Utc> {
@@ -95,6 +127,35 @@ pub(crate) fn id_string(v: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_writes_what_chrono_writes() {
+        use chrono::TimeZone;
+        let mut times = vec![
+            Utc.timestamp_opt(0, 0).unwrap(),
+            Utc.timestamp_opt(1_700_000_000, 123_456_789).unwrap(),
+            Utc.timestamp_opt(1_700_000_000, 999_999_999).unwrap(),
+            Utc.timestamp_opt(-62_135_596_800, 5_000_000).unwrap(), // year 1
+            Utc.timestamp_opt(253_402_300_799, 999_000_000).unwrap(), // 9999-12-31
+            Utc.timestamp_opt(253_402_300_800, 0).unwrap(),         // year 10000
+            Utc.timestamp_opt(-62_167_219_201, 0).unwrap(),         // year -1
+            Utc.timestamp_opt(1_483_228_799, 1_500_000_000).unwrap(), // a leap second
+            now(),
+        ];
+        let mut t = 951_782_400_i64; // 2000-02-29
+        for step in 0..2_000_u64 {
+            let nanos = u32::try_from(step * 7_919_113 % 1_000_000_000).unwrap();
+            times.push(Utc.timestamp_opt(t, nanos).unwrap());
+            t += 86_400 * 3 + 3_671;
+        }
+        for time in times {
+            assert_eq!(
+                iso(time),
+                time.to_rfc3339_opts(SecondsFormat::Millis, true),
+                "{time:?}"
+            );
+        }
+    }
 
     #[test]
     fn query_helpers() {

@@ -18,6 +18,8 @@ struct Fake {
     users: usize,
     reject: Option<Value>,
     requests: Mutex<Vec<ListRequest>>,
+    /// Give the records as JSON text in the page (`Emit::rendered`), as Userflow's users do.
+    render: bool,
 }
 
 const PER_PAGE: usize = 3;
@@ -32,6 +34,7 @@ impl Listing for Fake {
         let reject = request.start.is_some() && request.start == self.reject;
         let start = request.start.as_ref().and_then(Value::as_u64).unwrap_or(0) as usize;
         let total = self.users;
+        let render = self.render;
         let pages = futures::stream::unfold(Some(start), move |at| async move {
             let at = at?;
             if reject {
@@ -54,6 +57,15 @@ impl Listing for Fake {
                 let m = json!({"group_id": "g1", "user_id": format!("u{i}"), "attributes": {}});
                 records.push(Emit::new(MEMBERSHIPS, m.as_object().cloned().unwrap()));
             }
+            let mut rendered = Vec::new();
+            if render {
+                for emit in &mut records {
+                    let start = rendered.len();
+                    serde_json::to_writer(&mut rendered, &emit.record).unwrap();
+                    emit.record = serde_json::Map::new();
+                    emit.rendered = Some(start..rendered.len());
+                }
+            }
             let next = (end < total).then(|| json!(end));
             let page = Page {
                 records,
@@ -65,6 +77,7 @@ impl Listing for Fake {
                     Vec::new()
                 },
                 duplicates: 0,
+                rendered,
             };
             Some((Ok(page), next.map(|n| n.as_u64().unwrap() as usize)))
         });
@@ -93,6 +106,7 @@ fn fake(users: usize, reject: Option<Value>) -> (FakeSource, Arc<Fake>) {
         users,
         reject,
         requests: Mutex::new(Vec::new()),
+        render: false,
     });
     (FakeSource(fake.clone()), fake)
 }
@@ -511,4 +525,54 @@ async fn incremental_falls_back_to_full_table_where_the_vendor_cannot_filter() {
     assert_eq!(listing.requests.lock().unwrap()[0].since, None);
     let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
     assert_eq!(text.matches("ACTIVATE_VERSION").count(), 2, "{text}");
+}
+
+/// The records and the bookmarks' replication values of a run, without its clock.
+fn records_and_marks(messages: &[Message]) -> (Vec<(String, crate::model::Object)>, Vec<Value>) {
+    let records = messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::Record(r) => Some((r.stream.clone(), r.record.clone())),
+            _ => None,
+        })
+        .collect();
+    let marks = states(messages)
+        .iter()
+        .map(|s| s["bookmarks"]["users"]["replication_key_value"].clone())
+        .collect();
+    (records, marks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_given_as_json_text_are_written_projected_and_bookmarked_alike() {
+    let plain = fake(7, None).0;
+    let rendered = FakeSource(Arc::new(Fake {
+        users: 7,
+        reject: None,
+        requests: Mutex::new(Vec::new()),
+        render: true,
+    }));
+    let mut projected: Catalog = discover(&[USERS, MEMBERSHIPS], &[]);
+    for meta in &mut projected.streams[0].metadata {
+        if meta.breadcrumb == ["properties", "email"] {
+            meta.metadata.insert("selected".into(), json!(false));
+        }
+    }
+    let projected = Selection::from_catalog(&projected, &[USERS, MEMBERSHIPS]);
+    for selection in [
+        Selection::all(&[USERS, MEMBERSHIPS]),
+        incremental_users(),
+        projected,
+    ] {
+        let (want, want_summary) = run(&plain, &selection, TapState::default()).await;
+        let (got, got_summary) = run(&rendered, &selection, TapState::default()).await;
+        let (records, marks) = records_and_marks(&got);
+        assert_eq!(
+            (&records, &marks),
+            (&records_and_marks(&want).0, &records_and_marks(&want).1)
+        );
+        assert_eq!(got_summary.line(), want_summary.line());
+        assert_eq!(got.len(), want.len());
+        assert!(!records.is_empty());
+    }
 }
