@@ -122,6 +122,7 @@ impl Transport for HttpTransport {
         builder = match request.body {
             WireBody::None => builder,
             WireBody::Json(value) => builder.json(&value),
+            WireBody::JsonBytes(bytes) => builder.json_bytes(bytes),
             WireBody::Bytes {
                 content_type,
                 bytes,

@@ -69,6 +69,9 @@ pub enum WireBody {
     None,
     /// A JSON body.
     Json(Value),
+    /// A JSON body serialised once ([`WireRequest::json_of`]): the bytes sent, hashed and shown
+    /// by a dry run.
+    JsonBytes(Bytes),
     /// Raw bytes (NDJSON, CSV) with their content type.
     Bytes {
         /// `Content-Type`.
@@ -83,6 +86,18 @@ pub enum WireBody {
         /// The file.
         path: PathBuf,
     },
+}
+
+impl WireBody {
+    /// A JSON body as a value, however it is held (tests and writers that read their own
+    /// requests back); `None` for other bodies.
+    pub fn json_value(&self) -> Option<Value> {
+        match self {
+            WireBody::Json(value) => Some(value.clone()),
+            WireBody::JsonBytes(bytes) => serde_json::from_slice(bytes).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// One request, relative to the vendor's base URL.
@@ -149,6 +164,13 @@ impl WireRequest {
         self
     }
 
+    /// With a JSON body serialised now, once, into a pooled buffer ([`super::body`]): no `Value`
+    /// tree is built, and the hash and the dry run use the same bytes.
+    pub fn json_of<T: Serialize + ?Sized>(mut self, body: &T) -> Result<Self, serde_json::Error> {
+        self.body = WireBody::JsonBytes(super::body::encode_json(body)?);
+        Ok(self)
+    }
+
     /// Marks the request as unsafe to repeat blindly.
     pub fn not_idempotent(mut self) -> Self {
         self.idempotent = false;
@@ -166,6 +188,7 @@ impl WireRequest {
         match &self.body {
             WireBody::None => None,
             WireBody::Json(v) => Some(PayloadHash::of_json(v)),
+            WireBody::JsonBytes(bytes) => Some(PayloadHash::of_bytes(bytes)),
             WireBody::Bytes { bytes, .. } => Some(PayloadHash::of_bytes(bytes)),
             WireBody::File { path, .. } => {
                 Some(PayloadHash::of_bytes(path.to_string_lossy().as_bytes()))
