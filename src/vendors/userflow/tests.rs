@@ -145,10 +145,8 @@ async fn removing_a_membership_prunes_with_the_other_groups() {
     let requests = transport.requests();
     assert_eq!(requests[0].path, "/users/u1?expand=memberships");
     assert_eq!(
-        requests[1].body,
-        crate::sink::WireBody::Json(
-            json!({"id": "u1", "groups": [{"id": "g2"}], "prune_memberships": true})
-        )
+        body_text(&requests[1]),
+        json!({"id": "u1", "groups": [{"id": "g2"}], "prune_memberships": true}).to_string()
     );
     assert!(matches!(
         rx.recv().await.unwrap().outcome,
