@@ -19,6 +19,9 @@
 //!   the window full, and each waiting write holds its ops, their ledger expectations and a task
 //!   in memory. Before this bound, 4096 single-op writes waited behind a window of 16, about 60 MB
 //!   at the start of a real Userflow run.
+//! - **No task per write.** A write is polled once where it is handed over and gets a task of
+//!   its own only if it cannot finish then (it waits for a predecessor, a place or the wire): a
+//!   dry run's writes never need one.
 //! - **Stop.** After [`Dispatcher::stop`], writes that have not started do not start (their ops
 //!   stay unsettled, so no STATE covers them); writes in flight finish.
 
