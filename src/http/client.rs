@@ -381,10 +381,11 @@ impl Inner {
         } else {
             &self.http
         };
+        // The whole exchange runs under one timer (below); a reqwest timeout as well was a
+        // second timer armed and cancelled per request.
         let mut req = http
             .request(method.clone(), url.clone())
-            .headers(headers.clone())
-            .timeout(timeout);
+            .headers(headers.clone());
         if let Some(b) = body {
             stats::add(&self.counters.bytes_sent, b.len() as u64);
             req = req.body(b.clone());
@@ -494,7 +495,6 @@ fn reqwest_clients(cfg: &ClientConfig) -> Result<(reqwest::Client, reqwest::Clie
             .user_agent(cfg.user_agent.clone())
             .default_headers(headers.clone())
             .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.timeout)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(cfg.max_concurrency.max(1))
             .tcp_keepalive(TCP_KEEPALIVE)
@@ -647,6 +647,17 @@ impl RequestBuilder {
                 }
             }
             Err(e) => self.error = Some(e.to_string()),
+        }
+        self
+    }
+
+    /// A JSON body already serialised, with `Content-Type: application/json` (unless a content
+    /// type is already set): sent as it is, without serialising it again.
+    pub fn json_bytes(mut self, body: Bytes) -> Self {
+        self.body = Some(body);
+        if !self.headers.contains_key(CONTENT_TYPE) {
+            self.headers
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         self
     }

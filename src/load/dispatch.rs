@@ -19,10 +19,14 @@
 //!   the window full, and each waiting write holds its ops, their ledger expectations and a task
 //!   in memory. Before this bound, 4096 single-op writes waited behind a window of 16, about 60 MB
 //!   at the start of a real Userflow run.
+//! - **No task per write.** A write is polled once where it is handed over and gets a task of
+//!   its own only if it cannot finish then (it waits for a predecessor, a place or the wire): a
+//!   dry run's writes never need one.
 //! - **Stop.** After [`Dispatcher::stop`], writes that have not started do not start (their ops
 //!   stay unsettled, so no STATE covers them); writes in flight finish.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -282,7 +286,7 @@ impl Dispatcher {
         let written = self.written.clone();
         let stopped = self.stopped.clone();
         let window = self.window.clone();
-        tokio::spawn(async move {
+        let write = async move {
             for pred in preds {
                 // A dropped predecessor (the run is stopping) counts as finished.
                 let _ = pred.await;
@@ -314,7 +318,21 @@ impl Dispatcher {
                 ops: count,
                 result,
             });
-        });
+        };
+        run_or_spawn(Box::pin(write));
+    }
+}
+
+/// Polls a write once here, and spawns a task for it only if it cannot finish at once (it waits
+/// for a predecessor, a place in the window or the wire). A dry run's writes and the writes a
+/// sink only stages finish in that one poll: a tokio task per op, its scheduling and its
+/// cross-thread frees were a fifth of a dry run's instructions (BENCHMARKS.md). A write that is
+/// pending goes on in its task exactly as before: a future may be polled again with another
+/// waker, and the task's first poll registers the task's.
+fn run_or_spawn(mut write: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if write.as_mut().poll(&mut cx).is_pending() {
+        tokio::spawn(write);
     }
 }
 
@@ -425,15 +443,122 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_write_makes_room_again() {
+        // The first write starts at once and waits on the vendor (the gate); the others wait for
+        // the one place.
+        let sink = Arc::new(Prompt {
+            started: Default::default(),
+            gated: 0,
+            gate: tokio::sync::Notify::new(),
+        });
         let (acks, _settled) = Acks::channel();
         let (tx, mut written) = mpsc::unbounded_channel();
-        let mut d = Dispatcher::new(Arc::new(Silent), acks, tx, 1);
+        let mut d = Dispatcher::new(sink.clone(), acks, tx, 1);
         fill(&mut d, None, usize::MAX);
         assert!(!d.has_room(crate::load::MAX_IN_FLIGHT));
         d.stop();
-        // Stopped: the writes waiting for the one place finish without writing.
+        sink.gate.notify_one();
+        // Stopped: the write in flight finishes, the writes waiting for the one place finish
+        // without writing.
         let done = written.recv().await.expect("a write finished");
         d.finished(&done);
         assert!(d.has_room(crate::load::MAX_IN_FLIGHT));
+        for _ in 1..WRITES_PER_SLOT {
+            written.recv().await.expect("a write finished");
+        }
+        assert_eq!(*sink.started.lock(), vec![0]);
+    }
+
+    /// A vendor that settles every write at once, except those of `gated` ops, which wait for
+    /// `gate`; it notes the tickets it starts writing, in order.
+    struct Prompt {
+        started: parking_lot::Mutex<Vec<u64>>,
+        gated: u64,
+        gate: tokio::sync::Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for Prompt {
+        fn vendor(&self) -> &'static str {
+            "instant"
+        }
+
+        fn plan(&self, _op: &Op) -> Result<Plan, Refusal> {
+            Ok(Plan::default())
+        }
+
+        async fn write(&self, batch: Vec<Op>, acks: &Acks) -> Result<(), SinkError> {
+            for op in &batch {
+                self.started.lock().push(op.ticket.0);
+                if op.ticket.0 == self.gated {
+                    self.gate.notified().await;
+                }
+                acks.accepted(op, None);
+            }
+            Ok(())
+        }
+
+        async fn check(&self) -> Result<(), SinkError> {
+            Ok(())
+        }
+
+        fn stats(&self) -> WireStats {
+            WireStats::default()
+        }
+    }
+
+    fn single(d: &mut Dispatcher, n: u64, user: &str) {
+        d.submit(op(n), Plan::single(vec![OrderKey::user(user)]));
+    }
+
+    #[tokio::test]
+    async fn a_write_that_can_finish_at_once_needs_no_task() {
+        // The test runtime has one thread and this test never yields: a write handed to a task
+        // would not have run yet.
+        let sink = Arc::new(Prompt {
+            started: Default::default(),
+            gated: u64::MAX,
+            gate: tokio::sync::Notify::new(),
+        });
+        let (acks, mut settled) = Acks::channel();
+        let (tx, mut written) = mpsc::unbounded_channel();
+        let mut d = Dispatcher::new(sink.clone(), acks, tx, 4);
+        single(&mut d, 0, "u1");
+        single(&mut d, 1, "u1");
+        single(&mut d, 2, "u2");
+        for n in 0..3 {
+            let done = written.try_recv().expect("written without a task");
+            assert!(done.result.is_ok());
+            d.finished(&done);
+            assert_eq!(settled.try_recv().expect("settled").ticket, Ticket(n));
+        }
+        assert_eq!(*sink.started.lock(), vec![0, 1, 2]);
+        assert_eq!(d.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_write_behind_a_pending_one_for_its_key_waits_for_it() {
+        let sink = Arc::new(Prompt {
+            started: Default::default(),
+            gated: 0,
+            gate: tokio::sync::Notify::new(),
+        });
+        let (acks, _settled) = Acks::channel();
+        let (tx, mut written) = mpsc::unbounded_channel();
+        let mut d = Dispatcher::new(sink.clone(), acks, tx, 4);
+        single(&mut d, 0, "u1");
+        single(&mut d, 1, "u1");
+        single(&mut d, 2, "u2");
+        // u2's write is free and finished at once; u1's second waits for its first.
+        let done = written.try_recv().expect("u2 written at once");
+        assert_eq!(done.ops, 1);
+        assert_eq!(*sink.started.lock(), vec![0, 2]);
+        tokio::task::yield_now().await;
+        assert_eq!(*sink.started.lock(), vec![0, 2]);
+        sink.gate.notify_one();
+        for _ in 0..2 {
+            let done = written.recv().await.expect("written");
+            d.finished(&done);
+        }
+        assert_eq!(*sink.started.lock(), vec![0, 2, 1]);
     }
 }

@@ -65,6 +65,12 @@ impl DryRunOutput {
     /// Writes one line: serialised into this thread's reused buffer outside the lock, then
     /// copied to the output in one piece.
     pub(crate) fn line<T: Serialize>(&self, value: &T) {
+        self.line_with(value, None);
+    }
+
+    /// Writes one line, `value` serialised as a JSON object; with `raw`, `,"body":` and those
+    /// bytes (a JSON value already serialised) are appended as its last member.
+    fn line_with<T: Serialize>(&self, value: &T, raw: Option<&[u8]>) {
         thread_local! {
             static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
@@ -72,6 +78,13 @@ impl DryRunOutput {
             let mut buffer = buffer.borrow_mut();
             buffer.clear();
             serde_json::to_writer(&mut *buffer, value).map_err(io::Error::from)?;
+            if let Some(raw) = raw
+                && buffer.pop() == Some(b'}')
+            {
+                buffer.extend_from_slice(b",\"body\":");
+                buffer.extend_from_slice(raw);
+                buffer.push(b'}');
+            }
             buffer.push(b'\n');
             let written = self.out.lock().write_all(&buffer);
             // A rare huge line does not pin its memory to the thread.
@@ -177,9 +190,16 @@ impl DryRunTransport {
 impl Transport for DryRunTransport {
     async fn send(&self, request: WireRequest) -> Result<WireResponse, SendError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        // The body is written from where it is (no copy of the record's value tree per request).
+        // The body is written from where it is (no copy of the record's value tree per request);
+        // a body serialised once is written as those bytes, after the other members (where
+        // `body` comes in a line: `body_file` and `content_type` are absent for JSON bodies).
+        let mut raw = None;
         let (body, body_file, content_type) = match &request.body {
             WireBody::None => (None, None, None),
+            WireBody::JsonBytes(bytes) => {
+                raw = Some(&bytes[..]);
+                (None, None, None)
+            }
             WireBody::Json(v) => (Some(Cow::Borrowed(v)), None, None),
             WireBody::Bytes {
                 content_type,
@@ -206,7 +226,7 @@ impl Transport for DryRunTransport {
             body_file,
             content_type,
         };
-        self.out.line(&line);
+        self.out.line_with(&line, raw);
         if let Some(err) = self.out.failed.lock().as_ref() {
             return Err(SendError {
                 failure: SendFailure::Local,
@@ -282,5 +302,38 @@ mod tests {
             json!({"type": "state", "value": {"bookmarks": {}}})
         );
         assert_eq!(transport.stats().requests, 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_serialised_once_is_written_as_the_same_line() {
+        // The request line of a body serialised once is the line its `Value` gave, byte for
+        // byte (`--dry-run-output` is compared and replayed by users).
+        let body = json!({"id": "u1", "attributes": {"email": "a@x.io", "n": 1.5, "x": null}});
+        let mut lines = Vec::new();
+        for request in [
+            WireRequest::new(Method::Post, "/users").json(body.clone()),
+            WireRequest::new(Method::Post, "/users")
+                .json_of(&body)
+                .unwrap(),
+        ] {
+            let buf = Shared::default();
+            let out = DryRunOutput::new(Box::new(buf.clone()));
+            let base = url::Url::parse("http://127.0.0.1:1/userflow").unwrap();
+            DryRunTransport::new(&base, out.clone())
+                .send(request)
+                .await
+                .unwrap();
+            out.finish().unwrap();
+            lines.push(String::from_utf8(buf.0.lock().clone()).unwrap());
+        }
+        assert!(matches!(
+            WireRequest::new(Method::Post, "/users")
+                .json_of(&body)
+                .unwrap()
+                .body,
+            WireBody::JsonBytes(_)
+        ));
+        assert_eq!(lines[0], lines[1]);
+        assert!(lines[1].ends_with(",\"body\":{\"id\":\"u1\",\"attributes\":{\"email\":\"a@x.io\",\"n\":1.5,\"x\":null}}}\n"), "{}", lines[1]);
     }
 }

@@ -27,6 +27,7 @@
 //! (which records requests and answers them with a synthetic success) and tests (fakes) exercise
 //! the same writer code as a real run.
 
+pub mod body;
 pub mod bulk;
 pub mod guard;
 pub mod hash;

@@ -231,10 +231,11 @@ pub async fn send_and_settle(
     vendor: &'static str,
     transport: &dyn Transport,
     op: &Op,
-    request: WireRequest,
+    mut request: WireRequest,
     acks: &Acks,
 ) -> Result<Option<WireResponse>, SinkError> {
-    let payload = request.payload_hash();
+    // A JSON body is serialised once: sent, hashed (and shown by a dry run) as the same bytes.
+    let payload = request.encode_body();
     match transport.send(request).await {
         Ok(response) => {
             acks.accepted(op, payload);

@@ -83,7 +83,15 @@ fn unconfirmed_answer(response: &crate::http::Response, fields: &[&str]) -> Opti
             }
         ));
     }
-    let body: Value = match serde_json::from_slice(&response.body) {
+    // Only the shape matters: with no fields to look for, the answer is checked as JSON without
+    // building it (Userflow answers every upsert with the whole object it wrote: building that
+    // `Value` was a tenth of a real upsert's instructions).
+    let parsed = if fields.is_empty() {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&response.body).map(|_| Value::Null)
+    } else {
+        serde_json::from_slice::<Value>(&response.body)
+    };
+    let body = match parsed {
         Ok(body) => body,
         Err(err) if err.is_eof() => {
             return Some(format!(
@@ -122,6 +130,7 @@ impl Transport for HttpTransport {
         builder = match request.body {
             WireBody::None => builder,
             WireBody::Json(value) => builder.json(&value),
+            WireBody::JsonBytes(bytes) => builder.json_bytes(bytes),
             WireBody::Bytes {
                 content_type,
                 bytes,
@@ -212,5 +221,35 @@ fn send_error(err: &crate::http::HttpError, idempotent: bool) -> SendError {
         // Only a request that must not be repeated makes "it may have been acted on" the
         // record's business; an idempotent one was repeated until its budget ran out.
         maybe_processed: err.maybe_processed() && !idempotent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::StatusCode;
+    use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+
+    fn answer(body: &'static str) -> crate::http::Response {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let url = url::Url::parse("http://127.0.0.1:1/users").unwrap();
+        crate::http::Response::new("userflow", StatusCode::OK, headers, body, url)
+    }
+
+    #[test]
+    fn answers_are_checked_as_json_with_or_without_fields_to_find() {
+        // Without fields the answer is only checked, not built: the same verdicts.
+        let whole = r#"{"id": "u1", "attributes": {"plan": "pro", "n": [1, 2.5, null]}}"#;
+        assert_eq!(unconfirmed_answer(&answer(whole), &[]), None);
+        assert_eq!(unconfirmed_answer(&answer(whole), &["id"]), None);
+        let short = unconfirmed_answer(&answer(r#"{"id": "u1", "attr"#), &[]).unwrap();
+        assert!(short.contains("cut short"), "{short}");
+        let bad = unconfirmed_answer(&answer("<html>ok</html>"), &[]).unwrap();
+        assert!(bad.contains("not valid JSON"), "{bad}");
+        let bad = unconfirmed_answer(&answer(r#"{"id": "u1"} trailing"#), &[]).unwrap();
+        assert!(bad.contains("not valid JSON"), "{bad}");
+        let lacks = unconfirmed_answer(&answer(whole), &["success"]).unwrap();
+        assert_eq!(lacks, "the answer lacks success");
     }
 }

@@ -69,6 +69,9 @@ pub enum WireBody {
     None,
     /// A JSON body.
     Json(Value),
+    /// A JSON body serialised once ([`WireRequest::json_of`]): the bytes sent, hashed and shown
+    /// by a dry run.
+    JsonBytes(Bytes),
     /// Raw bytes (NDJSON, CSV) with their content type.
     Bytes {
         /// `Content-Type`.
@@ -83,6 +86,18 @@ pub enum WireBody {
         /// The file.
         path: PathBuf,
     },
+}
+
+impl WireBody {
+    /// A JSON body as a value, however it is held (tests and writers that read their own
+    /// requests back); `None` for other bodies.
+    pub fn json_value(&self) -> Option<Value> {
+        match self {
+            WireBody::Json(value) => Some(value.clone()),
+            WireBody::JsonBytes(bytes) => serde_json::from_slice(bytes).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// One request, relative to the vendor's base URL.
@@ -149,6 +164,13 @@ impl WireRequest {
         self
     }
 
+    /// With a JSON body serialised now, once, into a pooled buffer ([`super::body`]): no `Value`
+    /// tree is built, and the hash and the dry run use the same bytes.
+    pub fn json_of<T: Serialize + ?Sized>(mut self, body: &T) -> Result<Self, serde_json::Error> {
+        self.body = WireBody::JsonBytes(super::body::encode_json(body)?);
+        Ok(self)
+    }
+
     /// Marks the request as unsafe to repeat blindly.
     pub fn not_idempotent(mut self) -> Self {
         self.idempotent = false;
@@ -161,11 +183,24 @@ impl WireRequest {
         self
     }
 
+    /// Serialises a JSON body now, once, into a pooled buffer (the bytes then sent and shown by
+    /// a dry run) and returns the payload hash of those bytes: the same hash as
+    /// [`WireRequest::payload_hash`] of the `Value`, without serialising it twice.
+    pub fn encode_body(&mut self) -> Option<PayloadHash> {
+        if let WireBody::Json(value) = &self.body
+            && let Ok(bytes) = super::body::encode_json(value)
+        {
+            self.body = WireBody::JsonBytes(bytes);
+        }
+        self.payload_hash()
+    }
+
     /// The payload hash of the body.
     pub fn payload_hash(&self) -> Option<PayloadHash> {
         match &self.body {
             WireBody::None => None,
             WireBody::Json(v) => Some(PayloadHash::of_json(v)),
+            WireBody::JsonBytes(bytes) => Some(PayloadHash::of_bytes(bytes)),
             WireBody::Bytes { bytes, .. } => Some(PayloadHash::of_bytes(bytes)),
             WireBody::File { path, .. } => {
                 Some(PayloadHash::of_bytes(path.to_string_lossy().as_bytes()))
@@ -303,6 +338,25 @@ pub fn key_segment(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_body_encoded_once_keeps_the_hash_an_earlier_version_stored() {
+        // Ledgers hold hashes of the `Value`'s serialisation: the bytes now sent and hashed are
+        // those bytes, so an unchanged record still compares equal after an upgrade.
+        let body = serde_json::json!({"user_id": "u1", "metadata": {"plan": "pro", "mrr": 12.5,
+            "email": null, "name": "Zoë"}, "company": {"id": "g1", "company_id": "g1"}});
+        let mut request = WireRequest::new(Method::Post, "/identify").json(body.clone());
+        let before = request.payload_hash();
+        let after = request.encode_body();
+        assert_eq!(after, before);
+        assert_eq!(after, Some(PayloadHash::of_json(&body)));
+        let WireBody::JsonBytes(bytes) = &request.body else {
+            panic!("not encoded: {:?}", request.body)
+        };
+        assert_eq!(&bytes[..], serde_json::to_vec(&body).unwrap().as_slice());
+        assert_eq!(request.body.json_value(), Some(body));
+        assert_eq!(request.encode_body(), after);
+    }
 
     #[test]
     fn a_wire_request_is_idempotent_by_the_http_engines_rule() {

@@ -1,7 +1,7 @@
 //! The Appcues writer's unit tests (a child of `write.rs`, over a scripted transport).
 
 use super::*;
-use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket, WireBody};
+use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket};
 
 fn op(
     kind: Kind,
@@ -31,10 +31,7 @@ fn op(
 }
 
 fn body(r: &WireRequest) -> Value {
-    match &r.body {
-        WireBody::Json(v) => v.clone(),
-        _ => Value::Null,
-    }
+    r.body.json_value().unwrap_or(Value::Null)
 }
 
 #[test]

@@ -2,9 +2,7 @@
 
 use super::*;
 use crate::sink::SendFailure;
-use crate::sink::{
-    Item, Origin, Outcome, ScriptedTransport, Settlement, Ticket, WireBody, WireResponse,
-};
+use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Settlement, Ticket, WireResponse};
 use serde_json::Map;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -80,10 +78,7 @@ fn refused(status: u16, body: &str) -> SendError {
 }
 
 fn json_body(r: &WireRequest) -> Value {
-    match &r.body {
-        WireBody::Json(v) => v.clone(),
-        _ => Value::Null,
-    }
+    r.body.json_value().unwrap_or(Value::Null)
 }
 
 #[tokio::test]

@@ -34,6 +34,14 @@ fn op(kind: Kind, action: Action, v: Value) -> Op {
     }
 }
 
+/// A request's JSON body as the bytes sent (key order included).
+fn body_text(r: &WireRequest) -> String {
+    match &r.body {
+        crate::sink::WireBody::JsonBytes(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+        other => panic!("not a JSON body serialised once: {other:?}"),
+    }
+}
+
 #[test]
 fn upserts_put_the_id_in_the_body_and_keep_nulls() {
     let r = request(&op(
@@ -44,10 +52,9 @@ fn upserts_put_the_id_in_the_body_and_keep_nulls() {
     .unwrap();
     assert_eq!((r.method, r.path.as_str()), (Method::Post, "/users"));
     assert_eq!(
-        r.body,
-        crate::sink::WireBody::Json(
-            json!({"id": "u/1", "attributes": {"email": "a@x.io", "name": null, "plan": "pro"}})
-        )
+        body_text(&r),
+        json!({"id": "u/1", "attributes": {"email": "a@x.io", "name": null, "plan": "pro"}})
+            .to_string()
     );
     assert!(r.idempotent);
     let m = request(&op(
@@ -57,8 +64,8 @@ fn upserts_put_the_id_in_the_body_and_keep_nulls() {
     ))
     .unwrap();
     assert_eq!(
-        m.body,
-        crate::sink::WireBody::Json(json!({"id": "u1", "groups": [{"id": "g1"}]}))
+        body_text(&m),
+        json!({"id": "u1", "groups": [{"id": "g1"}]}).to_string()
     );
     let m = request(&op(
         Kind::Memberships,
@@ -67,10 +74,8 @@ fn upserts_put_the_id_in_the_body_and_keep_nulls() {
     ))
     .unwrap();
     assert_eq!(
-        m.body,
-        crate::sink::WireBody::Json(
-            json!({"id": "u1", "memberships": [{"group": {"id": "g1"}, "attributes": {"role": "admin"}}]})
-        )
+        body_text(&m),
+        json!({"id": "u1", "memberships": [{"group": {"id": "g1"}, "attributes": {"role": "admin"}}]}).to_string()
     );
     let e = request(&op(
         Kind::Events,
@@ -80,8 +85,8 @@ fn upserts_put_the_id_in_the_body_and_keep_nulls() {
     .unwrap();
     assert!(!e.idempotent);
     assert_eq!(
-        e.body,
-        crate::sink::WireBody::Json(json!({"user_id": "u1", "name": "signed_up"}))
+        body_text(&e),
+        json!({"user_id": "u1", "name": "signed_up"}).to_string()
     );
     // Userflow documents no time field: the time is not sent, the rest is.
     let e = request(&op(
@@ -91,10 +96,9 @@ fn upserts_put_the_id_in_the_body_and_keep_nulls() {
     ))
     .unwrap();
     assert_eq!(
-        e.body,
-        crate::sink::WireBody::Json(
-            json!({"user_id": "u1", "name": "paid", "group_id": "g1", "attributes": {"plan": "pro"}})
-        )
+        body_text(&e),
+        json!({"user_id": "u1", "name": "paid", "group_id": "g1", "attributes": {"plan": "pro"}})
+            .to_string()
     );
 }
 
@@ -141,10 +145,8 @@ async fn removing_a_membership_prunes_with_the_other_groups() {
     let requests = transport.requests();
     assert_eq!(requests[0].path, "/users/u1?expand=memberships");
     assert_eq!(
-        requests[1].body,
-        crate::sink::WireBody::Json(
-            json!({"id": "u1", "groups": [{"id": "g2"}], "prune_memberships": true})
-        )
+        body_text(&requests[1]),
+        json!({"id": "u1", "groups": [{"id": "g2"}], "prune_memberships": true}).to_string()
     );
     assert!(matches!(
         rx.recv().await.unwrap().outcome,

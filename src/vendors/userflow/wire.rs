@@ -486,19 +486,60 @@ impl<'de> Deserialize<'de> for WireMembership {
 // ---- What the writer sends and reads ----
 
 /// `{"id": …}`: a group named in a user upsert's `groups`.
-#[derive(Debug, Clone, Serialize)]
-pub struct GroupRef {
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct GroupRef<'a> {
     /// The group's id.
-    pub id: String,
+    pub id: &'a str,
 }
 
 /// One entry of a user upsert's `memberships`: the group and the membership's own attributes.
-#[derive(Debug, Clone, Serialize)]
-pub struct MembershipRef {
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MembershipRef<'a> {
     /// The group.
-    pub group: GroupRef,
+    pub group: GroupRef<'a>,
     /// The membership's attributes.
-    pub attributes: Map<String, Value>,
+    pub attributes: &'a Map<String, Value>,
+}
+
+/// The body of `POST /users` and `POST /groups`: `{"id", "attributes"}`, the attributes left
+/// out when there are none. Serialised straight from the item (no property map is built).
+#[derive(Debug, Serialize)]
+pub struct AttributesBody<'a> {
+    /// The user's or group's id.
+    pub id: &'a str,
+    /// Its properties.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<crate::sink::body::Properties<'a>>,
+}
+
+/// A membership upsert through `POST /users`: `{"id": user, "groups": [{"id"}]}`, or
+/// `memberships` when the membership has attributes of its own.
+#[derive(Debug, Serialize)]
+pub struct MembershipBody<'a> {
+    /// The user's id.
+    pub id: &'a str,
+    /// The group, when the membership has no attributes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<[GroupRef<'a>; 1]>,
+    /// The group with the membership's attributes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memberships: Option<[MembershipRef<'a>; 1]>,
+}
+
+/// The body of `POST /events`: `{"user_id", "name", "group_id", "attributes"}`, the last two
+/// only when given.
+#[derive(Debug, Serialize)]
+pub struct EventBody<'a> {
+    /// The user's id.
+    pub user_id: &'a str,
+    /// The event's name.
+    pub name: &'a Value,
+    /// The group it happened in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<&'a str>,
+    /// Its attributes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<&'a Map<String, Value>>,
 }
 
 /// The change operations of userflow.js (`index.d.ts`).

@@ -20,8 +20,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::sink::body::Properties;
 use crate::sink::read::{property_changes, split_properties};
 use crate::sink::{
     Acks, Action, Auth, ClientSpec, Current, Holding, Item, Kind, Method, Op, OrderKey, Plan,
@@ -30,7 +31,9 @@ use crate::sink::{
 };
 use crate::vendors::patterns;
 
-use super::wire::{self, GroupRef, MembershipRef, is_change_object};
+use super::wire::{
+    self, AttributesBody, EventBody, GroupRef, MembershipBody, MembershipRef, is_change_object,
+};
 
 /// The vendor's name.
 const VENDOR: &str = "userflow";
@@ -232,67 +235,68 @@ fn check_attributes<'a>(
     Ok(())
 }
 
-fn attributes_body(id: &str, attributes: Map<String, Value>) -> Value {
-    let mut body = Map::new();
-    body.insert("id".into(), Value::String(id.to_string()));
-    if !attributes.is_empty() {
-        body.insert("attributes".into(), Value::Object(attributes));
-    }
-    Value::Object(body)
+/// A user's or group's upsert body, serialised once from the item.
+fn attributes_body(path: &str, item: &Item) -> Option<WireRequest> {
+    let properties = Properties(item);
+    let body = AttributesBody {
+        id: item.id.as_deref()?,
+        attributes: (!properties.is_empty()).then_some(properties),
+    };
+    Some(
+        WireRequest::new(Method::Post, path)
+            .json_of(&body)
+            .ok()?
+            .idempotent(),
+    )
 }
 
 /// The request for an upsert or event (deletes and membership removals are read-then-write).
+/// Bodies are serialised once, straight from the item.
 pub fn request(op: &Op) -> Option<WireRequest> {
     let item = &op.item;
     match (item.kind, item.action) {
-        (Kind::Users, Action::Upsert) => Some(
-            WireRequest::new(Method::Post, "/users")
-                .json(attributes_body(item.id.as_deref()?, item.properties()))
-                .idempotent(),
-        ),
-        (Kind::Groups, Action::Upsert) => Some(
-            WireRequest::new(Method::Post, "/groups")
-                .json(attributes_body(item.id.as_deref()?, item.properties()))
-                .idempotent(),
-        ),
+        (Kind::Users, Action::Upsert) => attributes_body("/users", item),
+        (Kind::Groups, Action::Upsert) => attributes_body("/groups", item),
         (Kind::Memberships, Action::Upsert) => {
             let user = item.user_id.as_deref()?;
-            let group = item.group_id.clone()?;
-            let mut body = Map::new();
-            body.insert("id".into(), Value::String(user.to_string()));
-            if item.attributes.is_empty() {
-                let groups = vec![GroupRef { id: group }];
-                body.insert("groups".into(), serde_json::to_value(groups).ok()?);
+            let group = GroupRef {
+                id: item.group_id.as_deref()?,
+            };
+            let body = if item.attributes.is_empty() {
+                MembershipBody {
+                    id: user,
+                    groups: Some([group]),
+                    memberships: None,
+                }
             } else {
-                let memberships = vec![MembershipRef {
-                    group: GroupRef { id: group },
-                    attributes: item.attributes.clone(),
-                }];
-                body.insert(
-                    "memberships".into(),
-                    serde_json::to_value(memberships).ok()?,
-                );
-            }
+                MembershipBody {
+                    id: user,
+                    groups: None,
+                    memberships: Some([MembershipRef {
+                        group,
+                        attributes: &item.attributes,
+                    }]),
+                }
+            };
             Some(
                 WireRequest::new(Method::Post, "/users")
-                    .json(Value::Object(body))
+                    .json_of(&body)
+                    .ok()?
                     .idempotent(),
             )
         }
         (Kind::Events, Action::Upsert) => {
-            let mut body = Map::new();
-            body.insert("user_id".into(), Value::String(item.user_id.clone()?));
-            body.insert("name".into(), item.fields.get("name")?.clone());
-            if let Some(group) = &item.group_id {
-                body.insert("group_id".into(), Value::String(group.clone()));
-            }
-            if !item.attributes.is_empty() {
-                body.insert("attributes".into(), Value::Object(item.attributes.clone()));
-            }
+            let body = EventBody {
+                user_id: item.user_id.as_deref()?,
+                name: item.fields.get("name")?,
+                group_id: item.group_id.as_deref(),
+                attributes: (!item.attributes.is_empty()).then_some(&item.attributes),
+            };
             // An event has no id: repeating it after an ambiguous failure could count it twice.
             Some(
                 WireRequest::new(Method::Post, "/events")
-                    .json(Value::Object(body))
+                    .json_of(&body)
+                    .ok()?
                     .not_idempotent(),
             )
         }

@@ -1,7 +1,7 @@
 //! The UserGuiding writer's unit tests (a child of `write.rs`, over a scripted transport).
 
 use super::*;
-use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Settlement, Ticket, WireBody};
+use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Settlement, Ticket};
 use serde_json::json;
 
 fn op(
@@ -34,10 +34,7 @@ fn op(
 fn bodies(t: &ScriptedTransport) -> Vec<Value> {
     t.requests()
         .into_iter()
-        .map(|r| match r.body {
-            WireBody::Json(v) => v,
-            _ => Value::Null,
-        })
+        .map(|r| r.body.json_value().unwrap_or(Value::Null))
         .collect()
 }
 

@@ -1,7 +1,7 @@
 //! The Userpilot writer's unit tests (a child of `write.rs`, over a scripted transport).
 
 use super::*;
-use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket, WireBody};
+use crate::sink::{Item, Origin, Outcome, ScriptedTransport, Ticket};
 
 fn op(
     kind: Kind,
@@ -32,10 +32,7 @@ fn op(
 }
 
 fn body(r: &WireRequest) -> Value {
-    match &r.body {
-        WireBody::Json(v) => v.clone(),
-        _ => Value::Null,
-    }
+    r.body.json_value().unwrap_or(Value::Null)
 }
 
 #[test]
@@ -159,8 +156,8 @@ async fn a_membership_rides_in_its_users_identify() {
 
 #[tokio::test]
 async fn a_refused_combined_identify_sends_the_user_alone() {
-    let t = Arc::new(ScriptedTransport::new(|r| match &r.body {
-        WireBody::Json(b) if b.get("company").is_some() && b.get("metadata").is_some() => {
+    let t = Arc::new(ScriptedTransport::new(|r| match &r.body.json_value() {
+        Some(b) if b.get("company").is_some() && b.get("metadata").is_some() => {
             Err(crate::sink::SendError {
                 failure: crate::sink::SendFailure::Refused,
                 status: Some(400),
