@@ -217,7 +217,7 @@ def protocol(args, release, work, table, results):
     table.add("protocol", "target-roster --dry-run", work_text, fmt(ours["median_wall_s"], 2),
               f"{fmt(ours['records_per_s'])} rec/s", fmt(ours["median_cpu_s"], 1), fmt(ours["median_peak_rss_mb"], 1),
               f"{vs_sdk:.1f}x singer-sdk, {vs_jsonl:.1f}x target-jsonl",
-              f">= 50x singer-sdk: {verdict(vs_sdk >= 50)}")
+              f">= 100x singer-sdk: {verdict(vs_sdk >= 100)}")
     table.add("protocol", "target-roster --dry-run", f"{small_n:,} records (memory flat?)", fmt(small["median_wall_s"], 2),
               f"{fmt(small['records_per_s'])} rec/s", fmt(small["median_cpu_s"], 1), fmt(small["median_peak_rss_mb"], 1),
               f"peak RSS at {n:,} / at {small_n:,}: {ours['median_peak_rss_mb'] / small['median_peak_rss_mb']:.2f}x",
