@@ -378,8 +378,8 @@ mod tests {
                 id: Some(format!("u{n}")),
                 user_id: None,
                 group_id: None,
-                fields: serde_json::Map::new(),
-                attributes: serde_json::Map::new(),
+                fields: Default::default(),
+                attributes: Default::default(),
             },
             origin: Arc::new(Origin {
                 stream: "users".into(),

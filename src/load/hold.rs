@@ -28,8 +28,8 @@ use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
+use crate::model::Props;
 use crate::sink::{Action, Item, Kind, Op, Origin, RecordText, Ticket};
 
 /// Held memberships kept in memory before the rest go to a temporary file: a held op is about
@@ -62,9 +62,9 @@ struct Spilled {
     user_id: Option<String>,
     group_id: Option<String>,
     #[serde(default)]
-    fields: Map<String, Value>,
+    fields: Props,
     #[serde(default)]
-    attributes: Map<String, Value>,
+    attributes: Props,
 }
 
 impl Spilled {
@@ -95,8 +95,8 @@ impl Spilled {
                 id: None,
                 user_id: self.user_id,
                 group_id: self.group_id,
-                fields: self.fields,
-                attributes: self.attributes,
+                fields: self.fields.into_iter().collect(),
+                attributes: self.attributes.into_iter().collect(),
             },
             origin: Arc::new(Origin {
                 stream: self.stream.into(),
@@ -303,11 +303,13 @@ mod tests {
                 id: None,
                 user_id: Some(user.into()),
                 group_id: Some(group.into()),
-                fields: Map::new(),
+                fields: Default::default(),
                 attributes: json!({"role": "x"})
                     .as_object()
                     .cloned()
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
             },
             origin: Arc::new(Origin {
                 stream: "memberships".into(),

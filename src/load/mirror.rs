@@ -466,8 +466,8 @@ pub fn delete_of(stale: &StaleEntry, key_field: &str, at: &str) -> (Item, Map<St
         id: None,
         user_id: None,
         group_id: None,
-        fields: Map::new(),
-        attributes: Map::new(),
+        fields: Default::default(),
+        attributes: Default::default(),
     };
     let mut record = Map::new();
     match key.kind {

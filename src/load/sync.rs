@@ -17,11 +17,12 @@ use crate::maps::FastMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::Resolved;
 use crate::config::{ConfigError, LedgerSetting, SyncMode, TargetSettings};
 use crate::ledger::{Entry, EntryKey, Ledger, LedgerError};
+use crate::model::Props;
 use crate::sink::{Action, Item, Kind, Op, Outcome, PayloadHash, Ticket};
 
 /// Set (by `.cargo/config.toml` for `cargo test` and `cargo run`), an unset `ledger` key means
@@ -418,7 +419,7 @@ fn mode_skip(
 }
 
 /// A map with its top-level names in order, for a hash that does not depend on column order.
-struct Sorted<'a>(&'a Map<String, Value>);
+struct Sorted<'a>(&'a Props);
 
 impl Serialize for Sorted<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

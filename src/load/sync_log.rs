@@ -435,8 +435,8 @@ mod tests {
             id: Some(id.into()),
             user_id: None,
             group_id: None,
-            fields: Map::new(),
-            attributes: Map::new(),
+            fields: Default::default(),
+            attributes: Default::default(),
         }
     }
 

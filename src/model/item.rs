@@ -67,6 +67,10 @@ pub enum Action {
     Delete,
 }
 
+/// A record's standard fields or custom attributes: in input order, hashed with foldhash (a
+/// record's maps are built and read several times per record; SipHash was a measurable share).
+pub type Props = indexmap::IndexMap<String, Value, foldhash::fast::RandomState>;
+
 /// A record in roster's record model (CONTRACT.md), after routing and field mapping and before
 /// any vendor shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,10 +89,10 @@ pub struct Item {
     /// `first_name`, `last_name`, `external_id`, `active`, `status`, `created_at`; groups `name`,
     /// `external_id`, `created_at`; events `name`, `timestamp`. `null` is kept (it clears).
     /// `updated_at`, the source's change time, is never here: routing leaves it out.
-    pub fields: Map<String, Value>,
+    pub fields: Props,
     /// Custom attributes: every non-reserved top-level field of a flat row, then the record's
     /// own `attributes` object (which wins on a clash). `null` is kept (it clears).
-    pub attributes: Map<String, Value>,
+    pub attributes: Props,
 }
 
 impl Item {
@@ -158,11 +162,15 @@ mod tests {
             fields: json!({"email": "a@x.io", "name": null})
                 .as_object()
                 .cloned()
-                .unwrap(),
+                .unwrap()
+                .into_iter()
+                .collect(),
             attributes: json!({"plan": "pro", "email": "b@x.io"})
                 .as_object()
                 .cloned()
-                .unwrap(),
+                .unwrap()
+                .into_iter()
+                .collect(),
         };
         assert_eq!(
             Value::Object(item.properties()),

@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 
 mod item;
 
-pub use item::{Action, Item, Kind};
+pub use item::{Action, Item, Kind, Props};
 
 /// A JSON object: one record (the one definition; `crate::singer::Object` is this).
 pub type Object = Map<String, Value>;

@@ -94,8 +94,18 @@ mod tests {
             id: Some("u1".into()),
             user_id: None,
             group_id: None,
-            fields: fields.as_object().cloned().unwrap_or_default(),
-            attributes: attributes.as_object().cloned().unwrap_or_default(),
+            fields: fields
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            attributes: attributes
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
         }
     }
 

@@ -59,8 +59,8 @@ pub struct FieldChange {
 /// The changes a merging upsert of `record` (properties, `null` clears) would make to `held`
 /// (the vendor's flat property map): properties the record leaves out are kept, so they are
 /// not changes.
-pub fn property_changes(
-    record: &Map<String, Value>,
+pub fn property_changes<'a>(
+    record: impl IntoIterator<Item = (&'a String, &'a Value)>,
     held: &Map<String, Value>,
 ) -> Vec<FieldChange> {
     let mut changes = Vec::new();

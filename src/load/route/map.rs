@@ -92,8 +92,8 @@ impl StreamMap {
             id: None,
             user_id: user.id.clone(),
             group_id: Some(group),
-            fields: Map::new(),
-            attributes: Map::new(),
+            fields: Default::default(),
+            attributes: Default::default(),
         })
     }
 
@@ -213,8 +213,10 @@ impl StreamMap {
             user_id: None,
             group_id: None,
             // Sized up front: growing two hash maps per record was a measurable share.
-            fields: Map::with_capacity(entries.len()),
-            attributes: Map::with_capacity(entries.len() + nested),
+            fields: Map::with_capacity(entries.len()).into_iter().collect(),
+            attributes: Map::with_capacity(entries.len() + nested)
+                .into_iter()
+                .collect(),
         }
     }
 

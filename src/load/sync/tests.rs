@@ -15,8 +15,8 @@ fn op(ticket: u64, kind: Kind, id: &str, plan: &str) -> Op {
         id: Some(id.to_string()),
         user_id: None,
         group_id: None,
-        fields: Map::new(),
-        attributes: Map::new(),
+        fields: Default::default(),
+        attributes: Default::default(),
     };
     item.attributes.insert("plan".into(), json!(plan));
     Op {
@@ -155,7 +155,7 @@ fn the_hash_ignores_column_order_and_sees_every_value() {
     let mut b = a.clone();
     b.item.attributes.insert("seats".into(), json!(3));
     let mut c = a.clone();
-    c.item.attributes = Map::new();
+    c.item.attributes = Default::default();
     c.item.attributes.insert("seats".into(), json!(3));
     c.item.attributes.insert("plan".into(), json!("pro"));
     assert_ne!(canonical_hash(&a.item), canonical_hash(&b.item));

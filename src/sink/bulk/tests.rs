@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -144,8 +144,8 @@ fn op(n: u64) -> Op {
             id: Some(format!("u{n}")),
             user_id: None,
             group_id: None,
-            fields: Map::new(),
-            attributes: Map::new(),
+            fields: Default::default(),
+            attributes: Default::default(),
         },
         origin: Arc::new(Origin {
             stream: "users".into(),

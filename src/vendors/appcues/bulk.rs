@@ -284,8 +284,8 @@ mod tests {
                 id: Some(id.into()),
                 user_id: None,
                 group_id: None,
-                fields: map(fields),
-                attributes: map(attributes),
+                fields: map(fields).into_iter().collect(),
+                attributes: map(attributes).into_iter().collect(),
             },
             origin: Arc::new(Origin {
                 stream: "users".into(),

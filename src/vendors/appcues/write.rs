@@ -110,7 +110,10 @@ impl AppcuesSink {
                 };
                 body.insert("timestamp".into(), timestamp);
                 if !item.attributes.is_empty() {
-                    body.insert("attributes".into(), Value::Object(item.attributes.clone()));
+                    body.insert(
+                        "attributes".into(),
+                        Value::Object(item.attributes.clone().into_iter().collect()),
+                    );
                 }
                 if let Some(group) = &item.group_id {
                     body.insert("group_id".into(), Value::String(group.clone()));

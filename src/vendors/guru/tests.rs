@@ -23,8 +23,13 @@ fn op(
             id: id.map(str::to_string),
             user_id: user.map(str::to_string),
             group_id: group.map(str::to_string),
-            fields: fields.as_object().cloned().unwrap_or_default(),
-            attributes: Map::new(),
+            fields: fields
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            attributes: Default::default(),
         },
         origin: Arc::new(Origin {
             stream: "s".into(),

@@ -498,8 +498,18 @@ mod tests {
             id: Some("hr-001".into()),
             user_id: None,
             group_id: None,
-            fields: fields.as_object().cloned().unwrap_or_default(),
-            attributes: attributes.as_object().cloned().unwrap_or_default(),
+            fields: fields
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            attributes: attributes
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -575,8 +585,13 @@ mod tests {
             id: Some("grp-eng".into()),
             user_id: None,
             group_id: None,
-            fields: json!({"name": "Engineering"}).as_object().cloned().unwrap(),
-            attributes: Map::new(),
+            fields: json!({"name": "Engineering"})
+                .as_object()
+                .cloned()
+                .unwrap()
+                .into_iter()
+                .collect(),
+            attributes: Default::default(),
         };
         assert_eq!(
             create_body(GROUP_SCHEMA, &group_changes(&group)),

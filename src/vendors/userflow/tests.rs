@@ -19,12 +19,16 @@ fn op(kind: Kind, action: Action, v: Value) -> Op {
                 .get("fields")
                 .and_then(Value::as_object)
                 .cloned()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
             attributes: o
                 .get("attributes")
                 .and_then(Value::as_object)
                 .cloned()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
         },
         origin: Arc::new(Origin {
             stream: "s".into(),

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::model::{
-    GROUPS_DEF, MEMBERSHIPS, MEMBERSHIPS_DEF, Object, RecordBuilder, USERS, USERS_DEF, key_text,
+    GROUPS_DEF, MEMBERSHIPS, MEMBERSHIPS_DEF, Object, Props, RecordBuilder, USERS, USERS_DEF,
+    key_text,
 };
 use crate::vendors::source::Skipped;
 
@@ -498,7 +499,7 @@ pub struct MembershipRef<'a> {
     /// The group.
     pub group: GroupRef<'a>,
     /// The membership's attributes.
-    pub attributes: &'a Map<String, Value>,
+    pub attributes: &'a Props,
 }
 
 /// The body of `POST /users` and `POST /groups`: `{"id", "attributes"}`, the attributes left
@@ -539,7 +540,7 @@ pub struct EventBody<'a> {
     pub group_id: Option<&'a str>,
     /// Its attributes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attributes: Option<&'a Map<String, Value>>,
+    pub attributes: Option<&'a Props>,
 }
 
 /// The change operations of userflow.js (`index.d.ts`).

@@ -308,8 +308,8 @@ mod tests {
                 id: id.map(str::to_string),
                 user_id: Some("u\"1".into()),
                 group_id: Some("g/1".into()),
-                fields: map(fields),
-                attributes: map(attributes),
+                fields: map(fields).into_iter().collect(),
+                attributes: map(attributes).into_iter().collect(),
             },
             origin: Arc::new(Origin {
                 stream: "users".into(),

@@ -20,8 +20,18 @@ fn op(
             id: id.map(str::to_string),
             user_id: user.map(str::to_string),
             group_id: group.map(str::to_string),
-            fields: fields.as_object().cloned().unwrap_or_default(),
-            attributes: attrs.as_object().cloned().unwrap_or_default(),
+            fields: fields
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            attributes: attrs
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
         },
         origin: Arc::new(Origin {
             stream: "s".into(),
