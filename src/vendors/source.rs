@@ -231,16 +231,32 @@ impl ExitStatus for SourceError {
     }
 }
 
+/// A page of a cursor chain: it names the cursor of the page after it (`None`: the last).
+pub trait Chained {
+    /// The next page's cursor.
+    fn next_cursor(&self) -> Option<Value>;
+}
+
+impl Chained for Page {
+    fn next_cursor(&self) -> Option<Value> {
+        self.next.clone()
+    }
+}
+
 /// A listing whose pages come one after another, each from the cursor the previous one gave.
 ///
 /// `fetch(cursor, from_state)` reads one page; `from_state` is true for the first request of a
 /// listing resumed from a stored cursor, so the vendor can turn a refusal into
 /// [`SourceError::CursorRejected`]. The stream ends after the page whose `next` is `None`, or
 /// after the first error.
-pub fn sequential<F, Fut>(request: &ListRequest, fetch: F) -> PageStream
+pub fn sequential<T, F, Fut>(
+    request: &ListRequest,
+    fetch: F,
+) -> BoxStream<'static, Result<T, SourceError>>
 where
+    T: Chained + Send + 'static,
     F: Fn(Option<Value>, bool) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Page, SourceError>> + Send + 'static,
+    Fut: Future<Output = Result<T, SourceError>> + Send + 'static,
 {
     let from_state = request.start.is_some();
     let first = (Some(request.start.clone()), from_state);
@@ -253,7 +269,7 @@ where
                 let cursor = cursor?;
                 match fetch(cursor, from_state).await {
                     Ok(page) => {
-                        let next = page.next.clone().map(Some);
+                        let next = page.next_cursor().map(Some);
                         Some((Ok(page), (next, false)))
                     }
                     Err(err) => Some((Err(err), (None, false))),

@@ -35,8 +35,8 @@ use crate::http::{
 use crate::model::{GROUPS, MEMBERSHIPS, USERS, key_text};
 use crate::scim::list::Dedupe;
 use crate::vendors::source::{
-    Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, cursor_text,
-    sequential,
+    Chained, Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError,
+    cursor_text, sequential,
 };
 
 /// Records per page: Userflow's maximum (its default is 20).
@@ -213,7 +213,7 @@ impl List {
         run: Arc<Mutex<Run>>,
     ) -> PageStream {
         let list = self.clone();
-        let mut chain = sequential_scans(request, move |cursor, from_state| {
+        let mut chain = sequential(request, move |cursor, from_state| {
             let list = list.clone();
             let run = run.clone();
             async move { list.scan(cursor, from_state, memberships, &run).await }
@@ -332,34 +332,10 @@ fn users_records(
     Ok(())
 }
 
-/// [`sequential`] for the users chain's scanned pages.
-fn sequential_scans<F, Fut>(
-    request: &ListRequest,
-    fetch: F,
-) -> futures::stream::BoxStream<'static, Result<Scanned, SourceError>>
-where
-    F: Fn(Option<Value>, bool) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Scanned, SourceError>> + Send + 'static,
-{
-    let from_state = request.start.is_some();
-    let first = (Some(request.start.clone()), from_state);
-    let fetch = Arc::new(fetch);
-    Box::pin(futures::stream::unfold(
-        first,
-        move |(cursor, from_state)| {
-            let fetch = fetch.clone();
-            async move {
-                let cursor = cursor?;
-                match fetch(cursor, from_state).await {
-                    Ok(scanned) => {
-                        let next = scanned.next.clone().map(Some);
-                        Some((Ok(scanned), (next, false)))
-                    }
-                    Err(err) => Some((Err(err), (None, false))),
-                }
-            }
-        },
-    ))
+impl Chained for Scanned {
+    fn next_cursor(&self) -> Option<Value> {
+        self.next.clone()
+    }
 }
 
 /// What a listing remembers between its pages in this process.
