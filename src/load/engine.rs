@@ -167,7 +167,9 @@ pub async fn run<W: Write>(
     let (acks, mut settled) = Acks::channel();
     let (written_tx, mut written) = mpsc::unbounded_channel::<Written>();
     let mut engine = Engine::new(parts, acks, written_tx);
-    let mut signals = Signals::new();
+    // Signals are listened for by a task of their own: polling the signal streams in every
+    // turn of the loop below cost about as much as a record (its futures are built anew).
+    let (mut signals, listener) = signal_listener();
     let mut flush: Option<JoinHandle<Result<(), SinkError>>> = None;
     let mut hard_stop = false;
     // Set by the first signal: past it, writes still in flight are abandoned.
@@ -198,8 +200,20 @@ pub async fn run<W: Write>(
                 hard_stop = true;
                 break;
             }
-            Some(settlement) = settled.recv() => engine.settled(settlement),
-            Some(done) = written.recv() => engine.written(done),
+            Some(settlement) = settled.recv() => {
+                // All that are queued, in one turn (one settles per write, and a turn of this
+                // loop costs more than a settlement).
+                engine.settled(settlement);
+                while let Ok(settlement) = settled.try_recv() {
+                    engine.settled(settlement);
+                }
+            }
+            Some(done) = written.recv() => {
+                engine.written(done);
+                while let Ok(done) = written.try_recv() {
+                    engine.written(done);
+                }
+            }
             batch = input.recv(), if can_read && queued.len() == 0 => match batch {
                 None => engine.input_end(),
                 Some(batch) => {
@@ -235,7 +249,23 @@ pub async fn run<W: Write>(
         engine.check_at_end();
     }
     engine.emit(true);
+    listener.abort();
     engine.finish()
+}
+
+/// The process's signals, as a channel the engine's loop polls cheaply, and the task that
+/// listens for them (registered before this returns, so no signal after it is missed).
+fn signal_listener() -> (mpsc::Receiver<&'static str>, JoinHandle<()>) {
+    let mut signals = Signals::new();
+    let (tx, rx) = mpsc::channel(4);
+    let listener = tokio::spawn(async move {
+        while let Some(signal) = signals.recv().await {
+            if tx.send(signal).await.is_err() {
+                break;
+            }
+        }
+    });
+    (rx, listener)
 }
 
 impl<W: Write> Engine<W> {

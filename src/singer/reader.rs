@@ -492,10 +492,16 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de Raw
 
 /// A raw JSON value as a string, when it is one.
 fn raw_string(raw: &RawValue) -> Option<String> {
-    if raw.get().starts_with('"') {
-        serde_json::from_str(raw.get()).ok()
-    } else {
-        None
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    // Most are plain text between quotes (a stream's name, a timestamp): no escape to decode.
+    // The text is JSON the envelope's parse checked, so without a backslash it has no control
+    // character either.
+    match text.get(1..text.len() - 1) {
+        Some(inner) if !inner.contains('\\') => Some(inner.to_owned()),
+        _ => serde_json::from_str(text).ok(),
     }
 }
 
