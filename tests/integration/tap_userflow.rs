@@ -299,6 +299,43 @@ fn retries_and_rate_limits_do_not_lose_or_repeat_records() {
     assert_eq!(Holdings::from_messages(&run.messages), Holdings::of(&sb, V));
 }
 
+/// A tap reads each listing one page at a time, so the HTTP engine's cautious start (the first
+/// second paced from 10 requests/s, doubling every 100 ms, for clients that open with many
+/// requests at once) is off for it: the first pages follow one another as fast as they are
+/// answered. With it, the first six requests (groups and five users pages) took at least
+/// 250 ms (at 0, 100, 150, 200, 225 and 250 ms), ~0.6 s of a 1,000-page run in all.
+#[test]
+fn the_page_chain_is_not_held_back_by_a_cautious_start() {
+    let sb = sandbox(1_000);
+    let files = crate::support::files::Files::new();
+    let config = files.json("config.json", &sb.config(V));
+    let out = crate::support::bin::tap()
+        .real_delays()
+        .config(&config)
+        .output();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut listed: Vec<_> = sb
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/userflow/users" || r.path == "/userflow/groups")
+        .collect();
+    listed.sort_by_key(|r| r.seq);
+    assert_eq!(listed.len(), 11, "ten users pages and one groups page");
+    // From the first request's arrival to the sixth's, less the time the sandbox took to
+    // answer the five before it (a debug build's pages take milliseconds to write).
+    let first = &listed[..6];
+    let span = (first[5].at - first[0].at).num_microseconds().unwrap() as f64 / 1000.0;
+    let answering: f64 = first[..5].iter().map(|r| r.duration_ms).sum();
+    assert!(
+        span - answering < 150.0,
+        "six requests over {span:.1} ms, of which the sandbox answered for {answering:.1} ms"
+    );
+}
+
 #[test]
 fn test_mode_makes_one_authenticated_call() {
     let sb = sandbox(10);

@@ -48,7 +48,10 @@ const ORDER_BY: &str = "created_at";
 /// Builds the Userflow source (the registry's `source`).
 pub fn source(config: &Resolved) -> Result<Box<dyn Source>, SourceError> {
     let typed: super::config::Config = config.typed()?;
+    // Each listing is one page at a time (a cursor chain), so there is no initial burst for a
+    // cautious start to soften; it cost ~0.6 s of a 1,000-page run.
     let client = ClientConfig::for_vendor(config, ClientSpec::new(Auth::Bearer(typed.api_key)))?
+        .without_cautious_start()
         .header(
             HeaderName::from_static("userflow-version"),
             HeaderValue::from_static(super::API_VERSION),
