@@ -336,6 +336,51 @@ fn the_page_chain_is_not_held_back_by_a_cautious_start() {
     );
 }
 
+/// When Userflow refuses a users page's cursor during a run (its record deleted since), the
+/// chain reads on after the page's previous id: the next page is asked for before the chain
+/// has noted the page's ids, so the fetch waits for them then.
+#[test]
+fn a_cursor_refused_during_the_run_reads_on_after_the_pages_previous_id() {
+    let sb = Sandbox::builder()
+        .seed(7)
+        .users(250)
+        .groups(12)
+        .latency(Some(V), std::time::Duration::from_millis(300))
+        .start_background()
+        .unwrap();
+    let dump = sb.dump(V);
+    let previous = dump["users"][98]["id"].as_str().unwrap().to_string();
+    let files = crate::support::files::Files::new();
+    let config = files.json("config.json", &sb.config(V));
+    let child = crate::support::bin::tap()
+        .config(&config)
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The groups page and the first users page have arrived (and been let through): the
+    // next users request, the second page's, is refused as if its cursor were deleted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sb.stats().arrived < 2 {
+        assert!(std::time::Instant::now() < deadline, "the tap never asked");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    sb.faults()
+        .fail_next(FailRule::new("/userflow/users", 1).status(400));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("reading on after {previous}, read earlier")),
+        "{stderr}"
+    );
+    let messages = crate::support::singer_lines(&String::from_utf8(out.stdout).unwrap());
+    check_no_duplicates(&messages);
+    assert_eq!(Holdings::from_messages(&messages), Holdings::of(&sb, V));
+}
+
 #[test]
 fn test_mode_makes_one_authenticated_call() {
     let sb = sandbox(10);
