@@ -69,7 +69,8 @@ pub(super) struct Gate {
 }
 
 impl Gate {
-    /// `zero_delays` (tests): no cautious start either, so a test's first requests go at once.
+    /// `zero_delays` (tests, or a client without a cautious start): no cautious start, so the
+    /// first requests go at once.
     fn new(rps: Option<f64>, zero_delays: bool) -> Self {
         let rate = AdaptiveRate::new(rps);
         Self {
@@ -155,7 +156,10 @@ impl HttpClient {
                 shutdown: cfg.shutdown.clone(),
                 secrets: secrets.into(),
                 pause_until: Mutex::new(None),
-                global: Gate::new(cfg.requests_per_second, cfg.zero_delays),
+                global: Gate::new(
+                    cfg.requests_per_second,
+                    cfg.zero_delays || !cfg.cautious_start,
+                ),
                 buckets: Mutex::new(bucket_gates(&cfg)),
                 concurrency: Concurrency::new(cfg.max_concurrency),
                 counters: Counters::default(),

@@ -187,6 +187,12 @@ pub struct ClientConfig {
     /// 429s, but keep a configured rate limit real. Defaults to `ROSTER_ZERO_DELAYS=1` in the
     /// environment; tests set it directly.
     pub zero_delays: bool,
+    /// Pace the first second from [`crate::http::rate::START_RATE`] when not told the rate
+    /// (true by default). A client that sends one request at a time (a tap's page chain)
+    /// cannot overrun a burst with its initial concurrency, which is what the cautious start is
+    /// for, so it turns it off ([`ClientConfig::without_cautious_start`]) rather than wait
+    /// ~0.6 s at 10 to 640 requests/s; a 429 still paces it.
+    pub cautious_start: bool,
     /// The flag that ends every wait on a signal: the process's unless a test gives its own.
     pub shutdown: crate::http::Shutdown,
 }
@@ -211,6 +217,7 @@ impl fmt::Debug for ClientConfig {
             .field("buckets", &self.buckets)
             .field("user_agent", &self.user_agent)
             .field("zero_delays", &self.zero_delays)
+            .field("cautious_start", &self.cautious_start)
             .finish()
     }
 }
@@ -234,6 +241,7 @@ impl ClientConfig {
             buckets: Vec::new(),
             user_agent: default_user_agent(),
             zero_delays: zero_delays_from_env(),
+            cautious_start: true,
             shutdown: crate::http::Shutdown::process(),
         }
     }
@@ -242,6 +250,12 @@ impl ClientConfig {
     /// [`crate::http::HttpClient::new`]-time validation, so this takes typed values.
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
+        self
+    }
+
+    /// No cautious start (builder style; see [`ClientConfig::cautious_start`]).
+    pub fn without_cautious_start(mut self) -> Self {
+        self.cautious_start = false;
         self
     }
 

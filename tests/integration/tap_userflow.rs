@@ -299,6 +299,88 @@ fn retries_and_rate_limits_do_not_lose_or_repeat_records() {
     assert_eq!(Holdings::from_messages(&run.messages), Holdings::of(&sb, V));
 }
 
+/// A tap reads each listing one page at a time, so the HTTP engine's cautious start (the first
+/// second paced from 10 requests/s, doubling every 100 ms, for clients that open with many
+/// requests at once) is off for it: the first pages follow one another as fast as they are
+/// answered. With it, the first six requests (groups and five users pages) took at least
+/// 250 ms (at 0, 100, 150, 200, 225 and 250 ms), ~0.6 s of a 1,000-page run in all.
+#[test]
+fn the_page_chain_is_not_held_back_by_a_cautious_start() {
+    let sb = sandbox(1_000);
+    let files = crate::support::files::Files::new();
+    let config = files.json("config.json", &sb.config(V));
+    let out = crate::support::bin::tap()
+        .real_delays()
+        .config(&config)
+        .output();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut listed: Vec<_> = sb
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/userflow/users" || r.path == "/userflow/groups")
+        .collect();
+    listed.sort_by_key(|r| r.seq);
+    assert_eq!(listed.len(), 11, "ten users pages and one groups page");
+    // From the first request's arrival to the sixth's, less the time the sandbox took to
+    // answer the five before it (a debug build's pages take milliseconds to write).
+    let first = &listed[..6];
+    let span = (first[5].at - first[0].at).num_microseconds().unwrap() as f64 / 1000.0;
+    let answering: f64 = first[..5].iter().map(|r| r.duration_ms).sum();
+    assert!(
+        span - answering < 150.0,
+        "six requests over {span:.1} ms, of which the sandbox answered for {answering:.1} ms"
+    );
+}
+
+/// When Userflow refuses a users page's cursor during a run (its record deleted since), the
+/// chain reads on after the page's previous id: the next page is asked for before the chain
+/// has noted the page's ids, so the fetch waits for them then.
+#[test]
+fn a_cursor_refused_during_the_run_reads_on_after_the_pages_previous_id() {
+    let sb = Sandbox::builder()
+        .seed(7)
+        .users(250)
+        .groups(12)
+        .latency(Some(V), std::time::Duration::from_millis(300))
+        .start_background()
+        .unwrap();
+    let dump = sb.dump(V);
+    let previous = dump["users"][98]["id"].as_str().unwrap().to_string();
+    let files = crate::support::files::Files::new();
+    let config = files.json("config.json", &sb.config(V));
+    let child = crate::support::bin::tap()
+        .config(&config)
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The groups page and the first users page have arrived (and been let through): the
+    // next users request, the second page's, is refused as if its cursor were deleted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sb.stats().arrived < 2 {
+        assert!(std::time::Instant::now() < deadline, "the tap never asked");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    sb.faults()
+        .fail_next(FailRule::new("/userflow/users", 1).status(400));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("reading on after {previous}, read earlier")),
+        "{stderr}"
+    );
+    let messages = crate::support::singer_lines(&String::from_utf8(out.stdout).unwrap());
+    check_no_duplicates(&messages);
+    assert_eq!(Holdings::from_messages(&messages), Holdings::of(&sb, V));
+}
+
 #[test]
 fn test_mode_makes_one_authenticated_call() {
     let sb = sandbox(10);

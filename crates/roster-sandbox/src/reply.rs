@@ -34,6 +34,24 @@ pub(crate) fn ok<T: serde::Serialize + ?Sized>(body: &T) -> Response {
     json_status(StatusCode::OK, body)
 }
 
+/// 200 with a JSON body of about `capacity` bytes, written into a buffer of that size (a list
+/// page, written without growing its buffer a dozen times).
+pub(crate) fn ok_sized<T: serde::Serialize + ?Sized>(body: &T, capacity: usize) -> Response {
+    let mut bytes = Vec::with_capacity(capacity);
+    if serde_json::to_writer(&mut bytes, body).is_err() {
+        bytes.clear();
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
 /// A SCIM answer (`application/scim+json`).
 pub(crate) fn scim(status: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();

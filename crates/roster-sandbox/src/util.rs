@@ -54,35 +54,65 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> 
 /// formatter was a good part of a Userflow users page. Years outside 0–9999 and leap seconds
 /// go through chrono (the same text).
 pub(crate) fn iso(t: DateTime<Utc>) -> String {
-    use chrono::{Datelike, Timelike};
-    let year = t.year();
-    let nanos = t.nanosecond();
-    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
-        return t.to_rfc3339_opts(SecondsFormat::Millis, true);
-    }
-    let mut out = [0u8; 24];
-    let mut put = |at: usize, value: u32, width: usize| {
-        let mut v = value;
-        for i in (0..width).rev() {
-            out[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
+    Iso::of(t).as_str().to_owned()
+}
+
+/// A timestamp as [`iso`] writes it, on the stack: a Userflow list page writes about five a
+/// user (the user's two, each membership's and its expanded group's two), each one a heap
+/// string before.
+pub(crate) enum Iso {
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    Short([u8; 24]),
+    /// A year outside 0..=9999, as chrono writes it.
+    Long(String),
+}
+
+impl Iso {
+    pub(crate) fn of(t: DateTime<Utc>) -> Iso {
+        use chrono::{Datelike, Timelike};
+        let year = t.year();
+        let nanos = t.nanosecond();
+        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+            return Iso::Long(t.to_rfc3339_opts(SecondsFormat::Millis, true));
         }
-    };
-    put(0, year.unsigned_abs(), 4);
-    put(5, t.month(), 2);
-    put(8, t.day(), 2);
-    put(11, t.hour(), 2);
-    put(14, t.minute(), 2);
-    put(17, t.second(), 2);
-    put(20, nanos / 1_000_000, 3);
-    out[4] = b'-';
-    out[7] = b'-';
-    out[10] = b'T';
-    out[13] = b':';
-    out[16] = b':';
-    out[19] = b'.';
-    out[23] = b'Z';
-    out.iter().map(|b| char::from(*b)).collect()
+        let mut out = [0u8; 24];
+        let mut put = |at: usize, value: u32, width: usize| {
+            let mut v = value;
+            for i in (0..width).rev() {
+                out[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year.unsigned_abs(), 4);
+        put(5, t.month(), 2);
+        put(8, t.day(), 2);
+        put(11, t.hour(), 2);
+        put(14, t.minute(), 2);
+        put(17, t.second(), 2);
+        put(20, nanos / 1_000_000, 3);
+        out[4] = b'-';
+        out[7] = b'-';
+        out[10] = b'T';
+        out[13] = b':';
+        out[16] = b':';
+        out[19] = b'.';
+        out[23] = b'Z';
+        Iso::Short(out)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // Digits and ASCII punctuation only.
+            Iso::Short(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
+            Iso::Long(text) => text,
+        }
+    }
+}
+
+impl serde::Serialize for Iso {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 pub(crate) fn now() -> DateTime<Utc> {

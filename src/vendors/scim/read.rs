@@ -34,7 +34,10 @@ use crate::vendors::source::{
 pub fn source(config: &Resolved) -> Result<Box<dyn Source>, SourceError> {
     let typed: Config = config.typed()?;
     let auth = typed.credentials()?;
-    let client = HttpClient::new(ClientConfig::for_vendor(config, ClientSpec::new(auth))?)?;
+    // Each listing reads one page at a time: no initial burst for a cautious start to soften.
+    let client = HttpClient::new(
+        ClientConfig::for_vendor(config, ClientSpec::new(auth))?.without_cautious_start(),
+    )?;
     Ok(Box::new(ScimSource::new(client)))
 }
 

@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::Utc;
-use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -35,8 +34,8 @@ use crate::http::{
 use crate::model::{GROUPS, MEMBERSHIPS, USERS, key_text};
 use crate::scim::list::Dedupe;
 use crate::vendors::source::{
-    Chained, Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError,
-    cursor_text, sequential,
+    Emit, ListRequest, Listing, Page, PageStream, Skipped, Source, SourceError, cursor_text,
+    sequential,
 };
 
 /// Records per page: Userflow's maximum (its default is 20).
@@ -48,7 +47,10 @@ const ORDER_BY: &str = "created_at";
 /// Builds the Userflow source (the registry's `source`).
 pub fn source(config: &Resolved) -> Result<Box<dyn Source>, SourceError> {
     let typed: super::config::Config = config.typed()?;
+    // Each listing is one page at a time (a cursor chain), so there is no initial burst for a
+    // cautious start to soften; it cost ~0.6 s of a 1,000-page run.
     let client = ClientConfig::for_vendor(config, ClientSpec::new(Auth::Bearer(typed.api_key)))?
+        .without_cautious_start()
         .header(
             HeaderName::from_static("userflow-version"),
             HeaderValue::from_static(super::API_VERSION),
@@ -182,6 +184,11 @@ impl Listing for List {
 /// Answers the users chain holds ahead of the decoding: one being decoded, these waiting.
 const CHAIN_AHEAD: usize = 2;
 
+/// A fetch's fallback cursors (the previous page's ids but its last, newest first), awaited
+/// only when Userflow refuses the cursor: the users chain asks for a page before it has noted
+/// the ids of the one before.
+type Fallbacks = futures::future::Shared<futures::future::BoxFuture<'static, Vec<String>>>;
+
 /// A users page as the cursor chain leaves it: the answer, scanned for its ids only.
 struct Scanned {
     response: Response,
@@ -192,10 +199,11 @@ struct Scanned {
     extracted_at: chrono::DateTime<Utc>,
 }
 
-/// Aborts the users chain when its pages are no longer wanted.
-struct ChainTask(tokio::task::JoinHandle<()>);
+/// Aborts a task of the users chain (the chain, a request sent ahead) when its result is no
+/// longer wanted.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for ChainTask {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -203,30 +211,20 @@ impl Drop for ChainTask {
 
 impl List {
     /// The users listing in two stages, so the cursor chain never waits for a page to be made
-    /// into records: a task of its own fetches each page, scans it for its ids (the cursor,
-    /// the run's dedupe and the fallbacks need nothing else) and asks for the next page at
-    /// once; the stream decodes the pages into records, in order, meanwhile.
+    /// into records: a task of its own ([`List::users_chain`]) fetches each page, scans it for
+    /// its ids (the cursor, the run's dedupe and the fallbacks need nothing else) and asks for
+    /// the next page; the stream decodes the pages into records, in order, meanwhile.
     fn users_pages(
         self: Arc<Self>,
         request: &ListRequest,
         memberships: bool,
         run: Arc<Mutex<Run>>,
     ) -> PageStream {
-        let list = self.clone();
-        let mut chain = sequential(request, move |cursor, from_state| {
-            let list = list.clone();
-            let run = run.clone();
-            async move { list.scan(cursor, from_state, memberships, &run).await }
-        });
         let (tx, rx) = tokio::sync::mpsc::channel(CHAIN_AHEAD);
-        let task = ChainTask(tokio::spawn(async move {
-            while let Some(item) = chain.next().await {
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    break;
-                }
-            }
-        }));
+        let chain = self
+            .clone()
+            .users_chain(request.start.clone(), memberships, run, tx);
+        let task = AbortOnDrop(tokio::spawn(chain));
         Box::pin(futures::stream::unfold(
             (rx, task),
             move |(mut rx, task)| {
@@ -240,49 +238,122 @@ impl List {
         ))
     }
 
-    /// One step of the users chain: fetches the page after `cursor`, notes its ids and finds
-    /// the next cursor.
-    async fn scan(
-        &self,
-        cursor: Option<Value>,
-        from_state: bool,
+    /// The users cursor chain. Each page's next request goes out as soon as the end of the
+    /// answer names the cursor ([`tail_cursor`]), before the page is scanned for its ids; the
+    /// scan then checks that cursor, and when it names another one (a page not in Userflow's
+    /// usual shape) the request sent ahead is dropped and the scan's cursor asked for instead.
+    /// The chain ends after the last page or the first error, each sent to `tx` in order.
+    async fn users_chain(
+        self: Arc<Self>,
+        start: Option<Value>,
         memberships: bool,
+        run: Arc<Mutex<Run>>,
+        tx: tokio::sync::mpsc::Sender<Result<Scanned, SourceError>>,
+    ) {
+        let mut from_state = start.is_some();
+        let mut cursor = start;
+        let mut fallbacks: Fallbacks = futures::FutureExt::shared(futures::FutureExt::boxed(
+            futures::future::ready(Vec::new()),
+        ));
+        // The request sent ahead for `cursor`, and the cursor it asked for.
+        let mut ahead: Option<(String, AbortOnDrop<Result<Response, SourceError>>)> = None;
+        loop {
+            let fetched = match ahead.take() {
+                Some((_, mut task)) => (&mut task.0).await.ok(),
+                None => None,
+            };
+            let fetched = match fetched {
+                Some(fetched) => fetched,
+                None => {
+                    let fallbacks = fallbacks.clone();
+                    self.fetch(cursor.clone(), from_state, memberships, fallbacks)
+                        .await
+                }
+            };
+            let response = match fetched {
+                Ok(response) => response,
+                Err(err) => {
+                    let _ = tx.send(Err(err)).await;
+                    return;
+                }
+            };
+            let extracted_at = Utc::now();
+            let (noted, next_fallbacks) = tokio::sync::oneshot::channel::<Vec<String>>();
+            let next_fallbacks: Fallbacks = futures::FutureExt::shared(futures::FutureExt::boxed(
+                futures::FutureExt::map(next_fallbacks, Result::unwrap_or_default),
+            ));
+            if let Some(Some(guess)) = tail_cursor(&response.body) {
+                let list = self.clone();
+                let fallbacks = next_fallbacks.clone();
+                let after = Some(Value::String(guess.clone()));
+                let task =
+                    tokio::spawn(
+                        async move { list.fetch(after, false, memberships, fallbacks).await },
+                    );
+                ahead = Some((guess, AbortOnDrop(task)));
+            }
+            let scanned = match self.scan(response, extracted_at, &run) {
+                Ok((scanned, page_fallbacks)) => {
+                    let _ = noted.send(page_fallbacks);
+                    scanned
+                }
+                Err(err) => {
+                    drop(ahead);
+                    let _ = tx.send(Err(err)).await;
+                    return;
+                }
+            };
+            let next = scanned.next.clone();
+            if ahead.as_ref().map(|(guess, _)| guess.as_str())
+                != next.as_ref().and_then(Value::as_str)
+            {
+                ahead = None;
+            }
+            if tx.send(Ok(scanned)).await.is_err() {
+                return;
+            }
+            if next.is_none() {
+                return;
+            }
+            cursor = next;
+            from_state = false;
+            fallbacks = next_fallbacks;
+        }
+    }
+
+    /// A users page scanned: its ids noted (which are new to this run), its next cursor, and
+    /// the fallback cursors for the page after it.
+    fn scan(
+        &self,
+        response: Response,
+        extracted_at: chrono::DateTime<Utc>,
         run: &Mutex<Run>,
-    ) -> Result<Scanned, SourceError> {
-        let response = self.fetch(cursor, from_state, memberships, run).await?;
-        let extracted_at = Utc::now();
+    ) -> Result<(Scanned, Vec<String>), SourceError> {
         let list: UsersScan = match quick_scan(&response.body) {
             Some(list) => list,
             None => serde_json::from_slice(&response.body).map_err(|err| {
                 self.decode_error(&response, format!("not a Userflow list: {err}"))
             })?,
         };
-        let more = list.has_more();
-        let ids = list.ids;
-        let mut next = None;
-        if more {
-            let last = ids.last().cloned().flatten();
-            let from_url = || {
-                list.next_page_url
-                    .as_ref()
-                    .and_then(Value::as_str)
-                    .and_then(cursor::starting_after)
-            };
-            let cursor = last.or_else(from_url).ok_or_else(|| {
+        let next = list
+            .next_cursor()
+            .map_err(|NoCursor| {
                 self.decode_error(
                     &response,
                     "the page says has_more but gives no cursor".into(),
                 )
-            })?;
-            next = Some(Value::String(cursor));
-        }
-        let fresh = self.remember(run, &ids);
-        Ok(Scanned {
-            response,
-            fresh,
-            next,
-            extracted_at,
-        })
+            })?
+            .map(Value::String);
+        let (fresh, fallbacks) = self.remember(run, &list.ids);
+        Ok((
+            Scanned {
+                response,
+                fresh,
+                next,
+                extracted_at,
+            },
+            fallbacks,
+        ))
     }
 
     /// A scanned users page made into records: rendered straight from the answer's bytes
@@ -332,19 +403,14 @@ fn users_records(
     Ok(())
 }
 
-impl Chained for Scanned {
-    fn next_cursor(&self) -> Option<Value> {
-        self.next.clone()
-    }
-}
-
 /// What a listing remembers between its pages in this process.
 #[derive(Debug, Default)]
 struct Run {
     /// Ids emitted so far.
     seen: Dedupe,
-    /// The last page's ids but its last, newest first: where to start after instead when the
-    /// cursor's own record was deleted meanwhile.
+    /// The groups listing's last page's ids but its last, newest first: where to start after
+    /// instead when the cursor's own record was deleted meanwhile (the users chain hands its
+    /// pages' fallbacks to the next fetch itself).
     fallbacks: Vec<String>,
 }
 
@@ -365,7 +431,12 @@ impl List {
         run: &Mutex<Run>,
     ) -> Result<Page, SourceError> {
         // Users go through `users_pages`; this reads the groups listing.
-        let response = self.fetch(cursor, from_state, memberships, run).await?;
+        let fallbacks = async {
+            std::mem::take(&mut run.lock().unwrap_or_else(PoisonError::into_inner).fallbacks)
+        };
+        let response = self
+            .fetch(cursor, from_state, memberships, fallbacks)
+            .await?;
         let mut page = Page::last(Utc::now());
         self.groups_page(&response, run, &mut page)?;
         Ok(page)
@@ -380,13 +451,14 @@ impl List {
     }
 
     /// Reads one page: after the cursor, else (during a run, when Userflow no longer knows the
-    /// cursor because it was deleted) after the page's earlier ids, else from the start.
+    /// cursor because it was deleted) after the previous page's earlier ids (`fallbacks`,
+    /// awaited only then), else from the start.
     async fn fetch(
         &self,
         cursor: Option<Value>,
         from_state: bool,
         memberships: bool,
-        run: &Mutex<Run>,
+        fallbacks: impl std::future::Future<Output = Vec<String>>,
     ) -> Result<Response, SourceError> {
         let after = match &cursor {
             Some(Value::String(id)) => Some(id.clone()),
@@ -400,16 +472,10 @@ impl List {
             None => None,
         };
         // The cursor, then (during a run) the page's earlier ids, then the start.
-        let mut candidates: Vec<Option<String>> = vec![after];
-        if !from_state {
-            let fallbacks =
-                std::mem::take(&mut run.lock().unwrap_or_else(PoisonError::into_inner).fallbacks);
-            candidates.extend(fallbacks.into_iter().map(Some));
-            candidates.push(None);
-        }
-        let mut candidates = candidates.into_iter().peekable();
+        let mut candidates: std::collections::VecDeque<Option<String>> = [after].into();
+        let mut fallbacks = (!from_state).then_some(fallbacks);
         loop {
-            let Some(after) = candidates.next() else {
+            let Some(after) = candidates.pop_front() else {
                 return Err(SourceError::Decode {
                     stream: self.main_stream(),
                     url: self.path().to_string(),
@@ -425,8 +491,14 @@ impl List {
                         detail: err.body_excerpt().unwrap_or_default().to_string(),
                     });
                 }
-                Err(err) if cursor_refused(&err) && candidates.peek().is_some() => {
-                    let then = match candidates.peek() {
+                Err(err)
+                    if cursor_refused(&err) && (fallbacks.is_some() || !candidates.is_empty()) =>
+                {
+                    if let Some(fallbacks) = fallbacks.take() {
+                        candidates.extend(fallbacks.await.into_iter().map(Some));
+                        candidates.push_back(None);
+                    }
+                    let then = match candidates.front() {
                         Some(Some(id)) => format!("reading on after {id}, read earlier"),
                         _ => "reading the listing again from the start, leaving out what was read"
                             .into(),
@@ -483,7 +555,8 @@ impl List {
             .filter(|_| list.has_more)
             .map(Value::String);
         let ids: Vec<Option<String>> = list.records.iter().map(listed_id).collect();
-        let fresh = self.remember(run, &ids);
+        let (fresh, fallbacks) = self.remember(run, &ids);
+        run.lock().unwrap_or_else(PoisonError::into_inner).fallbacks = fallbacks;
         for (value, fresh) in list.records.into_iter().zip(fresh) {
             if !fresh {
                 page.duplicates += 1;
@@ -500,16 +573,15 @@ impl List {
 
 impl List {
     /// Notes a page's ids: which are new to this run (the others are left out), and the
-    /// fallback cursors for the next page.
-    fn remember(&self, run: &Mutex<Run>, ids: &[Option<String>]) -> Vec<bool> {
+    /// fallback cursors for the next page (its ids but the last, newest first).
+    fn remember(&self, run: &Mutex<Run>, ids: &[Option<String>]) -> (Vec<bool>, Vec<String>) {
         let mut run = run.lock().unwrap_or_else(PoisonError::into_inner);
         let fresh = ids
             .iter()
             .map(|id| id.as_ref().is_none_or(|id| run.seen.first(id)))
             .collect();
-        let listed: Vec<String> = ids.iter().flatten().cloned().collect();
-        run.fallbacks = listed.iter().rev().skip(1).cloned().collect();
-        fresh
+        let fallbacks = ids.iter().flatten().rev().skip(1).cloned().collect();
+        (fresh, fallbacks)
     }
 }
 

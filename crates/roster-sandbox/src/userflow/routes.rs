@@ -450,11 +450,13 @@ async fn list_users(State(sh): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> R
         Err(r) => return r,
     };
     let last = items.last().map(|(id, _)| id.as_str());
-    let data = items
+    let data: Vec<_> = items
         .iter()
         .map(|(id, u)| st.user_view(id, u, &ex))
         .collect();
-    reply::ok(&list_envelope("/users", &q, data, more, last))
+    // About 800 bytes a user with its memberships expanded (the seeded world's).
+    let capacity = 512 + data.len() * 1024;
+    reply::ok_sized(&list_envelope("/users", &q, data, more, last), capacity)
 }
 
 async fn list_groups(State(sh): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> Response {

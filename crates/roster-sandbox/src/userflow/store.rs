@@ -46,8 +46,8 @@ pub(super) struct UserView<'a> {
     object: &'static str,
     id: &'a str,
     attributes: &'a Map<String, Value>,
-    created_at: String,
-    updated_at: String,
+    created_at: util::Iso,
+    updated_at: util::Iso,
     #[serde(skip_serializing_if = "Option::is_none")]
     memberships: Option<Vec<MembershipView<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,8 +60,8 @@ pub(super) struct GroupView<'a> {
     object: &'static str,
     id: &'a str,
     attributes: &'a Map<String, Value>,
-    created_at: String,
-    updated_at: String,
+    created_at: util::Iso,
+    updated_at: util::Iso,
     #[serde(skip_serializing_if = "Option::is_none")]
     memberships: Option<Vec<MembershipView<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,7 +73,7 @@ pub(super) struct GroupView<'a> {
 pub(super) struct MembershipView<'a> {
     object: &'static str,
     attributes: &'a Map<String, Value>,
-    created_at: String,
+    created_at: util::Iso,
     group_id: &'a str,
     user_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,7 +90,7 @@ impl<'a> MembershipView<'a> {
         MembershipView {
             object: "group_membership",
             attributes: &m.attributes,
-            created_at: util::iso(m.created_at),
+            created_at: util::Iso::of(m.created_at),
             group_id,
             user_id,
             group,
@@ -285,8 +285,8 @@ impl Store {
             object: "group",
             id,
             attributes: &g.attributes,
-            created_at: util::iso(g.created_at),
-            updated_at: util::iso(g.updated_at),
+            created_at: util::Iso::of(g.created_at),
+            updated_at: util::Iso::of(g.updated_at),
             memberships,
             users,
         }
@@ -319,8 +319,8 @@ impl Store {
             object: "user",
             id,
             attributes: &u.attributes,
-            created_at: util::iso(u.created_at),
-            updated_at: util::iso(u.updated_at),
+            created_at: util::Iso::of(u.created_at),
+            updated_at: util::Iso::of(u.updated_at),
             memberships,
             groups,
         }

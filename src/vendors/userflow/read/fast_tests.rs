@@ -209,3 +209,69 @@ fn unusual_pages_go_through_wire_user() {
     assert_eq!(lines(&page), lines(&generic(repeated, &[true], true)));
     assert!(page.records.iter().all(|e| e.rendered.is_none()));
 }
+
+/// The cursor the chain's scan gives (`None`: an error, the scan's to report).
+fn scanned_cursor(body: &[u8]) -> Option<Option<String>> {
+    quick_scan(body)
+        .or_else(|| serde_scan(body))?
+        .next_cursor()
+        .ok()
+}
+
+#[test]
+fn the_tail_guess_is_the_scans_cursor_on_userflow_pages() {
+    let mut odd_last = user("u9", json!({}));
+    odd_last["memberships"][0]["group"]["id"] = json!("not the user's");
+    let users = vec![user("u1", json!({})), odd_last];
+    let no_id = vec![user("u1", json!({})), json!({"name": "no id"})];
+    let mut bodies = Vec::new();
+    for data in [users.clone(), no_id, Vec::new()] {
+        for envelope in [
+            // The sandbox's and Userflow's order.
+            json!({"object": "list", "data": data.clone(), "has_more": true, "url": "/users",
+                   "next_page_url": "/users?limit=100&starting_after=u9"}),
+            json!({"object": "list", "data": data.clone(), "has_more": false, "url": "/users",
+                   "next_page_url": null}),
+            json!({"data": data.clone(), "has_more": "true", "next_page_url": "/users?starting_after=x"}),
+            json!({"data": data.clone(), "next_page_url": "/users?starting_after=x"}),
+            json!({"data": data.clone(), "has_more": true}),
+            json!({"data": data.clone()}),
+            json!({"has_more": true, "data": data.clone()}),
+        ] {
+            bodies.push(serde_json::to_vec(&envelope).unwrap());
+            bodies.push(serde_json::to_vec_pretty(&envelope).unwrap());
+        }
+    }
+    for body in &bodies {
+        let text = String::from_utf8_lossy(body);
+        let guess = tail_cursor(body);
+        if guess.is_some() {
+            assert_eq!(guess, scanned_cursor(body), "{text}");
+        }
+    }
+    // The usual pages are guessed: their next request goes out before the scan.
+    let usual = serde_json::to_vec(&json!({"object": "list", "data": users, "has_more": true,
+        "url": "/users", "next_page_url": "/users?limit=100&starting_after=u9"}))
+    .unwrap();
+    assert_eq!(tail_cursor(&usual), Some(Some("u9".into())));
+    let last =
+        br#"{"object":"list","data":[],"has_more":false,"url":"/users","next_page_url":null}"#;
+    assert_eq!(tail_cursor(last), Some(None));
+    // Not guessed: escapes, an object after `data`, a repeated key, a numeric id, no `data`.
+    for body in [
+        &br#"{"data":[{"id":"u\u0031"}],"has_more":true}"#[..],
+        br#"{"data":[{"id":"u1"}],"more":{"a":1},"has_more":true}"#,
+        br#"{"data":[{"id":"u1"}],"has_more":true,"has_more":false}"#,
+        br#"{"data":[{"id":17}],"has_more":true}"#,
+        br#"{"has_more":true}"#,
+        br#"{"other":[],"has_more":true}"#,
+        br#"{"data":[[]],"has_more":true}"#,
+        b"",
+    ] {
+        assert_eq!(tail_cursor(body), None, "{}", String::from_utf8_lossy(body));
+    }
+    // An array after `data` is taken for it: a wrong guess, which the chain's scan corrects.
+    let odd = br#"{"data":[{"id":"u1"}],"extra":[{"id":"x"}],"has_more":true}"#;
+    assert_eq!(tail_cursor(odd), Some(Some("x".into())));
+    assert_eq!(scanned_cursor(odd), Some(Some("u1".into())));
+}

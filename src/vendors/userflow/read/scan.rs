@@ -26,6 +26,188 @@ impl UsersScan {
         }
         .has_more()
     }
+
+    /// The next page's cursor: `None` on the last page, else the last user's id or, when it
+    /// has none, `next_page_url`'s `starting_after`; `Err` when the page says has_more but
+    /// gives neither.
+    pub(super) fn next_cursor(&self) -> Result<Option<String>, NoCursor> {
+        if !self.has_more() {
+            return Ok(None);
+        }
+        let last = self.ids.last().cloned().flatten();
+        let from_url = || {
+            self.next_page_url
+                .as_ref()
+                .and_then(Value::as_str)
+                .and_then(cursor::starting_after)
+        };
+        last.or_else(from_url).map(Some).ok_or(NoCursor)
+    }
+}
+
+/// A page that says has_more but gives no cursor.
+#[derive(Debug, PartialEq)]
+pub(super) struct NoCursor;
+
+/// The next cursor as the ends of a page give it, without walking the page's users: what the
+/// users chain asks for next while the page is scanned in full. `Some` only for a body without
+/// a backslash whose top-level members are scalars or strings but `data`, an array, and one
+/// other array at most after it, each key once, and whose last array is empty or ends with an
+/// object: that array is taken for `data` (true of every Userflow page), so the cursor is its
+/// last object's id or `next_page_url`'s.
+/// The chain checks the guess against [`quick_scan`] (or serde) and asks again when they
+/// differ, so a page of another shape costs a request, not a wrong record.
+pub(super) fn tail_cursor(body: &[u8]) -> Option<Option<String>> {
+    if memchr::memchr(b'\\', body).is_some() {
+        return None;
+    }
+    let mut scan = UsersScan::default();
+    let mut seen: Vec<&[u8]> = Vec::with_capacity(4);
+    // The members before `data` (`"object":"list"`), from the start.
+    let mut walk = Walk { bytes: body, at: 0 };
+    walk.open(b'{')?;
+    loop {
+        let key = walk.key()?;
+        if key == b"data" {
+            break;
+        }
+        let value = walk.value()?;
+        note(&mut scan, &mut seen, key, value)?;
+        if walk.next(b'}')? {
+            return None;
+        }
+    }
+    // Just inside `data`'s `[`.
+    (walk.peek()? == b'[').then_some(())?;
+    let data = walk.at + 1;
+    // The members after it, from the end.
+    let mut back = Back {
+        bytes: body,
+        at: body.len(),
+    };
+    back.take(b'}')?;
+    while back.peek()? != b']' {
+        let value = match back.peek()? {
+            b'"' => Value::String(std::str::from_utf8(back.string()?).ok()?.to_owned()),
+            b'}' => return None,
+            _ => serde_json::from_slice(back.scalar()?).ok()?,
+        };
+        back.take(b':')?;
+        let key = back.string()?;
+        note(&mut scan, &mut seen, key, value)?;
+        back.take(b',')?;
+    }
+    back.take(b']')?;
+    match back.peek()? {
+        // No users: `data`'s own brackets.
+        b'[' => (back.at == data).then_some(())?,
+        b'}' => {
+            let end = back.at;
+            back.object()?;
+            (back.at >= data).then_some(())?;
+            let mut walk = Walk {
+                bytes: body,
+                at: back.at,
+            };
+            let id = walk.id()?;
+            (walk.at == end).then_some(())?;
+            scan.ids.push(id);
+        }
+        _ => return None,
+    }
+    scan.next_cursor().ok()
+}
+
+/// Notes a top-level member of a page for [`tail_cursor`]; `None` for a repeated key or `data`.
+fn note<'a>(
+    scan: &mut UsersScan,
+    seen: &mut Vec<&'a [u8]>,
+    key: &'a [u8],
+    value: Value,
+) -> Option<()> {
+    if seen.contains(&key) {
+        return None;
+    }
+    seen.push(key);
+    match key {
+        // `null` is `None`, as serde reads an `Option`.
+        b"has_more" => scan.has_more = Some(value).filter(|v| !v.is_null()),
+        b"next_page_url" => scan.next_page_url = Some(value).filter(|v| !v.is_null()),
+        b"data" => return None,
+        _ => {}
+    }
+    Some(())
+}
+
+/// A position in a body without escapes, read backwards (`at` is one past the next byte).
+struct Back<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Back<'a> {
+    fn byte(&self) -> Option<u8> {
+        self.bytes.get(self.at.checked_sub(1)?).copied()
+    }
+
+    fn space(&mut self) {
+        while self
+            .byte()
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.at -= 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.space();
+        self.byte()
+    }
+
+    /// Takes `byte`, which must come next.
+    fn take(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at -= 1)
+    }
+
+    /// A string's bytes, between its quotes.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.take(b'"')?;
+        let end = self.at;
+        let start = memchr::memrchr(b'"', self.bytes.get(..end)?)?;
+        self.at = start;
+        self.bytes.get(start + 1..end)
+    }
+
+    /// A scalar's bytes (a number, `true`, `false` or `null`).
+    fn scalar(&mut self) -> Option<&'a [u8]> {
+        self.space();
+        let end = self.at;
+        while self.byte().is_some_and(|b| {
+            !matches!(
+                b,
+                b':' | b',' | b'[' | b'{' | b'"' | b' ' | b'\t' | b'\n' | b'\r'
+            )
+        }) {
+            self.at -= 1;
+        }
+        (self.at < end).then(|| self.bytes.get(self.at..end))?
+    }
+
+    /// Skips back over an object to its opening brace (strings jumped over with memrchr).
+    fn object(&mut self) -> Option<()> {
+        self.take(b'}')?;
+        let mut depth = 1usize;
+        while depth > 0 {
+            self.at = self.at.checked_sub(1)?;
+            match self.bytes.get(self.at)? {
+                b'"' => self.at = memchr::memrchr(b'"', self.bytes.get(..self.at)?)?,
+                b'}' | b']' => depth += 1,
+                b'{' | b'[' => depth -= 1,
+                _ => {}
+            }
+        }
+        Some(())
+    }
 }
 
 /// [`UsersScan`] without a parser, for the cursor chain: a byte walk that finds the page's
