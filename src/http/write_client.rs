@@ -172,6 +172,8 @@ impl Lean {
             (kind, describe(text, &e, secrets))
         })?;
         let (parts, mut incoming) = response.into_parts();
+        // An answer in one chunk (the usual write answer) is kept as it came, without a copy.
+        let mut first: Option<Bytes> = None;
         let mut buf = BytesMut::new();
         while let Some(frame) = incoming.frame().await {
             let frame = frame.map_err(|e| {
@@ -181,16 +183,25 @@ impl Lean {
                 )
             })?;
             if let Ok(chunk) = frame.into_data() {
-                if buf.len() + chunk.len() > max_body {
+                let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+                if held + chunk.len() > max_body {
                     return Err((
                         TransportKind::TooLarge,
                         format!("the body is larger than {max_body} bytes"),
                     ));
                 }
-                buf.extend_from_slice(&chunk);
+                match first.take() {
+                    None if buf.is_empty() => first = Some(chunk),
+                    None => buf.extend_from_slice(&chunk),
+                    Some(earlier) => {
+                        buf.extend_from_slice(&earlier);
+                        buf.extend_from_slice(&chunk);
+                    }
+                }
             }
         }
-        Ok((parts.status, parts.headers, buf.freeze()))
+        let body = first.unwrap_or_else(|| buf.freeze());
+        Ok((parts.status, parts.headers, body))
     }
 }
 

@@ -190,6 +190,10 @@ async fn writes_carry_the_same_headers_never_ask_for_compression_and_reuse_one_c
     // headers, user agent and keep-alive as reads, a body sent as it is, and no compressed
     // answer asked for (writes decompress nothing).
     let server = Server::start(|req, _| {
+        if req.path.ends_with("/big") {
+            // An answer larger than one read: put together from several chunks.
+            return reply(200, &format!("[\"{}\"]", "x".repeat(3_000_000)));
+        }
         reply(
             200,
             &format!("{{\"got\":{}}}", String::from_utf8_lossy(&req.body)),
@@ -221,9 +225,12 @@ async fn writes_carry_the_same_headers_never_ask_for_compression_and_reuse_one_c
         );
         assert!(r.url.path().ends_with("/users"), "{}", r.url);
     }
+    let big = c.put("/big").send().await.unwrap();
+    assert_eq!(big.body.len(), 3_000_004);
+    assert!(big.body.starts_with(b"[\"xxx") && big.body.ends_with(b"xxx\"]"));
     let seen = server.seen();
-    assert_eq!(seen.len(), 10);
-    let last = seen.last().unwrap();
+    assert_eq!(seen.len(), 11);
+    let last = &seen[9];
     assert!(last.path.ends_with("/users"), "{}", last.path);
     assert_eq!(last.header("authorization"), Some("Bearer tok-write-1"));
     assert_eq!(last.header("userflow-version"), Some("2020-01-03"));
