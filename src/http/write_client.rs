@@ -28,6 +28,46 @@ use super::redact;
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The connector under a timer that covers the TLS handshake as well as the TCP connect (as
+/// reqwest's `connect_timeout` does): a handshake that stalls is a connect failure, which even
+/// a create may retry, not a timeout that may have been processed.
+#[derive(Clone)]
+struct Timed {
+    inner: Https,
+    timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for Timed {
+    type Response = <Https as tower_service::Service<Uri>>::Response;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(connected) => connected,
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {timeout:?}"),
+                )) as BoxError),
+            }
+        })
+    }
+}
+
 /// The client writes go through.
 #[derive(Clone, Debug)]
 pub(super) enum WriteClient {
@@ -40,7 +80,7 @@ pub(super) enum WriteClient {
 /// hyper's client and the headers every write carries.
 #[derive(Clone)]
 pub(super) struct Lean {
-    client: Client<Https, Full<Bytes>>,
+    client: Client<Timed, Full<Bytes>>,
     /// Auth, user agent, the vendor's fixed headers, `Accept` and `Accept-Encoding`.
     headers: Arc<HeaderMap>,
 }
@@ -115,7 +155,10 @@ impl Lean {
             .pool_max_idle_per_host(s.pool_max_idle_per_host)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(https);
+            .build(Timed {
+                inner: https,
+                timeout: s.connect_timeout,
+            });
         let mut headers = s.headers.clone();
         headers.insert(
             USER_AGENT,
