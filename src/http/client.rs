@@ -29,6 +29,7 @@ pub use super::response::Response;
 use super::retry::{self, Verdict};
 use super::shutdown::{Shutdown, Stopped};
 use super::stats::{self, Counters, HttpStats};
+use super::write_client::{self, WriteClient};
 
 /// Largest response body the engine holds in memory; list pages and job answers are far smaller.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -93,8 +94,8 @@ pub(super) struct Inner {
     pub(super) vendor: &'static str,
     pub(super) base: Url,
     pub(super) http: reqwest::Client,
-    /// The same pool settings without redirects, for writes.
-    pub(super) http_writes: reqwest::Client,
+    /// The same pool settings without redirects and reqwest's layers, for writes.
+    pub(super) http_writes: WriteClient,
     pub(super) timeout: Duration,
     pub(super) max_retries: u32,
     pub(super) default_429_wait: Option<Duration>,
@@ -106,7 +107,14 @@ pub(super) struct Inner {
     pub(super) buckets: Mutex<HashMap<String, Arc<Gate>>>,
     pub(super) concurrency: Concurrency,
     pub(super) counters: Counters,
+    /// The URLs of the first [`URL_CACHE`] plain paths asked for (a writer's endpoints, such
+    /// as `/users`), resolved once: parsing `/users` again for every upsert was a few per cent
+    /// of its instructions.
+    pub(super) urls: Mutex<crate::maps::FastMap<Box<str>, Url>>,
 }
+
+/// How many resolved paths a client keeps (see `Inner::urls`).
+const URL_CACHE: usize = 32;
 
 /// The HTTP client for one vendor connection. Cheap to clone (shared state inside): every clone
 /// shares the pool, the pacers, the pause and the counters.
@@ -163,6 +171,7 @@ impl HttpClient {
                 buckets: Mutex::new(bucket_gates(&cfg)),
                 concurrency: Concurrency::new(cfg.max_concurrency),
                 counters: Counters::default(),
+                urls: Mutex::new(crate::maps::FastMap::default()),
             }),
         })
     }
@@ -184,6 +193,36 @@ impl HttpClient {
     /// - an absolute `http(s)` URL (a `next_page_url` or `Link`) is accepted only on the base's
     ///   origin, so credentials never go to another host.
     pub fn url(&self, path_or_url: &str) -> Result<Url, HttpError> {
+        // Only short plain paths are kept (not a next-page URL or a query), the first
+        // [`URL_CACHE`] asked for: a resolved path is the same for the client's whole life.
+        let cacheable = path_or_url.len() <= 64
+            && path_or_url.starts_with('/')
+            && !path_or_url.contains(['?', '#', '%', ':']);
+        if cacheable
+            && let Some(url) = self
+                .inner
+                .urls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(path_or_url)
+        {
+            return Ok(url.clone());
+        }
+        let url = self.resolve(path_or_url)?;
+        if cacheable {
+            let mut urls = self
+                .inner
+                .urls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if urls.len() < URL_CACHE {
+                urls.insert(path_or_url.into(), url.clone());
+            }
+        }
+        Ok(url)
+    }
+
+    fn resolve(&self, path_or_url: &str) -> Result<Url, HttpError> {
         resolve(&self.inner.base, path_or_url).map_err(|reason| HttpError::InvalidUrl {
             vendor: self.inner.vendor,
             input: redact::scrub(&shorten(path_or_url), &self.inner.secrets),
@@ -380,10 +419,28 @@ impl Inner {
         body: Option<&Bytes>,
         timeout: Duration,
     ) -> Result<(StatusCode, HeaderMap, Bytes, Url), (TransportKind, String)> {
-        let http = if is_write(method) {
-            &self.http_writes
-        } else {
-            &self.http
+        let http = match &self.http_writes {
+            WriteClient::Lean(lean) if is_write(method) => {
+                if let Some(b) = body {
+                    stats::add(&self.counters.bytes_sent, b.len() as u64);
+                }
+                let exchange =
+                    lean.exchange(method, url, headers, body, MAX_BODY_BYTES, &self.secrets);
+                return match tokio::time::timeout(timeout, exchange).await {
+                    Ok(Ok((status, headers, body))) => {
+                        stats::add(&self.counters.bytes_received, body.len() as u64);
+                        // A write follows no redirect: the answer is from the URL asked.
+                        Ok((status, headers, body, url.clone()))
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err((
+                        TransportKind::Timeout,
+                        format!("no complete answer within {timeout:?}"),
+                    )),
+                };
+            }
+            WriteClient::Reqwest(writes) if is_write(method) => writes,
+            _ => &self.http,
         };
         // The whole exchange runs under one timer (below); a reqwest timeout as well was a
         // second timer armed and cancelled per request.
@@ -479,9 +536,10 @@ fn checked_base(cfg: &ClientConfig) -> Result<Url, HttpError> {
     Ok(base)
 }
 
-/// The two reqwest clients of a connection, with auth and fixed headers on every request: one
-/// that follows redirects (reads), one that never does (writes; see [`is_write`]).
-fn reqwest_clients(cfg: &ClientConfig) -> Result<(reqwest::Client, reqwest::Client), HttpError> {
+/// The two clients of a connection, with auth and fixed headers on every request: reqwest,
+/// which follows redirects (reads), and the write client, which never does (writes; see
+/// [`is_write`] and `write_client.rs`).
+fn reqwest_clients(cfg: &ClientConfig) -> Result<(reqwest::Client, WriteClient), HttpError> {
     let vendor = cfg.vendor;
     let build = |detail: String| HttpError::Build { vendor, detail };
     let mut headers = HeaderMap::new();
@@ -508,10 +566,21 @@ fn reqwest_clients(cfg: &ClientConfig) -> Result<(reqwest::Client, reqwest::Clie
         .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
         .build()
         .map_err(|e| build(error_chain(&e.without_url(), &[])))?;
-    let http_writes = builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| build(error_chain(&e.without_url(), &[])))?;
+    let settings = write_client::Settings {
+        headers: &headers,
+        user_agent: &cfg.user_agent,
+        connect_timeout: cfg.connect_timeout,
+        pool_idle_timeout: POOL_IDLE_TIMEOUT,
+        pool_max_idle_per_host: cfg.max_concurrency.max(1),
+        tcp_keepalive: TCP_KEEPALIVE,
+    };
+    let http_writes = WriteClient::new(&settings, || {
+        builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| error_chain(&e.without_url(), &[]))
+    })
+    .map_err(build)?;
     Ok((http, http_writes))
 }
 

@@ -41,6 +41,7 @@ pub mod response;
 pub mod retry;
 pub mod shutdown;
 pub mod stats;
+mod write_client;
 
 pub use client::{ClassifyFn, HttpClient, MAX_BODY_BYTES, RequestBuilder, method_is_idempotent};
 pub use config::{

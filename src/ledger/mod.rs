@@ -24,14 +24,17 @@
 use crate::maps::FastMap;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use crate::sink::{Kind, PayloadHash};
 
+mod filter;
 mod passes;
 
+use filter::KeyFilter;
 pub use passes::Pass;
 
 /// Staged changes past which the ledger commits without waiting for a STATE: bounds memory on
@@ -179,8 +182,16 @@ pub struct Ledger {
     path: PathBuf,
     scope: i64,
     read_only: bool,
-    /// Read-only, and the account had no entry when the ledger was opened.
+    /// The account had no entry when the ledger was opened (a first sync): a key this run has
+    /// not written cannot be in the file, so it is answered from memory, without asking SQLite
+    /// once per record. Keys this run staged are in [`Ledger::written`].
     none_stored: bool,
+    /// With `none_stored`: every key this run staged a change for (so may have committed),
+    /// as a filter that can say "maybe" of a key it never saw but never "no" of one it did.
+    /// Those are looked up in the file.
+    written: KeyFilter,
+    /// Lookups that went to the file (for the tests).
+    lookups: std::cell::Cell<u64>,
     staged: Vec<Change>,
     /// Keys this run dispatched or changed and has not committed yet (bounded by the writes in
     /// flight plus [`COMMIT_EVERY`]).
@@ -329,23 +340,26 @@ impl Ledger {
             )
             .map_err(sql(path, "reading the account"))?
         };
-        // A read-only ledger (a dry run, a plan) never writes: when its account had no entry
-        // when it opened, no lookup can find one, and a dry run over a million records need not
-        // ask SQLite a million times.
-        let none_stored = read_only
-            && !conn
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM entries WHERE scope = ?1)",
-                    params![scope],
-                    |row| row.get::<_, bool>(0),
-                )
-                .map_err(sql(path, "reading the account"))?;
+        // When the account had no entry when the ledger opened (a dry run or a first sync), no
+        // lookup of a key this run has not written can find one, and a run over a million
+        // records need not ask SQLite a million times. Another run writing the same account at
+        // the same time is not seen: its records are sent again (never skipped), as when the
+        // ledger is missing.
+        let none_stored = !conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM entries WHERE scope = ?1)",
+                params![scope],
+                |row| row.get::<_, bool>(0),
+            )
+            .map_err(sql(path, "reading the account"))?;
         Ok(Ledger {
             conn,
             path: path.to_path_buf(),
             scope,
             read_only,
             none_stored,
+            written: KeyFilter::default(),
+            lookups: std::cell::Cell::new(0),
             staged: Vec::new(),
             expected: FastMap::default(),
             idle: 0,
@@ -368,9 +382,10 @@ impl Ledger {
     }
 
     fn stored(&self, key: &EntryKey) -> Result<Option<Entry>, LedgerError> {
-        if self.none_stored {
+        if self.none_stored && !self.written.may_contain(key) {
             return Ok(None);
         }
+        self.lookups.set(self.lookups.get() + 1);
         let mut statement = self
             .conn
             .prepare_cached(
@@ -446,13 +461,32 @@ impl Ledger {
         }
     }
 
+    /// Stages a change; on a first sync, remembers its key as one the file may now hold.
+    fn stage(&mut self, change: Change) {
+        if self.none_stored
+            && !self.read_only
+            && let Change::Written { key, .. }
+            | Change::Seen { key, .. }
+            | Change::Unknown { key, .. } = &change
+        {
+            self.written.insert(key);
+        }
+        self.staged.push(change);
+    }
+
+    /// Lookups of this ledger that went to the file (tests: a first sync asks it none).
+    #[cfg(test)]
+    fn lookups(&self) -> u64 {
+        self.lookups.get()
+    }
+
     /// The vendor accepted the write of `key` that [`Ledger::expect`] announced: stages `entry`.
     pub fn accepted(&mut self, key: EntryKey, stream: &str, entry: Entry) {
         self.landed(&key);
         if self.read_only {
             return;
         }
-        self.staged.push(Change::Written {
+        self.stage(Change::Written {
             key,
             stream: stream.to_string(),
             entry,
@@ -471,7 +505,7 @@ impl Ledger {
             expected.entry.version = version.or(expected.entry.version);
         }
         if !self.read_only {
-            self.staged.push(Change::Unknown { key, version });
+            self.stage(Change::Unknown { key, version });
         }
     }
 
@@ -486,7 +520,7 @@ impl Ledger {
         if let Some(expected) = self.expected.get_mut(&key) {
             expected.entry.version = Some(version);
         }
-        self.staged.push(Change::Seen { key, version });
+        self.stage(Change::Seen { key, version });
     }
 
     /// `key` was read again, unchanged, in `version`.
@@ -513,7 +547,7 @@ impl Ledger {
                 self.idle += 1;
             }
         }
-        self.staged.push(Change::Seen { key, version });
+        self.stage(Change::Seen { key, version });
     }
 
     /// Changes staged and not committed, or the keys this run remembers with nothing in flight
@@ -641,65 +675,143 @@ impl Ledger {
     }
 }
 
-/// Applies staged changes inside a transaction.
+/// Rows one multi-row upsert writes: one statement (bound, stepped and reset once) for this
+/// many accepted writes, where a statement per row cost about a third of a commit.
+const ROWS_PER_INSERT: usize = 64;
+
+/// The upsert of `rows` entries in one statement. A key twice in one statement is applied in
+/// order, as by separate statements (SQLite's upsert handles a conflict with a row the same
+/// statement inserted).
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO entries (scope, kind, key, group_key, stream, hash, held, written_at, version) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        let p = row * 9;
+        sql.push_str(&format!(
+            "(?{},?{},?{},?{},?{},?{},?{},?{},?{})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8,
+            p + 9
+        ));
+    }
+    sql.push_str(
+        " ON CONFLICT (scope, kind, key, group_key) DO UPDATE SET
+           stream = excluded.stream, hash = excluded.hash, held = excluded.held,
+           written_at = excluded.written_at,
+           version = COALESCE(excluded.version, entries.version)",
+    );
+    sql
+}
+
+/// Binds one accepted write's nine parameters at `offset`.
+fn bind_written(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    offset: usize,
+    scope: i64,
+    change: &Change,
+) -> Result<(), rusqlite::Error> {
+    let Change::Written {
+        key,
+        stream,
+        entry,
+        at,
+    } = change
+    else {
+        return Ok(());
+    };
+    statement.raw_bind_parameter(offset + 1, scope)?;
+    statement.raw_bind_parameter(offset + 2, key.kind.as_str())?;
+    statement.raw_bind_parameter(offset + 3, key.key.as_str())?;
+    statement.raw_bind_parameter(offset + 4, key.group.as_str())?;
+    statement.raw_bind_parameter(offset + 5, stream.as_str())?;
+    statement.raw_bind_parameter(offset + 6, hash_bytes(entry.hash))?;
+    statement.raw_bind_parameter(offset + 7, i64::from(entry.held))?;
+    statement.raw_bind_parameter(offset + 8, *at)?;
+    statement.raw_bind_parameter(offset + 9, version_sql(entry.version))?;
+    Ok(())
+}
+
+/// Applies staged changes inside a transaction, in order: runs of accepted writes
+/// [`ROWS_PER_INSERT`] rows a statement, the rest one statement each.
 fn write_changes(
     tx: &rusqlite::Transaction<'_>,
     scope: i64,
     changes: &[Change],
 ) -> Result<(), rusqlite::Error> {
-    let mut write = tx.prepare_cached(
-        "INSERT INTO entries (scope, kind, key, group_key, stream, hash, held, written_at, version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT (scope, kind, key, group_key) DO UPDATE SET
-           stream = excluded.stream, hash = excluded.hash, held = excluded.held,
-           written_at = excluded.written_at,
-           version = COALESCE(excluded.version, entries.version)",
-    )?;
-    let mut seen = tx.prepare_cached(
-        "UPDATE entries SET version = ?5
-         WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
-    )?;
-    let mut unknown = tx.prepare_cached(
-        "UPDATE entries SET hash = NULL, version = COALESCE(?5, version)
-         WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
-    )?;
-    for change in changes {
-        match change {
-            Change::Written {
-                key,
-                stream,
-                entry,
-                at,
-            } => write.execute(params![
-                scope,
-                key.kind.as_str(),
-                key.key,
-                key.group,
-                stream,
-                hash_bytes(entry.hash),
-                i64::from(entry.held),
-                at,
-                version_sql(entry.version),
-            ])?,
-            Change::Seen { key, version } => seen.execute(params![
+    let mut rest = changes;
+    while !rest.is_empty() {
+        let run = rest
+            .iter()
+            .take(ROWS_PER_INSERT)
+            .take_while(|c| matches!(c, Change::Written { .. }))
+            .count();
+        if run == ROWS_PER_INSERT {
+            static INSERT_MANY: LazyLock<String> = LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
+            let mut write = tx.prepare_cached(&INSERT_MANY)?;
+            for (row, change) in rest[..run].iter().enumerate() {
+                bind_written(&mut write, row * 9, scope, change)?;
+            }
+            write.raw_execute()?;
+            rest = &rest[run..];
+            continue;
+        }
+        let (change, tail) = (&rest[0], &rest[1..]);
+        write_change(tx, scope, change)?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// Applies one staged change.
+fn write_change(
+    tx: &rusqlite::Transaction<'_>,
+    scope: i64,
+    change: &Change,
+) -> Result<(), rusqlite::Error> {
+    match change {
+        Change::Written { .. } => {
+            static INSERT_ONE: LazyLock<String> = LazyLock::new(|| insert_sql(1));
+            let mut write = tx.prepare_cached(&INSERT_ONE)?;
+            bind_written(&mut write, 0, scope, change)?;
+            write.raw_execute()?;
+        }
+        Change::Seen { key, version } => {
+            tx.prepare_cached(
+                "UPDATE entries SET version = ?5
+                 WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
+            )?
+            .execute(params![
                 scope,
                 key.kind.as_str(),
                 key.key,
                 key.group,
                 version_sql(Some(*version)),
-            ])?,
-            Change::Unknown { key, version } => unknown.execute(params![
+            ])?;
+        }
+        Change::Unknown { key, version } => {
+            tx.prepare_cached(
+                "UPDATE entries SET hash = NULL, version = COALESCE(?5, version)
+                 WHERE scope = ?1 AND kind = ?2 AND key = ?3 AND group_key = ?4",
+            )?
+            .execute(params![
                 scope,
                 key.kind.as_str(),
                 key.key,
                 key.group,
                 version_sql(*version),
-            ])?,
-            Change::Pass { stream, pass } => {
-                passes::write_pass(tx, scope, stream, pass)?;
-                1
-            }
-        };
+            ])?;
+        }
+        Change::Pass { stream, pass } => passes::write_pass(tx, scope, stream, pass)?,
     }
     Ok(())
 }

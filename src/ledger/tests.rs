@@ -261,3 +261,101 @@ fn keys_in_flight_do_not_make_a_commit_due() {
     ledger.commit(None).unwrap();
     assert_eq!(ledger.get(&keys[1]).unwrap(), Some(entry(2, Some(5))));
 }
+
+#[test]
+fn a_first_sync_asks_the_file_only_for_keys_it_wrote_and_finds_them_after_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    let mut ledger = Ledger::open(&path, "userflow", "https://a").unwrap();
+    let keys: Vec<EntryKey> = (0..3 * COMMIT_EVERY)
+        .map(|i| EntryKey::new(Kind::Users, format!("u{i}")))
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(ledger.get(key).unwrap(), None);
+        ledger.expect(key, entry(i as u128, Some(1)));
+        ledger.accepted(key.clone(), "users", entry(i as u128, Some(1)));
+        if ledger.staged() >= COMMIT_EVERY {
+            ledger.commit(None).unwrap();
+        }
+    }
+    // Only the filter's false "maybe"s (about 1%) go to the file; before, every record did.
+    assert!(
+        ledger.lookups() < keys.len() as u64 / 50,
+        "a first sync asked SQLite {} times for {} new keys",
+        ledger.lookups(),
+        keys.len()
+    );
+    ledger.commit(None).unwrap();
+    // Written and committed in this run: found in the file, as before.
+    for (i, key) in keys.iter().enumerate().step_by(997) {
+        assert_eq!(ledger.get(key).unwrap(), Some(entry(i as u128, Some(1))));
+    }
+    // A refused write of a new key, committed: still no entry for it.
+    let refused = EntryKey::new(Kind::Users, "refused");
+    ledger.expect(&refused, entry(1, None));
+    ledger.unknown(refused.clone(), Some(1));
+    ledger.commit(None).unwrap();
+    assert_eq!(ledger.get(&refused).unwrap(), None);
+    // Keys never written: at most a few false "maybe"s go to the file.
+    let before = ledger.lookups();
+    for i in 0..10_000 {
+        let key = EntryKey::new(Kind::Users, format!("new-{i}"));
+        assert_eq!(ledger.get(&key).unwrap(), None);
+    }
+    assert!(
+        ledger.lookups() - before < 500,
+        "{}",
+        ledger.lookups() - before
+    );
+    drop(ledger);
+    // A run on an account with entries asks the file.
+    let ledger = Ledger::open(&path, "userflow", "https://a").unwrap();
+    assert_eq!(ledger.get(&keys[5]).unwrap(), Some(entry(5, Some(1))));
+    assert_eq!(
+        ledger.get(&EntryKey::new(Kind::Users, "new-1")).unwrap(),
+        None
+    );
+    assert_eq!(ledger.lookups(), 2);
+}
+
+#[test]
+fn a_commit_of_many_rows_applies_them_in_order_as_one_statement_each_did() {
+    // Runs of accepted writes go out 64 rows a statement: a key twice in one run ends as its
+    // last write (a missing version keeps the earlier one), and other changes between them
+    // stay in their place.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    let mut ledger = Ledger::open(&path, "userflow", "https://a").unwrap();
+    let twice = EntryKey::new(Kind::Users, "twice");
+    let seen = EntryKey::new(Kind::Users, "seen");
+    ledger.expect(&seen, entry(9, Some(1)));
+    ledger.accepted(seen.clone(), "users", entry(9, Some(1)));
+    ledger.commit(None).unwrap();
+    for i in 0..300u128 {
+        let key = match i {
+            3 => twice.clone(),
+            10 => twice.clone(),
+            _ => EntryKey::new(Kind::Users, format!("u{i}")),
+        };
+        let written = match i {
+            10 => entry(2, None),
+            3 => entry(1, Some(7)),
+            _ => entry(i, Some(1)),
+        };
+        ledger.expect(&key, written);
+        ledger.accepted(key, "users", written);
+        if i == 100 {
+            ledger.seen(seen.clone(), entry(9, Some(1)), 4);
+        }
+    }
+    ledger.commit(None).unwrap();
+    drop(ledger);
+    let ledger = Ledger::open(&path, "userflow", "https://a").unwrap();
+    assert_eq!(ledger.get(&twice).unwrap(), Some(entry(2, Some(7))));
+    assert_eq!(ledger.get(&seen).unwrap(), Some(entry(9, Some(4))));
+    for i in [0u128, 63, 64, 127, 128, 299] {
+        let key = EntryKey::new(Kind::Users, format!("u{i}"));
+        assert_eq!(ledger.get(&key).unwrap(), Some(entry(i, Some(1))), "u{i}");
+    }
+    assert_eq!(ledger.held_counts().unwrap().get("users"), Some(&300));
+}

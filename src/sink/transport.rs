@@ -114,7 +114,9 @@ impl Transport for HttpTransport {
     async fn send(&self, request: WireRequest) -> Result<WireResponse, SendError> {
         let method: crate::http::Method = request.method.into();
         let write = crate::http::client::is_write(&method);
-        let shown = format!("{method} {}", request.path);
+        // What the error names (built only for an error).
+        let shown = |method: &crate::http::Method| format!("{method} {}", request.path);
+        let method_shown = method.clone();
         let expect_fields = request.expect_fields;
         let mut builder = self
             .client
@@ -161,8 +163,9 @@ impl Transport for HttpTransport {
                         status: Some(response.status.as_u16()),
                         body_excerpt: Some(response.excerpt()),
                         message: format!(
-                            "{}: {shown} answered {} but {why}, so the write is not counted as applied",
+                            "{}: {} answered {} but {why}, so the write is not counted as applied",
                             self.client.vendor(),
+                            shown(&method_shown),
                             response.status
                         ),
                         // Something answered 2xx: the vendor may have acted (a proxy's page, a

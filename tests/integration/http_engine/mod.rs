@@ -617,3 +617,54 @@ async fn the_classify_hook_sees_answers_first() {
     assert_eq!(resp.attempts, 2);
     assert!(resp.text().contains("done"));
 }
+
+#[tokio::test]
+async fn a_tls_handshake_that_stalls_is_a_connect_failure_even_for_a_post() {
+    // A server that accepts the TCP connection and never answers the TLS hello: the connect
+    // timeout covers the handshake (as reqwest's does), so the write never left and even a
+    // POST is retried, rather than waiting out the request timeout as "maybe processed".
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            keep.lock().unwrap().push(sock);
+        }
+    });
+    let mut cfg = ClientConfig::new(
+        "acme",
+        Url::parse(&format!("https://{addr}/v1")).unwrap(),
+        Auth::None,
+    );
+    cfg.zero_delays = true;
+    cfg.max_retries = 1;
+    cfg.connect_timeout = Duration::from_millis(300);
+    cfg.timeout = Duration::from_secs(30);
+    let c = HttpClient::new(cfg).unwrap();
+    let started = Instant::now();
+    let err = c
+        .post("/events")
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap_err();
+    match &err {
+        HttpError::Transport { kind, attempts, .. } => {
+            assert_eq!(*kind, TransportKind::Connect, "{err}");
+            assert_eq!(*attempts, 2, "retried: the write never left");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.maybe_processed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        held.lock().unwrap().len(),
+        2,
+        "two connections, neither used"
+    );
+}

@@ -183,3 +183,62 @@ async fn keep_alive_reuses_one_connection_and_gzip_is_decoded() {
     }
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn writes_carry_the_same_headers_never_ask_for_compression_and_reuse_one_connection() {
+    // Writes go through hyper's client directly (not reqwest's stack): the same auth, fixed
+    // headers, user agent and keep-alive as reads, a body sent as it is, and no compressed
+    // answer asked for (writes decompress nothing).
+    let server = Server::start(|req, _| {
+        if req.path.ends_with("/big") {
+            // An answer larger than one read: put together from several chunks.
+            return reply(200, &format!("[\"{}\"]", "x".repeat(3_000_000)));
+        }
+        reply(
+            200,
+            &format!("{{\"got\":{}}}", String::from_utf8_lossy(&req.body)),
+        )
+    })
+    .await;
+    let mut cfg = ClientConfig::new(
+        "acme",
+        server.base.clone(),
+        Auth::Bearer(Secret::new("tok-write-1")),
+    );
+    cfg.headers.push((
+        HeaderName::from_static("userflow-version"),
+        HeaderValue::from_static("2020-01-03"),
+    ));
+    let c = HttpClient::new(cfg).unwrap();
+    for n in 0..10 {
+        let r = c
+            .post("/users")
+            .json_bytes(format!("{{\"n\":{n}}}").into())
+            .idempotent(true)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            r.json::<serde_json::Value>().unwrap(),
+            serde_json::json!({"got": {"n": n}})
+        );
+        assert!(r.url.path().ends_with("/users"), "{}", r.url);
+    }
+    let big = c.put("/big").send().await.unwrap();
+    assert_eq!(big.body.len(), 3_000_004);
+    assert!(big.body.starts_with(b"[\"xxx") && big.body.ends_with(b"xxx\"]"));
+    let seen = server.seen();
+    assert_eq!(seen.len(), 11);
+    let last = &seen[9];
+    assert!(last.path.ends_with("/users"), "{}", last.path);
+    assert_eq!(last.header("authorization"), Some("Bearer tok-write-1"));
+    assert_eq!(last.header("userflow-version"), Some("2020-01-03"));
+    assert_eq!(last.header("content-type"), Some("application/json"));
+    assert_eq!(
+        last.header("user-agent"),
+        Some(format!("roster/{}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    assert_eq!(last.header("accept-encoding"), Some("identity"));
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
