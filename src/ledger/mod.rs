@@ -172,6 +172,23 @@ struct Expected {
     in_flight: u32,
 }
 
+/// A key's 128-bit xxh3 print (kind, key and group, each ended by a 0xFF byte, which UTF-8
+/// never holds): what [`Ledger`] keys this run's expectations by. Two keys share a print with
+/// odds of about 2^-128, as two payloads share a [`PayloadHash`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct KeyPrint(u128);
+
+impl KeyPrint {
+    fn of(key: &EntryKey) -> Self {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for part in [key.kind.as_str(), key.key.as_str(), key.group.as_str()] {
+            hasher.update(part.as_bytes());
+            hasher.update(&[0xFF]);
+        }
+        KeyPrint(hasher.digest128())
+    }
+}
+
 /// An open ledger, scoped to one vendor account.
 #[derive(Debug)]
 pub struct Ledger {
@@ -183,8 +200,10 @@ pub struct Ledger {
     none_stored: bool,
     staged: Vec<Change>,
     /// Keys this run dispatched or changed and has not committed yet (bounded by the writes in
-    /// flight plus [`COMMIT_EVERY`]).
-    expected: FastMap<EntryKey, Expected>,
+    /// flight plus [`COMMIT_EVERY`]). Keyed by the key's 128-bit print ([`KeyPrint`]), not the
+    /// key: a bulk run keeps tens of thousands of keys in flight until their jobs end, and the
+    /// key inline (56 bytes and an allocation) doubled the table.
+    expected: FastMap<KeyPrint, Expected>,
     /// Keys in `expected` with nothing in flight: what a commit frees. Counted, not measured
     /// by the map's size: a bulk run keeps tens of thousands of keys in flight until their job
     /// ends, and taking those for freeable made every settlement commit (and scan the map).
@@ -361,7 +380,7 @@ impl Ledger {
 
     /// What the ledger knows of `key`: this run's expectation first, else the file.
     pub fn get(&self, key: &EntryKey) -> Result<Option<Entry>, LedgerError> {
-        if let Some(expected) = self.expected.get(key) {
+        if let Some(expected) = self.expected.get(&KeyPrint::of(key)) {
             return Ok(Some(expected.entry));
         }
         self.stored(key)
@@ -415,7 +434,7 @@ impl Ledger {
     /// vendor will hold once it accepts).
     pub fn expect(&mut self, key: &EntryKey, entry: Entry) {
         self.read_in(key, entry.version);
-        match self.expected.get_mut(key) {
+        match self.expected.get_mut(&KeyPrint::of(key)) {
             Some(expected) => {
                 if expected.in_flight == 0 {
                     self.idle = self.idle.saturating_sub(1);
@@ -425,7 +444,7 @@ impl Ledger {
             }
             None => {
                 self.expected.insert(
-                    key.clone(),
+                    KeyPrint::of(key),
                     Expected {
                         entry,
                         in_flight: 1,
@@ -436,7 +455,7 @@ impl Ledger {
     }
 
     fn landed(&mut self, key: &EntryKey) {
-        if let Some(expected) = self.expected.get_mut(key)
+        if let Some(expected) = self.expected.get_mut(&KeyPrint::of(key))
             && expected.in_flight > 0
         {
             expected.in_flight -= 1;
@@ -466,7 +485,7 @@ impl Ledger {
     pub fn unknown(&mut self, key: EntryKey, version: Option<u64>) {
         self.landed(&key);
         self.read_in(&key, version);
-        if let Some(expected) = self.expected.get_mut(&key) {
+        if let Some(expected) = self.expected.get_mut(&KeyPrint::of(&key)) {
             expected.entry.hash = None;
             expected.entry.version = version.or(expected.entry.version);
         }
@@ -483,7 +502,7 @@ impl Ledger {
             self.read_in(&key, Some(version));
             return;
         }
-        if let Some(expected) = self.expected.get_mut(&key) {
+        if let Some(expected) = self.expected.get_mut(&KeyPrint::of(&key)) {
             expected.entry.version = Some(version);
         }
         self.staged.push(Change::Seen { key, version });
@@ -498,13 +517,13 @@ impl Ledger {
         if entry.version == Some(version) {
             return;
         }
-        match self.expected.get_mut(&key) {
+        match self.expected.get_mut(&KeyPrint::of(&key)) {
             Some(expected) => expected.entry.version = Some(version),
             None => {
                 let mut entry = entry;
                 entry.version = Some(version);
                 self.expected.insert(
-                    key.clone(),
+                    KeyPrint::of(&key),
                     Expected {
                         entry,
                         in_flight: 0,
