@@ -168,8 +168,47 @@ enum Change {
 /// of them are still in flight.
 #[derive(Debug, Clone, Copy)]
 struct Expected {
-    entry: Entry,
+    entry: Packed,
     in_flight: u32,
+}
+
+/// An [`Entry`] in 32 bytes instead of 64 (its `Option<PayloadHash>` aligns to 16): a bulk run
+/// holds tens of thousands of expectations while its jobs run.
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    hash: [u64; 2],
+    version: u64,
+    /// 1: has a hash, 2: held, 4: has a version.
+    flags: u8,
+}
+
+impl From<Entry> for Packed {
+    fn from(entry: Entry) -> Self {
+        let hash = entry.hash.map_or(0, |h| h.0);
+        Packed {
+            hash: [(hash >> 64) as u64, hash as u64],
+            version: entry.version.unwrap_or(0),
+            flags: u8::from(entry.hash.is_some())
+                | (u8::from(entry.held) << 1)
+                | (u8::from(entry.version.is_some()) << 2),
+        }
+    }
+}
+
+impl Packed {
+    fn get(&self) -> Entry {
+        Entry {
+            hash: (self.flags & 1 != 0)
+                .then(|| PayloadHash((u128::from(self.hash[0]) << 64) | u128::from(self.hash[1]))),
+            held: self.flags & 2 != 0,
+            version: (self.flags & 4 != 0).then_some(self.version),
+        }
+    }
+
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+        self.flags |= 4;
+    }
 }
 
 /// A key's 128-bit xxh3 print (kind, key and group, each ended by a 0xFF byte, which UTF-8
@@ -381,7 +420,7 @@ impl Ledger {
     /// What the ledger knows of `key`: this run's expectation first, else the file.
     pub fn get(&self, key: &EntryKey) -> Result<Option<Entry>, LedgerError> {
         if let Some(expected) = self.expected.get(&KeyPrint::of(key)) {
-            return Ok(Some(expected.entry));
+            return Ok(Some(expected.entry.get()));
         }
         self.stored(key)
     }
@@ -439,14 +478,14 @@ impl Ledger {
                 if expected.in_flight == 0 {
                     self.idle = self.idle.saturating_sub(1);
                 }
-                expected.entry = entry;
+                expected.entry = entry.into();
                 expected.in_flight += 1;
             }
             None => {
                 self.expected.insert(
                     KeyPrint::of(key),
                     Expected {
-                        entry,
+                        entry: entry.into(),
                         in_flight: 1,
                     },
                 );
@@ -486,8 +525,10 @@ impl Ledger {
         self.landed(&key);
         self.read_in(&key, version);
         if let Some(expected) = self.expected.get_mut(&KeyPrint::of(&key)) {
-            expected.entry.hash = None;
-            expected.entry.version = version.or(expected.entry.version);
+            let mut entry = expected.entry.get();
+            entry.hash = None;
+            entry.version = version.or(entry.version);
+            expected.entry = entry.into();
         }
         if !self.read_only {
             self.staged.push(Change::Unknown { key, version });
@@ -503,7 +544,7 @@ impl Ledger {
             return;
         }
         if let Some(expected) = self.expected.get_mut(&KeyPrint::of(&key)) {
-            expected.entry.version = Some(version);
+            expected.entry.set_version(version);
         }
         self.staged.push(Change::Seen { key, version });
     }
@@ -518,14 +559,14 @@ impl Ledger {
             return;
         }
         match self.expected.get_mut(&KeyPrint::of(&key)) {
-            Some(expected) => expected.entry.version = Some(version),
+            Some(expected) => expected.entry.set_version(version),
             None => {
                 let mut entry = entry;
                 entry.version = Some(version);
                 self.expected.insert(
                     KeyPrint::of(&key),
                     Expected {
-                        entry,
+                        entry: entry.into(),
                         in_flight: 0,
                     },
                 );
