@@ -21,9 +21,8 @@
 //!    not applied either: they are sent once more in a new job.
 //!
 //! Since tickets are settled only when the job ends, the engine holds back every STATE that
-//! covers them until then. A sealed file waits until the uploader takes it before the next one
-//! opens, so at most two files are in flight (the one whose job runs and the next), and a slow
-//! vendor slows the writer (and the reader behind it) instead of filling the disk or memory.
+//! covers them until then. Files wait for the uploader in a queue of one, so a slow vendor slows
+//! the writer (and the reader behind it) instead of filling the disk.
 //!
 //! Ordering with writes that do not go through jobs (a user delete after that user's import)
 //! is kept by [`Pipeline::wait_for`]: a write that names keys with rows still in a file seals
@@ -50,12 +49,8 @@ pub use self::spool::Framing;
 use self::spool::{Sealed, Spool};
 use self::upload::Uploader;
 
-/// Sealed files waiting for the uploader besides the one it works on. A sealed file also waits
-/// for the uploader to take it before the next file opens ([`Queued::taken`]), so at most two
-/// files are in flight: the one whose job runs and the next one (filling, or full and waiting).
-/// Each row in flight holds its ticket and its ledger expectation until its job ends, so a third
-/// file (25,000 rows) cost ~6 MB of peak RSS and gained nothing while jobs end sooner than a
-/// file fills.
+/// Sealed files waiting for the uploader besides the one it works on: one keeps the vendor busy
+/// while the next file fills, and bounds the disk a slow vendor can make roster use.
 pub const QUEUED_FILES: usize = 1;
 
 /// A job that has not ended this long after its upload stops the run (Userpilot processes
@@ -406,8 +401,6 @@ struct Queued {
     sealed: Sealed,
     keys: Vec<OrderKey>,
     acks: Acks,
-    /// Answered when the uploader takes the file: the writer waits for it before it goes on.
-    taken: tokio::sync::oneshot::Sender<()>,
 }
 
 #[derive(Debug, Default)]
@@ -660,7 +653,6 @@ impl Pipeline {
                 tx
             }
         };
-        let (taken, took) = tokio::sync::oneshot::channel();
         let queued = Queued {
             seq,
             id: file.id,
@@ -668,9 +660,8 @@ impl Pipeline {
             sealed,
             keys: file.keys,
             acks,
-            taken,
         };
-        if queue.send(queued).await.is_err() || took.await.is_err() {
+        if queue.send(queued).await.is_err() {
             self.alive()?;
             return Err(SinkError::Vendor {
                 vendor: self.config.vendor,

@@ -599,34 +599,3 @@ async fn a_row_batch_keeps_no_byte_of_a_row_that_failed_to_encode() {
         "{\"user_id\":\"u0\"}\n{\"user_id\":\"u1\"}\n{\"user_id\":\"u3\"}\n"
     );
 }
-
-/// Rows wait for their job with their tickets and ledger expectations in memory, so the writer
-/// fills the next file while a job runs but seals it only into the uploader's hands: at most two
-/// files are in flight (was three: one running, one queued, one filling).
-#[tokio::test]
-async fn at_most_two_files_are_in_flight_while_a_job_runs() {
-    let fake = Arc::new(FakeVendor::default());
-    let p = Arc::new(pipeline(
-        &fake,
-        Script {
-            never_end: true,
-            ..Script::default()
-        },
-    ));
-    let lane = lane(2, 1 << 20);
-    let ops: Vec<Op> = (0..5).map(op).collect();
-    let (acks, _rx) = Acks::channel();
-    // The first file goes to the uploader, the second fills.
-    p.push(&lane, rows(&ops[..3]), &acks, false).await.unwrap();
-    // Sealing the second file waits while the first file's job runs.
-    let fourth = tokio::time::timeout(
-        Duration::from_millis(300),
-        p.push(&lane, rows(&ops[3..4]), &acks, false),
-    )
-    .await;
-    assert!(
-        fourth.is_err(),
-        "the second file was sealed while the first file's job ran: {fourth:?}"
-    );
-    assert_eq!(fake.state.lock().uploads.len(), 1);
-}

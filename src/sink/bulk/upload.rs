@@ -50,7 +50,6 @@ pub(super) struct Uploader {
 impl Uploader {
     pub(super) async fn run(self, mut queue: mpsc::Receiver<Queued>) {
         while let Some(file) = queue.recv().await {
-            let _ = file.taken.send(());
             let result = self.process(&file.lane, file.sealed, &file.acks).await;
             {
                 let mut pending = self.shared.pending.lock();
