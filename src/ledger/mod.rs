@@ -171,8 +171,64 @@ enum Change {
 /// of them are still in flight.
 #[derive(Debug, Clone, Copy)]
 struct Expected {
-    entry: Entry,
+    entry: Packed,
     in_flight: u32,
+}
+
+/// An [`Entry`] in 32 bytes instead of 64 (its `Option<PayloadHash>` aligns to 16): a bulk run
+/// holds tens of thousands of expectations while its jobs run.
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    hash: [u64; 2],
+    version: u64,
+    /// 1: has a hash, 2: held, 4: has a version.
+    flags: u8,
+}
+
+impl From<Entry> for Packed {
+    fn from(entry: Entry) -> Self {
+        let hash = entry.hash.map_or(0, |h| h.0);
+        Packed {
+            hash: [(hash >> 64) as u64, hash as u64],
+            version: entry.version.unwrap_or(0),
+            flags: u8::from(entry.hash.is_some())
+                | (u8::from(entry.held) << 1)
+                | (u8::from(entry.version.is_some()) << 2),
+        }
+    }
+}
+
+impl Packed {
+    fn get(&self) -> Entry {
+        Entry {
+            hash: (self.flags & 1 != 0)
+                .then(|| PayloadHash((u128::from(self.hash[0]) << 64) | u128::from(self.hash[1]))),
+            held: self.flags & 2 != 0,
+            version: (self.flags & 4 != 0).then_some(self.version),
+        }
+    }
+
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+        self.flags |= 4;
+    }
+}
+
+/// A key's 128-bit xxh3 print (kind, key and group, each ended by a 0xFF byte, which UTF-8
+/// never holds): what [`Ledger`] keys this run's expectations by. Two keys share a print with
+/// odds of about 2^-128, as two payloads share a [`PayloadHash`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct KeyPrint(u128);
+
+impl KeyPrint {
+    fn of(key: &EntryKey) -> Self {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for part in [key.kind.as_str(), key.key.as_str(), key.group.as_str()] {
+            hasher.update(part.as_bytes());
+            hasher.update(&[0xFF]);
+        }
+        KeyPrint(hasher.digest128())
+    }
 }
 
 /// An open ledger, scoped to one vendor account.
@@ -194,8 +250,10 @@ pub struct Ledger {
     lookups: std::cell::Cell<u64>,
     staged: Vec<Change>,
     /// Keys this run dispatched or changed and has not committed yet (bounded by the writes in
-    /// flight plus [`COMMIT_EVERY`]).
-    expected: FastMap<EntryKey, Expected>,
+    /// flight plus [`COMMIT_EVERY`]). Keyed by the key's 128-bit print ([`KeyPrint`]), not the
+    /// key: a bulk run keeps tens of thousands of keys in flight until their jobs end, and the
+    /// key inline (56 bytes and an allocation) doubled the table.
+    expected: FastMap<KeyPrint, Expected>,
     /// Keys in `expected` with nothing in flight: what a commit frees. Counted, not measured
     /// by the map's size: a bulk run keeps tens of thousands of keys in flight until their job
     /// ends, and taking those for freeable made every settlement commit (and scan the map).
@@ -375,8 +433,8 @@ impl Ledger {
 
     /// What the ledger knows of `key`: this run's expectation first, else the file.
     pub fn get(&self, key: &EntryKey) -> Result<Option<Entry>, LedgerError> {
-        if let Some(expected) = self.expected.get(key) {
-            return Ok(Some(expected.entry));
+        if let Some(expected) = self.expected.get(&KeyPrint::of(key)) {
+            return Ok(Some(expected.entry.get()));
         }
         self.stored(key)
     }
@@ -430,19 +488,19 @@ impl Ledger {
     /// vendor will hold once it accepts).
     pub fn expect(&mut self, key: &EntryKey, entry: Entry) {
         self.read_in(key, entry.version);
-        match self.expected.get_mut(key) {
+        match self.expected.get_mut(&KeyPrint::of(key)) {
             Some(expected) => {
                 if expected.in_flight == 0 {
                     self.idle = self.idle.saturating_sub(1);
                 }
-                expected.entry = entry;
+                expected.entry = entry.into();
                 expected.in_flight += 1;
             }
             None => {
                 self.expected.insert(
-                    key.clone(),
+                    KeyPrint::of(key),
                     Expected {
-                        entry,
+                        entry: entry.into(),
                         in_flight: 1,
                     },
                 );
@@ -451,7 +509,7 @@ impl Ledger {
     }
 
     fn landed(&mut self, key: &EntryKey) {
-        if let Some(expected) = self.expected.get_mut(key)
+        if let Some(expected) = self.expected.get_mut(&KeyPrint::of(key))
             && expected.in_flight > 0
         {
             expected.in_flight -= 1;
@@ -500,9 +558,11 @@ impl Ledger {
     pub fn unknown(&mut self, key: EntryKey, version: Option<u64>) {
         self.landed(&key);
         self.read_in(&key, version);
-        if let Some(expected) = self.expected.get_mut(&key) {
-            expected.entry.hash = None;
-            expected.entry.version = version.or(expected.entry.version);
+        if let Some(expected) = self.expected.get_mut(&KeyPrint::of(&key)) {
+            let mut entry = expected.entry.get();
+            entry.hash = None;
+            entry.version = version.or(entry.version);
+            expected.entry = entry.into();
         }
         if !self.read_only {
             self.stage(Change::Unknown { key, version });
@@ -517,8 +577,8 @@ impl Ledger {
             self.read_in(&key, Some(version));
             return;
         }
-        if let Some(expected) = self.expected.get_mut(&key) {
-            expected.entry.version = Some(version);
+        if let Some(expected) = self.expected.get_mut(&KeyPrint::of(&key)) {
+            expected.entry.set_version(version);
         }
         self.stage(Change::Seen { key, version });
     }
@@ -532,15 +592,15 @@ impl Ledger {
         if entry.version == Some(version) {
             return;
         }
-        match self.expected.get_mut(&key) {
-            Some(expected) => expected.entry.version = Some(version),
+        match self.expected.get_mut(&KeyPrint::of(&key)) {
+            Some(expected) => expected.entry.set_version(version),
             None => {
                 let mut entry = entry;
                 entry.version = Some(version);
                 self.expected.insert(
-                    key.clone(),
+                    KeyPrint::of(&key),
                     Expected {
-                        entry,
+                        entry: entry.into(),
                         in_flight: 0,
                     },
                 );

@@ -359,3 +359,47 @@ fn a_commit_of_many_rows_applies_them_in_order_as_one_statement_each_did() {
     }
     assert_eq!(ledger.held_counts().unwrap().get("users"), Some(&300));
 }
+
+#[test]
+fn expectations_are_kept_packed_and_by_key_print_without_losing_a_bit() {
+    for entry in [
+        Entry::default(),
+        entry(u128::MAX, Some(u64::MAX)),
+        entry(1 << 64 | 3, Some(0)),
+        Entry {
+            hash: Some(PayloadHash(0)),
+            held: false,
+            version: None,
+        },
+    ] {
+        assert_eq!(Packed::from(entry).get(), entry);
+    }
+    assert_eq!(std::mem::size_of::<Expected>(), 40);
+    // A membership is not the user whose key is its member's, nor the group split elsewhere.
+    let prints = [
+        KeyPrint::of(&EntryKey::new(Kind::Users, "ab")),
+        KeyPrint::of(&EntryKey::membership("ab", "")),
+        KeyPrint::of(&EntryKey::membership("a", "b")),
+        KeyPrint::of(&EntryKey::new(Kind::Groups, "ab")),
+    ];
+    for (i, a) in prints.iter().enumerate() {
+        for b in &prints[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("l.sqlite"), "appcues", "a").unwrap();
+    let (user, member) = (
+        EntryKey::new(Kind::Users, "ab"),
+        EntryKey::membership("a", "b"),
+    );
+    ledger.expect(&user, entry(5, Some(2)));
+    assert_eq!(ledger.get(&user).unwrap(), Some(entry(5, Some(2))));
+    assert_eq!(ledger.get(&member).unwrap(), None);
+    ledger.unknown(user.clone(), Some(3));
+    let unknown = ledger.get(&user).unwrap().unwrap();
+    assert_eq!(
+        (unknown.hash, unknown.held, unknown.version),
+        (None, true, Some(3))
+    );
+}

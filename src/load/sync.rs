@@ -13,7 +13,6 @@
 //! before anything is sent, which the sinks' per-request hashes (one per batch for batched
 //! vendors) do not.
 
-use crate::maps::FastMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -54,14 +53,9 @@ pub enum Decision {
     Skip(&'static str),
 }
 
-#[derive(Debug)]
-struct Pending {
-    key: Option<EntryKey>,
-    entry: Entry,
-    existed: bool,
-    kind: Kind,
-    action: Action,
-}
+mod pending;
+
+use pending::{Pending, PendingBook};
 
 /// The ledger, the mode and the ops in flight.
 #[derive(Debug)]
@@ -69,7 +63,8 @@ pub struct Sync {
     ledger: Option<Ledger>,
     change_detection: bool,
     mode: SyncMode,
-    pending: FastMap<Ticket, Pending>,
+    /// The ops in flight, packed (a bulk run keeps tens of thousands until their jobs end).
+    pending: PendingBook,
     /// The kinds whose "holds" the vendor's reads decide (`super::holds`); the ledger the rest.
     reads: super::holds::ReadKinds,
 }
@@ -92,7 +87,7 @@ impl Sync {
             ledger: None,
             change_detection: false,
             mode: SyncMode::Upsert,
-            pending: FastMap::default(),
+            pending: PendingBook::default(),
             reads: super::holds::ReadKinds::none(),
         }
     }
@@ -103,7 +98,7 @@ impl Sync {
             change_detection: change_detection && ledger.is_some(),
             ledger,
             mode,
-            pending: FastMap::default(),
+            pending: PendingBook::default(),
             reads: super::holds::ReadKinds::none(),
         }
     }
@@ -233,7 +228,7 @@ impl Sync {
     /// An op settled: stages its entry when the vendor accepted it, forgets the hash when it did
     /// not; says how an accepted record counts. `None` for ops [`Sync::decide`] skipped.
     pub fn settled(&mut self, ticket: Ticket, outcome: &Outcome, stream: &str) -> Option<Class> {
-        let pending = self.pending.remove(&ticket)?;
+        let pending = self.pending.remove(ticket)?;
         let has_ledger = self.ledger.is_some();
         if let (Some(ledger), Some(key)) = (self.ledger.as_mut(), pending.key.clone()) {
             match outcome {
