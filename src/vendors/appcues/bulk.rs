@@ -33,13 +33,13 @@ const VENDOR: &str = "appcues";
 pub const DOCUMENTED_MAX_BYTES: u64 = 20_000_000;
 
 /// Upload defaults: 2.5% under the body limit, so neither a MB/MiB reading nor a proxy's
-/// framing tips a file over; and 25,000 rows (Appcues documents no row limit), which bounds the
+/// framing tips a file over; and 10,000 rows (Appcues documents no row limit), which bounds the
 /// records one failed job rejects and the memory a run needs: the file being uploaded is held
-/// in memory, and each row waiting for its job costs a ticket. At ~200 bytes a row that is a
-/// 5 MB file; a million users then peak at ~65 MB of RSS, where 100,000-row files took
-/// ~130 MB (benches/bulk.sh, docs/bulk.md).
+/// in memory, and each row waiting for its job holds its ticket and ledger entry (up to three
+/// files are in flight). A million users peaked at 101–114 MB with 25,000-row files and stay
+/// under 100 MB with 10,000 (benches/bulk.sh, docs/bulk.md).
 pub const DEFAULT_LIMITS: FileLimits = FileLimits {
-    max_rows: 25_000,
+    max_rows: 10_000,
     max_bytes: 19_500_000,
 };
 

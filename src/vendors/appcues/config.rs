@@ -42,7 +42,7 @@ pub const SETTINGS: &[Setting] = &[
         Kind::Integer,
         "Rows per upload at most: NDJSON import files (mode: bulk) and segment CSV files",
     )
-    .default("25000")
+    .default("10000")
     .range(1.0, 10_000_000.0)
     .only(Applies::Target),
     Setting::new(
