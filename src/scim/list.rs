@@ -21,13 +21,12 @@
 //! (the tap's `HttpClient`, the writer's `Transport`); the query ([`ListQuery`]) and the paging
 //! rules are these.
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
 
 use serde_json::Value;
 
 use super::ACCEPT;
+pub use super::dedupe::Dedupe;
 use crate::http::paginate::scim::{self as paging, FIRST_INDEX};
 use crate::http::{HttpClient, HttpError};
 
@@ -557,55 +556,10 @@ pub fn start_index(value: &Value) -> Option<u64> {
     Some(n.max(FIRST_INDEX))
 }
 
-/// The ids a listing has already had, as 128-bit hashes (about 20 bytes each, so a million
-/// resources cost some 20 MB; a collision is as likely as guessing a random UUID).
-#[derive(Debug)]
-pub struct Dedupe {
-    keys: (RandomState, RandomState),
-    ids: HashSet<u128>,
-}
-
-impl Default for Dedupe {
-    fn default() -> Self {
-        Self {
-            keys: (RandomState::new(), RandomState::new()),
-            ids: HashSet::new(),
-        }
-    }
-}
-
-impl Dedupe {
-    /// True the first time `id` is seen.
-    pub fn first(&mut self, id: &str) -> bool {
-        let hash =
-            (u128::from(self.keys.0.hash_one(id)) << 64) | u128::from(self.keys.1.hash_one(id));
-        self.ids.insert(hash)
-    }
-
-    /// How many ids it holds.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// True when it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn seen_ids_are_remembered() {
-        let mut seen = Dedupe::default();
-        assert!(seen.first("a"));
-        assert!(seen.first("b"));
-        assert!(!seen.first("a"));
-        assert_eq!(seen.len(), 2);
-    }
 
     /// Reads a simulated directory page by page through [`Pass`], calling `change` after
     /// each page (with the number of pages served so far), as a tap would. Returns the ids
@@ -740,14 +694,16 @@ mod tests {
     }
 
     #[test]
-    fn a_million_ids_fit_well_under_100_mb() {
+    fn a_long_listing_keeps_a_bounded_set_of_ids_in_memory() {
         let mut seen = Dedupe::default();
-        for i in 0..1_000_000u32 {
+        for i in 0..300_000u32 {
             assert!(seen.first(&format!("2819c223-7f76-453a-919d-{i:012}")));
+            assert!(seen.in_memory() <= crate::scim::dedupe::MEMORY_IDS);
         }
-        // u128 keys and one control byte each, at the table's capacity.
-        let bytes = seen.ids.capacity() * (std::mem::size_of::<u128>() + 1);
-        assert!(bytes < 100 * 1024 * 1024, "{bytes} bytes");
+        for i in (0..300_000u32).step_by(1_009) {
+            assert!(!seen.first(&format!("2819c223-7f76-453a-919d-{i:012}")));
+        }
+        assert_eq!(seen.len(), 300_000);
     }
 
     #[test]

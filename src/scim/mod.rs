@@ -21,6 +21,7 @@
 //! (`crate::vendors::scim::write`) are built from these pieces; they live with the vendors
 //! because this module sits below them.
 
+pub mod dedupe;
 pub mod error;
 pub mod filter;
 pub mod list;

@@ -16,7 +16,7 @@
 //! or "skip this many": with the latter, a member removed during the listing shifts unread ones
 //! past the token, and no page shows it. So every listing that took more than one page (or
 //! resumed from a bookmark) is read once more from the start ([`Passes`]), leaving out by id
-//! what was had already ([`Dedupe`], about 20 bytes per id); a pass that still finds new ones
+//! what was had already ([`Dedupe`]: bounded in memory, the rest on disk); a pass that still finds new ones
 //! is followed by another, at most [`MAX_FILL_PASSES`] in all, then a warning. A one-page
 //! listing is one answer and needs no second look. A page that repeats ids (a member added
 //! before the token) has them left out and counted as duplicates.

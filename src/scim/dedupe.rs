@@ -1,0 +1,288 @@
+//! [`Dedupe`]: the ids a listing has already emitted in this run, so nothing comes twice, in
+//! memory that stays flat however long the listing is.
+//!
+//! Ids are kept as 128-bit hashes (a collision is as likely as guessing a random UUID). The
+//! first [`MEMORY_IDS`] live in a hash set; past that, the set is written to a temporary SQLite
+//! table (on disk, deleted when the run ends) and emptied, and a Bloom filter of the ids on disk
+//! answers "surely new" for about 99% of new ids without reading the table. A "maybe" reads the
+//! table (one indexed point read). So a million ids cost about 1.2 MB of filter and a bounded set
+//! instead of the ~35 MB (and ~52 MB while the table doubled) of a set of all of them.
+//!
+//! If the temporary table cannot be made or written, the ids stay in memory (warned once): a
+//! listing never forgets an id it emitted, it only costs memory then.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
+
+use rusqlite::{Connection, params};
+
+/// Ids held in memory before they go to the table on disk.
+pub const MEMORY_IDS: usize = 100_000;
+
+/// The ids a listing has already had (see the module's text).
+#[derive(Debug)]
+pub struct Dedupe {
+    keys: (RandomState, RandomState),
+    /// The ids not yet on disk.
+    ids: HashSet<u128>,
+    /// How many the set may hold before they go to disk.
+    bound: usize,
+    /// The ids on disk, when any went there.
+    spilled: Option<Spilled>,
+    /// Ids held in all.
+    len: usize,
+    /// Set when the table failed: everything stays in memory from then on.
+    in_memory_only: bool,
+}
+
+#[derive(Debug)]
+struct Spilled {
+    db: Connection,
+    filter: Bloom,
+}
+
+impl Default for Dedupe {
+    fn default() -> Self {
+        Self::with_bound(MEMORY_IDS)
+    }
+}
+
+impl Dedupe {
+    /// A dedupe that holds at most `bound` ids in memory before it writes them to disk.
+    pub fn with_bound(bound: usize) -> Self {
+        Self {
+            keys: (RandomState::new(), RandomState::new()),
+            ids: HashSet::new(),
+            bound: bound.max(1),
+            spilled: None,
+            len: 0,
+            in_memory_only: false,
+        }
+    }
+
+    /// True the first time `id` is seen.
+    pub fn first(&mut self, id: &str) -> bool {
+        let hash =
+            (u128::from(self.keys.0.hash_one(id)) << 64) | u128::from(self.keys.1.hash_one(id));
+        if self.ids.contains(&hash) || self.on_disk(hash) {
+            return false;
+        }
+        self.ids.insert(hash);
+        self.len += 1;
+        if self.ids.len() >= self.bound && !self.in_memory_only {
+            self.spill();
+        }
+        true
+    }
+
+    /// How many ids it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many ids are held in memory now (at most the bound while the disk works).
+    pub fn in_memory(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn on_disk(&mut self, hash: u128) -> bool {
+        let Some(spilled) = self.spilled.as_ref() else {
+            return false;
+        };
+        if !spilled.filter.may_contain(hash) {
+            return false;
+        }
+        let found = spilled
+            .db
+            .prepare_cached("SELECT 1 FROM ids WHERE h = ?1")
+            .and_then(|mut stmt| stmt.exists(params![&hash.to_le_bytes()[..]]));
+        match found {
+            Ok(found) => found,
+            Err(err) => {
+                // The table cannot be read: the id may have been emitted. Leaving it out would
+                // lose a record, so it is taken as new (a duplicate at worst), and the ids stay
+                // in memory from now on.
+                self.give_up(&err);
+                false
+            }
+        }
+    }
+
+    /// Writes the ids in memory to the table and empties the set.
+    fn spill(&mut self) {
+        if self.spilled.is_none() {
+            match open() {
+                Ok(db) => {
+                    self.spilled = Some(Spilled {
+                        db,
+                        filter: Bloom::default(),
+                    })
+                }
+                Err(err) => return self.give_up(&err),
+            }
+        }
+        let Some(spilled) = self.spilled.as_mut() else {
+            return;
+        };
+        let written = (|| -> rusqlite::Result<()> {
+            let tx = spilled.db.transaction()?;
+            {
+                let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO ids (h) VALUES (?1)")?;
+                for hash in &self.ids {
+                    insert.execute(params![&hash.to_le_bytes()[..]])?;
+                }
+            }
+            tx.commit()
+        })();
+        match written {
+            Ok(()) => {
+                for hash in self.ids.drain() {
+                    spilled.filter.insert(hash);
+                }
+                self.ids.shrink_to(self.bound);
+            }
+            Err(err) => self.give_up(&err),
+        }
+    }
+
+    fn give_up(&mut self, err: &rusqlite::Error) {
+        if !self.in_memory_only {
+            tracing::warn!(
+                "the ids this listing emitted cannot be kept on disk ({err}): they stay in memory"
+            );
+        }
+        self.in_memory_only = true;
+    }
+}
+
+/// A private temporary database (SQLite deletes its file when it is closed).
+fn open() -> rusqlite::Result<Connection> {
+    let db = Connection::open("")?;
+    db.execute_batch(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+         CREATE TABLE ids (h BLOB PRIMARY KEY) WITHOUT ROWID;",
+    )?;
+    Ok(db)
+}
+
+/// Keys the first layer of the filter holds before the next, twice as large, is started.
+const FIRST_LAYER: usize = 1 << 17;
+
+/// Bits per id a layer is sized for (with [`PROBES`]: about 1% false "maybe").
+const BITS_PER_ID: usize = 10;
+
+/// Bits set and tested per id.
+const PROBES: u64 = 7;
+
+/// A Bloom filter of 128-bit hashes that grows by adding larger layers: never "no" for an id
+/// it was given, "maybe" for about 1% of the others.
+#[derive(Debug, Default)]
+struct Bloom {
+    layers: Vec<Layer>,
+}
+
+#[derive(Debug)]
+struct Layer {
+    bits: Vec<u64>,
+    capacity: usize,
+    len: usize,
+}
+
+impl Layer {
+    fn new(capacity: usize) -> Self {
+        Layer {
+            bits: vec![0; (capacity * BITS_PER_ID).div_ceil(64)],
+            capacity,
+            len: 0,
+        }
+    }
+
+    /// Bit positions of a hash (double hashing on its two halves, which are independent).
+    fn positions(&self, hash: u128) -> impl Iterator<Item = usize> + use<> {
+        let bits = (self.bits.len() * 64) as u64;
+        let h1 = hash as u64;
+        let h2 = ((hash >> 64) as u64) | 1;
+        (0..PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % bits) as usize)
+    }
+}
+
+impl Bloom {
+    fn insert(&mut self, hash: u128) {
+        let full = self.layers.last().is_none_or(|l| l.len >= l.capacity);
+        if full {
+            let capacity = self.layers.last().map_or(FIRST_LAYER, |l| l.capacity * 2);
+            self.layers.push(Layer::new(capacity));
+        }
+        if let Some(layer) = self.layers.last_mut() {
+            for p in layer.positions(hash) {
+                layer.bits[p / 64] |= 1 << (p % 64);
+            }
+            layer.len += 1;
+        }
+    }
+
+    fn may_contain(&self, hash: u128) -> bool {
+        self.layers.iter().any(|layer| {
+            layer
+                .positions(hash)
+                .all(|p| layer.bits[p / 64] & (1 << (p % 64)) != 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_ids_are_remembered() {
+        let mut seen = Dedupe::default();
+        assert!(seen.first("a"));
+        assert!(seen.first("b"));
+        assert!(!seen.first("a"));
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn past_the_bound_ids_go_to_disk_and_are_still_known() {
+        let mut seen = Dedupe::with_bound(1_000);
+        for i in 0..25_000 {
+            assert!(seen.first(&format!("user-{i}")), "user-{i} is new");
+            assert!(
+                seen.in_memory() < 1_000,
+                "{} ids in memory",
+                seen.in_memory()
+            );
+        }
+        assert!(seen.spilled.is_some());
+        assert!(!seen.in_memory_only);
+        // Every id, on disk or in memory, comes back as seen; new ones as new.
+        for i in (0..25_000).step_by(7) {
+            assert!(!seen.first(&format!("user-{i}")), "user-{i} was seen");
+        }
+        for i in 25_000..30_000 {
+            assert!(seen.first(&format!("user-{i}")));
+        }
+        assert_eq!(seen.len(), 30_000);
+    }
+
+    #[test]
+    fn the_filter_never_forgets_and_rarely_says_maybe() {
+        let mut bloom = Bloom::default();
+        let keys = RandomState::new();
+        let hash = |i: u64| (u128::from(keys.hash_one(i)) << 64) | u128::from(keys.hash_one(!i));
+        for i in 0..300_000 {
+            bloom.insert(hash(i));
+        }
+        assert!((0..300_000).all(|i| bloom.may_contain(hash(i))));
+        let maybes = (1_000_000..1_100_000)
+            .filter(|&i| bloom.may_contain(hash(i)))
+            .count();
+        assert!(maybes < 3_000, "{maybes} false maybes in 100,000");
+    }
+}
