@@ -28,6 +28,7 @@
 //! Dependencies point down only: `bin → tap/load → vendors → sink/scim/http/singer →
 //! model/config`.
 
+pub mod bloom;
 pub mod cli;
 pub mod config;
 pub mod exit;

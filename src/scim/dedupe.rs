@@ -16,6 +16,8 @@ use std::hash::{BuildHasher, RandomState};
 
 use rusqlite::{Connection, params};
 
+use crate::bloom::Bloom;
+
 /// Ids held in memory before they go to the table on disk.
 pub const MEMORY_IDS: usize = 100_000;
 
@@ -120,7 +122,7 @@ impl Dedupe {
                 Ok(db) => {
                     self.spilled = Some(Spilled {
                         db,
-                        filter: Bloom::default(),
+                        filter: Bloom::new(FIRST_LAYER),
                     })
                 }
                 Err(err) => return self.give_up(&err),
@@ -170,70 +172,8 @@ fn open() -> rusqlite::Result<Connection> {
     Ok(db)
 }
 
-/// Keys the first layer of the filter holds before the next, twice as large, is started.
+/// Ids the first layer of the filter holds (each next one twice as many).
 const FIRST_LAYER: usize = 1 << 17;
-
-/// Bits per id a layer is sized for (with [`PROBES`]: about 1% false "maybe").
-const BITS_PER_ID: usize = 10;
-
-/// Bits set and tested per id.
-const PROBES: u64 = 7;
-
-/// A Bloom filter of 128-bit hashes that grows by adding larger layers: never "no" for an id
-/// it was given, "maybe" for about 1% of the others.
-#[derive(Debug, Default)]
-struct Bloom {
-    layers: Vec<Layer>,
-}
-
-#[derive(Debug)]
-struct Layer {
-    bits: Vec<u64>,
-    capacity: usize,
-    len: usize,
-}
-
-impl Layer {
-    fn new(capacity: usize) -> Self {
-        Layer {
-            bits: vec![0; (capacity * BITS_PER_ID).div_ceil(64)],
-            capacity,
-            len: 0,
-        }
-    }
-
-    /// Bit positions of a hash (double hashing on its two halves, which are independent).
-    fn positions(&self, hash: u128) -> impl Iterator<Item = usize> + use<> {
-        let bits = (self.bits.len() * 64) as u64;
-        let h1 = hash as u64;
-        let h2 = ((hash >> 64) as u64) | 1;
-        (0..PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % bits) as usize)
-    }
-}
-
-impl Bloom {
-    fn insert(&mut self, hash: u128) {
-        let full = self.layers.last().is_none_or(|l| l.len >= l.capacity);
-        if full {
-            let capacity = self.layers.last().map_or(FIRST_LAYER, |l| l.capacity * 2);
-            self.layers.push(Layer::new(capacity));
-        }
-        if let Some(layer) = self.layers.last_mut() {
-            for p in layer.positions(hash) {
-                layer.bits[p / 64] |= 1 << (p % 64);
-            }
-            layer.len += 1;
-        }
-    }
-
-    fn may_contain(&self, hash: u128) -> bool {
-        self.layers.iter().any(|layer| {
-            layer
-                .positions(hash)
-                .all(|p| layer.bits[p / 64] & (1 << (p % 64)) != 0)
-        })
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -269,20 +209,5 @@ mod tests {
             assert!(seen.first(&format!("user-{i}")));
         }
         assert_eq!(seen.len(), 30_000);
-    }
-
-    #[test]
-    fn the_filter_never_forgets_and_rarely_says_maybe() {
-        let mut bloom = Bloom::default();
-        let keys = RandomState::new();
-        let hash = |i: u64| (u128::from(keys.hash_one(i)) << 64) | u128::from(keys.hash_one(!i));
-        for i in 0..300_000 {
-            bloom.insert(hash(i));
-        }
-        assert!((0..300_000).all(|i| bloom.may_contain(hash(i))));
-        let maybes = (1_000_000..1_100_000)
-            .filter(|&i| bloom.may_contain(hash(i)))
-            .count();
-        assert!(maybes < 3_000, "{maybes} false maybes in 100,000");
     }
 }
