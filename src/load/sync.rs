@@ -445,8 +445,8 @@ mod canonical {
     use crate::model::Props;
     use crate::sink::{Action, Item, Kind};
 
-    /// At most this many top-level names are sorted on the stack.
-    const STACK_KEYS: usize = 64;
+    /// At most this many top-level names are sorted on the stack (an index fits in a `u8`).
+    const STACK_KEYS: usize = 32;
 
     pub(super) fn write(out: &mut Vec<u8>, item: &Item) {
         out.extend_from_slice(b"{\"kind\":\"");
@@ -491,22 +491,25 @@ mod canonical {
     fn sorted(out: &mut Vec<u8>, map: &Props) {
         let n = map.len();
         if n <= STACK_KEYS {
-            let mut order = [0u8; STACK_KEYS];
-            for (i, slot) in order.iter_mut().take(n).enumerate() {
-                *slot = i as u8;
+            let mut order: [(&str, u8); STACK_KEYS] = [("", 0); STACK_KEYS];
+            for (i, (slot, (k, _))) in order.iter_mut().zip(map.iter()).enumerate() {
+                *slot = (k.as_str(), i as u8);
             }
             let order = &mut order[..n];
-            order.sort_unstable_by(|a, b| key(map, *a as usize).cmp(key(map, *b as usize)));
-            entries(out, order.iter().filter_map(|i| map.get_index(*i as usize)));
+            if !order.is_sorted_by(|a, b| a.0 <= b.0) {
+                order.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            }
+            entries(
+                out,
+                order
+                    .iter()
+                    .filter_map(|(_, i)| map.get_index(usize::from(*i))),
+            );
         } else {
             let mut order: Vec<(&String, &Value)> = map.iter().collect();
             order.sort_unstable_by(|a, b| a.0.cmp(b.0));
             entries(out, order.into_iter());
         }
-    }
-
-    fn key(map: &Props, i: usize) -> &str {
-        map.get_index(i).map_or("", |(k, _)| k.as_str())
     }
 
     fn entries<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a String, &'a Value)>) {
@@ -529,10 +532,16 @@ mod canonical {
             Value::Null => out.extend_from_slice(b"null"),
             Value::Bool(true) => out.extend_from_slice(b"true"),
             Value::Bool(false) => out.extend_from_slice(b"false"),
-            // `Number`'s `Display` is the text `serde_json` writes for it (itoa, or the
-            // shortest round-trip float).
+            // The text `serde_json` writes for a number: itoa for integers; for a float,
+            // `Number`'s `Display`, which is its serialiser's shortest round-trip form.
             Value::Number(n) => {
-                let _ = write!(out, "{n}");
+                if let Some(u) = n.as_u64() {
+                    out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
+                } else if let Some(i) = n.as_i64() {
+                    out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+                } else {
+                    let _ = write!(out, "{n}");
+                }
             }
             Value::String(s) => string(out, s),
             Value::Array(items) => {
@@ -555,7 +564,16 @@ mod canonical {
     fn string(out: &mut Vec<u8>, s: &str) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let bytes = s.as_bytes();
+        out.reserve(bytes.len() + 2);
         out.push(b'"');
+        // Most strings need no escape: one pass without an early exit (it vectorises).
+        if !bytes.iter().fold(false, |any, &b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        }) {
+            out.extend_from_slice(bytes);
+            out.push(b'"');
+            return;
+        }
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let short = match b {
