@@ -245,6 +245,19 @@ where
             "{signal}: reading nothing new; the last state printed is where a rerun resumes"
         );
     }
+    if binary == Applies::Target {
+        // The engine's own signal listener (a task) hands the signal to the engine's loop: let
+        // it run, and the loop take the signal, before the shutdown below stops the requests.
+        // On the target's one-worker runtime this task would otherwise always run first, and a
+        // write stopped by the shutdown would reach the loop before the signal did (the run
+        // then ended as "unreachable" instead of "stopped by SIGTERM").
+        for _ in 0..2 {
+            tokio::task::yield_now().await;
+            if let std::task::Poll::Ready(result) = futures::poll!(&mut run) {
+                return result.map_err(|err| RunError::from_status(&err));
+            }
+        }
+    }
     Shutdown::process().begin();
     let stopped = || {
         RunError::Runtime(format!(
