@@ -368,7 +368,7 @@ where
 /// a write's answer wakes the engine without a cross-thread hand-off. With the default runtime
 /// (a worker per core, the loop on the main thread) every upsert's answer crossed threads, and
 /// the idle worker was woken and parked again: 58,000 `futex` calls for 30,000 upserts, 685
-/// now, and 1.9 → 1.1 times the sandbox's CPU (BENCHMARKS.md, "Issue 15, dawn: write"). The
+/// now, and 1.25–1.6 → 1.04–1.26 times the sandbox's CPU (BENCHMARKS.md, "Issue 15, dawn: write"). The
 /// other core parses the input (its own threads, `load::input`); the requests in flight, and so
 /// the rate limiter's concurrency, are unchanged (they are futures, not threads).
 fn with_target_runtime<F, E>(future: F) -> Result<(), RunError>
