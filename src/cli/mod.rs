@@ -245,6 +245,19 @@ where
             "{signal}: reading nothing new; the last state printed is where a rerun resumes"
         );
     }
+    if binary == Applies::Target {
+        // The engine's own signal listener (a task) hands the signal to the engine's loop: let
+        // it run, and the loop take the signal, before the shutdown below stops the requests.
+        // On the target's one-worker runtime this task would otherwise always run first, and a
+        // write stopped by the shutdown would reach the loop before the signal did (the run
+        // then ended as "unreachable" instead of "stopped by SIGTERM").
+        for _ in 0..2 {
+            tokio::task::yield_now().await;
+            if let std::task::Poll::Ready(result) = futures::poll!(&mut run) {
+                return result.map_err(|err| RunError::from_status(&err));
+            }
+        }
+    }
     Shutdown::process().begin();
     let stopped = || {
         RunError::Runtime(format!(
@@ -314,7 +327,7 @@ pub fn run_target(args: TargetArgs) -> ExitCode {
     };
     exit::finish(
         "target-roster",
-        with_runtime(until_signal(Applies::Target, crate::load::run(request))),
+        with_target_runtime(until_signal(Applies::Target, crate::load::run(request))),
     )
 }
 
@@ -346,6 +359,34 @@ where
     runtime
         .block_on(future)
         .map_err(|err| RunError::from_status(&err))
+}
+
+/// Runs the target's engine on a multi-threaded tokio runtime of one worker, as a task of that
+/// worker rather than on this thread.
+///
+/// The engine's loop, the writes it hands over and hyper's connections then share one thread:
+/// a write's answer wakes the engine without a cross-thread hand-off. With the default runtime
+/// (a worker per core, the loop on the main thread) every upsert's answer crossed threads, and
+/// the idle worker was woken and parked again: 58,000 `futex` calls for 30,000 upserts, 685
+/// now, and 1.25–1.6 → 1.04–1.26 times the sandbox's CPU (BENCHMARKS.md, "Issue 15, dawn: write"). The
+/// other core parses the input (its own threads, `load::input`); the requests in flight, and so
+/// the rate limiter's concurrency, are unchanged (they are futures, not threads).
+fn with_target_runtime<F, E>(future: F) -> Result<(), RunError>
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: exit::ExitStatus + std::error::Error + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|err| RunError::Runtime(format!("cannot start the async runtime: {err}")))?;
+    match runtime.block_on(runtime.spawn(future)) {
+        Ok(result) => result.map_err(|err| RunError::from_status(&err)),
+        // A panic in the run: carried on as it would have been on this thread.
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => Err(RunError::Runtime(format!("the run was cancelled: {err}"))),
+    }
 }
 
 /// The one stdout writer of this process.
@@ -455,5 +496,35 @@ mod tests {
         }
         let args = TapArgs::try_parse_from(["tap-roster", "--completions", "zsh"]).unwrap();
         assert_eq!(args.completions, Some(Shell::Zsh));
+    }
+
+    #[test]
+    fn the_target_runs_as_a_task_of_a_one_worker_runtime() {
+        // The engine, its writes and their connections on one thread: not on this thread, and
+        // with no second worker to hand answers to (BENCHMARKS.md, "Issue 15, dawn: write").
+        let caller = std::thread::current().id();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let inside = seen.clone();
+        with_target_runtime(async move {
+            let handle = tokio::runtime::Handle::current();
+            let here = std::thread::current().id();
+            // A task spawned by the run (a write) runs on the same thread.
+            let task = tokio::spawn(async { std::thread::current().id() }).await;
+            *inside.lock().unwrap() = Some((handle.metrics().num_workers(), here, task.ok()));
+            Ok::<(), RunError>(())
+        })
+        .unwrap();
+        let (workers, thread, task) = seen.lock().unwrap().take().unwrap();
+        assert_eq!(workers, 1);
+        assert_ne!(thread, caller);
+        assert_eq!(task, Some(thread));
+    }
+
+    #[test]
+    fn the_target_runtime_passes_the_runs_error_on() {
+        let err =
+            with_target_runtime(async { Err::<(), RunError>(RunError::Runtime("boom".into())) })
+                .unwrap_err();
+        assert!(err.to_string().contains("boom"), "{err}");
     }
 }

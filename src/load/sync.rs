@@ -21,7 +21,6 @@ use serde_json::Value;
 use crate::config::Resolved;
 use crate::config::{ConfigError, LedgerSetting, SyncMode, TargetSettings};
 use crate::ledger::{Entry, EntryKey, Ledger, LedgerError};
-use crate::model::Props;
 use crate::sink::{Action, Item, Kind, Op, Outcome, PayloadHash, Ticket};
 
 /// Set (by `.cargo/config.toml` for `cargo test` and `cargo run`), an unset `ledger` key means
@@ -413,54 +412,238 @@ fn mode_skip(
     Ok(leave_out.then(|| mode.as_str()))
 }
 
-/// A map with its top-level names in order, for a hash that does not depend on column order.
-struct Sorted<'a>(&'a Props);
-
-impl Serialize for Sorted<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut entries: Vec<(&String, &Value)> = self.0.iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        serializer.collect_map(entries)
-    }
-}
-
-#[derive(Serialize)]
-struct Canonical<'a> {
-    kind: Kind,
-    action: Action,
-    id: Option<&'a str>,
-    user_id: Option<&'a str>,
-    group_id: Option<&'a str>,
-    fields: Sorted<'a>,
-    attributes: Sorted<'a>,
-}
-
 /// The hash of a record in roster's model: the payload whose acceptance the ledger remembers.
+///
+/// xxh3-128 of the record's canonical form: the JSON `serde_json` writes (compact) for
+/// `{"kind", "action", "id", "user_id", "group_id", "fields", "attributes"}` with the two maps'
+/// top-level names sorted (byte order) and nested values as they are. The ledgers on disk hold
+/// these hashes, so the bytes must never change; they are written here directly into a reused
+/// buffer (serde's serializer machinery and a sorted `Vec` per map were 9,600 instructions an
+/// upsert, BENCHMARKS.md), and a test compares them with `serde_json`'s on hostile input.
 pub fn canonical_hash(item: &Item) -> PayloadHash {
     thread_local! {
         static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let canonical = Canonical {
-        kind: item.kind,
-        action: item.action,
-        id: item.id.as_deref(),
-        user_id: item.user_id.as_deref(),
-        group_id: item.group_id.as_deref(),
-        fields: Sorted(&item.fields),
-        attributes: Sorted(&item.attributes),
-    };
     BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
         buffer.clear();
-        let hash = match serde_json::to_writer(&mut *buffer, &canonical) {
-            Ok(()) => PayloadHash::of_bytes(&buffer),
-            Err(_) => PayloadHash(0),
-        };
+        canonical::write(&mut buffer, item);
+        let hash = PayloadHash::of_bytes(&buffer);
         if buffer.capacity() > 64 * 1024 {
             *buffer = Vec::new();
         }
         hash
     })
+}
+
+/// The canonical form's bytes, written as `serde_json::to_writer` wrote them.
+mod canonical {
+    use std::io::Write as _;
+
+    use serde_json::Value;
+
+    use crate::model::Props;
+    use crate::sink::{Action, Item, Kind};
+
+    /// At most this many top-level names are sorted on the stack (an index fits in a `u8`).
+    const STACK_KEYS: usize = 32;
+
+    pub(super) fn write(out: &mut Vec<u8>, item: &Item) {
+        out.extend_from_slice(b"{\"kind\":\"");
+        out.extend_from_slice(kind(item.kind).as_bytes());
+        out.extend_from_slice(b"\",\"action\":\"");
+        out.extend_from_slice(match item.action {
+            Action::Upsert => b"upsert".as_slice(),
+            Action::Delete => b"delete".as_slice(),
+        });
+        out.extend_from_slice(b"\",\"id\":");
+        opt_str(out, item.id.as_deref());
+        out.extend_from_slice(b",\"user_id\":");
+        opt_str(out, item.user_id.as_deref());
+        out.extend_from_slice(b",\"group_id\":");
+        opt_str(out, item.group_id.as_deref());
+        out.extend_from_slice(b",\"fields\":");
+        sorted(out, &item.fields);
+        out.extend_from_slice(b",\"attributes\":");
+        sorted(out, &item.attributes);
+        out.push(b'}');
+    }
+
+    /// `Kind`'s serde name (`rename_all = "lowercase"`).
+    fn kind(kind: Kind) -> &'static str {
+        match kind {
+            Kind::Users => "users",
+            Kind::Groups => "groups",
+            Kind::Memberships => "memberships",
+            Kind::Events => "events",
+            Kind::Segments => "segments",
+        }
+    }
+
+    fn opt_str(out: &mut Vec<u8>, value: Option<&str>) {
+        match value {
+            Some(s) => string(out, s),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+
+    /// A map with its top-level names in byte order, sorted without allocating when small.
+    fn sorted(out: &mut Vec<u8>, map: &Props) {
+        let n = map.len();
+        if n <= STACK_KEYS {
+            let mut order: [(&str, u8); STACK_KEYS] = [("", 0); STACK_KEYS];
+            for (i, (slot, (k, _))) in order.iter_mut().zip(map.iter()).enumerate() {
+                *slot = (k.as_str(), i as u8);
+            }
+            let order = &mut order[..n];
+            if !order.is_sorted_by(|a, b| a.0 <= b.0) {
+                order.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            }
+            entries(
+                out,
+                order
+                    .iter()
+                    .filter_map(|(_, i)| map.get_index(usize::from(*i))),
+            );
+        } else {
+            let mut order: Vec<(&String, &Value)> = map.iter().collect();
+            order.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            entries(out, order.into_iter());
+        }
+    }
+
+    fn entries<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a String, &'a Value)>) {
+        out.push(b'{');
+        let mut first = true;
+        for (k, v) in entries {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            string(out, k);
+            out.push(b':');
+            value(out, v);
+        }
+        out.push(b'}');
+    }
+
+    fn value(out: &mut Vec<u8>, value: &Value) {
+        match value {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Bool(true) => out.extend_from_slice(b"true"),
+            Value::Bool(false) => out.extend_from_slice(b"false"),
+            // The text `serde_json` writes for a number: itoa for integers; for a float,
+            // `Number`'s `Display`, which is its serialiser's shortest round-trip form.
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
+                } else if let Some(i) = n.as_i64() {
+                    out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+                } else {
+                    let _ = write!(out, "{n}");
+                }
+            }
+            Value::String(s) => string(out, s),
+            Value::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    self::value(out, item);
+                }
+                out.push(b']');
+            }
+            // Nested objects in their own order, as `serde_json` writes a `Map`.
+            Value::Object(map) => entries(out, map.iter()),
+        }
+    }
+
+    /// A JSON string as `serde_json` escapes it: `"` and `\\` escaped, `\b \t \n \f \r`
+    /// short, other control characters `\u00xx` (lowercase hex), everything else as is.
+    fn string(out: &mut Vec<u8>, s: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bytes = s.as_bytes();
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        // Most strings need no escape: one pass without an early exit (it vectorises).
+        if !bytes.iter().fold(false, |any, &b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        }) {
+            out.extend_from_slice(bytes);
+            out.push(b'"');
+            return;
+        }
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let short = match b {
+                b'"' => b'"',
+                b'\\' => b'\\',
+                0x08 => b'b',
+                0x09 => b't',
+                0x0A => b'n',
+                0x0C => b'f',
+                0x0D => b'r',
+                0x00..=0x1F => b'u',
+                _ => continue,
+            };
+            out.extend_from_slice(&bytes[start..i]);
+            start = i + 1;
+            if short == b'u' {
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xF)],
+                ]);
+            } else {
+                out.extend_from_slice(&[b'\\', short]);
+            }
+        }
+        out.extend_from_slice(&bytes[start..]);
+        out.push(b'"');
+    }
+
+    /// The form as it was first written, through serde: the reference the tests hold the
+    /// direct writer to.
+    #[cfg(test)]
+    pub(super) fn reference(item: &Item) -> Vec<u8> {
+        use serde::Serialize;
+
+        struct Sorted<'a>(&'a Props);
+
+        impl Serialize for Sorted<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut entries: Vec<(&String, &Value)> = self.0.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                serializer.collect_map(entries)
+            }
+        }
+
+        #[derive(Serialize)]
+        struct Canonical<'a> {
+            kind: Kind,
+            action: Action,
+            id: Option<&'a str>,
+            user_id: Option<&'a str>,
+            group_id: Option<&'a str>,
+            fields: Sorted<'a>,
+            attributes: Sorted<'a>,
+        }
+
+        serde_json::to_vec(&Canonical {
+            kind: item.kind,
+            action: item.action,
+            id: item.id.as_deref(),
+            user_id: item.user_id.as_deref(),
+            group_id: item.group_id.as_deref(),
+            fields: Sorted(&item.fields),
+            attributes: Sorted(&item.attributes),
+        })
+        .unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
