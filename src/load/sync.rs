@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::config::Resolved;
 use crate::config::{ConfigError, LedgerSetting, SyncMode, TargetSettings};
 use crate::ledger::{Entry, EntryKey, Ledger, LedgerError};
-use crate::model::Props;
+use crate::model::{PropKey, Props};
 use crate::sink::{Action, Item, Kind, Op, Outcome, PayloadHash, Ticket};
 
 /// Set (by `.cargo/config.toml` for `cargo test` and `cargo run`), an unset `ledger` key means
@@ -418,7 +418,7 @@ struct Sorted<'a>(&'a Props);
 
 impl Serialize for Sorted<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut entries: Vec<(&String, &Value)> = self.0.iter().collect();
+        let mut entries: Vec<(&PropKey, &Value)> = self.0.iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         serializer.collect_map(entries)
     }

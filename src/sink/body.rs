@@ -68,11 +68,11 @@ impl Serialize for Properties<'_> {
         let item = self.0;
         let mut map = serializer.serialize_map(None)?;
         for (key, value) in item.fields.iter() {
-            let value = item.attributes.get(key.as_str()).unwrap_or(value);
+            let value = item.attributes.get(&**key).unwrap_or(value);
             map.serialize_entry(key, value)?;
         }
         for (key, value) in item.attributes.iter() {
-            if !item.fields.contains_key(key.as_str()) {
+            if !item.fields.contains_key(&**key) {
                 map.serialize_entry(key, value)?;
             }
         }
