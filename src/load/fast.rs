@@ -293,11 +293,13 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries: Entries<'de> = Vec::with_capacity(16);
+        let mut lookup = Lookup::new(Some(self.shape));
         while let Some(Key(key)) = map.next_key()? {
-            if entries.iter().any(|(k, _)| *k == key) {
+            let found = lookup.find(&key);
+            if lookup.repeated(found, &key, entries.iter().map(|(k, _)| k.as_ref())) {
                 return Err(de::Error::custom(Unsure));
             }
-            let shape = self.shape.property(&key);
+            let shape = found.map(|(_, s)| s);
             let entry = if key == ATTRIBUTES {
                 map.next_value_seed(AttributesSeed { shape })?
             } else {
@@ -309,6 +311,61 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
             return Err(de::Error::custom(Unsure));
         }
         Ok(entries)
+    }
+}
+
+/// Finds a record's keys among a shape's properties, trying first the one after the last
+/// found (taps write a record's fields in their SCHEMA's order), and notices a key given twice:
+/// a bit per declared property, a comparison with the keys before only for the others.
+struct Lookup<'s> {
+    shape: Option<&'s Shape>,
+    next: usize,
+    seen: u64,
+}
+
+impl<'s> Lookup<'s> {
+    fn new(shape: Option<&'s Shape>) -> Self {
+        Lookup {
+            shape,
+            next: 0,
+            seen: 0,
+        }
+    }
+
+    /// The key's property: its place among the shape's properties, and its shape.
+    fn find(&mut self, key: &str) -> Option<(usize, &'s Shape)> {
+        let properties = &self.shape?.properties;
+        let index = match properties.get(self.next) {
+            Some((name, _)) if name == key => self.next,
+            _ => properties.iter().position(|(name, _)| name == key)?,
+        };
+        self.next = index + 1;
+        Some((index, &properties[index].1))
+    }
+
+    /// The shared name of the property at `index` (as [`Lookup::find`] gave it).
+    fn name(&self, index: usize) -> PropKey {
+        self.shape
+            .and_then(|s| s.properties.get(index))
+            .map_or_else(Default::default, |(name, _)| name.clone())
+    }
+
+    /// True when `key` (found as `found`) is among the keys before it (`before`).
+    fn repeated<'k>(
+        &mut self,
+        found: Option<(usize, &Shape)>,
+        key: &str,
+        mut before: impl Iterator<Item = &'k str>,
+    ) -> bool {
+        match found {
+            Some((index, _)) if index < 64 => {
+                let bit = 1u64 << index;
+                let seen = self.seen & bit != 0;
+                self.seen |= bit;
+                seen
+            }
+            _ => before.any(|k| k == key),
+        }
     }
 }
 
@@ -365,15 +422,16 @@ impl<'de> Visitor<'de> for AttributesSeed<'_> {
             return Err(de::Error::custom(Unsure));
         }
         let mut entries: Vec<(PropKey, Value)> = Vec::with_capacity(16);
+        let mut lookup = Lookup::new(self.shape);
         while let Some(Key(key)) = map.next_key()? {
-            if entries.iter().any(|(k, _)| *k == key) {
+            let found = lookup.find(&key);
+            if lookup.repeated(found, &key, entries.iter().map(|(k, _)| k.as_ref())) {
                 return Err(de::Error::custom(Unsure));
             }
-            let named = self.shape.and_then(|s| s.named(&key));
-            let value = checked(map.next_value::<StrictValue>()?, named.map(|(_, s)| s))?;
+            let value = checked(map.next_value::<StrictValue>()?, found.map(|(_, s)| s))?;
             // The SCHEMA's name when it declares this one: no key allocated per record.
-            let key = match named {
-                Some((name, _)) => name.clone(),
+            let key = match found {
+                Some((index, _)) => lookup.name(index),
                 None => PropKey::Owned(key.into_owned()),
             };
             entries.push((key, value));

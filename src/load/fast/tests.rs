@@ -105,6 +105,10 @@ const ASKED: &[&str] = &[
     r#"{"id":"u1","id":"u2"}"#,
     r#"{"id":"u1","attributes":{"plan":"a","plan":"b"}}"#,
     r#"{"id":"u1","deep":{"a":1,"a":2}}"#,
+    r#"{"id":"u1","extra":1,"extra":2}"#,
+    r#"{"id":"u1","i\u0064":"u2"}"#,
+    r#"{"id":"u1","attributes":{"zz":1,"plan":"a","zz":2}}"#,
+    r#"{"id":"u1","attributes":{"plan":"a","seats":1,"pl\u0061n":"b"}}"#,
     // What the SCHEMA refuses, or what only jsonschema judges.
     r#"{"id":"u1","seats":"many"}"#,
     r#"{"id":"u1","seats":1.0}"#,
