@@ -27,6 +27,7 @@ use serde_json::value::RawValue;
 use crate::load::route::{ATTRIBUTES, Entry, StreamMap};
 use crate::load::schema::StreamSchema;
 use crate::maps::FastMap;
+use crate::model::{self, PropKey};
 use crate::singer::strict::StrictValue;
 use crate::sink::{Item, Refusal};
 
@@ -90,6 +91,25 @@ impl Prepared {
     }
 }
 
+/// A record walked into its item while its line's envelope is read
+/// ([`crate::singer::parse_record_with`]): what [`Prepared::item`] makes of the same text, and
+/// the stream's [`Prepared`] it used. An error (the engine must judge the record) stops that
+/// one-pass read; the line is then read again the usual way.
+#[derive(Debug)]
+pub struct ItemSeed<'p>(pub &'p Arc<Prepared>);
+
+impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
+    type Value = (Arc<Prepared>, Result<Item, Refusal>);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let entries = TopSeed {
+            shape: &self.0.shape,
+        }
+        .deserialize(deserializer)?;
+        Ok((Arc::clone(self.0), self.0.map.item_of(entries)))
+    }
+}
+
 /// The JSON types a SCHEMA allows, as bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Types(u8);
@@ -146,7 +166,8 @@ const ANNOTATIONS: &[&str] = &[
 #[derive(Debug)]
 struct Shape {
     types: Types,
-    properties: Vec<(String, Shape)>,
+    /// Each property's name (shared: [`crate::model::intern`]) and shape.
+    properties: Vec<(PropKey, Shape)>,
     required: Vec<String>,
 }
 
@@ -175,7 +196,7 @@ impl Shape {
                     for (name, schema) in value.as_object()? {
                         shape
                             .properties
-                            .push((name.clone(), Shape::compile(schema)?));
+                            .push((model::intern(name), Shape::compile(schema)?));
                     }
                 }
                 "required" => {
@@ -206,9 +227,14 @@ impl Shape {
     }
 
     fn property(&self, name: &str) -> Option<&Shape> {
+        self.named(name).map(|(_, s)| s)
+    }
+
+    /// A property's shared name and shape.
+    fn named(&self, name: &str) -> Option<(&PropKey, &Shape)> {
         self.properties
             .iter()
-            .find_map(|(k, s)| (k == name).then_some(s))
+            .find_map(|(k, s)| (k == name).then_some((k, s)))
     }
 
     /// True when `value` is valid here for sure; false when the engine must judge it.
@@ -248,7 +274,7 @@ struct TopSeed<'s> {
     shape: &'s Shape,
 }
 
-type Entries<'de> = Vec<(Cow<'de, str>, Entry<'de>)>;
+type Entries<'de> = Vec<(Cow<'de, str>, Entry)>;
 
 impl<'de> DeserializeSeed<'de> for TopSeed<'_> {
     type Value = Entries<'de>;
@@ -267,11 +293,13 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries: Entries<'de> = Vec::with_capacity(16);
+        let mut lookup = Lookup::new(Some(self.shape));
         while let Some(Key(key)) = map.next_key()? {
-            if entries.iter().any(|(k, _)| *k == key) {
+            let found = lookup.find(&key);
+            if lookup.repeated(found, &key, entries.iter().map(|(k, _)| k.as_ref())) {
                 return Err(de::Error::custom(Unsure));
             }
-            let shape = self.shape.property(&key);
+            let shape = found.map(|(_, s)| s);
             let entry = if key == ATTRIBUTES {
                 map.next_value_seed(AttributesSeed { shape })?
             } else {
@@ -283,6 +311,61 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
             return Err(de::Error::custom(Unsure));
         }
         Ok(entries)
+    }
+}
+
+/// Finds a record's keys among a shape's properties, trying first the one after the last
+/// found (taps write a record's fields in their SCHEMA's order), and notices a key given twice:
+/// a bit per declared property, a comparison with the keys before only for the others.
+struct Lookup<'s> {
+    shape: Option<&'s Shape>,
+    next: usize,
+    seen: u64,
+}
+
+impl<'s> Lookup<'s> {
+    fn new(shape: Option<&'s Shape>) -> Self {
+        Lookup {
+            shape,
+            next: 0,
+            seen: 0,
+        }
+    }
+
+    /// The key's property: its place among the shape's properties, and its shape.
+    fn find(&mut self, key: &str) -> Option<(usize, &'s Shape)> {
+        let properties = &self.shape?.properties;
+        let index = match properties.get(self.next) {
+            Some((name, _)) if name == key => self.next,
+            _ => properties.iter().position(|(name, _)| name == key)?,
+        };
+        self.next = index + 1;
+        Some((index, &properties[index].1))
+    }
+
+    /// The shared name of the property at `index` (as [`Lookup::find`] gave it).
+    fn name(&self, index: usize) -> PropKey {
+        self.shape
+            .and_then(|s| s.properties.get(index))
+            .map_or_else(Default::default, |(name, _)| name.clone())
+    }
+
+    /// True when `key` (found as `found`) is among the keys before it (`before`).
+    fn repeated<'k>(
+        &mut self,
+        found: Option<(usize, &Shape)>,
+        key: &str,
+        mut before: impl Iterator<Item = &'k str>,
+    ) -> bool {
+        match found {
+            Some((index, _)) if index < 64 => {
+                let bit = 1u64 << index;
+                let seen = self.seen & bit != 0;
+                self.seen |= bit;
+                seen
+            }
+            _ => before.any(|k| k == key),
+        }
     }
 }
 
@@ -307,15 +390,15 @@ struct AttributesSeed<'s> {
 }
 
 impl<'de> DeserializeSeed<'de> for AttributesSeed<'_> {
-    type Value = Entry<'de>;
+    type Value = Entry;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> AttributesSeed<'_> {
-    fn scalar<E: de::Error>(&self, value: Value) -> Result<Entry<'de>, E> {
+impl AttributesSeed<'_> {
+    fn scalar<E: de::Error>(&self, value: Value) -> Result<Entry, E> {
         checked(
             StrictValue {
                 value,
@@ -328,7 +411,7 @@ impl<'de> AttributesSeed<'_> {
 }
 
 impl<'de> Visitor<'de> for AttributesSeed<'_> {
-    type Value = Entry<'de>;
+    type Value = Entry;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("attributes")
@@ -338,13 +421,19 @@ impl<'de> Visitor<'de> for AttributesSeed<'_> {
         if self.shape.is_some_and(|s| !s.types.allows(Types::OBJECT)) {
             return Err(de::Error::custom(Unsure));
         }
-        let mut entries: Vec<(Cow<'de, str>, Value)> = Vec::with_capacity(16);
+        let mut entries: Vec<(PropKey, Value)> = Vec::with_capacity(16);
+        let mut lookup = Lookup::new(self.shape);
         while let Some(Key(key)) = map.next_key()? {
-            if entries.iter().any(|(k, _)| *k == key) {
+            let found = lookup.find(&key);
+            if lookup.repeated(found, &key, entries.iter().map(|(k, _)| k.as_ref())) {
                 return Err(de::Error::custom(Unsure));
             }
-            let shape = self.shape.and_then(|s| s.property(&key));
-            let value = checked(map.next_value::<StrictValue>()?, shape)?;
+            let value = checked(map.next_value::<StrictValue>()?, found.map(|(_, s)| s))?;
+            // The SCHEMA's name when it declares this one: no key allocated per record.
+            let key = match found {
+                Some((index, _)) => lookup.name(index),
+                None => PropKey::Owned(key.into_owned()),
+            };
             entries.push((key, value));
         }
         if let Some(shape) = self.shape

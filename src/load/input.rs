@@ -19,9 +19,10 @@ use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
-use crate::load::fast::{Prepared, Published, Streams};
+use crate::load::fast::{ItemSeed, Prepared, Published, Streams};
 use crate::singer::{
     MessageReader, ParsedLine, RawRecord, ReadError, ReadMessage, UnknownTypes, parse_raw,
+    parse_record_with,
 };
 use crate::sink::{Item, Refusal};
 
@@ -258,6 +259,17 @@ impl Chunk {
             .drain(..)
             .map(|slot| match slot {
                 Slot::Line { line, start, end } => {
+                    // A RECORD of a published stream in the common form: one pass.
+                    if let Some((raw, prepared)) =
+                        parse_record_with(line, &text[start..end], |stream| {
+                            streams.get(stream).map(ItemSeed)
+                        })
+                    {
+                        return Ok(Line::Input(Input::Record(Box::new(Record {
+                            raw,
+                            prepared: Some(prepared),
+                        }))));
+                    }
                     parse_raw(line, &text[start..end]).map(|parsed| match parsed {
                         ParsedLine::Message(message) => Line::Input(Input::Message(message)),
                         ParsedLine::Record(raw) => {

@@ -442,7 +442,7 @@ mod canonical {
 
     use serde_json::Value;
 
-    use crate::model::Props;
+    use crate::model::{PropKey, Props};
     use crate::sink::{Action, Item, Kind};
 
     /// At most this many top-level names are sorted on the stack (an index fits in a `u8`).
@@ -493,7 +493,7 @@ mod canonical {
         if n <= STACK_KEYS {
             let mut order: [(&str, u8); STACK_KEYS] = [("", 0); STACK_KEYS];
             for (i, (slot, (k, _))) in order.iter_mut().zip(map.iter()).enumerate() {
-                *slot = (k.as_str(), i as u8);
+                *slot = (k.as_ref(), i as u8);
             }
             let order = &mut order[..n];
             if !order.is_sorted_by(|a, b| a.0 <= b.0) {
@@ -506,13 +506,16 @@ mod canonical {
                     .filter_map(|(_, i)| map.get_index(usize::from(*i))),
             );
         } else {
-            let mut order: Vec<(&String, &Value)> = map.iter().collect();
+            let mut order: Vec<(&PropKey, &Value)> = map.iter().collect();
             order.sort_unstable_by(|a, b| a.0.cmp(b.0));
             entries(out, order.into_iter());
         }
     }
 
-    fn entries<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a String, &'a Value)>) {
+    fn entries<'a, K: AsRef<str> + 'a>(
+        out: &mut Vec<u8>,
+        entries: impl Iterator<Item = (&'a K, &'a Value)>,
+    ) {
         out.push(b'{');
         let mut first = true;
         for (k, v) in entries {
@@ -520,7 +523,7 @@ mod canonical {
                 out.push(b',');
             }
             first = false;
-            string(out, k);
+            string(out, k.as_ref());
             out.push(b':');
             value(out, v);
         }
@@ -616,7 +619,7 @@ mod canonical {
 
         impl Serialize for Sorted<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let mut entries: Vec<(&String, &Value)> = self.0.iter().collect();
+                let mut entries: Vec<(&PropKey, &Value)> = self.0.iter().collect();
                 entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 serializer.collect_map(entries)
             }

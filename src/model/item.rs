@@ -69,7 +69,73 @@ pub enum Action {
 
 /// A record's standard fields or custom attributes: in input order, hashed with foldhash (a
 /// record's maps are built and read several times per record; SipHash was a measurable share).
-pub type Props = indexmap::IndexMap<String, Value, foldhash::fast::RandomState>;
+/// Keys are [`PropKey`]s: the names a stream's SCHEMA or the record model declares are shared,
+/// not a `String` allocated per key per record. Reads and writes as the `IndexMap` it wraps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Props(PropsMap);
+
+/// The map inside [`Props`].
+pub type PropsMap = indexmap::IndexMap<PropKey, Value, foldhash::fast::RandomState>;
+
+impl Props {
+    /// An empty map with room for `n` entries.
+    pub fn with_capacity(n: usize) -> Self {
+        Props(PropsMap::with_capacity_and_hasher(n, Default::default()))
+    }
+}
+
+impl std::ops::Deref for Props {
+    type Target = PropsMap;
+
+    fn deref(&self) -> &PropsMap {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Props {
+    fn deref_mut(&mut self) -> &mut PropsMap {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Props {
+    type Item = (&'a PropKey, &'a Value);
+    type IntoIter = indexmap::map::Iter<'a, PropKey, Value>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for Props {
+    type Item = (PropKey, Value);
+    type IntoIter = indexmap::map::IntoIter<PropKey, Value>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl FromIterator<(PropKey, Value)> for Props {
+    fn from_iter<I: IntoIterator<Item = (PropKey, Value)>>(iter: I) -> Self {
+        Props(iter.into_iter().collect())
+    }
+}
+
+impl FromIterator<(String, Value)> for Props {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+        Props(
+            iter.into_iter()
+                .map(|(k, v)| (PropKey::Owned(k), v))
+                .collect(),
+        )
+    }
+}
+
+/// A key of [`Props`]: a name shared for the whole run ([`crate::model::intern`]) or one of
+/// this record's own. Compares, hashes and serialises as the string it is.
+pub type PropKey = std::borrow::Cow<'static, str>;
 
 /// A record in roster's record model (CONTRACT.md), after routing and field mapping and before
 /// any vendor shape.
@@ -103,10 +169,10 @@ impl Item {
     pub fn properties(&self) -> Map<String, Value> {
         let mut out = Map::with_capacity(self.fields.len() + self.attributes.len());
         for (k, v) in &self.fields {
-            out.insert(k.clone(), v.clone());
+            out.insert(k.to_string(), v.clone());
         }
         for (k, v) in &self.attributes {
-            out.insert(k.clone(), v.clone());
+            out.insert(k.to_string(), v.clone());
         }
         out
     }
@@ -114,10 +180,10 @@ impl Item {
     /// The entries of [`Item::properties`] without copying them (an attribute wins over a
     /// standard field of the same name), for the writers' checks: building the map only to
     /// check it cost a clone of every record.
-    pub fn property_entries(&self) -> impl Iterator<Item = (&String, &Value)> {
+    pub fn property_entries(&self) -> impl Iterator<Item = (&PropKey, &Value)> {
         self.fields
             .iter()
-            .filter(|(k, _)| !self.attributes.contains_key(k.as_str()))
+            .filter(|(k, _)| !self.attributes.contains_key(k.as_ref()))
             .chain(&self.attributes)
     }
 

@@ -25,7 +25,31 @@ use serde_json::{Map, Value, json};
 
 mod item;
 
-pub use item::{Action, Item, Kind, Props};
+pub use item::{Action, Item, Kind, PropKey, Props};
+
+/// At most this many bytes of names are shared ([`intern`]); past it, names are not shared.
+const INTERNED_BYTES: usize = 1 << 20;
+
+/// A property name shared for the whole run, for the names a stream's SCHEMA declares: an
+/// item's key is then a pointer, not a `String` allocated (and freed on another thread) per key
+/// per record. Called when a SCHEMA comes, not per record. Each distinct name is kept once for
+/// the life of the process; past [`INTERNED_BYTES`] of them, a name is returned as its own copy.
+pub fn intern(name: &str) -> PropKey {
+    use std::sync::OnceLock;
+    static NAMES: OnceLock<parking_lot::Mutex<(crate::maps::FastSet<&'static str>, usize)>> =
+        OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock();
+    if let Some(&shared) = names.0.get(name) {
+        return PropKey::Borrowed(shared);
+    }
+    if names.1 + name.len() > INTERNED_BYTES {
+        return PropKey::Owned(name.to_string());
+    }
+    let shared: &'static str = Box::leak(name.into());
+    names.0.insert(shared);
+    names.1 += name.len();
+    PropKey::Borrowed(shared)
+}
 
 /// A JSON object: one record (the one definition; `crate::singer::Object` is this).
 pub type Object = Map<String, Value>;

@@ -15,7 +15,7 @@ pub use message::{
 };
 pub use reader::{
     DEFAULT_MAX_LINE_BYTES, MessageReader, ParsedLine, RawRecord, ReadError, ReadMessage,
-    UnknownTypes, parse_raw, parse_read,
+    UnknownTypes, parse_raw, parse_read, parse_record_with,
 };
 pub use state::{Bookmark, TapState};
 pub use writer::{SingerWriter, WriteError};

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::{self, BufRead};
 
+use serde::de::{self, DeserializeSeed};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -386,6 +387,242 @@ impl RawRecord {
                 time_extracted: self.time_extracted,
                 version: self.version,
             }),
+        })
+    }
+}
+
+/// A RECORD line parsed in one pass, its record walked by a seed while the envelope is read
+/// (not skipped as raw JSON and parsed a second time), for the common form where `type` and
+/// `stream` come before `record` (every Singer SDK and singer-python tap writes it so).
+/// `seed_for` gives the seed for a stream's records, or `None` when they are not walked.
+///
+/// `None` whenever the line is anything else or anything is unusual (another order of the
+/// fields, an escaped field name, a repeated field, an error anywhere, the seed refusing the
+/// record): the caller then reads the line with [`parse_raw`], which gives every error and every
+/// outcome exactly as before. The record's text is kept as [`parse_raw`] keeps it (a copy of
+/// its slice of the line, found from where the fields around it start and end).
+pub fn parse_record_with<P, S, V>(line: u64, bytes: &[u8], seed_for: P) -> Option<(RawRecord, V)>
+where
+    P: FnOnce(&str) -> Option<S>,
+    S: for<'de> DeserializeSeed<'de, Value = V>,
+{
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let fused = de
+        .deserialize_map(Fused {
+            text,
+            seed_for,
+            _seed: std::marker::PhantomData,
+        })
+        .ok()?;
+    de.end().ok()?;
+    let check = FieldCheck {
+        line,
+        bytes,
+        kind: "RECORD",
+    };
+    let record = serde_json::value::to_raw_value(&Verbatim(fused.record)).ok()?;
+    Some((
+        RawRecord {
+            line,
+            bytes: bytes.len(),
+            stream: fused.stream,
+            record,
+            time_extracted: fused.time_extracted.and_then(raw_string),
+            version: check.version(fused.version, false).ok()?,
+        },
+        fused.value,
+    ))
+}
+
+/// JSON text written as it is: a slice of a line the parser has read as one JSON value.
+struct Verbatim<'a>(&'a str);
+
+impl serde::Serialize for Verbatim<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // How `serde_json`'s own `RawValue` has its serializer write text verbatim.
+        let mut s = serializer.serialize_struct(RAW_VALUE_TOKEN, 1)?;
+        s.serialize_field(RAW_VALUE_TOKEN, self.0)?;
+        s.end()
+    }
+}
+
+/// `serde_json`'s name for a raw value in its serializer (`serde_json::raw::TOKEN`; a test
+/// checks the text comes out verbatim).
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// The fields [`Envelope`] knows: each may come once.
+const ENVELOPE_FIELDS: [&str; 11] = [
+    "type",
+    "stream",
+    "record",
+    "schema",
+    "key_properties",
+    "bookmark_properties",
+    "value",
+    "time_extracted",
+    "version",
+    "encoding",
+    "manifest",
+];
+
+/// The envelope read around a walked record ([`parse_record_with`]).
+struct Fused<'t, P, S> {
+    text: &'t str,
+    seed_for: P,
+    _seed: std::marker::PhantomData<S>,
+}
+
+/// What [`Fused`] read.
+struct FusedRecord<'de, V> {
+    stream: String,
+    record: &'de str,
+    value: V,
+    time_extracted: Option<&'de RawValue>,
+    version: Option<&'de RawValue>,
+}
+
+/// Not the common form: read the line the usual way.
+#[derive(Debug)]
+struct Unusual;
+
+impl std::fmt::Display for Unusual {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not the common form of a RECORD")
+    }
+}
+
+/// JSON's whitespace.
+fn json_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The end of the value that precedes `at` (a `,` or `}` after it, with whitespace around).
+fn value_end_before(text: &[u8], at: usize, separator: u8) -> Option<usize> {
+    let mut i = at;
+    while i > 0 && json_space(text[i - 1]) {
+        i -= 1;
+    }
+    if i == 0 || text[i - 1] != separator {
+        return None;
+    }
+    i -= 1;
+    while i > 0 && json_space(text[i - 1]) {
+        i -= 1;
+    }
+    Some(i)
+}
+
+impl<'de, P, S, V> de::Visitor<'de> for Fused<'de, P, S>
+where
+    P: FnOnce(&str) -> Option<S>,
+    S: DeserializeSeed<'de, Value = V>,
+{
+    type Value = FusedRecord<'de, V>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Singer message")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let unusual = || de::Error::custom(Unusual);
+        let bytes = self.text.as_bytes();
+        let base = self.text.as_ptr() as usize;
+        let mut seed_for = Some(self.seed_for);
+        let mut seen = 0u16;
+        let mut is_record = false;
+        let mut stream: Option<String> = None;
+        // The record: where its text starts and ends (once the next field or the end shows
+        // it), and what the seed made of it.
+        let mut walked: Option<(usize, Option<usize>, V)> = None;
+        let mut time_extracted = None;
+        let mut version = None;
+        while let Some(key) = map.next_key::<&'de str>()? {
+            // A key borrowed from the line: its text starts right after its opening quote.
+            let at = (key.as_ptr() as usize).wrapping_sub(base);
+            if at == 0 || at > bytes.len() {
+                return Err(unusual());
+            }
+            if let Some((_, end @ None, _)) = walked.as_mut() {
+                *end = Some(value_end_before(bytes, at - 1, b',').ok_or_else(unusual)?);
+            }
+            if let Some(n) = ENVELOPE_FIELDS.iter().position(|f| *f == key) {
+                if seen & (1 << n) != 0 {
+                    return Err(unusual());
+                }
+                seen |= 1 << n;
+            }
+            match key {
+                "type" => {
+                    let kind: &'de str = map.next_value()?;
+                    if !kind.eq_ignore_ascii_case("RECORD") {
+                        return Err(unusual());
+                    }
+                    is_record = true;
+                }
+                "stream" => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    stream = Some(
+                        raw_string(raw)
+                            .filter(|s| !s.is_empty())
+                            .ok_or_else(unusual)?,
+                    );
+                }
+                "record" => {
+                    let (true, Some(name)) = (is_record, stream.as_deref()) else {
+                        return Err(unusual());
+                    };
+                    let seed = seed_for.take().and_then(|f| f(name)).ok_or_else(unusual)?;
+                    // After the key's closing quote: whitespace, `:`, whitespace, the record.
+                    let mut start = at + key.len() + 1;
+                    while bytes.get(start).copied().is_some_and(json_space) {
+                        start += 1;
+                    }
+                    if bytes.get(start) != Some(&b':') {
+                        return Err(unusual());
+                    }
+                    start += 1;
+                    while bytes.get(start).copied().is_some_and(json_space) {
+                        start += 1;
+                    }
+                    if bytes.get(start) != Some(&b'{') {
+                        return Err(unusual());
+                    }
+                    walked = Some((start, None, map.next_value_seed(seed)?));
+                }
+                "time_extracted" => time_extracted = Some(map.next_value::<&'de RawValue>()?),
+                "version" => version = Some(map.next_value::<&'de RawValue>()?),
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        let Some((start, end, value)) = walked else {
+            return Err(unusual());
+        };
+        let end = match end {
+            Some(end) => end,
+            // The record was the last field: it ends before the envelope's closing brace,
+            // the line's last character but whitespace (`end()` checks nothing follows).
+            None => {
+                let mut close = bytes.len();
+                while close > 0 && json_space(bytes[close - 1]) {
+                    close -= 1;
+                }
+                value_end_before(bytes, close, b'}').ok_or_else(unusual)?
+            }
+        };
+        let record = self.text.get(start..end).ok_or_else(unusual)?;
+        if !record.ends_with('}') {
+            return Err(unusual());
+        }
+        Ok(FusedRecord {
+            stream: stream.ok_or_else(unusual)?,
+            record,
+            value,
+            time_extracted,
+            version,
         })
     }
 }

@@ -24,28 +24,37 @@ const BLOCK: usize = 16 * 1024;
 pub fn encode_json<T: Serialize + ?Sized>(body: &T) -> Result<Bytes, serde_json::Error> {
     thread_local! {
         static POOL: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
-    POOL.with(|pool| {
-        let mut buffer = pool.borrow_mut();
-        buffer.clear();
-        if buffer.capacity() < BLOCK / 4 {
-            // Takes the block back if every body cut from it is gone, else starts a new one.
-            buffer.reserve(BLOCK);
-        }
-        match serde_json::to_writer((&mut *buffer).writer(), body) {
-            Ok(()) => {
+    // Serialised into a plain reused `Vec` first, then copied into the block in one piece:
+    // `serde_json` writes a body in many small pieces (a quote, a key, a colon, …), and each
+    // write through `BytesMut`'s `io::Write` adapter cost more than the copy.
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        scratch.clear();
+        let written = serde_json::to_writer(&mut *scratch, body);
+        let bytes = written.map(|()| {
+            POOL.with(|pool| {
+                let mut buffer = pool.borrow_mut();
+                buffer.clear();
+                if buffer.capacity() < BLOCK / 4 {
+                    // Takes the block back if every body cut from it is gone, else starts a
+                    // new one.
+                    buffer.reserve(BLOCK);
+                }
+                buffer.put_slice(&scratch);
                 let body = buffer.split().freeze();
                 // A rare huge body does not pin its block to the thread.
                 if buffer.capacity() > 4 * BLOCK {
                     *buffer = BytesMut::new();
                 }
-                Ok(body)
-            }
-            Err(err) => {
-                buffer.clear();
-                Err(err)
-            }
+                body
+            })
+        });
+        if scratch.capacity() > 4 * BLOCK {
+            *scratch = Vec::new();
         }
+        bytes
     })
 }
 
@@ -68,11 +77,11 @@ impl Serialize for Properties<'_> {
         let item = self.0;
         let mut map = serializer.serialize_map(None)?;
         for (key, value) in item.fields.iter() {
-            let value = item.attributes.get(key.as_str()).unwrap_or(value);
+            let value = item.attributes.get(&**key).unwrap_or(value);
             map.serialize_entry(key, value)?;
         }
         for (key, value) in item.attributes.iter() {
-            if !item.fields.contains_key(key.as_str()) {
+            if !item.fields.contains_key(&**key) {
                 map.serialize_entry(key, value)?;
             }
         }

@@ -6,14 +6,14 @@
 use serde_json::Value;
 
 use super::settle::Refusal;
-use crate::model::Item;
+use crate::model::{Item, PropKey};
 
 /// Vendors that take only scalar values (string, number, boolean, null): the first value that
 /// is an array or an object, named.
 pub fn scalars_only<'a>(
     vendor: &str,
     what: &str,
-    values: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    values: impl IntoIterator<Item = (&'a PropKey, &'a Value)>,
 ) -> Result<(), Refusal> {
     match values
         .into_iter()

@@ -59,12 +59,13 @@ pub struct FieldChange {
 /// The changes a merging upsert of `record` (properties, `null` clears) would make to `held`
 /// (the vendor's flat property map): properties the record leaves out are kept, so they are
 /// not changes.
-pub fn property_changes<'a>(
-    record: impl IntoIterator<Item = (&'a String, &'a Value)>,
+pub fn property_changes<'a, K: AsRef<str> + 'a>(
+    record: impl IntoIterator<Item = (&'a K, &'a Value)>,
     held: &Map<String, Value>,
 ) -> Vec<FieldChange> {
     let mut changes = Vec::new();
     for (key, value) in record {
+        let key = key.as_ref();
         let now = held.get(key).unwrap_or(&Value::Null);
         let (wanted, always) = match value {
             // Userflow's change objects: `set` is a value; `set_once` changes only an unset
@@ -83,7 +84,7 @@ pub fn property_changes<'a>(
         };
         if always || !same_value(now, wanted) {
             changes.push(FieldChange {
-                field: key.clone(),
+                field: key.to_string(),
                 from: now.clone(),
                 to: wanted.clone(),
             });

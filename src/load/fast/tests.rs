@@ -105,6 +105,10 @@ const ASKED: &[&str] = &[
     r#"{"id":"u1","id":"u2"}"#,
     r#"{"id":"u1","attributes":{"plan":"a","plan":"b"}}"#,
     r#"{"id":"u1","deep":{"a":1,"a":2}}"#,
+    r#"{"id":"u1","extra":1,"extra":2}"#,
+    r#"{"id":"u1","i\u0064":"u2"}"#,
+    r#"{"id":"u1","attributes":{"zz":1,"plan":"a","zz":2}}"#,
+    r#"{"id":"u1","attributes":{"plan":"a","seats":1,"pl\u0061n":"b"}}"#,
     // What the SCHEMA refuses, or what only jsonschema judges.
     r#"{"id":"u1","seats":"many"}"#,
     r#"{"id":"u1","seats":1.0}"#,
@@ -208,4 +212,81 @@ fn published_streams_are_replaced_whole_and_withdrawn() {
     assert!(published.snapshot().contains_key("users"));
     published.set("users", None);
     assert!(published.snapshot().is_empty());
+}
+
+#[test]
+fn names_the_schema_or_the_model_declares_are_shared_not_copied_per_record() {
+    // An item's keys: the model's standard field names and the SCHEMA's declared attribute
+    // names are shared (no `String` per key per record); an undeclared one is its own copy.
+    let prepared = Prepared::new(compiled(bench_schema()), map(json!({}))).unwrap();
+    let raw = RawValue::from_string(TAKEN[0].to_string()).unwrap();
+    let item = prepared.item(&raw).unwrap().unwrap();
+    let shared = |k: &PropKey| matches!(k, PropKey::Borrowed(_));
+    let names = |props: &crate::model::Props| {
+        props
+            .keys()
+            .map(|k| (k.to_string(), shared(k)))
+            .collect::<Vec<_>>()
+    };
+    let declared = |name: &str| (name.to_string(), true);
+    let own = |name: &str| (name.to_string(), false);
+    assert_eq!(
+        names(&item.fields),
+        ["email", "name", "active", "created_at"].map(declared)
+    );
+    assert_eq!(
+        names(&item.attributes),
+        [
+            declared("plan"),
+            declared("seats"),
+            own("mrr"),
+            own("country")
+        ]
+    );
+    // The same name twice is the same shared text.
+    let again = prepared.item(&raw).unwrap().unwrap();
+    let (PropKey::Borrowed(a), PropKey::Borrowed(b)) = (
+        item.attributes.get_index(0).unwrap().0,
+        again.attributes.get_index(0).unwrap().0,
+    ) else {
+        panic!("not shared");
+    };
+    assert!(std::ptr::eq(*a, *b));
+    // The engine's own way shares the model's names too.
+    let slow = engine_way(&prepared.schema, &prepared.map, TAKEN[0])
+        .unwrap()
+        .unwrap();
+    assert!(slow.fields.keys().all(shared), "{:?}", slow.fields);
+    assert_eq!(slow, item);
+}
+
+#[test]
+fn the_one_pass_read_of_a_line_gives_the_same_item_or_leaves_the_line_to_the_usual_read() {
+    // The walk fused with the envelope's read (`ItemSeed`) against `Prepared::item` over the
+    // record's text as the usual read keeps it: the same item, or the usual read.
+    let prepared = Arc::new(Prepared::new(compiled(bench_schema()), map(json!({}))).unwrap());
+    for (text, taken) in TAKEN
+        .iter()
+        .map(|t| (t, true))
+        .chain(ASKED.iter().map(|t| (t, false)))
+    {
+        for line in [
+            format!(r#"{{"type":"RECORD","stream":"users","record":{text},"time_extracted":"t"}}"#),
+            format!(r#"{{"type":"RECORD","stream":"users","record": {text} }}"#),
+        ] {
+            let fused = crate::singer::parse_record_with(1, line.as_bytes(), |stream| {
+                (stream == "users").then_some(ItemSeed(&prepared))
+            });
+            let usual = prepared.item(&RawValue::from_string(text.to_string()).unwrap());
+            match fused {
+                Some((raw, (used, item))) => {
+                    assert!(taken, "read in one pass: {line}");
+                    assert!(Arc::ptr_eq(&used, &prepared));
+                    assert_eq!(raw.record.get(), *text);
+                    assert_eq!(Some(item), usual, "{line}");
+                }
+                None => assert!(!taken && usual.is_none(), "not read in one pass: {line}"),
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{ATTRIBUTES, DELETED_AT, StreamMap};
 use crate::config::{NestedValues, NullValues, StreamOverride};
-use crate::model::{self, FieldType, StreamDef};
+use crate::model::{self, FieldType, PropKey, Props, StreamDef};
 use crate::singer::Object;
 use crate::sink::{Action, Item, Kind, Refusal};
 
@@ -23,16 +23,19 @@ fn model_def(kind: Kind) -> Option<&'static StreamDef> {
     }
 }
 
-/// True for a standard field of the record model (kept apart from custom attributes): every
-/// field of the kind's model definition but its keys, `attributes` and `_sdc_deleted_at`.
-fn is_standard(def: Option<&'static StreamDef>, field: &str) -> bool {
-    def.and_then(|d| d.field(field)).is_some_and(|f| {
-        f.name != ATTRIBUTES
-            && f.name != DELETED_AT
-            && (f.ty != FieldType::Key || f.name == "name")
-            && f.name != "user_id"
-            && f.name != "group_id"
-    })
+/// The model's name of a standard field of the record model (kept apart from custom
+/// attributes): every field of the kind's model definition but its keys, `attributes` and
+/// `_sdc_deleted_at`; `None` for any other field.
+fn standard(def: Option<&'static StreamDef>, field: &str) -> Option<&'static str> {
+    def.and_then(|d| d.field(field))
+        .filter(|f| {
+            f.name != ATTRIBUTES
+                && f.name != DELETED_AT
+                && (f.ty != FieldType::Key || f.name == "name")
+                && f.name != "user_id"
+                && f.name != "group_id"
+        })
+        .map(|f| f.name)
 }
 
 impl StreamMap {
@@ -47,7 +50,7 @@ impl StreamMap {
     /// Turns a record's top-level fields, in input order and with no key twice, into an item:
     /// what [`StreamMap::item`] does, for records the parse workers have read field by field
     /// (`crate::load::fast`). Only for streams without a field mapping.
-    pub fn item_of<'a>(&self, entries: Vec<(Cow<'a, str>, Entry<'a>)>) -> Result<Item, Refusal> {
+    pub fn item_of<'a>(&self, entries: Vec<(Cow<'a, str>, Entry)>) -> Result<Item, Refusal> {
         debug_assert!(self.mapping.is_none());
         self.normalize(entries)
     }
@@ -59,14 +62,14 @@ impl StreamMap {
     }
 
     /// A record as [`Self::normalize`] takes it.
-    fn entries(&self, record: Object) -> Vec<(Cow<'static, str>, Entry<'static>)> {
+    fn entries(&self, record: Object) -> Vec<(Cow<'static, str>, Entry)> {
         let nest = self.nests_attributes();
         record
             .into_iter()
             .map(|(k, v)| {
                 let entry = match v {
                     Value::Object(map) if nest && k == ATTRIBUTES => {
-                        Entry::Nested(map.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect())
+                        Entry::Nested(map.into_iter().map(|(k, v)| (k.into(), v)).collect())
                     }
                     v => Entry::Value(v),
                 };
@@ -133,7 +136,7 @@ impl StreamMap {
         out
     }
 
-    fn normalize<'a>(&self, entries: Vec<(Cow<'a, str>, Entry<'a>)>) -> Result<Item, Refusal> {
+    fn normalize<'a>(&self, entries: Vec<(Cow<'a, str>, Entry)>) -> Result<Item, Refusal> {
         let deleted = entries.iter().find_map(|(k, e)| match e {
             Entry::Value(v) if k == DELETED_AT => Some(v),
             _ => None,
@@ -145,7 +148,7 @@ impl StreamMap {
         };
         let mut item = self.empty_item(&entries, action);
         let def = model_def(self.kind);
-        let mut nested: Option<Vec<(Cow<'a, str>, Value)>> = None;
+        let mut nested: Option<Vec<(PropKey, Value)>> = None;
         for (k, entry) in entries {
             let v = match entry {
                 Entry::Nested(map) => {
@@ -161,7 +164,7 @@ impl StreamMap {
             if k == ATTRIBUTES {
                 match v {
                     Value::Object(map) => {
-                        nested = Some(map.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect());
+                        nested = Some(map.into_iter().map(|(k, v)| (k.into(), v)).collect());
                     }
                     Value::Null => {}
                     other => {
@@ -177,18 +180,19 @@ impl StreamMap {
                 // The source's change time (its INCREMENTAL bookmark), not a trait of the user
                 // or group: not sent, and not part of the hash change detection compares. A
                 // user who wants it at the vendor renames it (docs/contract.md).
-            } else if is_standard(def, k) {
+            } else if let Some(name) = standard(def, k) {
                 if let Some(v) = self.value(Field::Top(k), v)? {
-                    item.fields.insert(k.to_string(), v);
+                    // The model's own name: no key allocated per record.
+                    item.fields.insert(PropKey::Borrowed(name), v);
                 }
             } else if let Some(v) = self.value(Field::Top(k), v)? {
-                item.attributes.insert(k.to_string(), v);
+                item.attributes.insert(PropKey::Owned(k.to_string()), v);
             }
         }
         if let Some(nested) = nested {
             for (k, v) in nested {
                 if let Some(v) = self.value(Field::Attribute(&k), v)? {
-                    item.attributes.insert(k.into_owned(), v);
+                    item.attributes.insert(k, v);
                 }
             }
         }
@@ -197,7 +201,7 @@ impl StreamMap {
     }
 
     /// An item of this stream's kind with no fields yet, its maps sized for the record.
-    fn empty_item(&self, entries: &[(Cow<'_, str>, Entry<'_>)], action: Action) -> Item {
+    fn empty_item(&self, entries: &[(Cow<'_, str>, Entry)], action: Action) -> Item {
         let nested = entries
             .iter()
             .map(|(k, e)| match e {
@@ -212,11 +216,11 @@ impl StreamMap {
             id: None,
             user_id: None,
             group_id: None,
-            // Sized up front: growing two hash maps per record was a measurable share.
-            fields: Map::with_capacity(entries.len()).into_iter().collect(),
-            attributes: Map::with_capacity(entries.len() + nested)
-                .into_iter()
-                .collect(),
+            // Sized up front: growing two hash maps per record was a measurable share. (Built
+            // as a `serde_json::Map` and collected, they were neither: an empty iterator sizes
+            // nothing, and the map built for it was freed at once.)
+            fields: Props::with_capacity(entries.len()),
+            attributes: Props::with_capacity(entries.len() + nested),
         }
     }
 
@@ -326,11 +330,12 @@ impl StreamMap {
 
 /// A top-level value of a record as [`StreamMap::item_of`] takes it.
 #[derive(Debug)]
-pub enum Entry<'a> {
+pub enum Entry {
     /// The value.
     Value(Value),
-    /// The record's `attributes` object, as its entries in input order (no key twice).
-    Nested(Vec<(Cow<'a, str>, Value)>),
+    /// The record's `attributes` object, as its entries in input order (no key twice), the
+    /// names its SCHEMA declares shared ([`crate::model::intern`]).
+    Nested(Vec<(PropKey, Value)>),
 }
 
 /// A property's name for warnings, built only when one is written (a `format!` per nested

@@ -198,3 +198,105 @@ fn records_keep_numbers_and_key_order() {
         json!({"z":1,"a":-2,"m":0.1,"big":18446744073709551615u64,"n":null,"arr":[{"k":true}]})
     );
 }
+
+/// A seed that parses the record into a value (for [`parse_record_with`]'s tests).
+struct AsValue;
+
+impl<'de> DeserializeSeed<'de> for AsValue {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        Value::deserialize(deserializer)
+    }
+}
+
+/// Reads `line` both ways; `Some` (and the same record as [`parse_raw`] keeps) when the
+/// one-pass read took it.
+fn one_pass(line: &str) -> Option<(RawRecord, Value)> {
+    let fused = parse_record_with(7, line.as_bytes(), |stream: &str| {
+        (stream != "unpublished").then_some(AsValue)
+    });
+    if let Some((raw, value)) = &fused {
+        let Ok(ParsedLine::Record(usual)) = parse_raw(7, line.as_bytes()) else {
+            panic!("the one-pass read took a line the usual read does not: {line}");
+        };
+        assert_eq!(raw.line, usual.line);
+        assert_eq!(raw.bytes, usual.bytes);
+        assert_eq!(raw.stream, usual.stream, "{line}");
+        assert_eq!(raw.record.get(), usual.record.get(), "{line}");
+        assert_eq!(raw.time_extracted, usual.time_extracted, "{line}");
+        assert_eq!(raw.version, usual.version, "{line}");
+        let parsed: Value = serde_json::from_str(usual.record.get()).unwrap();
+        assert_eq!(*value, parsed, "{line}");
+    }
+    fused
+}
+
+#[test]
+fn a_record_in_the_common_form_is_read_in_one_pass_with_its_text_kept() {
+    for line in [
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1","a":{"b":[1,"}"]}},"time_extracted":"2026-01-01T00:00:00Z"}"#,
+        r#"{"type":"record","stream":"users","record":{"id":"u1"}}"#,
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1"},"version":3}"#,
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1"},"version":3.0,"extra":[1,{"x":2}]}"#,
+        " { \"type\" : \"RECORD\" ,\t\"stream\" : \"users\" , \"record\" :\r\n { \"id\" : \"u,}\\\"1\" } \n, \"time_extracted\" : null } \t",
+        "{\"type\":\"RECORD\",\"stream\":\"users\",\"record\":{\"id\":\"u1\"}   }  ",
+        r#"{"type":"RECORD","stream":"us\u0065rs","record":{"id":"u1\u0000","k\"ey":"\\"}}"#,
+        r#"{"type":"RECORD","unknown":1,"stream":"users","unknown2":{"record":1},"record":{}}"#,
+    ] {
+        let (raw, _) = one_pass(line).unwrap_or_else(|| panic!("not read in one pass: {line}"));
+        assert_eq!(raw.stream, "users");
+    }
+}
+
+#[test]
+fn anything_unusual_is_left_to_the_usual_read() {
+    for line in [
+        // Another order of the fields.
+        r#"{"stream":"users","record":{"id":"u1"},"type":"RECORD"}"#,
+        r#"{"type":"RECORD","record":{"id":"u1"},"stream":"users"}"#,
+        // A stream not walked; not a RECORD.
+        r#"{"type":"RECORD","stream":"unpublished","record":{"id":"u1"}}"#,
+        r#"{"type":"STATE","value":{"stream":"users","record":{}}}"#,
+        r#"{"type":"SCHEMA","stream":"users","schema":{"type":"object"},"record":{}}"#,
+        // An escaped field name or type.
+        r#"{"type":"RECORD","stream":"users","rec\u006frd":{"id":"u1"}}"#,
+        r#"{"type":"RECORD","str\u0065am":"users","record":{"id":"u1"}}"#,
+        r#"{"type":"RECOR\u0044","stream":"users","record":{"id":"u1"}}"#,
+        // Repeated fields: the usual read says so.
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1"},"record":{"id":"u2"}}"#,
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1"},"version":1,"version":2}"#,
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1"},"schema":1,"schema":2}"#,
+        // Errors: the usual read names them.
+        r#"{"type":"RECORD","stream":"","record":{"id":"u1"}}"#,
+        r#"{"type":"RECORD","stream":5,"record":{"id":"u1"}}"#,
+        r#"{"type":"RECORD","stream":"users","record":[1]}"#,
+        r#"{"type":"RECORD","stream":"users","record":"x"}"#,
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1"},"version":-1}"#,
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1"}} trailing"#,
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1"}"#,
+        r#"{"type":"RECORD","stream":"users","record":{"id":"u1",}}"#,
+        r#"{"type":null,"stream":"users","record":{"id":"u1"}}"#,
+        "{\"type\":\"RECORD\",\"stream\":\"users\",\"record\":{\"id\":\"\u{1}\"}}",
+    ] {
+        assert!(one_pass(line).is_none(), "read in one pass: {line}");
+    }
+    // Invalid UTF-8.
+    assert!(
+        parse_record_with(
+            1,
+            b"{\"type\":\"RECORD\",\"stream\":\"users\",\"record\":{\"id\":\"\xff\"}}",
+            |_: &str| Some(AsValue)
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn the_kept_record_text_is_written_verbatim() {
+    // The record's text is copied through serde_json's raw-value path: a change of its
+    // private name would quote the text instead, and this would fail.
+    let line = r#"{"type":"RECORD","stream":"users","record":{ "id" : "u1", "n":1.50 }}"#;
+    let (raw, _) = one_pass(line).unwrap();
+    assert_eq!(raw.record.get(), r#"{ "id" : "u1", "n":1.50 }"#);
+}

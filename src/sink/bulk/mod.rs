@@ -296,11 +296,11 @@ impl<'a> From<Vec<Row<'a>>> for RowBatch<'a> {
 /// then the other attributes. For writers that serialise rows straight from the item.
 pub fn properties_in_order(
     item: &crate::sink::Item,
-) -> impl Iterator<Item = (&String, &serde_json::Value)> {
+) -> impl Iterator<Item = (&crate::model::PropKey, &serde_json::Value)> {
     let clashes = !item.attributes.is_empty();
     let fields = item.fields.iter().map(move |(key, value)| {
         let value = match clashes {
-            true => item.attributes.get(key.as_str()).unwrap_or(value),
+            true => item.attributes.get(&**key).unwrap_or(value),
             false => value,
         };
         (key, value)
@@ -309,7 +309,7 @@ pub fn properties_in_order(
     let attributes = item
         .attributes
         .iter()
-        .filter(move |(key, _)| !overlap || !item.fields.contains_key(key.as_str()));
+        .filter(move |(key, _)| !overlap || !item.fields.contains_key(&**key));
     fields.chain(attributes)
 }
 

@@ -112,7 +112,12 @@ impl AppcuesSink {
                 if !item.attributes.is_empty() {
                     body.insert(
                         "attributes".into(),
-                        Value::Object(item.attributes.clone().into_iter().collect()),
+                        Value::Object(
+                            item.attributes
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.clone()))
+                                .collect(),
+                        ),
                     );
                 }
                 if let Some(group) = &item.group_id {

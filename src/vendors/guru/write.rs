@@ -418,8 +418,8 @@ impl GuruSink {
         /// What roster reads from a users record; the rest is Guru's member's own.
         const READ: &[&str] = &["email", "active", "status", "role", "access_type"];
         if action == Action::Upsert
-            && (item.fields.keys().any(|k| !READ.contains(&k.as_str()))
-                || item.attributes.keys().any(|k| !READ.contains(&k.as_str())))
+            && (item.fields.keys().any(|k| !READ.contains(&&**k))
+                || item.attributes.keys().any(|k| !READ.contains(&&**k)))
             && !self.warned_fields.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(

@@ -417,7 +417,7 @@ pub fn user_changes(
     for (key, value) in &item.attributes {
         match place_user_attribute(key, value) {
             Placement::Path(path, value) => changes.push(Change::of(path, &value)),
-            Placement::Owned | Placement::Unknown => unplaced.push(key.clone()),
+            Placement::Owned | Placement::Unknown => unplaced.push(key.to_string()),
         }
     }
     (changes, unplaced)

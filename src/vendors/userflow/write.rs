@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
+use crate::model::PropKey;
 use crate::sink::body::Properties;
 use crate::sink::read::{property_changes, split_properties};
 use crate::sink::{
@@ -213,7 +214,7 @@ pub async fn read_holding(transport: &dyn Transport, item: &Item) -> Result<Hold
 /// (`{"set": …}`, `set_once`, `add`, `subtract`, with an optional `data_type`).
 fn check_attributes<'a>(
     what: &str,
-    values: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    values: impl IntoIterator<Item = (&'a PropKey, &'a Value)>,
 ) -> Result<(), Refusal> {
     for (key, value) in values {
         let ok = match value {

@@ -267,7 +267,12 @@ pub fn request(op: &Op) -> Option<WireRequest> {
             let mut body = Map::new();
             body.insert("user_id".into(), Value::String(item.user_id.clone()?));
             body.insert("event_name".into(), item.fields.get("name")?.clone());
-            let mut metadata = stringify(item.attributes.clone().into_iter().collect());
+            let mut metadata = stringify(
+                item.attributes
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            );
             if let Some(group) = &item.group_id {
                 metadata.insert("company_id".into(), Value::String(group.clone()));
             }
