@@ -162,11 +162,13 @@ impl Dedupe {
     }
 }
 
-/// A private temporary database (SQLite deletes its file when it is closed).
+/// A private temporary database (SQLite deletes its file when it is closed), with a page cache
+/// of 256 KiB instead of SQLite's 2 MiB: its reads are point reads behind the Bloom filter, and
+/// a listing's tap may hold several of these.
 fn open() -> rusqlite::Result<Connection> {
     let db = Connection::open("")?;
     db.execute_batch(
-        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -256;
          CREATE TABLE ids (h BLOB PRIMARY KEY) WITHOUT ROWID;",
     )?;
     Ok(db)
@@ -178,6 +180,17 @@ const FIRST_LAYER: usize = 1 << 17;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spill_table_keeps_a_small_page_cache() {
+        // SQLite's default is 2 MiB a connection; a tap holds one per long listing, and the
+        // tap's peak RSS is a goal (a fifth of the peer's).
+        let db = open().unwrap();
+        let kib: i64 = db
+            .query_row("PRAGMA cache_size", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(kib, -256);
+    }
 
     #[test]
     fn seen_ids_are_remembered() {
